@@ -1,0 +1,63 @@
+# erpcrm: keeps HubSpot CRM fed with the data an ERP owns.
+#
+#   make            build the extension
+#   make install    install it into the PostgreSQL that pg_config names
+#   make test       set up everything (packages included) and run all suites
+#   make demo       run the demo against the local HubSpot mock
+#   make bench      benchmarks (prints figures)
+
+MODULE_big = erpcrm
+EXTENSION = erpcrm
+OBJS = \
+	extension/erpcrm.o \
+	extension/guc.o \
+	extension/capture.o \
+	extension/keyexpr.o \
+	extension/shmem.o \
+	worker/worker.o \
+	worker/delivery.o \
+	worker/values.o \
+	worker/http.o \
+	worker/json.o \
+	worker/ratelimit.o
+
+DATA = $(wildcard sql/erpcrm--*.sql)
+PGFILEDESC = "erpcrm - ERP to HubSpot CRM sync"
+
+PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/worker
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
+SHLIB_LINK = -lcurl -lcjson
+
+REGRESS = setup mapping capture state surface privileges
+REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
+	--temp-instance=tests/regress/tmp_check \
+	--temp-config=tests/regress/erpcrm.conf --load-extension=erpcrm
+
+EXTRA_CLEAN = tests/regress/results tests/regress/tmp_check \
+	tests/regress/regression.diffs tests/regress/regression.out \
+	tests/tmp_check tests/log
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: test demo bench check-regress check-tap
+
+# One command: packages, build, install, every suite as an unprivileged user.
+test:
+	bash tests/run.sh
+
+demo:
+	bash tests/demo.sh
+
+bench:
+	bash tests/bench.sh
+
+# The suites themselves (run by tests/run.sh as an unprivileged user).
+check-regress:
+	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
+
+check-tap:
+	cd tests && TESTDIR='$(CURDIR)/tests' PATH="$(bindir):$$PATH" \
+	  PG_REGRESS='$(top_builddir)/src/test/regress/pg_regress' \
+	  $(PROVE) $(PG_PROVE_FLAGS) -I '$(CURDIR)/tests' $(PROVE_FLAGS) t/*.pl

@@ -1,0 +1,251 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  erpcrm's settings (postgresql.conf, prefix "erpcrm.") and the access
+ *	  token, which is never shown to anybody.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/stat.h>
+
+#include "storage/fd.h"
+#include "utils/guc.h"
+
+#include "erpcrm.h"
+
+char	   *erpcrm_database = NULL;
+char	   *erpcrm_role = NULL;
+char	   *erpcrm_hubspot_url = NULL;
+char	   *erpcrm_token = NULL;
+char	   *erpcrm_token_file = NULL;
+char	   *erpcrm_ca_file = NULL;
+int			erpcrm_batch_size = 100;
+int			erpcrm_max_calls_per_10s = 80;
+int			erpcrm_connect_timeout_ms = 10000;
+int			erpcrm_request_timeout_ms = 60000;
+int			erpcrm_retry_base_ms = 1000;
+int			erpcrm_retry_max_ms = 300000;
+int			erpcrm_auth_retry_ms = 300000;
+int			erpcrm_poll_interval_ms = 10000;
+int			erpcrm_api_log_retention_min = 1440;
+
+/*
+ * SHOW and pg_settings never see the token itself, whoever asks: only
+ * whether one is set.
+ */
+static const char *
+show_secret(void)
+{
+	return (erpcrm_token != NULL && erpcrm_token[0] != '\0') ? "(set)" : "";
+}
+
+static bool
+check_token(char **newval, void **extra, GucSource source)
+{
+	const char *p;
+
+	if (*newval == NULL)
+		return true;
+	for (p = *newval; *p; p++)
+	{
+		/* header injection guard: a token is one line of printable ASCII */
+		if ((unsigned char) *p < 0x21 || (unsigned char) *p > 0x7e)
+		{
+			GUC_check_errmsg("erpcrm.token contains a character that cannot appear in a token");
+			GUC_check_errhint("A HubSpot access token is printable ASCII without spaces.");
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool
+check_url(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+	size_t		len;
+
+	if (v == NULL || v[0] == '\0')
+	{
+		GUC_check_errmsg("erpcrm.hubspot_url must not be empty");
+		return false;
+	}
+	if (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0)
+	{
+		GUC_check_errmsg("erpcrm.hubspot_url must start with https:// or http://");
+		GUC_check_errdetail("The value given was \"%s\".", v);
+		return false;
+	}
+	len = strlen(v);
+	if (v[len - 1] == '/')
+	{
+		GUC_check_errmsg("erpcrm.hubspot_url must not end with a slash");
+		GUC_check_errhint("Use for example https://api.hubapi.com");
+		return false;
+	}
+	return true;
+}
+
+void
+erpcrm_define_settings(void)
+{
+	DefineCustomStringVariable("erpcrm.database",
+							   "Database whose outbox the erpcrm worker delivers.",
+							   "The worker restarts to connect to a new value.",
+							   &erpcrm_database,
+							   "postgres",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("erpcrm.role",
+							   "Role the erpcrm worker runs its SQL as.",
+							   "Empty means the bootstrap superuser.  The role must be a member of erpcrm_admin and able to read the mapping views.",
+							   &erpcrm_role,
+							   "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("erpcrm.hubspot_url",
+							   "Base URL of the HubSpot API.",
+							   NULL,
+							   &erpcrm_hubspot_url,
+							   "https://api.hubapi.com",
+							   PGC_SIGHUP, 0,
+							   check_url, NULL, NULL);
+
+	DefineCustomStringVariable("erpcrm.token",
+							   "HubSpot private app access token.",
+							   "Never shown: SHOW and pg_settings only say whether it is set.  Prefer erpcrm.token_file.",
+							   &erpcrm_token,
+							   "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   check_token, NULL, show_secret);
+
+	DefineCustomStringVariable("erpcrm.token_file",
+							   "File holding the HubSpot access token (used when erpcrm.token is empty).",
+							   NULL,
+							   &erpcrm_token_file,
+							   "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("erpcrm.ca_file",
+							   "CA certificate file for verifying HubSpot's TLS certificate.",
+							   "Empty means the system's CA store.  Verification is always on.",
+							   &erpcrm_ca_file,
+							   "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.batch_size",
+							"Inputs per HubSpot batch call.",
+							"HubSpot accepts at most 100.  A mapping's own batch size overrides it.",
+							&erpcrm_batch_size,
+							100, 1, 100,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.max_calls_per_10s",
+							"Client-side limit of HubSpot calls per rolling 10-second window.",
+							"HubSpot allows 100 (Free, Starter) or 190 (Professional, Enterprise) per app; keep headroom for other integrations.",
+							&erpcrm_max_calls_per_10s,
+							80, 1, 10000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.connect_timeout",
+							"Time allowed to connect to HubSpot.",
+							NULL,
+							&erpcrm_connect_timeout_ms,
+							10000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.request_timeout",
+							"Time allowed for one HubSpot call, answer included.",
+							NULL,
+							&erpcrm_request_timeout_ms,
+							60000, 100, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.retry_base",
+							"First retry delay after a transient failure (doubles each attempt, with jitter).",
+							NULL,
+							&erpcrm_retry_base_ms,
+							1000, 10, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.retry_max",
+							"Longest retry delay after transient failures.",
+							NULL,
+							&erpcrm_retry_max_ms,
+							300000, 10, 86400000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.auth_retry",
+							"How long the worker waits after HubSpot refused the token (401, 403) before trying again.",
+							"A configuration reload retries at once.",
+							&erpcrm_auth_retry_ms,
+							300000, 100, 86400000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.poll_interval",
+							"Fallback poll of the outbox when no commit woke the worker.",
+							NULL,
+							&erpcrm_poll_interval_ms,
+							10000, 10, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.api_log_retention",
+							"How long erpcrm.api_log keeps HubSpot calls.",
+							NULL,
+							&erpcrm_api_log_retention_min,
+							1440, 1, 525600,
+							PGC_SIGHUP, GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("erpcrm");
+}
+
+/*
+ * The token to send: erpcrm.token, else the first line of erpcrm.token_file.
+ * Returns a palloc'd string, "" when none is configured.  Errors name the
+ * file, never its content.
+ */
+char *
+erpcrm_read_token(void)
+{
+	FILE	   *f;
+	char		buf[4096];
+	size_t		n;
+	char	   *p;
+
+	if (erpcrm_token != NULL && erpcrm_token[0] != '\0')
+		return pstrdup(erpcrm_token);
+	if (erpcrm_token_file == NULL || erpcrm_token_file[0] == '\0')
+		return pstrdup("");
+
+	f = AllocateFile(erpcrm_token_file, "r");
+	if (f == NULL)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open erpcrm.token_file \"%s\": %m",
+						erpcrm_token_file)));
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	FreeFile(f);
+	buf[n] = '\0';
+	/* first line, surrounding white space removed */
+	for (p = buf; *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'; p++)
+		;
+	p[strcspn(p, "\r\n \t")] = '\0';
+	p = pstrdup(p);
+	explicit_bzero(buf, sizeof(buf));
+	return p;
+}

@@ -1,0 +1,1034 @@
+/*-------------------------------------------------------------------------
+ *
+ * delivery.c
+ *	  One delivery batch of one mapping:
+ *
+ *	  1. in a transaction: claim due keys (erpcrm._claim) and read their
+ *		 current rows from the mapping view in one query, together with the
+ *		 HubSpot ids of the objects they are associated to; commit;
+ *	  2. with no transaction open: HubSpot batch upsert (by the id property),
+ *		 batch update (rows that carry a hubspot_id), batch archive (keys
+ *		 that left the view), then the associations (v4);
+ *	  3. in a new transaction: record every key's outcome (erpcrm._done,
+ *		 erpcrm._error) and every call (erpcrm._log_call).
+ *
+ * HubSpot's refusals of single inputs are rows in sync_state, not ERRORs.
+ * Everything is allocated in a memory context that is deleted after the
+ * batch.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "delivery.h"
+#include "erpcrm.h"
+#include "hubspot.h"
+#include "values.h"
+
+/* What happened to one key. */
+typedef enum KeyOutcome
+{
+	KO_NONE = 0,				/* not decided yet */
+	KO_SYNCED,					/* written to HubSpot */
+	KO_ARCHIVED,				/* archived in HubSpot (or never there) */
+	KO_GONE_KEPT,				/* left the view, mapping keeps objects */
+	KO_FAILED,					/* refused by HubSpot: parked */
+	KO_RETRY,					/* transient: backoff */
+	KO_WAIT,					/* waits for another object or the limit */
+} KeyOutcome;
+
+typedef struct BatchKey
+{
+	char	   *erp_id;
+	char	   *known_hubspot_id;	/* from sync_state */
+	bool		in_view;
+	/* from the view row */
+	char	   *id_value;		/* value of the id property */
+	char	   *explicit_id;	/* hubspot_id column: update this object */
+	char	  **values;			/* property values, UTF-8 */
+	char	  **assoc_key;		/* target erp_id per association, or NULL */
+	char	  **assoc_to;		/* target HubSpot id per association */
+	/* outcome */
+	KeyOutcome	outcome;
+	char	   *hubspot_id;
+	int			http_status;
+	char	   *category;
+	char	   *message;
+	char	   *correlation_id;
+	long		wait_ms;
+} BatchKey;
+
+typedef struct CallLog
+{
+	const char *method;
+	char	   *path;
+	long		status;
+	double		latency_ms;
+	int			inputs;
+	char	   *category;
+	char	   *correlation_id;
+} CallLog;
+
+typedef struct Batch
+{
+	MappingDef *mapping;
+	DeliveryOutcome *outcome;
+	int			nkeys;
+	BatchKey   *keys;
+	int			nprops;
+	char	  **prop_names;
+	List	   *calls;			/* CallLog * */
+} Batch;
+
+static SPIPlanPtr claim_plan = NULL;
+
+/* ----------------------------------------------------------------
+ * Helpers
+ * ----------------------------------------------------------------
+ */
+static void
+set_outcome(BatchKey *key, KeyOutcome outcome, int status,
+			const char *category, const char *message,
+			const char *correlation_id)
+{
+	key->outcome = outcome;
+	key->http_status = status;
+	key->category = category ? pstrdup(category) : NULL;
+	key->message = message ? pstrdup(message) : NULL;
+	key->correlation_id = (correlation_id && correlation_id[0]) ?
+		pstrdup(correlation_id) : NULL;
+}
+
+static char *
+truncate_message(const char *s)
+{
+	/* keep errors readable in erpcrm.failures */
+	if (s == NULL)
+		return NULL;
+	if (strlen(s) <= 2000)
+		return pstrdup(s);
+	return psprintf("%.2000s...", s);
+}
+
+/* ----------------------------------------------------------------
+ * 1. Claim and read
+ * ----------------------------------------------------------------
+ */
+static char *
+build_read_query(MappingDef *m)
+{
+	StringInfoData q;
+
+	initStringInfo(&q);
+	appendStringInfoString(&q, "SELECT v.*");
+	for (int i = 0; i < m->nassoc; i++)
+		appendStringInfo(&q,
+						 ", (SELECT s.hubspot_id FROM erpcrm.sync_state s"
+						 " WHERE s.mapping_id = %d AND s.erp_id = (v.%s)::text)"
+						 " AS __erpcrm_assoc_%d",
+						 m->assoc[i].target_id,
+						 quote_identifier(m->assoc[i].column), i);
+	appendStringInfo(&q, " FROM %s AS v WHERE v.erp_id = ANY ($1::pg_catalog.text[]::%s[])",
+					 m->source, m->erp_id_type);
+	return q.data;
+}
+
+static bool
+claim_and_read(Batch *b, int limit)
+{
+	MappingDef *m = b->mapping;
+	MemoryContext batch_cxt = CurrentMemoryContext;
+	Datum		args[2];
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	Datum	   *keydatums;
+	char	   *query;
+	int			ret;
+	uint64		n;
+	TupleDesc	desc;
+	int			erp_col = -1,
+				id_col = -1,
+				explicit_col = -1;
+	int		   *assoc_src;
+	int		   *assoc_hs;
+	int		   *prop_cols;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "erpcrm: claiming keys");
+
+	if (claim_plan == NULL)
+	{
+		Oid			types[2] = {INT4OID, INT4OID};
+
+		claim_plan = SPI_prepare("SELECT erp_id, hubspot_id FROM erpcrm._claim($1, $2)",
+								 2, types);
+		if (claim_plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(claim_plan);
+	}
+	args[0] = Int32GetDatum(m->id);
+	args[1] = Int32GetDatum(limit);
+	ret = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "claiming keys of mapping \"%s\" failed: %s",
+			 m->name, SPI_result_code_string(ret));
+
+	n = SPI_processed;
+	if (n == 0)
+	{
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+		return false;
+	}
+
+	/* keys, copied out of SPI's memory */
+	{
+		MemoryContext spi_cxt = MemoryContextSwitchTo(batch_cxt);
+
+		b->nkeys = (int) n;
+		b->keys = palloc0(sizeof(BatchKey) * n);
+		keydatums = palloc(sizeof(Datum) * n);
+		for (uint64 i = 0; i < n; i++)
+		{
+			HeapTuple	t = SPI_tuptable->vals[i];
+
+			b->keys[i].erp_id = SPI_getvalue(t, SPI_tuptable->tupdesc, 1);
+			b->keys[i].known_hubspot_id = SPI_getvalue(t, SPI_tuptable->tupdesc, 2);
+			keydatums[i] = CStringGetTextDatum(b->keys[i].erp_id);
+		}
+		args[0] = PointerGetDatum(construct_array(keydatums, (int) n, TEXTOID,
+												  -1, false, TYPALIGN_INT));
+		MemoryContextSwitchTo(spi_cxt);
+	}
+
+	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s", (int) n, m->source));
+	query = build_read_query(m);
+	ret = SPI_execute_with_args(query, 1, argtypes, args, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "reading mapping \"%s\" failed: %s", m->name,
+			 SPI_result_code_string(ret));
+
+	/* classify the view's columns */
+	desc = SPI_tuptable->tupdesc;
+	prop_cols = palloc(sizeof(int) * desc->natts);
+	assoc_src = palloc(sizeof(int) * (m->nassoc + 1));
+	assoc_hs = palloc(sizeof(int) * (m->nassoc + 1));
+	for (int a = 0; a < m->nassoc; a++)
+		assoc_src[a] = assoc_hs[a] = -1;
+
+	{
+		MemoryContext spi_cxt = MemoryContextSwitchTo(batch_cxt);
+
+		b->prop_names = palloc(sizeof(char *) * desc->natts);
+		b->nprops = 0;
+		for (int c = 0; c < desc->natts; c++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, c);
+			const char *name = NameStr(att->attname);
+			bool		is_assoc = false;
+
+			if (att->attisdropped)
+				continue;
+			if (strncmp(name, "__erpcrm_assoc_", 15) == 0)
+			{
+				assoc_hs[atoi(name + 15)] = c;
+				continue;
+			}
+			for (int a = 0; a < m->nassoc; a++)
+				if (strcmp(m->assoc[a].column, name) == 0)
+				{
+					assoc_src[a] = c;
+					is_assoc = true;
+				}
+			if (is_assoc)
+				continue;
+			if (strcmp(name, "hubspot_id") == 0)
+			{
+				explicit_col = c;
+				continue;
+			}
+			if (strcmp(name, "erp_id") == 0)
+				erp_col = c;
+			if (strcmp(name, m->id_property) == 0)
+				id_col = c;
+			prop_cols[b->nprops] = c;
+			b->prop_names[b->nprops++] = pstrdup(name);
+		}
+		MemoryContextSwitchTo(spi_cxt);
+	}
+	if (erp_col < 0 || id_col < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("mapping view %s of mapping \"%s\" lost its column \"%s\"",
+						m->source, m->name, erp_col < 0 ? "erp_id" : m->id_property),
+				 errhint("Restore the column in the view, or redefine the mapping with erpcrm.map().")));
+
+	/* rows: match them to claimed keys */
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[r];
+		char	   *erp_id = SPI_getvalue(t, desc, erp_col + 1);
+		BatchKey   *key = NULL;
+		MemoryContext spi_cxt;
+
+		for (int k = 0; k < b->nkeys; k++)
+			if (strcmp(b->keys[k].erp_id, erp_id) == 0)
+			{
+				key = &b->keys[k];
+				break;
+			}
+		if (key == NULL)
+			continue;			/* e.g. numeric 1.0 vs 1: not ours */
+
+		spi_cxt = MemoryContextSwitchTo(batch_cxt);
+		if (key->in_view)
+		{
+			set_outcome(key, KO_FAILED, 0, "ERP_DUPLICATE_KEY",
+						psprintf("erp_id \"%s\" appears more than once in %s", erp_id, m->source),
+						NULL);
+			MemoryContextSwitchTo(spi_cxt);
+			continue;
+		}
+		key->in_view = true;
+		key->values = palloc(sizeof(char *) * Max(b->nprops, 1));
+		for (int p = 0; p < b->nprops; p++)
+		{
+			bool		isnull;
+			int			c = prop_cols[p];
+			Datum		d = SPI_getbinval(t, desc, c + 1, &isnull);
+
+			key->values[p] = erpcrm_property_value(d, isnull,
+												   TupleDescAttr(desc, c)->atttypid);
+			if (c == id_col)
+				key->id_value = key->values[p];
+		}
+		if (explicit_col >= 0)
+		{
+			char	   *v = SPI_getvalue(t, desc, explicit_col + 1);
+
+			key->explicit_id = (v && v[0]) ? pstrdup(v) : NULL;
+		}
+		key->assoc_key = palloc0(sizeof(char *) * Max(m->nassoc, 1));
+		key->assoc_to = palloc0(sizeof(char *) * Max(m->nassoc, 1));
+		for (int a = 0; a < m->nassoc; a++)
+		{
+			if (assoc_src[a] >= 0)
+				key->assoc_key[a] = SPI_getvalue(t, desc, assoc_src[a] + 1);
+			if (assoc_hs[a] >= 0)
+				key->assoc_to[a] = SPI_getvalue(t, desc, assoc_hs[a] + 1);
+		}
+		MemoryContextSwitchTo(spi_cxt);
+	}
+
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	return true;
+}
+
+/* ----------------------------------------------------------------
+ * 2. HubSpot calls
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Make one call, honouring the client-side rate limit and waiting out 429s
+ * that ask for a short pause.  Returns false when the call got no usable
+ * answer that the caller should look at (the batch outcome says why).
+ */
+static void
+call_hubspot(Batch *b, const char *method, const char *path,
+			 const char *body, int ninputs, HsResponse *resp)
+{
+	int			rate_retries = 0;
+
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		delay = hs_rate_delay_ms(now);
+		CallLog    *log;
+
+		if (delay > 0)
+		{
+			if (delay > 60000)
+			{
+				/* a long wait (daily limit): give the keys back */
+				memset(resp, 0, sizeof(*resp));
+				resp->status = 429;
+				b->outcome->blocked_until = TimestampTzPlusMilliseconds(now, delay);
+				return;
+			}
+			erpcrm_set_state(ERPCRM_WORKER_RATE_LIMITED, "waiting for the rate limit window");
+			erpcrm_worker_sleep(delay, PG_WAIT_EXTENSION);
+			continue;
+		}
+
+		erpcrm_set_state(ERPCRM_WORKER_SENDING, path);
+		pgstat_report_activity(STATE_RUNNING,
+							   psprintf("erpcrm: %s %s (%d inputs)", method, path, ninputs));
+		hs_rate_note_call(now);
+		hs_http_request(method, path, body, resp);
+		if (resp->aborted)
+			CHECK_FOR_INTERRUPTS();
+		now = GetCurrentTimestamp();
+		hs_rate_note_response(resp, now);
+
+		log = palloc0(sizeof(CallLog));
+		log->method = method;
+		log->path = pstrdup(path);
+		log->status = resp->transport_error ? 0 : resp->status;
+		log->latency_ms = resp->elapsed_ms;
+		log->inputs = ninputs;
+		log->correlation_id = resp->correlation_id[0] ? pstrdup(resp->correlation_id) : NULL;
+		b->calls = lappend(b->calls, log);
+
+		if (resp->transport_error == 0 && resp->status == 429)
+		{
+			HsError		err;
+			TimestampTz until;
+
+			hs_parse_error(resp->body, resp->body_len, &err);
+			log->category = pstrdup(err.category[0] ? err.category : "RATE_LIMIT");
+			until = hs_rate_note_429(resp, err.policy_name, now);
+			erpcrm_worker_note_call(resp, true);
+			if (++rate_retries <= 5 && until - now <= 60 * USECS_PER_SEC)
+				continue;		/* the limiter now waits it out */
+			b->outcome->blocked_until = until;
+			return;
+		}
+		erpcrm_worker_note_call(resp, false);
+		if (resp->transport_error == 0 && resp->status >= 400)
+		{
+			HsError		err;
+
+			hs_parse_error(resp->body, resp->body_len, &err);
+			if (err.category[0])
+				log->category = pstrdup(err.category);
+		}
+		else if (resp->transport_error != 0)
+			log->category = pstrdup("NETWORK");
+		return;
+	}
+}
+
+/* Mark keys after an answer that concerns the whole call. */
+static void
+whole_call_outcome(Batch *b, BatchKey **keys, int n, HsResponse *resp,
+				   const char *what)
+{
+	const char *msg;
+	HsError		err;
+	KeyOutcome	outcome;
+	int			status = resp->transport_error ? 0 : (int) resp->status;
+
+	memset(&err, 0, sizeof(err));
+	if (resp->transport_error)
+	{
+		msg = psprintf("%s: no answer from HubSpot: %s", what, resp->transport_message);
+		outcome = KO_RETRY;
+		b->outcome->transient = true;
+		strlcpy(b->outcome->transient_message, msg, sizeof(b->outcome->transient_message));
+		for (int i = 0; i < n; i++)
+			set_outcome(keys[i], outcome, 0, "NETWORK", msg, NULL);
+		return;
+	}
+	hs_parse_error(resp->body, resp->body_len, &err);
+	if (status == 429)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			set_outcome(keys[i], KO_WAIT, 429, "RATE_LIMIT",
+						"waiting for HubSpot's rate limit", resp->correlation_id);
+			keys[i]->wait_ms = Max(1000, (b->outcome->blocked_until - GetCurrentTimestamp()) / 1000);
+		}
+		return;
+	}
+	if (status == 401 || status == 403)
+	{
+		msg = psprintf("HubSpot refused the access token (%d %s): %s",
+					   status, err.category[0] ? err.category : "",
+					   err.message[0] ? err.message : "no message");
+		b->outcome->auth_failed = true;
+		strlcpy(b->outcome->auth_message, msg, sizeof(b->outcome->auth_message));
+		for (int i = 0; i < n; i++)
+		{
+			set_outcome(keys[i], KO_WAIT, status, err.category, msg, resp->correlation_id);
+			keys[i]->wait_ms = erpcrm_auth_retry_ms;
+		}
+		return;
+	}
+	if (status >= 500 || status < 200 || (status >= 200 && status < 300))
+	{
+		/* 5xx, or a success that made no sense */
+		msg = (status >= 200 && status < 300) ?
+			psprintf("%s: HubSpot's answer (%d) could not be understood", what, status) :
+			psprintf("%s: HubSpot answered %d%s%s", what, status,
+					 err.message[0] ? ": " : "", truncate_message(err.message));
+		b->outcome->transient = true;
+		strlcpy(b->outcome->transient_message, msg, sizeof(b->outcome->transient_message));
+		for (int i = 0; i < n; i++)
+			set_outcome(keys[i], KO_RETRY, status,
+						err.category[0] ? err.category : "HTTP_ERROR", msg,
+						resp->correlation_id);
+		return;
+	}
+	/* 4xx about this input (a batch of one) */
+	for (int i = 0; i < n; i++)
+		set_outcome(keys[i], KO_FAILED, status,
+					err.category[0] ? err.category : "HTTP_ERROR",
+					truncate_message(err.message[0] ? err.message : resp->body),
+					resp->correlation_id);
+}
+
+static BatchKey *
+find_key_by(BatchKey **keys, int n, const char *value, bool by_explicit)
+{
+	for (int i = 0; i < n; i++)
+	{
+		const char *v = by_explicit ? keys[i]->explicit_id : keys[i]->id_value;
+
+		if (v != NULL && strcmp(v, value) == 0)
+			return keys[i];
+	}
+	return NULL;
+}
+
+/*
+ * Upsert (by_explicit false) or update by HubSpot id (true) these keys.  A
+ * 4xx that rejects the whole batch without naming inputs is split in halves
+ * until the bad input stands alone.
+ */
+static void
+send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit)
+{
+	MappingDef *m = b->mapping;
+	HsJsonBody *body;
+	HsResponse	resp;
+	char	   *path;
+	char	   *json;
+	const char *why = NULL;
+	HsBatchResult result;
+
+	if (n == 0)
+		return;
+
+	body = hs_body_new();
+	for (int i = 0; i < n; i++)
+	{
+		if (by_explicit)
+			hs_body_add_update(body, keys[i]->explicit_id, b->nprops,
+							   (const char *const *) b->prop_names,
+							   (const char *const *) keys[i]->values);
+		else
+			hs_body_add_upsert(body, m->id_property, keys[i]->id_value,
+							   b->nprops,
+							   (const char *const *) b->prop_names,
+							   (const char *const *) keys[i]->values);
+	}
+	json = hs_body_finish(body);
+	path = psprintf("%s/%s/batch/%s", HS_OBJECTS_PREFIX, m->object_type,
+					by_explicit ? "update" : "upsert");
+
+	call_hubspot(b, "POST", path, json, n, &resp);
+
+	if (resp.transport_error == 0 &&
+		(resp.status == 200 || resp.status == 201 || resp.status == 207))
+	{
+		if (!hs_parse_batch(resp.body, resp.body_len,
+							by_explicit ? NULL : m->id_property, &result, &why))
+		{
+			char	   *msg = psprintf("HubSpot's answer to %s could not be understood: %s",
+									   path, why ? why : "unknown reason");
+
+			b->outcome->transient = true;
+			strlcpy(b->outcome->transient_message, msg, sizeof(b->outcome->transient_message));
+			for (int i = 0; i < n; i++)
+				set_outcome(keys[i], KO_RETRY, (int) resp.status, "BAD_ANSWER", msg,
+							resp.correlation_id);
+			return;
+		}
+		for (int r = 0; r < result.nresults; r++)
+		{
+			BatchKey   *key = find_key_by(keys, n, result.results[r].key, by_explicit);
+
+			if (key == NULL || key->outcome != KO_NONE)
+				continue;
+			set_outcome(key, KO_SYNCED, (int) resp.status, NULL, NULL, NULL);
+			key->hubspot_id = result.results[r].hubspot_id;
+		}
+		for (int e = 0; e < result.nerrors; e++)
+		{
+			HsErrorItem *item = &result.errors[e];
+
+			for (int j = 0; j < item->nids; j++)
+			{
+				BatchKey   *key = find_key_by(keys, n, item->ids[j], by_explicit);
+
+				if (key == NULL || key->outcome != KO_NONE)
+					continue;
+				set_outcome(key, KO_FAILED, item->status ? item->status : 400,
+							item->category[0] ? item->category : "VALIDATION_ERROR",
+							truncate_message(item->message), resp.correlation_id);
+			}
+		}
+		for (int i = 0; i < n; i++)
+			if (keys[i]->outcome == KO_NONE)
+				set_outcome(keys[i], KO_RETRY, (int) resp.status, "BAD_ANSWER",
+							"HubSpot's answer did not mention this input",
+							resp.correlation_id);
+		return;
+	}
+
+	if (resp.transport_error == 0 && resp.status >= 400 && resp.status < 500 &&
+		resp.status != 401 && resp.status != 403 && resp.status != 429)
+	{
+		HsError		err;
+		int			named = 0;
+
+		hs_parse_error(resp.body, resp.body_len, &err);
+		/* inputs the error names fail; the rest are tried again now */
+		for (int j = 0; j < err.nids; j++)
+		{
+			BatchKey   *key = find_key_by(keys, n, err.ids[j], by_explicit);
+
+			if (key != NULL && key->outcome == KO_NONE)
+			{
+				set_outcome(key, KO_FAILED, (int) resp.status,
+							err.category[0] ? err.category : "HTTP_ERROR",
+							truncate_message(err.message), resp.correlation_id);
+				named++;
+			}
+		}
+		if (named > 0 || n > 1)
+		{
+			BatchKey  **rest = palloc(sizeof(BatchKey *) * n);
+			int			nrest = 0;
+
+			for (int i = 0; i < n; i++)
+				if (keys[i]->outcome == KO_NONE)
+					rest[nrest++] = keys[i];
+			if (named > 0)
+				send_objects(b, rest, nrest, by_explicit);
+			else
+			{
+				send_objects(b, rest, nrest / 2, by_explicit);
+				send_objects(b, rest + nrest / 2, nrest - nrest / 2, by_explicit);
+			}
+			return;
+		}
+	}
+	whole_call_outcome(b, keys, n, &resp, path);
+}
+
+static void
+send_archives(Batch *b, BatchKey **keys, int n)
+{
+	HsJsonBody *body;
+	HsResponse	resp;
+	char	   *path;
+
+	if (n == 0)
+		return;
+	body = hs_body_new();
+	for (int i = 0; i < n; i++)
+		hs_body_add_archive(body, keys[i]->known_hubspot_id);
+	path = psprintf("%s/%s/batch/archive", HS_OBJECTS_PREFIX, b->mapping->object_type);
+	call_hubspot(b, "POST", path, hs_body_finish(body), n, &resp);
+	if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
+	{
+		for (int i = 0; i < n; i++)
+			set_outcome(keys[i], KO_ARCHIVED, (int) resp.status, NULL, NULL, NULL);
+		return;
+	}
+	whole_call_outcome(b, keys, n, &resp, path);
+}
+
+/*
+ * Associate the objects just written to the objects their association
+ * columns name, one call per association (up to 100 pairs each).
+ */
+static void
+send_associations(Batch *b)
+{
+	MappingDef *m = b->mapping;
+
+	for (int a = 0; a < m->nassoc; a++)
+	{
+		AssocDef   *def = &m->assoc[a];
+		BatchKey  **keys = palloc(sizeof(BatchKey *) * b->nkeys);
+		int			n = 0;
+		HsJsonBody *body = hs_body_new();
+		HsResponse	resp;
+		char	   *path;
+
+		for (int i = 0; i < b->nkeys; i++)
+		{
+			BatchKey   *key = &b->keys[i];
+
+			if (key->outcome != KO_SYNCED || key->assoc_to == NULL ||
+				key->assoc_to[a] == NULL || key->hubspot_id == NULL)
+				continue;
+			hs_body_add_association(body, key->hubspot_id, key->assoc_to[a],
+									def->category, def->type_id);
+			keys[n++] = key;
+		}
+		if (n == 0)
+			continue;
+		path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
+						m->object_type, def->target_type,
+						def->type_id > 0 ? "create" : "associate/default");
+		call_hubspot(b, "POST", path, hs_body_finish(body), n, &resp);
+		if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
+		{
+			HsBatchResult result;
+			const char *why;
+
+			/* errors inside a 200/207 name the failed pairs */
+			if (resp.status == 207 &&
+				hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
+				result.nerrors > 0)
+			{
+				for (int i = 0; i < n; i++)
+					set_outcome(keys[i], KO_RETRY, 207, "ASSOCIATION",
+								psprintf("association to %s \"%s\" was refused: %s",
+										 def->target_name, keys[i]->assoc_key[a],
+										 truncate_message(result.errors[0].message)),
+								resp.correlation_id);
+			}
+			continue;
+		}
+		/* the objects are written; the association is retried with them */
+		for (int i = 0; i < n; i++)
+			keys[i]->outcome = KO_NONE;
+		whole_call_outcome(b, keys, n, &resp, path);
+		for (int i = 0; i < n; i++)
+			if (keys[i]->outcome == KO_FAILED)
+				keys[i]->message = psprintf("association to %s \"%s\": %s",
+											def->target_name, keys[i]->assoc_key[a],
+											keys[i]->message ? keys[i]->message : "");
+	}
+}
+
+/* ----------------------------------------------------------------
+ * 3. Record
+ * ----------------------------------------------------------------
+ */
+static Datum
+text_array(List *strings)
+{
+	int			n = list_length(strings);
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int			i = 0;
+	ListCell   *lc;
+
+	foreach(lc, strings)
+	{
+		char	   *s = lfirst(lc);
+
+		nulls[i] = (s == NULL);
+		d[i] = s ? CStringGetTextDatum(s) : (Datum) 0;
+		i++;
+	}
+	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs,
+											  TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+static void
+record_done(MappingDef *m, List *ids, List *hs_ids, bool archived, bool in_erp)
+{
+	Oid			types[5] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, BOOLOID, BOOLOID};
+	Datum		args[5];
+
+	if (ids == NIL)
+		return;
+	args[0] = Int32GetDatum(m->id);
+	args[1] = text_array(ids);
+	args[2] = text_array(hs_ids);
+	args[3] = BoolGetDatum(archived);
+	args[4] = BoolGetDatum(in_erp);
+	if (SPI_execute_with_args("SELECT erpcrm._done($1, $2, $3, $4, $5)",
+							  5, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._done failed");
+}
+
+static void
+record_error(MappingDef *m, BatchKey *key, List *ids)
+{
+	Oid			types[8] = {INT4OID, TEXTARRAYOID, INT4OID, TEXTOID, TEXTOID,
+	TEXTOID, INTERVALOID, INTERVALOID};
+	Datum		args[8];
+	char		nulls[8] = "        ";
+	Interval   *base = NULL;
+	Interval   *max = NULL;
+
+	args[0] = Int32GetDatum(m->id);
+	args[1] = text_array(ids);
+	args[2] = Int32GetDatum(key->http_status);
+	nulls[2] = key->http_status == 0 ? 'n' : ' ';
+	args[3] = key->category ? CStringGetTextDatum(key->category) : (Datum) 0;
+	nulls[3] = key->category ? ' ' : 'n';
+	args[4] = key->message ? CStringGetTextDatum(key->message) : (Datum) 0;
+	nulls[4] = key->message ? ' ' : 'n';
+	args[5] = key->correlation_id ? CStringGetTextDatum(key->correlation_id) : (Datum) 0;
+	nulls[5] = key->correlation_id ? ' ' : 'n';
+
+	switch (key->outcome)
+	{
+		case KO_FAILED:
+			nulls[6] = nulls[7] = 'n';
+			break;
+		case KO_WAIT:
+			base = palloc0(sizeof(Interval));
+			base->time = (int64) Max(key->wait_ms, 10) * 1000;
+			nulls[7] = 'n';
+			break;
+		default:
+			base = palloc0(sizeof(Interval));
+			base->time = (int64) erpcrm_retry_base_ms * 1000;
+			max = palloc0(sizeof(Interval));
+			max->time = (int64) erpcrm_retry_max_ms * 1000;
+			break;
+	}
+	args[6] = PointerGetDatum(base);
+	args[7] = PointerGetDatum(max);
+	if (SPI_execute_with_args("SELECT erpcrm._error($1, $2, $3, $4, $5, $6, $7, $8)",
+							  8, types, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._error failed");
+}
+
+static bool
+same_error(BatchKey *a, BatchKey *b)
+{
+#define SAME(x, y) (((x) == NULL && (y) == NULL) || ((x) && (y) && strcmp((x), (y)) == 0))
+	return a->outcome == b->outcome && a->http_status == b->http_status &&
+		a->wait_ms == b->wait_ms &&
+		SAME(a->category, b->category) && SAME(a->message, b->message) &&
+		SAME(a->correlation_id, b->correlation_id);
+#undef SAME
+}
+
+static void
+record(Batch *b)
+{
+	MappingDef *m = b->mapping;
+	List	   *synced = NIL,
+			   *synced_hs = NIL,
+			   *archived = NIL,
+			   *kept = NIL;
+	bool	   *done = palloc0(sizeof(bool) * b->nkeys);
+	ListCell   *lc;
+	Oid			log_types[9] = {TEXTOID, TEXTOID, INT4OID, FLOAT8OID, INT4OID,
+	TEXTOID, TEXTOID, INT4OID, INTERVALOID};
+	Interval   *retention = palloc0(sizeof(Interval));
+
+	retention->time = (int64) erpcrm_api_log_retention_min * 60 * USECS_PER_SEC;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "erpcrm: recording results");
+
+	for (int i = 0; i < b->nkeys; i++)
+	{
+		BatchKey   *key = &b->keys[i];
+
+		switch (key->outcome)
+		{
+			case KO_SYNCED:
+				synced = lappend(synced, key->erp_id);
+				synced_hs = lappend(synced_hs, key->hubspot_id);
+				b->outcome->synced++;
+				done[i] = true;
+				break;
+			case KO_ARCHIVED:
+				archived = lappend(archived, key->erp_id);
+				done[i] = true;
+				break;
+			case KO_GONE_KEPT:
+				kept = lappend(kept, key->erp_id);
+				done[i] = true;
+				break;
+			case KO_NONE:
+				set_outcome(key, KO_RETRY, 0, "INTERNAL", "the key was not sent", NULL);
+				break;
+			default:
+				break;
+		}
+	}
+	record_done(m, synced, synced_hs, false, true);
+	record_done(m, archived, archived, true, false);
+	record_done(m, kept, kept, false, false);
+
+	/* errors, grouped by identical outcome */
+	for (int i = 0; i < b->nkeys; i++)
+	{
+		List	   *ids = NIL;
+
+		if (done[i])
+			continue;
+		for (int j = i; j < b->nkeys; j++)
+			if (!done[j] && same_error(&b->keys[i], &b->keys[j]))
+			{
+				ids = lappend(ids, b->keys[j].erp_id);
+				done[j] = true;
+			}
+		record_error(m, &b->keys[i], ids);
+	}
+
+	foreach(lc, b->calls)
+	{
+		CallLog    *c = lfirst(lc);
+		Datum		args[9];
+		char		nulls[9] = "         ";
+
+		args[0] = CStringGetTextDatum(c->method);
+		args[1] = CStringGetTextDatum(c->path);
+		args[2] = Int32GetDatum((int32) c->status);
+		nulls[2] = c->status == 0 ? 'n' : ' ';
+		args[3] = Float8GetDatum(c->latency_ms);
+		args[4] = Int32GetDatum(c->inputs);
+		args[5] = c->category ? CStringGetTextDatum(c->category) : (Datum) 0;
+		nulls[5] = c->category ? ' ' : 'n';
+		args[6] = c->correlation_id ? CStringGetTextDatum(c->correlation_id) : (Datum) 0;
+		nulls[6] = c->correlation_id ? ' ' : 'n';
+		args[7] = Int32GetDatum(m->id);
+		args[8] = PointerGetDatum(retention);
+		if (SPI_execute_with_args("SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+								  9, log_types, args, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._log_call failed");
+	}
+
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+}
+
+/* ----------------------------------------------------------------
+ * The batch
+ * ----------------------------------------------------------------
+ */
+void
+erpcrm_deliver_batch(MappingDef *m, DeliveryOutcome *outcome)
+{
+	static MemoryContext batch_cxt = NULL;
+	MemoryContext old;
+	Batch		b;
+	BatchKey  **upserts;
+	BatchKey  **updates;
+	BatchKey  **archives;
+	int			nup = 0,
+				nupd = 0,
+				narch = 0;
+	int			limit = m->batch_size > 0 ? Min(m->batch_size, erpcrm_batch_size) : erpcrm_batch_size;
+
+	memset(outcome, 0, sizeof(*outcome));
+	/* one context for every batch, emptied before and after each */
+	if (batch_cxt == NULL)
+		batch_cxt = AllocSetContextCreate(TopMemoryContext, "erpcrm batch",
+										  ALLOCSET_DEFAULT_SIZES);
+	MemoryContextReset(batch_cxt);
+	old = MemoryContextSwitchTo(batch_cxt);
+
+	memset(&b, 0, sizeof(b));
+	b.mapping = m;
+	b.outcome = outcome;
+
+	if (!claim_and_read(&b, Min(limit, HS_MAX_BATCH)))
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(batch_cxt);
+		return;
+	}
+	outcome->claimed = b.nkeys;
+
+	upserts = palloc(sizeof(BatchKey *) * b.nkeys);
+	updates = palloc(sizeof(BatchKey *) * b.nkeys);
+	archives = palloc(sizeof(BatchKey *) * b.nkeys);
+	for (int i = 0; i < b.nkeys; i++)
+	{
+		BatchKey   *key = &b.keys[i];
+		bool		waiting = false;
+
+		if (key->outcome != KO_NONE)
+			continue;
+		if (!key->in_view)
+		{
+			if (!m->archive)
+				set_outcome(key, KO_GONE_KEPT, 0, NULL, NULL, NULL);
+			else if (key->known_hubspot_id == NULL)
+				set_outcome(key, KO_ARCHIVED, 0, NULL, NULL, NULL);
+			else
+				archives[narch++] = key;
+			continue;
+		}
+		/* an associated object not in HubSpot yet: wait for it */
+		for (int a = 0; a < m->nassoc; a++)
+		{
+			if (key->assoc_key[a] != NULL && key->assoc_to[a] == NULL)
+			{
+				set_outcome(key, KO_WAIT, 0, "WAITING_FOR_DEPENDENCY",
+							psprintf("waiting for %s \"%s\" to reach HubSpot",
+									 m->assoc[a].target_name, key->assoc_key[a]),
+							NULL);
+				key->wait_ms = Max(erpcrm_retry_base_ms, 1000);
+				waiting = true;
+				break;
+			}
+		}
+		if (waiting)
+			continue;
+		if (key->id_value == NULL || key->id_value[0] == '\0')
+		{
+			set_outcome(key, KO_FAILED, 0, "ERP_EMPTY_ID",
+						psprintf("the id property \"%s\" of this row is empty", m->id_property),
+						NULL);
+			continue;
+		}
+		if (key->explicit_id != NULL)
+			updates[nupd++] = key;
+		else
+			upserts[nup++] = key;
+	}
+
+	send_objects(&b, upserts, nup, false);
+	if (!outcome->auth_failed && outcome->blocked_until == 0)
+		send_objects(&b, updates, nupd, true);
+	if (!outcome->auth_failed && outcome->blocked_until == 0)
+		send_archives(&b, archives, narch);
+	if (!outcome->auth_failed && outcome->blocked_until == 0)
+		send_associations(&b);
+
+	/* keys not sent because HubSpot stopped us wait for it */
+	for (int i = 0; i < b.nkeys; i++)
+		if (b.keys[i].outcome == KO_NONE && (outcome->auth_failed || outcome->blocked_until != 0))
+		{
+			set_outcome(&b.keys[i], KO_WAIT, 0, outcome->auth_failed ? "AUTH" : "RATE_LIMIT",
+						outcome->auth_failed ? outcome->auth_message : "waiting for HubSpot's rate limit",
+						NULL);
+			b.keys[i].wait_ms = outcome->auth_failed ? 1000 :
+				Max(1000, (outcome->blocked_until - GetCurrentTimestamp()) / 1000);
+		}
+
+	record(&b);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(batch_cxt);
+}

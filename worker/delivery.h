@@ -1,0 +1,60 @@
+/*-------------------------------------------------------------------------
+ *
+ * delivery.h
+ *	  One delivery batch of one mapping (delivery.c), driven by the worker
+ *	  loop (worker.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ERPCRM_DELIVERY_H
+#define ERPCRM_DELIVERY_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+
+typedef struct AssocDef
+{
+	char	   *column;			/* view column holding the target's erp_id */
+	int32		target_id;		/* target mapping */
+	char	   *target_name;
+	char	   *target_type;	/* HubSpot object type of the target */
+	int			type_id;		/* 0 = HubSpot's default association */
+	char	   *category;
+} AssocDef;
+
+typedef struct MappingDef
+{
+	int32		id;
+	char	   *name;
+	char	   *source;			/* schema-qualified, quoted relation name */
+	char	   *erp_id_type;	/* SQL type of the view's erp_id column */
+	char	   *object_type;
+	char	   *id_property;
+	bool		archive;		/* archive in HubSpot when a key leaves */
+	int			batch_size;
+	bool		paused;
+	int			nassoc;
+	AssocDef   *assoc;
+} MappingDef;
+
+/* What one batch taught the worker about HubSpot as a whole. */
+typedef struct DeliveryOutcome
+{
+	int			claimed;		/* keys taken (0: nothing was due) */
+	int			synced;			/* keys delivered */
+	bool		auth_failed;	/* 401/403: stop sending */
+	char		auth_message[256];
+	bool		transient;		/* HubSpot unreachable or failing */
+	char		transient_message[256];
+	TimestampTz blocked_until;	/* rate limited until then (0 = not) */
+} DeliveryOutcome;
+
+extern void erpcrm_deliver_batch(MappingDef *mapping,
+								 DeliveryOutcome *outcome);
+
+/* worker.c: wait (interruptibly) on the worker's latch */
+extern void erpcrm_worker_sleep(long ms, uint32 wait_event_info);
+extern void erpcrm_worker_note_call(const void *resp, bool rate_limited);
+
+#endif							/* ERPCRM_DELIVERY_H */

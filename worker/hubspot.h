@@ -1,0 +1,182 @@
+/*-------------------------------------------------------------------------
+ *
+ * hubspot.h
+ *	  The worker's view of HubSpot: the HTTP client (http.c), request and
+ *	  response JSON (json.c) and the client-side rate limiter (ratelimit.c).
+ *
+ * Everything returned by these functions is allocated in the caller's
+ * CurrentMemoryContext; the worker resets a per-batch context after each
+ * batch, so callers never free results one by one.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ERPCRM_HUBSPOT_H
+#define ERPCRM_HUBSPOT_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+
+/* The one place the API path prefixes are spelled. */
+#define HS_OBJECTS_PREFIX		"/crm/v3/objects"
+#define HS_ASSOCIATIONS_PREFIX	"/crm/v4/associations"
+#define HS_PROPERTIES_PREFIX	"/crm/v3/properties"
+#define HS_PIPELINES_PREFIX		"/crm/v3/pipelines"
+
+/* HubSpot's documented maximum number of inputs per batch call. */
+#define HS_MAX_BATCH			100
+
+/* ----------------------------------------------------------------
+ * http.c: one reused libcurl easy handle (keep-alive)
+ * ----------------------------------------------------------------
+ */
+typedef struct HsHttpConfig
+{
+	const char *base_url;		/* "https://api.hubapi.com", no trailing / */
+	const char *token;			/* bearer token; never logged */
+	const char *ca_file;		/* NULL or "" = system CA store */
+	int			connect_timeout_ms;
+	int			timeout_ms;
+} HsHttpConfig;
+
+typedef struct HsResponse
+{
+	long		status;			/* HTTP status; 0 when no answer arrived */
+	int			transport_error;	/* CURLcode; 0 = a full answer arrived */
+	char		transport_message[256]; /* curl's text, never the token */
+	bool		aborted;		/* interrupted by a pending signal */
+	char	   *body;			/* NUL-terminated, "" when none */
+	size_t		body_len;
+	double		elapsed_ms;		/* total time of the call */
+
+	/* X-HubSpot-RateLimit-* headers, -1 where absent */
+	long		rl_daily;
+	long		rl_daily_remaining;
+	long		rl_interval_ms;
+	long		rl_max;
+	long		rl_remaining;
+	long		rl_secondly;
+	long		rl_secondly_remaining;
+	long		retry_after_ms; /* Retry-After in ms, -1 if absent */
+	char		correlation_id[64]; /* X-HubSpot-Correlation-Id, "" if none */
+} HsResponse;
+
+extern void hs_http_init(void);
+extern void hs_http_configure(const HsHttpConfig *config);
+extern void hs_http_cleanup(void);
+extern void hs_http_request(const char *method, const char *path,
+							const char *body, HsResponse *resp);
+
+/* ----------------------------------------------------------------
+ * json.c: request bodies and response parsing with cJSON
+ * ----------------------------------------------------------------
+ */
+typedef struct HsJsonBody HsJsonBody;	/* opaque {"inputs":[...]} builder */
+
+extern HsJsonBody *hs_body_new(void);
+extern int	hs_body_count(HsJsonBody *body);
+
+/* {"idProperty":p,"id":id,"properties":{names[i]: values[i] or ""}} */
+extern void hs_body_add_upsert(HsJsonBody *body, const char *id_property,
+							   const char *id, int nprops,
+							   const char *const *names,
+							   const char *const *values);
+
+/* {"id":hubspot_id,"properties":{...}} */
+extern void hs_body_add_update(HsJsonBody *body, const char *hubspot_id,
+							   int nprops, const char *const *names,
+							   const char *const *values);
+
+/* {"id":hubspot_id} */
+extern void hs_body_add_archive(HsJsonBody *body, const char *hubspot_id);
+
+/*
+ * Association v4: {"from":{"id":f},"to":{"id":t}} and, when type_id > 0,
+ * "types":[{"associationCategory":category,"associationTypeId":type_id}].
+ */
+extern void hs_body_add_association(HsJsonBody *body, const char *from_id,
+									const char *to_id, const char *category,
+									int type_id);
+
+/* Serialise (unformatted) and free the cJSON tree. */
+extern char *hs_body_finish(HsJsonBody *body);
+
+typedef struct HsResultItem
+{
+	char	   *key;			/* value of the match property (see below) */
+	char	   *hubspot_id;		/* "id" of the result */
+	bool		is_new;			/* "new" flag of an upsert result */
+} HsResultItem;
+
+typedef struct HsErrorItem
+{
+	int			status;			/* numeric status, 0 if absent/unparsable */
+	char	   *category;		/* "" if absent */
+	char	   *message;		/* "" if absent */
+	int			nids;
+	char	  **ids;			/* context.ids[] (or context.id[]) values */
+} HsErrorItem;
+
+typedef struct HsBatchResult
+{
+	int			nresults;
+	HsResultItem *results;
+	int			nerrors;
+	HsErrorItem *errors;
+} HsBatchResult;
+
+/*
+ * Parse a 200/201/207 batch answer.  key_property names the property whose
+ * value becomes HsResultItem.key (the upsert id property); when NULL, the
+ * result's "id" is used as key.  Returns false, with *why set, when the body
+ * is not JSON of the expected shape (no "results" array, wrong types).
+ */
+extern bool hs_parse_batch(const char *body, size_t len,
+						   const char *key_property, HsBatchResult *out,
+						   const char **why);
+
+typedef struct HsError
+{
+	char	   *status;			/* "error" usually; "" if absent */
+	char	   *message;
+	char	   *category;		/* category, or errorType for 429s */
+	char	   *sub_category;
+	char	   *correlation_id;
+	char	   *policy_name;	/* 429: TEN_SECONDLY_ROLLING, SECONDLY, DAILY */
+	int			nids;			/* ids named in context.ids, if any */
+	char	  **ids;
+} HsError;
+
+/*
+ * Parse a HubSpot error body.  Every field is optional; missing ones are "".
+ * Returns false when the body is not a JSON object (fields then all "").
+ */
+extern bool hs_parse_error(const char *body, size_t len, HsError *out);
+
+/* ----------------------------------------------------------------
+ * ratelimit.c: client-side limit per rolling window, 429 handling
+ * ----------------------------------------------------------------
+ */
+extern void hs_rate_configure(int calls_per_window, int window_ms);
+
+/* Milliseconds to wait before the next call may start (0 = go now). */
+extern long hs_rate_delay_ms(TimestampTz now);
+
+/* Account one call started at now. */
+extern void hs_rate_note_call(TimestampTz now);
+
+/* Learn from an answer's headers (remaining in window, daily remaining). */
+extern void hs_rate_note_response(const HsResponse *resp, TimestampTz now);
+
+/*
+ * A 429 arrived: block calls until the time the answer implies
+ * (Retry-After, else the window policy_name names).  Returns that time.
+ */
+extern TimestampTz hs_rate_note_429(const HsResponse *resp,
+									const char *policy_name, TimestampTz now);
+
+/* Latest header values, for erpcrm.worker; -1 where unknown. */
+extern long hs_rate_window_remaining(void);
+extern long hs_rate_daily_remaining(void);
+
+#endif							/* ERPCRM_HUBSPOT_H */

@@ -1,0 +1,862 @@
+/*-------------------------------------------------------------------------
+ *
+ * json.c
+ *	  HubSpot request bodies and response parsing, with cJSON.
+ *
+ * cJSON's allocations are routed through palloc (cJSON_InitHooks), so a
+ * tree lands in the caller's CurrentMemoryContext and is reclaimed by a
+ * context reset even when an ERROR interrupts its use.  The hooks use
+ * MCXT_ALLOC_NO_OOM: cJSON sees NULL on out-of-memory and unwinds by itself,
+ * so no longjmp ever crosses cJSON's code.  Trees are still deleted when
+ * done with.
+ *
+ * Request bodies are built only with cJSON's constructors, so escaping is
+ * cJSON's and never string pasting.  Response parsing checks the type of
+ * every node before use: the parser must survive any input, and an answer
+ * of the wrong shape is refused as a whole rather than half used.
+ *
+ * Every string returned is palloc'd in CurrentMemoryContext, and is valid
+ * UTF-8 (invalid bytes are replaced by '?'), so that callers can store it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include <cjson/cJSON.h>
+
+#include "utils/memutils.h"
+
+#include "hubspot.h"
+
+struct HsJsonBody
+{
+	cJSON	   *root;			/* {"inputs": [...]} */
+	cJSON	   *inputs;			/* the array inside root */
+	int			count;
+};
+
+/* ----------------------------------------------------------------
+ * Allocation hooks
+ * ----------------------------------------------------------------
+ */
+
+static void *
+hs_cjson_malloc(size_t size)
+{
+	if (size == 0)
+		size = 1;
+	if (!AllocSizeIsValid(size))
+		return NULL;
+	return palloc_extended(size, MCXT_ALLOC_NO_OOM);
+}
+
+static void
+hs_cjson_free(void *ptr)
+{
+	if (ptr != NULL)
+		pfree(ptr);
+}
+
+static void
+hs_json_setup(void)
+{
+	static bool done = false;
+	cJSON_Hooks hooks;
+
+	if (done)
+		return;
+	hooks.malloc_fn = hs_cjson_malloc;
+	hooks.free_fn = hs_cjson_free;
+	cJSON_InitHooks(&hooks);
+	done = true;
+}
+
+/* ERROR out when cJSON reports an allocation failure (outside cJSON). */
+static void
+json_oom(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OUT_OF_MEMORY),
+			 errmsg("out of memory"),
+			 errdetail("Failed while building a HubSpot request body.")));
+}
+
+/* ----------------------------------------------------------------
+ * Request bodies
+ * ----------------------------------------------------------------
+ */
+
+HsJsonBody *
+hs_body_new(void)
+{
+	HsJsonBody *body;
+
+	hs_json_setup();
+	body = palloc0(sizeof(HsJsonBody));
+	body->root = cJSON_CreateObject();
+	if (body->root == NULL)
+		json_oom();
+	body->inputs = cJSON_AddArrayToObject(body->root, "inputs");
+	if (body->inputs == NULL)
+	{
+		cJSON_Delete(body->root);
+		json_oom();
+	}
+	return body;
+}
+
+int
+hs_body_count(HsJsonBody *body)
+{
+	return body ? body->count : 0;
+}
+
+/* Append an input object to the body's array. */
+static void
+body_append(HsJsonBody *body, cJSON *input)
+{
+	if (body == NULL || body->inputs == NULL)
+	{
+		cJSON_Delete(input);
+		elog(ERROR, "erpcrm: request body used after hs_body_finish");
+	}
+	if (!cJSON_AddItemToArray(body->inputs, input))
+	{
+		cJSON_Delete(input);
+		json_oom();
+	}
+	body->count++;
+}
+
+/* Add {"name": "value"} to obj; a NULL value becomes "". */
+static bool
+add_string(cJSON *obj, const char *name, const char *value)
+{
+	return cJSON_AddStringToObject(obj, name, value ? value : "") != NULL;
+}
+
+/*
+ * Build a "properties" object from parallel arrays.  When extra_name is not
+ * NULL and not among names, it is added with extra_value.  Returns false on
+ * out-of-memory.  A NULL name is skipped (it cannot be a property).
+ */
+static bool
+add_properties(cJSON *input, int nprops, const char *const *names,
+			   const char *const *values, const char *extra_name,
+			   const char *extra_value)
+{
+	cJSON	   *props;
+	int			i;
+	bool		have_extra = false;
+
+	props = cJSON_AddObjectToObject(input, "properties");
+	if (props == NULL)
+		return false;
+	for (i = 0; i < nprops; i++)
+	{
+		if (names[i] == NULL)
+			continue;
+		if (extra_name && strcmp(names[i], extra_name) == 0)
+			have_extra = true;
+		/* a repeated name would make an ambiguous object: first one wins */
+		if (cJSON_GetObjectItemCaseSensitive(props, names[i]) != NULL)
+			continue;
+		if (!add_string(props, names[i], values ? values[i] : NULL))
+			return false;
+	}
+	if (extra_name && !have_extra)
+	{
+		if (!add_string(props, extra_name, extra_value))
+			return false;
+	}
+	return true;
+}
+
+void
+hs_body_add_upsert(HsJsonBody *body, const char *id_property, const char *id,
+				   int nprops, const char *const *names,
+				   const char *const *values)
+{
+	cJSON	   *input = cJSON_CreateObject();
+
+	if (input == NULL)
+		json_oom();
+	if (!add_string(input, "idProperty", id_property) ||
+		!add_string(input, "id", id) ||
+		!add_properties(input, nprops, names, values,
+						id_property, id))
+	{
+		cJSON_Delete(input);
+		json_oom();
+	}
+	body_append(body, input);
+}
+
+void
+hs_body_add_update(HsJsonBody *body, const char *hubspot_id, int nprops,
+				   const char *const *names, const char *const *values)
+{
+	cJSON	   *input = cJSON_CreateObject();
+
+	if (input == NULL)
+		json_oom();
+	if (!add_string(input, "id", hubspot_id) ||
+		!add_properties(input, nprops, names, values, NULL, NULL))
+	{
+		cJSON_Delete(input);
+		json_oom();
+	}
+	body_append(body, input);
+}
+
+void
+hs_body_add_archive(HsJsonBody *body, const char *hubspot_id)
+{
+	cJSON	   *input = cJSON_CreateObject();
+
+	if (input == NULL)
+		json_oom();
+	if (!add_string(input, "id", hubspot_id))
+	{
+		cJSON_Delete(input);
+		json_oom();
+	}
+	body_append(body, input);
+}
+
+void
+hs_body_add_association(HsJsonBody *body, const char *from_id,
+						const char *to_id, const char *category, int type_id)
+{
+	cJSON	   *input = cJSON_CreateObject();
+	cJSON	   *from;
+	cJSON	   *to;
+	bool		ok;
+
+	if (input == NULL)
+		json_oom();
+	from = cJSON_AddObjectToObject(input, "from");
+	to = from ? cJSON_AddObjectToObject(input, "to") : NULL;
+	ok = (from != NULL && to != NULL &&
+		  add_string(from, "id", from_id) &&
+		  add_string(to, "id", to_id));
+	if (ok && type_id > 0)
+	{
+		cJSON	   *types = cJSON_AddArrayToObject(input, "types");
+		cJSON	   *type = cJSON_CreateObject();
+
+		if (types == NULL || type == NULL ||
+			!cJSON_AddItemToArray(types, type))
+		{
+			if (type != NULL)
+				cJSON_Delete(type);
+			ok = false;
+		}
+		else
+			ok = add_string(type, "associationCategory",
+							category ? category : "HUBSPOT_DEFINED") &&
+				cJSON_AddNumberToObject(type, "associationTypeId",
+										(double) type_id) != NULL;
+	}
+	if (!ok)
+	{
+		cJSON_Delete(input);
+		json_oom();
+	}
+	body_append(body, input);
+}
+
+char *
+hs_body_finish(HsJsonBody *body)
+{
+	char	   *text;
+
+	hs_json_setup();
+	if (body == NULL || body->root == NULL)
+		elog(ERROR, "erpcrm: request body finished twice");
+	text = cJSON_PrintUnformatted(body->root);
+	cJSON_Delete(body->root);
+	body->root = NULL;
+	body->inputs = NULL;
+	if (text == NULL)
+		json_oom();
+	/* the hooks are palloc: text is already in CurrentMemoryContext */
+	return text;
+}
+
+/* ----------------------------------------------------------------
+ * Parsing helpers
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * pstrdup, replacing every byte that is not part of a well-formed UTF-8
+ * sequence (overlong forms, surrogates and beyond U+10FFFF included) by '?'.
+ */
+static char *
+utf8_pstrdup(const char *s)
+{
+	size_t		len = strlen(s);
+	char	   *out = palloc(len + 1);
+	const unsigned char *p = (const unsigned char *) s;
+	size_t		i = 0;
+
+	while (i < len)
+	{
+		unsigned char c = p[i];
+		int			n;
+		unsigned int cp;
+		int			k;
+		bool		ok = true;
+
+		if (c < 0x80)
+		{
+			out[i] = (char) c;
+			i++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF)
+		{
+			n = 2;
+			cp = c & 0x1F;
+		}
+		else if (c >= 0xE0 && c <= 0xEF)
+		{
+			n = 3;
+			cp = c & 0x0F;
+		}
+		else if (c >= 0xF0 && c <= 0xF4)
+		{
+			n = 4;
+			cp = c & 0x07;
+		}
+		else
+		{
+			out[i++] = '?';
+			continue;
+		}
+		if (i + n > len)
+			ok = false;
+		for (k = 1; ok && k < n; k++)
+		{
+			if ((p[i + k] & 0xC0) != 0x80)
+				ok = false;
+			else
+				cp = (cp << 6) | (p[i + k] & 0x3F);
+		}
+		if (ok && ((n == 3 && cp < 0x800) ||
+				   (n == 4 && cp < 0x10000) ||
+				   cp > 0x10FFFF ||
+				   (cp >= 0xD800 && cp <= 0xDFFF)))
+			ok = false;
+		if (!ok)
+		{
+			out[i++] = '?';
+			continue;
+		}
+		memcpy(out + i, p + i, n);
+		i += n;
+	}
+	out[len] = '\0';
+	return out;
+}
+
+/*
+ * A JSON number usable as an id or status: finite, integral, non-negative
+ * and exactly representable in a double.
+ */
+static bool
+number_as_integer(const cJSON *item, int64 *value)
+{
+	double		d;
+
+	if (!cJSON_IsNumber(item))
+		return false;
+	d = item->valuedouble;
+	if (!isfinite(d) || d < 0 || d > 9007199254740992.0 || floor(d) != d)
+		return false;
+	*value = (int64) d;
+	return true;
+}
+
+/*
+ * An identifier: a string, or a number turned into its decimal text.
+ * NULL when it is neither.
+ */
+static char *
+id_text(const cJSON *item)
+{
+	int64		v;
+
+	if (cJSON_IsString(item) && item->valuestring != NULL)
+		return utf8_pstrdup(item->valuestring);
+	if (number_as_integer(item, &v))
+		return psprintf(INT64_FORMAT, v);
+	return NULL;
+}
+
+/*
+ * Optional string member: absent or null gives "" and true; a string gives
+ * its copy and true; anything else gives false.
+ */
+static bool
+opt_string(const cJSON *obj, const char *name, char **out)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+	if (item == NULL || cJSON_IsNull(item))
+	{
+		*out = pstrdup("");
+		return true;
+	}
+	if (cJSON_IsString(item) && item->valuestring != NULL)
+	{
+		*out = utf8_pstrdup(item->valuestring);
+		return true;
+	}
+	*out = pstrdup("");
+	return false;
+}
+
+/*
+ * Collect identifiers from a "context" object: context.ids (array) or
+ * context.id (array or single value).  Strings and integral numbers are
+ * accepted; false when an element is anything else.  Absent ids give zero.
+ */
+static bool
+context_ids(const cJSON *context, int *nids, char ***ids)
+{
+	const cJSON *list;
+	const cJSON *el;
+	int			n;
+	int			i = 0;
+
+	*nids = 0;
+	*ids = NULL;
+	if (context == NULL || !cJSON_IsObject(context))
+		return true;
+	list = cJSON_GetObjectItemCaseSensitive(context, "ids");
+	if (list == NULL || cJSON_IsNull(list))
+		list = cJSON_GetObjectItemCaseSensitive(context, "id");
+	if (list == NULL || cJSON_IsNull(list))
+		return true;
+
+	if (!cJSON_IsArray(list))
+	{
+		char	   *one = id_text(list);
+
+		if (one == NULL)
+			return false;
+		*ids = palloc(sizeof(char *));
+		(*ids)[0] = one;
+		*nids = 1;
+		return true;
+	}
+
+	n = cJSON_GetArraySize(list);
+	if (n == 0)
+		return true;
+	*ids = palloc(sizeof(char *) * n);
+	cJSON_ArrayForEach(el, list)
+	{
+		char	   *t = id_text(el);
+
+		if (t == NULL || i >= n)
+			return false;
+		(*ids)[i++] = t;
+	}
+	*nids = i;
+	return true;
+}
+
+/* Numeric HTTP status for a HubSpot error category; 0 if unknown. */
+static int
+status_for_category(const char *category)
+{
+	static const struct
+	{
+		const char *category;
+		int			status;
+	}			map[] =
+	{
+		{"VALIDATION_ERROR", 400},
+		{"INVALID_AUTHENTICATION", 401},
+		{"MISSING_SCOPES", 403},
+		{"OBJECT_NOT_FOUND", 404},
+		{"CONFLICT", 409},
+		{"OBJECT_ALREADY_EXISTS", 409},
+	};
+	int			i;
+
+	for (i = 0; i < lengthof(map); i++)
+	{
+		if (strcmp(category, map[i].category) == 0)
+			return map[i].status;
+	}
+	return 0;
+}
+
+/* A "status" member as a plausible HTTP status (number or digits), or 0. */
+static int
+numeric_status(const cJSON *item)
+{
+	int64		v;
+
+	if (number_as_integer(item, &v))
+		return (v >= 100 && v <= 599) ? (int) v : 0;
+	if (cJSON_IsString(item) && item->valuestring != NULL)
+	{
+		const char *s = item->valuestring;
+
+		if (strlen(s) == 3 &&
+			s[0] >= '1' && s[0] <= '5' &&
+			s[1] >= '0' && s[1] <= '9' &&
+			s[2] >= '0' && s[2] <= '9')
+			return (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+	}
+	return 0;
+}
+
+/* Parse one entry of a batch answer's errors[]. */
+static bool
+parse_error_item(const cJSON *item, int index, HsErrorItem *out,
+				 const char **why)
+{
+	const cJSON *nested;
+
+	if (!cJSON_IsObject(item))
+	{
+		*why = psprintf("error %d is not an object", index + 1);
+		return false;
+	}
+	if (!opt_string(item, "category", &out->category))
+	{
+		*why = psprintf("error %d has a \"category\" that is not a string",
+						index + 1);
+		return false;
+	}
+	if (!opt_string(item, "message", &out->message))
+	{
+		*why = psprintf("error %d has a \"message\" that is not a string",
+						index + 1);
+		return false;
+	}
+	if (!context_ids(cJSON_GetObjectItemCaseSensitive(item, "context"),
+					 &out->nids, &out->ids))
+	{
+		*why = psprintf("error %d names an id that is neither a string nor an integer",
+						index + 1);
+		return false;
+	}
+
+	/* a status: the item's own, a nested error's, else from the category */
+	out->status = numeric_status(cJSON_GetObjectItemCaseSensitive(item, "status"));
+	nested = cJSON_GetObjectItemCaseSensitive(item, "errors");
+	if (out->status == 0 && cJSON_IsArray(nested))
+	{
+		const cJSON *e;
+
+		cJSON_ArrayForEach(e, nested)
+		{
+			if (cJSON_IsObject(e))
+				out->status = numeric_status(cJSON_GetObjectItemCaseSensitive(e, "status"));
+			if (out->status != 0)
+				break;
+		}
+	}
+	if (out->status == 0)
+		out->status = status_for_category(out->category);
+	return true;
+}
+
+/*
+ * The two ids of an association result: {"from":{"id"},"to":{"id"}} (v4
+ * batch/associate/default) or {"fromObjectId","toObjectId"} (v4 batch/create).
+ * False when the result has neither shape.
+ */
+static bool
+association_ids(const cJSON *result, char **from_id, char **to_id)
+{
+	const cJSON *from = cJSON_GetObjectItemCaseSensitive(result, "from");
+	const cJSON *to = cJSON_GetObjectItemCaseSensitive(result, "to");
+
+	*from_id = *to_id = NULL;
+	if (cJSON_IsObject(from) && cJSON_IsObject(to))
+	{
+		*from_id = id_text(cJSON_GetObjectItemCaseSensitive(from, "id"));
+		*to_id = id_text(cJSON_GetObjectItemCaseSensitive(to, "id"));
+	}
+	else
+	{
+		*from_id = id_text(cJSON_GetObjectItemCaseSensitive(result, "fromObjectId"));
+		*to_id = id_text(cJSON_GetObjectItemCaseSensitive(result, "toObjectId"));
+	}
+	return *from_id != NULL && *to_id != NULL;
+}
+
+/* Parse one entry of a batch answer's results[]. */
+static bool
+parse_result_item(const cJSON *item, int index, const char *key_property,
+				  HsResultItem *out, const char **why)
+{
+	const cJSON *id;
+	const cJSON *isnew;
+
+	if (!cJSON_IsObject(item))
+	{
+		*why = psprintf("result %d is not an object", index + 1);
+		return false;
+	}
+
+	id = cJSON_GetObjectItemCaseSensitive(item, "id");
+	if (id != NULL && !cJSON_IsNull(id))
+	{
+		out->hubspot_id = id_text(id);
+		if (out->hubspot_id == NULL)
+		{
+			*why = psprintf("result %d has an \"id\" that is neither a string nor an integer",
+							index + 1);
+			return false;
+		}
+	}
+	else if (key_property == NULL)
+	{
+		char	   *from_id;
+		char	   *to_id;
+
+		/* association answers carry no "id": key them "from:to" */
+		if (!association_ids(item, &from_id, &to_id))
+		{
+			*why = psprintf("result %d has no \"id\"", index + 1);
+			return false;
+		}
+		out->hubspot_id = from_id;
+		out->key = psprintf("%s:%s", from_id, to_id);
+	}
+	else
+	{
+		*why = psprintf("result %d has no \"id\"", index + 1);
+		return false;
+	}
+
+	isnew = cJSON_GetObjectItemCaseSensitive(item, "new");
+	if (isnew == NULL || cJSON_IsNull(isnew))
+		out->is_new = false;
+	else if (cJSON_IsBool(isnew))
+		out->is_new = cJSON_IsTrue(isnew);
+	else
+	{
+		*why = psprintf("result %d has a \"new\" that is not a boolean",
+						index + 1);
+		return false;
+	}
+
+	if (key_property != NULL)
+	{
+		const cJSON *props = cJSON_GetObjectItemCaseSensitive(item, "properties");
+		const cJSON *key;
+
+		key = cJSON_IsObject(props) ?
+			cJSON_GetObjectItemCaseSensitive(props, key_property) : NULL;
+		if (!cJSON_IsString(key) || key->valuestring == NULL)
+		{
+			*why = psprintf("result %d has no \"%s\" property", index + 1,
+							key_property);
+			return false;
+		}
+		out->key = utf8_pstrdup(key->valuestring);
+	}
+	else if (out->key == NULL)
+		out->key = pstrdup(out->hubspot_id);
+	return true;
+}
+
+/* ----------------------------------------------------------------
+ * Parsing entry points
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Parse a 200/201/207 batch answer; see hubspot.h.  On failure out is left
+ * empty (no results, no errors) and *why explains.
+ */
+bool
+hs_parse_batch(const char *body, size_t len, const char *key_property,
+			   HsBatchResult *out, const char **why)
+{
+	cJSON	   *root;
+	const cJSON *results;
+	const cJSON *errors;
+	const cJSON *item;
+	int			n;
+	int			i;
+	bool		ok = true;
+
+	hs_json_setup();
+	memset(out, 0, sizeof(*out));
+	*why = NULL;
+
+	if (body == NULL || len == 0)
+	{
+		*why = "empty answer";
+		return false;
+	}
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL)
+	{
+		*why = "answer is not JSON";
+		return false;
+	}
+	if (!cJSON_IsObject(root))
+	{
+		*why = "answer is not a JSON object";
+		cJSON_Delete(root);
+		return false;
+	}
+
+	results = cJSON_GetObjectItemCaseSensitive(root, "results");
+	errors = cJSON_GetObjectItemCaseSensitive(root, "errors");
+	if (cJSON_IsNull(results))
+		results = NULL;
+	if (cJSON_IsNull(errors))
+		errors = NULL;
+
+	if (errors != NULL && !cJSON_IsArray(errors))
+	{
+		*why = "\"errors\" is not an array";
+		ok = false;
+	}
+	else if (results == NULL && errors == NULL)
+	{
+		*why = "answer has neither \"results\" nor \"errors\"";
+		ok = false;
+	}
+	else if (results != NULL && !cJSON_IsArray(results))
+	{
+		*why = "\"results\" is not an array";
+		ok = false;
+	}
+
+	if (ok && results != NULL && (n = cJSON_GetArraySize(results)) > 0)
+	{
+		out->results = palloc0(sizeof(HsResultItem) * n);
+		i = 0;
+		cJSON_ArrayForEach(item, results)
+		{
+			if (i >= n ||
+				!parse_result_item(item, i, key_property, &out->results[i], why))
+			{
+				if (*why == NULL)
+					*why = "\"results\" changed size while read";
+				ok = false;
+				break;
+			}
+			i++;
+		}
+		out->nresults = i;
+	}
+
+	if (ok && errors != NULL && (n = cJSON_GetArraySize(errors)) > 0)
+	{
+		out->errors = palloc0(sizeof(HsErrorItem) * n);
+		i = 0;
+		cJSON_ArrayForEach(item, errors)
+		{
+			if (i >= n || !parse_error_item(item, i, &out->errors[i], why))
+			{
+				if (*why == NULL)
+					*why = "\"errors\" changed size while read";
+				ok = false;
+				break;
+			}
+			i++;
+		}
+		out->nerrors = i;
+	}
+
+	cJSON_Delete(root);
+	if (!ok)
+		memset(out, 0, sizeof(*out));
+	return ok;
+}
+
+/*
+ * Parse a HubSpot error body; see hubspot.h.  Fields of a wrong type are
+ * treated as absent ("").  Returns false only when the body is not a JSON
+ * object.
+ */
+bool
+hs_parse_error(const char *body, size_t len, HsError *out)
+{
+	cJSON	   *root;
+	const cJSON *errors;
+	const cJSON *e;
+
+	hs_json_setup();
+	out->status = pstrdup("");
+	out->message = pstrdup("");
+	out->category = pstrdup("");
+	out->sub_category = pstrdup("");
+	out->correlation_id = pstrdup("");
+	out->policy_name = pstrdup("");
+	out->nids = 0;
+	out->ids = NULL;
+
+	if (body == NULL || len == 0)
+		return false;
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL)
+		return false;
+	if (!cJSON_IsObject(root))
+	{
+		cJSON_Delete(root);
+		return false;
+	}
+
+	(void) opt_string(root, "status", &out->status);
+	(void) opt_string(root, "message", &out->message);
+	(void) opt_string(root, "category", &out->category);
+	if (out->category[0] == '\0')
+		(void) opt_string(root, "errorType", &out->category);
+	(void) opt_string(root, "subCategory", &out->sub_category);
+	(void) opt_string(root, "correlationId", &out->correlation_id);
+	(void) opt_string(root, "policyName", &out->policy_name);
+
+	if (!context_ids(cJSON_GetObjectItemCaseSensitive(root, "context"),
+					 &out->nids, &out->ids))
+	{
+		out->nids = 0;
+		out->ids = NULL;
+	}
+
+	/* else the ids named by all of errors[] together */
+	errors = cJSON_GetObjectItemCaseSensitive(root, "errors");
+	if (out->nids == 0 && cJSON_IsArray(errors))
+	{
+		cJSON_ArrayForEach(e, errors)
+		{
+			int			n;
+			char	  **ids;
+
+			if (!cJSON_IsObject(e) ||
+				!context_ids(cJSON_GetObjectItemCaseSensitive(e, "context"),
+							 &n, &ids) ||
+				n == 0)
+				continue;
+			if (out->nids == 0)
+				out->ids = ids;
+			else
+			{
+				out->ids = repalloc(out->ids,
+									sizeof(char *) * (out->nids + n));
+				memcpy(out->ids + out->nids, ids, sizeof(char *) * n);
+			}
+			out->nids += n;
+		}
+	}
+
+	cJSON_Delete(root);
+	return true;
+}

@@ -1,0 +1,148 @@
+/*-------------------------------------------------------------------------
+ *
+ * values.c
+ *	  Turning a column value of a mapping view into the string HubSpot
+ *	  expects for a property: text as is, numbers as plain decimals, booleans
+ *	  as true/false, dates as YYYY-MM-DD, timestamps as ISO 8601 in UTC, and
+ *	  NULL as "" (which clears the property: the ERP is the source of truth).
+ *
+ * Strings are returned in UTF-8 whatever the server encoding.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
+#include "utils/lsyscache.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#include "values.h"
+
+static char *
+to_utf8(char *s)
+{
+	char	   *u;
+
+	if (GetDatabaseEncoding() == PG_UTF8 || GetDatabaseEncoding() == PG_SQL_ASCII)
+		return s;
+	u = pg_server_to_any(s, strlen(s), PG_UTF8);
+	return u;
+}
+
+/* ISO 8601 in UTC with milliseconds: 2024-05-01T09:30:00.000Z */
+static char *
+format_utc(TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (TIMESTAMP_NOT_FINITE(ts))
+		return pstrdup("");
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		return pstrdup("");
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+					tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (fsec / 1000));
+}
+
+char *
+erpcrm_property_value(Datum value, bool isnull, Oid typid)
+{
+	if (isnull)
+		return pstrdup("");
+
+	switch (typid)
+	{
+		case BOOLOID:
+			return pstrdup(DatumGetBool(value) ? "true" : "false");
+
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case NUMERICOID:
+			{
+				Oid			out;
+				bool		varlena;
+				char	   *s;
+
+				getTypeOutputInfo(typid, &out, &varlena);
+				s = OidOutputFunctionCall(out, value);
+				/* NaN and infinities have no HubSpot number */
+				if (strcmp(s, "NaN") == 0 || strcmp(s, "Infinity") == 0 ||
+					strcmp(s, "-Infinity") == 0)
+					return pstrdup("");
+				return s;
+			}
+
+		case FLOAT4OID:
+		case FLOAT8OID:
+			{
+				double		d = (typid == FLOAT4OID) ?
+				(double) DatumGetFloat4(value) : DatumGetFloat8(value);
+				Datum		n;
+
+				if (isnan(d) || isinf(d))
+					return pstrdup("");
+				/* through numeric: plain decimal, never 1e+20 */
+				n = DirectFunctionCall1(float8_numeric, Float8GetDatum(d));
+				return DatumGetCString(DirectFunctionCall1(numeric_out, n));
+			}
+
+		case DATEOID:
+			{
+				DateADT		date = DatumGetDateADT(value);
+				int			y,
+							m,
+							d;
+
+				if (DATE_NOT_FINITE(date))
+					return pstrdup("");
+				j2date(date + POSTGRES_EPOCH_JDATE, &y, &m, &d);
+				return psprintf("%04d-%02d-%02d", y, m, d);
+			}
+
+		case TIMESTAMPTZOID:
+			return format_utc(DatumGetTimestampTz(value));
+
+		case TIMESTAMPOID:
+			{
+				Timestamp	ts = DatumGetTimestamp(value);
+
+				if (TIMESTAMP_NOT_FINITE(ts))
+					return pstrdup("");
+				/* a local time of the server's TimeZone */
+				return format_utc(DatumGetTimestampTz(DirectFunctionCall1(timestamp_timestamptz,
+																		  TimestampGetDatum(ts))));
+			}
+
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+		case NAMEOID:
+			{
+				Oid			out;
+				bool		varlena;
+
+				getTypeOutputInfo(typid, &out, &varlena);
+				return to_utf8(OidOutputFunctionCall(out, value));
+			}
+
+		default:
+			{
+				Oid			out;
+				bool		varlena;
+
+				/* domains, uuid, json, enums, arrays: their text form */
+				getTypeOutputInfo(typid, &out, &varlena);
+				return to_utf8(OidOutputFunctionCall(out, value));
+			}
+	}
+}

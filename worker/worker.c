@@ -1,0 +1,543 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The erpcrm background worker: one per cluster, serving the database
+ *	  named by erpcrm.database.  Its loop:
+ *
+ *		wait on the latch (set by any commit that wrote the outbox, or the
+ *		poll interval) -> fold the outbox -> for each mapping in dependency
+ *		order, one batch at a time, round after round until nothing is due.
+ *
+ *	  401/403 stop sending until erpcrm.auth_retry passes or the settings
+ *	  are reloaded; transport failures and 5xx back off exponentially; 429s
+ *	  wait as HubSpot says.  SIGTERM ends it, also during an HTTP call; SIGHUP
+ *	  reloads the settings.  It starts only once recovery has finished, so a
+ *	  standby runs none until it is promoted.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "delivery.h"
+#include "erpcrm.h"
+#include "hubspot.h"
+
+/* settings the worker connected with: a change needs a new process */
+static char *connected_database = NULL;
+static char *connected_role = NULL;
+
+static TimestampTz auth_blocked_until = 0;
+static TimestampTz backoff_until = 0;
+static int	consecutive_failures = 0;
+static bool token_missing = false;
+
+static MemoryContext cycle_cxt = NULL;
+
+void
+erpcrm_register_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "erpcrm", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "erpcrm_worker_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "erpcrm worker", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "erpcrm worker", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+worker_exit(int code, Datum arg)
+{
+	hs_http_cleanup();
+	if (erpcrm_shared == NULL)
+		return;
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->worker_pid = 0;
+	erpcrm_shared->worker_latch = NULL;
+	erpcrm_shared->state = ERPCRM_WORKER_STOPPED;
+	strlcpy(erpcrm_shared->detail, "", sizeof(erpcrm_shared->detail));
+	SpinLockRelease(&erpcrm_shared->mutex);
+}
+
+/* Wait on the latch for up to ms, waking for commits, signals, reloads. */
+void
+erpcrm_worker_sleep(long ms, uint32 wait_event_info)
+{
+	if (ms <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, wait_event_info);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+void
+erpcrm_worker_note_call(const void *arg, bool rate_limited)
+{
+	const HsResponse *resp = arg;
+
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->calls++;
+	if (rate_limited)
+		erpcrm_shared->rate_limited++;
+	erpcrm_shared->last_call = GetCurrentTimestamp();
+	erpcrm_shared->window_remaining = hs_rate_window_remaining();
+	erpcrm_shared->daily_remaining = hs_rate_daily_remaining();
+	SpinLockRelease(&erpcrm_shared->mutex);
+	(void) resp;
+}
+
+/* (Re)configure the HTTP client and the rate limiter from the settings. */
+static void
+configure_client(void)
+{
+	HsHttpConfig config;
+	char	   *token = NULL;
+	MemoryContext old = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		token = erpcrm_read_token();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(old);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(LOG,
+				(errmsg("erpcrm worker cannot read its access token: %s", edata->message)));
+		token = pstrdup("");
+	}
+	PG_END_TRY();
+
+	token_missing = (token[0] == '\0');
+	config.base_url = erpcrm_hubspot_url;
+	config.token = token;
+	config.ca_file = erpcrm_ca_file;
+	config.connect_timeout_ms = erpcrm_connect_timeout_ms;
+	config.timeout_ms = erpcrm_request_timeout_ms;
+	hs_http_configure(&config);
+	explicit_bzero(token, strlen(token));
+	pfree(token);
+
+	hs_rate_configure(erpcrm_max_calls_per_10s, 10000);
+}
+
+/* Load the mappings in dependency order (targets before their users). */
+static List *
+load_mappings(bool *paused, TimestampTz *next_due)
+{
+	List	   *result = NIL;
+	int			ret;
+	MemoryContext spi_cxt;
+
+	ret = SPI_execute("SELECT c.paused, (SELECT min(s.next_attempt_at) FROM erpcrm.sync_state s"
+					  " WHERE s.state = 'pending') FROM erpcrm.control c",
+					  true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read erpcrm.control");
+	{
+		bool		isnull;
+		Datum		d;
+
+		*paused = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		*next_due = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+
+	ret = SPI_execute("WITH RECURSIVE lvl(mapping_id, depth) AS ("
+					  "  SELECT mapping_id, 0 FROM erpcrm.mapping"
+					  "  UNION ALL"
+					  "  SELECT a.mapping_id, l.depth + 1 FROM erpcrm.association a"
+					  "    JOIN lvl l ON a.target_id = l.mapping_id)"
+					  " SELECT m.mapping_id, m.name, m.source::pg_catalog.regclass::pg_catalog.text,"
+					  "   (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a"
+					  "     WHERE a.attrelid = m.source AND a.attname = 'erp_id' AND NOT a.attisdropped),"
+					  "   m.object_type, m.id_property, m.on_delete = 'archive',"
+					  "   COALESCE(m.batch_size, 0), m.paused"
+					  " FROM erpcrm.mapping m JOIN lvl USING (mapping_id)"
+					  " GROUP BY m.mapping_id"
+					  " ORDER BY max(lvl.depth), m.mapping_id",
+					  true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read erpcrm.mapping");
+
+	spi_cxt = MemoryContextSwitchTo(cycle_cxt);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		MappingDef *m = palloc0(sizeof(MappingDef));
+		bool		isnull;
+
+		m->id = DatumGetInt32(SPI_getbinval(t, d, 1, &isnull));
+		m->name = SPI_getvalue(t, d, 2);
+		m->source = SPI_getvalue(t, d, 3);
+		m->erp_id_type = SPI_getvalue(t, d, 4);
+		m->object_type = SPI_getvalue(t, d, 5);
+		m->id_property = SPI_getvalue(t, d, 6);
+		m->archive = DatumGetBool(SPI_getbinval(t, d, 7, &isnull));
+		m->batch_size = DatumGetInt32(SPI_getbinval(t, d, 8, &isnull));
+		m->paused = DatumGetBool(SPI_getbinval(t, d, 9, &isnull));
+		result = lappend(result, m);
+	}
+	MemoryContextSwitchTo(spi_cxt);
+
+	ret = SPI_execute("SELECT a.mapping_id, a.column_name, a.target_id, t.name, t.object_type,"
+					  "  COALESCE(a.type_id, 0), a.category"
+					  " FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id"
+					  " ORDER BY a.mapping_id, a.column_name, a.target_id",
+					  true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read erpcrm.association");
+
+	spi_cxt = MemoryContextSwitchTo(cycle_cxt);
+	{
+		ListCell   *lc;
+
+		foreach(lc, result)
+		{
+			MappingDef *m = lfirst(lc);
+
+			m->assoc = palloc0(sizeof(AssocDef) * Max(SPI_processed, 1));
+			for (uint64 i = 0; i < SPI_processed; i++)
+			{
+				HeapTuple	t = SPI_tuptable->vals[i];
+				TupleDesc	d = SPI_tuptable->tupdesc;
+				bool		isnull;
+				AssocDef   *a;
+
+				if (DatumGetInt32(SPI_getbinval(t, d, 1, &isnull)) != m->id)
+					continue;
+				a = &m->assoc[m->nassoc++];
+				a->column = SPI_getvalue(t, d, 2);
+				a->target_id = DatumGetInt32(SPI_getbinval(t, d, 3, &isnull));
+				a->target_name = SPI_getvalue(t, d, 4);
+				a->target_type = SPI_getvalue(t, d, 5);
+				a->type_id = DatumGetInt32(SPI_getbinval(t, d, 6, &isnull));
+				a->category = SPI_getvalue(t, d, 7);
+			}
+		}
+	}
+	MemoryContextSwitchTo(spi_cxt);
+	return result;
+}
+
+/* Run a few statements in a transaction of their own. */
+static bool
+begin_step(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+	return true;
+}
+
+static void
+end_step(void)
+{
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static bool
+extension_ready(void)
+{
+	bool		ready;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	ready = OidIsValid(get_extension_oid("erpcrm", true));
+	CommitTransactionCommand();
+	return ready;
+}
+
+static void
+fold(void)
+{
+	begin_step("erpcrm: folding the outbox");
+	if (SPI_execute("SELECT erpcrm._fold()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._fold() failed");
+	end_step();
+}
+
+static void
+recover(void)
+{
+	begin_step("erpcrm: recovering keys left in flight");
+	if (SPI_execute("SELECT erpcrm._recover()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._recover() failed");
+	end_step();
+}
+
+static long
+ms_until(TimestampTz t, TimestampTz now)
+{
+	if (t <= now)
+		return 0;
+	return (long) ((t - now) / 1000) + 1;
+}
+
+/*
+ * One cycle: fold, then batches for every mapping in dependency order,
+ * round after round while keys are due.  Returns how long to sleep.
+ */
+static long
+run_cycle(void)
+{
+	List	   *mappings;
+	bool		paused;
+	TimestampTz next_due;
+	TimestampTz now;
+	bool		any;
+
+	MemoryContextReset(cycle_cxt);
+
+	if (!extension_ready())
+	{
+		erpcrm_set_state(ERPCRM_WORKER_NOT_CONFIGURED,
+						 "extension erpcrm is not installed in this database");
+		return erpcrm_poll_interval_ms;
+	}
+
+	fold();
+	begin_step("erpcrm: loading mappings");
+	mappings = load_mappings(&paused, &next_due);
+	end_step();
+
+	if (paused)
+	{
+		erpcrm_set_state(ERPCRM_WORKER_PAUSED, "paused by erpcrm.pause()");
+		return erpcrm_poll_interval_ms;
+	}
+	if (token_missing)
+	{
+		erpcrm_set_state(ERPCRM_WORKER_NOT_CONFIGURED,
+						 "no access token: set erpcrm.token or erpcrm.token_file and reload");
+		return erpcrm_poll_interval_ms;
+	}
+
+	do
+	{
+		ListCell   *lc;
+
+		any = false;
+		foreach(lc, mappings)
+		{
+			MappingDef *m = lfirst(lc);
+			DeliveryOutcome out;
+
+			if (m->paused)
+				continue;
+			if (m->erp_id_type == NULL)
+			{
+				erpcrm_set_state(ERPCRM_WORKER_IDLE,
+								 psprintf("mapping \"%s\": its view has no column erp_id", m->name));
+				continue;
+			}
+			erpcrm_deliver_batch(m, &out);
+			if (out.claimed > 0)
+				any = true;
+			if (out.synced > 0)
+			{
+				consecutive_failures = 0;
+				SpinLockAcquire(&erpcrm_shared->mutex);
+				erpcrm_shared->objects_sent += out.synced;
+				SpinLockRelease(&erpcrm_shared->mutex);
+			}
+			now = GetCurrentTimestamp();
+			if (out.auth_failed)
+			{
+				auth_blocked_until = TimestampTzPlusMilliseconds(now, erpcrm_auth_retry_ms);
+				erpcrm_set_state(ERPCRM_WORKER_AUTH_FAILED, out.auth_message);
+				ereport(LOG,
+						(errmsg("erpcrm worker stops sending: %s", out.auth_message),
+						 errhint("Fix erpcrm.token or erpcrm.token_file and reload the configuration.")));
+				return ms_until(auth_blocked_until, now);
+			}
+			if (out.blocked_until > now)
+			{
+				SpinLockAcquire(&erpcrm_shared->mutex);
+				erpcrm_shared->backoff_until = out.blocked_until;
+				SpinLockRelease(&erpcrm_shared->mutex);
+				erpcrm_set_state(ERPCRM_WORKER_RATE_LIMITED, "HubSpot's rate limit is exhausted");
+				backoff_until = out.blocked_until;
+				return ms_until(backoff_until, now);
+			}
+			if (out.transient)
+			{
+				long		delay;
+
+				consecutive_failures++;
+				delay = (long) erpcrm_retry_base_ms << Min(consecutive_failures - 1, 20);
+				delay = Min(delay, (long) erpcrm_retry_max_ms);
+				delay = delay * (3 + (random() % 3)) / 4;
+				backoff_until = TimestampTzPlusMilliseconds(now, delay);
+				SpinLockAcquire(&erpcrm_shared->mutex);
+				erpcrm_shared->backoff_until = backoff_until;
+				SpinLockRelease(&erpcrm_shared->mutex);
+				erpcrm_set_state(ERPCRM_WORKER_BACKING_OFF, out.transient_message);
+				return delay;
+			}
+			if (ConfigReloadPending)
+				return 0;
+		}
+		if (any)
+			fold();
+	} while (any);
+
+	/* nothing due now: sleep until the next retry or the poll */
+	begin_step("erpcrm: planning");
+	MemoryContextReset(cycle_cxt);
+	mappings = load_mappings(&paused, &next_due);
+	end_step();
+	erpcrm_set_state(ERPCRM_WORKER_IDLE, "");
+	now = GetCurrentTimestamp();
+	if (next_due != 0)
+		return Max(10, Min(ms_until(next_due, now), (long) erpcrm_poll_interval_ms));
+	return erpcrm_poll_interval_ms;
+}
+
+void
+erpcrm_worker_main(Datum main_arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	before_shmem_exit(worker_exit, (Datum) 0);
+
+	connected_database = MemoryContextStrdup(TopMemoryContext, erpcrm_database);
+	connected_role = MemoryContextStrdup(TopMemoryContext, erpcrm_role);
+	BackgroundWorkerInitializeConnection(connected_database,
+										 connected_role[0] ? connected_role : NULL,
+										 0);
+
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->worker_pid = MyProcPid;
+	erpcrm_shared->worker_latch = MyLatch;
+	erpcrm_shared->database_oid = MyDatabaseId;
+	erpcrm_shared->started_at = GetCurrentTimestamp();
+	erpcrm_shared->state = ERPCRM_WORKER_STARTING;
+	SpinLockRelease(&erpcrm_shared->mutex);
+
+	/* the worker's SQL names everything with its schema */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("application_name", "erpcrm worker", PGC_SUSET, PGC_S_OVERRIDE);
+	pgstat_report_appname("erpcrm worker");
+
+	cycle_cxt = AllocSetContextCreate(TopMemoryContext, "erpcrm cycle",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	hs_http_init();
+	configure_client();
+
+	ereport(LOG,
+			(errmsg("erpcrm worker started for database \"%s\"", connected_database)));
+
+	if (extension_ready())
+		recover();
+
+	for (;;)
+	{
+		long		sleep_ms;
+		TimestampTz now;
+
+		CHECK_FOR_INTERRUPTS();
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(connected_database, erpcrm_database) != 0 ||
+				strcmp(connected_role, erpcrm_role) != 0)
+			{
+				ereport(LOG,
+						(errmsg("erpcrm worker restarts to apply erpcrm.database or erpcrm.role")));
+				proc_exit(1);
+			}
+			configure_client();
+			/* a reload is the DBA saying "try again now" */
+			auth_blocked_until = 0;
+			backoff_until = 0;
+			consecutive_failures = 0;
+		}
+
+		now = GetCurrentTimestamp();
+		SpinLockAcquire(&erpcrm_shared->mutex);
+		erpcrm_shared->last_wake = now;
+		SpinLockRelease(&erpcrm_shared->mutex);
+
+		if (auth_blocked_until > now)
+			sleep_ms = ms_until(auth_blocked_until, now);
+		else if (backoff_until > now)
+			sleep_ms = ms_until(backoff_until, now);
+		else
+		{
+			MemoryContext loop_cxt = CurrentMemoryContext;
+
+			PG_TRY();
+			{
+				sleep_ms = run_cycle();
+			}
+			PG_CATCH();
+			{
+				ErrorData  *edata;
+
+				/* a broken mapping view must not stop the others for long */
+				MemoryContextSwitchTo(loop_cxt);
+				edata = CopyErrorData();
+				FlushErrorState();
+				AbortCurrentTransaction();
+				ereport(LOG,
+						(errmsg("erpcrm worker: %s", edata->message),
+						 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+						 edata->hint ? errhint("%s", edata->hint) : 0));
+				erpcrm_set_state(ERPCRM_WORKER_BACKING_OFF, edata->message);
+				FreeErrorData(edata);
+				if (extension_ready())
+					recover();
+				consecutive_failures++;
+				sleep_ms = Min((long) erpcrm_retry_base_ms << Min(consecutive_failures, 10),
+							   (long) erpcrm_retry_max_ms);
+				backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
+			}
+			PG_END_TRY();
+		}
+
+		if (sleep_ms > 0)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
