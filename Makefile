@@ -31,7 +31,7 @@ SHLIB_LINK = -lcurl -lcjson
 REGRESS = setup mapping capture state surface privileges
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 	--temp-instance=tests/regress/tmp_check \
-	--temp-config=tests/regress/erpcrm.conf --load-extension=erpcrm
+	--temp-config=tests/regress/erpcrm.conf
 
 EXTRA_CLEAN = tests/regress/results tests/regress/tmp_check \
 	tests/regress/regression.diffs tests/regress/regression.out \

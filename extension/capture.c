@@ -28,51 +28,47 @@
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/relcache.h"
 #include "utils/rel.h"
 
 #include "capture.h"
 #include "erpcrm.h"
 
-/* The last key appended, to skip immediate repeats. */
-static int32 last_mapping_id = -1;
-static LocalTransactionId last_lxid = InvalidLocalTransactionId;
-static SubTransactionId last_subxid = InvalidSubTransactionId;
-static char *last_key = NULL;
-static Size last_key_len = 0;
-static Size last_key_cap = 0;
-
+/*
+ * Is this key the one this watch appended last, in this very subtransaction?
+ * Then the outbox already holds it (a subtransaction cannot have been rolled
+ * back while it is still the current one).
+ */
 static bool
-is_repeat(int32 mapping_id, text *key)
+is_repeat(WatchEntry *entry, text *key)
 {
 	Size		len = VARSIZE_ANY_EXHDR(key);
 
-	return last_mapping_id == mapping_id &&
-		last_lxid == MyProc->lxid &&
-		last_subxid == GetCurrentSubTransactionId() &&
-		last_key != NULL &&
-		last_key_len == len &&
-		memcmp(last_key, VARDATA_ANY(key), len) == 0;
+	return entry->last_lxid == MyProc->lxid &&
+		entry->last_subxid == GetCurrentSubTransactionId() &&
+		entry->last_key != NULL &&
+		entry->last_key_len == len &&
+		memcmp(entry->last_key, VARDATA_ANY(key), len) == 0;
 }
 
 static void
-remember(int32 mapping_id, text *key)
+remember(WatchEntry *entry, text *key)
 {
 	Size		len = VARSIZE_ANY_EXHDR(key);
 
-	if (last_key_cap < len + 1)
+	if (entry->last_key_cap < len + 1)
 	{
 		Size		cap = Max(len + 1, 64);
 
-		if (last_key != NULL)
-			pfree(last_key);
-		last_key = MemoryContextAlloc(TopMemoryContext, cap);
-		last_key_cap = cap;
+		if (entry->last_key != NULL)
+			pfree(entry->last_key);
+		entry->last_key = MemoryContextAlloc(TopMemoryContext, cap);
+		entry->last_key_cap = cap;
 	}
-	memcpy(last_key, VARDATA_ANY(key), len);
-	last_key_len = len;
-	last_mapping_id = mapping_id;
-	last_lxid = MyProc->lxid;
-	last_subxid = GetCurrentSubTransactionId();
+	memcpy(entry->last_key, VARDATA_ANY(key), len);
+	entry->last_key_len = len;
+	entry->last_lxid = MyProc->lxid;
+	entry->last_subxid = GetCurrentSubTransactionId();
 }
 
 /* Append (mapping_id, key) to erpcrm.outbox; key NULL = every key. */
@@ -86,12 +82,13 @@ append_outbox(WatchEntry *entry, text *key)
 
 	if (key != NULL)
 	{
-		if (is_repeat(entry->mapping_id, key))
+		if (is_repeat(entry, key))
 			return;
 	}
 
 	rel = table_open(entry->outbox_relid, RowExclusiveLock);
-	if (rel->rd_rel->relhasindex || RelationGetDescr(rel)->natts != 2)
+	if ((rel->rd_rel->relhasindex && RelationGetIndexList(rel) != NIL) ||
+		RelationGetDescr(rel)->natts != 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("erpcrm.outbox has been altered"),
@@ -108,9 +105,9 @@ append_outbox(WatchEntry *entry, text *key)
 	table_close(rel, NoLock);
 
 	if (key != NULL)
-		remember(entry->mapping_id, key);
+		remember(entry, key);
 	else
-		last_mapping_id = -1;
+		entry->last_lxid = InvalidLocalTransactionId;
 
 	erpcrm_wake_at_commit();
 }

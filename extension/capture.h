@@ -29,6 +29,13 @@ typedef struct WatchEntry
 	Oid			outbox_relid;
 	ExprState  *expr;			/* the key expression, text-typed */
 	ExprContext *econtext;		/* per-row memory, reset after each row */
+
+	/* the last key appended through this entry, to skip repeats */
+	LocalTransactionId last_lxid;
+	SubTransactionId last_subxid;
+	char	   *last_key;
+	Size		last_key_len;
+	Size		last_key_cap;
 } WatchEntry;
 
 extern WatchEntry *erpcrm_watch_entry(Trigger *trigger, Relation rel);

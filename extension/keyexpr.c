@@ -64,6 +64,25 @@ check_vars_walker(Node *node, void *context)
 }
 
 /*
+ * Errors point into the key expression, not into the statement that called
+ * erpcrm.watch().
+ */
+static void
+key_error_callback(void *arg)
+{
+	const char *source = (const char *) arg;
+	int			pos = geterrposition();
+
+	if (pos > 0)
+	{
+		errposition(0);
+		internalerrposition(pos);
+		internalerrquery(source);
+	}
+	errcontext("key expression of erpcrm.watch()");
+}
+
+/*
  * erpcrm._compile_key(table regclass, expression text) returns text
  *
  * Parses the expression as a value computed from one row of the table and
@@ -85,7 +104,14 @@ erpcrm_compile_key_v1(PG_FUNCTION_ARGS)
 	Node	   *expr;
 	Oid			type;
 
+	ErrorContextCallback errcallback;
+
 	rel = relation_open(relid, AccessShareLock);
+
+	errcallback.callback = key_error_callback;
+	errcallback.arg = source;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 
 	raw = raw_parser(source, RAW_PARSE_PLPGSQL_EXPR);
 	rawstmt = linitial_node(RawStmt, raw);
@@ -151,6 +177,7 @@ erpcrm_compile_key_v1(PG_FUNCTION_ARGS)
 				 errmsg("key expression \"%s\" uses a volatile function", source),
 				 errdetail("The key of a row must come out the same every time it is computed.")));
 
+	error_context_stack = errcallback.previous;
 	free_parsestate(pstate);
 	relation_close(rel, AccessShareLock);
 
@@ -323,6 +350,11 @@ erpcrm_watch_entry(Trigger *trigger, Relation rel)
 		entry->outbox_relid = outbox_relid;
 		entry->expr = state;
 		entry->econtext = econtext;
+		entry->last_lxid = InvalidLocalTransactionId;
+		entry->last_subxid = InvalidSubTransactionId;
+		entry->last_key = NULL;
+		entry->last_key_len = 0;
+		entry->last_key_cap = 0;
 	}
 	return entry;
 }

@@ -705,14 +705,16 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+	WITH due AS MATERIALIZED (
+		SELECT c.erp_id FROM erpcrm.sync_state c
+		 WHERE c.mapping_id = p_mapping_id AND c.state = 'pending'
+		   AND c.next_attempt_at <= now()
+		 ORDER BY c.next_attempt_at, c.erp_id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED)
 	UPDATE erpcrm.sync_state s
 	   SET state = 'in_flight', sent_seq = s.change_seq
-	  FROM (SELECT c.erp_id FROM erpcrm.sync_state c
-			 WHERE c.mapping_id = p_mapping_id AND c.state = 'pending'
-			   AND c.next_attempt_at <= now()
-			 ORDER BY c.next_attempt_at, c.erp_id
-			 LIMIT n
-			 FOR UPDATE SKIP LOCKED) due
+	  FROM due
 	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = due.erp_id
 	RETURNING s.erp_id, s.hubspot_id, s.change_seq;
 END;
@@ -875,7 +877,7 @@ COMMENT ON FUNCTION erpcrm.resync(text) IS 'mark every key of a mapping dirty (i
 
 CREATE FUNCTION erpcrm.key_status(mapping text, erp_id text)
 RETURNS TABLE (
-	mapping text, erp_id text, state text, hubspot_id text, attempts integer,
+	state text, hubspot_id text, attempts integer,
 	next_attempt_at timestamptz, dirty_since timestamptz, last_synced_at timestamptz,
 	http_status integer, error_category text, error_message text,
 	correlation_id text, error_at timestamptz, unfolded boolean)
@@ -887,15 +889,15 @@ DECLARE
 	m erpcrm.mapping := erpcrm._mapping(key_status.mapping);
 BEGIN
 	RETURN QUERY
-	SELECT m.name, k.erp_id, s.state, s.hubspot_id, s.attempts, s.next_attempt_at,
+	SELECT COALESCE(s.state, 'unknown'), s.hubspot_id, s.attempts, s.next_attempt_at,
 		   s.dirty_since, s.last_synced_at, s.http_status, s.error_category,
 		   s.error_message, s.correlation_id, s.error_at,
 		   EXISTS (SELECT FROM erpcrm.outbox o
 					WHERE o.mapping_id = m.mapping_id
-					  AND (o.erp_id = k.erp_id OR o.erp_id IS NULL))
-	  FROM (SELECT key_status.erp_id AS erp_id) k
+					  AND (o.erp_id = key_status.erp_id OR o.erp_id IS NULL))
+	  FROM (SELECT 1) AS one
 	  LEFT JOIN erpcrm.sync_state s
-		ON s.mapping_id = m.mapping_id AND s.erp_id = k.erp_id;
+		ON s.mapping_id = m.mapping_id AND s.erp_id = key_status.erp_id;
 END
 $$;
 COMMENT ON FUNCTION erpcrm.key_status(text, text) IS 'where one ERP key stands with HubSpot';
@@ -911,7 +913,7 @@ BEGIN
 		UPDATE erpcrm.control SET paused = true;
 	ELSE
 		UPDATE erpcrm.mapping SET paused = true
-		 WHERE mapping_id = (erpcrm._mapping(mapping)).mapping_id;
+		 WHERE mapping_id = (erpcrm._mapping(pause.mapping)).mapping_id;
 	END IF;
 	PERFORM erpcrm._wake();
 END
@@ -929,7 +931,7 @@ BEGIN
 		UPDATE erpcrm.control SET paused = false;
 	ELSE
 		UPDATE erpcrm.mapping SET paused = false
-		 WHERE mapping_id = (erpcrm._mapping(mapping)).mapping_id;
+		 WHERE mapping_id = (erpcrm._mapping(resume.mapping)).mapping_id;
 	END IF;
 	PERFORM erpcrm._wake();
 END

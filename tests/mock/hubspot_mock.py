@@ -17,6 +17,51 @@ rate limited, not logged as API calls).
         [--tls-cert CERT --tls-key KEY] [--token T ...] [--seed N] [--verbose]
 
 Standard library only.  One global lock serialises all state changes.
+
+Control API (JSON in and out; no auth; never rate limited or logged)
+  GET  /_mock/health              200 "ok" (text/plain)
+  POST /_mock/reset               clear objects, associations, properties,
+                                  pipelines, log, counters, faults, config;
+                                  an optional body is applied as config
+  POST /_mock/config              merge config; GET /_mock/config shows it
+       tokens [..], max_per_window (0 = unlimited), window_ms, daily_limit
+       (0 = unlimited), daily_used, search_per_second, retry_after (bool, or
+       a fixed number of seconds), search_counts_in_window (bool),
+       shuffle_results (bool, default true), log_bodies (bool), log_limit,
+       unique_properties {"companies": ["erp_id"]},
+       properties {"companies": [{"name": "nip", "type": "string",
+                   "hasUniqueValue": false, "options": [...]}]},
+       custom_object_types ["2-1234" | {"id": "2-1234", "name": "invoices"}],
+       owners [{"id", "email", "firstName", "lastName", "userId"}]
+  POST /_mock/faults              replace all faults ({} clears); GET shows
+       down "refuse"|"503"|"504", slow_ms, error_share, malformed_share,
+       truncated_share, reset_share (0..1), huge_body (true = 12 MB, or a
+       byte count), auth_fail (true | "expired"), missing_scopes [types],
+       force_status {"count", "status", "path_contains", "method",
+       "policy" (for 429), "retry_after", "message"} or a list of them,
+       reject_ids [id values]
+  GET  /_mock/objects/{type}      {"results": [{id, properties, archived,
+                                  createdAt, updatedAt}]}
+  POST /_mock/objects/{type}      {"properties": {...}} creates an object
+                                  directly (no validation), as if made in the
+                                  HubSpot UI
+  DELETE /_mock/objects/{type}/{id}  archive it, as if deleted in HubSpot
+  GET  /_mock/associations        {"results": [{fromType, fromId, toType,
+                                  toId, typeId, category}]}
+  GET  /_mock/requests?since=N    {"results": [{seq, time, method, path,
+                                  status, inputs, bodyBytes, durationMs,
+                                  fault?, body? (log_bodies)}], "lastSeq"}
+                                  status 0 = connection dropped (refuse)
+  GET  /_mock/stats               {calls, byStatus, rateLimited,
+                                  maxWindowCalls, windowMs, dailyUsed,
+                                  inputs, cpuSeconds, uptimeSeconds,
+                                  objects {type: {active, archived}},
+                                  associations}
+
+Fault order per API call: down -> slow_ms -> auth (401) -> rate limit (429)
+-> force_status -> error_share (not applied) -> missing_scopes (403) ->
+the call is executed -> reset/truncated/malformed/huge_body garble the
+answer of a call that WAS applied (the dangerous case for idempotency).
 """
 
 import argparse

@@ -1,0 +1,123 @@
+-- Capture: ERP writes record the mapping keys they touch, in the ERP's transaction
+CREATE VIEW outbox AS
+SELECT m.name AS mapping, o.erp_id FROM erpcrm.outbox o JOIN erpcrm.mapping m USING (mapping_id);
+CREATE FUNCTION drain() RETURNS SETOF outbox LANGUAGE sql AS $$
+	WITH d AS (DELETE FROM erpcrm.outbox RETURNING *)
+	SELECT m.name, d.erp_id FROM d JOIN erpcrm.mapping m USING (mapping_id)
+	 ORDER BY 1, 2;
+$$;
+
+-- insert, committed
+INSERT INTO erp.customers VALUES (1, 'Alfa sp. z o.o.', '5260001246'), (2, 'Beta S.A.', NULL);
+SELECT * FROM drain();
+
+-- rolled back: no trace
+BEGIN;
+INSERT INTO erp.customers VALUES (3, 'Gamma', NULL);
+ROLLBACK;
+SELECT * FROM drain();
+
+-- rolled back to a savepoint: only what was kept
+BEGIN;
+INSERT INTO erp.customers VALUES (3, 'Gamma', NULL);
+SAVEPOINT s1;
+INSERT INTO erp.customers VALUES (4, 'Delta', NULL);
+ROLLBACK TO SAVEPOINT s1;
+UPDATE erp.customers SET name = 'Gamma sp.j.' WHERE id = 3;
+SAVEPOINT s2;
+UPDATE erp.customers SET name = 'Alfa' WHERE id = 1;
+RELEASE SAVEPOINT s2;
+COMMIT;
+SELECT * FROM drain();
+
+-- a repeat in a new subtransaction after a rollback is recorded again
+BEGIN;
+SAVEPOINT a;
+UPDATE erp.customers SET nip = '1' WHERE id = 2;
+ROLLBACK TO SAVEPOINT a;
+UPDATE erp.customers SET nip = '2' WHERE id = 2;
+COMMIT;
+SELECT * FROM drain();
+
+-- an UPDATE that changes nothing records nothing
+UPDATE erp.customers SET name = name;
+UPDATE erp.customers SET nip = nip WHERE id = 1;
+SELECT * FROM drain();
+
+-- an UPDATE that changes the key dirties the old and the new key
+UPDATE erp.customers SET id = 10 WHERE id = 3;
+SELECT * FROM drain();
+
+-- delete
+DELETE FROM erp.customers WHERE id = 10;
+SELECT * FROM drain();
+
+-- multi-row statements
+INSERT INTO erp.customers SELECT g, 'Customer ' || g FROM generate_series(100, 104) g;
+UPDATE erp.customers SET active = false WHERE id BETWEEN 100 AND 102;
+SELECT mapping, count(*) FROM drain() GROUP BY 1;
+
+-- several mappings watch one table; one table feeds several mappings
+INSERT INTO erp.persons VALUES (1, 1, 'anna@alfa.pl', 'Anna', 'Nowak');
+INSERT INTO erp.invoices VALUES ('a0000000-0000-0000-0000-000000000001', 'FV/1/2026', 1);
+INSERT INTO erp.invoice_lines VALUES ('a0000000-0000-0000-0000-000000000001', 1, 'P-1', 2),
+	('a0000000-0000-0000-0000-000000000001', 2, 'P-2', 1);
+SELECT * FROM drain();
+
+-- lines of one invoice, loaded by COPY: the invoice once, every line
+COPY erp.invoice_lines FROM stdin;
+a0000000-0000-0000-0000-000000000001	3	P-3	5
+a0000000-0000-0000-0000-000000000001	4	P-4	1
+a0000000-0000-0000-0000-000000000001	5	P-5	1
+\.
+SELECT * FROM drain();
+
+-- a NULL key records nothing
+INSERT INTO erp.persons VALUES (2, NULL, 'jan@example.com', 'Jan', 'Kowalski');
+UPDATE erp.persons SET customer_id = NULL WHERE id = 2;
+SELECT * FROM drain();
+
+-- TRUNCATE marks every key of the mapping
+TRUNCATE erp.products;
+SELECT * FROM drain();
+
+-- any schema, quoted mixed-case names, any key type, composite keys
+CREATE SCHEMA "Sales ""EU""";
+CREATE TABLE "Sales ""EU"""."Order Items" (
+	"Order No" bigint,
+	"Line" integer,
+	"ID" uuid DEFAULT 'b0000000-0000-0000-0000-00000000000b',
+	"Note" text
+);
+CREATE VIEW "Sales ""EU"""."HS Items" AS
+SELECT "Order No" || '-' || "Line" AS erp_id, "Note" AS name FROM "Sales ""EU"""."Order Items";
+SELECT erpcrm.map('Items "EU"', '"Sales ""EU"""."HS Items"', 'line_items');
+SELECT erpcrm.watch('Items "EU"', '"Sales ""EU"""."Order Items"', '"Order No" || ''-'' || "Line"');
+SELECT erpcrm.map('Items by uuid', '"Sales ""EU"""."HS Items"', 'line_items');
+SELECT erpcrm.watch('Items by uuid', '"Sales ""EU"""."Order Items"', '"ID"');
+INSERT INTO "Sales ""EU"""."Order Items" VALUES (9000000000, 1, DEFAULT, 'a'), (9000000000, 2, DEFAULT, 'b');
+SELECT * FROM drain();
+
+-- a partitioned table; the partition's columns are in another order
+CREATE TABLE erp.stock (warehouse text, sku text, qty int) PARTITION BY LIST (warehouse);
+CREATE TABLE erp.stock_waw (qty int, sku text, warehouse text);
+ALTER TABLE erp.stock ATTACH PARTITION erp.stock_waw FOR VALUES IN ('WAW');
+CREATE TABLE erp.stock_krk PARTITION OF erp.stock FOR VALUES IN ('KRK');
+SELECT erpcrm.watch('products', 'erp.stock', 'sku');
+INSERT INTO erp.stock VALUES ('WAW', 'P-1', 5), ('KRK', 'P-2', 7);
+UPDATE erp.stock SET qty = qty + 1 WHERE sku = 'P-1';
+SELECT * FROM drain();
+
+-- the ERP's transaction is never blocked by the outbox
+BEGIN;
+INSERT INTO erp.products VALUES ('P-9', 'Nine', 9);
+SELECT count(*) AS visible_in_own_xact FROM erpcrm.outbox;
+COMMIT;
+SELECT * FROM drain();
+
+-- an outbox altered by hand is detected, not silently corrupted
+CREATE INDEX outbox_bad ON erpcrm.outbox (erp_id);
+INSERT INTO erp.products VALUES ('P-10', 'Ten', 10);
+DROP INDEX erpcrm.outbox_bad;
+INSERT INTO erp.products VALUES ('P-10', 'Ten', 10);
+SELECT * FROM drain();
