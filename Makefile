@@ -58,6 +58,7 @@ check-regress:
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
 
 check-tap:
+	rm -rf tests/tmp_check
 	cd tests && TESTDIR='$(CURDIR)/tests' PATH="$(bindir):$$PATH" \
 	  PG_REGRESS='$(top_builddir)/src/test/regress/pg_regress' \
 	  $(PROVE) $(PG_PROVE_FLAGS) -I '$(CURDIR)/tests' $(PROVE_FLAGS) t/*.pl

@@ -134,7 +134,8 @@ build_read_query(MappingDef *m)
 	appendStringInfoString(&q, "SELECT v.*");
 	for (int i = 0; i < m->nassoc; i++)
 		appendStringInfo(&q,
-						 ", (SELECT s.hubspot_id FROM erpcrm.sync_state s"
+						 ", (SELECT CASE WHEN s.state = 'archived' THEN '' ELSE s.hubspot_id END"
+						 " FROM erpcrm.sync_state s"
 						 " WHERE s.mapping_id = %d AND s.erp_id = (v.%s)::text)"
 						 " AS __erpcrm_assoc_%d",
 						 m->assoc[i].target_id,
@@ -679,8 +680,10 @@ send_associations(Batch *b)
 		{
 			BatchKey   *key = &b->keys[i];
 
+			/* "" = the target left its view: no association to make */
 			if (key->outcome != KO_SYNCED || key->assoc_to == NULL ||
-				key->assoc_to[a] == NULL || key->hubspot_id == NULL)
+				key->assoc_to[a] == NULL || key->assoc_to[a][0] == '\0' ||
+				key->hubspot_id == NULL)
 				continue;
 			hs_body_add_association(body, key->hubspot_id, key->assoc_to[a],
 									def->category, def->type_id);
