@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "storage/fd.h"
+#include "utils/elog.h"
 #include "utils/guc.h"
 
 #include "erpcrm.h"
@@ -88,9 +89,62 @@ check_url(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/* Replace every occurrence of secret in *text by asterisks. */
+static void
+redact(char **text, const char *secret)
+{
+	char	   *hit;
+	size_t		len = strlen(secret);
+
+	if (*text == NULL || len == 0)
+		return;
+	while ((hit = strstr(*text, secret)) != NULL)
+		memset(hit, '*', len);
+}
+
+/*
+ * The server log never shows the token.  PostgreSQL logs the new value of a
+ * setting changed by a reload ("parameter ... changed to ..."), and invalid
+ * values in its errors; this hook, installed in every process that loads the
+ * library (the postmaster included), blanks such messages and any other
+ * occurrence of the current token.
+ */
+static void
+erpcrm_emit_log_hook(ErrorData *edata)
+{
+	if (edata->message != NULL &&
+		strstr(edata->message, "\"erpcrm.token\"") != NULL)
+	{
+		if (strncmp(edata->message, "parameter \"erpcrm.token\" changed", 32) == 0)
+			edata->message = pstrdup("parameter \"erpcrm.token\" changed");
+		else if (strstr(edata->message, "value") != NULL)
+			edata->message = pstrdup("invalid value for parameter \"erpcrm.token\"");
+	}
+	if (erpcrm_token != NULL && strlen(erpcrm_token) >= 4)
+	{
+		redact(&edata->message, erpcrm_token);
+		redact(&edata->detail, erpcrm_token);
+		redact(&edata->context, erpcrm_token);
+		redact(&edata->internalquery, erpcrm_token);
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
 void
 erpcrm_define_settings(void)
 {
+	static bool hook_installed = false;
+
+	if (!hook_installed)
+	{
+		prev_emit_log_hook = emit_log_hook;
+		emit_log_hook = erpcrm_emit_log_hook;
+		hook_installed = true;
+	}
+
 	DefineCustomStringVariable("erpcrm.database",
 							   "Database whose outbox the erpcrm worker delivers.",
 							   "The worker restarts to connect to a new value.",

@@ -468,7 +468,8 @@ whole_call_outcome(Batch *b, BatchKey **keys, int n, HsResponse *resp,
 		for (int i = 0; i < n; i++)
 		{
 			set_outcome(keys[i], KO_WAIT, status, err.category, msg, resp->correlation_id);
-			keys[i]->wait_ms = erpcrm_auth_retry_ms;
+			/* the worker as a whole waits; the key is due again at once */
+			keys[i]->wait_ms = 1000;
 		}
 		return;
 	}
