@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# make bench: erpcrm's benchmarks, set-up included, one table at the end.
+#
+# As root: installs the Debian packages that are missing, builds and
+# installs erpcrm, then runs tests/bench/bench.py as the unprivileged user
+# "postgres" (initdb refuses to run as root) in a copy of the tree it owns,
+# and copies the table to tests/bench/last-results.txt.
+# As another user: runs in place (erpcrm must be installed).
+#
+# Sizes: BENCH_QUICK=1 for a quick run; BENCH_SECONDS, BENCH_COMPANIES, ...
+# (the list is at the top of tests/bench/bench.py).  BENCH_ONLY=capture or
+# BENCH_ONLY=delivery runs one half.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+
+PACKAGES="postgresql-15 postgresql-client-15 postgresql-server-dev-15
+libcurl4-openssl-dev libcjson-dev python3 make gcc"
+PG_BIN=/usr/lib/postgresql/15/bin
+
+run_bench() {
+	export PATH="$PG_BIN:$PATH"
+	local only=()
+	if [ -n "${BENCH_ONLY:-}" ]; then
+		only=(--only "$BENCH_ONLY")
+	fi
+	python3 tests/bench/bench.py --out "$1" "${only[@]}"
+}
+
+if [ "${1:-}" = "--run" ]; then
+	run_bench "$2"
+	exit $?
+fi
+
+if [ "$(id -u)" = 0 ]; then
+	missing=""
+	for p in $PACKAGES; do
+		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+	done
+	if [ -n "$missing" ]; then
+		echo "=== installing:$missing"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq
+		apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	fi
+	export PATH="$PG_BIN:$PATH"
+	make -s PG_CONFIG=$PG_BIN/pg_config
+	make -s install PG_CONFIG=$PG_BIN/pg_config >/dev/null
+	work=$(mktemp -d /tmp/erpcrm-bench-tree.XXXXXX)
+	trap 'rm -rf "$work"' EXIT
+	# tracked files and new ones not ignored (a fresh clone has only the former)
+	git ls-files -z --cached --others --exclude-standard 2>/dev/null |
+		tar --null -T - -cf - 2>/dev/null | tar -C "$work" -xf - \
+		|| cp -a . "$work"
+	chown -R postgres: "$work"
+	status=0
+	runuser -u postgres -- env $(env | grep -E '^BENCH_[A-Z_]+=' || true) \
+		bash "$work/tests/bench.sh" --run "$work/last-results.txt" || status=$?
+	if [ -s "$work/last-results.txt" ]; then
+		mkdir -p "$top/tests/bench"
+		cp "$work/last-results.txt" "$top/tests/bench/last-results.txt"
+		echo "(also in tests/bench/last-results.txt)"
+	fi
+	exit $status
+fi
+
+mkdir -p tests/bench
+run_bench "$top/tests/bench/last-results.txt"

@@ -1,0 +1,684 @@
+#!/usr/bin/python3
+"""
+bench.py - erpcrm's benchmarks (make bench -> tests/bench.sh -> this file).
+
+Runs as an unprivileged user with PostgreSQL 15's binaries on PATH and erpcrm
+installed.  Makes a throw-away cluster and a HubSpot mock in a temporary
+directory and measures, in one run:
+
+  1. capture cost (pgbench, COPY, multi-row UPDATE): no trigger, erpcrm's
+     watch, a hand-written PL/pgSQL outbox trigger;
+  2. delivery speed: a backfill against the mock without a rate limit, and
+     the share of a 100 calls / 10 s budget used with erpcrm's limit at 95;
+  3. latency from commit to the HubSpot request, at idle;
+  4. the worker's resident memory.
+
+Prints one table and writes it to --out.  Sizes come from BENCH_*
+environment variables (see SETTINGS below); BENCH_QUICK=1 picks small ones.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(HERE)
+MOCK = os.path.join(TESTS, "mock", "hubspot_mock.py")
+
+# name: (default, quick default, meaning)
+SETTINGS = {
+    "BENCH_SECONDS": (15, 3, "seconds per pgbench run"),
+    "BENCH_CLIENTS": (2, 2, "pgbench clients (and threads)"),
+    "BENCH_ROUNDS": (1, 1, "repetitions of every capture measurement (median)"),
+    "BENCH_INVOICES": (100000, 20000, "invoices preloaded"),
+    "BENCH_LINES_PER_INVOICE": (5, 5, "lines per preloaded invoice"),
+    "BENCH_COPY_ROWS": (1000000, 100000, "lines loaded by COPY"),
+    "BENCH_UPDATE_ROWS": (100000, 20000, "rows changed by the multi-row UPDATEs"),
+    "BENCH_COMPANIES": (100000, 5000, "companies in the backfill"),
+    "BENCH_RL_WARMUP": (10, 3, "seconds of rate-limited delivery before measuring"),
+    "BENCH_RL_SECONDS": (30, 10, "seconds of rate-limited delivery measured"),
+    "BENCH_LAT_COMMITS": (300, 50, "single-row commits timed for latency"),
+    "BENCH_LAT_RATE": (20, 20, "commits per second in the latency run (Poisson)"),
+}
+
+
+def setting(name):
+    default, quick, _ = SETTINGS[name]
+    if os.environ.get("BENCH_QUICK") == "1":
+        default = quick
+    v = os.environ.get(name)
+    return int(v) if v not in (None, "") else default
+
+
+def log(msg):
+    sys.stderr.write("bench: %s\n" % msg)
+    sys.stderr.flush()
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **kw).stdout
+
+
+# ---------------------------------------------------------------------------
+# The cluster and the mock
+# ---------------------------------------------------------------------------
+
+class Cluster:
+    def __init__(self, work, mock_port):
+        self.data = os.path.join(work, "data")
+        self.sock = work
+        self.port = "5432"
+        self.logfile = os.path.join(work, "postgres.log")
+        run(["initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
+             "--no-sync", "-E", "UTF8", "--locale=C"])
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write("""
+# erpcrm bench
+listen_addresses = ''
+unix_socket_directories = '%s'
+port = %s
+shared_buffers = 256MB
+max_wal_size = 8GB
+min_wal_size = 1GB
+checkpoint_timeout = 30min
+shared_preload_libraries = 'erpcrm'
+erpcrm.database = 'postgres'
+erpcrm.hubspot_url = 'http://127.0.0.1:%d'
+erpcrm.token = 'test-token'
+erpcrm.max_calls_per_10s = 10000
+erpcrm.request_timeout = '30s'
+""" % (self.sock, self.port, mock_port))
+        run(["pg_ctl", "-D", self.data, "-l", self.logfile, "-w", "start"])
+
+    def stop(self):
+        subprocess.run(["pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def conn(self):
+        return ["-h", self.sock, "-p", self.port, "-U", "postgres"]
+
+    def sql(self, db, text, variables=None):
+        """Run SQL (several statements allowed); return unaligned output."""
+        cmd = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"] + \
+            self.conn() + ["-d", db, "-f", "-"]
+        for k, v in (variables or {}).items():
+            cmd += ["-v", "%s=%s" % (k, v)]
+        p = subprocess.run(cmd, input=text, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            raise RuntimeError("psql failed: %s\n%s" % (text[:300], p.stderr))
+        return p.stdout.strip()
+
+    def timed(self, db, statement):
+        """Wall time of one statement as psql's \\timing sees it (s)."""
+        out = self.sql(db, "\\timing on\n%s\n" % statement)
+        times = re.findall(r"Time: ([0-9.]+) ms", out)
+        if not times:
+            raise RuntimeError("no timing for %s: %s" % (statement, out))
+        return float(times[-1]) / 1000.0
+
+    def pgbench(self, db, script, seconds, clients, defines=None, extra=None):
+        cmd = ["pgbench", "-n", "-M", "prepared", "-c", str(clients),
+               "-j", str(clients), "-T", str(seconds)] + self.conn()
+        for k, v in (defines or {}).items():
+            cmd += ["-D", "%s=%s" % (k, v)]
+        cmd += (extra or []) + ["-f", script, db]
+        out = run(cmd)
+        m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+        if not m:
+            raise RuntimeError("pgbench said: %s" % out)
+        return float(m.group(1)), out
+
+
+class Mock:
+    def __init__(self, work):
+        port_file = os.path.join(work, "mock.port")
+        self.out = open(os.path.join(work, "mock.log"), "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, MOCK, "--port", "0", "--port-file", port_file,
+             "--seed", "42"], stdout=self.out, stderr=subprocess.STDOUT)
+        for _ in range(100):
+            if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
+                break
+            time.sleep(0.1)
+        with open(port_file) as f:
+            self.port = int(f.read().strip())
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            "http://127.0.0.1:%d%s" % (self.port, path), data=data,
+            method=method, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            raw = r.read()
+        return json.loads(raw) if raw else None
+
+    def reset(self, **config):
+        cfg = {
+            "unique_properties": {"companies": ["erp_id"], "deals": ["erp_id"]},
+            "properties": {"companies": [
+                {"name": "nip", "type": "string"},
+                {"name": "price_level", "type": "string"},
+                {"name": "credit_limit", "type": "number"},
+                {"name": "customer_since", "type": "date"},
+                {"name": "vip", "type": "bool"}]},
+            "max_per_window": 0,
+            "daily_limit": 0,
+        }
+        cfg.update(config)
+        self.call("POST", "/_mock/reset", cfg)
+
+    def stats(self):
+        return self.call("GET", "/_mock/stats")
+
+    def requests(self, since=0):
+        return self.call("GET", "/_mock/requests?since=%d" % since)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+def proc_status(pid):
+    """VmRSS and RssAnon of a process, in kB."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "RssAnon", "RssShmem", "RssFile"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system) a process has used."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values, p):
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))
+    return s[k]
+
+
+def machine():
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return model, os.cpu_count(), mem_kb / 1024.0 / 1024.0
+
+
+# ---------------------------------------------------------------------------
+# 1. Capture cost
+# ---------------------------------------------------------------------------
+
+VARIANTS = ["none", "erpcrm", "hand"]
+CAPTURE_TABLES = ["bench.invoices", "bench.invoice_lines", "bench.lines_copy"]
+KEYS = {"bench.invoices": "id", "bench.invoice_lines": "invoice_id",
+        "bench.lines_copy": "invoice_id"}
+
+
+def set_variant(pg, db, variant):
+    """Install exactly one way of capturing on every capture table."""
+    stmts = []
+    for t in CAPTURE_TABLES:
+        stmts.append("SELECT erpcrm.unwatch('invoices', '%s');" % t)
+        stmts.append("DROP TRIGGER IF EXISTS handmade_outbox ON %s;" % t)
+    for t in CAPTURE_TABLES:
+        if variant == "erpcrm":
+            stmts.append("SELECT erpcrm.watch('invoices', '%s', '%s');"
+                         % (t, KEYS[t]))
+        elif variant == "hand":
+            stmts.append("CREATE TRIGGER handmade_outbox AFTER INSERT OR UPDATE"
+                         " OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION"
+                         " bench.handmade_capture();" % t)
+    pg.sql(db, "\n".join(stmts))
+
+
+def settle(pg, db):
+    """Same starting point for every run: empty outboxes, vacuumed, checkpointed."""
+    pg.sql(db, """
+TRUNCATE erpcrm.outbox;
+TRUNCATE bench.handmade_outbox;
+VACUUM ANALYZE bench.invoices;
+VACUUM ANALYZE bench.invoice_lines;
+VACUUM ANALYZE erpcrm.outbox;
+VACUUM ANALYZE bench.handmade_outbox;
+CHECKPOINT;
+""")
+
+
+def outbox_rows(pg, db, variant):
+    if variant == "erpcrm":
+        return int(pg.sql(db, "SELECT count(*) FROM erpcrm.outbox"))
+    if variant == "hand":
+        return int(pg.sql(db, "SELECT count(*) FROM bench.handmade_outbox"))
+    return 0
+
+
+def capture(pg, res):
+    db = "bench_capture"
+    ninv = setting("BENCH_INVOICES")
+    per = setting("BENCH_LINES_PER_INVOICE")
+    nlines = ninv * per
+    copy_rows = setting("BENCH_COPY_ROWS")
+    upd_rows = min(setting("BENCH_UPDATE_ROWS"), ninv, nlines)
+    secs = setting("BENCH_SECONDS")
+    clients = setting("BENCH_CLIENTS")
+    rounds = max(1, setting("BENCH_ROUNDS"))
+
+    log("capture: preparing %d invoices, %d lines" % (ninv, nlines))
+    pg.sql("postgres", "CREATE DATABASE bench_capture")
+    pg.sql(db, open(os.path.join(HERE, "capture_schema.sql")).read(),
+           {"ninv": ninv, "lines_per": per})
+    # the COPY input: whole invoices, their lines one after the other
+    csv = os.path.join(pg.sock, "lines.csv")
+    pg.sql(db, """
+COPY (SELECT i, 1 + (i - 1) / %d, 1 + (i - 1) %% %d, 'SKU-' || i %% 1000,
+             1 + i %% 7, 10.50, 23, 10.50 * (1 + i %% 7)
+        FROM generate_series(1, %d) i) TO '%s' (FORMAT csv);
+""" % (per, per, copy_rows, csv))
+
+    single = [
+        ("ins_inv", "INSERT invoice, 1 row/tx", "ins_invoice.sql"),
+        ("upd_inv", "UPDATE invoice, 1 row/tx", "upd_invoice.sql"),
+        ("ins_line", "INSERT line, 1 row/tx", "ins_line.sql"),
+        ("upd_line", "UPDATE line, 1 row/tx", "upd_line.sql"),
+    ]
+    bulk = [
+        ("copy", "COPY %s lines" % "{:,}".format(copy_rows), copy_rows,
+         "COPY bench.lines_copy FROM '%s' (FORMAT csv)" % csv),
+        ("bulk_upd_line", "UPDATE %s lines, 1 stmt" % "{:,}".format(upd_rows),
+         upd_rows,
+         "UPDATE bench.invoice_lines SET qty = qty + 1, amount = amount + 10.50"
+         " WHERE id <= %d" % upd_rows),
+        ("bulk_upd_inv", "UPDATE %s invoices, 1 stmt" % "{:,}".format(upd_rows),
+         upd_rows,
+         "UPDATE bench.invoices SET status = 'sent', notes = 'reminder sent'"
+         " WHERE id <= %d" % upd_rows),
+    ]
+    samples = {}   # (key, variant) -> [rate]
+    outbox = {}    # (key, variant) -> outbox rows per changed row
+    defines = {"ninv": ninv, "nlines": nlines}
+
+    for r in range(rounds):
+        # alternate the order of the variants from round to round
+        order = VARIANTS if r % 2 == 0 else list(reversed(VARIANTS))
+        for key, label, script in single:
+            for v in order:
+                set_variant(pg, db, v)
+                settle(pg, db)
+                tps, out = pg.pgbench(db, os.path.join(HERE, script), secs,
+                                      clients, defines)
+                m = re.search(r"number of transactions actually processed: (\d+)", out)
+                n = int(m.group(1)) if m else 0
+                samples.setdefault((key, v), []).append(tps)
+                if n:
+                    outbox[(key, v)] = outbox_rows(pg, db, v) / n
+                log("capture: %-26s %-7s %9.1f tps" % (label, v, tps))
+        for key, label, nrows, stmt in bulk:
+            for v in order:
+                set_variant(pg, db, "none")
+                pg.sql(db, "TRUNCATE bench.lines_copy;")
+                set_variant(pg, db, v)
+                settle(pg, db)
+                t = pg.timed(db, stmt + ";")
+                samples.setdefault((key, v), []).append(nrows / t)
+                outbox[(key, v)] = outbox_rows(pg, db, v) / nrows
+                log("capture: %-26s %-7s %9.3f s  %10.0f rows/s"
+                    % (label, v, t, nrows / t))
+    set_variant(pg, db, "none")
+
+    rows = []
+    for key, label, _ in single:
+        rows.append((key, label, "tps", 0.90))
+    for key, label, _, _ in bulk:
+        rows.append((key, label, "rows/s", 0.80))
+    for key, label, unit, goal in rows:
+        rates = {v: statistics.median(samples[(key, v)]) for v in VARIANTS}
+        res["capture"].append({
+            "label": label, "unit": unit, "goal": goal, "rates": rates,
+            "outbox": {v: outbox.get((key, v), 0.0) for v in VARIANTS}})
+    res["capture_cmd"] = "pgbench -n -M prepared -c %d -j %d -T %d" % (
+        clients, clients, secs)
+    res["capture_rounds"] = rounds
+    pg.sql("postgres", "DROP DATABASE bench_capture")
+
+
+# ---------------------------------------------------------------------------
+# 2-4. Delivery, rate limit, latency, memory
+# ---------------------------------------------------------------------------
+
+def worker_pid(pg):
+    for _ in range(200):
+        out = pg.sql("postgres", "SELECT pid FROM erpcrm.worker")
+        if out:
+            return int(out)
+        time.sleep(0.1)
+    raise RuntimeError("the erpcrm worker did not start")
+
+
+def wait_worker_state(pg, states, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pg.sql("postgres", "SELECT state FROM erpcrm.worker") in states:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def mb(kb):
+    return kb / 1024.0
+
+
+def delivery(pg, mock, res):
+    n = setting("BENCH_COMPANIES")
+    pid = worker_pid(pg)
+    res["worker_pid"] = pid
+
+    # --- backfill, no rate limit
+    mock.reset(max_per_window=0)
+    pg.sql("postgres", "SELECT erpcrm.map('companies', 'bench.hs_companies', 'companies')")
+    pg.sql("postgres", "CHECKPOINT")
+    s0 = mock.stats()
+    c0 = proc_cpu(pid)
+    t0 = time.time()
+    pg.sql("postgres", "SELECT erpcrm.resync('companies')")
+    log("delivery: backfill of %d companies started" % n)
+    deadline = t0 + 1800
+    while time.time() < deadline:
+        out = pg.sql("postgres", "SELECT pending + in_flight + unfolded, synced, failed"
+                     " FROM erpcrm.status WHERE mapping = 'companies'")
+        left, synced, failed = (int(x) for x in out.split("|"))
+        if left == 0:
+            break
+        time.sleep(0.25)
+    t_poll = time.time()
+    c1 = proc_cpu(pid)
+    s1 = mock.stats()
+    t1 = float(pg.sql("postgres", "SELECT extract(epoch FROM max(last_synced_at))"
+                      " FROM erpcrm.sync_state"))
+    wall = max(t1 - t0, 1e-6)
+    calls = s1["calls"] - s0["calls"]
+    res["backfill"] = {
+        "n": n, "synced": synced, "failed": failed, "wall": wall,
+        "rate": synced / wall, "calls": calls,
+        "calls_per_object": calls / max(synced, 1),
+        "mock_cpu": (s1["cpuSeconds"] - s0["cpuSeconds"]) / (t_poll - t0),
+        "worker_cpu": (c1 - c0) / (t_poll - t0),
+        "mock_objects": s1["objects"].get("companies", {}).get("active", 0),
+    }
+    log("delivery: %d synced in %.1f s, %d calls" % (synced, wall, calls))
+    res["rss_after"] = proc_status(pid)
+
+    # --- against a rate-limited mock: 100 calls / 10 s, erpcrm at 95
+    warm = setting("BENCH_RL_WARMUP")
+    span = setting("BENCH_RL_SECONDS")
+    mock.reset(max_per_window=100, window_ms=10000)
+    pg.sql("postgres", "ALTER SYSTEM SET erpcrm.max_calls_per_10s = 95;"
+           " SELECT pg_reload_conf();")
+    time.sleep(1)
+    seq0 = mock.requests()["lastSeq"]
+    t_start = time.time()
+    pg.sql("postgres", "SELECT erpcrm.resync('companies')")
+    log("rate limit: %d s warm-up, %d s measured" % (warm, span))
+    ta = t_start + warm
+    tb = ta + span
+    time.sleep(max(0, tb - time.time()) + 0.5)
+    reqs = [e for e in mock.requests(seq0)["results"]]
+    in_win = [e for e in reqs
+              if ta <= e["time"] - e["durationMs"] / 1000.0 < tb]
+    ok = sum(1 for e in in_win if e["status"] != 429)
+    res["ratelimit"] = {
+        "warmup": warm, "span": span, "calls": ok,
+        "allowed": 100.0 * span / 10.0,
+        "share": ok / (100.0 * span / 10.0),
+        "r429": sum(1 for e in reqs if e["status"] == 429),
+        "calls_total": len(reqs),
+        "objects": sum((e.get("inputs") or 0) for e in in_win
+                       if e["status"] != 429),
+    }
+    log("rate limit: %d calls in %d s, %d 429s" % (ok, span, res["ratelimit"]["r429"]))
+    # stop: the rest of the resync is of no interest
+    pg.sql("postgres", "SELECT erpcrm.pause()")
+    wait_worker_state(pg, ("paused",), 120)
+    pg.sql("postgres", "SELECT erpcrm.unmap('companies');"
+           " ALTER SYSTEM RESET erpcrm.max_calls_per_10s; SELECT pg_reload_conf();")
+    mock.reset(max_per_window=0, log_bodies=True)
+    pg.sql("postgres", "SELECT erpcrm.resume()")
+
+    # --- latency at idle
+    commits = setting("BENCH_LAT_COMMITS")
+    rate = setting("BENCH_LAT_RATE")
+    pg.sql("postgres", """
+SELECT erpcrm.map('latency', 'bench.hs_latency', 'companies');
+SELECT erpcrm.watch('latency', 'bench.lat_customers', 'id');
+INSERT INTO bench.lat_customers (name, domain, committed_at)
+VALUES ('warm-up', 'latency.example', clock_timestamp());
+""")
+    if pg.sql("postgres", "SELECT erpcrm.wait_for_sync('60 s')") != "t":
+        raise RuntimeError("the latency warm-up row was not delivered")
+    first = int(pg.sql("postgres", "SELECT max(id) FROM bench.lat_customers"))
+    time.sleep(0.5)
+    seq0 = mock.requests()["lastSeq"]
+    log("latency: %d commits at %d/s" % (commits, rate))
+    script = os.path.join(HERE, "latency.sql")
+    cmd = ["pgbench", "-n", "-M", "prepared", "-c", "1", "-j", "1",
+           "-t", str(commits), "-R", str(rate)] + pg.conn() + \
+        ["-f", script, "postgres"]
+    bench_out = run(cmd)
+    if pg.sql("postgres", "SELECT erpcrm.wait_for_sync('120 s')") != "t":
+        raise RuntimeError("the latency rows were not all delivered")
+    arrival = {}
+    for e in mock.requests(seq0)["results"]:
+        body = e.get("body")
+        if not isinstance(body, dict) or "upsert" not in e["path"]:
+            continue
+        start = e["time"] - e["durationMs"] / 1000.0
+        for inp in body.get("inputs", []):
+            k = str(inp.get("id"))
+            arrival[k] = min(arrival.get(k, start), start)
+    lat = []
+    out = pg.sql("postgres", "SELECT id, extract(epoch FROM committed_at)"
+                 " FROM bench.lat_customers WHERE id > %d" % first)
+    for line in out.splitlines():
+        k, c = line.split("|")
+        if k in arrival:
+            lat.append((arrival[k] - float(c)) * 1000.0)
+    m = re.search(r"latency average = ([0-9.]+) ms", bench_out)
+    res["latency"] = {
+        "commits": commits, "matched": len(lat), "rate": rate,
+        "p50": percentile(lat, 50), "p95": percentile(lat, 95),
+        "p99": percentile(lat, 99), "max": max(lat) if lat else float("nan"),
+        "commit_ms": float(m.group(1)) if m else float("nan"),
+    }
+    log("latency: p50 %.1f ms, p99 %.1f ms" % (res["latency"]["p50"], res["latency"]["p99"]))
+    res["rss_end"] = proc_status(pid)
+
+
+# ---------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------
+
+def fmt_rate(x):
+    if x >= 10000:
+        return "{:,.0f}".format(x)
+    return "{:,.1f}".format(x)
+
+
+def table(res):
+    out = []
+    model, cores, ram = machine()
+    pgv = res["pg_version"]
+    w = out.append
+    w("erpcrm benchmark, %s (make bench)" % time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    w("machine:    %s, %d cores, %.1f GiB RAM; %s" % (model, cores, ram, pgv))
+    w("postgres:   shared_buffers 256MB, synchronous_commit on (default), fsync on,"
+      " max_wal_size 8GB")
+    w("")
+    hdr = "%-36s %-9s %11s %11s %11s %8s %8s  %-24s %s" % (
+        "measurement", "unit", "no trigger", "erpcrm", "hand-made",
+        "erp/none", "erp/hand", "goal", "met")
+    w(hdr)
+    w("-" * len(hdr))
+    if res.get("capture"):
+        w("1. capture cost: %s, %d round(s), median; worker serves another "
+          "database (no wake-ups, no draining during capture)"
+          % (res["capture_cmd"], res["capture_rounds"]))
+        for c in res["capture"]:
+            r = c["rates"]
+            ratio = r["erpcrm"] / r["none"]
+            vs = r["erpcrm"] / r["hand"]
+            met = ratio >= c["goal"] and vs > 1.0
+            w("%-36s %-9s %11s %11s %11s %8.3f %8.3f  %-24s %s" % (
+                "   " + c["label"], c["unit"], fmt_rate(r["none"]),
+                fmt_rate(r["erpcrm"]), fmt_rate(r["hand"]), ratio, vs,
+                ">=%.2f none, >1.00 hand" % c["goal"], "yes" if met else "NO"))
+        w("%-36s %-9s %11s %11s %11s" % (
+            "   outbox rows per changed row:", "", "", "", ""))
+        w("      " + ", ".join("%s %.2f/%.2f" % (c["label"].split(",")[0],
+                                                 c["outbox"]["erpcrm"],
+                                                 c["outbox"]["hand"])
+                               for c in res["capture"]) + "  (erpcrm/hand-made)")
+    if res.get("backfill"):
+        b = res["backfill"]
+        w("2. delivery: backfill, erpcrm.resync('companies') over a view, mock "
+          "without rate limit")
+        row = "%-36s %-9s %11s %11s %11s %8s %8s  %-24s %s"
+        w(row % ("   backfill %s companies" % "{:,}".format(b["n"]), "objects/s",
+                 "", fmt_rate(b["rate"]), "", "", "", ">= 20,000",
+                 "yes" if b["rate"] >= 20000 else "NO"))
+        w(row % ("   API calls per object", "ratio", "",
+                 "%.4f" % b["calls_per_object"], "", "", "",
+                 "<= 0.0105 (min 0.0100)",
+                 "yes" if b["calls_per_object"] <= 0.0105 else "NO"))
+        w(row % ("   mock CPU share (cpu s / wall s)", "ratio", "",
+                 "%.2f" % b["mock_cpu"], "", "", "", "< 1.00: not the limit",
+                 "info"))
+        w(row % ("   worker CPU share (cpu s / wall s)", "ratio", "",
+                 "%.2f" % b["worker_cpu"], "", "", "", "", "info"))
+        rl = res["ratelimit"]
+        w("   mock enforcing 100 calls / 10 s, erpcrm.max_calls_per_10s = 95, "
+          "%d s after a %d s warm-up" % (rl["span"], rl["warmup"]))
+        w(row % ("   share of the budget used", "ratio", "",
+                 "%.3f" % rl["share"], "", "", "", ">= 0.95",
+                 "yes" if rl["share"] >= 0.95 else "NO"))
+        w(row % ("   objects delivered while limited", "objects/s", "",
+                 fmt_rate(rl["objects"] / rl["span"]), "", "", "", "", "info"))
+        w(row % ("   429s received (whole phase)", "per call", "",
+                 "%d/%d" % (rl["r429"], rl["calls_total"]), "", "", "", "0",
+                 "yes" if rl["r429"] == 0 else "NO"))
+        l = res["latency"]
+        w("3. latency: commit (clock_timestamp() in the row) -> HubSpot request "
+          "reaches the mock; %d single-row commits at %d/s, %d matched"
+          % (l["commits"], l["rate"], l["matched"]))
+        ok50 = l["p50"] <= 20
+        ok99 = l["p99"] <= 100
+        w(row % ("   p50 / p95 / p99", "ms", "",
+                 "%.1f/%.1f/%.1f" % (l["p50"], l["p95"], l["p99"]), "", "", "",
+                 "p50 <= 20, p99 <= 100", "yes" if ok50 and ok99 else "NO"))
+        w(row % ("   commit itself (pgbench average)", "ms", "",
+                 "%.2f" % l["commit_ms"], "", "", "", "", "info"))
+        s, a = res["rss_start"], res["rss_after"]
+        w("4. memory: the worker's VmRSS (RssAnon = private heap) from "
+          "/proc/<pid>/status")
+        w(row % ("   at start", "MiB", "", "%.1f (%.1f)" % (mb(s["VmRSS"]),
+                                                          mb(s["RssAnon"])),
+                 "", "", "", "", "info"))
+        w(row % ("   after the backfill", "MiB", "",
+                 "%.1f (%.1f)" % (mb(a["VmRSS"]), mb(a["RssAnon"])),
+                 "", "", "", "", "info"))
+        e = res["rss_end"]
+        w(row % ("   at the end of the run", "MiB", "",
+                 "%.1f (%.1f)" % (mb(e["VmRSS"]), mb(e["RssAnon"])),
+                 "", "", "", "", "info"))
+        grow = a["RssAnon"] / max(s["RssAnon"], 1)
+        w(row % ("   RssAnon after backfill / at start", "ratio", "",
+                 "%.3f" % grow, "", "", "", "<= 1.05 (flat)",
+                 "yes" if grow <= 1.05 else "NO"))
+    w("-" * len(hdr))
+    w("sizes: " + ", ".join("%s=%d" % (k, setting(k)) for k in SETTINGS))
+    w("total run time: %.0f s" % res["elapsed"])
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", choices=["capture", "delivery"], default=None)
+    args = ap.parse_args()
+
+    started = time.time()
+    work = tempfile.mkdtemp(prefix="erpcrm-bench.")
+    mock = pg = None
+    res = {"capture": []}
+    try:
+        mock = Mock(work)
+        mock.reset()
+        log("cluster in %s, mock on port %d" % (work, mock.port))
+        pg = Cluster(work, mock.port)
+        res["pg_version"] = pg.sql("postgres", "SELECT version()").split(" on ")[0]
+        pg.sql("postgres", open(os.path.join(HERE, "delivery_schema.sql")).read(),
+               {"ncompanies": setting("BENCH_COMPANIES")})
+        pg.sql("postgres", "SELECT erpcrm._wake()")
+        pid = worker_pid(pg)
+        wait_worker_state(pg, ("idle",), 30)
+        time.sleep(1)
+        res["rss_start"] = proc_status(pid)
+        if args.only != "delivery":
+            capture(pg, res)
+        if args.only != "capture":
+            delivery(pg, mock, res)
+        res["elapsed"] = time.time() - started
+        text = table(res)
+        sys.stdout.write("\n" + text)
+        with open(args.out, "w") as f:
+            f.write(text)
+    finally:
+        if pg:
+            pg.stop()
+        if mock:
+            mock.stop()
+        if os.environ.get("BENCH_KEEP") == "1":
+            log("kept %s" % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
