@@ -2,7 +2,7 @@
 -- own transaction, as the ERP's users would commit them.
 
 -- Eight new customers with their contact persons (one transaction).
-SELECT erp_sample.add_customers(81, 88);
+CALL erp_sample.add_customers(81, 88);
 
 -- The new price list: cables +7.5 %, cement +4 %.
 UPDATE erp.products SET price = round(price * 1.075, 2) WHERE category = 'Kable';

@@ -62,7 +62,7 @@ LANGUAGE sql IMMUTABLE
 RETURN erp_sample.pick('{Bud,Stal,Elektro,Termo,Hydro,Drew,Instal,Agro,Dach,Ceram}', i)
 	|| erp_sample.pick('{-Mat,ex,-Pol,-Tech,max,-Serwis,plast,-Trans,-Hurt}', i / 10);
 
-CREATE FUNCTION erp_sample.add_customers(first_id integer, last_id integer) RETURNS void
+CREATE PROCEDURE erp_sample.add_customers(first_id integer, last_id integer)
 LANGUAGE sql
 BEGIN ATOMIC
 	INSERT INTO erp.customers (id, name, nip, domain, price_level, credit_limit,
@@ -111,7 +111,7 @@ BEGIN ATOMIC
 	   AND (c.domain IS NOT NULL OR k = 1);	-- a sole trader is one person
 END;
 
-SELECT erp_sample.add_customers(1, 80);
+CALL erp_sample.add_customers(1, 80);
 
 -- Private buyers from the web shop: contacts without a company.
 INSERT INTO erp.persons (id, customer_id, email, first_name, last_name, phone)
@@ -129,7 +129,7 @@ INSERT INTO erp.products (sku, name, price, active, category)
 SELECT c.code || '-' || lpad((row_number() OVER (PARTITION BY c.code ORDER BY v.n, p.n))::text, 3, '0'),
 	   format(c.pattern, v.variant) || ' – ' || p.producer,
 	   round(c.base * (1 + (v.n - 1) * 0.35) * (0.85 + p.n * 0.06), 2),
-	   (v.n * 5 + p.n) % 53 <> 0,	-- a few are discontinued: not in HubSpot's price library
+	   row_number() OVER (ORDER BY c.code, v.n, p.n) % 53 <> 0,	-- a few are discontinued: not for HubSpot
 	   c.category
   FROM (VALUES
 		('SRB', 'Śruby', 'Śruba sześciokątna %s ocynkowana', '{M6x30,M6x40,M8x40,M8x60,M10x50,M10x80,M12x60,M12x100}'::text[], 0.18),
