@@ -14,6 +14,7 @@ OBJS = \
 	extension/capture.o \
 	extension/keyexpr.o \
 	extension/shmem.o \
+	extension/setup.o \
 	worker/worker.o \
 	worker/delivery.o \
 	worker/values.o \
@@ -28,7 +29,7 @@ PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/worker
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
 SHLIB_LINK = -lcurl -lcjson
 
-REGRESS = setup mapping capture state surface privileges
+REGRESS = setup mapping capture state surface deals privileges upgrade
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 	--temp-instance=tests/regress/tmp_check \
 	--temp-config=tests/regress/erpcrm.conf

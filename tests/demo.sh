@@ -12,7 +12,7 @@
 # erpcrm preloaded and pointed at the mock; the sample ERP of a Polish
 # distributor (tests/demo/*.sql); a burst of ERP changes with one product
 # that HubSpot refuses; live progress; what erpcrm and HubSpot say at the end.
-set -euo pipefail
+set -Eeuo pipefail
 
 PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libcjson-dev python3 make gcc"
 PG_BIN_DEFAULT=/usr/lib/postgresql/15/bin
@@ -20,7 +20,7 @@ SYNC_TIMEOUT=60			# seconds allowed for one phase to sync
 BAD_SKU=PV-003			# the product HubSpot (the mock) refuses
 
 say() { printf '\n==> %s\n' "$*"; }
-die() { printf '\ndemo: FAILED: %s\n' "$*" >&2; exit 1; }
+die() { printf '\ndemo: FAILED: %s\n' "$*" >&2; said=1; exit 1; }
 
 # ---------------------------------------------------------------------------
 # The demo itself, as an unprivileged user, in the directory $1 (which holds
@@ -37,7 +37,9 @@ run_demo() {
 
 	mock_pid=
 	started=$SECONDS
+	echo $$ >"$work/demo.pid"	# for the parent, to pass on a signal
 	trap cleanup EXIT
+	trap 'failed_cmd=$BASH_COMMAND' ERR
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
 
@@ -195,7 +197,7 @@ monitor() {
 			-c "SELECT format('queue %4s  synced %4s  failed %s  archived %2s | calls %3s  last 10 s %2s  429s %s | %s',
 					sum(s.unfolded + s.pending + s.in_flight), sum(s.synced), sum(s.failed), sum(s.archived),
 					w.calls, (SELECT count(*) FROM erpcrm.api_log WHERE called_at > clock_timestamp() - interval '10 s'),
-					w.rate_limited, w.state || CASE WHEN w.detail <> '' THEN ': ' || left(w.detail, 40) ELSE '' END)
+					w.rate_limited, w.state || CASE WHEN w.detail <> '' THEN ': ' || left(regexp_replace(w.detail, '^/\\S+: ', ''), 50) ELSE '' END)
 				FROM erpcrm.status s, erpcrm.worker w
 				GROUP BY w.calls, w.rate_limited, w.state, w.detail") \
 			|| die "cannot query erpcrm ($what)"
@@ -287,6 +289,7 @@ cleanup() {
 	set +e
 	trap - INT TERM
 	if [ "$rc" -ne 0 ]; then
+		[ -n "${said:-}" ] || printf '\ndemo: FAILED (exit %s): %s\n' "$rc" "${failed_cmd:-interrupted}" >&2
 		if [ -f "$work/server.log" ]; then
 			echo "--- last lines of the server log ($work/server.log)" >&2
 			tail -n 40 "$work/server.log" >&2
@@ -326,6 +329,26 @@ make_work() {
 	cp "$top/tests/demo.sh" "$top/tests/mock/hubspot_mock.py" "$top"/tests/demo/*.sql "$work/src/"
 }
 
+# Run the demo (the command given) and wait for it.  A signal to this shell
+# is passed on to the demo, which stops its cluster and mock, and only then
+# is the work directory removed.
+run_and_wait() {
+	local child status
+	trap 'pass_on TERM' TERM INT HUP
+	"$@" &
+	child=$!
+	while :; do
+		status=0
+		wait "$child" || status=$?
+		kill -0 "$child" 2>/dev/null || break
+	done
+	return "$status"
+}
+pass_on() {
+	[ -s "$work/demo.pid" ] && kill -"$1" "$(cat "$work/demo.pid")" 2>/dev/null
+	return 0
+}
+
 if [ "$(id -u)" = 0 ]; then
 	export PATH="$PATH:/usr/sbin:/sbin"
 	missing=""
@@ -351,7 +374,7 @@ if [ "$(id -u)" = 0 ]; then
 	make_work
 	chown -R postgres: "$work"
 	status=0
-	runuser -u postgres -- env PATH="$pg_bin:/usr/local/bin:/usr/bin:/bin" \
+	run_and_wait runuser -u postgres -- env PATH="$pg_bin:/usr/local/bin:/usr/bin:/bin" \
 		bash "$work/src/demo.sh" --run "$work" || status=$?
 	exit $status
 fi
@@ -367,5 +390,5 @@ pg_bin=$("$pg_config" --bindir)
 command -v python3 >/dev/null || die "python3 is needed for the HubSpot mock"
 make_work
 status=0
-PATH="$pg_bin:$PATH" bash "$work/src/demo.sh" --run "$work" || status=$?
+PATH="$pg_bin:$PATH" run_and_wait bash "$work/src/demo.sh" --run "$work" || status=$?
 exit $status

@@ -86,7 +86,8 @@ typedef struct Batch
 	DeliveryOutcome *outcome;
 	int			nkeys;
 	BatchKey   *keys;
-	int			nprops;
+	int			nprops;			/* view columns + association properties */
+	int			nviewprops;		/* view columns only */
 	char	  **prop_names;
 	List	   *calls;			/* CallLog * */
 } Batch;
@@ -234,7 +235,7 @@ claim_and_read(Batch *b, int limit)
 	{
 		MemoryContext spi_cxt = MemoryContextSwitchTo(batch_cxt);
 
-		b->prop_names = palloc(sizeof(char *) * desc->natts);
+		b->prop_names = palloc(sizeof(char *) * (desc->natts + m->nassoc));
 		b->nprops = 0;
 		for (int c = 0; c < desc->natts; c++)
 		{
@@ -269,6 +270,11 @@ claim_and_read(Batch *b, int limit)
 			prop_cols[b->nprops] = c;
 			b->prop_names[b->nprops++] = pstrdup(name);
 		}
+		/* associations sent as a property: after the view's columns */
+		b->nviewprops = b->nprops;
+		for (int a = 0; a < m->nassoc; a++)
+			if (m->assoc[a].as_property != NULL)
+				b->prop_names[b->nprops++] = pstrdup(m->assoc[a].as_property);
 		MemoryContextSwitchTo(spi_cxt);
 	}
 	if (erp_col < 0 || id_col < 0)
@@ -306,7 +312,7 @@ claim_and_read(Batch *b, int limit)
 		}
 		key->in_view = true;
 		key->values = palloc(sizeof(char *) * Max(b->nprops, 1));
-		for (int p = 0; p < b->nprops; p++)
+		for (int p = 0; p < b->nviewprops; p++)
 		{
 			bool		isnull;
 			int			c = prop_cols[p];
@@ -331,6 +337,14 @@ claim_and_read(Batch *b, int limit)
 				key->assoc_key[a] = SPI_getvalue(t, desc, assoc_src[a] + 1);
 			if (assoc_hs[a] >= 0)
 				key->assoc_to[a] = SPI_getvalue(t, desc, assoc_hs[a] + 1);
+		}
+		/* association properties: the target's HubSpot id, "" when none */
+		{
+			int			p = b->nviewprops;
+
+			for (int a = 0; a < m->nassoc; a++)
+				if (m->assoc[a].as_property != NULL)
+					key->values[p++] = key->assoc_to[a] ? key->assoc_to[a] : "";
 		}
 		MemoryContextSwitchTo(spi_cxt);
 	}
@@ -671,12 +685,16 @@ send_associations(Batch *b)
 	for (int a = 0; a < m->nassoc; a++)
 	{
 		AssocDef   *def = &m->assoc[a];
-		BatchKey  **keys = palloc(sizeof(BatchKey *) * b->nkeys);
+		BatchKey  **keys;
 		int			n = 0;
-		HsJsonBody *body = hs_body_new();
+		HsJsonBody *body;
 		HsResponse	resp;
 		char	   *path;
 
+		if (def->as_property != NULL)
+			continue;			/* sent as a property with the object */
+		body = hs_body_new();
+		keys = palloc(sizeof(BatchKey *) * b->nkeys);
 		for (int i = 0; i < b->nkeys; i++)
 		{
 			BatchKey   *key = &b->keys[i];
@@ -725,6 +743,168 @@ send_associations(Batch *b)
 											def->target_name, keys[i]->assoc_key[a],
 											keys[i]->message ? keys[i]->message : "");
 	}
+}
+
+static int
+prop_index(Batch *b, const char *name)
+{
+	for (int p = 0; p < b->nviewprops; p++)
+		if (strcmp(b->prop_names[p], name) == 0)
+			return p;
+	return -1;
+}
+
+/*
+ * Rows whose hubspot_owner_id is empty take the owner of the object an
+ * inherit_owner association points to, read from HubSpot in one batch/read.
+ */
+static void
+inherit_owners(Batch *b)
+{
+	MappingDef *m = b->mapping;
+	int			owner = prop_index(b, "hubspot_owner_id");
+
+	if (owner < 0)
+		return;
+	for (int a = 0; a < m->nassoc; a++)
+	{
+		AssocDef   *def = &m->assoc[a];
+		BatchKey  **keys = palloc(sizeof(BatchKey *) * b->nkeys);
+		int			n = 0;
+		HsJsonBody *body;
+		HsResponse	resp;
+		char	   *path;
+		int			nres;
+		char	  **ids;
+		char	  **owners;
+		const char *prop = "hubspot_owner_id";
+
+		if (!def->inherit_owner)
+			continue;
+		body = hs_body_new();
+		for (int i = 0; i < b->nkeys; i++)
+		{
+			BatchKey   *key = &b->keys[i];
+
+			if (key->outcome != KO_NONE || !key->in_view ||
+				key->values[owner][0] != '\0' ||
+				key->assoc_to[a] == NULL || key->assoc_to[a][0] == '\0')
+				continue;
+			keys[n++] = key;
+			hs_body_add_read(body, key->assoc_to[a]);
+		}
+		if (n == 0)
+			continue;
+		hs_body_set_properties(body, 1, &prop);
+		path = psprintf("%s/%s/batch/read", HS_OBJECTS_PREFIX, def->target_type);
+		call_hubspot(b, "POST", path, hs_body_finish(body), n, &resp);
+		if (resp.transport_error == 0 && (resp.status == 200 || resp.status == 207) &&
+			hs_parse_property(resp.body, resp.body_len, prop, &nres, &ids, &owners))
+		{
+			for (int i = 0; i < n; i++)
+				for (int r = 0; r < nres; r++)
+					if (strcmp(ids[r], keys[i]->assoc_to[a]) == 0 && owners[r] != NULL)
+						keys[i]->values[owner] = owners[r];
+			continue;
+		}
+		if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
+			resp.status = 502;	/* an answer that makes no sense: retry */
+		whole_call_outcome(b, keys, n, &resp, path);
+	}
+}
+
+/*
+ * Before creating objects, adopt HubSpot records that carry the same value
+ * of the mapping's match property and no ERP id yet (companies created by
+ * hand before the ERP was connected): they are updated by their id, which
+ * also sets their id property.  One search call per batch; HubSpot limits
+ * searches to a few per second, so they are spaced.
+ */
+static void
+match_existing(Batch *b, BatchKey **upserts, int *nup,
+			   BatchKey **updates, int *nupd)
+{
+	static TimestampTz last_search = 0;
+	MappingDef *m = b->mapping;
+	int			mp;
+	BatchKey  **cand;
+	const char **values;
+	int			n = 0;
+	HsResponse	resp;
+	char	   *path;
+	int			nres;
+	char	  **ids;
+	char	  **found;
+	int			kept = 0;
+	long		wait;
+
+	if (m->match_property == NULL || *nup == 0)
+		return;
+	mp = prop_index(b, m->match_property);
+	if (mp < 0)
+		return;
+	cand = palloc(sizeof(BatchKey *) * *nup);
+	values = palloc(sizeof(char *) * *nup);
+	for (int i = 0; i < *nup; i++)
+	{
+		BatchKey   *key = upserts[i];
+
+		if (key->known_hubspot_id != NULL || key->values[mp][0] == '\0')
+			continue;
+		cand[n] = key;
+		values[n++] = key->values[mp];
+	}
+	if (n == 0)
+		return;
+
+	wait = 250 - (long) ((GetCurrentTimestamp() - last_search) / 1000);
+	if (wait > 0)
+		erpcrm_worker_sleep(wait, PG_WAIT_EXTENSION);
+	last_search = GetCurrentTimestamp();
+
+	path = psprintf("%s/%s/search", HS_OBJECTS_PREFIX, m->object_type);
+	call_hubspot(b, "POST", path,
+				 hs_search_body(m->match_property, n, values, m->id_property, 100),
+				 n, &resp);
+	if (!(resp.transport_error == 0 && resp.status == 200 &&
+		  hs_parse_property(resp.body, resp.body_len, m->match_property,
+							&nres, &ids, &found)))
+	{
+		/* no answer: creating now could duplicate a record; retry later */
+		if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
+			resp.status = 502;
+		whole_call_outcome(b, cand, n, &resp, path);
+	}
+	else
+	{
+		for (int r = 0; r < nres; r++)
+		{
+			if (found[r] == NULL)
+				continue;
+			for (int i = 0; i < n; i++)
+				if (cand[i]->explicit_id == NULL &&
+					pg_strcasecmp(cand[i]->values[mp], found[r]) == 0)
+				{
+					/* first record found wins; the others stay as they are */
+					cand[i]->explicit_id = ids[r];
+					break;
+				}
+		}
+	}
+
+	/* adopted keys move to the updates, failed ones leave */
+	for (int i = 0; i < *nup; i++)
+	{
+		BatchKey   *key = upserts[i];
+
+		if (key->outcome != KO_NONE)
+			continue;
+		if (key->explicit_id != NULL)
+			updates[(*nupd)++] = key;
+		else
+			upserts[kept++] = key;
+	}
+	*nup = kept;
 }
 
 /* ----------------------------------------------------------------
@@ -1012,7 +1192,25 @@ erpcrm_deliver_batch(MappingDef *m, DeliveryOutcome *outcome)
 			upserts[nup++] = key;
 	}
 
-	send_objects(&b, upserts, nup, false);
+	inherit_owners(&b);
+	if (!outcome->auth_failed && outcome->blocked_until == 0)
+		match_existing(&b, upserts, &nup, updates, &nupd);
+	/* keys that inherit_owners or match_existing gave an outcome stay out */
+	{
+		int			k = 0;
+
+		for (int i = 0; i < nup; i++)
+			if (upserts[i]->outcome == KO_NONE)
+				upserts[k++] = upserts[i];
+		nup = k;
+		k = 0;
+		for (int i = 0; i < nupd; i++)
+			if (updates[i]->outcome == KO_NONE)
+				updates[k++] = updates[i];
+		nupd = k;
+	}
+	if (!outcome->auth_failed && outcome->blocked_until == 0)
+		send_objects(&b, upserts, nup, false);
 	if (!outcome->auth_failed && outcome->blocked_until == 0)
 		send_objects(&b, updates, nupd, true);
 	if (!outcome->auth_failed && outcome->blocked_until == 0)

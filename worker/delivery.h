@@ -21,6 +21,8 @@ typedef struct AssocDef
 	char	   *target_type;	/* HubSpot object type of the target */
 	int			type_id;		/* 0 = HubSpot's default association */
 	char	   *category;
+	char	   *as_property;	/* send the target's id as this property */
+	bool		inherit_owner;	/* empty hubspot_owner_id: the target's owner */
 } AssocDef;
 
 typedef struct MappingDef
@@ -34,6 +36,7 @@ typedef struct MappingDef
 	bool		archive;		/* archive in HubSpot when a key leaves */
 	int			batch_size;
 	bool		paused;
+	char	   *match_property; /* adopt HubSpot records matching on it */
 	int			nassoc;
 	AssocDef   *assoc;
 } MappingDef;

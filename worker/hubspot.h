@@ -98,6 +98,16 @@ extern void hs_body_add_association(HsJsonBody *body, const char *from_id,
 									const char *to_id, const char *category,
 									int type_id);
 
+/* {"id":hubspot_id} as a batch/read input, and the properties to read */
+extern void hs_body_add_read(HsJsonBody *body, const char *hubspot_id);
+extern void hs_body_set_properties(HsJsonBody *body, int nnames,
+								   const char *const *names);
+
+/* A search body: property IN values, without_property not set (or NULL). */
+extern char *hs_search_body(const char *property, int nvalues,
+							const char *const *values,
+							const char *without_property, int limit);
+
 /* Serialise (unformatted) and free the cJSON tree. */
 extern char *hs_body_finish(HsJsonBody *body);
 
@@ -134,6 +144,25 @@ typedef struct HsBatchResult
 extern bool hs_parse_batch(const char *body, size_t len,
 						   const char *key_property, HsBatchResult *out,
 						   const char **why);
+
+/* One property's value per result of a batch/read or search answer. */
+extern bool hs_parse_property(const char *body, size_t len,
+							  const char *property, int *n, char ***ids,
+							  char ***values);
+
+/* Portal set-up bodies and answers (erpcrm.setup_hubspot). */
+extern char *hs_group_body(const char *name, const char *label);
+extern char *hs_property_body(const char *name, const char *label,
+							  const char *type, const char *field_type,
+							  const char *group, bool unique);
+extern char *hs_pipeline_body(const char *label, int nstages,
+							  const char *const *stages,
+							  const char *const *probabilities);
+extern bool hs_parse_names(const char *body, size_t len, const char *field,
+						   int *n, char ***names);
+extern bool hs_parse_pipeline(const char *body, size_t len, const char *label,
+							  char **id, int *nstages, char ***stage_labels,
+							  char ***stage_ids);
 
 typedef struct HsError
 {

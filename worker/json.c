@@ -268,6 +268,104 @@ hs_body_add_association(HsJsonBody *body, const char *from_id,
 	body_append(body, input);
 }
 
+/* {"id": hubspot_id}, an input of batch/read */
+void
+hs_body_add_read(HsJsonBody *body, const char *hubspot_id)
+{
+	hs_body_add_archive(body, hubspot_id);
+}
+
+/* "properties": [names...] beside "inputs" (batch/read) */
+void
+hs_body_set_properties(HsJsonBody *body, int nnames, const char *const *names)
+{
+	cJSON	   *array;
+
+	if (body == NULL || body->root == NULL)
+		elog(ERROR, "erpcrm: request body used after hs_body_finish");
+	array = cJSON_AddArrayToObject(body->root, "properties");
+	if (array == NULL)
+		json_oom();
+	for (int i = 0; i < nnames; i++)
+	{
+		cJSON	   *name = cJSON_CreateString(names[i] ? names[i] : "");
+
+		if (name == NULL || !cJSON_AddItemToArray(array, name))
+			json_oom();
+	}
+}
+
+/*
+ * A CRM search for records whose property is one of values and which have
+ * no without_property yet:
+ * {"filterGroups":[{"filters":[{"propertyName":p,"operator":"IN","values":[..]},
+ *   {"propertyName":w,"operator":"NOT_HAS_PROPERTY"}]}],"properties":[p,w],"limit":n}
+ */
+char *
+hs_search_body(const char *property, int nvalues, const char *const *values,
+			   const char *without_property, int limit)
+{
+	cJSON	   *root;
+	cJSON	   *groups;
+	cJSON	   *group;
+	cJSON	   *filters;
+	cJSON	   *in;
+	cJSON	   *vals;
+	cJSON	   *props;
+	char	   *text;
+
+	hs_json_setup();
+	root = cJSON_CreateObject();
+	if (root == NULL)
+		json_oom();
+	groups = cJSON_AddArrayToObject(root, "filterGroups");
+	group = cJSON_CreateObject();
+	if (groups == NULL || group == NULL || !cJSON_AddItemToArray(groups, group))
+		json_oom();
+	filters = cJSON_AddArrayToObject(group, "filters");
+	in = cJSON_CreateObject();
+	if (filters == NULL || in == NULL || !cJSON_AddItemToArray(filters, in))
+		json_oom();
+	if (!add_string(in, "propertyName", property) ||
+		!add_string(in, "operator", "IN"))
+		json_oom();
+	vals = cJSON_AddArrayToObject(in, "values");
+	if (vals == NULL)
+		json_oom();
+	for (int i = 0; i < nvalues; i++)
+	{
+		cJSON	   *v = cJSON_CreateString(values[i] ? values[i] : "");
+
+		if (v == NULL || !cJSON_AddItemToArray(vals, v))
+			json_oom();
+	}
+	if (without_property != NULL)
+	{
+		cJSON	   *none = cJSON_CreateObject();
+
+		if (none == NULL || !cJSON_AddItemToArray(filters, none) ||
+			!add_string(none, "propertyName", without_property) ||
+			!add_string(none, "operator", "NOT_HAS_PROPERTY"))
+			json_oom();
+	}
+	props = cJSON_AddArrayToObject(root, "properties");
+	if (props == NULL)
+		json_oom();
+	{
+		cJSON	   *p1 = cJSON_CreateString(property);
+
+		if (p1 == NULL || !cJSON_AddItemToArray(props, p1))
+			json_oom();
+	}
+	if (cJSON_AddNumberToObject(root, "limit", limit) == NULL)
+		json_oom();
+	text = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	if (text == NULL)
+		json_oom();
+	return text;
+}
+
 char *
 hs_body_finish(HsJsonBody *body)
 {
@@ -859,4 +957,255 @@ hs_parse_error(const char *body, size_t len, HsError *out)
 
 	cJSON_Delete(root);
 	return true;
+}
+
+/*
+ * The value of one property in each result of a batch/read or search answer:
+ * ids[i] and values[i] (NULL when the property is absent or null).  Returns
+ * false when the answer has no "results" array of objects with ids.
+ */
+bool
+hs_parse_property(const char *body, size_t len, const char *property,
+				  int *n, char ***ids, char ***values)
+{
+	cJSON	   *root;
+	const cJSON *results;
+	const cJSON *item;
+	int			count;
+	int			i = 0;
+	bool		ok = true;
+
+	hs_json_setup();
+	*n = 0;
+	*ids = NULL;
+	*values = NULL;
+	if (body == NULL || len == 0)
+		return false;
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL)
+		return false;
+	results = cJSON_GetObjectItemCaseSensitive(root, "results");
+	if (!cJSON_IsObject(root) || !cJSON_IsArray(results))
+	{
+		cJSON_Delete(root);
+		return false;
+	}
+	count = cJSON_GetArraySize(results);
+	*ids = palloc0(sizeof(char *) * Max(count, 1));
+	*values = palloc0(sizeof(char *) * Max(count, 1));
+	cJSON_ArrayForEach(item, results)
+	{
+		const cJSON *props;
+		const cJSON *v;
+		char	   *id;
+
+		if (!cJSON_IsObject(item) ||
+			(id = id_text(cJSON_GetObjectItemCaseSensitive(item, "id"))) == NULL)
+		{
+			ok = false;
+			break;
+		}
+		props = cJSON_GetObjectItemCaseSensitive(item, "properties");
+		v = cJSON_IsObject(props) ? cJSON_GetObjectItemCaseSensitive(props, property) : NULL;
+		(*ids)[i] = id;
+		(*values)[i] = (cJSON_IsString(v) && v->valuestring) ? utf8_pstrdup(v->valuestring) : NULL;
+		i++;
+	}
+	cJSON_Delete(root);
+	*n = ok ? i : 0;
+	return ok;
+}
+
+/* ----------------------------------------------------------------
+ * Portal set-up: properties, groups, pipelines
+ * ----------------------------------------------------------------
+ */
+static char *
+finish_object(cJSON *root)
+{
+	char	   *text = cJSON_PrintUnformatted(root);
+
+	cJSON_Delete(root);
+	if (text == NULL)
+		json_oom();
+	return text;
+}
+
+/* POST /crm/v3/properties/{type}/groups */
+char *
+hs_group_body(const char *name, const char *label)
+{
+	cJSON	   *root;
+
+	hs_json_setup();
+	root = cJSON_CreateObject();
+	if (root == NULL || !add_string(root, "name", name) ||
+		!add_string(root, "label", label) ||
+		cJSON_AddNumberToObject(root, "displayOrder", -1) == NULL)
+		json_oom();
+	return finish_object(root);
+}
+
+/* POST /crm/v3/properties/{type} */
+char *
+hs_property_body(const char *name, const char *label, const char *type,
+				 const char *field_type, const char *group, bool unique)
+{
+	cJSON	   *root;
+
+	hs_json_setup();
+	root = cJSON_CreateObject();
+	if (root == NULL || !add_string(root, "name", name) ||
+		!add_string(root, "label", label) ||
+		!add_string(root, "type", type) ||
+		!add_string(root, "fieldType", field_type) ||
+		!add_string(root, "groupName", group))
+		json_oom();
+	if (unique && cJSON_AddTrueToObject(root, "hasUniqueValue") == NULL)
+		json_oom();
+	return finish_object(root);
+}
+
+/* POST /crm/v3/pipelines/deals: stages with their win probability */
+char *
+hs_pipeline_body(const char *label, int nstages, const char *const *stages,
+				 const char *const *probabilities)
+{
+	cJSON	   *root;
+	cJSON	   *array;
+
+	hs_json_setup();
+	root = cJSON_CreateObject();
+	if (root == NULL || !add_string(root, "label", label) ||
+		cJSON_AddNumberToObject(root, "displayOrder", 99) == NULL)
+		json_oom();
+	array = cJSON_AddArrayToObject(root, "stages");
+	if (array == NULL)
+		json_oom();
+	for (int i = 0; i < nstages; i++)
+	{
+		cJSON	   *stage = cJSON_CreateObject();
+		cJSON	   *meta;
+
+		if (stage == NULL || !cJSON_AddItemToArray(array, stage) ||
+			!add_string(stage, "label", stages[i]) ||
+			cJSON_AddNumberToObject(stage, "displayOrder", i) == NULL)
+			json_oom();
+		meta = cJSON_AddObjectToObject(stage, "metadata");
+		if (meta == NULL || !add_string(meta, "probability", probabilities[i]))
+			json_oom();
+	}
+	return finish_object(root);
+}
+
+/* results[*][field] as strings (the names of GET /crm/v3/properties). */
+bool
+hs_parse_names(const char *body, size_t len, const char *field,
+			   int *n, char ***names)
+{
+	cJSON	   *root;
+	const cJSON *results;
+	const cJSON *item;
+	int			i = 0;
+
+	hs_json_setup();
+	*n = 0;
+	*names = NULL;
+	if (body == NULL || len == 0)
+		return false;
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL)
+		return false;
+	results = cJSON_GetObjectItemCaseSensitive(root, "results");
+	if (!cJSON_IsObject(root) || !cJSON_IsArray(results))
+	{
+		cJSON_Delete(root);
+		return false;
+	}
+	*names = palloc0(sizeof(char *) * Max(cJSON_GetArraySize(results), 1));
+	cJSON_ArrayForEach(item, results)
+	{
+		const cJSON *v = cJSON_IsObject(item) ?
+		cJSON_GetObjectItemCaseSensitive(item, field) : NULL;
+
+		if (cJSON_IsString(v) && v->valuestring != NULL)
+			(*names)[i++] = utf8_pstrdup(v->valuestring);
+	}
+	cJSON_Delete(root);
+	*n = i;
+	return true;
+}
+
+/*
+ * A pipeline (the one labelled label) from GET /crm/v3/pipelines/deals
+ * (results[]) or from the answer to its creation (the object itself).
+ * Returns false when not found; *id and the stages' labels and ids else.
+ */
+bool
+hs_parse_pipeline(const char *body, size_t len, const char *label,
+				  char **id, int *nstages, char ***stage_labels,
+				  char ***stage_ids)
+{
+	cJSON	   *root;
+	const cJSON *results;
+	const cJSON *item;
+	const cJSON *found = NULL;
+	bool		ok = false;
+
+	hs_json_setup();
+	*id = NULL;
+	*nstages = 0;
+	if (body == NULL || len == 0)
+		return false;
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL)
+		return false;
+	results = cJSON_GetObjectItemCaseSensitive(root, "results");
+	if (cJSON_IsArray(results))
+	{
+		cJSON_ArrayForEach(item, results)
+		{
+			const cJSON *l = cJSON_IsObject(item) ?
+			cJSON_GetObjectItemCaseSensitive(item, "label") : NULL;
+
+			if (cJSON_IsString(l) && l->valuestring && strcmp(l->valuestring, label) == 0)
+			{
+				found = item;
+				break;
+			}
+		}
+	}
+	else if (cJSON_IsObject(root))
+		found = root;
+
+	if (found != NULL)
+	{
+		const cJSON *stages = cJSON_GetObjectItemCaseSensitive(found, "stages");
+		const cJSON *stage;
+		int			i = 0;
+
+		*id = id_text(cJSON_GetObjectItemCaseSensitive(found, "id"));
+		if (*id != NULL && cJSON_IsArray(stages))
+		{
+			*stage_labels = palloc0(sizeof(char *) * Max(cJSON_GetArraySize(stages), 1));
+			*stage_ids = palloc0(sizeof(char *) * Max(cJSON_GetArraySize(stages), 1));
+			cJSON_ArrayForEach(stage, stages)
+			{
+				const cJSON *l = cJSON_IsObject(stage) ?
+				cJSON_GetObjectItemCaseSensitive(stage, "label") : NULL;
+				char	   *sid = cJSON_IsObject(stage) ?
+				id_text(cJSON_GetObjectItemCaseSensitive(stage, "id")) : NULL;
+
+				if (!cJSON_IsString(l) || l->valuestring == NULL || sid == NULL)
+					continue;
+				(*stage_labels)[i] = utf8_pstrdup(l->valuestring);
+				(*stage_ids)[i] = sid;
+				i++;
+			}
+			*nstages = i;
+			ok = true;
+		}
+	}
+	cJSON_Delete(root);
+	return ok;
 }

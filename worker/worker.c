@@ -153,6 +153,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 {
 	List	   *result = NIL;
 	int			ret;
+	bool		v11;
 	MemoryContext spi_cxt;
 
 	ret = SPI_execute("SELECT c.paused, (SELECT min(s.next_attempt_at) FROM erpcrm.sync_state s"
@@ -169,7 +170,15 @@ load_mappings(bool *paused, TimestampTz *next_due)
 		*next_due = isnull ? 0 : DatumGetTimestampTz(d);
 	}
 
-	ret = SPI_execute("WITH RECURSIVE lvl(mapping_id, depth) AS ("
+	ret = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'erpcrm'",
+					  true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the version of extension erpcrm");
+	/* 1.0 has no deal features; its library-side code paths stay off */
+	v11 = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "1.0") != 0;
+
+	ret = SPI_execute(v11 ?
+					  "WITH RECURSIVE lvl(mapping_id, depth) AS ("
 					  "  SELECT mapping_id, 0 FROM erpcrm.mapping"
 					  "  UNION ALL"
 					  "  SELECT a.mapping_id, l.depth + 1 FROM erpcrm.association a"
@@ -178,7 +187,20 @@ load_mappings(bool *paused, TimestampTz *next_due)
 					  "   (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a"
 					  "     WHERE a.attrelid = m.source AND a.attname = 'erp_id' AND NOT a.attisdropped),"
 					  "   m.object_type, m.id_property, m.on_delete = 'archive',"
-					  "   COALESCE(m.batch_size, 0), m.paused"
+					  "   COALESCE(m.batch_size, 0), m.paused, m.match_property"
+					  " FROM erpcrm.mapping m JOIN lvl USING (mapping_id)"
+					  " GROUP BY m.mapping_id"
+					  " ORDER BY max(lvl.depth), m.mapping_id" :
+					  "WITH RECURSIVE lvl(mapping_id, depth) AS ("
+					  "  SELECT mapping_id, 0 FROM erpcrm.mapping"
+					  "  UNION ALL"
+					  "  SELECT a.mapping_id, l.depth + 1 FROM erpcrm.association a"
+					  "    JOIN lvl l ON a.target_id = l.mapping_id)"
+					  " SELECT m.mapping_id, m.name, m.source::pg_catalog.regclass::pg_catalog.text,"
+					  "   (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a"
+					  "     WHERE a.attrelid = m.source AND a.attname = 'erp_id' AND NOT a.attisdropped),"
+					  "   m.object_type, m.id_property, m.on_delete = 'archive',"
+					  "   COALESCE(m.batch_size, 0), m.paused, NULL"
 					  " FROM erpcrm.mapping m JOIN lvl USING (mapping_id)"
 					  " GROUP BY m.mapping_id"
 					  " ORDER BY max(lvl.depth), m.mapping_id",
@@ -203,12 +225,18 @@ load_mappings(bool *paused, TimestampTz *next_due)
 		m->archive = DatumGetBool(SPI_getbinval(t, d, 7, &isnull));
 		m->batch_size = DatumGetInt32(SPI_getbinval(t, d, 8, &isnull));
 		m->paused = DatumGetBool(SPI_getbinval(t, d, 9, &isnull));
+		m->match_property = SPI_getvalue(t, d, 10);
 		result = lappend(result, m);
 	}
 	MemoryContextSwitchTo(spi_cxt);
 
-	ret = SPI_execute("SELECT a.mapping_id, a.column_name, a.target_id, t.name, t.object_type,"
-					  "  COALESCE(a.type_id, 0), a.category"
+	ret = SPI_execute(v11 ?
+					  "SELECT a.mapping_id, a.column_name, a.target_id, t.name, t.object_type,"
+					  "  COALESCE(a.type_id, 0), a.category, a.as_property, a.inherit_owner"
+					  " FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id"
+					  " ORDER BY a.mapping_id, a.column_name, a.target_id" :
+					  "SELECT a.mapping_id, a.column_name, a.target_id, t.name, t.object_type,"
+					  "  COALESCE(a.type_id, 0), a.category, NULL, false"
 					  " FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id"
 					  " ORDER BY a.mapping_id, a.column_name, a.target_id",
 					  true, 0);
@@ -240,6 +268,8 @@ load_mappings(bool *paused, TimestampTz *next_due)
 				a->target_type = SPI_getvalue(t, d, 5);
 				a->type_id = DatumGetInt32(SPI_getbinval(t, d, 6, &isnull));
 				a->category = SPI_getvalue(t, d, 7);
+				a->as_property = SPI_getvalue(t, d, 8);
+				a->inherit_owner = DatumGetBool(SPI_getbinval(t, d, 9, &isnull));
 			}
 		}
 	}

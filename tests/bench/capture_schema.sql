@@ -35,9 +35,11 @@ INSERT INTO bench.invoices (id, number, customer_id, issued_on, due_on, currency
 SELECT i, 'FV/2024/' || i, 1 + i % 5000, date '2024-01-01' + i % 365, date '2024-01-15' + i % 365,
 	   'PLN', 100 + i % 900, (100 + i % 900) * 0.23, (100 + i % 900) * 1.23, 'issued', 'preloaded'
   FROM generate_series(1, :ninv) i;
+-- lines in id order, an invoice's lines together (as an ERP writes them)
 INSERT INTO bench.invoice_lines (id, invoice_id, line_no, sku, qty, price, vat_rate, amount)
-SELECT (i - 1) * :lines_per + l, i, l, 'SKU-' || (i * 7 + l) % 1000, l, 10.50, 23, 10.50 * l
-  FROM generate_series(1, :ninv) i, generate_series(1, :lines_per) l;
+SELECT k, 1 + (k - 1) / :lines_per, 1 + (k - 1) % :lines_per, 'SKU-' || (k * 7) % 1000,
+	   1 + k % 7, 10.50, 23, 10.50 * (1 + k % 7)
+  FROM generate_series(1, :ninv * :lines_per) k;
 SELECT setval(pg_get_serial_sequence('bench.invoices', 'id'), :ninv);
 SELECT setval(pg_get_serial_sequence('bench.invoice_lines', 'id'), :ninv * :lines_per);
 

@@ -1,4 +1,5 @@
 -- Capture: ERP writes record the mapping keys they touch, in the ERP's transaction
+\set SHOW_CONTEXT never
 CREATE VIEW outbox AS
 SELECT m.name AS mapping, o.erp_id FROM erpcrm.outbox o JOIN erpcrm.mapping m USING (mapping_id);
 CREATE FUNCTION drain() RETURNS SETOF outbox LANGUAGE sql AS $$

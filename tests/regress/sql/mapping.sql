@@ -1,4 +1,5 @@
 -- The mapping registry: definitions are validated when made
+\set SHOW_CONTEXT never
 
 SELECT erpcrm.map('companies', 'erp.hs_companies', 'companies');
 SELECT erpcrm.map('contacts', 'erp.hs_contacts', 'contacts', on_delete => 'keep');

@@ -1,4 +1,5 @@
 -- Roles: the ERP's own role, a monitor, an admin
+\set SHOW_CONTEXT never
 CREATE ROLE erp_app LOGIN;
 GRANT USAGE ON SCHEMA erp TO erp_app;
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA erp TO erp_app;

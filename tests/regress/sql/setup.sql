@@ -1,4 +1,5 @@
 -- Installing erpcrm: schema, roles, nothing for PUBLIC
+\set SHOW_CONTEXT never
 CREATE EXTENSION erpcrm;
 SELECT extname, extversion, extnamespace::regnamespace FROM pg_extension WHERE extname = 'erpcrm';
 SELECT rolname FROM pg_roles WHERE rolname LIKE 'erpcrm%' ORDER BY 1;

@@ -1,4 +1,5 @@
 -- Sync state: folding the outbox and the state changes the worker drives
+\set SHOW_CONTEXT never
 DELETE FROM erpcrm.outbox;
 CREATE VIEW st AS
 SELECT m.name AS mapping, s.erp_id, s.state, s.hubspot_id, s.attempts,

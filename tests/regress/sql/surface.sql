@@ -1,4 +1,5 @@
 -- The DBA's surface: status, failures, requeue, resync, pause, wait
+\set SHOW_CONTEXT never
 SELECT erpcrm._fold() IS NOT NULL AS folded;
 SELECT mapping_id AS companies FROM erpcrm.mapping WHERE name = 'companies' \gset
 SELECT mapping_id AS products FROM erpcrm.mapping WHERE name = 'products' \gset

@@ -1,0 +1,357 @@
+/*-------------------------------------------------------------------------
+ *
+ * setup.c
+ *	  erpcrm.setup_hubspot(): prepares a HubSpot portal for the mappings,
+ *	  from the SQL session that calls it.  Idempotent: what exists is
+ *	  reported as existing, never created twice.
+ *
+ *	  - a property group "erpcrm" per object type of the mappings;
+ *	  - the unique property each mapping upserts by (hasUniqueValue);
+ *	  - every property a mapping view has and HubSpot lacks, typed from the
+ *		column's type;
+ *	  - the invoice pipeline with its stages, whose ids are recorded in
+ *		erpcrm.pipeline_stage for mapping views (erpcrm.stage_id()).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+#include "erpcrm.h"
+#include "hubspot.h"
+
+#define ERPCRM_GROUP "erpcrm"
+
+typedef struct SetupContext
+{
+	Tuplestorestate *store;
+	TupleDesc	desc;
+} SetupContext;
+
+static void
+report(SetupContext *cxt, const char *object_type, const char *kind,
+	   const char *name, const char *result)
+{
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	values[0] = CStringGetTextDatum(object_type);
+	values[1] = CStringGetTextDatum(kind);
+	values[2] = CStringGetTextDatum(name);
+	values[3] = CStringGetTextDatum(result);
+	tuplestore_putvalues(cxt->store, cxt->desc, values, nulls);
+}
+
+/* "created", "exists" or the error HubSpot gave. */
+static char *
+creation_result(HsResponse *resp)
+{
+	HsError		err;
+
+	if (resp->transport_error != 0)
+		return psprintf("error: no answer from HubSpot: %s", resp->transport_message);
+	if (resp->status == 200 || resp->status == 201)
+		return "created";
+	if (resp->status == 409)
+		return "exists";
+	hs_parse_error(resp->body, resp->body_len, &err);
+	return psprintf("error: %ld %s %s", resp->status, err.category, err.message);
+}
+
+static void
+connect_client(void)
+{
+	static bool initialized = false;
+	HsHttpConfig config;
+	char	   *token = erpcrm_read_token();
+
+	if (token[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no HubSpot access token is configured"),
+				 errhint("Set erpcrm.token_file (or erpcrm.token) in postgresql.conf and reload.")));
+	if (!initialized)
+	{
+		hs_http_init();
+		initialized = true;
+	}
+	config.base_url = erpcrm_hubspot_url;
+	config.token = token;
+	config.ca_file = erpcrm_ca_file;
+	config.connect_timeout_ms = erpcrm_connect_timeout_ms;
+	config.timeout_ms = erpcrm_request_timeout_ms;
+	hs_http_configure(&config);
+	explicit_bzero(token, strlen(token));
+}
+
+/* A call that must answer for set-up to go on. */
+static void
+must_answer(HsResponse *resp, const char *what)
+{
+	if (resp->aborted)
+		CHECK_FOR_INTERRUPTS();
+	if (resp->transport_error != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not reach HubSpot to %s", what),
+				 errdetail("%s", resp->transport_message),
+				 errhint("Check erpcrm.hubspot_url and the network.")));
+	if (resp->status == 401 || resp->status == 403)
+	{
+		HsError		err;
+
+		hs_parse_error(resp->body, resp->body_len, &err);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("HubSpot refused the access token (%ld %s)", resp->status, err.category),
+				 errdetail("%s", err.message),
+				 errhint("The private app needs the crm.schemas.*.write scopes of the mapped object types.")));
+	}
+}
+
+/* HubSpot property type and field type for a column type. */
+static void
+property_type(Oid typid, char typcategory, const char **type, const char **field)
+{
+	if (typid == BOOLOID)
+	{
+		*type = "bool";
+		*field = "booleancheckbox";
+	}
+	else if (typid == DATEOID)
+	{
+		*type = "date";
+		*field = "date";
+	}
+	else if (typid == TIMESTAMPOID || typid == TIMESTAMPTZOID)
+	{
+		*type = "datetime";
+		*field = "date";
+	}
+	else if (typcategory == 'N')
+	{
+		*type = "number";
+		*field = "number";
+	}
+	else
+	{
+		*type = "string";
+		*field = "text";
+	}
+}
+
+static void
+setup_properties(SetupContext *cxt)
+{
+	char	   *last_type = NULL;
+	int			nexisting = 0;
+	char	  **existing = NULL;
+	uint64		nrows;
+	SPITupleTable *tuptable;
+
+	if (SPI_execute("SELECT m.object_type, m.id_property, a.attname::text, a.atttypid,"
+					"       t.typcategory::text"
+					"  FROM erpcrm.mapping m"
+					"  JOIN pg_catalog.pg_attribute a ON a.attrelid = m.source"
+					"   AND a.attnum > 0 AND NOT a.attisdropped"
+					"  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
+					" WHERE a.attname <> 'hubspot_id'"
+					"   AND NOT EXISTS (SELECT FROM erpcrm.association x"
+					"                    WHERE x.mapping_id = m.mapping_id AND x.column_name = a.attname)"
+					" ORDER BY m.object_type, a.attname, m.id_property = a.attname DESC",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the mappings");
+	nrows = SPI_processed;
+	tuptable = SPI_tuptable;
+
+	for (uint64 i = 0; i < nrows; i++)
+	{
+		HeapTuple	t = tuptable->vals[i];
+		TupleDesc	d = tuptable->tupdesc;
+		char	   *object_type = SPI_getvalue(t, d, 1);
+		char	   *id_property = SPI_getvalue(t, d, 2);
+		char	   *column = SPI_getvalue(t, d, 3);
+		bool		isnull;
+		Oid			typid = DatumGetObjectId(SPI_getbinval(t, d, 4, &isnull));
+		char	   *category = SPI_getvalue(t, d, 5);
+		bool		unique = strcmp(column, id_property) == 0;
+		bool		known = false;
+		const char *type;
+		const char *field;
+		HsResponse	resp;
+		char	   *path;
+
+		/* same column twice (two mappings of one type): once is enough */
+		if (i > 0 && last_type && strcmp(last_type, object_type) == 0 &&
+			strcmp(SPI_getvalue(tuptable->vals[i - 1], d, 3), column) == 0)
+			continue;
+
+		if (last_type == NULL || strcmp(last_type, object_type) != 0)
+		{
+			/* a new object type: its properties, and the group */
+			last_type = object_type;
+			path = psprintf("%s/%s", HS_PROPERTIES_PREFIX, object_type);
+			hs_http_request("GET", path, NULL, &resp);
+			must_answer(&resp, "read its properties");
+			if (resp.status != 200 ||
+				!hs_parse_names(resp.body, resp.body_len, "name", &nexisting, &existing))
+				ereport(ERROR,
+						(errcode(ERRCODE_PROTOCOL_VIOLATION),
+						 errmsg("HubSpot's list of %s properties could not be read (%ld)",
+								object_type, resp.status)));
+			path = psprintf("%s/%s/groups", HS_PROPERTIES_PREFIX, object_type);
+			hs_http_request("POST", path, hs_group_body(ERPCRM_GROUP, "ERP (erpcrm)"), &resp);
+			must_answer(&resp, "create a property group");
+			report(cxt, object_type, "property group", ERPCRM_GROUP, creation_result(&resp));
+		}
+
+		for (int k = 0; k < nexisting; k++)
+			if (strcmp(existing[k], column) == 0)
+				known = true;
+		if (known)
+		{
+			report(cxt, object_type, unique ? "unique property" : "property", column, "exists");
+			continue;
+		}
+		property_type(typid, category[0], &type, &field);
+		if (unique)
+		{
+			type = "string";
+			field = "text";
+		}
+		path = psprintf("%s/%s", HS_PROPERTIES_PREFIX, object_type);
+		hs_http_request("POST", path,
+						hs_property_body(column, column, type, field, ERPCRM_GROUP, unique),
+						&resp);
+		must_answer(&resp, "create a property");
+		report(cxt, object_type, unique ? "unique property" : "property", column,
+			   creation_result(&resp));
+	}
+}
+
+static void
+setup_pipeline(SetupContext *cxt, const char *label, ArrayType *stages_a,
+			   ArrayType *won_a, ArrayType *lost_a)
+{
+	Datum	   *stages;
+	bool	   *snulls;
+	int			nstages;
+	Datum	   *won;
+	int			nwon;
+	Datum	   *lost;
+	int			nlost;
+	HsResponse	resp;
+	char	   *path = psprintf("%s/deals", HS_PIPELINES_PREFIX);
+	char	   *id;
+	int			nfound;
+	char	  **labels;
+	char	  **ids;
+	bool		created = false;
+	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
+
+	deconstruct_array(stages_a, TEXTOID, -1, false, TYPALIGN_INT, &stages, &snulls, &nstages);
+	deconstruct_array(won_a, TEXTOID, -1, false, TYPALIGN_INT, &won, NULL, &nwon);
+	deconstruct_array(lost_a, TEXTOID, -1, false, TYPALIGN_INT, &lost, NULL, &nlost);
+	if (nstages == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the pipeline \"%s\" needs at least one stage", label)));
+
+	hs_http_request("GET", path, NULL, &resp);
+	must_answer(&resp, "read its deal pipelines");
+	if (resp.status != 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("HubSpot's deal pipelines could not be read (%ld)", resp.status)));
+	if (!hs_parse_pipeline(resp.body, resp.body_len, label, &id, &nfound, &labels, &ids))
+	{
+		const char **names = palloc(sizeof(char *) * nstages);
+		const char **probs = palloc(sizeof(char *) * nstages);
+
+		for (int i = 0; i < nstages; i++)
+		{
+			names[i] = snulls[i] ? "" : TextDatumGetCString(stages[i]);
+			probs[i] = "0.5";
+			for (int w = 0; w < nwon; w++)
+				if (strcmp(names[i], TextDatumGetCString(won[w])) == 0)
+					probs[i] = "1.0";
+			for (int l = 0; l < nlost; l++)
+				if (strcmp(names[i], TextDatumGetCString(lost[l])) == 0)
+					probs[i] = "0.0";
+		}
+		hs_http_request("POST", path, hs_pipeline_body(label, nstages, names, probs), &resp);
+		must_answer(&resp, "create the pipeline");
+		if ((resp.status != 200 && resp.status != 201) ||
+			!hs_parse_pipeline(resp.body, resp.body_len, label, &id, &nfound, &labels, &ids))
+		{
+			report(cxt, "deals", "pipeline", label, creation_result(&resp));
+			return;
+		}
+		created = true;
+	}
+	report(cxt, "deals", "pipeline", label, created ? "created" : "exists");
+
+	if (SPI_execute_with_args("DELETE FROM erpcrm.pipeline_stage WHERE pipeline = $1",
+							  1, types, (Datum[]) {CStringGetTextDatum(label)}, NULL,
+							  false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not clear erpcrm.pipeline_stage");
+	for (int i = 0; i < nstages; i++)
+	{
+		char	   *want = snulls[i] ? "" : TextDatumGetCString(stages[i]);
+		bool		found = false;
+
+		for (int k = 0; k < nfound; k++)
+		{
+			Datum		args[5];
+
+			if (strcmp(labels[k], want) != 0)
+				continue;
+			args[0] = CStringGetTextDatum(label);
+			args[1] = CStringGetTextDatum(want);
+			args[2] = CStringGetTextDatum(id);
+			args[3] = CStringGetTextDatum(ids[k]);
+			args[4] = Int32GetDatum(i);
+			if (SPI_execute_with_args("INSERT INTO erpcrm.pipeline_stage VALUES ($1, $2, $3, $4, $5)",
+									  5, types, args, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not record a pipeline stage");
+			found = true;
+			break;
+		}
+		report(cxt, "deals", "pipeline stage", want,
+			   found ? (created ? "created" : "exists") : "missing in HubSpot: add it to the pipeline by hand");
+	}
+}
+
+PG_FUNCTION_INFO_V1(erpcrm_setup_hubspot_v1);
+Datum
+erpcrm_setup_hubspot_v1(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	SetupContext cxt;
+
+	InitMaterializedSRF(fcinfo, 0);
+	cxt.store = rsinfo->setResult;
+	cxt.desc = rsinfo->setDesc;
+
+	connect_client();
+	SPI_connect();
+	setup_properties(&cxt);
+	if (!PG_ARGISNULL(0))
+	{
+		ArrayType  *empty = construct_empty_array(TEXTOID);
+
+		setup_pipeline(&cxt, text_to_cstring(PG_GETARG_TEXT_PP(0)),
+					   PG_ARGISNULL(1) ? empty : PG_GETARG_ARRAYTYPE_P(1),
+					   PG_ARGISNULL(2) ? empty : PG_GETARG_ARRAYTYPE_P(2),
+					   PG_ARGISNULL(3) ? empty : PG_GETARG_ARRAYTYPE_P(3));
+	}
+	SPI_finish();
+	return (Datum) 0;
+}

@@ -1,0 +1,274 @@
+/* erpcrm--1.0--1.1.sql: deals, line items and HubSpot setup */
+
+\echo Use "ALTER EXTENSION erpcrm UPDATE TO '1.1'" to load this file. \quit
+
+/*
+ * An association may also be
+ *   - a property: the target's HubSpot id is sent as that property instead
+ *     of a v4 association (a line item's hs_product_id), with the same
+ *     waiting for the target;
+ *   - the owner's source: a row whose hubspot_owner_id is empty takes the
+ *     HubSpot owner of the target (an invoice deal takes its company's).
+ */
+ALTER TABLE erpcrm.association
+	ADD COLUMN as_property text
+		CHECK (as_property IS NULL OR as_property ~ '^[a-z][a-z0-9_]{0,99}$'),
+	ADD COLUMN inherit_owner boolean NOT NULL DEFAULT false;
+
+/* A mapping may adopt existing HubSpot records that match on a property. */
+ALTER TABLE erpcrm.mapping
+	ADD COLUMN match_property text
+		CHECK (match_property IS NULL OR match_property ~ '^[a-z][a-z0-9_]{0,99}$');
+
+/* Pipelines and stages prepared by erpcrm.setup_hubspot(), for views. */
+CREATE TABLE erpcrm.pipeline_stage (
+	pipeline		text NOT NULL,
+	stage			text NOT NULL,
+	pipeline_id		text NOT NULL,
+	stage_id		text NOT NULL,
+	display_order	integer NOT NULL,
+	PRIMARY KEY (pipeline, stage)
+);
+COMMENT ON TABLE erpcrm.pipeline_stage IS 'HubSpot ids of the pipelines and stages erpcrm.setup_hubspot() prepared';
+SELECT pg_catalog.pg_extension_config_dump('erpcrm.pipeline_stage', '');
+
+/* ------------------------------------------------------------------
+ * map() learns match_property
+ * ------------------------------------------------------------------
+ */
+CREATE FUNCTION erpcrm.set_match(mapping text, match_property text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(set_match.mapping);
+BEGIN
+	IF match_property IS NOT NULL THEN
+		IF NOT EXISTS (SELECT FROM pg_attribute
+						WHERE attrelid = m.source AND attname = match_property
+						  AND attnum > 0 AND NOT attisdropped) THEN
+			RAISE EXCEPTION 'relation % of mapping "%" has no column "%" to match on', m.source, m.name, match_property
+				USING ERRCODE = 'undefined_column',
+					  HINT = 'Match on a column of the view, such as domain, nip or email.';
+		END IF;
+		IF match_property = 'erp_id' OR match_property = m.id_property THEN
+			RAISE EXCEPTION 'mapping "%" cannot match on its own id property', m.name
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = 'Matching finds HubSpot records that have no ERP id yet, by another property.';
+		END IF;
+	END IF;
+	UPDATE erpcrm.mapping SET match_property = set_match.match_property
+	 WHERE mapping_id = m.mapping_id;
+END
+$$;
+COMMENT ON FUNCTION erpcrm.set_match(text, text) IS 'before creating an object, adopt a HubSpot record with the same value of this property and no ERP id (NULL: never)';
+
+/* ------------------------------------------------------------------
+ * associate() learns as_property and inherit_owner
+ * ------------------------------------------------------------------
+ */
+DROP FUNCTION erpcrm.associate(text, text, text, integer, text);
+CREATE FUNCTION erpcrm.associate(
+	mapping text,
+	column_name text,
+	target text,
+	type_id integer DEFAULT NULL,
+	category text DEFAULT 'HUBSPOT_DEFINED',
+	as_property text DEFAULT NULL,
+	inherit_owner boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(mapping);
+	t erpcrm.mapping;
+	col_type regtype;
+BEGIN
+	SELECT * INTO t FROM erpcrm.mapping WHERE name = target;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'association target mapping "%" does not exist', target
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Define the target with erpcrm.map() before associating to it.';
+	END IF;
+	SELECT atttypid::regtype INTO col_type
+	  FROM pg_attribute
+	 WHERE attrelid = m.source AND attname = column_name AND attnum > 0 AND NOT attisdropped;
+	IF col_type IS NULL THEN
+		RAISE EXCEPTION 'relation % of mapping "%" has no column "%"', m.source, mapping, column_name
+			USING ERRCODE = 'undefined_column',
+				  DETAIL = 'An association column holds the erp_id of the associated object.',
+				  HINT = format('Add the column to the view, for example: SELECT customer_id::text AS %s.', column_name);
+	END IF;
+	IF column_name = 'erp_id' OR column_name = m.id_property THEN
+		RAISE EXCEPTION 'column "%" is the key of mapping "%" and cannot be an association', column_name, mapping
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF category IS NULL OR category NOT IN ('HUBSPOT_DEFINED', 'USER_DEFINED') THEN
+		RAISE EXCEPTION 'invalid association category "%"', category
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use HUBSPOT_DEFINED or USER_DEFINED.';
+	END IF;
+	IF type_id IS NOT NULL AND type_id <= 0 THEN
+		RAISE EXCEPTION 'invalid association type id %', type_id
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Leave it NULL for HubSpot''s default association, or give a positive associationTypeId.';
+	END IF;
+	IF as_property IS NOT NULL AND NOT erpcrm._valid_property_name(as_property) THEN
+		RAISE EXCEPTION 'invalid property name "%"', as_property
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'as_property names the HubSpot property that receives the target''s HubSpot id, such as hs_product_id.';
+	END IF;
+	IF as_property IS NOT NULL AND EXISTS (SELECT FROM pg_attribute
+											WHERE attrelid = m.source AND attname = as_property
+											  AND attnum > 0 AND NOT attisdropped) THEN
+		RAISE EXCEPTION 'relation % already has a column "%"', m.source, as_property
+			USING ERRCODE = 'duplicate_column',
+				  DETAIL = 'erpcrm fills that property with the target''s HubSpot id.',
+				  HINT = 'Remove the column from the view.';
+	END IF;
+	IF inherit_owner AND NOT EXISTS (SELECT FROM pg_attribute
+									  WHERE attrelid = m.source AND attname = 'hubspot_owner_id'
+										AND attnum > 0 AND NOT attisdropped) THEN
+		RAISE EXCEPTION 'relation % of mapping "%" has no column "hubspot_owner_id"', m.source, mapping
+			USING ERRCODE = 'undefined_column',
+				  DETAIL = 'inherit_owner fills hubspot_owner_id where the view leaves it NULL.',
+				  HINT = 'Add the column to the view, NULL where the ERP knows no owner.';
+	END IF;
+	IF t.mapping_id = m.mapping_id OR erpcrm._closes_cycle(m.mapping_id, t.mapping_id) THEN
+		RAISE EXCEPTION 'association from "%" to "%" would make a cycle', mapping, target
+			USING ERRCODE = 'invalid_object_definition',
+				  DETAIL = 'An object is sent after the objects it is associated to, so associations cannot go round in a circle.',
+				  HINT = 'Declare the association in one direction only; HubSpot shows it from both sides.';
+	END IF;
+
+	INSERT INTO erpcrm.association AS a
+		(mapping_id, column_name, target_id, type_id, category, as_property, inherit_owner)
+	VALUES (m.mapping_id, associate.column_name, t.mapping_id, associate.type_id,
+			associate.category, associate.as_property, associate.inherit_owner)
+	ON CONFLICT ON CONSTRAINT association_pkey DO UPDATE
+		SET type_id = excluded.type_id, category = excluded.category,
+			as_property = excluded.as_property, inherit_owner = excluded.inherit_owner;
+END
+$$;
+COMMENT ON FUNCTION erpcrm.associate(text, text, text, integer, text, text, boolean) IS 'make a view column that holds another mapping''s erp_id a HubSpot association (or, with as_property, a property holding its HubSpot id)';
+
+/* ------------------------------------------------------------------
+ * Helpers for mapping views
+ * ------------------------------------------------------------------
+ */
+
+/* The HubSpot id of an object erpcrm delivered, or NULL. */
+CREATE FUNCTION erpcrm.hubspot_id(mapping text, erp_id text)
+RETURNS text
+LANGUAGE sql STABLE STRICT
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT s.hubspot_id
+	  FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id)
+	 WHERE m.name = hubspot_id.mapping AND s.erp_id = hubspot_id.erp_id
+	   AND s.state <> 'archived';
+$$;
+COMMENT ON FUNCTION erpcrm.hubspot_id(text, text) IS 'the HubSpot id of a delivered object, for mapping views';
+
+/* The HubSpot id of a stage prepared by erpcrm.setup_hubspot(). */
+CREATE FUNCTION erpcrm.stage_id(pipeline text, stage text)
+RETURNS text
+LANGUAGE sql STABLE STRICT
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT p.stage_id FROM erpcrm.pipeline_stage p
+	 WHERE p.pipeline = stage_id.pipeline AND p.stage = stage_id.stage;
+$$;
+COMMENT ON FUNCTION erpcrm.stage_id(text, text) IS 'HubSpot id of a deal stage prepared by erpcrm.setup_hubspot(), for mapping views';
+
+CREATE FUNCTION erpcrm.pipeline_id(pipeline text)
+RETURNS text
+LANGUAGE sql STABLE STRICT
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT min(p.pipeline_id) FROM erpcrm.pipeline_stage p
+	 WHERE p.pipeline = pipeline_id.pipeline;
+$$;
+COMMENT ON FUNCTION erpcrm.pipeline_id(text) IS 'HubSpot id of a deal pipeline prepared by erpcrm.setup_hubspot(), for mapping views';
+
+/* ------------------------------------------------------------------
+ * HubSpot setup from SQL (C: HTTP calls from this session)
+ * ------------------------------------------------------------------
+ */
+CREATE FUNCTION erpcrm.setup_hubspot(
+	pipeline text DEFAULT 'Invoices (ERP)',
+	stages text[] DEFAULT '{Issued,Partially paid,Paid,Overdue,Corrected}',
+	won_stages text[] DEFAULT '{Paid}',
+	lost_stages text[] DEFAULT '{Corrected}',
+	OUT object_type text,
+	OUT kind text,
+	OUT name text,
+	OUT result text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'erpcrm_setup_hubspot_v1'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[]) IS 'prepare the HubSpot portal for the mappings: unique id properties, custom properties, property group, the invoice pipeline';
+
+/* ------------------------------------------------------------------
+ * Progress of backfills: rate and time left
+ * ------------------------------------------------------------------
+ */
+CREATE OR REPLACE VIEW erpcrm.status AS
+SELECT m.name AS mapping,
+	   m.object_type,
+	   m.source,
+	   m.paused OR c.paused AS paused,
+	   COALESCE(o.n, 0) AS unfolded,
+	   COALESCE(s.pending, 0) AS pending,
+	   COALESCE(s.in_flight, 0) AS in_flight,
+	   COALESCE(s.failed, 0) AS failed,
+	   COALESCE(s.synced, 0) AS synced,
+	   COALESCE(s.archived, 0) AS archived,
+	   pg_catalog.now() - s.oldest_dirty AS oldest_pending_age,
+	   s.last_success,
+	   round(COALESCE(s.recent, 0) / 60.0, 1) AS per_second,
+	   CASE WHEN COALESCE(s.pending, 0) + COALESCE(s.in_flight, 0) = 0 THEN interval '0'
+			WHEN COALESCE(s.recent, 0) = 0 THEN NULL
+			ELSE make_interval(secs => (s.pending + s.in_flight) / (s.recent / 60.0))
+	   END AS time_left
+  FROM erpcrm.mapping m
+ CROSS JOIN erpcrm.control c
+  LEFT JOIN (SELECT mapping_id,
+					count(*) FILTER (WHERE state = 'pending') AS pending,
+					count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+					count(*) FILTER (WHERE state = 'failed') AS failed,
+					count(*) FILTER (WHERE state = 'synced') AS synced,
+					count(*) FILTER (WHERE state = 'archived') AS archived,
+					min(dirty_since) FILTER (WHERE state IN ('pending', 'in_flight')) AS oldest_dirty,
+					max(last_synced_at) AS last_success,
+					count(*) FILTER (WHERE last_synced_at > pg_catalog.now() - interval '1 minute') AS recent
+			   FROM erpcrm.sync_state GROUP BY mapping_id) s
+	ON s.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT mapping_id, count(*) AS n FROM erpcrm.outbox GROUP BY mapping_id) o
+	ON o.mapping_id = m.mapping_id;
+
+/* ------------------------------------------------------------------
+ * Privileges
+ * ------------------------------------------------------------------
+ */
+REVOKE ALL ON erpcrm.pipeline_stage FROM PUBLIC;
+REVOKE ALL ON FUNCTION erpcrm.set_match(text, text),
+	erpcrm.associate(text, text, text, integer, text, text, boolean),
+	erpcrm.hubspot_id(text, text), erpcrm.stage_id(text, text),
+	erpcrm.pipeline_id(text),
+	erpcrm.setup_hubspot(text, text[], text[], text[]) FROM PUBLIC;
+GRANT SELECT ON erpcrm.pipeline_stage TO erpcrm_monitor, pg_monitor;
+GRANT EXECUTE ON FUNCTION erpcrm.set_match(text, text),
+	erpcrm.associate(text, text, text, integer, text, text, boolean),
+	erpcrm.hubspot_id(text, text), erpcrm.stage_id(text, text),
+	erpcrm.pipeline_id(text),
+	erpcrm.setup_hubspot(text, text[], text[], text[]) TO erpcrm_admin;
