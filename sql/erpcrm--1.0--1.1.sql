@@ -272,3 +272,66 @@ GRANT EXECUTE ON FUNCTION erpcrm.set_match(text, text),
 	erpcrm.hubspot_id(text, text), erpcrm.stage_id(text, text),
 	erpcrm.pipeline_id(text),
 	erpcrm.setup_hubspot(text, text[], text[], text[]) TO erpcrm_admin;
+
+/* ------------------------------------------------------------------
+ * Keys that left the view before ever reaching HubSpot leave no trace
+ * (they were counted as archived in 1.0)
+ * ------------------------------------------------------------------
+ */
+CREATE OR REPLACE FUNCTION erpcrm._done(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[],
+										p_archived boolean DEFAULT false, p_in_erp boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	WITH gone AS (
+		DELETE FROM erpcrm.sync_state s
+		 USING unnest(p_erp_ids) AS d(erp_id)
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = d.erp_id
+		   AND s.state = 'in_flight' AND NOT p_in_erp
+		   AND s.hubspot_id IS NULL AND s.change_seq = s.sent_seq
+		RETURNING 1
+	), u AS (
+		UPDATE erpcrm.sync_state s
+		   SET state = CASE WHEN s.change_seq <> s.sent_seq THEN 'pending'
+							WHEN p_archived THEN 'archived' ELSE 'synced' END,
+			   hubspot_id = CASE WHEN p_archived THEN s.hubspot_id
+								 ELSE COALESCE(d.hubspot_id, s.hubspot_id) END,
+			   attempts = 0,
+			   next_attempt_at = now(),
+			   last_synced_at = now(),
+			   in_erp = p_in_erp,
+			   dirty_since = CASE WHEN s.change_seq <> s.sent_seq THEN s.dirty_since END,
+			   http_status = NULL, error_category = NULL, error_message = NULL,
+			   correlation_id = NULL, error_at = NULL
+		  FROM unnest(p_erp_ids, p_hubspot_ids) AS d(erp_id, hubspot_id)
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = d.erp_id
+		   AND s.state = 'in_flight'
+		   AND NOT (NOT p_in_erp AND s.hubspot_id IS NULL AND s.change_seq = s.sent_seq)
+		RETURNING 1)
+	SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM u);
+END;
+
+/* The worker records when each call was made, not when it wrote the row. */
+CREATE FUNCTION erpcrm._log_call(p_called_at timestamptz, p_method text, p_path text,
+								 p_status integer, p_latency_ms double precision,
+								 p_inputs integer, p_category text, p_correlation_id text,
+								 p_mapping_id integer, p_retention interval)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	INSERT INTO erpcrm.api_call VALUES (p_called_at, p_method, p_path, p_status,
+		p_latency_ms, p_inputs, p_category, p_correlation_id, p_mapping_id);
+	IF random() < 0.01 THEN
+		DELETE FROM erpcrm.api_call WHERE called_at < now() - p_retention;
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._log_call(timestamptz, text, text, integer, double precision,
+	integer, text, text, integer, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._log_call(timestamptz, text, text, integer, double precision,
+	integer, text, text, integer, interval) TO erpcrm_admin;

@@ -96,6 +96,16 @@ sub mock_get
 	return $json->decode($r->{content});
 }
 
+# A call to the HubSpot API itself (with the token), as a user of HubSpot would.
+sub hubspot_get
+{
+	my ($path) = @_;
+	my $r = $http->get("http://127.0.0.1:$mock_port$path",
+		{ headers => { Authorization => 'Bearer test-token' } });
+	die "HubSpot GET $path: $r->{status} $r->{content}" unless $r->{success};
+	return $json->decode($r->{content});
+}
+
 sub mock_post
 {
 	my ($path, $body) = @_;

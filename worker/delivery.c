@@ -71,6 +71,7 @@ typedef struct BatchKey
 
 typedef struct CallLog
 {
+	TimestampTz called_at;
 	const char *method;
 	char	   *path;
 	long		status;
@@ -135,7 +136,8 @@ build_read_query(MappingDef *m)
 	appendStringInfoString(&q, "SELECT v.*");
 	for (int i = 0; i < m->nassoc; i++)
 		appendStringInfo(&q,
-						 ", (SELECT CASE WHEN s.state = 'archived' THEN '' ELSE s.hubspot_id END"
+						 ", (SELECT CASE WHEN s.state = 'archived' AND s.hubspot_id IS NOT NULL"
+						 "  THEN '' ELSE s.hubspot_id END"
 						 " FROM erpcrm.sync_state s"
 						 " WHERE s.mapping_id = %d AND s.erp_id = (v.%s)::text)"
 						 " AS __erpcrm_assoc_%d",
@@ -399,10 +401,11 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		hs_http_request(method, path, body, resp);
 		if (resp->aborted)
 			CHECK_FOR_INTERRUPTS();
+		log = palloc0(sizeof(CallLog));
+		log->called_at = now;
 		now = GetCurrentTimestamp();
 		hs_rate_note_response(resp, now);
 
-		log = palloc0(sizeof(CallLog));
 		log->method = method;
 		log->path = pstrdup(path);
 		log->status = resp->transport_error ? 0 : resp->status;
@@ -1018,8 +1021,8 @@ record(Batch *b)
 			   *kept = NIL;
 	bool	   *done = palloc0(sizeof(bool) * b->nkeys);
 	ListCell   *lc;
-	Oid			log_types[9] = {TEXTOID, TEXTOID, INT4OID, FLOAT8OID, INT4OID,
-	TEXTOID, TEXTOID, INT4OID, INTERVALOID};
+	Oid			log_types[10] = {TEXTOID, TEXTOID, INT4OID, FLOAT8OID, INT4OID,
+	TEXTOID, TEXTOID, INT4OID, INTERVALOID, TIMESTAMPTZOID};
 	Interval   *retention = palloc0(sizeof(Interval));
 
 	retention->time = (int64) erpcrm_api_log_retention_min * 60 * USECS_PER_SEC;
@@ -1080,8 +1083,8 @@ record(Batch *b)
 	foreach(lc, b->calls)
 	{
 		CallLog    *c = lfirst(lc);
-		Datum		args[9];
-		char		nulls[9] = "         ";
+		Datum		args[10];
+		char		nulls[10] = "          ";
 
 		args[0] = CStringGetTextDatum(c->method);
 		args[1] = CStringGetTextDatum(c->path);
@@ -1095,8 +1098,11 @@ record(Batch *b)
 		nulls[6] = c->correlation_id ? ' ' : 'n';
 		args[7] = Int32GetDatum(m->id);
 		args[8] = PointerGetDatum(retention);
-		if (SPI_execute_with_args("SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-								  9, log_types, args, nulls, false, 0) != SPI_OK_SELECT)
+		args[9] = TimestampTzGetDatum(c->called_at);
+		if (SPI_execute_with_args(m->v11 ?
+								  "SELECT erpcrm._log_call($10, $1, $2, $3, $4, $5, $6, $7, $8, $9)" :
+								  "SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+								  m->v11 ? 10 : 9, log_types, args, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._log_call failed");
 	}
 

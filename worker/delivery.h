@@ -37,6 +37,7 @@ typedef struct MappingDef
 	int			batch_size;
 	bool		paused;
 	char	   *match_property; /* adopt HubSpot records matching on it */
+	bool		v11;			/* the installed SQL is 1.1 or later */
 	int			nassoc;
 	AssocDef   *assoc;
 } MappingDef;

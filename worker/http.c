@@ -34,11 +34,9 @@
 #include "postmaster/interrupt.h"
 #include "storage/pmsignal.h"
 
+#include "erpcrm.h"
 #include "hubspot.h"
 
-#ifndef ERPCRM_VERSION
-#define ERPCRM_VERSION "1.0"
-#endif
 
 /* Largest answer body accepted; beyond it the transfer is aborted. */
 #define HS_MAX_BODY			(64 * 1024 * 1024)

@@ -46,6 +46,13 @@
  */
 #define HS_RATE_MARGIN_MS	250
 
+/*
+ * HubSpot counts a call when it arrives, a little after we start it: our own
+ * window is held this much longer so that the skew never puts one call too
+ * many into HubSpot's window.
+ */
+#define HS_OWN_WINDOW_MARGIN_US	(50 * 1000)
+
 /* our own window */
 static int	rate_capacity = 0;	/* calls_per_window; 0 = no client limit */
 static int64 rate_window_us = 0;
@@ -220,7 +227,8 @@ hs_rate_delay_ms(TimestampTz now)
 	/* 1. our own window: the window is (now - window, now] */
 	if (rate_capacity > 0)
 	{
-		while (ring_count > 0 && ring_at(0) <= now - rate_window_us)
+		while (ring_count > 0 &&
+			   ring_at(0) <= now - rate_window_us - HS_OWN_WINDOW_MARGIN_US)
 		{
 			ring_head = (ring_head + 1) % HS_RATE_MAX_CALLS;
 			ring_count--;
@@ -229,7 +237,7 @@ hs_rate_delay_ms(TimestampTz now)
 		{
 			/* the oldest of the last rate_capacity calls must leave first */
 			t = ring_at(ring_count - rate_capacity);
-			wait_us = Max(wait_us, t + rate_window_us - now);
+			wait_us = Max(wait_us, t + rate_window_us + HS_OWN_WINDOW_MARGIN_US - now);
 		}
 	}
 

@@ -226,6 +226,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 		m->batch_size = DatumGetInt32(SPI_getbinval(t, d, 8, &isnull));
 		m->paused = DatumGetBool(SPI_getbinval(t, d, 9, &isnull));
 		m->match_property = SPI_getvalue(t, d, 10);
+		m->v11 = v11;
 		result = lappend(result, m);
 	}
 	MemoryContextSwitchTo(spi_cxt);

@@ -15,6 +15,7 @@
 
 #include "miscadmin.h"
 
+#include "erpcrm.h"
 #include "hubspot.h"
 
 #undef printf
@@ -74,7 +75,7 @@ main(int argc, char **argv)
 	CHECK(strstr(r.body, "\"body\": \"{\\\"a\\\":1}\"") != NULL);
 	CHECK(strstr(r.body, "\"authorization\": \"Bearer secret-token-123\"") != NULL);
 	CHECK(strstr(r.body, "\"content-type\": \"application/json\"") != NULL);
-	CHECK(strstr(r.body, "\"user-agent\": \"erpcrm/1.0\"") != NULL);
+	CHECK(strstr(r.body, "\"user-agent\": \"erpcrm/" ERPCRM_VERSION "\"") != NULL);
 	CHECK(r.rl_remaining == 99 && r.rl_max == 100 && r.rl_interval_ms == 10000 &&
 		  r.rl_daily == 250000 && r.rl_daily_remaining == 249999 &&
 		  r.rl_secondly == -1 && r.retry_after_ms == -1);

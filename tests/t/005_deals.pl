@@ -1,0 +1,236 @@
+# Invoices, orders and offers as deals, with line items; HubSpot set-up from
+# SQL; adopting records sales made by hand; owner inheritance; waiting for
+# dependencies; a backfill with progress.  The views are the mapping guide's
+# (examples/mappings.sql).
+use strict;
+use warnings;
+use File::Basename qw(dirname);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use ErpcrmTest;
+
+# a portal with nothing of erpcrm's yet
+start_mock(config => { max_per_window => 0, daily_limit => 0 });
+my $node = erpcrm_node('deals');
+my $examples = dirname(__FILE__) . '/../../examples';
+$node->safe_psql('postgres', 'CREATE EXTENSION erpcrm');
+$node->safe_psql('postgres', slurp_file("$examples/erp.sql"));
+$node->safe_psql('postgres', slurp_file("$examples/mappings.sql"));
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+sub objects
+{
+	my ($type) = @_;
+	return [ grep { !$_->{archived} } @{ ErpcrmTest::mock_get("/_mock/objects/$type")->{results} } ];
+}
+sub by_erp_id
+{
+	my ($type, $key) = @_;
+	my @o = grep { ($_->{properties}{erp_id} // '') eq $key } @{ objects($type) };
+	return wantarray ? @o : $o[0];
+}
+sub associated
+{
+	my ($from_type, $from, $to_type, $to, $type_id) = @_;
+	for my $a (@{ ErpcrmTest::mock_get('/_mock/associations')->{results} })
+	{
+		return 1 if $a->{fromType} eq $from_type && $a->{toType} eq $to_type
+		  && $a->{fromId} eq $from && $a->{toId} eq $to
+		  && (!defined $type_id || $a->{typeId} == $type_id);
+	}
+	return 0;
+}
+
+# --- HubSpot set-up from SQL, twice
+my $setup = sql("SELECT object_type, kind, name, result FROM erpcrm.setup_hubspot() ORDER BY 1, 2, 3");
+like($setup, qr/^deals\|unique property\|erp_id\|created$/m, 'set-up creates the unique id property of deals');
+like($setup, qr/^companies\|property\|nip\|created$/m, 'set-up creates custom company properties');
+like($setup, qr/^deals\|property\|net_amount\|created$/m, 'set-up creates custom deal properties');
+like($setup, qr/^companies\|property\|name\|exists$/m, 'set-up leaves HubSpot\'s own properties alone');
+like($setup, qr/^deals\|pipeline\|Invoices \(ERP\)\|created$/m, 'set-up creates the invoice pipeline');
+is(scalar(() = $setup =~ /\|pipeline stage\|.*\|created$/mg), 5, 'with its five stages');
+unlike($setup, qr/error/, 'set-up reports no error');
+my $again = sql("SELECT count(*) FILTER (WHERE result = 'exists'), count(*) FROM erpcrm.setup_hubspot()");
+my ($exists, $all) = split /\|/, $again;
+is($exists, $all, 'set-up run twice: everything already exists, nothing created twice');
+my $types = ErpcrmTest::mock_get('/_mock/stats');
+is(sql("SELECT count(*) FROM erpcrm.pipeline_stage WHERE pipeline = 'Invoices (ERP)'"), '5',
+	'stage ids are recorded for the views');
+my ($unique) = grep { $_->{name} eq 'erp_id' } @{ ErpcrmTest::hubspot_get('/crm/v3/properties/deals')->{results} };
+ok($unique && $unique->{hasUniqueValue}, 'erp_id of deals has unique values');
+my ($amount) = grep { $_->{name} eq 'net_amount' } @{ ErpcrmTest::hubspot_get('/crm/v3/properties/deals')->{results} };
+is($amount->{type}, 'number', 'a numeric column becomes a number property');
+
+# --- what sales made by hand before the ERP was connected
+my $gamma_hs = ErpcrmTest::mock_post('/_mock/objects/companies',
+	{ properties => { name => 'Gamma (ręcznie)', domain => 'gamma.pl', hubspot_owner_id => '75000002' } })->{id};
+my $ola_hs = ErpcrmTest::mock_post('/_mock/objects/contacts',
+	{ properties => { email => 'ola@gamma.pl', firstname => 'Ola' } })->{id};
+my $deal_hs = ErpcrmTest::mock_post('/_mock/objects/deals',
+	{ properties => { dealname => 'Gamma: dostawa regałów', pipeline => 'default',
+		dealstage => 'qualifiedtobuy', amount => '10000' } })->{id};
+
+# --- the ERP
+sql(qq{
+INSERT INTO erp.customers VALUES
+	(1, 'Alfa sp. z o.o.', '526-000-12-46', 'alfa.pl', 'A', 50000, true),
+	(2, 'Beta S.A.', '113-000-00-00', 'beta.pl', 'B', 10000, true),
+	(3, 'Gamma sp.j.', '777-000-00-01', 'gamma.pl', 'C', 5000, true);
+INSERT INTO erp.persons VALUES (1, 1, 'adam\@alfa.pl', 'Adam', 'Nowak', NULL),
+	(2, 3, 'ola\@gamma.pl', 'Aleksandra', 'Lis', '+48 600 000 000');
+INSERT INTO erp.products VALUES
+	('P-1', 'Regał magazynowy', 1200, 1100, 1150, 1190, 800, true),
+	('P-2', 'Półka', 150, 130, 140, 145, 90, true),
+	('P-3', 'Wózek paletowy', 2500, 2300, 2400, 2450, 1900, true);
+INSERT INTO erp.orders VALUES
+	(10, 'ZAM/10/2026', 3, '2026-11-02', 'in_progress', 12000, 'sales', '$deal_hs'),
+	(11, 'ZAM/11/2026', 2, '2026-11-03', 'awaiting_payment', 300, 'b2b', NULL);
+INSERT INTO erp.invoices VALUES
+	(100, 'FV/100/2026', 1, NULL, NULL, '2026-11-01', '2026-11-15', 1500, 1845, 'PLN', '75000001'),
+	(101, 'FV/101/2026', 3, 10, NULL, '2026-11-05', '2099-12-31', 6000, 7380, 'PLN', NULL),
+	(102, 'FV/102/2026', 3, 10, NULL, '2026-11-06', '2099-12-31', 4000, 4920, 'PLN', NULL),
+	(103, 'FV/103/2026', 2, 11, NULL, '2026-11-07', '2099-12-31', 300, 369, 'PLN', NULL);
+INSERT INTO erp.invoice_lines VALUES
+	(100, 1, 'P-1', 'Regał magazynowy', 1, 1200, 0),
+	(100, 2, 'P-2', 'Półka', 2, 150, 0),
+	(101, 1, 'P-1', 'Regał magazynowy', 5, 1200, 0),
+	(102, 1, 'P-3', 'Wózek paletowy', 1, 2500, 0),
+	(102, 2, 'P-2', 'Półka', 10, 150, 0),
+	(103, 1, 'P-2', 'Półka', 2, 150, 0);
+INSERT INTO erp.payments (invoice_id, customer_id, amount, paid_on) VALUES (100, 1, 1845, '2026-11-10'),
+	(101, 3, 1000, '2026-11-12');
+INSERT INTO erp.offers VALUES (200, 'OF/200/2026', 1, '2026-12-31', 'open');
+INSERT INTO erp.offer_lines VALUES (200, 1, 'P-3', 2, 2350), (200, 2, 'P-1', 4, 1100);
+});
+ok(wait_synced($node), 'the ERP is synced');
+is(sql('SELECT count(*) FROM erpcrm.failures'), '0', 'nothing failed');
+
+# companies and contacts: the hand-made ones adopted, not duplicated
+my @gamma = by_erp_id('companies', '3');
+is(scalar(@gamma), 1, 'one Gamma company');
+is($gamma[0]{id}, $gamma_hs, 'the company sales made by hand is adopted by domain');
+is($gamma[0]{properties}{name}, 'Gamma sp.j.', 'and takes the ERP\'s values');
+is($gamma[0]{properties}{nip}, '7770000001', 'NIP without dashes');
+is(scalar(@{ objects('companies') }), 3, 'three companies in all');
+my $ola = by_erp_id('contacts', '2');
+is($ola->{id}, $ola_hs, 'the contact sales made by hand is adopted by e-mail');
+is(scalar(@{ objects('contacts') }), 2, 'two contacts in all');
+
+# products with price levels
+my $p1 = by_erp_id('products', 'P-1');
+is(join(',', map { $p1->{properties}{$_} } qw(price price_level_a price_level_b price_level_c hs_cost_of_goods_sold)),
+	'1200.00,1100.00,1150.00,1190.00,800.00', 'product with standard price, price levels and cost');
+
+# invoices: deals in the invoice pipeline
+my $pipeline = sql("SELECT erpcrm.pipeline_id('Invoices (ERP)')");
+my %stage = map { split /\|/ } split /\n/, sql("SELECT stage, stage_id FROM erpcrm.pipeline_stage");
+my $fv100 = by_erp_id('deals', 'FV-100');
+my $alfa = by_erp_id('companies', '1');
+is($fv100->{properties}{pipeline}, $pipeline, 'invoice deal in the invoice pipeline');
+is($fv100->{properties}{dealstage}, $stage{Paid}, 'a paid invoice is in stage Paid');
+is($fv100->{properties}{amount}, '1845.00', 'gross amount');
+is($fv100->{properties}{net_amount}, '1500.00', 'net amount');
+is($fv100->{properties}{invoice_number}, 'FV/100/2026', 'invoice number');
+is($fv100->{properties}{hubspot_owner_id}, '75000001', 'the ERP\'s salesperson is the owner');
+ok(associated('deals', $fv100->{id}, 'companies', $alfa->{id}, 5), 'invoice deal associated to its company (primary)');
+my $fv101 = by_erp_id('deals', 'FV-101');
+is($fv101->{properties}{dealstage}, $stage{'Partially paid'}, 'a partly paid invoice is Partially paid');
+is($fv101->{properties}{hubspot_owner_id}, '75000002', 'no owner in the ERP: the company\'s owner');
+
+# line items
+my @lines100 = grep { $_->{properties}{erp_id} =~ m{^FV-100/} } @{ objects('line_items') };
+is(scalar(@lines100), 2, 'two line items on FV-100');
+my ($l1) = grep { $_->{properties}{erp_id} eq 'FV-100/1' } @lines100;
+is($l1->{properties}{hs_product_id}, $p1->{id}, 'line item carries hs_product_id of the synced product');
+is($l1->{properties}{quantity}, '1.000', 'quantity');
+ok(associated('line_items', $l1->{id}, 'deals', $fv100->{id}, 20), 'line item associated to its deal');
+
+# orders: on the sales deal; B2B as a new deal; invoices linked to orders
+my @deals = @{ objects('deals') };
+my ($sales_deal) = grep { $_->{id} eq $deal_hs } @deals;
+is($sales_deal->{properties}{order_number}, 'ZAM/10/2026', 'the order updates the deal it came from');
+is($sales_deal->{properties}{order_status}, 'in_progress', 'with the order status');
+is($sales_deal->{properties}{dealstage}, 'qualifiedtobuy', 'and leaves the sales team\'s stage alone');
+is(scalar(grep { ($_->{properties}{order_number} // '') eq 'ZAM/10/2026' } @deals), 1,
+	'no second deal for an order on an existing deal');
+ok(associated('deals', by_erp_id('deals', 'FV-101')->{id}, 'deals', $deal_hs)
+	  && associated('deals', by_erp_id('deals', 'FV-102')->{id}, 'deals', $deal_hs),
+	'two invoices of one order are linked to the order\'s deal');
+my $b2b = by_erp_id('deals', 'ZAM-11');
+ok($b2b && $b2b->{properties}{pipeline} eq 'default', 'a B2B order becomes a new deal in the sales pipeline');
+ok(associated('deals', by_erp_id('deals', 'FV-103')->{id}, 'deals', $b2b->{id}), 'its invoice is linked to it');
+
+# offers
+my $offer = by_erp_id('deals', 'OF-200');
+is($offer->{properties}{amount}, '9100.00', 'ERP offer as a deal with its value');
+is(scalar(grep { $_->{properties}{erp_id} =~ m{^OF-200/} } @{ objects('line_items') }), 2,
+	'with its line items');
+
+# --- an invoice whose lines change, are removed and are added; a correction
+my $l1_id = $l1->{id};
+sql(q{
+UPDATE erp.invoice_lines SET qty = 3 WHERE invoice_id = 100 AND line_no = 1;
+DELETE FROM erp.invoice_lines WHERE invoice_id = 100 AND line_no = 2;
+INSERT INTO erp.invoice_lines VALUES (100, 3, 'P-3', 'Wózek paletowy', 1, 2500, 100);
+INSERT INTO erp.invoices VALUES (105, 'KOR/1/2026', 1, NULL, 100, '2026-11-20', '2026-11-20', -100, -123, 'PLN', NULL);
+});
+ok(wait_synced($node), 'line changes are synced');
+@lines100 = grep { $_->{properties}{erp_id} =~ m{^FV-100/} } @{ objects('line_items') };
+is(join(',', sort map { $_->{properties}{erp_id} } @lines100), 'FV-100/1,FV-100/3',
+	'removed line archived, new line added');
+($l1) = grep { $_->{properties}{erp_id} eq 'FV-100/1' } @lines100;
+is($l1->{id}, $l1_id, 'a changed line is updated, not duplicated');
+is($l1->{properties}{quantity}, '3.000', 'with its new quantity');
+$fv100 = by_erp_id('deals', 'FV-100');
+is($fv100->{properties}{amount}, '1722.00', 'a correction invoice corrects the invoice deal\'s amount');
+is(scalar(grep { $_->{properties}{erp_id} eq 'FV-105' } @{ objects('deals') }), 0,
+	'a correction is not a deal of its own');
+
+# --- a deal waiting for its company
+sql(q{
+INSERT INTO erp.invoices VALUES (106, 'FV/106/2026', 4, NULL, NULL, '2026-11-21', '2099-12-31', 100, 123, 'PLN', NULL);
+INSERT INTO erp.invoice_lines VALUES (106, 1, 'P-2', 'Półka', 1, 100, 0);
+});
+ok(poll_until('waiting', sub {
+	sql("SELECT error_category FROM erpcrm.key_status('invoices', 'FV-106')") eq 'WAITING_FOR_DEPENDENCY' }),
+	'an invoice of a company not in HubSpot waits');
+is(sql("SELECT state FROM erpcrm.key_status('invoices', 'FV-106')"), 'pending', 'pending, not failed');
+is(by_erp_id('deals', 'FV-106'), undef, 'and is not sent without its company');
+sql("INSERT INTO erp.customers VALUES (4, 'Delta', NULL, 'delta.pl', 'B', 0, true)");
+ok(wait_synced($node), 'once the company exists the invoice follows');
+ok(associated('deals', by_erp_id('deals', 'FV-106')->{id}, 'companies', by_erp_id('companies', '4')->{id}, 5),
+	'with its association');
+is(sql('SELECT count(*) FROM erpcrm.failures'), '0', 'ordering made nothing fail');
+
+# --- an inactive product is archived
+sql("UPDATE erp.products SET active = false WHERE sku = 'P-2'");
+ok(wait_synced($node), 'deactivation synced');
+is(by_erp_id('products', 'P-2'), undef, 'an inactive product is archived');
+
+# --- a backfill of a thousand invoices at the rate limit, progress in SQL
+ErpcrmTest::mock_post('/_mock/config', { max_per_window => 100, window_ms => 10000 });
+$node->append_conf('postgresql.conf', "erpcrm.max_calls_per_10s = 60\n");
+$node->reload;
+sql(q{
+SELECT erpcrm.pause();
+INSERT INTO erp.invoices SELECT 1000 + g, 'FV/' || g || '/B', 1 + g % 3, NULL, NULL, '2026-10-01', '2099-12-31', 100, 123, 'PLN', NULL
+  FROM generate_series(1, 1000) g;
+INSERT INTO erp.invoice_lines SELECT 1000 + g, l, 'P-1', 'Regał', l, 10, 0
+  FROM generate_series(1, 1000) g, generate_series(1, 2) l;
+SELECT erpcrm.resume();
+});
+ok(poll_until('progress', sub {
+	sql("SELECT synced > 300 FROM erpcrm.status WHERE mapping = 'invoices'") eq 't' }, 120),
+	'the backfill is under way');
+my $progress = sql("SELECT pending + in_flight > 0, per_second > 0, time_left IS NOT NULL FROM erpcrm.status WHERE mapping = 'invoice_lines'");
+is($progress, 't|t|t', 'progress mid-way: remaining, rate and time left are visible');
+ok(wait_synced($node, 300), 'the backfill completes');
+is(sql('SELECT count(*) FROM erpcrm.failures'), '0', 'the backfill failed nothing');
+my $stats = ErpcrmTest::mock_get('/_mock/stats');
+is($stats->{rateLimited}, 0, 'the backfill got no 429');
+is(scalar(grep { $_->{properties}{erp_id} =~ /^FV-(\d+)$/ && $1 > 1000 } @{ objects('deals') }), 1000,
+	'every backfilled invoice is a deal');
+
+$node->stop;
+done_testing();
