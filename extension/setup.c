@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * setup.c
- *	  erpcrm.setup_hubspot(): prepares a HubSpot portal for the mappings,
- *	  from the SQL session that calls it.  Idempotent: what exists is
- *	  reported as existing, never created twice.
+ *	  HubSpot from the SQL session, for the DBA: erpcrm.check_connection()
+ *	  says in plain words whether the token, its scopes, the portal and the
+ *	  rate limits are right; erpcrm.setup_hubspot() prepares a portal for the
+ *	  mappings.  Idempotent: what exists is reported as existing, never
+ *	  created twice.
  *
  *	  - a property group "erpcrm" per object type of the mappings;
  *	  - the unique property each mapping upserts by (hasUniqueValue);
@@ -65,18 +67,14 @@ creation_result(HsResponse *resp)
 	return psprintf("error: %ld %s %s", resp->status, err.category, err.message);
 }
 
-static void
-connect_client(void)
+/* Configure this session's HTTP client; returns the token ("" if none). */
+static char *
+configure_client(void)
 {
 	static bool initialized = false;
 	HsHttpConfig config;
 	char	   *token = erpcrm_read_token();
 
-	if (token[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("no HubSpot access token is configured"),
-				 errhint("Set erpcrm.token_file (or erpcrm.token) in postgresql.conf and reload.")));
 	if (!initialized)
 	{
 		hs_http_init();
@@ -88,6 +86,19 @@ connect_client(void)
 	config.connect_timeout_ms = erpcrm_connect_timeout_ms;
 	config.timeout_ms = erpcrm_request_timeout_ms;
 	hs_http_configure(&config);
+	return token;
+}
+
+static void
+connect_client(void)
+{
+	char	   *token = configure_client();
+
+	if (token[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no HubSpot access token is configured"),
+				 errhint("Set erpcrm.token_file (or erpcrm.token) in postgresql.conf and reload.")));
 	explicit_bzero(token, strlen(token));
 }
 
@@ -351,6 +362,133 @@ erpcrm_setup_hubspot_v1(PG_FUNCTION_ARGS)
 					   PG_ARGISNULL(1) ? empty : PG_GETARG_ARRAYTYPE_P(1),
 					   PG_ARGISNULL(2) ? empty : PG_GETARG_ARRAYTYPE_P(2),
 					   PG_ARGISNULL(3) ? empty : PG_GETARG_ARRAYTYPE_P(3));
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/* ----------------------------------------------------------------
+ * erpcrm.check_connection()
+ * ----------------------------------------------------------------
+ */
+static void
+check_row(SetupContext *cxt, const char *check, bool ok, const char *detail)
+{
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	values[0] = CStringGetTextDatum(check);
+	values[1] = BoolGetDatum(ok);
+	values[2] = CStringGetTextDatum(detail);
+	tuplestore_putvalues(cxt->store, cxt->desc, values, nulls);
+}
+
+PG_FUNCTION_INFO_V1(erpcrm_check_connection_v1);
+Datum
+erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	SetupContext cxt;
+	char	   *token;
+	HsResponse	resp;
+	HsError		err;
+	int			nscopes = 0;
+	char	  **scopes = NULL;
+
+	InitMaterializedSRF(fcinfo, 0);
+	cxt.store = rsinfo->setResult;
+	cxt.desc = rsinfo->setDesc;
+
+	token = configure_client();
+	if (token[0] == '\0')
+	{
+		check_row(&cxt, "token", false,
+				  "no access token: set erpcrm.token_file (or erpcrm.token) and reload");
+		return (Datum) 0;
+	}
+	check_row(&cxt, "token", true,
+			  (erpcrm_token && erpcrm_token[0]) ? "set in erpcrm.token" :
+			  psprintf("read from %s", erpcrm_token_file));
+
+	/* the portal, with the token */
+	hs_http_request("GET", "/account-info/v3/details", NULL, &resp);
+	if (resp.aborted)
+		CHECK_FOR_INTERRUPTS();
+	if (resp.transport_error != 0)
+	{
+		check_row(&cxt, "connection", false,
+				  psprintf("cannot reach %s: %s", erpcrm_hubspot_url, resp.transport_message));
+		explicit_bzero(token, strlen(token));
+		return (Datum) 0;
+	}
+	check_row(&cxt, "connection", true, psprintf("%s answers", erpcrm_hubspot_url));
+	hs_parse_error(resp.body, resp.body_len, &err);
+	if (resp.status == 401)
+		check_row(&cxt, "token valid", false,
+				  psprintf("HubSpot refused the token (%s): %s; make a new one in the private app's settings",
+						   err.category, err.message));
+	else if (resp.status != 200)
+		check_row(&cxt, "portal", false,
+				  psprintf("the account details answered %ld %s %s", resp.status, err.category, err.message));
+	else
+	{
+		const char *fields[3] = {"portalId", "timeZone", "companyCurrency"};
+		char	   *v[3];
+
+		check_row(&cxt, "token valid", true, "HubSpot accepts the token");
+		hs_parse_fields(resp.body, resp.body_len, 3, fields, v);
+		check_row(&cxt, "portal", v[0] != NULL,
+				  psprintf("portal %s, time zone %s, currency %s",
+						   v[0] ? v[0] : "?", v[1] ? v[1] : "?", v[2] ? v[2] : "?"));
+	}
+
+	/* the rate limits the answer announced */
+	if (resp.rl_max > 0)
+		check_row(&cxt, "rate limit", erpcrm_max_calls_per_10s <= resp.rl_max,
+				  psprintf("HubSpot allows %ld calls per %ld ms; erpcrm.max_calls_per_10s is %d%s",
+						   resp.rl_max, resp.rl_interval_ms, erpcrm_max_calls_per_10s,
+						   erpcrm_max_calls_per_10s <= resp.rl_max ? "" :
+						   ": lower it, or every window ends in 429s"));
+	if (resp.rl_daily > 0)
+		check_row(&cxt, "daily budget", resp.rl_daily_remaining != 0,
+				  psprintf("%ld of %ld calls left today", resp.rl_daily_remaining, resp.rl_daily));
+
+	/* the scopes the mappings need */
+	hs_http_request("POST", "/oauth/v2/private-apps/get/access-token-info",
+					hs_token_info_body(token), &resp);
+	explicit_bzero(token, strlen(token));
+	if (resp.transport_error != 0 || resp.status != 200 ||
+		!hs_parse_string_list(resp.body, resp.body_len, "scopes", &nscopes, &scopes))
+	{
+		check_row(&cxt, "scopes", false,
+				  psprintf("the token's scopes could not be read (%ld)", resp.status));
+		return (Datum) 0;
+	}
+	SPI_connect();
+	/* the write scope each object type needs, and who needs it */
+	if (SPI_execute("SELECT CASE object_type"
+					"         WHEN 'companies' THEN 'crm.objects.companies.write'"
+					"         WHEN 'contacts' THEN 'crm.objects.contacts.write'"
+					"         WHEN 'deals' THEN 'crm.objects.deals.write'"
+					"         WHEN 'products' THEN 'e-commerce'"
+					"         WHEN 'line_items' THEN 'e-commerce'"
+					"         ELSE 'crm.objects.custom.write' END,"
+					"       string_agg(name, ', ' ORDER BY name)"
+					"  FROM erpcrm.mapping GROUP BY 1 ORDER BY 1",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the mappings");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *need = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *names = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		bool		have = false;
+
+		for (int k = 0; k < nscopes; k++)
+			if (strcmp(scopes[k], need) == 0)
+				have = true;
+		check_row(&cxt, psprintf("scope %s", need), have,
+				  have ? psprintf("granted; mappings %s need it", names) :
+				  psprintf("missing: mappings %s need it; add it to the private app", names));
 	}
 	SPI_finish();
 	return (Datum) 0;

@@ -335,3 +335,17 @@ REVOKE ALL ON FUNCTION erpcrm._log_call(timestamptz, text, text, integer, double
 	integer, text, text, integer, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._log_call(timestamptz, text, text, integer, double precision,
 	integer, text, text, integer, interval) TO erpcrm_admin;
+
+/* ------------------------------------------------------------------
+ * Is HubSpot reachable, is the token right?
+ * ------------------------------------------------------------------
+ */
+CREATE FUNCTION erpcrm.check_connection(OUT "check" text, OUT ok boolean, OUT detail text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'erpcrm_check_connection_v1'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION erpcrm.check_connection() IS 'check the token, its scopes, the portal and the rate limits, in plain words';
+REVOKE ALL ON FUNCTION erpcrm.check_connection() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.check_connection() TO erpcrm_admin;

@@ -164,6 +164,13 @@ extern bool hs_parse_pipeline(const char *body, size_t len, const char *label,
 							  char **id, int *nstages, char ***stage_labels,
 							  char ***stage_ids);
 
+/* Connection check (erpcrm.check_connection). */
+extern bool hs_parse_fields(const char *body, size_t len, int nfields,
+							const char *const *fields, char **values);
+extern bool hs_parse_string_list(const char *body, size_t len,
+								 const char *field, int *n, char ***values);
+extern char *hs_token_info_body(const char *token);
+
 typedef struct HsError
 {
 	char	   *status;			/* "error" usually; "" if absent */

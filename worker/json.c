@@ -1209,3 +1209,89 @@ hs_parse_pipeline(const char *body, size_t len, const char *label,
 	cJSON_Delete(root);
 	return ok;
 }
+
+/*
+ * Top-level scalar fields of an object answer, as text (numbers in decimal,
+ * booleans as true/false); values[i] is NULL where field i is absent.
+ */
+bool
+hs_parse_fields(const char *body, size_t len, int nfields,
+				const char *const *fields, char **values)
+{
+	cJSON	   *root;
+
+	hs_json_setup();
+	for (int i = 0; i < nfields; i++)
+		values[i] = NULL;
+	if (body == NULL || len == 0)
+		return false;
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL)
+		return false;
+	if (!cJSON_IsObject(root))
+	{
+		cJSON_Delete(root);
+		return false;
+	}
+	for (int i = 0; i < nfields; i++)
+	{
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, fields[i]);
+
+		if (cJSON_IsString(v) && v->valuestring != NULL)
+			values[i] = utf8_pstrdup(v->valuestring);
+		else if (cJSON_IsBool(v))
+			values[i] = pstrdup(cJSON_IsTrue(v) ? "true" : "false");
+		else if (cJSON_IsNumber(v))
+			values[i] = id_text(v) ? id_text(v) : psprintf("%g", v->valuedouble);
+	}
+	cJSON_Delete(root);
+	return true;
+}
+
+/* A top-level array of strings (the "scopes" of a token). */
+bool
+hs_parse_string_list(const char *body, size_t len, const char *field,
+					 int *n, char ***values)
+{
+	cJSON	   *root;
+	const cJSON *array;
+	const cJSON *item;
+	int			i = 0;
+
+	hs_json_setup();
+	*n = 0;
+	*values = NULL;
+	if (body == NULL || len == 0)
+		return false;
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL)
+		return false;
+	array = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, field) : NULL;
+	if (!cJSON_IsArray(array))
+	{
+		cJSON_Delete(root);
+		return false;
+	}
+	*values = palloc0(sizeof(char *) * Max(cJSON_GetArraySize(array), 1));
+	cJSON_ArrayForEach(item, array)
+	{
+		if (cJSON_IsString(item) && item->valuestring != NULL)
+			(*values)[i++] = utf8_pstrdup(item->valuestring);
+	}
+	cJSON_Delete(root);
+	*n = i;
+	return true;
+}
+
+/* {"tokenKey": token}: the body of the access token info call */
+char *
+hs_token_info_body(const char *token)
+{
+	cJSON	   *root;
+
+	hs_json_setup();
+	root = cJSON_CreateObject();
+	if (root == NULL || !add_string(root, "tokenKey", token))
+		json_oom();
+	return finish_object(root);
+}

@@ -9,6 +9,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use ErpcrmTest;
+use JSON::PP;
 
 # a portal with nothing of erpcrm's yet
 start_mock(config => { max_per_window => 0, daily_limit => 0 });
@@ -41,6 +42,22 @@ sub associated
 	}
 	return 0;
 }
+
+# --- the connection check, in plain words
+my $check = sql("SELECT \"check\" || '|' || ok || '|' || detail FROM erpcrm.check_connection()");
+like($check, qr/^token\|true\|/m, 'check: the token is set');
+like($check, qr/^token valid\|true\|/m, 'check: HubSpot accepts it');
+like($check, qr/^portal\|true\|portal \d+, time zone Europe\/Warsaw/m, 'check: portal id and time zone');
+like($check, qr/^scope e-commerce\|true\|granted; mappings invoice_lines, offer_lines, products need it/m,
+	'check: the scopes the mappings need');
+ErpcrmTest::mock_post('/_mock/faults', { missing_scopes => ['deals'] });
+like(sql("SELECT \"check\" || '|' || ok || '|' || detail FROM erpcrm.check_connection()"),
+	qr/^scope crm.objects.deals.write\|false\|missing: mappings b2b_orders, invoices, offers, sales_orders need it/m,
+	'check: a missing scope is named with the mappings that need it');
+ErpcrmTest::mock_post('/_mock/faults', { auth_fail => JSON::PP::true });
+like(sql("SELECT \"check\" || '|' || ok || '|' || detail FROM erpcrm.check_connection()"),
+	qr/^token valid\|false\|HubSpot refused the token/m, 'check: a refused token is said plainly');
+ErpcrmTest::mock_post('/_mock/faults', {});
 
 # --- HubSpot set-up from SQL, twice
 my $setup = sql("SELECT object_type, kind, name, result FROM erpcrm.setup_hubspot() ORDER BY 1, 2, 3");

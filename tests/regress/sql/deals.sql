@@ -44,8 +44,9 @@ SELECT erpcrm.hubspot_id('products', 'P-77'), erpcrm.hubspot_id('products', 'P-7
 UPDATE erpcrm.sync_state SET state = 'archived' WHERE mapping_id = :products AND erp_id = 'P-77';
 SELECT erpcrm.hubspot_id('products', 'P-77') IS NULL AS archived_has_no_id;
 
--- set-up needs a token
+-- set-up needs a token; the connection check says so
 SELECT * FROM erpcrm.setup_hubspot();
+SELECT * FROM erpcrm.check_connection();
 
 -- progress columns of erpcrm.status
 SELECT mapping, per_second, time_left FROM erpcrm.status WHERE mapping = 'companies';
