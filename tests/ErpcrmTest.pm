@@ -146,9 +146,10 @@ log_min_messages = 'log'
 # products, and their mapping views.
 sub load_erp
 {
-	my ($node) = @_;
+	my ($node, %opt) = @_;
+	my $version = $opt{version} ? " VERSION '$opt{version}'" : '';
+	$node->safe_psql('postgres', "CREATE EXTENSION erpcrm$version");
 	$node->safe_psql('postgres', q{
-CREATE EXTENSION erpcrm;
 CREATE SCHEMA erp;
 CREATE TABLE erp.customers (
 	id integer PRIMARY KEY,

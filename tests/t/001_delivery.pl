@@ -6,6 +6,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use ErpcrmTest;
+use File::Basename qw(dirname);
 
 start_mock();
 my $node = erpcrm_node('delivery');
@@ -128,6 +129,26 @@ is($w, 'idle|t|t|t', 'erpcrm.worker shows the worker idle after work');
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'erpcrm worker' AND datname = 'postgres'"),
 	'1', 'the worker is visible in pg_stat_activity');
+
+# --- every query of the Prometheus exporter file runs, as a monitor, and
+# gives the columns its metrics name
+$node->safe_psql('postgres', 'CREATE ROLE exporter LOGIN IN ROLE erpcrm_monitor');
+my $yaml = slurp_file(dirname(__FILE__) . '/../../monitoring/postgres_exporter.yaml');
+my @queries = $yaml =~ /^  query: "(.*)"$/mg;
+is(scalar(@queries), 3, 'the exporter file has its three queries');
+for my $block (split /^(?=\S)/m, $yaml)
+{
+	next unless $block =~ /^(\w+):\n  query: "(.*)"$/m;
+	my ($name, $query) = ($1, $2);
+	my @metrics = $block =~ /^    - (\w+):$/mg;
+	my ($ret, $out, $err) = $node->psql('postgres',
+		"SET ROLE exporter; SELECT " . join(', ', @metrics) . " FROM ($query) q",
+		extra_params => ['-A']);
+	is($ret, 0, "exporter query $name runs as a monitor and has its metrics' columns") or diag($err);
+}
+my $depth = $node->safe_psql('postgres',
+	"SELECT sum(queue_depth) FROM (" . $queries[0] . ") q");
+is($depth, '0', 'queue depth is 0 once everything is delivered');
 
 # --- a resync sends everything again without duplicates
 is($node->safe_psql('postgres', "SELECT erpcrm.resync('companies') > 0"), 't', 'resync marks keys');
