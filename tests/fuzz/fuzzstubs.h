@@ -1,0 +1,45 @@
+/*-------------------------------------------------------------------------
+ *
+ * fuzzstubs.h
+ *	  Tracked palloc and a catchable ERROR for the fuzz harnesses
+ *	  (fuzzstubs.c), and the checks the harnesses share.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ERPCRM_FUZZSTUBS_H
+#define ERPCRM_FUZZSTUBS_H
+
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* where an ERROR jumps (NULL: abort, an ERROR is a finding) */
+extern sigjmp_buf *fuzz_error_jmp;
+
+/* fail the n-th next cJSON allocation (-1: never) */
+extern long fuzz_fail_after;
+
+/* cJSON allocations made since the last fuzz_reset() */
+extern long fuzz_cjson_allocs;
+
+/* cJSON allocations still live: nonzero after a call = a tree not deleted */
+extern long fuzz_cjson_live(void);
+
+/* free everything allocated since the last reset, clear the settings */
+extern void fuzz_reset(void);
+
+/* Well-formed UTF-8 (no overlong forms, surrogates, or beyond U+10FFFF)? */
+extern bool fuzz_utf8_valid(const char *s, size_t len);
+
+/* A broken promise of the code under test: print and crash (a finding). */
+#define FUZZ_ASSERT(cond) \
+	do { \
+		if (!(cond)) \
+		{ \
+			fprintf(stderr, "%s:%d: fuzz check failed: %s\n", \
+					__FILE__, __LINE__, #cond); \
+			abort(); \
+		} \
+	} while (0)
+
+#endif							/* ERPCRM_FUZZSTUBS_H */
