@@ -349,3 +349,27 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION erpcrm.check_connection() IS 'check the token, its scopes, the portal and the rate limits, in plain words';
 REVOKE ALL ON FUNCTION erpcrm.check_connection() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm.check_connection() TO erpcrm_admin;
+
+/* ------------------------------------------------------------------
+ * Associations made, per key: unchanged ones are not made again, and an
+ * association whose target changed is removed
+ * ------------------------------------------------------------------
+ */
+ALTER TABLE erpcrm.sync_state ADD COLUMN assoc_state text;
+COMMENT ON COLUMN erpcrm.sync_state.assoc_state IS 'associations made for this key: column=hubspot id, separated by ;';
+
+CREATE FUNCTION erpcrm._set_assoc_state(p_mapping_id integer, p_erp_ids text[], p_states text[])
+RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	WITH u AS (
+		UPDATE erpcrm.sync_state s SET assoc_state = d.state
+		  FROM unnest(p_erp_ids, p_states) AS d(erp_id, state)
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = d.erp_id
+		RETURNING 1)
+	SELECT count(*) FROM u;
+END;
+REVOKE ALL ON FUNCTION erpcrm._set_assoc_state(integer, text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._set_assoc_state(integer, text[], text[]) TO erpcrm_admin;

@@ -59,6 +59,9 @@ typedef struct BatchKey
 	char	  **values;			/* property values, UTF-8 */
 	char	  **assoc_key;		/* target erp_id per association, or NULL */
 	char	  **assoc_to;		/* target HubSpot id per association */
+	char	   *prev_assoc;		/* associations made before (1.1) */
+	char	   *new_assoc;		/* associations made now */
+	bool		is_new;			/* HubSpot created the object just now */
 	/* outcome */
 	KeyOutcome	outcome;
 	char	   *hubspot_id;
@@ -143,6 +146,11 @@ build_read_query(MappingDef *m)
 						 " AS __erpcrm_assoc_%d",
 						 m->assoc[i].target_id,
 						 quote_identifier(m->assoc[i].column), i);
+	if (m->v11 && m->nassoc > 0)
+		appendStringInfo(&q,
+						 ", (SELECT s.assoc_state FROM erpcrm.sync_state s"
+						 " WHERE s.mapping_id = %d AND s.erp_id = (v.erp_id)::text)"
+						 " AS __erpcrm_prev_assoc", m->id);
 	appendStringInfo(&q, " FROM %s AS v WHERE v.erp_id = ANY ($1::pg_catalog.text[]::%s[])",
 					 m->source, m->erp_id_type);
 	return q.data;
@@ -162,7 +170,8 @@ claim_and_read(Batch *b, int limit)
 	TupleDesc	desc;
 	int			erp_col = -1,
 				id_col = -1,
-				explicit_col = -1;
+				explicit_col = -1,
+				prev_col = -1;
 	int		   *assoc_src;
 	int		   *assoc_hs;
 	int		   *prop_cols;
@@ -252,6 +261,11 @@ claim_and_read(Batch *b, int limit)
 				assoc_hs[atoi(name + 15)] = c;
 				continue;
 			}
+			if (strcmp(name, "__erpcrm_prev_assoc") == 0)
+			{
+				prev_col = c;
+				continue;
+			}
 			for (int a = 0; a < m->nassoc; a++)
 				if (strcmp(m->assoc[a].column, name) == 0)
 				{
@@ -331,6 +345,8 @@ claim_and_read(Batch *b, int limit)
 
 			key->explicit_id = (v && v[0]) ? pstrdup(v) : NULL;
 		}
+		if (prev_col >= 0)
+			key->prev_assoc = SPI_getvalue(t, desc, prev_col + 1);
 		key->assoc_key = palloc0(sizeof(char *) * Max(m->nassoc, 1));
 		key->assoc_to = palloc0(sizeof(char *) * Max(m->nassoc, 1));
 		for (int a = 0; a < m->nassoc; a++)
@@ -588,6 +604,7 @@ send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit)
 				continue;
 			set_outcome(key, KO_SYNCED, (int) resp.status, NULL, NULL, NULL);
 			key->hubspot_id = result.results[r].hubspot_id;
+			key->is_new = result.results[r].is_new;
 		}
 		for (int e = 0; e < result.nerrors; e++)
 		{
@@ -677,8 +694,50 @@ send_archives(Batch *b, BatchKey **keys, int n)
 }
 
 /*
+ * The target this key was associated to through column, per its recorded
+ * association state ("column=id;column=id"), or NULL.
+ */
+static char *
+previous_target(const char *state, const char *column)
+{
+	size_t		len = strlen(column);
+	const char *p = state;
+
+	while (p != NULL && *p)
+	{
+		const char *end = strchr(p, ';');
+		size_t		item = end ? (size_t) (end - p) : strlen(p);
+
+		if (item > len && strncmp(p, column, len) == 0 && p[len] == '=')
+			return pnstrdup(p + len + 1, item - len - 1);
+		p = end ? end + 1 : NULL;
+	}
+	return NULL;
+}
+
+/* Mark keys after an association call that did not succeed. */
+static void
+association_failed(Batch *b, BatchKey **keys, int n, HsResponse *resp,
+				   const char *path, AssocDef *def, int a)
+{
+	/* the objects are written; the association is retried with them */
+	for (int i = 0; i < n; i++)
+		keys[i]->outcome = KO_NONE;
+	whole_call_outcome(b, keys, n, resp, path);
+	for (int i = 0; i < n; i++)
+		if (keys[i]->outcome == KO_FAILED)
+			keys[i]->message = psprintf("association to %s \"%s\": %s",
+										def->target_name,
+										keys[i]->assoc_key[a] ? keys[i]->assoc_key[a] : "",
+										keys[i]->message ? keys[i]->message : "");
+}
+
+/*
  * Associate the objects just written to the objects their association
- * columns name, one call per association (up to 100 pairs each).
+ * columns name, one call per association (up to 100 pairs each).  Where the
+ * key's recorded state shows the same association already made, no call is
+ * needed; where the target changed (a contact moved to another company), the
+ * old association is removed.
  */
 static void
 send_associations(Batch *b)
@@ -688,35 +747,63 @@ send_associations(Batch *b)
 	for (int a = 0; a < m->nassoc; a++)
 	{
 		AssocDef   *def = &m->assoc[a];
-		BatchKey  **keys;
-		int			n = 0;
-		HsJsonBody *body;
+		BatchKey  **adds;
+		BatchKey  **removes;
+		char	  **old_ids;
+		int			nadd = 0;
+		int			nremove = 0;
+		HsJsonBody *add_body;
+		HsJsonBody *remove_body;
 		HsResponse	resp;
 		char	   *path;
 
 		if (def->as_property != NULL)
 			continue;			/* sent as a property with the object */
-		body = hs_body_new();
-		keys = palloc(sizeof(BatchKey *) * b->nkeys);
+		add_body = hs_body_new();
+		remove_body = hs_body_new();
+		adds = palloc(sizeof(BatchKey *) * b->nkeys);
+		removes = palloc(sizeof(BatchKey *) * b->nkeys);
+		old_ids = palloc(sizeof(char *) * b->nkeys);
 		for (int i = 0; i < b->nkeys; i++)
 		{
 			BatchKey   *key = &b->keys[i];
+			const char *to;
+			char	   *old;
 
-			/* "" = the target left its view: no association to make */
-			if (key->outcome != KO_SYNCED || key->assoc_to == NULL ||
-				key->assoc_to[a] == NULL || key->assoc_to[a][0] == '\0' ||
-				key->hubspot_id == NULL)
+			if (key->outcome != KO_SYNCED || key->hubspot_id == NULL ||
+				key->assoc_to == NULL)
 				continue;
-			hs_body_add_association(body, key->hubspot_id, key->assoc_to[a],
-									def->category, def->type_id);
-			keys[n++] = key;
+			/* "" = the target left its view: no association to make */
+			to = (key->assoc_to[a] && key->assoc_to[a][0]) ? key->assoc_to[a] : NULL;
+			old = key->is_new ? NULL : previous_target(key->prev_assoc, def->column);
+			if (to != NULL && (old == NULL || strcmp(old, to) != 0))
+			{
+				hs_body_add_association(add_body, key->hubspot_id, to,
+										def->category, def->type_id);
+				adds[nadd++] = key;
+			}
+			if (old != NULL && (to == NULL || strcmp(old, to) != 0))
+			{
+				hs_body_add_association_archive(remove_body, key->hubspot_id, old);
+				old_ids[nremove] = old;
+				removes[nremove++] = key;
+			}
 		}
-		if (n == 0)
+
+		if (nremove > 0)
+		{
+			path = psprintf("%s/%s/%s/batch/archive", HS_ASSOCIATIONS_PREFIX,
+							m->object_type, def->target_type);
+			call_hubspot(b, "POST", path, hs_body_finish(remove_body), nremove, &resp);
+			if (!(resp.transport_error == 0 && resp.status >= 200 && resp.status < 300))
+				association_failed(b, removes, nremove, &resp, path, def, a);
+		}
+		if (nadd == 0)
 			continue;
 		path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
 						m->object_type, def->target_type,
 						def->type_id > 0 ? "create" : "associate/default");
-		call_hubspot(b, "POST", path, hs_body_finish(body), n, &resp);
+		call_hubspot(b, "POST", path, hs_body_finish(add_body), nadd, &resp);
 		if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
 		{
 			HsBatchResult result;
@@ -727,24 +814,36 @@ send_associations(Batch *b)
 				hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
 				result.nerrors > 0)
 			{
-				for (int i = 0; i < n; i++)
-					set_outcome(keys[i], KO_RETRY, 207, "ASSOCIATION",
+				for (int i = 0; i < nadd; i++)
+					set_outcome(adds[i], KO_RETRY, 207, "ASSOCIATION",
 								psprintf("association to %s \"%s\" was refused: %s",
-										 def->target_name, keys[i]->assoc_key[a],
+										 def->target_name, adds[i]->assoc_key[a],
 										 truncate_message(result.errors[0].message)),
 								resp.correlation_id);
 			}
 			continue;
 		}
-		/* the objects are written; the association is retried with them */
-		for (int i = 0; i < n; i++)
-			keys[i]->outcome = KO_NONE;
-		whole_call_outcome(b, keys, n, &resp, path);
-		for (int i = 0; i < n; i++)
-			if (keys[i]->outcome == KO_FAILED)
-				keys[i]->message = psprintf("association to %s \"%s\": %s",
-											def->target_name, keys[i]->assoc_key[a],
-											keys[i]->message ? keys[i]->message : "");
+		association_failed(b, adds, nadd, &resp, path, def, a);
+	}
+
+	/* what is associated now, for the next change of these keys */
+	for (int i = 0; i < b->nkeys; i++)
+	{
+		BatchKey   *key = &b->keys[i];
+		StringInfoData state;
+
+		if (key->outcome != KO_SYNCED || key->assoc_to == NULL)
+			continue;
+		initStringInfo(&state);
+		for (int a = 0; a < m->nassoc; a++)
+		{
+			if (m->assoc[a].as_property != NULL ||
+				key->assoc_to[a] == NULL || key->assoc_to[a][0] == '\0')
+				continue;
+			appendStringInfo(&state, "%s%s=%s", state.len ? ";" : "",
+							 m->assoc[a].column, key->assoc_to[a]);
+		}
+		key->new_assoc = state.data;
 	}
 }
 
@@ -1061,6 +1160,30 @@ record(Batch *b)
 		}
 	}
 	record_done(m, synced, synced_hs, false, true);
+	if (m->v11 && m->nassoc > 0)
+	{
+		List	   *ids = NIL;
+		List	   *states = NIL;
+
+		for (int i = 0; i < b->nkeys; i++)
+			if (b->keys[i].outcome == KO_SYNCED && b->keys[i].new_assoc != NULL)
+			{
+				ids = lappend(ids, b->keys[i].erp_id);
+				states = lappend(states, b->keys[i].new_assoc);
+			}
+		if (ids != NIL)
+		{
+			Oid			types[3] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID};
+			Datum		args[3];
+
+			args[0] = Int32GetDatum(m->id);
+			args[1] = text_array(ids);
+			args[2] = text_array(states);
+			if (SPI_execute_with_args("SELECT erpcrm._set_assoc_state($1, $2, $3)",
+									  3, types, args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "erpcrm._set_assoc_state failed");
+		}
+	}
 	record_done(m, archived, archived, true, false);
 	record_done(m, kept, kept, false, false);
 

@@ -108,6 +108,11 @@ extern char *hs_search_body(const char *property, int nvalues,
 							const char *const *values,
 							const char *without_property, int limit);
 
+/* {"from":{"id":f},"to":[{"id":t}]}: removes an association (v4 archive) */
+extern void hs_body_add_association_archive(HsJsonBody *body,
+											const char *from_id,
+											const char *to_id);
+
 /* Serialise (unformatted) and free the cJSON tree. */
 extern char *hs_body_finish(HsJsonBody *body);
 

@@ -366,6 +366,31 @@ hs_search_body(const char *property, int nvalues, const char *const *values,
 	return text;
 }
 
+/* {"from":{"id":f},"to":[{"id":t}]}: an input of v4 batch/archive */
+void
+hs_body_add_association_archive(HsJsonBody *body, const char *from_id,
+								const char *to_id)
+{
+	cJSON	   *input = cJSON_CreateObject();
+	cJSON	   *from;
+	cJSON	   *to;
+	cJSON	   *one;
+
+	if (input == NULL)
+		json_oom();
+	from = cJSON_AddObjectToObject(input, "from");
+	to = from ? cJSON_AddArrayToObject(input, "to") : NULL;
+	one = cJSON_CreateObject();
+	if (from == NULL || to == NULL || one == NULL ||
+		!cJSON_AddItemToArray(to, one) ||
+		!add_string(from, "id", from_id) || !add_string(one, "id", to_id))
+	{
+		cJSON_Delete(input);
+		json_oom();
+	}
+	body_append(body, input);
+}
+
 char *
 hs_body_finish(HsJsonBody *body)
 {

@@ -36,6 +36,7 @@
 sigjmp_buf *fuzz_error_jmp = NULL;
 long		fuzz_fail_after = -1;
 long		fuzz_cjson_allocs = 0;
+long		fuzz_allocs_mark = -1;
 
 static int	cur_elevel;
 
@@ -426,4 +427,26 @@ fuzz_utf8_valid(const char *s, size_t len)
 		i += need + 1;
 	}
 	return true;
+}
+
+void
+fuzz_run_parser(fuzz_parser_fn fn, const uint8_t *data, size_t size)
+{
+	long		allocs;
+	uint32		h = 2166136261u;
+
+	fuzz_allocs_mark = -1;
+	fn((const char *) data, size, false);
+	FUZZ_ASSERT(fuzz_cjson_live() == 0);
+	allocs = fuzz_allocs_mark >= 0 ? fuzz_allocs_mark : fuzz_cjson_allocs;
+	fuzz_reset();
+
+	if (allocs == 0)
+		return;
+	for (size_t i = 0; i < size; i++)
+		h = (h ^ data[i]) * 16777619u;
+	fuzz_fail_after = (long) (h % (uint32) allocs);
+	fn((const char *) data, size, true);
+	FUZZ_ASSERT(fuzz_cjson_live() == 0);
+	fuzz_reset();
 }

@@ -22,6 +22,9 @@ extern long fuzz_fail_after;
 /* cJSON allocations made since the last fuzz_reset() */
 extern long fuzz_cjson_allocs;
 
+/* set by a harness after the calls under test: their cJSON allocations */
+extern long fuzz_allocs_mark;
+
 /* cJSON allocations still live: nonzero after a call = a tree not deleted */
 extern long fuzz_cjson_live(void);
 
@@ -41,5 +44,18 @@ extern bool fuzz_utf8_valid(const char *s, size_t len);
 			abort(); \
 		} \
 	} while (0)
+
+/* A returned string: present and well-formed UTF-8, as json.c promises. */
+#define FUZZ_STR_OK(s) ((s) != NULL && fuzz_utf8_valid((s), strlen(s)))
+
+/*
+ * Run a parser harness on one input twice: as is, then with the k-th cJSON
+ * allocation failing (k derived from the input).  After each run no cJSON
+ * allocation may be live.  The callback is told whether allocations fail,
+ * in which case it must skip checks that need a successful parse.
+ */
+typedef void (*fuzz_parser_fn) (const char *body, size_t len, bool oom);
+extern void fuzz_run_parser(fuzz_parser_fn fn, const uint8_t *data,
+							size_t size);
 
 #endif							/* ERPCRM_FUZZSTUBS_H */

@@ -51,6 +51,21 @@ ok(wait_synced($node), 'updates are synced');
 state_ok($node, 'HubSpot holds the updated values');
 my $companies = ErpcrmTest::mock_get('/_mock/objects/companies')->{results};
 is(scalar(@$companies), 2, 'updates upsert the same objects, no duplicates');
+my %company_id = map { $_->{properties}{erp_id} => $_->{id} } @$companies;
+my ($anna) = grep { ($_->{properties}{erp_id} // '') eq '10' }
+  @{ ErpcrmTest::mock_get('/_mock/objects/contacts')->{results} };
+my @anna_links = grep { $_->{fromType} eq 'contacts' && $_->{fromId} eq $anna->{id} && $_->{toType} eq 'companies' }
+  @{ ErpcrmTest::mock_get('/_mock/associations')->{results} };
+is(join(',', map { $_->{toId} } @anna_links), $company_id{2},
+	'a contact that moved to another company is associated to the new one only');
+
+# a change that keeps the company makes no association call
+my $seen = ErpcrmTest::mock_get('/_mock/requests')->{lastSeq};
+$node->safe_psql('postgres', "UPDATE erp.persons SET last_name = 'Nowak-Wiśniewska' WHERE id = 10");
+ok(wait_synced($node), 'a contact update is synced');
+my @new_calls = grep { $_->{seq} > $seen } @{ ErpcrmTest::mock_get('/_mock/requests')->{results} };
+is(join(' ', map { $_->{path} } @new_calls), '/crm/v3/objects/contacts/batch/upsert',
+	'an unchanged association is not made again: one call in all');
 
 # --- delete: archived (companies, products), kept (contacts)
 $node->safe_psql('postgres', q{
