@@ -94,3 +94,11 @@ CREATE TABLE erp.offer_lines (
 	unit_price		numeric(12,2) NOT NULL,	-- the individual price of this offer
 	PRIMARY KEY (offer_id, line_no)
 );
+
+-- the foreign keys an ERP indexes anyway
+CREATE INDEX ON erp.persons (customer_id);
+CREATE INDEX ON erp.invoices (customer_id);
+CREATE INDEX ON erp.invoices (corrects_id);
+CREATE INDEX ON erp.invoices (order_id);
+CREATE INDEX ON erp.payments (invoice_id);
+CREATE INDEX ON erp.offers (customer_id);

@@ -39,7 +39,7 @@ SELECT sku AS erp_id, name, sku AS hs_sku, price, cost AS hs_cost_of_goods_sold,
 -- Invoices: one deal each in the invoice pipeline.  A correction invoice
 -- changes the amounts of the invoice it corrects; payments move the stage.
 CREATE VIEW erp.hs_invoices AS
-SELECT 'FV-' || i.id AS erp_id,
+SELECT 'FV-' || i.id::text AS erp_id,
 	   'Faktura ' || i.number AS dealname,
 	   i.number AS invoice_number,
 	   i.issued_on AS closedate,
@@ -67,7 +67,7 @@ SELECT 'FV-' || i.id AS erp_id,
 
 -- Invoice lines: line items of their invoice deal, with the product.
 CREATE VIEW erp.hs_invoice_lines AS
-SELECT 'FV-' || l.invoice_id || '/' || l.line_no AS erp_id,
+SELECT 'FV-' || l.invoice_id::text || '/' || l.line_no::text AS erp_id,
 	   l.name, l.qty AS quantity, l.unit_price AS price, l.discount,
 	   i.currency AS hs_line_item_currency_code,
 	   l.line_no AS hs_position_on_quote,
@@ -77,7 +77,7 @@ SELECT 'FV-' || l.invoice_id || '/' || l.line_no AS erp_id,
 
 -- Orders that came from a sales deal: update that deal, never a new one.
 CREATE VIEW erp.hs_sales_orders AS
-SELECT 'ZAM-' || o.id AS erp_id,
+SELECT 'ZAM-' || o.id::text AS erp_id,
 	   o.hubspot_deal_id AS hubspot_id,
 	   o.number AS order_number,
 	   o.status AS order_status,
@@ -88,7 +88,7 @@ SELECT 'ZAM-' || o.id AS erp_id,
 
 -- Orders from the B2B platform or the web shop: new deals in the sales pipeline.
 CREATE VIEW erp.hs_b2b_orders AS
-SELECT 'ZAM-' || o.id AS erp_id,
+SELECT 'ZAM-' || o.id::text AS erp_id,
 	   'Zamówienie ' || o.number || ' (' || o.source || ')' AS dealname,
 	   o.number AS order_number,
 	   o.status AS order_status,
@@ -105,7 +105,7 @@ SELECT 'ZAM-' || o.id AS erp_id,
 
 -- Offers made in the ERP: deals with line items in the sales pipeline.
 CREATE VIEW erp.hs_offers AS
-SELECT 'OF-' || f.id AS erp_id,
+SELECT 'OF-' || f.id::text AS erp_id,
 	   'Oferta ' || f.number AS dealname,
 	   f.number AS offer_number,
 	   (SELECT round(sum(qty * unit_price), 2) FROM erp.offer_lines WHERE offer_id = f.id) AS amount,
@@ -117,12 +117,21 @@ SELECT 'OF-' || f.id AS erp_id,
   FROM erp.offers f;
 
 CREATE VIEW erp.hs_offer_lines AS
-SELECT 'OF-' || l.offer_id || '/' || l.line_no AS erp_id,
+SELECT 'OF-' || l.offer_id::text || '/' || l.line_no::text AS erp_id,
 	   p.name, l.qty AS quantity, l.unit_price AS price,
 	   l.line_no AS hs_position_on_quote,
 	   l.sku AS product_erp_id,
 	   'OF-' || l.offer_id AS offer_erp_id
   FROM erp.offer_lines l JOIN erp.products p ON p.sku = l.sku;
+
+-- The worker reads a batch of keys with "erp_id = ANY(...)": where erp_id is
+-- an expression, an index on the same expression keeps that an index scan
+-- (the ::text casts above make the expressions immutable, so indexable).
+CREATE INDEX invoices_erp_id ON erp.invoices (('FV-' || id::text));
+CREATE INDEX invoice_lines_erp_id ON erp.invoice_lines (('FV-' || invoice_id::text || '/' || line_no::text));
+CREATE INDEX orders_erp_id ON erp.orders (('ZAM-' || id::text));
+CREATE INDEX offers_erp_id ON erp.offers (('OF-' || id::text));
+CREATE INDEX offer_lines_erp_id ON erp.offer_lines (('OF-' || offer_id::text || '/' || line_no::text));
 
 -- The mappings
 SELECT erpcrm.map('companies', 'erp.hs_companies', 'companies');
