@@ -12,6 +12,7 @@ OBJS = \
 	extension/erpcrm.o \
 	extension/guc.o \
 	extension/capture.o \
+	extension/outbox.o \
 	extension/keyexpr.o \
 	extension/shmem.o \
 	extension/setup.o \
@@ -63,3 +64,19 @@ check-tap:
 	cd tests && TESTDIR='$(CURDIR)/tests' PATH="$(bindir):$$PATH" \
 	  PG_REGRESS='$(top_builddir)/src/test/regress/pg_regress' \
 	  $(PROVE) $(PG_PROVE_FLAGS) -I '$(CURDIR)/tests' $(PROVE_FLAGS) t/*.pl
+
+# Fuzzing, memory safety and the long fault runs (tests/fuzz, tests/long).
+#   make fuzz            each libFuzzer harness for FUZZ_SECONDS (default 60)
+#   make check-valgrind  TAP 001 and 002 with the server under valgrind
+#   make check-long      20+20 crash rounds and a 100,000-row outage, figures
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz check-valgrind check-long
+
+fuzz:
+	$(MAKE) -C tests/fuzz run FUZZ_SECONDS=$(FUZZ_SECONDS) PG_CONFIG=$(PG_CONFIG) CC=clang
+
+check-valgrind:
+	bash tests/long/memcheck.sh
+
+check-long:
+	bash tests/long/run.sh

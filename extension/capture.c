@@ -5,7 +5,8 @@
  *
  * AFTER ROW INSERT/UPDATE/DELETE: compute the mapping key of the changed
  * row (old and new for an UPDATE that moves the key) and append it to
- * erpcrm.outbox with a single heap insert, inside the ERP's transaction.
+ * erpcrm.outbox (buffered by outbox.c and written with heap_multi_insert
+ * before the ERP's transaction commits).
  * AFTER TRUNCATE: append one "every key of the mapping" row.  An UPDATE
  * that leaves the row byte-for-byte the same records nothing.  A run of rows
  * with the same key in one (sub)transaction, such as the lines of one invoice
@@ -75,34 +76,10 @@ remember(WatchEntry *entry, text *key)
 static void
 append_outbox(WatchEntry *entry, text *key)
 {
-	Relation	rel;
-	HeapTuple	tuple;
-	Datum		values[2];
-	bool		nulls[2];
+	if (key != NULL && is_repeat(entry, key))
+		return;
 
-	if (key != NULL)
-	{
-		if (is_repeat(entry, key))
-			return;
-	}
-
-	rel = table_open(entry->outbox_relid, RowExclusiveLock);
-	if ((rel->rd_rel->relhasindex && RelationGetIndexList(rel) != NIL) ||
-		RelationGetDescr(rel)->natts != 2)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("erpcrm.outbox has been altered"),
-				 errdetail("The outbox must keep its two columns and no index."),
-				 errhint("Drop the indexes or columns added to erpcrm.outbox.")));
-
-	values[0] = Int32GetDatum(entry->mapping_id);
-	nulls[0] = false;
-	values[1] = PointerGetDatum(key);
-	nulls[1] = (key == NULL);
-	tuple = heap_form_tuple(RelationGetDescr(rel), values, nulls);
-	simple_heap_insert(rel, tuple);
-	heap_freetuple(tuple);
-	table_close(rel, NoLock);
+	erpcrm_outbox_add(entry->outbox_relid, entry->mapping_id, key);
 
 	if (key != NULL)
 		remember(entry, key);

@@ -38,6 +38,9 @@ typedef struct WatchEntry
 	Size		last_key_cap;
 } WatchEntry;
 
+/* outbox.c */
+extern void erpcrm_outbox_add(Oid outbox_relid, int32 mapping_id, text *key);
+
 extern WatchEntry *erpcrm_watch_entry(Trigger *trigger, Relation rel);
 extern Datum erpcrm_eval_key(WatchEntry *entry, TupleTableSlot *slot,
 							 bool *isnull);

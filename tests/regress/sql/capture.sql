@@ -109,12 +109,38 @@ INSERT INTO erp.stock VALUES ('WAW', 'P-1', 5), ('KRK', 'P-2', 7);
 UPDATE erp.stock SET qty = qty + 1 WHERE sku = 'P-1';
 SELECT * FROM drain();
 
--- the ERP's transaction is never blocked by the outbox
+-- keys are buffered in the transaction and written just before it commits
 BEGIN;
 INSERT INTO erp.products VALUES ('P-9', 'Nine', 9);
-SELECT count(*) AS visible_in_own_xact FROM erpcrm.outbox;
+SELECT count(*) AS written_before_commit FROM erpcrm.outbox;
 COMMIT;
 SELECT * FROM drain();
+
+-- a large transaction: keys beyond the buffer are written early, by the
+-- subtransaction that captured them, and still vanish with it
+BEGIN;
+INSERT INTO erp.products SELECT 'B-' || g, 'bulk', 1 FROM generate_series(1, 5000) g;
+SAVEPOINT s;
+INSERT INTO erp.products SELECT 'C-' || g, 'bulk', 1 FROM generate_series(1, 9000) g;
+SAVEPOINT s2;
+INSERT INTO erp.products SELECT 'E-' || g, 'bulk', 1 FROM generate_series(1, 10) g;
+RELEASE SAVEPOINT s2;
+ROLLBACK TO SAVEPOINT s;
+SAVEPOINT t;
+INSERT INTO erp.products SELECT 'D-' || g, 'bulk', 1 FROM generate_series(1, 5000) g;
+RELEASE SAVEPOINT t;
+SAVEPOINT u;
+INSERT INTO erp.products SELECT 'F-' || g, 'bulk', 1 FROM generate_series(1, 10) g;
+ROLLBACK TO SAVEPOINT u;
+COMMIT;
+SELECT left(erp_id, 2) AS prefix, count(*) FROM drain() GROUP BY 1 ORDER BY 1;
+DELETE FROM erp.products WHERE sku LIKE 'B-%' OR sku LIKE 'D-%';
+SELECT count(*) FROM drain();
+-- and a rolled-back large transaction leaves nothing
+BEGIN;
+INSERT INTO erp.products SELECT 'G-' || g, 'bulk', 1 FROM generate_series(1, 9000) g;
+ROLLBACK;
+SELECT count(*) FROM drain();
 
 -- an outbox altered by hand is detected, not silently corrupted
 CREATE INDEX outbox_bad ON erpcrm.outbox (erp_id);
