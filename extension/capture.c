@@ -3,14 +3,17 @@
  * capture.c
  *	  The capture trigger: the only erpcrm code on the ERP's write path.
  *
- * AFTER ROW INSERT/UPDATE/DELETE: compute the mapping key of the changed
- * row (old and new for an UPDATE that moves the key) and append it to
- * erpcrm.outbox (buffered by outbox.c and written with heap_multi_insert
- * before the ERP's transaction commits).
- * AFTER TRUNCATE: append one "every key of the mapping" row.  An UPDATE
- * that leaves the row byte-for-byte the same records nothing.  A run of rows
- * with the same key in one (sub)transaction, such as the lines of one invoice
- * in a COPY, records the key once.
+ * Watches of plain and partitioned tables fire once per statement (AFTER
+ * INSERT/UPDATE/DELETE ... FOR EACH STATEMENT) and read the statement's
+ * rows from its transition tables; partitions and inheritance children,
+ * which cannot have transition tables, and watches made by erpcrm 1.0 fire
+ * once per row.  Either way: compute the mapping key of each changed row
+ * (old and new for an UPDATE that moves the key) and hand it to the outbox
+ * buffer (outbox.c), which writes it with heap_multi_insert before the ERP's
+ * transaction commits.  AFTER TRUNCATE appends one "every key of the
+ * mapping" row.  An UPDATE that leaves a row byte-for-byte the same records
+ * nothing.  A run of rows with the same key in one (sub)transaction, such as
+ * the lines of one invoice in a COPY, records the key once.
  *
  * No network, no SPI, no locks beyond the outbox's RowExclusiveLock; the
  * worker is woken when the transaction commits.
@@ -28,6 +31,9 @@
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/tuplestore.h"
+#include "executor/executor.h"
 #include "utils/memutils.h"
 #include "utils/relcache.h"
 #include "utils/rel.h"
@@ -131,6 +137,118 @@ keys_equal(text *a, text *b)
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
 }
 
+/* An UPDATE of one row: the new key, and the old one if it moved. */
+static void
+capture_update(WatchEntry *entry, TupleTableSlot *oldslot, TupleTableSlot *newslot)
+{
+	text	   *newkey;
+	bool		isnull;
+	Datum		oldkey;
+
+	newkey = capture_row(entry, newslot);
+	oldkey = erpcrm_eval_key(entry, oldslot, &isnull);
+	if (!isnull &&
+		(newkey == NULL || !keys_equal(newkey, DatumGetTextPP(oldkey))))
+		append_outbox(entry, DatumGetTextPP(oldkey));
+	ResetExprContext(entry->econtext);
+}
+
+/* Same values, byte for byte, in every column? */
+static bool
+slots_identical(TupleTableSlot *a, TupleTableSlot *b)
+{
+	TupleDesc	desc = a->tts_tupleDescriptor;
+
+	slot_getallattrs(a);
+	slot_getallattrs(b);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (a->tts_isnull[i] != b->tts_isnull[i])
+			return false;
+		if (!a->tts_isnull[i] &&
+			!datumIsEqual(a->tts_values[i], b->tts_values[i], att->attbyval, att->attlen))
+			return false;
+	}
+	return true;
+}
+
+/* Start reading a transition table from its first row, on a pointer of ours. */
+static void
+rewind_table(Tuplestorestate *table)
+{
+	int			ptr = tuplestore_alloc_read_pointer(table, EXEC_FLAG_REWIND);
+
+	tuplestore_select_read_pointer(table, ptr);
+	tuplestore_rescan(table);
+}
+
+/*
+ * A statement's rows, from its transition tables: one key per row (old and
+ * new for an UPDATE, whose old and new rows come in the same order), no
+ * per-row trigger call at all.
+ */
+static void
+capture_statement(WatchEntry *entry, TriggerData *trigdata)
+{
+	TriggerEvent event = trigdata->tg_event;
+	Tuplestorestate *oldtable = trigdata->tg_oldtable;
+	Tuplestorestate *newtable = trigdata->tg_newtable;
+	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
+	TupleTableSlot *oldslot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	TupleTableSlot *newslot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+
+	if ((TRIGGER_FIRED_BY_INSERT(event) && newtable == NULL) ||
+		(TRIGGER_FIRED_BY_DELETE(event) && oldtable == NULL) ||
+		(TRIGGER_FIRED_BY_UPDATE(event) && (oldtable == NULL || newtable == NULL)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on %s has no transition tables",
+						trigdata->tg_trigger->tgname,
+						RelationGetRelationName(trigdata->tg_relation)),
+				 errhint("Create capture triggers with erpcrm.watch().")));
+
+	if (oldtable != NULL)
+		rewind_table(oldtable);
+	if (newtable != NULL)
+		rewind_table(newtable);
+
+	if (TRIGGER_FIRED_BY_UPDATE(event))
+	{
+		for (;;)
+		{
+			bool		has_old = tuplestore_gettupleslot(oldtable, true, false, oldslot);
+			bool		has_new = tuplestore_gettupleslot(newtable, true, false, newslot);
+
+			if (has_old && has_new)
+			{
+				if (!slots_identical(oldslot, newslot))
+					capture_update(entry, oldslot, newslot);
+			}
+			else if (has_old)
+				capture_row(entry, oldslot);
+			else if (has_new)
+				capture_row(entry, newslot);
+			else
+				break;
+			ResetExprContext(entry->econtext);
+		}
+	}
+	else
+	{
+		Tuplestorestate *table = TRIGGER_FIRED_BY_INSERT(event) ? newtable : oldtable;
+
+		while (tuplestore_gettupleslot(table, true, false, newslot))
+		{
+			capture_row(entry, newslot);
+			ResetExprContext(entry->econtext);
+		}
+	}
+	ExecDropSingleTupleTableSlot(oldslot);
+	ExecDropSingleTupleTableSlot(newslot);
+}
+
 PG_FUNCTION_INFO_V1(erpcrm_capture_v1);
 Datum
 erpcrm_capture_v1(PG_FUNCTION_ARGS)
@@ -158,9 +276,10 @@ erpcrm_capture_v1(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 	}
 	if (!TRIGGER_FIRED_FOR_ROW(event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("erpcrm.capture() must be fired for each row, or for TRUNCATE")));
+	{
+		capture_statement(entry, trigdata);
+		return PointerGetDatum(NULL);
+	}
 
 	if (TRIGGER_FIRED_BY_INSERT(event))
 		capture_row(entry, trigdata->tg_trigslot);
@@ -168,19 +287,10 @@ erpcrm_capture_v1(PG_FUNCTION_ARGS)
 		capture_row(entry, trigdata->tg_trigslot);
 	else if (TRIGGER_FIRED_BY_UPDATE(event))
 	{
-		text	   *newkey;
-		bool		isnull;
-		Datum		oldkey;
-
 		if (trigdata->tg_trigtuple != NULL && trigdata->tg_newtuple != NULL &&
 			tuples_identical(trigdata->tg_trigtuple, trigdata->tg_newtuple))
 			return PointerGetDatum(NULL);
-
-		newkey = capture_row(entry, trigdata->tg_newslot);
-		oldkey = erpcrm_eval_key(entry, trigdata->tg_trigslot, &isnull);
-		if (!isnull &&
-			(newkey == NULL || !keys_equal(newkey, DatumGetTextPP(oldkey))))
-			append_outbox(entry, DatumGetTextPP(oldkey));
+		capture_update(entry, trigdata->tg_trigslot, trigdata->tg_newslot);
 	}
 
 	ResetExprContext(entry->econtext);

@@ -373,3 +373,107 @@ BEGIN ATOMIC
 END;
 REVOKE ALL ON FUNCTION erpcrm._set_assoc_state(integer, text[], text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._set_assoc_state(integer, text[], text[]) TO erpcrm_admin;
+
+/* ------------------------------------------------------------------
+ * Capture per statement: new watches read a statement's rows from its
+ * transition tables instead of firing once per row (partitions and
+ * inheritance children, which cannot have transition tables, keep row
+ * triggers; so do watches made by 1.0)
+ * ------------------------------------------------------------------
+ */
+CREATE OR REPLACE FUNCTION erpcrm._drop_watch(p_watch_id integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w erpcrm.watch;
+	suffix text;
+BEGIN
+	DELETE FROM erpcrm.watch WHERE watch_id = p_watch_id RETURNING * INTO w;
+	IF FOUND AND EXISTS (SELECT FROM pg_class WHERE oid = w.source) THEN
+		FOREACH suffix IN ARRAY ARRAY['', '_i', '_u', '_d', '_t'] LOOP
+			IF EXISTS (SELECT FROM pg_trigger
+						WHERE tgrelid = w.source AND tgname = w.trigger_name || suffix) THEN
+				EXECUTE format('DROP TRIGGER %I ON %s', w.trigger_name || suffix, w.source);
+			END IF;
+		END LOOP;
+	END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION erpcrm.watch(mapping text, source regclass, key text)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(mapping);
+	k char;
+	tree text;
+	wid integer;
+	tname name;
+BEGIN
+	IF source IS NULL THEN
+		RAISE EXCEPTION 'the watched table must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT relkind INTO k FROM pg_class WHERE oid = source;
+	IF k IS NULL OR k NOT IN ('r', 'p') THEN
+		RAISE EXCEPTION '% is not a table', source
+			USING ERRCODE = 'wrong_object_type',
+				  DETAIL = 'Only tables (plain or partitioned) can be watched; a view''s changes are the changes of its tables.',
+				  HINT = 'Watch the tables the mapping view reads from.';
+	END IF;
+	IF NOT has_table_privilege(erpcrm._caller(), source, 'TRIGGER') THEN
+		RAISE EXCEPTION 'permission denied to watch table %', source
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Watching a table creates triggers on it, which needs its ownership or the TRIGGER privilege.';
+	END IF;
+	IF key IS NULL OR btrim(key) = '' THEN
+		RAISE EXCEPTION 'the key expression must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give the expression that computes the mapping''s erp_id from a row of the table, for example: id::text.';
+	END IF;
+	IF EXISTS (SELECT FROM erpcrm.watch w
+				WHERE w.mapping_id = m.mapping_id AND w.source = watch.source AND w.key_expr = key) THEN
+		SELECT watch_id INTO wid FROM erpcrm.watch w
+		 WHERE w.mapping_id = m.mapping_id AND w.source = watch.source AND w.key_expr = key;
+		RETURN wid;
+	END IF;
+
+	tree := erpcrm._compile_key(source, key);
+
+	INSERT INTO erpcrm.watch (mapping_id, source, key_expr, key_tree, trigger_name)
+	VALUES (m.mapping_id, source, key, tree, '')
+	RETURNING watch_id INTO wid;
+	tname := format('erpcrm_watch_%s', wid);
+	UPDATE erpcrm.watch SET trigger_name = tname WHERE watch_id = wid;
+
+	IF EXISTS (SELECT FROM pg_inherits WHERE inhrelid = source) THEN
+		/* a partition or an inheritance child cannot have transition tables */
+		EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s '
+					   'FOR EACH ROW EXECUTE FUNCTION erpcrm.capture(%L)',
+					   tname, source, wid);
+	ELSE
+		/* one call per statement, the rows from its transition tables */
+		EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s '
+					   'REFERENCING NEW TABLE AS erpcrm_new '
+					   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
+					   tname || '_i', source, wid);
+		EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s '
+					   'REFERENCING OLD TABLE AS erpcrm_old NEW TABLE AS erpcrm_new '
+					   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
+					   tname || '_u', source, wid);
+		EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s '
+					   'REFERENCING OLD TABLE AS erpcrm_old '
+					   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
+					   tname || '_d', source, wid);
+	END IF;
+	EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s '
+				   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
+				   tname || '_t', source, wid);
+	RETURN wid;
+END
+$$;
