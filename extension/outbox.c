@@ -23,6 +23,8 @@
 #include "access/xact.h"
 #include "executor/tuptable.h"
 #include "nodes/pg_list.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
@@ -34,6 +36,10 @@
 #define OUTBOX_FLUSH_AT		4096
 /* rows per heap_multi_insert call */
 #define OUTBOX_MULTI_INSERT	1000
+/* a mapping with at least this many keys in a flush gets packed rows */
+#define OUTBOX_PACK_FROM	8
+/* bytes of keys per packed row: inline, well inside a page */
+#define OUTBOX_PACK_BYTES	6000
 
 typedef struct BufferedKey
 {
@@ -62,16 +68,98 @@ forget_buffer(void)
 	flush_at = OUTBOX_FLUSH_AT;
 }
 
-static void
+/*
+ * The outbox must be as erpcrm made it: (mapping_id, erp_id) in 1.0, plus
+ * erp_ids text[] since 1.1, and no index.  Returns whether rows can be packed.
+ */
+static bool
 check_outbox(Relation rel)
 {
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		packed = desc->natts == 3 &&
+		TupleDescAttr(desc, 2)->atttypid == TEXTARRAYOID &&
+		!TupleDescAttr(desc, 2)->attisdropped;
+
 	if ((rel->rd_rel->relhasindex && RelationGetIndexList(rel) != NIL) ||
-		RelationGetDescr(rel)->natts != 2)
+		(desc->natts != 2 && !packed))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("erpcrm.outbox has been altered"),
 				 errdetail("The outbox must keep its two columns and no index."),
 				 errhint("Drop the indexes or columns added to erpcrm.outbox.")));
+	return packed;
+}
+
+typedef struct Pack
+{
+	int32		mapping_id;
+	int			nkeys;			/* keys of this mapping in the flush */
+	int			n;				/* keys in the row being packed */
+	Size		bytes;
+	Datum	   *keys;
+} Pack;
+
+typedef struct Writer
+{
+	Relation	rel;
+	TupleTableSlot *slots[OUTBOX_MULTI_INSERT];
+	int			nslots;
+	int			made;
+} Writer;
+
+static TupleTableSlot *
+next_slot(Writer *w)
+{
+	TupleTableSlot *slot;
+
+	if (w->nslots == w->made)
+		w->slots[w->made++] = MakeSingleTupleTableSlot(RelationGetDescr(w->rel),
+													   &TTSOpsVirtual);
+	slot = w->slots[w->nslots++];
+	ExecClearTuple(slot);
+	return slot;
+}
+
+static void
+write_slots(Writer *w)
+{
+	if (w->nslots > 0)
+		heap_multi_insert(w->rel, w->slots, w->nslots, GetCurrentCommandId(true), 0, NULL);
+	w->nslots = 0;
+}
+
+static void
+store_row(Writer *w, int32 mapping_id, Datum key, bool key_null,
+		  Datum keys, bool keys_null)
+{
+	TupleTableSlot *slot = next_slot(w);
+	int			natts = RelationGetDescr(w->rel)->natts;
+
+	slot->tts_values[0] = Int32GetDatum(mapping_id);
+	slot->tts_isnull[0] = false;
+	slot->tts_values[1] = key;
+	slot->tts_isnull[1] = key_null;
+	if (natts == 3)
+	{
+		slot->tts_values[2] = keys;
+		slot->tts_isnull[2] = keys_null;
+	}
+	ExecStoreVirtualTuple(slot);
+	if (w->nslots == OUTBOX_MULTI_INSERT)
+		write_slots(w);
+}
+
+static void
+store_pack(Writer *w, Pack *p)
+{
+	if (p->n == 0)
+		return;
+	store_row(w, p->mapping_id, (Datum) 0, true,
+			  PointerGetDatum(construct_array(p->keys, p->n, TEXTOID, -1, false,
+											  TYPALIGN_INT)),
+			  false);
+	p->n = 0;
+	p->bytes = 0;
 }
 
 /*
@@ -93,42 +181,81 @@ flush(SubTransactionId only)
 	foreach(lc, relids)
 	{
 		Oid			relid = lfirst_oid(lc);
-		Relation	rel = table_open(relid, RowExclusiveLock);
-		TupleTableSlot *slots[OUTBOX_MULTI_INSERT];
-		int			nslots = 0;
-		int			made = 0;
+		MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+												  "erpcrm outbox flush",
+												  ALLOCSET_DEFAULT_SIZES);
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		Writer		w;
+		bool		packed;
+		Pack	   *packs = NULL;
+		int			npacks = 0;
 
-		check_outbox(rel);
+		memset(&w, 0, sizeof(w));
+		w.rel = table_open(relid, RowExclusiveLock);
+		packed = check_outbox(w.rel);
+
+		/* keys per mapping: many of one mapping are packed */
+		if (packed)
+		{
+			packs = palloc0(sizeof(Pack) * 16);
+			for (int i = 0; i < nbuffered; i++)
+			{
+				BufferedKey *b = &buffer[i];
+				int			p;
+
+				if ((only != InvalidSubTransactionId && b->subxid != only) ||
+					b->outbox_relid != relid || b->key == NULL)
+					continue;
+				for (p = 0; p < npacks; p++)
+					if (packs[p].mapping_id == b->mapping_id)
+						break;
+				if (p == npacks)
+				{
+					if (npacks % 16 == 0 && npacks > 0)
+						packs = repalloc(packs, sizeof(Pack) * (npacks + 16));
+					memset(&packs[p], 0, sizeof(Pack));
+					packs[p].mapping_id = b->mapping_id;
+					npacks++;
+				}
+				packs[p].nkeys++;
+			}
+			for (int p = 0; p < npacks; p++)
+				if (packs[p].nkeys >= OUTBOX_PACK_FROM)
+					packs[p].keys = palloc(sizeof(Datum) * Min(packs[p].nkeys, 1000));
+		}
+
 		for (int i = 0; i < nbuffered; i++)
 		{
 			BufferedKey *b = &buffer[i];
-			TupleTableSlot *slot;
+			Pack	   *pack = NULL;
 
 			if ((only != InvalidSubTransactionId && b->subxid != only) ||
 				b->outbox_relid != relid)
 				continue;
-			if (nslots == made)
-				slots[made++] = MakeSingleTupleTableSlot(RelationGetDescr(rel),
-														 &TTSOpsVirtual);
-			slot = slots[nslots++];
-			ExecClearTuple(slot);
-			slot->tts_values[0] = Int32GetDatum(b->mapping_id);
-			slot->tts_isnull[0] = false;
-			slot->tts_values[1] = PointerGetDatum(b->key);
-			slot->tts_isnull[1] = (b->key == NULL);
-			ExecStoreVirtualTuple(slot);
 			b->written = true;
-			if (nslots == OUTBOX_MULTI_INSERT)
+			for (int p = 0; p < npacks && b->key != NULL; p++)
+				if (packs[p].mapping_id == b->mapping_id && packs[p].keys != NULL)
+					pack = &packs[p];
+			if (pack == NULL)
 			{
-				heap_multi_insert(rel, slots, nslots, GetCurrentCommandId(true), 0, NULL);
-				nslots = 0;
+				store_row(&w, b->mapping_id, PointerGetDatum(b->key), b->key == NULL,
+						  (Datum) 0, true);
+				continue;
 			}
+			if (pack->n == 1000 || pack->bytes + VARSIZE(b->key) > OUTBOX_PACK_BYTES)
+				store_pack(&w, pack);
+			pack->keys[pack->n++] = PointerGetDatum(b->key);
+			pack->bytes += VARSIZE(b->key) + 4;
 		}
-		if (nslots > 0)
-			heap_multi_insert(rel, slots, nslots, GetCurrentCommandId(true), 0, NULL);
-		for (int s = 0; s < made; s++)
-			ExecDropSingleTupleTableSlot(slots[s]);
-		table_close(rel, NoLock);
+		for (int p = 0; p < npacks; p++)
+			if (packs[p].keys != NULL)
+				store_pack(&w, &packs[p]);
+		write_slots(&w);
+		for (int s = 0; s < w.made; s++)
+			ExecDropSingleTupleTableSlot(w.slots[s]);
+		table_close(w.rel, NoLock);
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
 	}
 	list_free(relids);
 

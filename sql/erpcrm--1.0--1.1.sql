@@ -3,6 +3,14 @@
 \echo Use "ALTER EXTENSION erpcrm UPDATE TO '1.1'" to load this file. \quit
 
 /*
+ * Packed outbox rows: a transaction that captures many keys of one mapping
+ * writes them a few hundred to a row (erp_ids), stored inline, uncompressed.
+ */
+ALTER TABLE erpcrm.outbox ADD COLUMN erp_ids text[];
+ALTER TABLE erpcrm.outbox ALTER COLUMN erp_ids SET STORAGE PLAIN;
+COMMENT ON COLUMN erpcrm.outbox.erp_ids IS 'several keys in one row (erp_id is then NULL); both NULL: every key of the mapping';
+
+/*
  * An association may also be
  *   - a property: the target's HubSpot id is sent as that property instead
  *     of a v4 association (a line item's hs_product_id), with the same
@@ -253,7 +261,8 @@ SELECT m.name AS mapping,
 					count(*) FILTER (WHERE last_synced_at > pg_catalog.now() - interval '1 minute') AS recent
 			   FROM erpcrm.sync_state GROUP BY mapping_id) s
 	ON s.mapping_id = m.mapping_id
-  LEFT JOIN (SELECT mapping_id, count(*) AS n FROM erpcrm.outbox GROUP BY mapping_id) o
+  LEFT JOIN (SELECT mapping_id, sum(COALESCE(pg_catalog.cardinality(erp_ids), 1)) AS n
+			   FROM erpcrm.outbox GROUP BY mapping_id) o
 	ON o.mapping_id = m.mapping_id;
 
 /* ------------------------------------------------------------------
@@ -475,5 +484,77 @@ BEGIN
 				   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
 				   tname || '_t', source, wid);
 	RETURN wid;
+END
+$$;
+
+/* Folding and key status read packed rows too. */
+CREATE OR REPLACE FUNCTION erpcrm._fold()
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+	whole integer[];
+	mid integer;
+BEGIN
+	WITH d AS (
+		DELETE FROM erpcrm.outbox RETURNING mapping_id, erp_id, erp_ids
+	), keys AS (
+		SELECT DISTINCT d.mapping_id, k.erp_id
+		  FROM d CROSS JOIN LATERAL unnest(COALESCE(d.erp_ids, ARRAY[d.erp_id])) AS k(erp_id)
+		 WHERE k.erp_id IS NOT NULL
+		   AND EXISTS (SELECT FROM erpcrm.mapping m WHERE m.mapping_id = d.mapping_id)
+	), ins AS (
+		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id)
+		SELECT keys.mapping_id, keys.erp_id FROM keys
+		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
+			change_seq = s.change_seq + 1,
+			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'pending' END,
+			attempts = CASE WHEN s.state = 'in_flight' THEN s.attempts ELSE 0 END,
+			next_attempt_at = CASE WHEN s.state = 'in_flight' THEN s.next_attempt_at ELSE now() END,
+			dirty_since = COALESCE(s.dirty_since, now())
+		RETURNING 1
+	)
+	SELECT (SELECT count(*) FROM ins),
+		   (SELECT array_agg(DISTINCT d.mapping_id) FROM d
+			 WHERE d.erp_id IS NULL AND d.erp_ids IS NULL)
+	  INTO n, whole;
+
+	IF whole IS NOT NULL THEN
+		FOREACH mid IN ARRAY whole LOOP
+			n := n + erpcrm._dirty_all(mid);
+		END LOOP;
+	END IF;
+	RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION erpcrm.key_status(mapping text, erp_id text)
+RETURNS TABLE (
+	state text, hubspot_id text, attempts integer,
+	next_attempt_at timestamptz, dirty_since timestamptz, last_synced_at timestamptz,
+	http_status integer, error_category text, error_message text,
+	correlation_id text, error_at timestamptz, unfolded boolean)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(key_status.mapping);
+BEGIN
+	RETURN QUERY
+	SELECT COALESCE(s.state, 'unknown'), s.hubspot_id, s.attempts, s.next_attempt_at,
+		   s.dirty_since, s.last_synced_at, s.http_status, s.error_category,
+		   s.error_message, s.correlation_id, s.error_at,
+		   EXISTS (SELECT FROM erpcrm.outbox o
+					WHERE o.mapping_id = m.mapping_id
+					  AND (o.erp_id = key_status.erp_id
+						   OR key_status.erp_id = ANY (o.erp_ids)
+						   OR (o.erp_id IS NULL AND o.erp_ids IS NULL)))
+	  FROM (SELECT 1) AS one
+	  LEFT JOIN erpcrm.sync_state s
+		ON s.mapping_id = m.mapping_id AND s.erp_id = key_status.erp_id;
 END
 $$;
