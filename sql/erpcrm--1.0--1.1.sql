@@ -558,3 +558,32 @@ BEGIN
 		ON s.mapping_id = m.mapping_id AND s.erp_id = key_status.erp_id;
 END
 $$;
+
+/* A resync while the worker records a batch may meet it in a deadlock: try again. */
+CREATE OR REPLACE FUNCTION erpcrm.resync(mapping text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	mid integer := (erpcrm._mapping(resync.mapping)).mapping_id;
+	n bigint;
+	tries integer := 0;
+BEGIN
+	LOOP
+		BEGIN
+			n := erpcrm._dirty_all(mid);
+			EXIT;
+		EXCEPTION WHEN deadlock_detected THEN
+			tries := tries + 1;
+			IF tries >= 5 THEN
+				RAISE;
+			END IF;
+			PERFORM pg_sleep(0.05 * tries);
+		END;
+	END LOOP;
+	PERFORM erpcrm._wake();
+	RETURN n;
+END
+$$;

@@ -137,15 +137,26 @@ build_read_query(MappingDef *m)
 
 	initStringInfo(&q);
 	appendStringInfoString(&q, "SELECT v.*");
+	/*
+	 * Per association: the target's HubSpot id; NULL while the target is on
+	 * its way (wait for it); "" when there is nothing to associate to (the
+	 * target was archived, or is not in its view at all).
+	 */
 	for (int i = 0; i < m->nassoc; i++)
+	{
+		const char *col = quote_identifier(m->assoc[i].column);
+
 		appendStringInfo(&q,
-						 ", (SELECT CASE WHEN s.state = 'archived' AND s.hubspot_id IS NOT NULL"
+						 ", COALESCE((SELECT CASE WHEN s.state = 'archived' AND s.hubspot_id IS NOT NULL"
 						 "  THEN '' ELSE s.hubspot_id END"
 						 " FROM erpcrm.sync_state s"
-						 " WHERE s.mapping_id = %d AND s.erp_id = (v.%s)::text)"
+						 " WHERE s.mapping_id = %d AND s.erp_id = (v.%s)::text),"
+						 " CASE WHEN v.%s IS NULL OR EXISTS (SELECT FROM %s AS t"
+						 "  WHERE (t.erp_id)::text = (v.%s)::text) THEN NULL ELSE '' END)"
 						 " AS __erpcrm_assoc_%d",
-						 m->assoc[i].target_id,
-						 quote_identifier(m->assoc[i].column), i);
+						 m->assoc[i].target_id, col, col,
+						 m->assoc[i].target_source, col, i);
+	}
 	if (m->v11 && m->nassoc > 0)
 		appendStringInfo(&q,
 						 ", (SELECT s.assoc_state FROM erpcrm.sync_state s"
@@ -1117,7 +1128,8 @@ record(Batch *b)
 	List	   *synced = NIL,
 			   *synced_hs = NIL,
 			   *archived = NIL,
-			   *kept = NIL;
+			   *kept = NIL,
+			   *kept_hs = NIL;
 	bool	   *done = palloc0(sizeof(bool) * b->nkeys);
 	ListCell   *lc;
 	Oid			log_types[10] = {TEXTOID, TEXTOID, INT4OID, FLOAT8OID, INT4OID,
@@ -1150,6 +1162,7 @@ record(Batch *b)
 				break;
 			case KO_GONE_KEPT:
 				kept = lappend(kept, key->erp_id);
+				kept_hs = lappend(kept_hs, NULL);	/* HubSpot ids stay */
 				done[i] = true;
 				break;
 			case KO_NONE:
@@ -1185,7 +1198,7 @@ record(Batch *b)
 		}
 	}
 	record_done(m, archived, archived, true, false);
-	record_done(m, kept, kept, false, false);
+	record_done(m, kept, kept_hs, false, false);
 
 	/* errors, grouped by identical outcome */
 	for (int i = 0; i < b->nkeys; i++)

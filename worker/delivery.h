@@ -19,6 +19,7 @@ typedef struct AssocDef
 	int32		target_id;		/* target mapping */
 	char	   *target_name;
 	char	   *target_type;	/* HubSpot object type of the target */
+	char	   *target_source;	/* the target's view */
 	int			type_id;		/* 0 = HubSpot's default association */
 	char	   *category;
 	char	   *as_property;	/* send the target's id as this property */

@@ -233,11 +233,13 @@ load_mappings(bool *paused, TimestampTz *next_due)
 
 	ret = SPI_execute(v11 ?
 					  "SELECT a.mapping_id, a.column_name, a.target_id, t.name, t.object_type,"
-					  "  COALESCE(a.type_id, 0), a.category, a.as_property, a.inherit_owner"
+					  "  COALESCE(a.type_id, 0), a.category, a.as_property, a.inherit_owner,"
+					  "  t.source::pg_catalog.regclass::pg_catalog.text"
 					  " FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id"
 					  " ORDER BY a.mapping_id, a.column_name, a.target_id" :
 					  "SELECT a.mapping_id, a.column_name, a.target_id, t.name, t.object_type,"
-					  "  COALESCE(a.type_id, 0), a.category, NULL, false"
+					  "  COALESCE(a.type_id, 0), a.category, NULL, false,"
+					  "  t.source::pg_catalog.regclass::pg_catalog.text"
 					  " FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id"
 					  " ORDER BY a.mapping_id, a.column_name, a.target_id",
 					  true, 0);
@@ -271,6 +273,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 				a->category = SPI_getvalue(t, d, 7);
 				a->as_property = SPI_getvalue(t, d, 8);
 				a->inherit_owner = DatumGetBool(SPI_getbinval(t, d, 9, &isnull));
+				a->target_source = SPI_getvalue(t, d, 10);
 			}
 		}
 	}

@@ -84,6 +84,18 @@ ok($solo && !$solo->{archived}, 'deleted contact is kept (on_delete => keep)');
 is($node->safe_psql('postgres',
 	"SELECT state FROM erpcrm.key_status('products', 'P-2')"), 'archived',
 	'key_status says archived');
+is($node->safe_psql('postgres', "SELECT hubspot_id FROM erpcrm.key_status('contacts', '12')"),
+	$solo->{id}, 'a kept key keeps its HubSpot id');
+
+# a contact of a company that is not in its view (inactive) is sent without
+# the association, instead of waiting for a company that will never come
+$node->safe_psql('postgres', q{
+INSERT INTO erp.customers (id, name, active) VALUES (99, 'Nieaktywna', false);
+INSERT INTO erp.persons VALUES (13, 99, 'ktos@nieaktywna.pl', 'Ktoś', NULL);
+});
+ok(wait_synced($node, 30), 'a contact of an inactive company does not wait forever');
+is($node->safe_psql('postgres', "SELECT state FROM erpcrm.key_status('contacts', '13')"), 'synced',
+	'it is synced, without the association');
 
 # --- values as HubSpot expects them
 $node->safe_psql('postgres', q{

@@ -204,8 +204,11 @@ is($fv100->{properties}{amount}, '1722.00', 'a correction invoice corrects the i
 is(scalar(grep { $_->{properties}{erp_id} eq 'FV-105' } @{ objects('deals') }), 0,
 	'a correction is not a deal of its own');
 
-# --- a deal waiting for its company
+# --- a deal waiting for its company (the company is in the ERP, not yet in
+# HubSpot: its delivery is paused)
+sql("SELECT erpcrm.pause('companies')");
 sql(q{
+INSERT INTO erp.customers VALUES (4, 'Delta', NULL, 'delta.pl', 'B', 0, true);
 INSERT INTO erp.invoices VALUES (106, 'FV/106/2026', 4, NULL, NULL, '2026-11-21', '2099-12-31', 100, 123, 'PLN', NULL);
 INSERT INTO erp.invoice_lines VALUES (106, 1, 'P-2', 'Półka', 1, 100, 0);
 });
@@ -214,7 +217,7 @@ ok(poll_until('waiting', sub {
 	'an invoice of a company not in HubSpot waits');
 is(sql("SELECT state FROM erpcrm.key_status('invoices', 'FV-106')"), 'pending', 'pending, not failed');
 is(by_erp_id('deals', 'FV-106'), undef, 'and is not sent without its company');
-sql("INSERT INTO erp.customers VALUES (4, 'Delta', NULL, 'delta.pl', 'B', 0, true)");
+sql("SELECT erpcrm.resume('companies')");
 ok(wait_synced($node), 'once the company exists the invoice follows');
 ok(associated('deals', by_erp_id('deals', 'FV-106')->{id}, 'companies', by_erp_id('companies', '4')->{id}, 5),
 	'with its association');
