@@ -10,13 +10,17 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 
 PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libcjson-dev
-libipc-run-perl python3 make gcc perl"
+libipc-run-perl python3 make gcc perl
+clang libclang-rt-14-dev openssl curl"
 
 run_suites() {
 	export PATH="/usr/lib/postgresql/15/bin:$PATH"
 	local failed=0
 	echo "=== unit tests (HTTP client, JSON, rate limiter)"
 	make -s -C tests/unit run || failed=1
+	# --- fuzzing (tests/fuzz): a short bounded run; make fuzz runs longer
+	echo "=== fuzzing (libFuzzer, ${FUZZ_SECONDS:-15} s per harness)"
+	make -s -C tests/fuzz run FUZZ_SECONDS="${FUZZ_SECONDS:-15}" || failed=1
 	echo "=== HubSpot mock self-test"
 	python3 tests/mock/test_mock.py || failed=1
 	echo "=== pg_regress"

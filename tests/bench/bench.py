@@ -91,7 +91,8 @@ unix_socket_directories = '%s'
 port = %s
 shared_buffers = 256MB
 max_wal_size = 8GB
-min_wal_size = 1GB
+min_wal_size = 4GB
+wal_init_zero = off
 checkpoint_timeout = 30min
 shared_preload_libraries = 'erpcrm'
 erpcrm.database = 'postgres'
@@ -101,6 +102,8 @@ erpcrm.max_calls_per_10s = 10000
 erpcrm.request_timeout = '30s'
 """ % (self.sock, self.port, mock_port))
         run(["pg_ctl", "-D", self.data, "-l", self.logfile, "-w", "start"])
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            self.pid = int(f.readline())
 
     def stop(self):
         subprocess.run(["pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop"],
@@ -145,6 +148,8 @@ erpcrm.request_timeout = '30s'
 class Mock:
     def __init__(self, work):
         port_file = os.path.join(work, "mock.port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
         self.out = open(os.path.join(work, "mock.log"), "w")
         self.proc = subprocess.Popen(
             [sys.executable, MOCK, "--port", "0", "--port-file", port_file,
@@ -215,6 +220,55 @@ def proc_cpu(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """
+    How much CPU the rest of the machine took while we measured: busy time
+    from /proc/stat minus the CPU of this benchmark's own processes (this
+    script and the children it waited for, the cluster, the mock).
+    """
+
+    def __init__(self, postmaster_pid, mock_pid):
+        self.pm = postmaster_pid
+        self.mock = mock_pid
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _stat(pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        # state ppid ... utime(11) stime(12) cutime(13) cstime(14)
+        return int(rest[1]), [int(x) for x in rest[11:15]]
+
+    def snapshot(self):
+        with open("/proc/stat") as f:
+            cpu = [int(x) for x in f.readline().split()[1:]]
+        busy = cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6]
+        steal = cpu[7] if len(cpu) > 7 else 0
+        mine = 0
+        me = os.getpid()
+        for pid, whole in ((me, True), (self.pm, True), (self.mock, False)):
+            st = self._stat(pid)
+            if st:
+                mine += sum(st[1] if whole else st[1][:2])
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) in (me, self.pm, self.mock):
+                continue
+            st = self._stat(int(d))
+            if st and st[0] in (self.pm, me):
+                mine += st[1][0] + st[1][1]
+        return time.time(), busy, mine, steal
+
+    def between(self, a, b):
+        """(other processes' cores, steal share) between two snapshots."""
+        wall = max(b[0] - a[0], 1e-6)
+        other = max(0, (b[1] - a[1]) - (b[2] - a[2])) / self.hz / wall
+        steal = (b[3] - a[3]) / self.hz / wall / (os.cpu_count() or 1)
+        return other, steal
 
 
 def percentile(values, p):
@@ -575,7 +629,10 @@ def table(res):
     w("machine:  %s, %d cores, %.1f GiB RAM; %s"
       % (model, cores, ram, res["pg_version"]))
     w("postgres: shared_buffers 256MB, synchronous_commit on (default), fsync on,"
-      " max_wal_size 8GB, checkpoint before every run")
+      " max_wal_size 8GB, wal_init_zero off, checkpoint before every run")
+    w("other load on the machine (CPU not used by this benchmark; steal): " +
+      "; ".join("%s phase %.2f cores, steal %.1f%%" % (k, v[0], 100 * v[1])
+                for k, v in res.get("load", {}).items()))
     w("")
     hdr = ROW % ("measurement [unit]", "no trigger", "erpcrm", "hand-made",
                  "erp/none (range)", "erp/hand", "outbox/row", "goal", "met")
@@ -648,6 +705,9 @@ def table(res):
              "%.1f (%.1f)" % (mb(a["VmRSS"]), mb(a["RssAnon"])))
         line("at the end of the run [MiB]",
              "%.1f (%.1f)" % (mb(e["VmRSS"]), mb(e["RssAnon"])))
+        per = (a["RssAnon"] - s["RssAnon"]) * 1024.0 / max(res["backfill"]["synced"], 1)
+        line("RssAnon growth in the backfill [bytes/object]", "%.0f" % per,
+             "~0 once warm", "yes" if per < 50 else "NO")
         grow = e["RssAnon"] / max(a["RssAnon"], 1)
         line("RssAnon end / after backfill [ratio]", "%.3f" % grow,
              "<= 1.05 (flat)", "yes" if grow <= 1.05 else "NO")
@@ -680,10 +740,20 @@ def main():
         wait_worker_state(pg, ("idle",), 30)
         time.sleep(1)
         res["rss_start"] = proc_status(pid)
+        meter = CpuMeter(pg.pid, mock.proc.pid)
+        res["load"] = {}
         if args.only != "delivery":
+            a = meter.snapshot()
             capture(pg, res)
+            res["load"]["capture"] = meter.between(a, meter.snapshot())
         if args.only != "capture":
+            a = meter.snapshot()
             delivery(pg, mock, res)
+            res["load"]["delivery"] = meter.between(a, meter.snapshot())
+        for phase, (other, steal) in res["load"].items():
+            if other > 0.1:
+                log("WARNING: other processes used %.2f cores during the %s "
+                    "phase; its figures are disturbed" % (other, phase))
         res["elapsed"] = time.time() - started
         text = table(res)
         sys.stdout.write("\n" + text)
