@@ -216,6 +216,7 @@ claim_and_read(Batch *b, int limit)
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
+		MemoryContextSwitchTo(batch_cxt);	/* commit left us in TopMemoryContext */
 		return false;
 	}
 
@@ -381,6 +382,7 @@ claim_and_read(Batch *b, int limit)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(batch_cxt);	/* commit left us in TopMemoryContext */
 	return true;
 }
 
@@ -1135,8 +1137,10 @@ record(Batch *b)
 	Oid			log_types[10] = {TEXTOID, TEXTOID, INT4OID, FLOAT8OID, INT4OID,
 	TEXTOID, TEXTOID, INT4OID, INTERVALOID, TIMESTAMPTZOID};
 	Interval   *retention = palloc0(sizeof(Interval));
+	MemoryContext batch_cxt;
 
 	retention->time = (int64) erpcrm_api_log_retention_min * 60 * USECS_PER_SEC;
+	batch_cxt = CurrentMemoryContext;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -1245,6 +1249,7 @@ record(Batch *b)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(batch_cxt);
 }
 
 /* ----------------------------------------------------------------

@@ -282,9 +282,12 @@ load_mappings(bool *paused, TimestampTz *next_due)
 }
 
 /* Run a few statements in a transaction of their own. */
+static MemoryContext step_caller_cxt = NULL;
+
 static bool
 begin_step(const char *activity)
 {
+	step_caller_cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
@@ -299,6 +302,8 @@ end_step(void)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
+	/* the commit leaves us in TopMemoryContext: go back */
+	MemoryContextSwitchTo(step_caller_cxt);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -308,10 +313,13 @@ extension_ready(void)
 {
 	bool		ready;
 
+	MemoryContext caller = CurrentMemoryContext;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	ready = OidIsValid(get_extension_oid("erpcrm", true));
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
 	return ready;
 }
 
@@ -542,7 +550,10 @@ erpcrm_worker_main(Datum main_arg)
 
 			PG_TRY();
 			{
+				/* whatever a cycle allocates goes when the next one starts */
+				MemoryContextSwitchTo(cycle_cxt);
 				sleep_ms = run_cycle();
+				MemoryContextSwitchTo(loop_cxt);
 			}
 			PG_CATCH();
 			{
