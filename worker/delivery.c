@@ -167,6 +167,54 @@ build_read_query(MappingDef *m)
 	return q.data;
 }
 
+/*
+ * The read query of a mapping, planned once and kept while its text stays
+ * the same (the plan cache replans it when the view changes).
+ */
+typedef struct ReadPlan
+{
+	int32		mapping_id;
+	char	   *query;
+	SPIPlanPtr	plan;
+} ReadPlan;
+
+static ReadPlan *read_plans = NULL;
+static int	nread_plans = 0;
+
+static SPIPlanPtr
+read_plan(int32 mapping_id, const char *query, Oid *argtypes)
+{
+	ReadPlan   *rp = NULL;
+	SPIPlanPtr	plan;
+
+	for (int i = 0; i < nread_plans; i++)
+		if (read_plans[i].mapping_id == mapping_id)
+			rp = &read_plans[i];
+	if (rp != NULL && strcmp(rp->query, query) == 0)
+		return rp->plan;
+
+	plan = SPI_prepare(query, 1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	if (rp == NULL)
+	{
+		read_plans = read_plans ?
+			repalloc(read_plans, sizeof(ReadPlan) * (nread_plans + 1)) :
+			MemoryContextAlloc(TopMemoryContext, sizeof(ReadPlan));
+		rp = &read_plans[nread_plans++];
+	}
+	else
+	{
+		SPI_freeplan(rp->plan);
+		pfree(rp->query);
+	}
+	rp->mapping_id = mapping_id;
+	rp->query = MemoryContextStrdup(TopMemoryContext, query);
+	rp->plan = plan;
+	return plan;
+}
+
 static bool
 claim_and_read(Batch *b, int limit)
 {
@@ -242,7 +290,7 @@ claim_and_read(Batch *b, int limit)
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s", (int) n, m->source));
 	query = build_read_query(m);
-	ret = SPI_execute_with_args(query, 1, argtypes, args, NULL, true, 0);
+	ret = SPI_execute_plan(read_plan(m->id, query, argtypes), args, NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading mapping \"%s\" failed: %s", m->name,
 			 SPI_result_code_string(ret));

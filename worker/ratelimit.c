@@ -70,6 +70,7 @@ static TimestampTz last_remaining_at = 0;
 static long last_interval_ms = -1;
 static long last_max = -1;
 static long last_secondly_remaining = -1;
+static long last_secondly_limit = -1;	/* X-HubSpot-RateLimit-Secondly */
 static TimestampTz last_secondly_at = 0;
 static long last_daily_remaining = -1;
 
@@ -249,7 +250,20 @@ hs_rate_delay_ms(TimestampTz now)
 	t = server_window_free_at();
 	if (t > now)
 		wait_us = Max(wait_us, t - now);
-	if (last_secondly_remaining == 0)
+	if (last_secondly_limit > 0 && ring_count >= last_secondly_limit)
+	{
+		/*
+		 * HubSpot's per-second limit: pace our own calls to it (the oldest
+		 * of the last "secondly" calls must be a second old, plus the skew
+		 * margin), instead of pausing a whole second whenever an answer says
+		 * none are left.
+		 */
+		t = ring_at(ring_count - last_secondly_limit) + USECS_PER_SEC +
+			HS_OWN_WINDOW_MARGIN_US;
+		if (t > now)
+			wait_us = Max(wait_us, t - now);
+	}
+	else if (last_secondly_remaining == 0)
 	{
 		t = last_secondly_at + USECS_PER_SEC;
 		if (t > now)
@@ -311,6 +325,8 @@ hs_rate_note_response(const HsResponse *resp, TimestampTz now)
 		last_remaining = resp->rl_remaining;
 		last_remaining_at = now;
 	}
+	if (resp->rl_secondly > 0)
+		last_secondly_limit = resp->rl_secondly;
 	if (resp->rl_secondly_remaining >= 0)
 	{
 		last_secondly_remaining = resp->rl_secondly_remaining;
