@@ -82,6 +82,7 @@ extern ErpcrmShared *erpcrm_shared;
 extern void erpcrm_request_shmem(void);
 extern void erpcrm_wake_at_commit(void);
 extern void erpcrm_set_state(ErpcrmWorkerState state, const char *detail);
+extern void erpcrm_clip(char *dst, const char *src, size_t size);
 
 /* ----------------------------------------------------------------
  * worker/worker.c

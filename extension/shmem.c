@@ -13,6 +13,7 @@
 #include "access/xact.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "commands/dbcommands.h"
 #include "storage/ipc.h"
@@ -115,6 +116,21 @@ erpcrm_wake_at_commit(void)
 	wake_pending = true;
 }
 
+/*
+ * strlcpy that never cuts a UTF-8 character in two: what lands in these
+ * buffers is shown in SQL.
+ */
+void
+erpcrm_clip(char *dst, const char *src, size_t size)
+{
+	int			len = strlen(src);
+
+	if ((size_t) len >= size)
+		len = pg_encoding_mbcliplen(PG_UTF8, src, len, (int) size - 1);
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
 void
 erpcrm_set_state(ErpcrmWorkerState state, const char *detail)
 {
@@ -122,8 +138,8 @@ erpcrm_set_state(ErpcrmWorkerState state, const char *detail)
 		return;
 	SpinLockAcquire(&erpcrm_shared->mutex);
 	erpcrm_shared->state = state;
-	strlcpy(erpcrm_shared->detail, detail ? detail : "",
-			sizeof(erpcrm_shared->detail));
+	erpcrm_clip(erpcrm_shared->detail, detail ? detail : "",
+				sizeof(erpcrm_shared->detail));
 	SpinLockRelease(&erpcrm_shared->mutex);
 }
 

@@ -587,3 +587,15 @@ BEGIN
 	RETURN n;
 END
 $$;
+
+/* Claiming takes due keys in (next_attempt_at, erp_id) order straight from
+ * the index, without sorting a large backlog on every batch. */
+DROP INDEX erpcrm.sync_state_due;
+CREATE INDEX sync_state_due ON erpcrm.sync_state (mapping_id, next_attempt_at, erp_id)
+	WHERE state = 'pending';
+
+/* pg_dump and restore: the identity sequences go along; the control row is
+ * made by the install script, so the dump leaves it out. */
+SELECT pg_catalog.pg_extension_config_dump('erpcrm.mapping_mapping_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('erpcrm.watch_watch_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('erpcrm.control', 'WHERE false');

@@ -22,6 +22,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -118,12 +119,14 @@ set_outcome(BatchKey *key, KeyOutcome outcome, int status,
 static char *
 truncate_message(const char *s)
 {
-	/* keep errors readable in erpcrm.failures */
+	/* keep errors readable in erpcrm.failures, cut at a character boundary */
 	if (s == NULL)
 		return NULL;
+	if (!pg_verify_mbstr(PG_UTF8, s, strlen(s), true))
+		return pstrdup("(HubSpot's text is not valid UTF-8)");
 	if (strlen(s) <= 2000)
 		return pstrdup(s);
-	return psprintf("%.2000s...", s);
+	return psprintf("%.*s...", pg_encoding_mbcliplen(PG_UTF8, s, strlen(s), 2000), s);
 }
 
 /* ----------------------------------------------------------------
@@ -536,7 +539,7 @@ whole_call_outcome(Batch *b, BatchKey **keys, int n, HsResponse *resp,
 		msg = psprintf("%s: no answer from HubSpot: %s", what, resp->transport_message);
 		outcome = KO_RETRY;
 		b->outcome->transient = true;
-		strlcpy(b->outcome->transient_message, msg, sizeof(b->outcome->transient_message));
+		erpcrm_clip(b->outcome->transient_message, msg, sizeof(b->outcome->transient_message));
 		for (int i = 0; i < n; i++)
 			set_outcome(keys[i], outcome, 0, "NETWORK", msg, NULL);
 		return;
@@ -558,7 +561,7 @@ whole_call_outcome(Batch *b, BatchKey **keys, int n, HsResponse *resp,
 					   status, err.category[0] ? err.category : "",
 					   err.message[0] ? err.message : "no message");
 		b->outcome->auth_failed = true;
-		strlcpy(b->outcome->auth_message, msg, sizeof(b->outcome->auth_message));
+		erpcrm_clip(b->outcome->auth_message, msg, sizeof(b->outcome->auth_message));
 		for (int i = 0; i < n; i++)
 		{
 			set_outcome(keys[i], KO_WAIT, status, err.category, msg, resp->correlation_id);
@@ -575,7 +578,7 @@ whole_call_outcome(Batch *b, BatchKey **keys, int n, HsResponse *resp,
 			psprintf("%s: HubSpot answered %d%s%s", what, status,
 					 err.message[0] ? ": " : "", truncate_message(err.message));
 		b->outcome->transient = true;
-		strlcpy(b->outcome->transient_message, msg, sizeof(b->outcome->transient_message));
+		erpcrm_clip(b->outcome->transient_message, msg, sizeof(b->outcome->transient_message));
 		for (int i = 0; i < n; i++)
 			set_outcome(keys[i], KO_RETRY, status,
 						err.category[0] ? err.category : "HTTP_ERROR", msg,
@@ -651,7 +654,7 @@ send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit)
 									   path, why ? why : "unknown reason");
 
 			b->outcome->transient = true;
-			strlcpy(b->outcome->transient_message, msg, sizeof(b->outcome->transient_message));
+			erpcrm_clip(b->outcome->transient_message, msg, sizeof(b->outcome->transient_message));
 			for (int i = 0; i < n; i++)
 				set_outcome(keys[i], KO_RETRY, (int) resp.status, "BAD_ANSWER", msg,
 							resp.correlation_id);
