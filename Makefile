@@ -16,6 +16,7 @@ OBJS = \
 	extension/keyexpr.o \
 	extension/shmem.o \
 	extension/setup.o \
+	extension/owner.o \
 	worker/worker.o \
 	worker/delivery.o \
 	worker/values.o \

@@ -85,6 +85,20 @@ extern void erpcrm_set_state(ErpcrmWorkerState state, const char *detail);
 extern void erpcrm_clip(char *dst, const char *src, size_t size);
 
 /* ----------------------------------------------------------------
+ * owner.c: reading mapping views as the mapping's owner
+ * ----------------------------------------------------------------
+ */
+typedef struct ErpcrmSavedUser
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;
+} ErpcrmSavedUser;
+
+extern void erpcrm_as_owner_begin(Oid owner, ErpcrmSavedUser *saved);
+extern void erpcrm_as_owner_end(ErpcrmSavedUser *saved);
+
+/* ----------------------------------------------------------------
  * worker/worker.c
  * ----------------------------------------------------------------
  */

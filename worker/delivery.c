@@ -293,7 +293,17 @@ claim_and_read(Batch *b, int limit)
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s", (int) n, m->source));
 	query = build_read_query(m);
-	ret = SPI_execute_plan(read_plan(m->id, query, argtypes), args, NULL, true, 0);
+	{
+		SPIPlanPtr	plan = read_plan(m->id, query, argtypes);
+		ErpcrmSavedUser saved;
+
+		/* the view's functions run as the mapping's owner, not as us */
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_begin(m->owner, &saved);
+		ret = SPI_execute_plan(plan, args, NULL, true, 0);
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_end(&saved);
+	}
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading mapping \"%s\" failed: %s", m->name,
 			 SPI_result_code_string(ret));

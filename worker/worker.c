@@ -187,7 +187,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 					  "   (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a"
 					  "     WHERE a.attrelid = m.source AND a.attname = 'erp_id' AND NOT a.attisdropped),"
 					  "   m.object_type, m.id_property, m.on_delete = 'archive',"
-					  "   COALESCE(m.batch_size, 0), m.paused, m.match_property"
+					  "   COALESCE(m.batch_size, 0), m.paused, m.match_property, m.owner::pg_catalog.oid"
 					  " FROM erpcrm.mapping m JOIN lvl USING (mapping_id)"
 					  " GROUP BY m.mapping_id"
 					  " ORDER BY max(lvl.depth), m.mapping_id" :
@@ -200,7 +200,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 					  "   (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a"
 					  "     WHERE a.attrelid = m.source AND a.attname = 'erp_id' AND NOT a.attisdropped),"
 					  "   m.object_type, m.id_property, m.on_delete = 'archive',"
-					  "   COALESCE(m.batch_size, 0), m.paused, NULL"
+					  "   COALESCE(m.batch_size, 0), m.paused, NULL, 0::pg_catalog.oid"
 					  " FROM erpcrm.mapping m JOIN lvl USING (mapping_id)"
 					  " GROUP BY m.mapping_id"
 					  " ORDER BY max(lvl.depth), m.mapping_id",
@@ -227,6 +227,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 		m->paused = DatumGetBool(SPI_getbinval(t, d, 9, &isnull));
 		m->match_property = SPI_getvalue(t, d, 10);
 		m->v11 = v11;
+		m->owner = DatumGetObjectId(SPI_getbinval(t, d, 11, &isnull));
 		result = lappend(result, m);
 	}
 	MemoryContextSwitchTo(spi_cxt);

@@ -1,0 +1,87 @@
+/*-------------------------------------------------------------------------
+ *
+ * owner.c
+ *	  Mapping views are read with the privileges of the role that defined
+ *	  the mapping (erpcrm.mapping.owner), never with those of the extension's
+ *	  owner or of the worker's role: a function in a view, or in a key, runs
+ *	  as that role, in a security-restricted operation, as ANALYZE and
+ *	  REFRESH MATERIALIZED VIEW do for a table's owner.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+
+#include "erpcrm.h"
+
+/* Switch to the owner; the caller's identity goes into *saved. */
+void
+erpcrm_as_owner_begin(Oid owner, ErpcrmSavedUser *saved)
+{
+	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
+	SetUserIdAndSecContext(owner, saved->sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	saved->nestlevel = NewGUCNestLevel();
+}
+
+/* Back to the caller (an ERROR in between restores it at abort). */
+void
+erpcrm_as_owner_end(ErpcrmSavedUser *saved)
+{
+	AtEOXact_GUC(false, saved->nestlevel);
+	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+/*
+ * erpcrm._view_keys(source regclass, owner regrole) returns setof text
+ *
+ * The distinct erp_id values of a mapping view, read as owner.
+ */
+PG_FUNCTION_INFO_V1(erpcrm_view_keys_v1);
+Datum
+erpcrm_view_keys_v1(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			relid = PG_GETARG_OID(0);
+	Oid			owner = PG_GETARG_OID(1);
+	char	   *relname = get_rel_name(relid);
+	char	   *query;
+	ErpcrmSavedUser saved;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the source of the mapping (relation %u) does not exist", relid),
+				 errhint("Redefine the mapping with erpcrm.map().")));
+	query = psprintf("SELECT DISTINCT v.erp_id::pg_catalog.text FROM %s AS v WHERE v.erp_id IS NOT NULL",
+					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												relname));
+
+	erpcrm_as_owner_begin(owner, &saved);
+	SPI_connect();
+	if (SPI_execute(query, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the keys of %s", relname);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		key = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		values[1];
+		bool		nulls[1] = {false};
+
+		values[0] = key;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+	erpcrm_as_owner_end(&saved);
+	return (Datum) 0;
+}
