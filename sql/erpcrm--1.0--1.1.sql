@@ -740,3 +740,87 @@ BEGIN
 	RETURN id;
 END
 $$;
+
+/*
+ * When an object gets a new HubSpot id (it left its view and came back, or
+ * was deleted by hand in HubSpot and recreated by the upsert), the objects
+ * associated to its old id are sent again, so that their associations
+ * follow.
+ */
+CREATE FUNCTION erpcrm._redirty_dependents(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old_ids text[];
+	n bigint := 0;
+BEGIN
+	SELECT array_agg(s.hubspot_id) INTO old_ids
+	  FROM erpcrm.sync_state s
+	  JOIN unnest(p_erp_ids, p_hubspot_ids) AS d(erp_id, hubspot_id)
+		ON s.mapping_id = p_mapping_id AND s.erp_id = d.erp_id
+	 WHERE s.hubspot_id IS NOT NULL AND d.hubspot_id IS NOT NULL
+	   AND s.hubspot_id <> d.hubspot_id;
+	IF old_ids IS NULL
+	   OR NOT EXISTS (SELECT FROM erpcrm.association a WHERE a.target_id = p_mapping_id) THEN
+		RETURN 0;
+	END IF;
+	UPDATE erpcrm.sync_state r
+	   SET change_seq = r.change_seq + 1,
+		   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+		   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+		   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
+		   dirty_since = COALESCE(r.dirty_since, now())
+	  FROM erpcrm.association a, unnest(old_ids) AS o(id)
+	 WHERE a.target_id = p_mapping_id AND r.mapping_id = a.mapping_id
+	   AND r.state IN ('synced', 'failed', 'pending')
+	   AND strpos(';' || r.assoc_state || ';', ';' || a.column_name || '=' || o.id || ';') > 0;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION erpcrm._done(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[],
+										p_archived boolean DEFAULT false, p_in_erp boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	IF NOT p_archived THEN
+		PERFORM erpcrm._redirty_dependents(p_mapping_id, p_erp_ids, p_hubspot_ids);
+	END IF;
+	WITH gone AS (
+		DELETE FROM erpcrm.sync_state s
+		 USING unnest(p_erp_ids) AS d(erp_id)
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = d.erp_id
+		   AND s.state = 'in_flight' AND NOT p_in_erp
+		   AND s.hubspot_id IS NULL AND s.change_seq = s.sent_seq
+		RETURNING 1
+	), u AS (
+		UPDATE erpcrm.sync_state s
+		   SET state = CASE WHEN s.change_seq <> s.sent_seq THEN 'pending'
+							WHEN p_archived THEN 'archived' ELSE 'synced' END,
+			   hubspot_id = CASE WHEN p_archived THEN s.hubspot_id
+								 ELSE COALESCE(d.hubspot_id, s.hubspot_id) END,
+			   attempts = 0,
+			   next_attempt_at = now(),
+			   last_synced_at = now(),
+			   in_erp = p_in_erp,
+			   dirty_since = CASE WHEN s.change_seq <> s.sent_seq THEN s.dirty_since END,
+			   http_status = NULL, error_category = NULL, error_message = NULL,
+			   correlation_id = NULL, error_at = NULL
+		  FROM unnest(p_erp_ids, p_hubspot_ids) AS d(erp_id, hubspot_id)
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = d.erp_id
+		   AND s.state = 'in_flight'
+		   AND NOT (NOT p_in_erp AND s.hubspot_id IS NULL AND s.change_seq = s.sent_seq)
+		RETURNING 1)
+	SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM u) INTO n;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._redirty_dependents(integer, text[], text[]) FROM PUBLIC;

@@ -177,6 +177,12 @@ my $depth = $node->safe_psql('postgres',
 	"SELECT sum(queue_depth) FROM (" . $queries[0] . ") q");
 is($depth, '0', 'queue depth is 0 once everything is delivered');
 
+# --- a company that left its view comes back as a new HubSpot object; its
+# contacts are associated to the new one
+$node->safe_psql('postgres', "UPDATE erp.customers SET active = true WHERE id = 2");
+ok(wait_synced($node), 'a reactivated company is synced');
+state_ok($node, 'its contacts follow it to its new HubSpot object');
+
 # --- a resync sends everything again without duplicates
 is($node->safe_psql('postgres', "SELECT erpcrm.resync('companies') > 0"), 't', 'resync marks keys');
 ok(wait_synced($node), 'resync completes');
