@@ -106,6 +106,14 @@ sub hubspot_get
 	return $json->decode($r->{content});
 }
 
+sub mock_delete
+{
+	my ($path) = @_;
+	my $r = $http->request('DELETE', "http://127.0.0.1:$mock_port$path");
+	die "mock DELETE $path: $r->{status} $r->{content}" unless $r->{success};
+	return 1;
+}
+
 sub mock_post
 {
 	my ($path, $body) = @_;

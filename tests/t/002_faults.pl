@@ -95,6 +95,44 @@ my $bad = $node->safe_psql('postgres',
 	"SELECT count(*) FROM erpcrm.api_log WHERE http_status >= 500 OR http_status IS NULL OR error_category IN ('NETWORK')");
 cmp_ok($bad, '>', 0, "erpcrm.api_log shows the failed calls ($bad)");
 
+# --- a company deleted by hand in HubSpot is recreated by the next upsert,
+# and its contacts follow it
+my ($c5) = grep { ($_->{properties}{erp_id} // '') eq '5' }
+  @{ ErpcrmTest::mock_get('/_mock/objects/companies')->{results} };
+ErpcrmTest::mock_delete("/_mock/objects/companies/$c5->{id}");
+$node->safe_psql('postgres', "UPDATE erp.customers SET name = 'Firma 5 (odtworzona)' WHERE id = 5");
+ok(wait_synced($node, 60), 'a change of a company deleted in HubSpot is delivered');
+state_ok($node, 'the company is recreated once and its contact associated to it again');
+
+# --- a 409 for a whole batch is split until the inputs go through
+ErpcrmTest::mock_post('/_mock/faults',
+	{ force_status => { count => 1, status => 409, path_contains => 'companies/batch/upsert' } });
+$node->safe_psql('postgres', "UPDATE erp.customers SET nip = '1111111111' WHERE id <= 8");
+ok(wait_synced($node, 60), 'a batch answered 409 is delivered after splitting it');
+no_failures('a whole-batch 409 without named inputs fails no key');
+state_ok($node, 'after the 409 HubSpot holds exactly the ERP');
+
+# --- HubSpot refuses every input of one mapping for a long time: the ERP
+# goes on, the other mappings are delivered, the failure views say why
+ErpcrmTest::mock_post('/_mock/faults',
+	{ force_status => { count => 100000, status => 400, path_contains => 'products/batch/upsert',
+		message => 'Property values were not valid: price' } });
+$node->safe_psql('postgres', q{
+UPDATE erp.products SET price = price + 1 WHERE sku LIKE 'S-%' AND sku < 'S-2';
+UPDATE erp.customers SET name = name || '!' WHERE id = 1;
+});
+ok(poll_until('products failed', sub {
+	$node->safe_psql('postgres', "SELECT failed > 0 AND pending + in_flight = 0 FROM erpcrm.status WHERE mapping = 'products'") eq 't' }, 60),
+	'every product input refused: the products are failed');
+like($node->safe_psql('postgres', "SELECT DISTINCT error_message FROM erpcrm.failures WHERE mapping = 'products'"),
+	qr/Property values were not valid/, 'erpcrm.failures gives HubSpot\'s reason');
+is($node->safe_psql('postgres', "SELECT pending + in_flight FROM erpcrm.status WHERE mapping = 'companies'"), '0',
+	'the other mappings are delivered meanwhile');
+ErpcrmTest::mock_post('/_mock/faults', {});
+$node->safe_psql('postgres', "SELECT erpcrm.requeue_failed('products')");
+ok(wait_synced($node, 60), 'fixed in HubSpot and requeued: delivered');
+no_failures('nothing stays failed');
+
 # --- slow answers past the timeout
 $node->append_conf('postgresql.conf', "erpcrm.request_timeout = '500ms'\n");
 $node->reload;
