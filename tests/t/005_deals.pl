@@ -228,20 +228,20 @@ sql("UPDATE erp.products SET active = false WHERE sku = 'P-2'");
 ok(wait_synced($node), 'deactivation synced');
 is(by_erp_id('products', 'P-2'), undef, 'an inactive product is archived');
 
-# --- a backfill of a thousand invoices at the rate limit, progress in SQL
+# --- a backfill of two thousand invoices at the rate limit, progress in SQL
 ErpcrmTest::mock_post('/_mock/config', { max_per_window => 100, window_ms => 10000 });
-$node->append_conf('postgresql.conf', "erpcrm.max_calls_per_10s = 60\n");
+$node->append_conf('postgresql.conf', "erpcrm.max_calls_per_10s = 90\n");
 $node->reload;
 sql(q{
 SELECT erpcrm.pause();
 INSERT INTO erp.invoices SELECT 1000 + g, 'FV/' || g || '/B', 1 + g % 3, NULL, NULL, '2026-10-01', '2099-12-31', 100, 123, 'PLN', NULL
-  FROM generate_series(1, 1000) g;
+  FROM generate_series(1, 2000) g;
 INSERT INTO erp.invoice_lines SELECT 1000 + g, l, 'P-1', 'Regał', l, 10, 0
-  FROM generate_series(1, 1000) g, generate_series(1, 2) l;
+  FROM generate_series(1, 2000) g, generate_series(1, 2) l;
 SELECT erpcrm.resume();
 });
 ok(poll_until('progress', sub {
-	sql("SELECT synced > 300 FROM erpcrm.status WHERE mapping = 'invoices'") eq 't' }, 120),
+	sql("SELECT synced > 600 FROM erpcrm.status WHERE mapping = 'invoices'") eq 't' }, 120),
 	'the backfill is under way');
 my $progress = sql("SELECT pending + in_flight > 0, per_second > 0, time_left IS NOT NULL FROM erpcrm.status WHERE mapping = 'invoice_lines'");
 is($progress, 't|t|t', 'progress mid-way: remaining, rate and time left are visible');
@@ -249,7 +249,7 @@ ok(wait_synced($node, 300), 'the backfill completes');
 is(sql('SELECT count(*) FROM erpcrm.failures'), '0', 'the backfill failed nothing');
 my $stats = ErpcrmTest::mock_get('/_mock/stats');
 is($stats->{rateLimited}, 0, 'the backfill got no 429');
-is(scalar(grep { $_->{properties}{erp_id} =~ /^FV-(\d+)$/ && $1 > 1000 } @{ objects('deals') }), 1000,
+is(scalar(grep { $_->{properties}{erp_id} =~ /^FV-(\d+)$/ && $1 > 1000 } @{ objects('deals') }), 2000,
 	'every backfilled invoice is a deal');
 
 $node->stop;
