@@ -18,6 +18,19 @@ PACKAGES="postgresql-15 postgresql-client-15 postgresql-server-dev-15
 libcurl4-openssl-dev libcjson-dev python3 make gcc"
 PG_BIN=/usr/lib/postgresql/15/bin
 
+# which erpcrm is measured: the commit, and whether its sources differ from it
+revision() {
+	local rev dirty
+	rev=$(git rev-parse --short HEAD 2>/dev/null) || { echo "unknown (no git)"; return; }
+	dirty=$(git status --porcelain -- extension worker sql erpcrm.control Makefile 2>/dev/null)
+	if [ -n "$dirty" ]; then
+		echo "$rev + uncommitted changes"
+	else
+		echo "$rev"
+	fi
+}
+export BENCH_REVISION="${BENCH_REVISION:-$(revision)}"
+
 run_bench() {
 	export PATH="$PG_BIN:$PATH"
 	local only=()
@@ -54,7 +67,8 @@ if [ "$(id -u)" = 0 ]; then
 		|| cp -a . "$work"
 	chown -R postgres: "$work"
 	status=0
-	runuser -u postgres -- env $(env | grep -E '^BENCH_[A-Z_]+=' || true) \
+	runuser -u postgres -- env BENCH_REVISION="$BENCH_REVISION" \
+		$(env | grep -E '^BENCH_[A-Z_]+=[A-Za-z0-9_.]*$' || true) \
 		bash "$work/tests/bench.sh" --run "$work/last-results.txt" || status=$?
 	if [ -s "$work/last-results.txt" ]; then
 		mkdir -p "$top/tests/bench"

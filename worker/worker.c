@@ -496,6 +496,12 @@ erpcrm_worker_main(Datum main_arg)
 	/* the worker's SQL names everything with its schema */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * The worker's own commits need not wait for the WAL flush: a state
+	 * change lost in a crash only makes it send a key again, and every send
+	 * is idempotent.  The ERP's commits are untouched.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", "erpcrm worker", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("erpcrm worker");
 
