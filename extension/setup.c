@@ -72,7 +72,6 @@ static char *
 configure_client(void)
 {
 	static bool initialized = false;
-	HsHttpConfig config;
 	char	   *token = erpcrm_read_token();
 
 	if (!initialized)
@@ -80,12 +79,7 @@ configure_client(void)
 		hs_http_init();
 		initialized = true;
 	}
-	config.base_url = erpcrm_hubspot_url;
-	config.token = token;
-	config.ca_file = erpcrm_ca_file;
-	config.connect_timeout_ms = erpcrm_connect_timeout_ms;
-	config.timeout_ms = erpcrm_request_timeout_ms;
-	hs_http_configure(&config);
+	erpcrm_configure_http(token);
 	return token;
 }
 

@@ -282,46 +282,6 @@ GRANT EXECUTE ON FUNCTION erpcrm.set_match(text, text),
 	erpcrm.pipeline_id(text),
 	erpcrm.setup_hubspot(text, text[], text[], text[]) TO erpcrm_admin;
 
-/* ------------------------------------------------------------------
- * Keys that left the view before ever reaching HubSpot leave no trace
- * (they were counted as archived in 1.0)
- * ------------------------------------------------------------------
- */
-CREATE OR REPLACE FUNCTION erpcrm._done(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[],
-										p_archived boolean DEFAULT false, p_in_erp boolean DEFAULT true)
-RETURNS bigint
-LANGUAGE sql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-	WITH gone AS (
-		DELETE FROM erpcrm.sync_state s
-		 USING unnest(p_erp_ids) AS d(erp_id)
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = d.erp_id
-		   AND s.state = 'in_flight' AND NOT p_in_erp
-		   AND s.hubspot_id IS NULL AND s.change_seq = s.sent_seq
-		RETURNING 1
-	), u AS (
-		UPDATE erpcrm.sync_state s
-		   SET state = CASE WHEN s.change_seq <> s.sent_seq THEN 'pending'
-							WHEN p_archived THEN 'archived' ELSE 'synced' END,
-			   hubspot_id = CASE WHEN p_archived THEN s.hubspot_id
-								 ELSE COALESCE(d.hubspot_id, s.hubspot_id) END,
-			   attempts = 0,
-			   next_attempt_at = now(),
-			   last_synced_at = now(),
-			   in_erp = p_in_erp,
-			   dirty_since = CASE WHEN s.change_seq <> s.sent_seq THEN s.dirty_since END,
-			   http_status = NULL, error_category = NULL, error_message = NULL,
-			   correlation_id = NULL, error_at = NULL
-		  FROM unnest(p_erp_ids, p_hubspot_ids) AS d(erp_id, hubspot_id)
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = d.erp_id
-		   AND s.state = 'in_flight'
-		   AND NOT (NOT p_in_erp AND s.hubspot_id IS NULL AND s.change_seq = s.sent_seq)
-		RETURNING 1)
-	SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM u);
-END;
-
 /* The worker records when each call was made, not when it wrote the row. */
 CREATE FUNCTION erpcrm._log_call(p_called_at timestamptz, p_method text, p_path text,
 								 p_status integer, p_latency_ms double precision,
@@ -781,6 +741,11 @@ BEGIN
 END
 $$;
 
+/*
+ * _done, as of 1.1: objects associated to a key's old HubSpot id are sent
+ * again; keys that left the view before ever reaching HubSpot leave no
+ * trace (1.0 counted them as archived).
+ */
 CREATE OR REPLACE FUNCTION erpcrm._done(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[],
 										p_archived boolean DEFAULT false, p_in_erp boolean DEFAULT true)
 RETURNS bigint

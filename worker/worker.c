@@ -113,7 +113,6 @@ erpcrm_worker_note_call(const void *arg, bool rate_limited)
 static void
 configure_client(void)
 {
-	HsHttpConfig config;
 	char	   *token = NULL;
 	MemoryContext old = CurrentMemoryContext;
 
@@ -135,12 +134,7 @@ configure_client(void)
 	PG_END_TRY();
 
 	token_missing = (token[0] == '\0');
-	config.base_url = erpcrm_hubspot_url;
-	config.token = token;
-	config.ca_file = erpcrm_ca_file;
-	config.connect_timeout_ms = erpcrm_connect_timeout_ms;
-	config.timeout_ms = erpcrm_request_timeout_ms;
-	hs_http_configure(&config);
+	erpcrm_configure_http(token);
 	explicit_bzero(token, strlen(token));
 	pfree(token);
 
