@@ -630,6 +630,9 @@ set_transport_error(HsResponse *resp, int code, const char *msg)
 	strlcpy(resp->transport_message, msg, sizeof(resp->transport_message));
 }
 
+/* CURLOPT_CAINFO is set on the handle (see set_options) */
+static bool ca_file_applied = false;
+
 /*
  * Set the per-call options.  Returns CURLE_OK or the first failure.
  */
@@ -647,6 +650,18 @@ set_options(const char *method, const char *url, const char *body,
 			rc = curl_easy_setopt(h, opt, val); \
 	} while (0)
 
+	/*
+	 * An empty erpcrm.ca_file means libcurl's built-in CA bundle and path.
+	 * Setting CURLOPT_CAINFO to NULL would drop the bundle, so the option is
+	 * only ever set to a file; after a reload that cleared it, the handle is
+	 * reset to its defaults (its connections stay).
+	 */
+	if (ca_file_applied && (cfg_ca_file == NULL || cfg_ca_file[0] == '\0'))
+	{
+		curl_easy_reset(h);
+		ca_file_applied = false;
+	}
+
 	SETOPT(CURLOPT_URL, url);
 	SETOPT(CURLOPT_NOSIGNAL, 1L);
 	SETOPT(CURLOPT_ERRORBUFFER, errbuf);
@@ -660,8 +675,11 @@ set_options(const char *method, const char *url, const char *body,
 	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
 	SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
 	SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
-	SETOPT(CURLOPT_CAINFO,
-		   (cfg_ca_file != NULL && cfg_ca_file[0] != '\0') ? cfg_ca_file : NULL);
+	if (cfg_ca_file != NULL && cfg_ca_file[0] != '\0')
+	{
+		SETOPT(CURLOPT_CAINFO, cfg_ca_file);
+		ca_file_applied = true;
+	}
 	SETOPT(CURLOPT_CONNECTTIMEOUT_MS, cfg_connect_timeout_ms);
 	SETOPT(CURLOPT_TIMEOUT_MS, cfg_timeout_ms);
 	SETOPT(CURLOPT_ACCEPT_ENCODING, "");
