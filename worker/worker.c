@@ -171,33 +171,22 @@ load_mappings(bool *paused, TimestampTz *next_due)
 	/* 1.0 has no deal features; its library-side code paths stay off */
 	v11 = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "1.0") != 0;
 
-	ret = SPI_execute(v11 ?
-					  "WITH RECURSIVE lvl(mapping_id, depth) AS ("
-					  "  SELECT mapping_id, 0 FROM erpcrm.mapping"
-					  "  UNION ALL"
-					  "  SELECT a.mapping_id, l.depth + 1 FROM erpcrm.association a"
-					  "    JOIN lvl l ON a.target_id = l.mapping_id)"
-					  " SELECT m.mapping_id, m.name, m.source::pg_catalog.regclass::pg_catalog.text,"
-					  "   (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a"
-					  "     WHERE a.attrelid = m.source AND a.attname = 'erp_id' AND NOT a.attisdropped),"
-					  "   m.object_type, m.id_property, m.on_delete = 'archive',"
-					  "   COALESCE(m.batch_size, 0), m.paused, m.match_property, m.owner::pg_catalog.oid"
-					  " FROM erpcrm.mapping m JOIN lvl USING (mapping_id)"
-					  " GROUP BY m.mapping_id"
-					  " ORDER BY max(lvl.depth), m.mapping_id" :
-					  "WITH RECURSIVE lvl(mapping_id, depth) AS ("
-					  "  SELECT mapping_id, 0 FROM erpcrm.mapping"
-					  "  UNION ALL"
-					  "  SELECT a.mapping_id, l.depth + 1 FROM erpcrm.association a"
-					  "    JOIN lvl l ON a.target_id = l.mapping_id)"
-					  " SELECT m.mapping_id, m.name, m.source::pg_catalog.regclass::pg_catalog.text,"
-					  "   (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a"
-					  "     WHERE a.attrelid = m.source AND a.attname = 'erp_id' AND NOT a.attisdropped),"
-					  "   m.object_type, m.id_property, m.on_delete = 'archive',"
-					  "   COALESCE(m.batch_size, 0), m.paused, NULL, 0::pg_catalog.oid"
-					  " FROM erpcrm.mapping m JOIN lvl USING (mapping_id)"
-					  " GROUP BY m.mapping_id"
-					  " ORDER BY max(lvl.depth), m.mapping_id",
+	/* 1.0 has no match property and no owner: those columns are NULL */
+	ret = SPI_execute(psprintf("WITH RECURSIVE lvl(mapping_id, depth) AS ("
+							   "  SELECT mapping_id, 0 FROM erpcrm.mapping"
+							   "  UNION ALL"
+							   "  SELECT a.mapping_id, l.depth + 1 FROM erpcrm.association a"
+							   "    JOIN lvl l ON a.target_id = l.mapping_id)"
+							   " SELECT m.mapping_id, m.name, m.source::pg_catalog.regclass::pg_catalog.text,"
+							   "   (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a"
+							   "     WHERE a.attrelid = m.source AND a.attname = 'erp_id' AND NOT a.attisdropped),"
+							   "   m.object_type, m.id_property, m.on_delete = 'archive',"
+							   "   COALESCE(m.batch_size, 0), m.paused, %s"
+							   " FROM erpcrm.mapping m JOIN lvl USING (mapping_id)"
+							   " GROUP BY m.mapping_id"
+							   " ORDER BY max(lvl.depth), m.mapping_id",
+							   v11 ? "m.match_property, m.owner::pg_catalog.oid" :
+							   "NULL, 0::pg_catalog.oid"),
 					  true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read erpcrm.mapping");
@@ -226,17 +215,12 @@ load_mappings(bool *paused, TimestampTz *next_due)
 	}
 	MemoryContextSwitchTo(spi_cxt);
 
-	ret = SPI_execute(v11 ?
-					  "SELECT a.mapping_id, a.column_name, a.target_id, t.name, t.object_type,"
-					  "  COALESCE(a.type_id, 0), a.category, a.as_property, a.inherit_owner,"
-					  "  t.source::pg_catalog.regclass::pg_catalog.text"
-					  " FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id"
-					  " ORDER BY a.mapping_id, a.column_name, a.target_id" :
-					  "SELECT a.mapping_id, a.column_name, a.target_id, t.name, t.object_type,"
-					  "  COALESCE(a.type_id, 0), a.category, NULL, false,"
-					  "  t.source::pg_catalog.regclass::pg_catalog.text"
-					  " FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id"
-					  " ORDER BY a.mapping_id, a.column_name, a.target_id",
+	ret = SPI_execute(psprintf("SELECT a.mapping_id, a.column_name, a.target_id, t.name, t.object_type,"
+							   "  COALESCE(a.type_id, 0), a.category, %s,"
+							   "  t.source::pg_catalog.regclass::pg_catalog.text"
+							   " FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id"
+							   " ORDER BY a.mapping_id, a.column_name, a.target_id",
+							   v11 ? "a.as_property, a.inherit_owner" : "NULL, false"),
 					  true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read erpcrm.association");
@@ -318,22 +302,26 @@ extension_ready(void)
 	return ready;
 }
 
+/* One call of an erpcrm function, in a transaction of its own. */
+static void
+run_step(const char *activity, const char *sql)
+{
+	begin_step(activity);
+	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "%s failed", sql);
+	end_step();
+}
+
 static void
 fold(void)
 {
-	begin_step("erpcrm: folding the outbox");
-	if (SPI_execute("SELECT erpcrm._fold()", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "erpcrm._fold() failed");
-	end_step();
+	run_step("erpcrm: folding the outbox", "SELECT erpcrm._fold()");
 }
 
 static void
 recover(void)
 {
-	begin_step("erpcrm: recovering keys left in flight");
-	if (SPI_execute("SELECT erpcrm._recover()", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "erpcrm._recover() failed");
-	end_step();
+	run_step("erpcrm: recovering keys left in flight", "SELECT erpcrm._recover()");
 }
 
 static long
