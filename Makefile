@@ -64,7 +64,7 @@ check-tap:
 	rm -rf tests/tmp_check
 	cd tests && TESTDIR='$(CURDIR)/tests' PATH="$(bindir):$$PATH" \
 	  PG_REGRESS='$(top_builddir)/src/test/regress/pg_regress' \
-	  $(PROVE) $(PG_PROVE_FLAGS) -I '$(CURDIR)/tests' $(PROVE_FLAGS) t/*.pl
+	  $(PROVE) $(PG_PROVE_FLAGS) -I '$(CURDIR)/tests' $(PROVE_FLAGS) $(or $(PROVE_TESTS),t/*.pl)
 
 # Fuzzing, memory safety and the long fault runs (tests/fuzz, tests/long).
 #   make fuzz            each libFuzzer harness for FUZZ_SECONDS (default 60)
