@@ -32,6 +32,13 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initi
 SHLIB_LINK = -lcurl -lcjson
 
 REGRESS = setup mapping capture state surface deals privileges upgrade
+# suites added in 1.2, one line per line of work (keeps merges clean)
+# part 1: security
+# part 2: DDL, restores, watches
+# part 3: one bad row fails alone
+# part 4: flat cost at scale
+# part 5: links, corrections, HubSpot set-up
+# part 6: packaging and contract
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 	--temp-instance=tests/regress/tmp_check \
 	--temp-config=tests/regress/erpcrm.conf
