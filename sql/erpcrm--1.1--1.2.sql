@@ -237,13 +237,15 @@ DECLARE
 	n bigint := 0;
 	k bigint;
 	archived_ids text[];
+	dep record;
 BEGIN
+	/* by primary key lookups only (part 4): no join to hash the mapping */
 	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
 		UPDATE erpcrm.sync_state s
-		   SET unlinked = d.unlinked::jsonb, archived_at = NULL
-		  FROM unnest(p_synced, p_unlinked) AS d(erp_id, unlinked)
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = d.erp_id
-		   AND (s.unlinked IS DISTINCT FROM d.unlinked::jsonb OR s.archived_at IS NOT NULL);
+		   SET unlinked = p_unlinked[array_position(p_synced, s.erp_id)]::jsonb, archived_at = NULL
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_synced)
+		   AND (s.unlinked IS DISTINCT FROM p_unlinked[array_position(p_synced, s.erp_id)]::jsonb
+				OR s.archived_at IS NOT NULL);
 	END IF;
 	IF p_archived IS NOT NULL AND cardinality(p_archived) > 0 THEN
 		WITH u AS (
@@ -274,20 +276,24 @@ BEGIN
 	END IF;
 
 	/* dependents sent without a link to a key that is in HubSpot now get it */
+	/* (one association at a time: the dependents' unlinked keys are read
+	 * through sync_state_unlinked, never the dependent mapping whole) */
 	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
-		UPDATE erpcrm.sync_state r
-		   SET change_seq = r.change_seq + 1,
-			   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
-			   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
-			   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
-			   dirty_since = COALESCE(r.dirty_since, now())
-		  FROM erpcrm.association a, unnest(p_synced) AS t(erp_id)
-		 WHERE a.target_id = p_mapping_id AND r.mapping_id = a.mapping_id
-		   AND r.unlinked IS NOT NULL
-		   AND r.unlinked ->> a.column_name = t.erp_id
-		   AND r.state IN ('synced', 'failed', 'pending', 'in_flight');
-		GET DIAGNOSTICS k = ROW_COUNT;
-		n := n + k;
+		FOR dep IN SELECT a.mapping_id, a.column_name FROM erpcrm.association a
+					WHERE a.target_id = p_mapping_id LOOP
+			UPDATE erpcrm.sync_state r
+			   SET change_seq = r.change_seq + 1,
+				   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+				   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+				   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
+				   dirty_since = COALESCE(r.dirty_since, now())
+			 WHERE r.mapping_id = dep.mapping_id
+			   AND r.unlinked IS NOT NULL
+			   AND r.unlinked ->> dep.column_name = ANY (p_synced)
+			   AND r.state IN ('synced', 'failed', 'pending', 'in_flight');
+			GET DIAGNOSTICS k = ROW_COUNT;
+			n := n + k;
+		END LOOP;
 	END IF;
 	RETURN n;
 END
