@@ -9,14 +9,22 @@
 #
 # Sizes: BENCH_QUICK=1 for a quick run; BENCH_SECONDS, BENCH_COMPANIES, ...
 # (the list is at the top of tests/bench/bench.py).  BENCH_ONLY=capture or
-# BENCH_ONLY=delivery runs one half.
+# BENCH_ONLY=delivery runs one half, BENCH_ONLY=scale the scaling runs only.
+# PG_CONFIG picks the PostgreSQL (default: the system's PostgreSQL 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
 
 PACKAGES="postgresql-15 postgresql-client-15 postgresql-server-dev-15
 libcurl4-openssl-dev libcjson-dev python3 make gcc"
-PG_BIN=/usr/lib/postgresql/15/bin
+# PG_CONFIG names the PostgreSQL to build for and measure (as in make test)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+export PG_CONFIG
+if [ -x "$PG_CONFIG" ]; then
+	PG_BIN=$("$PG_CONFIG" --bindir)
+else
+	PG_BIN=/usr/lib/postgresql/15/bin
+fi
 
 # which erpcrm is measured: the commit, and whether its sources differ from it
 revision() {
@@ -57,8 +65,8 @@ if [ "$(id -u)" = 0 ]; then
 		apt-get install -y -qq --no-install-recommends $missing >/dev/null
 	fi
 	export PATH="$PG_BIN:$PATH"
-	make -s PG_CONFIG=$PG_BIN/pg_config
-	make -s install PG_CONFIG=$PG_BIN/pg_config >/dev/null
+	make -s PG_CONFIG="$PG_CONFIG"
+	make -s install PG_CONFIG="$PG_CONFIG" >/dev/null
 	work=$(mktemp -d /tmp/erpcrm-bench-tree.XXXXXX)
 	trap 'rm -rf "$work"' EXIT
 	# tracked files and new ones not ignored (a fresh clone has only the former)
@@ -67,8 +75,8 @@ if [ "$(id -u)" = 0 ]; then
 		|| cp -a . "$work"
 	chown -R postgres: "$work"
 	status=0
-	runuser -u postgres -- env BENCH_REVISION="$BENCH_REVISION" \
-		$(env | grep -E '^BENCH_[A-Z_]+=[A-Za-z0-9_.]*$' || true) \
+	runuser -u postgres -- env BENCH_REVISION="$BENCH_REVISION" PG_CONFIG="$PG_CONFIG" \
+		$(env | grep -E '^BENCH_[A-Z_]+=[A-Za-z0-9_.,]*$' || true) \
 		bash "$work/tests/bench.sh" --run "$work/last-results.txt" || status=$?
 	if [ -s "$work/last-results.txt" ]; then
 		mkdir -p "$top/tests/bench"
