@@ -742,6 +742,7 @@ def scale(pg, mock, res):
     sizes = scale_keys()
     biggest = max(sizes)
     pg.sql("postgres", """
+SELECT erpcrm.resume();
 ALTER SYSTEM SET autovacuum = on;
 ALTER SYSTEM SET autovacuum_naptime = '5s';
 SELECT pg_reload_conf();
