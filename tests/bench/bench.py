@@ -776,7 +776,7 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
         sent0 = int(pg.sql("postgres", "SELECT objects_sent FROM erpcrm.worker"))
         t0 = time.time()
         rounds = []
-        trace = []      # (objects sent, worker CPU s), every poll
+        trace = [(0, c0)]   # (objects sent, worker CPU s), every poll
         sizes_after = None
         while True:
             r0 = time.time()
@@ -809,7 +809,7 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
         # the worker's CPU per object in the first and last 10 % of the
         # objects sent: steadier than wall time on a shared machine
         def cpu_per_object(lo, hi):
-            a = next((t for t in trace if t[0] >= lo), None)
+            a = ([t for t in trace if t[0] <= lo] or [None])[-1]
             b = next((t for t in trace if t[0] >= hi), None)
             if not a or not b or b[0] <= a[0]:
                 return float("nan")
