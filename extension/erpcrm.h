@@ -76,6 +76,8 @@ typedef struct ErpcrmShared
 	uint64		calls;
 	uint64		rate_limited;
 	uint64		objects_sent;
+	bool		role_ready;		/* erpcrm.role was seen to exist, with LOGIN */
+	bool		retry_now;		/* erpcrm.retry_now(): end any back-off */
 } ErpcrmShared;
 
 extern ErpcrmShared *erpcrm_shared;
@@ -98,6 +100,8 @@ typedef struct ErpcrmSavedUser
 
 extern void erpcrm_as_owner_begin(Oid owner, ErpcrmSavedUser *saved);
 extern void erpcrm_as_owner_end(ErpcrmSavedUser *saved);
+extern void erpcrm_refuse_if_restricted(Oid fn_oid);
+extern void erpcrm_install_guard(void);
 
 /* ----------------------------------------------------------------
  * worker/worker.c

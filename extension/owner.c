@@ -7,11 +7,21 @@
  *	  as that role, in a security-restricted operation, as ANALYZE and
  *	  REFRESH MATERIALIZED VIEW do for a table's owner.
  *
+ *	  Inside any security-restricted operation (those reads, and ANALYZE,
+ *	  REFRESH, CREATE INDEX of others) no function of erpcrm that can change
+ *	  its definitions or state may run: a function in a view must not define
+ *	  a mapping, whose owner would then be whoever reads the view.  A
+ *	  function manager hook refuses every volatile SECURITY DEFINER (or
+ *	  SET-clause) function of schema erpcrm there; the stable ones that views
+ *	  call (hubspot_id(), stage_id(), pipeline_id()) stay allowed.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -19,8 +29,62 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
 
 #include "erpcrm.h"
+
+static fmgr_hook_type prev_fmgr_hook = NULL;
+
+/*
+ * Refuse a call of a function of erpcrm that may change its definitions or
+ * state (any volatile one) inside a security-restricted operation.
+ */
+void
+erpcrm_refuse_if_restricted(Oid fn_oid)
+{
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	Oid			nsp;
+	bool		refuse;
+
+	if (!InSecurityRestrictedOperation())
+		return;
+	nsp = get_namespace_oid("erpcrm", true);
+	if (!OidIsValid(nsp))
+		return;
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
+	if (!HeapTupleIsValid(tup))
+		return;
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	refuse = (proc->pronamespace == nsp &&
+			  proc->provolatile == PROVOLATILE_VOLATILE);
+	ReleaseSysCache(tup);
+	if (refuse)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot execute %s within security-restricted operation",
+						format_procedure(fn_oid)),
+				 errdetail("erpcrm reads a mapping view with its owner's privileges in a security-restricted operation, and nothing in a view may change erpcrm's definitions or state."),
+				 errhint("Call erpcrm's functions directly, not from a function of a mapping view.")));
+}
+
+static void
+erpcrm_fmgr_hook(FmgrHookEventType event, FmgrInfo *flinfo, Datum *private)
+{
+	if (event == FHET_START)
+		erpcrm_refuse_if_restricted(flinfo->fn_oid);
+	if (prev_fmgr_hook)
+		prev_fmgr_hook(event, flinfo, private);
+}
+
+/* In every backend that loads the library, also without preloading. */
+void
+erpcrm_install_guard(void)
+{
+	prev_fmgr_hook = fmgr_hook;
+	fmgr_hook = erpcrm_fmgr_hook;
+}
 
 /* Switch to the owner; the caller's identity goes into *saved. */
 void

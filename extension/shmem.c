@@ -138,6 +138,10 @@ erpcrm_set_state(ErpcrmWorkerState state, const char *detail)
 		return;
 	SpinLockAcquire(&erpcrm_shared->mutex);
 	erpcrm_shared->state = state;
+	/* backoff_until is shown only while the worker is held back */
+	if (state != ERPCRM_WORKER_BACKING_OFF && state != ERPCRM_WORKER_RATE_LIMITED &&
+		state != ERPCRM_WORKER_AUTH_FAILED)
+		erpcrm_shared->backoff_until = 0;
 	erpcrm_clip(erpcrm_shared->detail, detail ? detail : "",
 				sizeof(erpcrm_shared->detail));
 	SpinLockRelease(&erpcrm_shared->mutex);
@@ -180,11 +184,42 @@ erpcrm_wake_v1(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(erpcrm_shared != NULL);
 }
 
+/*
+ * erpcrm.retry_now(): end any back-off of the worker (a failed cycle, a
+ * transport failure, a 401/403) and wake it, as a reload does.  Returns
+ * whether a worker was there to wake.
+ */
+PG_FUNCTION_INFO_V1(erpcrm_retry_now_v1);
+Datum
+erpcrm_retry_now_v1(PG_FUNCTION_ARGS)
+{
+	Latch	   *latch;
+
+	if (erpcrm_shared == NULL)
+		PG_RETURN_BOOL(false);
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->retry_now = true;
+	latch = erpcrm_shared->worker_latch;
+	SpinLockRelease(&erpcrm_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+	PG_RETURN_BOOL(latch != NULL);
+}
+
 PG_FUNCTION_INFO_V1(erpcrm_caller_v1);
 Datum
 erpcrm_caller_v1(PG_FUNCTION_ARGS)
 {
-	/* the role in effect outside any SECURITY DEFINER function */
+	/*
+	 * The role in effect outside any SECURITY DEFINER function.  Inside a
+	 * security-restricted operation (a mapping view read as its owner) that
+	 * is whoever reads the view, not the role asking: refuse.
+	 */
+	if (InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot define or change erpcrm's objects within security-restricted operation"),
+				 errhint("Call erpcrm's functions directly, not from a function of a mapping view.")));
 	PG_RETURN_OID(GetOuterUserId());
 }
 

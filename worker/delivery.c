@@ -171,12 +171,14 @@ build_read_query(MappingDef *m)
 }
 
 /*
- * The read query of a mapping, planned once and kept while its text stays
- * the same (the plan cache replans it when the view changes).
+ * The read query of a mapping, planned once and kept while its text and the
+ * mapping's owner stay the same (the plan cache replans it when the view
+ * changes).
  */
 typedef struct ReadPlan
 {
 	int32		mapping_id;
+	Oid			owner;			/* the role it was planned as */
 	char	   *query;
 	SPIPlanPtr	plan;
 } ReadPlan;
@@ -185,7 +187,7 @@ static ReadPlan *read_plans = NULL;
 static int	nread_plans = 0;
 
 static SPIPlanPtr
-read_plan(int32 mapping_id, const char *query, Oid *argtypes)
+read_plan(int32 mapping_id, Oid owner, const char *query, Oid *argtypes)
 {
 	ReadPlan   *rp = NULL;
 	SPIPlanPtr	plan;
@@ -193,7 +195,7 @@ read_plan(int32 mapping_id, const char *query, Oid *argtypes)
 	for (int i = 0; i < nread_plans; i++)
 		if (read_plans[i].mapping_id == mapping_id)
 			rp = &read_plans[i];
-	if (rp != NULL && strcmp(rp->query, query) == 0)
+	if (rp != NULL && rp->owner == owner && strcmp(rp->query, query) == 0)
 		return rp->plan;
 
 	plan = SPI_prepare(query, 1, argtypes);
@@ -213,6 +215,7 @@ read_plan(int32 mapping_id, const char *query, Oid *argtypes)
 		pfree(rp->query);
 	}
 	rp->mapping_id = mapping_id;
+	rp->owner = owner;
 	rp->query = MemoryContextStrdup(TopMemoryContext, query);
 	rp->plan = plan;
 	return plan;
@@ -243,6 +246,7 @@ claim_and_read(Batch *b, int limit)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "erpcrm: claiming keys");
+	erpcrm_worker_step("claiming keys");
 
 	if (claim_plan == NULL)
 	{
@@ -292,14 +296,21 @@ claim_and_read(Batch *b, int limit)
 	}
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s", (int) n, m->source));
+	erpcrm_worker_step("reading its view");
 	query = build_read_query(m);
 	{
-		SPIPlanPtr	plan = read_plan(m->id, query, argtypes);
+		SPIPlanPtr	plan;
 		ErpcrmSavedUser saved;
 
-		/* the view's functions run as the mapping's owner, not as us */
+		/*
+		 * The view is parsed, planned and read as the mapping's owner, in a
+		 * security-restricted operation: its schema needs no grant to us, and
+		 * its functions (also those folded to constants while planning) never
+		 * run with our privileges.
+		 */
 		if (OidIsValid(m->owner))
 			erpcrm_as_owner_begin(m->owner, &saved);
+		plan = read_plan(m->id, m->owner, query, argtypes);
 		ret = SPI_execute_plan(plan, args, NULL, true, 0);
 		if (OidIsValid(m->owner))
 			erpcrm_as_owner_end(&saved);
@@ -485,6 +496,7 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		}
 
 		erpcrm_set_state(ERPCRM_WORKER_SENDING, path);
+		erpcrm_worker_step("calling HubSpot");
 		pgstat_report_activity(STATE_RUNNING,
 							   psprintf("erpcrm: %s %s (%d inputs)", method, path, ninputs));
 		hs_rate_note_call(now);
@@ -1208,6 +1220,7 @@ record(Batch *b)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "erpcrm: recording results");
+	erpcrm_worker_step("recording the results");
 
 	for (int i = 0; i < b->nkeys; i++)
 	{
