@@ -147,6 +147,46 @@ erpcrm_set_state(ErpcrmWorkerState state, const char *detail)
 	SpinLockRelease(&erpcrm_shared->mutex);
 }
 
+/*
+ * A session (check_connection(), setup_hubspot()) starts a call to HubSpot:
+ * HubSpot counts it against the same budget, so the worker's limiter must
+ * count it too.  It also counts in erpcrm.worker.calls.
+ */
+void
+erpcrm_note_session_call(TimestampTz started)
+{
+	if (erpcrm_shared == NULL)
+		return;
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->session_calls[erpcrm_shared->session_seq % ERPCRM_SESSION_CALLS] = started;
+	erpcrm_shared->session_seq++;
+	erpcrm_shared->calls++;
+	erpcrm_shared->last_call = started;
+	SpinLockRelease(&erpcrm_shared->mutex);
+}
+
+/*
+ * The worker takes the session calls it has not seen yet (at most
+ * ERPCRM_SESSION_CALLS, oldest first) into calls[]; returns how many.
+ */
+int
+erpcrm_take_session_calls(uint64 *seen, TimestampTz *calls)
+{
+	int			n = 0;
+	uint64		seq;
+
+	if (erpcrm_shared == NULL)
+		return 0;
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	seq = erpcrm_shared->session_seq;
+	if (*seen + ERPCRM_SESSION_CALLS < seq)
+		*seen = seq - ERPCRM_SESSION_CALLS;
+	for (; *seen < seq; (*seen)++)
+		calls[n++] = erpcrm_shared->session_calls[*seen % ERPCRM_SESSION_CALLS];
+	SpinLockRelease(&erpcrm_shared->mutex);
+	return n;
+}
+
 static const char *
 state_name(ErpcrmWorkerState state)
 {
@@ -210,17 +250,8 @@ PG_FUNCTION_INFO_V1(erpcrm_caller_v1);
 Datum
 erpcrm_caller_v1(PG_FUNCTION_ARGS)
 {
-	/*
-	 * The role in effect outside any SECURITY DEFINER function.  Inside a
-	 * security-restricted operation (a mapping view read as its owner) that
-	 * is whoever reads the view, not the role asking: refuse.
-	 */
-	if (InSecurityRestrictedOperation())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("cannot define or change erpcrm's objects within security-restricted operation"),
-				 errhint("Call erpcrm's functions directly, not from a function of a mapping view.")));
-	PG_RETURN_OID(GetOuterUserId());
+	/* the role that asks: see erpcrm_asking_role() */
+	PG_RETURN_OID(erpcrm_asking_role());
 }
 
 PG_FUNCTION_INFO_V1(erpcrm_worker_state_v1);

@@ -527,9 +527,14 @@ call_hubspot(Batch *b, const char *method, const char *path,
 
 	for (;;)
 	{
-		TimestampTz now = GetCurrentTimestamp();
-		long		delay = hs_rate_delay_ms(now);
+		TimestampTz now;
+		long		delay;
 		CallLog    *log;
+
+		/* calls sessions made count in the same budget */
+		erpcrm_worker_absorb_session_calls();
+		now = GetCurrentTimestamp();
+		delay = hs_rate_delay_ms(now);
 
 		if (delay > 0)
 		{

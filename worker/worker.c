@@ -145,6 +145,18 @@ erpcrm_worker_note_call(const void *arg, bool rate_limited)
 	(void) resp;
 }
 
+/* Count the calls sessions made to HubSpot in the worker's limiter. */
+void
+erpcrm_worker_absorb_session_calls(void)
+{
+	static uint64 seen = 0;
+	TimestampTz calls[ERPCRM_SESSION_CALLS];
+	int			n = erpcrm_take_session_calls(&seen, calls);
+
+	for (int i = 0; i < n; i++)
+		hs_rate_note_call(calls[i]);
+}
+
 /* (Re)configure the HTTP client and the rate limiter from the settings. */
 static void
 configure_client(void)

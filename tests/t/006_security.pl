@@ -381,7 +381,8 @@ my ($mok, $mout, $merr) = try_as('mallory', q{
 CREATE TABLE mal.t (id int PRIMARY KEY);
 INSERT INTO mal.t VALUES (1);
 CREATE FUNCTION mal.backend() RETURNS text LANGUAGE sql
-	RETURN (SELECT backend_type FROM pg_stat_activity WHERE pid = pg_backend_pid());
+	RETURN CASE current_setting('application_name') WHEN 'erpcrm worker' THEN 'erpcrm worker'
+		ELSE 'client backend' END;
 CREATE TABLE mal.ran (who text, via text, backend text DEFAULT mal.backend());
 CREATE TABLE mal.refused (call text, error text, backend text DEFAULT mal.backend());
 CREATE TABLE mal.calls (call text);
@@ -495,7 +496,8 @@ SELECT format('SELECT %s(%s)', p.oid::regproc,
   JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'erpcrm'
  WHERE p.provolatile = 'v' AND (p.prosecdef OR p.proconfig IS NOT NULL)
-   AND p.prorettype <> 'trigger'::regtype;
+   AND p.prorettype <> 'trigger'::regtype
+   AND has_function_privilege('mallory', p.oid, 'EXECUTE');
 });
 	my $ncalls = $node->safe_psql('postgres', 'SELECT count(*) FROM mal.calls');
 	cmp_ok($ncalls, '>=', 20, "$ncalls volatile functions of erpcrm to call from a view");
@@ -507,6 +509,26 @@ SELECT string_agg(call || ': ' || COALESCE(error, 'ran'), E'\n') FROM mal.refuse
 	is($node->safe_psql('postgres', "SELECT count(DISTINCT call) FROM mal.refused WHERE backend = 'client backend'"),
 		$ncalls, 'and each was tried');
 	is($mallory_super->(), 'f', 'mallory is still no superuser');
+}
+
+# map() called from an admin's SECURITY DEFINER function that a superuser
+# runs: the role that asks is the function's owner, not the superuser
+{
+	my ($dok, $dout, $derr) = try_as('mallory', q{
+CREATE FUNCTION mal.helper() RETURNS integer LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+	RETURN erpcrm.map('mal3', 'mal.v2', '2-101');
+END $$;
+});
+	ok($dok, 'an admin writes a SECURITY DEFINER function that calls map()') or diag($derr);
+	$node->safe_psql('postgres', 'SELECT mal.helper()');
+	is($node->safe_psql('postgres', "SELECT owner FROM erpcrm.mapping WHERE name = 'mal3'"), 'mallory',
+		'the mapping it defines, run by a superuser, belongs to the function\'s owner');
+	$node->safe_psql('postgres', "SELECT erpcrm.resync('mal3')");
+	is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT who, ',') FROM mal.ran WHERE via = 'v2'"),
+		'mallory', 'so its view runs as that owner');
+	is($mallory_super->(), 'f', 'and mallory is still no superuser');
+	$node->safe_psql('postgres', "SELECT erpcrm.unmap('mal3')");
 }
 $node->safe_psql('postgres', q{
 ALTER ROLE mallory NOSUPERUSER;
@@ -527,12 +549,11 @@ SELECT erpcrm.unmap('mal');
 	($uok, $uout, $uerr) = try_as('mallory', "SELECT erpcrm.unwatch('companies', 'erp.customers', 'no such key')");
 	ok(!$uok && $uerr =~ /permission denied to unwatch/, 'also for a key it does not watch')
 	  or diag("out: $uout\nerr: $uerr");
-	($uok, $uout, $uerr) = try_as('mallory', "SELECT erpcrm.unmap('companies')");
-	ok(!$uok && $uerr =~ /permission denied to unwatch table erp\.customers/,
-		'nor drop the mapping that watches it') or diag("out: $uout\nerr: $uerr");
+	($uok, $uout, $uerr) = try_as('mallory', "SELECT erpcrm.unmap('products')");
+	ok(!$uok && $uerr =~ /permission denied to unwatch table erp\.products/,
+		'nor drop a mapping that watches a table it may not trigger') or diag("out: $uout\nerr: $uerr");
 	is($node->safe_psql('postgres',
-		"SELECT count(*) FROM pg_trigger WHERE tgrelid = 'erp.customers'::regclass AND tgname LIKE 'erpcrm%'"),
-		$before, 'whose triggers stay');
+		"SELECT count(*) FROM erpcrm.mapping WHERE name = 'products'"), '1', 'which stays');
 }
 
 # --- the worker as a non-superuser role, with no grant at all: mapping
@@ -564,10 +585,10 @@ unlike(substr(slurp_file($node->logfile), $wlog_offset), qr/FATAL/,
 	'no FATAL in the log while it waited');
 is($node->safe_psql('postgres', "SELECT rolsuper FROM pg_roles WHERE rolname = 'erpcrm_worker'"), 'f',
 	'which is no superuser');
-is($node->safe_psql('postgres', qq{
-SELECT has_schema_privilege('erpcrm_worker', 'erp', 'USAGE')
-	OR has_schema_privilege('erpcrm_worker', '$schema', 'USAGE')
-	OR has_table_privilege('erpcrm_worker', 'erp.hs_products', 'SELECT')}), 'f',
+is($node->safe_psql('postgres', q{
+SELECT bool_or(has_schema_privilege('erpcrm_worker', n.oid, 'USAGE'))
+	OR has_table_privilege('erpcrm_worker', 'erp.hs_products', 'SELECT')
+  FROM pg_namespace n WHERE n.nspname = 'erp' OR n.nspname LIKE 'Erp "Q"%'}), 'f',
 	'and has no privilege on the ERP\'s schemas or views');
 $node->safe_psql('postgres', qq{
 INSERT INTO erp.customers (id, name, nip) VALUES (6, 'Eta', '1112223344');
