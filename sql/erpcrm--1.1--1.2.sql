@@ -598,6 +598,155 @@ GRANT EXECUTE ON FUNCTION erpcrm.watch(text, regclass, text, text), erpcrm._befo
 -- Part 4: flat cost at scale (claim, done, fold, next-due)
 -- ===================================================================
 
+/*
+ * Every statement of a batch touches only the batch's keys, through an
+ * index, whatever the statistics say: keys are looked up with
+ * "erp_id = ANY (array)" on the primary key (no join the planner could turn
+ * into a hash of the mapping's rows), and a key's new HubSpot id is found by
+ * its position in the array.  Claiming is planned with the batch size known
+ * (a custom plan each time), so its LIMIT walks the due index.
+ */
+CREATE OR REPLACE FUNCTION erpcrm._claim(p_mapping_id integer, n integer)
+RETURNS TABLE (erp_id text, hubspot_id text, change_seq bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+	keys text[];
+BEGIN
+	keys := ARRAY(
+		SELECT c.erp_id FROM erpcrm.sync_state c
+		 WHERE c.mapping_id = p_mapping_id AND c.state = 'pending'
+		   AND c.next_attempt_at <= pg_catalog.now()
+		 ORDER BY c.next_attempt_at, c.erp_id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED);
+	IF pg_catalog.cardinality(keys) = 0 THEN
+		RETURN;
+	END IF;
+	RETURN QUERY
+	UPDATE erpcrm.sync_state s
+	   SET state = 'in_flight', sent_seq = s.change_seq
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (keys)
+	RETURNING s.erp_id, s.hubspot_id, s.change_seq;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._claim(integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._claim(integer, integer) TO erpcrm_admin;
+
+/* Keys in flight, for recovery after a crash: as many as the batches on
+ * their way, looked up without reading the mapping's history. */
+CREATE INDEX sync_state_in_flight ON erpcrm.sync_state (mapping_id)
+	WHERE state = 'in_flight';
+
+/* Objects associated to a key's old HubSpot id are sent again (as of 1.1). */
+CREATE OR REPLACE FUNCTION erpcrm._redirty_dependents(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old_ids text[];
+	n bigint := 0;
+BEGIN
+	IF NOT EXISTS (SELECT FROM erpcrm.association a WHERE a.target_id = p_mapping_id) THEN
+		RETURN 0;
+	END IF;
+	SELECT pg_catalog.array_agg(s.hubspot_id) INTO old_ids
+	  FROM erpcrm.sync_state s
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.hubspot_id IS NOT NULL
+	   AND s.hubspot_id <> p_hubspot_ids[pg_catalog.array_position(p_erp_ids, s.erp_id)];
+	IF old_ids IS NULL THEN
+		RETURN 0;
+	END IF;
+	UPDATE erpcrm.sync_state r
+	   SET change_seq = r.change_seq + 1,
+		   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+		   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+		   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE pg_catalog.now() END,
+		   dirty_since = COALESCE(r.dirty_since, pg_catalog.now())
+	  FROM erpcrm.association a, pg_catalog.unnest(old_ids) AS o(id)
+	 WHERE a.target_id = p_mapping_id AND r.mapping_id = a.mapping_id
+	   AND r.state IN ('synced', 'failed', 'pending')
+	   AND pg_catalog.strpos(';' || r.assoc_state || ';', ';' || a.column_name || '=' || o.id || ';') > 0;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._redirty_dependents(integer, text[], text[]) FROM PUBLIC;
+
+/*
+ * _done, as of 1.2: the same outcome as 1.1, by primary key lookups only;
+ * dependents are looked at only when some association points at the
+ * mapping.
+ */
+CREATE OR REPLACE FUNCTION erpcrm._done(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[],
+										p_archived boolean DEFAULT false, p_in_erp boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	gone bigint := 0;
+	n bigint;
+BEGIN
+	IF NOT p_archived THEN
+		PERFORM erpcrm._redirty_dependents(p_mapping_id, p_erp_ids, p_hubspot_ids);
+	END IF;
+	/* keys that left the view before ever reaching HubSpot leave no trace */
+	IF NOT p_in_erp THEN
+		DELETE FROM erpcrm.sync_state s
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+		   AND s.state = 'in_flight'
+		   AND s.hubspot_id IS NULL AND s.change_seq = s.sent_seq;
+		GET DIAGNOSTICS gone = ROW_COUNT;
+	END IF;
+	UPDATE erpcrm.sync_state s
+	   SET state = CASE WHEN s.change_seq <> s.sent_seq THEN 'pending'
+						WHEN p_archived THEN 'archived' ELSE 'synced' END,
+		   hubspot_id = CASE WHEN p_archived THEN s.hubspot_id
+							 ELSE COALESCE(p_hubspot_ids[pg_catalog.array_position(p_erp_ids, s.erp_id)],
+										   s.hubspot_id) END,
+		   attempts = 0,
+		   next_attempt_at = pg_catalog.now(),
+		   last_synced_at = pg_catalog.now(),
+		   in_erp = p_in_erp,
+		   dirty_since = CASE WHEN s.change_seq <> s.sent_seq THEN s.dirty_since END,
+		   http_status = NULL, error_category = NULL, error_message = NULL,
+		   correlation_id = NULL, error_at = NULL
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.state = 'in_flight';
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN gone + n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._done(integer, text[], text[], boolean, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._done(integer, text[], text[], boolean, boolean) TO erpcrm_admin;
+
+CREATE OR REPLACE FUNCTION erpcrm._set_assoc_state(p_mapping_id integer, p_erp_ids text[], p_states text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	UPDATE erpcrm.sync_state s
+	   SET assoc_state = p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)]
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._set_assoc_state(integer, text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._set_assoc_state(integer, text[], text[]) TO erpcrm_admin;
+
+
 
 -- ===================================================================
 -- Part 5: links, corrections and HubSpot set-up
@@ -660,13 +809,15 @@ DECLARE
 	n bigint := 0;
 	k bigint;
 	archived_ids text[];
+	dep record;
 BEGIN
+	/* by primary key lookups only (part 4): no join to hash the mapping */
 	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
 		UPDATE erpcrm.sync_state s
-		   SET unlinked = d.unlinked::jsonb, archived_at = NULL
-		  FROM unnest(p_synced, p_unlinked) AS d(erp_id, unlinked)
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = d.erp_id
-		   AND (s.unlinked IS DISTINCT FROM d.unlinked::jsonb OR s.archived_at IS NOT NULL);
+		   SET unlinked = p_unlinked[array_position(p_synced, s.erp_id)]::jsonb, archived_at = NULL
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_synced)
+		   AND (s.unlinked IS DISTINCT FROM p_unlinked[array_position(p_synced, s.erp_id)]::jsonb
+				OR s.archived_at IS NOT NULL);
 	END IF;
 	IF p_archived IS NOT NULL AND cardinality(p_archived) > 0 THEN
 		WITH u AS (
@@ -697,20 +848,24 @@ BEGIN
 	END IF;
 
 	/* dependents sent without a link to a key that is in HubSpot now get it */
+	/* (one association at a time: the dependents' unlinked keys are read
+	 * through sync_state_unlinked, never the dependent mapping whole) */
 	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
-		UPDATE erpcrm.sync_state r
-		   SET change_seq = r.change_seq + 1,
-			   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
-			   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
-			   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
-			   dirty_since = COALESCE(r.dirty_since, now())
-		  FROM erpcrm.association a, unnest(p_synced) AS t(erp_id)
-		 WHERE a.target_id = p_mapping_id AND r.mapping_id = a.mapping_id
-		   AND r.unlinked IS NOT NULL
-		   AND r.unlinked ->> a.column_name = t.erp_id
-		   AND r.state IN ('synced', 'failed', 'pending', 'in_flight');
-		GET DIAGNOSTICS k = ROW_COUNT;
-		n := n + k;
+		FOR dep IN SELECT a.mapping_id, a.column_name FROM erpcrm.association a
+					WHERE a.target_id = p_mapping_id LOOP
+			UPDATE erpcrm.sync_state r
+			   SET change_seq = r.change_seq + 1,
+				   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+				   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+				   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
+				   dirty_since = COALESCE(r.dirty_since, now())
+			 WHERE r.mapping_id = dep.mapping_id
+			   AND r.unlinked IS NOT NULL
+			   AND r.unlinked ->> dep.column_name = ANY (p_synced)
+			   AND r.state IN ('synced', 'failed', 'pending', 'in_flight');
+			GET DIAGNOSTICS k = ROW_COUNT;
+			n := n + k;
+		END LOOP;
 	END IF;
 	RETURN n;
 END

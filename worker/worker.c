@@ -151,8 +151,16 @@ load_mappings(bool *paused, TimestampTz *next_due)
 	bool		v11;
 	MemoryContext spi_cxt;
 
-	ret = SPI_execute("SELECT c.paused, (SELECT min(s.next_attempt_at) FROM erpcrm.sync_state s"
-					  " WHERE s.state = 'pending') FROM erpcrm.control c",
+	/*
+	 * The next due key: the first entry of each mapping's due index, so
+	 * that the cost does not grow with the number of keys.
+	 */
+	ret = SPI_execute("SELECT c.paused,"
+					  " (SELECT min((SELECT s.next_attempt_at FROM erpcrm.sync_state s"
+					  "   WHERE s.mapping_id = m.mapping_id AND s.state = 'pending'"
+					  "   ORDER BY s.next_attempt_at LIMIT 1))"
+					  "  FROM erpcrm.mapping m)"
+					  " FROM erpcrm.control c",
 					  true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read erpcrm.control");
