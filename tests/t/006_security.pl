@@ -496,7 +496,7 @@ SELECT format('SELECT %s(%s)', p.oid::regproc,
   JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'erpcrm'
  WHERE p.provolatile = 'v' AND (p.prosecdef OR p.proconfig IS NOT NULL)
-   AND p.prorettype <> 'trigger'::regtype
+   AND p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype)
    AND has_function_privilege('mallory', p.oid, 'EXECUTE');
 });
 	my $ncalls = $node->safe_psql('postgres', 'SELECT count(*) FROM mal.calls');
