@@ -988,13 +988,18 @@ GRANT SELECT ON erpcrm.unlinked TO erpcrm_monitor, pg_monitor;
 -- Part 6: monitoring
 -- ===================================================================
 
-/* erpcrm.status: one row per mapping, in a stable order (by name). */
+/*
+ * erpcrm.status: one row per mapping, in a stable order (by name).  Part 2's
+ * view, restated with the order.
+ */
 CREATE OR REPLACE VIEW erpcrm.status AS
 SELECT m.name AS mapping,
 	   m.object_type,
-	   m.source,
+	   COALESCE((SELECT format('%I.%I', n.nspname, c.relname)
+				   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+				  WHERE c.oid = m.source), m.source_name) AS source,
 	   m.paused OR c.paused AS paused,
-	   COALESCE(o.n, 0) AS unfolded,
+	   COALESCE(o.n, 0) + COALESCE(f.n, 0) AS unfolded,
 	   COALESCE(s.pending, 0) AS pending,
 	   COALESCE(s.in_flight, 0) AS in_flight,
 	   COALESCE(s.failed, 0) AS failed,
@@ -1006,7 +1011,8 @@ SELECT m.name AS mapping,
 	   CASE WHEN COALESCE(s.pending, 0) + COALESCE(s.in_flight, 0) = 0 THEN interval '0'
 			WHEN COALESCE(s.recent, 0) = 0 THEN NULL
 			ELSE make_interval(secs => (s.pending + s.in_flight) / (s.recent / 60.0))
-	   END AS time_left
+	   END AS time_left,
+	   erpcrm._mapping_problem(m.mapping_id) AS problem
   FROM erpcrm.mapping m
  CROSS JOIN erpcrm.control c
   LEFT JOIN (SELECT mapping_id,
@@ -1023,5 +1029,8 @@ SELECT m.name AS mapping,
   LEFT JOIN (SELECT mapping_id, sum(COALESCE(pg_catalog.cardinality(erp_ids), 1)) AS n
 			   FROM erpcrm.outbox GROUP BY mapping_id) o
 	ON o.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT w.mapping_id, sum(COALESCE(pg_catalog.cardinality(x.erp_ids), 1)) AS n
+			   FROM erpcrm.fan_out x JOIN erpcrm.watch w USING (watch_id) GROUP BY w.mapping_id) f
+	ON f.mapping_id = m.mapping_id
  ORDER BY m.name;
 
