@@ -384,6 +384,11 @@ AS $$
 DECLARE
 	t oid;
 BEGIN
+	/* temporary objects (an ERP's scratch tables) concern no watch */
+	IF NOT EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
+					WHERE c.schema_name IS NULL OR c.schema_name NOT LIKE 'pg\_temp%') THEN
+		RETURN;
+	END IF;
 	IF EXISTS (SELECT FROM erpcrm.watch) THEN
 		IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
 					WHERE c.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_type'::regclass,
@@ -426,6 +431,9 @@ DECLARE
 	o record;
 	w record;
 BEGIN
+	IF NOT EXISTS (SELECT FROM pg_event_trigger_dropped_objects() d WHERE NOT d.is_temporary) THEN
+		RETURN;
+	END IF;
 	/* a watch's trigger dropped by hand, its table still there */
 	FOR o IN SELECT d.address_names FROM pg_event_trigger_dropped_objects() d
 			  WHERE d.object_type = 'trigger' AND cardinality(d.address_names) = 3
@@ -456,9 +464,12 @@ BEGIN
 
 	/* a function, type or operator a key uses, or a table a key query reads */
 	IF EXISTS (SELECT FROM pg_event_trigger_dropped_objects() d
-				WHERE d.object_type IN ('function', 'type', 'operator', 'domain', 'cast')
-				   OR (d.object_type IN ('table', 'view', 'table column') AND EXISTS
-						(SELECT FROM erpcrm.watch x WHERE x.key_query IS NOT NULL))) THEN
+				WHERE NOT d.is_temporary
+				  AND (d.object_type IN ('function', 'operator', 'cast')
+					   /* not the row type of a dropped table */
+					   OR (d.object_type IN ('type', 'domain') AND d.original)
+					   OR (d.object_type IN ('table', 'view', 'table column') AND EXISTS
+							(SELECT FROM erpcrm.watch x WHERE x.key_query IS NOT NULL)))) THEN
 		PERFORM erpcrm._check_watches(NULL);
 	END IF;
 
