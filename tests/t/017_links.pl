@@ -9,6 +9,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use ErpcrmTest;
+use JSON::PP;
 
 start_mock();
 my $node = erpcrm_node('links');
@@ -98,6 +99,56 @@ sql("UPDATE erp.products SET active = false WHERE sku = 'P-1'");
 ok(wait_synced($node), 'P-1 left again');
 is(archive_calls(), 2, 'a product that came back and left again is archived again');
 ok(wait_synced($node), 'synced');
+is(sql("SELECT count(*) FROM erpcrm.failures"), '0', 'no failures');
+
+# --- HubSpot as it is (point 9): an archived object's unique value, either way
+for my $reuse (1, 0)
+{
+	my $sku = "P-R$reuse";
+	ErpcrmTest::mock_post('/_mock/config',
+		{ unique_reuse_after_archive => $reuse ? JSON::PP::true : JSON::PP::false });
+	sql("INSERT INTO erp.products VALUES ('$sku', 'Wraca', 1, true)");
+	ok(wait_synced($node), "$sku synced");
+	my $first = hs_object('products', $sku)->{id};
+	sql("UPDATE erp.products SET active = false WHERE sku = '$sku'");
+	ok(wait_synced($node), "$sku archived");
+	sql("UPDATE erp.products SET active = true WHERE sku = '$sku'");
+	ok(wait_synced($node), "$sku is back");
+	my $again = hs_object('products', $sku);
+	ok($again && $again->{id} ne $first,
+		($reuse ? 'archived values reusable' : 'archived objects keep their unique values')
+		  . ': a product that comes back is a new object');
+	is(sql("SELECT state FROM erpcrm.key_status('products', '$sku')"), 'synced', 'and synced, not failed');
+}
+
+# --- required properties (a portal's validation rules): refused keys are parked, visibly
+ErpcrmTest::mock_post('/_mock/config', { required_properties => { companies => ['industry'] } });
+sql("INSERT INTO erp.customers (id, name, domain) VALUES (50, 'Omikron', 'omikron.pl')");
+ok(poll_until('the refusal', sub { sql("SELECT count(*) FROM erpcrm.failures WHERE erp_id = '50'") eq '1' }),
+	'a company the portal refuses is failed');
+like(sql("SELECT mapping || '|' || http_status || '|' || error_category || '|' || error_message FROM erpcrm.failures WHERE erp_id = '50'"),
+	qr/^companies\|400\|VALIDATION_ERROR\|.*industry.*required/, 'erpcrm.failures says which property the portal requires');
+ErpcrmTest::mock_post('/_mock/config', { required_properties => {} });
+sql("SELECT erpcrm.requeue_failed('companies')");
+ok(wait_synced($node), 'once the rule is lifted, a requeue delivers it');
+ok(hs_object('companies', '50'), 'the company is in HubSpot');
+
+# --- search finds new records only after a delay: matching must not duplicate
+ErpcrmTest::mock_post('/_mock/config', { search_index_delay_ms => 2000 });
+sql("SELECT erpcrm.set_match('companies', 'domain')");
+my $hand = ErpcrmTest::mock_post('/_mock/objects/companies',
+	{ properties => { name => 'Sigma (by hand)', domain => 'sigma.pl' } });
+sql("INSERT INTO erp.customers (id, name, domain) VALUES (51, 'Sigma', 'sigma.pl')");
+ok(wait_synced($node), 'a company sales made by hand a moment ago');
+my @sigma = grep { !$_->{archived} && ($_->{properties}{domain} // '') eq 'sigma.pl' }
+  @{ ErpcrmTest::mock_get('/_mock/objects/companies')->{results} };
+is(scalar(@sigma), 1, 'is not duplicated although search did not see it at first');
+is($sigma[0]{id}, $hand->{id}, 'it is adopted');
+is($sigma[0]{properties}{erp_id}, '51', 'and gets its erp_id');
+sql("INSERT INTO erp.customers (id, name, domain) VALUES (52, 'Tau', 'tau.pl')");
+ok(wait_synced($node), 'a company HubSpot does not have');
+is(scalar(grep { ($_->{properties}{domain} // '') eq 'tau.pl' } @{ ErpcrmTest::mock_get('/_mock/objects/companies')->{results} }),
+	1, 'is created once, after a second search');
 is(sql("SELECT count(*) FROM erpcrm.failures"), '0', 'no failures');
 
 done_testing();
