@@ -45,7 +45,12 @@ Control API (JSON in and out; no auth; never rate limited or logged)
                    writing one again answers 409),
        required_properties {"companies": ["industry"]} (creating an object
                    without them is refused with 400, as portal validation
-                   rules do)
+                   rules do),
+       deal_pipeline_limit (deal pipelines the portal may have, served by
+                   GET /crm/v3/limits/pipelines and enforced on creation;
+                   default 100, HubSpot Free: 1),
+       granular_scopes (bool: the token has crm.objects.products.* and
+                   crm.objects.line_items.* instead of the legacy e-commerce)
   POST /_mock/faults              replace all faults ({} clears); GET shows
        down "refuse"|"503"|"504", slow_ms, error_share, malformed_share,
        truncated_share, reset_share (0..1), huge_body (true = 12 MB, or a
@@ -392,7 +397,8 @@ class Config:
               "search_counts_in_window", "log_limit",
               "upsert_whole_batch", "search_index_delay_ms",
               "search_max_total", "unique_reuse_after_archive",
-              "required_properties"}
+              "required_properties", "deal_pipeline_limit",
+              "granular_scopes"}
 
     def __init__(self, tokens):
         self.tokens = list(tokens)
@@ -410,6 +416,8 @@ class Config:
         self.search_max_total = 10000
         self.unique_reuse_after_archive = True
         self.required_properties = {}
+        self.deal_pipeline_limit = 100
+        self.granular_scopes = False
 
     def public(self):
         return {"tokens": self.tokens, "max_per_window": self.max_per_window,
@@ -424,7 +432,9 @@ class Config:
                 "search_index_delay_ms": self.search_index_delay_ms,
                 "search_max_total": self.search_max_total,
                 "unique_reuse_after_archive": self.unique_reuse_after_archive,
-                "required_properties": self.required_properties}
+                "required_properties": self.required_properties,
+                "deal_pipeline_limit": self.deal_pipeline_limit,
+                "granular_scopes": self.granular_scopes}
 
 
 FAULT_KEYS = {"down", "slow_ms", "error_share", "malformed_share",
@@ -597,7 +607,7 @@ class State:
             cfg.tokens = [str(x) for x in c["tokens"]]
         for k in ("max_per_window", "window_ms", "daily_limit",
                   "search_per_second", "log_limit", "search_index_delay_ms",
-                  "search_max_total"):
+                  "search_max_total", "deal_pipeline_limit"):
             if k in c:
                 setattr(cfg, k, int(c[k]))
         if "daily_used" in c:
@@ -606,7 +616,8 @@ class State:
             if k in c:
                 setattr(cfg, k, c[k])
         for k in ("log_bodies", "shuffle_results", "search_counts_in_window",
-                  "upsert_whole_batch", "unique_reuse_after_archive"):
+                  "upsert_whole_batch", "unique_reuse_after_archive",
+                  "granular_scopes"):
             if k in c:
                 setattr(cfg, k, bool(c[k]))
         if "owners" in c:
@@ -1114,19 +1125,19 @@ class State:
 # Request handling
 # ---------------------------------------------------------------------------
 
-def type_scope(t, write):
+def type_scope(t, write, granular=False):
     rw = "write" if write else "read"
     if t in ("products", "line_items"):
-        return "e-commerce"
+        return "crm.objects.%s.%s" % (t, rw) if granular else "e-commerce"
     if t in ("contacts", "companies", "deals"):
         return "crm.objects.%s.%s" % (t, rw)
     return "crm.objects.custom.%s" % rw
 
 
-def schema_scope(t, write):
+def schema_scope(t, write, granular=False):
     rw = "write" if write else "read"
     if t in ("products", "line_items"):
-        return "e-commerce"
+        return "crm.objects.%s.%s" % (t, rw) if granular else "e-commerce"
     if t in ("contacts", "companies", "deals"):
         return "crm.schemas.%s.%s" % (t, rw)
     return "crm.schemas.custom.%s" % rw
@@ -1291,6 +1302,19 @@ class Api:
                     return 200, pl
                 if n == 6 and p[5] == "stages" and method == "GET":
                     return 200, {"results": pl["stages"]}
+        elif p == ["crm", "v3", "limits", "pipelines"] and method == "GET":
+            return 200, {
+                "hubspotDefinedObjectTypes": [{
+                    "objectTypeId": "0-3", "pluralLabel": "Deals",
+                    "singularLabel": "Deal",
+                    "limit": self.st.cfg.deal_pipeline_limit,
+                    "usage": len(self.st.pipelines),
+                    "percentage": round(100.0 * len(self.st.pipelines) /
+                                        max(self.st.cfg.deal_pipeline_limit,
+                                            1), 1)}],
+                "customObjectTypes": {"byObjectType": [], "overallLimit": 0,
+                                      "overallPercentage": 0,
+                                      "overallUsage": 0}}
         elif p[:3] == ["crm", "v3", "owners"]:
             if method == "GET":
                 owners = self.st.owners
@@ -1343,7 +1367,8 @@ class Api:
             if t in missing:
                 continue
             for w in (False, True):
-                for s in (type_scope(t, w), schema_scope(t, w)):
+                for s in (type_scope(t, w, self.st.cfg.granular_scopes),
+                          schema_scope(t, w, self.st.cfg.granular_scopes)):
                     if s not in out:
                         out.append(s)
         if any(t in missing for t in ("products", "line_items")):
@@ -2246,6 +2271,11 @@ class Api:
                            "Invalid input JSON on line 1, column 2: Some "
                            "required fields were not set: [label, "
                            "displayOrder, stages]")
+        if len(st.pipelines) >= st.cfg.deal_pipeline_limit:
+            raise ApiError(400, "VALIDATION_ERROR",
+                           "This portal has reached its limit of %d deal "
+                           "pipelines" % st.cfg.deal_pipeline_limit,
+                           sub="PipelineError.PIPELINE_LIMIT_REACHED")
         stages = []
         labels = set()
         for s in body["stages"]:

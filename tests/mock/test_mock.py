@@ -464,6 +464,28 @@ class MockTest(unittest.TestCase):
                 self.assert_error_shape(out, "CONFLICT")
                 self.assertIn(oid, out["message"])
 
+    def test_pipeline_limits_and_granular_scopes(self):
+        st, out, _ = self.call("GET", "/crm/v3/limits/pipelines")
+        self.assertEqual(st, 200, out)
+        deals = out["hubspotDefinedObjectTypes"][0]
+        self.assertEqual((deals["objectTypeId"], deals["usage"]), ("0-3", 1))
+        self.ctl("POST", "/_mock/config", {"deal_pipeline_limit": 1})
+        st, out, _ = self.call("POST", "/crm/v3/pipelines/deals", {
+            "label": "Invoices", "displayOrder": 1,
+            "stages": [{"label": "Issued", "displayOrder": 0,
+                        "metadata": {"probability": "0.5"}}]})
+        self.assertEqual(st, 400, out)
+        body = {"tokenKey": TOKEN}
+        st, out, _ = self.call(
+            "POST", "/oauth/v2/private-apps/get/access-token-info", body)
+        self.assertIn("e-commerce", out["scopes"])
+        self.ctl("POST", "/_mock/config", {"granular_scopes": True})
+        st, out, _ = self.call(
+            "POST", "/oauth/v2/private-apps/get/access-token-info", body)
+        self.assertNotIn("e-commerce", out["scopes"])
+        self.assertIn("crm.objects.line_items.write", out["scopes"])
+        self.assertIn("crm.objects.products.write", out["scopes"])
+
     def test_required_properties(self):
         self.ctl("POST", "/_mock/config",
                  {"required_properties": {"companies": ["nip"]}})

@@ -151,4 +151,39 @@ is(scalar(grep { ($_->{properties}{domain} // '') eq 'tau.pl' } @{ ErpcrmTest::m
 	1, 'is created once, after a second search');
 is(sql("SELECT count(*) FROM erpcrm.failures"), '0', 'no failures');
 
+# --- set-up and the connection check against real portals (point 8)
+sub rows { return sql("SELECT $_[0] FROM $_[1]"); }
+ErpcrmTest::mock_post('/_mock/config', { granular_scopes => JSON::PP::true });
+my $check = rows(q{"check" || '|' || ok || '|' || detail}, 'erpcrm.check_connection()');
+like($check, qr/^scope crm.objects.products.write\|true\|granted; mappings products need it$/m,
+	'check: the granular products scope is accepted');
+like($check, qr/^scope crm.objects.line_items.write\|true\|granted; mappings lines need it$/m,
+	'check: so is the granular line items scope');
+unlike($check, qr/\|false\|/, 'and nothing is missing without the legacy e-commerce scope');
+ErpcrmTest::mock_post('/_mock/config', { granular_scopes => JSON::PP::false });
+like(rows(q{"check" || '|' || ok}, 'erpcrm.check_connection()'), qr/^scope e-commerce\|true$/m,
+	'check: the legacy e-commerce scope still is');
+
+# a free portal: one deal pipeline, and it exists
+ErpcrmTest::mock_post('/_mock/config', { deal_pipeline_limit => 1 });
+my $setup = rows(q{object_type || '|' || kind || '|' || name || '|' || result}, 'erpcrm.setup_hubspot()');
+like($setup, qr/^deals\|pipeline\|Invoices \(ERP\)\|error: the portal has 1 of the 1 deal pipelines its subscription allows/m,
+	'set-up: a portal at its pipeline limit is told so');
+my @creates = grep { $_->{method} eq 'POST' && $_->{path} eq '/crm/v3/pipelines/deals' }
+  @{ ErpcrmTest::mock_get('/_mock/requests')->{results} };
+is(scalar(@creates), 0, 'before trying to create the pipeline');
+my $before = scalar(@{ ErpcrmTest::mock_get('/_mock/requests')->{results} });
+$setup = rows(q{object_type || '|' || kind || '|' || name || '|' || result}, 'erpcrm.setup_hubspot(pipeline => NULL)');
+unlike($setup, qr/pipeline/, 'set-up without a pipeline: pipeline => NULL');
+is(scalar(grep { $_->{path} =~ m{pipelines} } @{ ErpcrmTest::mock_get('/_mock/requests')->{results} }[$before .. $#{ ErpcrmTest::mock_get('/_mock/requests')->{results} }]),
+	0, 'and no pipeline call');
+like($setup, qr/^line_items\|unique property\|erp_id\|exists$/m, 'a unique id property that exists is reported as existing');
+
+# an id property that exists without unique values
+ErpcrmTest::mock_post('/_mock/config',
+	{ properties => { line_items => [ { name => 'erp_id', type => 'string', hasUniqueValue => JSON::PP::false } ] } });
+$setup = rows(q{object_type || '|' || kind || '|' || name || '|' || result}, 'erpcrm.setup_hubspot(pipeline => NULL)');
+like($setup, qr/^line_items\|unique property\|erp_id\|error: the property exists in HubSpot without unique values \(hasUniqueValue false\).*cannot make an existing property unique; give the mappings of line_items another id_property/m,
+	'set-up: an id property without unique values is not reported as existing, and the way out is said');
+
 done_testing();
