@@ -1607,6 +1607,20 @@ find_failing_inputs(Batch *b)
 				MemoryContextSwitchTo(old);
 			}
 	}
+
+	/*
+	 * Such an input is no reason for the worker to back off as a whole:
+	 * only other keys that wait for HubSpot are.
+	 */
+	if (SPI_processed > 0 && b->outcome->transient)
+	{
+		bool		others = false;
+
+		for (int i = 0; i < b->nkeys; i++)
+			if (b->keys[i].outcome == KO_RETRY && !b->keys[i].bounded)
+				others = true;
+		b->outcome->transient = others;
+	}
 }
 
 /*
