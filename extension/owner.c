@@ -131,6 +131,10 @@ erpcrm_fan_out_keys_v1(PG_FUNCTION_ARGS)
 	ErpcrmSavedUser saved;
 	int			ret;
 
+	if (InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot run the key query of a watch within a security-restricted operation")));
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
 	erpcrm_as_owner_begin(owner, &saved);

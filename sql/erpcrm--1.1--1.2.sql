@@ -131,16 +131,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	w erpcrm.watch;
-	suffix text;
+	t record;
 BEGIN
 	DELETE FROM erpcrm.fan_out WHERE watch_id = p_watch_id;
 	DELETE FROM erpcrm.watch WHERE watch_id = p_watch_id RETURNING * INTO w;
-	IF FOUND AND EXISTS (SELECT FROM pg_class WHERE oid = w.source) THEN
-		FOREACH suffix IN ARRAY ARRAY['', '_i', '_u', '_d', '_t'] LOOP
-			IF EXISTS (SELECT FROM pg_trigger
-						WHERE tgrelid = w.source AND tgname = w.trigger_name || suffix) THEN
-				EXECUTE format('DROP TRIGGER %I ON %s', w.trigger_name || suffix, w.source);
-			END IF;
+	IF FOUND THEN
+		/* on the table, and the TRUNCATE triggers of its partitions */
+		FOR t IN SELECT g.tgname, g.tgrelid FROM pg_trigger g
+				  WHERE g.tgname IN (w.trigger_name, w.trigger_name || '_i', w.trigger_name || '_u',
+									 w.trigger_name || '_d', w.trigger_name || '_t')
+					AND g.tgfoid = 'erpcrm.capture()'::regprocedure AND g.tgparentid = 0
+				  ORDER BY g.tgrelid = w.source, g.tgname
+		LOOP
+			EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass);
 		END LOOP;
 	END IF;
 END
@@ -238,16 +241,22 @@ BEGIN
 	EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s '
 				   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
 				   tname || '_t', source, wid);
+	IF k = 'p' THEN
+		PERFORM erpcrm._sync_partition_triggers();
+	END IF;
 	RETURN wid;
 END
 $$;
 COMMENT ON FUNCTION erpcrm.watch(text, regclass, text, text) IS 'capture changes of an ERP table as dirty keys of a mapping; key computes erp_id from a row, or with key_query the value the query turns into erp_ids';
 
 /*
- * After DDL on a watched table: compile every key of the table again.  A
- * key whose column was renamed is written with the new name.  A change that
- * leaves a key without a meaning (its column dropped, or retyped to a type
- * the expression cannot take) is refused, naming the watch.
+ * After DDL: compile the keys of a table's watches again (every watch's
+ * when p_table is NULL).  A key whose column, function or schema was renamed
+ * is written with the new name.  A change that leaves a key without a
+ * meaning (its column dropped, or retyped to a type the expression cannot
+ * take, a function it uses dropped) is refused, naming the watch.  A key
+ * query that no longer plans (checked as its owner) is reported: its keys
+ * wait, and erpcrm.status shows why.
  */
 CREATE FUNCTION erpcrm._check_watches(p_table oid)
 RETURNS void
@@ -260,11 +269,24 @@ DECLARE
 	renamed text;
 	err text;
 BEGIN
-	FOR w IN SELECT x.watch_id, x.source, x.key_expr, x.key_tree, m.name AS mapping
+	FOR w IN SELECT x.watch_id, x.source, x.key_expr, x.key_tree, x.key_query, x.owner,
+					m.name AS mapping
 			   FROM erpcrm.watch x JOIN erpcrm.mapping m USING (mapping_id)
-			  WHERE x.source = p_table
+			  WHERE (p_table IS NULL OR x.source = p_table)
+				AND EXISTS (SELECT FROM pg_class c WHERE c.oid = x.source)
 			  ORDER BY x.watch_id
 	LOOP
+		IF w.key_query IS NOT NULL THEN
+			BEGIN
+				PERFORM erpcrm._check_key_query(w.key_query, w.owner);
+			EXCEPTION WHEN OTHERS THEN
+				UPDATE erpcrm.watch SET problem = format('its key query no longer plans: %s', SQLERRM)
+				 WHERE watch_id = w.watch_id;
+				RAISE WARNING 'the key query of erpcrm watch % of mapping "%" no longer plans: %', w.watch_id, w.mapping, SQLERRM
+					USING HINT = format('Its keys wait. Watch %s again with a key query that fits: erpcrm.unwatch(%L, %L) and erpcrm.watch().',
+										w.source::regclass, w.mapping, w.source::regclass::text);
+			END;
+		END IF;
 		BEGIN
 			tree := erpcrm._compile_key(w.source, w.key_expr);
 			IF tree IS DISTINCT FROM w.key_tree THEN
@@ -277,16 +299,51 @@ BEGIN
 		BEGIN
 			renamed := erpcrm._rename_key(w.source, w.key_tree);
 		EXCEPTION WHEN OTHERS THEN
-			RAISE EXCEPTION 'this change of table % would break erpcrm watch % of mapping "%"', w.source::regclass, w.watch_id, w.mapping
+			RAISE EXCEPTION 'this change would break erpcrm watch % of mapping "%" on table %', w.watch_id, w.mapping, w.source::regclass
 				USING ERRCODE = 'dependent_objects_still_exist',
 					  DETAIL = format('Its key %s no longer fits the table: %s.', w.key_expr, err),
-					  HINT = format('Stop watching the table first with SELECT erpcrm.unwatch(%L, %L), change it, then watch it again with a key that fits.',
+					  HINT = format('Stop watching the table first with SELECT erpcrm.unwatch(%L, %L), make the change, then watch it again with a key that fits.',
 									w.mapping, w.source::regclass::text);
 		END;
 		UPDATE erpcrm.watch
 		   SET key_expr = renamed, key_tree = erpcrm._compile_key(w.source, renamed)
 		 WHERE watch_id = w.watch_id;
 		RAISE NOTICE 'the key of erpcrm watch % of mapping "%" is now %', w.watch_id, w.mapping, renamed;
+	END LOOP;
+END
+$$;
+
+/*
+ * TRUNCATE of one partition fires no trigger of its partitioned table: every
+ * partition of a watched partitioned table gets the watch's TRUNCATE
+ * trigger, and a partition detached loses it.
+ */
+CREATE FUNCTION erpcrm._sync_partition_triggers()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+BEGIN
+	FOR r IN SELECT x.watch_id, x.trigger_name || '_t' AS tname, p.relid
+			   FROM erpcrm.watch x JOIN pg_class c ON c.oid = x.source
+			  CROSS JOIN LATERAL pg_partition_tree(x.source) p
+			  WHERE c.relkind = 'p' AND p.relid <> x.source
+				AND NOT EXISTS (SELECT FROM pg_trigger t
+								 WHERE t.tgrelid = p.relid AND t.tgname = x.trigger_name || '_t')
+	LOOP
+		EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s '
+					   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
+					   r.tname, r.relid::regclass, r.watch_id);
+	END LOOP;
+	FOR r IN SELECT t.tgname, t.tgrelid
+			   FROM pg_trigger t
+			   JOIN erpcrm.watch x ON t.tgname = x.trigger_name || '_t' AND t.tgrelid <> x.source
+			  WHERE t.tgfoid = 'erpcrm.capture()'::regprocedure
+				AND NOT EXISTS (SELECT FROM pg_partition_ancestors(t.tgrelid) a WHERE a.relid = x.source)
+	LOOP
+		EXECUTE format('DROP TRIGGER %I ON %s', r.tgname, r.tgrelid::regclass);
 	END LOOP;
 END
 $$;
@@ -327,18 +384,36 @@ AS $$
 DECLARE
 	t oid;
 BEGIN
+	/* temporary objects (an ERP's scratch tables) concern no watch */
+	IF NOT EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
+					WHERE c.schema_name IS NULL OR c.schema_name NOT LIKE 'pg\_temp%') THEN
+		RETURN;
+	END IF;
 	IF EXISTS (SELECT FROM erpcrm.watch) THEN
-		FOR t IN
-			SELECT DISTINCT CASE WHEN c.classid = 'pg_catalog.pg_trigger'::regclass
-								 THEN (SELECT g.tgrelid FROM pg_trigger g WHERE g.oid = c.objid)
-								 ELSE c.objid END
-			  FROM pg_event_trigger_ddl_commands() c
-			 WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_trigger'::regclass)
-		LOOP
-			IF EXISTS (SELECT FROM erpcrm.watch w WHERE w.source = t) THEN
-				PERFORM erpcrm._check_watches(t);
-			END IF;
-		END LOOP;
+		IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
+					WHERE c.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_type'::regclass,
+										'pg_catalog.pg_namespace'::regclass, 'pg_catalog.pg_operator'::regclass)
+					   OR (c.classid = 'pg_catalog.pg_class'::regclass AND EXISTS
+							(SELECT FROM erpcrm.watch w WHERE w.key_query IS NOT NULL))) THEN
+			/* a function, type or schema a key may name, or a table a key query reads */
+			PERFORM erpcrm._check_watches(NULL);
+		ELSE
+			FOR t IN
+				SELECT DISTINCT CASE WHEN c.classid = 'pg_catalog.pg_trigger'::regclass
+									 THEN (SELECT g.tgrelid FROM pg_trigger g WHERE g.oid = c.objid)
+									 ELSE c.objid END
+				  FROM pg_event_trigger_ddl_commands() c
+				 WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_trigger'::regclass)
+			LOOP
+				IF EXISTS (SELECT FROM erpcrm.watch w WHERE w.source = t) THEN
+					PERFORM erpcrm._check_watches(t);
+				END IF;
+			END LOOP;
+		END IF;
+		IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
+					WHERE c.classid = 'pg_catalog.pg_class'::regclass) THEN
+			PERFORM erpcrm._sync_partition_triggers();
+		END IF;
 	END IF;
 	IF EXISTS (SELECT FROM erpcrm.mapping) THEN
 		PERFORM erpcrm._resolve_sources();
@@ -356,6 +431,9 @@ DECLARE
 	o record;
 	w record;
 BEGIN
+	IF NOT EXISTS (SELECT FROM pg_event_trigger_dropped_objects() d WHERE NOT d.is_temporary) THEN
+		RETURN;
+	END IF;
 	/* a watch's trigger dropped by hand, its table still there */
 	FOR o IN SELECT d.address_names FROM pg_event_trigger_dropped_objects() d
 			  WHERE d.object_type = 'trigger' AND cardinality(d.address_names) = 3
@@ -384,6 +462,17 @@ BEGIN
 			(SELECT m.name FROM erpcrm.mapping m WHERE m.mapping_id = w.mapping_id);
 	END LOOP;
 
+	/* a function, type or operator a key uses, or a table a key query reads */
+	IF EXISTS (SELECT FROM pg_event_trigger_dropped_objects() d
+				WHERE NOT d.is_temporary
+				  AND (d.object_type IN ('function', 'operator', 'cast')
+					   /* not the row type of a dropped table */
+					   OR (d.object_type IN ('type', 'domain') AND d.original)
+					   OR (d.object_type IN ('table', 'view', 'table column') AND EXISTS
+							(SELECT FROM erpcrm.watch x WHERE x.key_query IS NOT NULL)))) THEN
+		PERFORM erpcrm._check_watches(NULL);
+	END IF;
+
 	/* mappings whose view is gone wait for a view of the same name */
 	FOR w IN SELECT m.name, m.source_name FROM erpcrm.mapping m
 			  WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
@@ -394,6 +483,8 @@ BEGIN
 	END LOOP;
 END
 $$;
+
+SELECT erpcrm._sync_partition_triggers();
 
 CREATE EVENT TRIGGER erpcrm_ddl_end ON ddl_command_end
 	EXECUTE FUNCTION erpcrm._on_ddl_end();
@@ -493,10 +584,23 @@ BEGIN
 						 AND a.attnum > 0 AND NOT a.attisdropped) THEN
 		problems := problems || format('its source %s has no column erp_id', m.source::regclass);
 	END IF;
+	FOR w IN SELECT t.name FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id
+			  WHERE a.mapping_id = p_mapping_id AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = t.source)
+			  ORDER BY t.name
+	LOOP
+		problems := problems || format('waits for mapping "%s", whose source does not exist', w.name);
+	END LOOP;
 	FOR w IN SELECT x.* FROM erpcrm.watch x WHERE x.mapping_id = p_mapping_id ORDER BY x.watch_id LOOP
-		IF NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source
-						  AND t.tgname IN (w.trigger_name, w.trigger_name || '_i') AND t.tgenabled <> 'D') THEN
-			problems := problems || format('the trigger of watch %s on %s is missing or disabled', w.watch_id, w.source::regclass);
+		IF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgenabled = 'D'
+					  AND t.tgname IN (w.trigger_name, w.trigger_name || '_i', w.trigger_name || '_u',
+									   w.trigger_name || '_d', w.trigger_name || '_t')) THEN
+			problems := problems || format('a trigger of watch %s on %s is disabled (ALTER TABLE ... ENABLE TRIGGER)',
+										   w.watch_id, w.source::regclass);
+		ELSIF NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgname = w.trigger_name || '_t')
+		   OR NOT (EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgname = w.trigger_name)
+				   OR (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = w.source
+						AND t.tgname IN (w.trigger_name || '_i', w.trigger_name || '_u', w.trigger_name || '_d')) = 3) THEN
+			problems := problems || format('a trigger of watch %s on %s is missing', w.watch_id, w.source::regclass);
 		END IF;
 		BEGIN
 			PERFORM erpcrm._compile_key(w.source, w.key_expr);
@@ -578,6 +682,7 @@ REVOKE ALL ON FUNCTION erpcrm._relation_name(oid), erpcrm._mapping_source_name()
 	erpcrm._rename_key(regclass, text), erpcrm._check_key_query(text, regrole),
 	erpcrm._fan_out_keys(text, regrole, text[]), erpcrm._drop_watch(integer),
 	erpcrm.watch(text, regclass, text, text), erpcrm._check_watches(oid),
+	erpcrm._sync_partition_triggers(),
 	erpcrm._resolve_sources(), erpcrm._on_ddl_end(), erpcrm._on_sql_drop(),
 	erpcrm._fan_out(), erpcrm._before_fold(), erpcrm._mapping_problem(integer),
 	erpcrm._outstanding(integer)

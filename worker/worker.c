@@ -395,6 +395,29 @@ ms_until(TimestampTz t, TimestampTz now)
 }
 
 /*
+ * Is the source of a mapping this one is associated to gone?  Its rows
+ * cannot be read then (the read query names the target's view); the mapping
+ * waits, and the others go on.
+ */
+static bool
+target_missing(List *mappings, MappingDef *m)
+{
+	for (int a = 0; a < m->nassoc; a++)
+	{
+		ListCell   *lc;
+
+		foreach(lc, mappings)
+		{
+			MappingDef *t = lfirst(lc);
+
+			if (t->id == m->assoc[a].target_id && t->erp_id_type == NULL)
+				return true;
+		}
+	}
+	return false;
+}
+
+/*
  * One cycle: fold, then batches for every mapping in dependency order,
  * round after round while keys are due.  Returns how long to sleep.
  */
@@ -445,7 +468,7 @@ run_cycle(void)
 
 			if (m->paused)
 				continue;
-			if (m->erp_id_type == NULL)
+			if (m->erp_id_type == NULL || target_missing(mappings, m))
 				continue;		/* no source, or no erp_id: see mapping_problems() */
 			erpcrm_deliver_batch(m, &out);
 			if (out.claimed > 0)

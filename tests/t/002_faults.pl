@@ -69,9 +69,9 @@ INSERT INTO erp.persons SELECT 100 + g, g, 'osoba' || g || '@firma.pl', 'Imię',
 ok(poll_until('backing off', sub {
 	$node->safe_psql('postgres', "SELECT state = 'backing off' AND detail LIKE '%no answer from HubSpot%' FROM erpcrm.worker") eq 't' }),
 	'HubSpot down: the worker backs off and erpcrm.worker says why');
-# between two retries (a key is in flight while a retry is on its way)
-my $err;
-poll_until('key 1 between retries', sub {
+# between two attempts the key waits as pending; during one it is in flight
+my $err = '';
+poll_until('the key waiting between attempts', sub {
 	$err = $node->safe_psql('postgres',
 		"SELECT state, error_category, attempts > 0 FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id) WHERE m.name = 'companies' AND erp_id = '1'");
 	$err ne 'in_flight|NETWORK|t' });
