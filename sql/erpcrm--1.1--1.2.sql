@@ -1304,6 +1304,24 @@ REVOKE ALL ON FUNCTION erpcrm._archived_keys(integer, text[]),
 GRANT EXECUTE ON FUNCTION erpcrm._archived_keys(integer, text[]),
 	erpcrm._links_done(integer, text[], text[], text[]) TO erpcrm_admin;
 
+/*
+ * Which of these keys a match search found nothing for, at least p_settle_ms
+ * ago (worker): they are searched once more, then created.
+ */
+CREATE FUNCTION erpcrm._searched_keys(p_mapping_id integer, p_erp_ids text[], p_settle_ms integer)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT s.erp_id FROM erpcrm.sync_state s
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.error_category = 'WAITING_FOR_SEARCH'
+	   AND s.error_at <= now() - make_interval(secs => p_settle_ms / 1000.0);
+END;
+REVOKE ALL ON FUNCTION erpcrm._searched_keys(integer, text[], integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._searched_keys(integer, text[], integer) TO erpcrm_admin;
+
 /* Objects sent without a link, and why. */
 CREATE VIEW erpcrm.unlinked AS
 SELECT m.name AS mapping, s.erp_id, s.hubspot_id, u.key AS "column",

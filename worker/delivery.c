@@ -69,6 +69,7 @@ typedef struct BatchKey
 	char	   *new_assoc;		/* associations made now */
 	bool		is_new;			/* HubSpot created the object just now */
 	bool		already_archived;	/* erpcrm archived its object before (1.2) */
+	bool		searched_once;	/* a match search found nothing before (1.2) */
 	ErrorData  *read_error;		/* reading its row failed (alone) */
 	bool		bounded;		/* a retry that only this key needs: parked
 								 * as failed after erpcrm.max_attempts */
@@ -112,6 +113,9 @@ typedef struct Batch
 } Batch;
 
 static SPIPlanPtr claim_plan = NULL;
+
+/* HubSpot's search shows new records after a few seconds */
+#define ERPCRM_SEARCH_SETTLE_MS 5000
 
 static Datum text_array(List *strings);
 static void send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit);
@@ -697,6 +701,36 @@ claim_and_read(Batch *b, int limit)
 		MemoryContextSwitchTo(spi_cxt);
 	}
 
+	/* keys whose first match search found nothing */
+	if (b->links12 && m->match_property != NULL)
+	{
+		Oid			types[3] = {INT4OID, TEXTARRAYOID, INT4OID};
+		Datum		sargs[3];
+		List	   *all = NIL;
+
+		for (int k = 0; k < b->nkeys; k++)
+			if (b->keys[k].in_view && b->keys[k].known_hubspot_id == NULL)
+				all = lappend(all, b->keys[k].erp_id);
+		if (all != NIL)
+		{
+			sargs[0] = Int32GetDatum(m->id);
+			sargs[1] = text_array(all);
+			sargs[2] = Int32GetDatum(ERPCRM_SEARCH_SETTLE_MS);
+			ret = SPI_execute_with_args("SELECT erpcrm._searched_keys($1, $2, $3)",
+										3, types, sargs, NULL, true, 0);
+			if (ret != SPI_OK_SELECT)
+				elog(ERROR, "erpcrm._searched_keys failed: %s", SPI_result_code_string(ret));
+			for (uint64 r = 0; r < SPI_processed; r++)
+			{
+				char	   *erp_id = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+
+				for (int k = 0; k < b->nkeys; k++)
+					if (strcmp(b->keys[k].erp_id, erp_id) == 0)
+						b->keys[k].searched_once = true;
+			}
+		}
+	}
+
 	/* keys out of their view whose object erpcrm archived already */
 	if (b->links12)
 	{
@@ -1122,6 +1156,33 @@ send_archives(Batch *b, BatchKey **keys, int n)
 
 	if (n == 0)
 		return;
+
+	/*
+	 * Whether HubSpot lets a new object take the unique value of an archived
+	 * one is not documented.  The id property is cleared before the archive,
+	 * so that the key can come back as a new object either way.  An object
+	 * gone already (404) is archived all the same.
+	 */
+	{
+		const char *names[1] = {b->mapping->id_property};
+		const char *values[1] = {""};
+
+		body = hs_body_new();
+		for (int i = 0; i < n; i++)
+			hs_body_add_update(body, keys[i]->known_hubspot_id, 1, names, values);
+		path = psprintf("%s/%s/batch/update", HS_OBJECTS_PREFIX, b->mapping->object_type);
+		call_hubspot(b, "POST", path, hs_body_finish(body), n, &resp);
+		if (!(resp.transport_error == 0 &&
+			  ((resp.status >= 200 && resp.status < 300) || resp.status == 404 ||
+			   resp.status == 400)))
+		{
+			whole_call_outcome(b, keys, n, &resp, path);
+			for (int i = 0; i < n; i++)
+				if (keys[i]->outcome == KO_FAILED)
+					keys[i]->outcome = KO_RETRY;	/* never parked for this */
+			return;
+		}
+	}
 	body = hs_body_new();
 	for (int i = 0; i < n; i++)
 		hs_body_add_archive(body, keys[i]->known_hubspot_id);
@@ -1483,6 +1544,23 @@ match_existing(Batch *b, BatchKey **upserts, int *nup,
 					break;
 				}
 		}
+
+		/*
+		 * HubSpot's search finds a record only some seconds after it was
+		 * written.  A key whose first search found nothing is searched once
+		 * more after that delay before a new record is created, so that a
+		 * record made by hand just before is adopted, not duplicated.
+		 */
+		if (b->links12)
+			for (int i = 0; i < n; i++)
+				if (cand[i]->explicit_id == NULL && !cand[i]->searched_once)
+				{
+					set_outcome(cand[i], KO_WAIT, 0, "WAITING_FOR_SEARCH",
+								psprintf("no HubSpot record has %s \"%s\" yet; searching once more after HubSpot's indexing delay before creating one",
+										 m->match_property, cand[i]->values[mp]),
+								NULL);
+					cand[i]->wait_ms = ERPCRM_SEARCH_SETTLE_MS;
+				}
 	}
 
 	/* adopted keys move to the updates, failed ones leave */
