@@ -21,6 +21,7 @@
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -589,9 +590,9 @@ run_cycle(void)
 
 /*
  * erpcrm.role names a role that does not exist yet, or cannot log in (a
- * background worker needs LOGIN): rather than fail to connect every few
- * seconds, wait for it, connected to no database, and say so in
- * erpcrm.worker.  Once it is there, exit so that the postmaster starts the
+ * background worker needs LOGIN), or erpcrm.database a database that does
+ * not exist yet: rather than fail to connect every few seconds, wait for
+ * them, connected to no database, and say so in erpcrm.worker.  Once it is there, exit so that the postmaster starts the
  * worker again, as that role.
  */
 static void
@@ -609,6 +610,7 @@ wait_for_role(void)
 		HeapTuple	tup;
 		bool		exists;
 		bool		can_login = false;
+		bool		db_exists;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -629,9 +631,10 @@ wait_for_role(void)
 			can_login = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
 			ReleaseSysCache(tup);
 		}
+		db_exists = OidIsValid(get_database_oid(connected_database, true));
 		CommitTransactionCommand();
 
-		if (exists && can_login)
+		if (exists && can_login && db_exists)
 		{
 			SpinLockAcquire(&erpcrm_shared->mutex);
 			erpcrm_shared->role_ready = true;
@@ -643,7 +646,9 @@ wait_for_role(void)
 		erpcrm_set_state(ERPCRM_WORKER_NOT_CONFIGURED,
 						 !exists ?
 						 psprintf("waiting for role \"%s\" (erpcrm.role) to be created", connected_role) :
-						 psprintf("waiting for role \"%s\" (erpcrm.role) to have LOGIN", connected_role));
+						 !can_login ?
+						 psprintf("waiting for role \"%s\" (erpcrm.role) to have LOGIN", connected_role) :
+						 psprintf("waiting for database \"%s\" (erpcrm.database) to be created", connected_database));
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 1000L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -605,6 +605,22 @@ my ($q3) = grep { ($_->{properties}{erp_id} // '') eq 'Q-3' }
   @{ ErpcrmTest::mock_get('/_mock/objects/2-101')->{results} };
 ok($q3, 'the quoted mapping is delivered by the non-superuser worker too');
 
+# a database that does not exist yet is waited for too (with a role set)
+$wlog_offset = -s $node->logfile;
+$node->append_conf('postgresql.conf', "erpcrm.database = 'erp_later'\n");
+$node->reload;
+ok(poll_until('the wait for the database', sub {
+	$node->safe_psql('postgres', 'SELECT detail FROM erpcrm.worker')
+	  eq 'waiting for database "erp_later" (erpcrm.database) to be created' }, 30),
+	'erpcrm.database naming a database that does not exist: erpcrm.worker says the worker waits for it');
+$node->append_conf('postgresql.conf', "erpcrm.database = 'postgres'\n");
+$node->reload;
+ok(poll_until('the worker back', sub {
+	$node->safe_psql('postgres',
+		"SELECT usename FROM pg_stat_activity WHERE backend_type = 'erpcrm worker' AND datname = 'postgres'") eq 'erpcrm_worker' }, 60),
+	'and starts in it once it is there');
+unlike(substr(slurp_file($node->logfile), $wlog_offset), qr/FATAL/, 'with no FATAL in the log');
+
 ok(!leaks(slurp_file($node->logfile)), 'the server log holds no token at the end');
 $node->stop;
 done_testing();
