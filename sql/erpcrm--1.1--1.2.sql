@@ -794,9 +794,23 @@ BEGIN
 		END IF;
 	END LOOP;
 
+	/*
+	 * A TRUNCATE marks every key of its mappings.  A view that cannot list
+	 * its keys (an erp_id that raises for one row) must not stop the fold
+	 * of the others: its marker goes back to the outbox, to be tried again
+	 * at the next fold, and the server log says why.
+	 */
 	IF whole IS NOT NULL THEN
 		FOREACH mid IN ARRAY whole LOOP
-			n := n + erpcrm._dirty_all(mid);
+			BEGIN
+				n := n + erpcrm._dirty_all(mid);
+			EXCEPTION WHEN OTHERS THEN
+				INSERT INTO erpcrm.outbox (mapping_id, erp_id) VALUES (mid, NULL);
+				RAISE WARNING 'the keys of mapping "%" could not be listed after a TRUNCATE: % (SQLSTATE %)',
+					(SELECT m.name FROM erpcrm.mapping m WHERE m.mapping_id = mid), SQLERRM, SQLSTATE
+					USING DETAIL = 'Every key of the mapping is marked at the next fold that can read its view; the other mappings go on.',
+						  HINT = 'Fix the rows or the view whose erp_id raises the error.';
+			END;
 		END LOOP;
 	END IF;
 	RETURN n;

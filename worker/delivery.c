@@ -1353,6 +1353,63 @@ association_refusal(HsBatchResult *result, const char *from_id)
 }
 
 /*
+ * Make the associations of these keys (association a).  A 4xx that refuses
+ * the whole call without naming pairs is split in halves until the pair it
+ * refuses stands alone, as for objects: one bad pair fails alone.
+ */
+static void
+send_association_adds(Batch *b, AssocDef *def, int a, BatchKey **adds, int nadd)
+{
+	MappingDef *m = b->mapping;
+	HsJsonBody *body = hs_body_new();
+	HsResponse	resp;
+	char	   *path;
+
+	for (int i = 0; i < nadd; i++)
+		hs_body_add_association(body, adds[i]->hubspot_id, adds[i]->assoc_to[a],
+								def->category, def->type_id);
+	path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
+					m->object_type, def->target_type,
+					def->type_id > 0 ? "create" : "associate/default");
+	call_hubspot(b, "POST", path, hs_body_finish(body), nadd, &resp);
+	if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
+	{
+		HsBatchResult result;
+		const char *why;
+
+		/* errors inside a 200/207 name the failed pairs */
+		if (resp.status == 207 &&
+			hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
+			result.nerrors > 0)
+		{
+			for (int i = 0; i < nadd; i++)
+			{
+				const char *refusal = association_refusal(&result, adds[i]->hubspot_id);
+
+				if (refusal == NULL)
+					continue;	/* its pair was made */
+				set_outcome(adds[i], KO_RETRY, 207, "ASSOCIATION",
+							psprintf("association to %s \"%s\" was refused: %s",
+									 def->target_name, adds[i]->assoc_key[a],
+									 truncate_message(refusal)),
+							resp.correlation_id);
+				adds[i]->bounded = true;
+			}
+		}
+		return;
+	}
+	if (resp.transport_error == 0 && resp.status >= 400 && resp.status < 500 &&
+		resp.status != 401 && resp.status != 403 && resp.status != 429 &&
+		nadd > 1)
+	{
+		send_association_adds(b, def, a, adds, nadd / 2);
+		send_association_adds(b, def, a, adds + nadd / 2, nadd - nadd / 2);
+		return;
+	}
+	association_failed(b, adds, nadd, &resp, path, def, a);
+}
+
+/*
  * Associate the objects just written to the objects their association
  * columns name, one call per association (up to 100 pairs each).  Where the
  * key's recorded state shows the same association already made, no call is
@@ -1372,14 +1429,12 @@ send_associations(Batch *b)
 		char	  **old_ids;
 		int			nadd = 0;
 		int			nremove = 0;
-		HsJsonBody *add_body;
 		HsJsonBody *remove_body;
 		HsResponse	resp;
 		char	   *path;
 
 		if (def->as_property != NULL)
 			continue;			/* sent as a property with the object */
-		add_body = hs_body_new();
 		remove_body = hs_body_new();
 		adds = palloc(sizeof(BatchKey *) * b->nkeys);
 		removes = palloc(sizeof(BatchKey *) * b->nkeys);
@@ -1397,11 +1452,7 @@ send_associations(Batch *b)
 			to = (key->assoc_to[a] && key->assoc_to[a][0]) ? key->assoc_to[a] : NULL;
 			old = key->is_new ? NULL : previous_target(key->prev_assoc, def->column);
 			if (to != NULL && (old == NULL || strcmp(old, to) != 0))
-			{
-				hs_body_add_association(add_body, key->hubspot_id, to,
-										def->category, def->type_id);
 				adds[nadd++] = key;
-			}
 			if (old != NULL && (to == NULL || strcmp(old, to) != 0))
 			{
 				hs_body_add_association_archive(remove_body, key->hubspot_id, old);
@@ -1418,39 +1469,8 @@ send_associations(Batch *b)
 			if (!(resp.transport_error == 0 && resp.status >= 200 && resp.status < 300))
 				association_failed(b, removes, nremove, &resp, path, def, a);
 		}
-		if (nadd == 0)
-			continue;
-		path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
-						m->object_type, def->target_type,
-						def->type_id > 0 ? "create" : "associate/default");
-		call_hubspot(b, "POST", path, hs_body_finish(add_body), nadd, &resp);
-		if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
-		{
-			HsBatchResult result;
-			const char *why;
-
-			/* errors inside a 200/207 name the failed pairs */
-			if (resp.status == 207 &&
-				hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
-				result.nerrors > 0)
-			{
-				for (int i = 0; i < nadd; i++)
-				{
-					const char *why = association_refusal(&result, adds[i]->hubspot_id);
-
-					if (why == NULL)
-						continue;	/* its pair was made */
-					set_outcome(adds[i], KO_RETRY, 207, "ASSOCIATION",
-								psprintf("association to %s \"%s\" was refused: %s",
-										 def->target_name, adds[i]->assoc_key[a],
-										 truncate_message(why)),
-								resp.correlation_id);
-					adds[i]->bounded = true;
-				}
-			}
-			continue;
-		}
-		association_failed(b, adds, nadd, &resp, path, def, a);
+		if (nadd > 0)
+			send_association_adds(b, def, a, adds, nadd);
 	}
 
 	/* what is associated now, for the next change of these keys */
@@ -1779,6 +1799,20 @@ find_failing_inputs(Batch *b)
 				mark_input_failing(&b->keys[i]);
 				MemoryContextSwitchTo(old);
 			}
+	}
+
+	/*
+	 * Such an input is no reason for the worker to back off as a whole:
+	 * only other keys that wait for HubSpot are.
+	 */
+	if (SPI_processed > 0 && b->outcome->transient)
+	{
+		bool		others = false;
+
+		for (int i = 0; i < b->nkeys; i++)
+			if (b->keys[i].outcome == KO_RETRY && !b->keys[i].bounded)
+				others = true;
+		b->outcome->transient = others;
 	}
 }
 

@@ -59,8 +59,8 @@ Control API (JSON in and out; no auth; never rate limited or logged)
        "policy" (for 429), "retry_after", "message"} or a list of them,
        reject_ids [id values] (upsert ids, and association targets),
        fail_ids {"ids": [id values], "status": 500} (a batch call with
-       one of these input ids is answered with that status as a whole:
-       HubSpot failing on one input it cannot take)
+       one of these input ids, or association target ids, is answered
+       with that status as a whole: HubSpot failing on one input)
   GET  /_mock/objects/{type}      {"results": [{id, properties, archived,
                                   createdAt, updatedAt}]}
   POST /_mock/objects/{type}      {"properties": {...}} creates an object
@@ -2654,8 +2654,17 @@ class Handler(BaseHTTPRequestHandler):
                 not isinstance(body.get("inputs"), list):
             return None
         for inp in body["inputs"]:
-            if isinstance(inp, dict) and str(inp.get("id")) in fi["ids"]:
+            if not isinstance(inp, dict):
+                continue
+            to = inp.get("to")
+            ids = [str(inp.get("id"))]
+            if isinstance(to, dict):
+                ids.append(str(to.get("id")))      # v4 association pairs
+            if any(x in fi["ids"] for x in ids):
                 s = fi["status"]
+                if s < 500:
+                    return ApiError(s, "VALIDATION_ERROR",
+                                    "invalid input (mock fail_ids)")
                 return ApiError(s, "INTERNAL_ERROR" if s == 500
                                 else "SERVICE_UNAVAILABLE",
                                 "internal error (mock fail_ids)")
