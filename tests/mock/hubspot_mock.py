@@ -50,7 +50,8 @@ Control API (JSON in and out; no auth; never rate limited or logged)
                                   toId, typeId, category}]}
   GET  /_mock/requests?since=N    {"results": [{seq, time, method, path,
                                   status, inputs, bodyBytes, durationMs,
-                                  fault?, body? (log_bodies)}], "lastSeq"}
+                                  fault?, body?, answer? (log_bodies)}],
+                                  "lastSeq"}
                                   status 0 = connection dropped (refuse)
   GET  /_mock/stats               {calls, byStatus, rateLimited,
                                   maxWindowCalls, windowMs, dailyUsed,
@@ -309,9 +310,10 @@ class InputError(Exception):
         self.sub = sub
 
     def entry(self):
+        # every field HubSpot's StandardError schema requires
         e = {"status": "error", "category": self.category,
              "message": self.message, "context": self.context,
-             "errors": self.errors}
+             "errors": self.errors, "links": {}}
         if self.sub:
             e["subCategory"] = self.sub
         return e
@@ -1903,9 +1905,9 @@ class Api:
             pairs = st.assoc.get((ft, fid, tt), {}).get(tid, set())
             results.append({
                 "fromObjectTypeId": TYPE_IDS.get(ft, ft),
-                "fromObjectId": int_id(fid),
+                "fromObjectId": str(fid),
                 "toObjectTypeId": TYPE_IDS.get(tt, tt),
-                "toObjectId": int_id(tid),
+                "toObjectId": str(tid),
                 "labels": [x["label"] for x in st.types_out(ft, tt, pairs)
                            if x["label"]]})
         return self._v4_answer(results, errs, 201)
@@ -2359,7 +2361,7 @@ class Handler(BaseHTTPRequestHandler):
                 mode, payload, status, fault = self.output_faults(
                     st, faults, payload, status, out)
             self.log(st, method, path, status, raw, body_obj, t_start,
-                     fault)
+                     fault, out)
         ctype = "application/json;charset=utf-8"
         if status in (502, 504) and fault == "error_share":
             payload = (EDGE_HTML % (status, REASONS[status], status,
@@ -2510,7 +2512,8 @@ class Handler(BaseHTTPRequestHandler):
                                           "Forced status %d (mock)" % s))
         return None
 
-    def log(self, st, method, path, status, raw, body_obj, t_start, fault):
+    def log(self, st, method, path, status, raw, body_obj, t_start, fault,
+            answer=None):
         st.seq += 1
         st.calls += 1
         st.by_status[status] += 1
@@ -2530,6 +2533,9 @@ class Handler(BaseHTTPRequestHandler):
         if st.cfg.log_bodies:
             e["body"] = body_obj if body_obj is not None else \
                 raw.decode("utf-8", "replace")
+            # the answer as sent, unless a fault garbled it (tests/contract)
+            if answer is not None and not fault:
+                e["answer"] = answer
         st.log.append(e)
         while len(st.log) > st.cfg.log_limit:
             st.log.popleft()
