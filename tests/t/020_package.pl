@@ -7,6 +7,8 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use File::Basename ();
+use JSON::PP;
 use ErpcrmTest;
 
 my $package = 'postgresql-15-erpcrm';
@@ -37,6 +39,15 @@ is($version =~ s/-.*//r, $default, 'the package\'s version is the extension\'s d
 ($out, $err) = ('', '');
 IPC::Run::run([ 'dpkg', '--verify', $package ], '>', \$out, '2>', \$err);
 is($out, '', 'every installed file is as the package shipped it (dpkg --verify)');
+
+# PGXN's META.json and the Debian changelog say the same version
+my $top = File::Basename::dirname(__FILE__) . '/../..';
+my $meta = JSON::PP->new->decode(slurp_file("$top/META.json"));
+is($meta->{'meta-spec'}{version}, '1.0.0', 'META.json parses, PGXN meta-spec 1.0.0');
+like($meta->{version}, qr/^\Q$default\E\.\d+$/, 'META.json\'s version is the default version');
+is($meta->{provides}{erpcrm}{version}, $meta->{version}, 'and so is the version it provides');
+ok(-f "$top/$meta->{provides}{erpcrm}{file}", 'META.json names an existing SQL file');
+like(slurp_file("$top/debian/changelog"), qr/^erpcrm \(\Q$default\E\)/, 'debian/changelog\'s latest version is the default version');
 
 # the README's worked example, delivered by the packaged erpcrm
 start_mock();
