@@ -36,6 +36,7 @@ REGRESS = setup mapping capture state surface deals privileges upgrade
 # suites added in 1.2, one line per line of work (keeps merges clean)
 # part 1: security
 # part 2: DDL, restores, watches
+REGRESS += ddl
 # part 3: one bad row fails alone
 # part 4: flat cost at scale
 # part 5: links, corrections, HubSpot set-up

@@ -84,13 +84,21 @@ append_outbox(WatchEntry *entry, text *key)
 {
 	if (key != NULL && is_repeat(entry, key))
 		return;
+	/* "every key" once per subtransaction is enough */
+	if (key == NULL && entry->whole_lxid == MyProc->lxid &&
+		entry->whole_subxid == GetCurrentSubTransactionId())
+		return;
 
-	erpcrm_outbox_add(entry->outbox_relid, entry->mapping_id, key);
+	erpcrm_outbox_add(entry->outbox_relid, entry->outbox_id, key);
 
 	if (key != NULL)
 		remember(entry, key);
 	else
+	{
 		entry->last_lxid = InvalidLocalTransactionId;
+		entry->whole_lxid = MyProc->lxid;
+		entry->whole_subxid = GetCurrentSubTransactionId();
+	}
 
 	erpcrm_wake_at_commit();
 }
@@ -270,7 +278,11 @@ erpcrm_capture_v1(PG_FUNCTION_ARGS)
 
 	entry = erpcrm_watch_entry(trigdata->tg_trigger, trigdata->tg_relation);
 
-	if (TRIGGER_FIRED_BY_TRUNCATE(event))
+	/*
+	 * A key that no longer fits the table (see keyexpr.c): the ERP's write
+	 * goes through and every key of the mapping is marked for sending.
+	 */
+	if (TRIGGER_FIRED_BY_TRUNCATE(event) || entry->expr == NULL)
 	{
 		append_outbox(entry, NULL);
 		return PointerGetDatum(NULL);

@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -19,6 +20,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/plancache.h"
 
 #include "erpcrm.h"
 
@@ -84,4 +86,96 @@ erpcrm_view_keys_v1(PG_FUNCTION_ARGS)
 	SPI_finish();
 	erpcrm_as_owner_end(&saved);
 	return (Datum) 0;
+}
+
+/*
+ * erpcrm._fan_out_keys(query text, owner regrole, keys text[]) returns setof text
+ *
+ * A watch's key query, run by the worker when it folds: $1 holds the keys
+ * its trigger captured (text[]), and the first column of each row it
+ * returns is a key of the watch's mapping.  It runs as the role that
+ * defined the watch, read-only, in a security-restricted operation, like a
+ * mapping view.
+ */
+PG_FUNCTION_INFO_V1(erpcrm_fan_out_keys_v1);
+Datum
+erpcrm_fan_out_keys_v1(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			owner = PG_GETARG_OID(1);
+	Datum		keys = PG_GETARG_DATUM(2);
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	ErpcrmSavedUser saved;
+	int			ret;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	erpcrm_as_owner_begin(owner, &saved);
+	SPI_connect();
+	ret = SPI_execute_with_args(query, 1, argtypes, &keys, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("the key query of a watch must be a SELECT")));
+	if (SPI_tuptable->tupdesc->natts < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("the key query of a watch returns no column")));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *key = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		Datum		values[1];
+		bool		nulls[1] = {false};
+
+		if (key == NULL)
+			continue;
+		values[0] = CStringGetTextDatum(key);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+	erpcrm_as_owner_end(&saved);
+	return (Datum) 0;
+}
+
+/*
+ * erpcrm._check_key_query(query text, owner regrole) returns void
+ *
+ * Plans a key query as the role that defines the watch, without running
+ * it: one SELECT taking the captured keys as $1 (text[]) and returning the
+ * mapping's keys in its first column.
+ */
+PG_FUNCTION_INFO_V1(erpcrm_check_key_query_v1);
+Datum
+erpcrm_check_key_query_v1(PG_FUNCTION_ARGS)
+{
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			owner = PG_GETARG_OID(1);
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	ErpcrmSavedUser saved;
+	SPIPlanPtr	plan;
+	List	   *sources;
+	CachedPlanSource *ps;
+
+	erpcrm_as_owner_begin(owner, &saved);
+	SPI_connect();
+	plan = SPI_prepare(query, 1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	sources = SPI_plan_get_plan_sources(plan);
+	ps = list_length(sources) == 1 ? linitial(sources) : NULL;
+	if (ps == NULL || ps->commandTag != CMDTAG_SELECT || ps->resultDesc == NULL ||
+		ps->raw_parse_tree == NULL || !IsA(ps->raw_parse_tree->stmt, SelectStmt) ||
+		((SelectStmt *) ps->raw_parse_tree->stmt)->intoClause != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("the key query of a watch must be one SELECT"),
+				 errhint("For example: SELECT l.id FROM erp.lines l WHERE l.sku = ANY ($1)")));
+	if (ps->resultDesc->natts < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("the key query of a watch must return the mapping's keys in its first column")));
+	SPI_finish();
+	erpcrm_as_owner_end(&saved);
+	PG_RETURN_VOID();
 }

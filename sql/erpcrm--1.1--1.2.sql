@@ -16,6 +16,578 @@
 -- Part 2: DDL, dump/restore and watches
 -- ===================================================================
 
+/*
+ * Key expressions are compiled from their text (key_expr) by the capture
+ * trigger, against the table as it is now, and again after every change of
+ * the table: the text survives DDL and pg_dump, column numbers do not.
+ * key_tree keeps the last compiled form, which serves to write a key with
+ * new column names after a column is renamed.
+ *
+ * A watch may fan out: its key query, run by the worker when it folds (never
+ * in the ERP's transaction), turns the keys its trigger captured ($1, text[])
+ * into keys of the mapping (a product dirties every line of that product).
+ * Captured keys wait in erpcrm.fan_out, which has the outbox's layout.
+ */
+ALTER TABLE erpcrm.watch
+	ADD COLUMN key_query text,
+	ADD COLUMN owner regrole,
+	ADD COLUMN problem text;
+COMMENT ON COLUMN erpcrm.watch.key_query IS 'fan-out: a SELECT that turns the captured keys ($1, text[]) into keys of the mapping, run by the worker as owner';
+COMMENT ON COLUMN erpcrm.watch.owner IS 'the role that defined the watch; its key query runs with this role''s privileges';
+COMMENT ON COLUMN erpcrm.watch.problem IS 'why the key query failed the last time it ran, or NULL';
+
+CREATE TABLE erpcrm.fan_out (
+	watch_id		integer NOT NULL,
+	erp_id			text,
+	erp_ids			text[]
+);
+ALTER TABLE erpcrm.fan_out ALTER COLUMN erp_ids SET STORAGE PLAIN;
+COMMENT ON TABLE erpcrm.fan_out IS 'keys captured by watches with a key query, not yet resolved into keys of their mapping';
+SELECT pg_catalog.pg_extension_config_dump('erpcrm.fan_out', '');
+REVOKE ALL ON erpcrm.fan_out FROM PUBLIC;
+
+/*
+ * A mapping's source is also kept by name, so that a view dropped and
+ * created again is found again.  A view renamed or moved is followed by its
+ * OID, and the name follows it.
+ */
+ALTER TABLE erpcrm.mapping ADD COLUMN source_name text;
+COMMENT ON COLUMN erpcrm.mapping.source_name IS 'the source''s qualified name: a source dropped and created again under this name is found again';
+
+CREATE FUNCTION erpcrm._relation_name(p_relid oid)
+RETURNS text
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT format('%I.%I', n.nspname, c.relname)
+	  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	 WHERE c.oid = p_relid;
+$$;
+
+UPDATE erpcrm.mapping SET source_name = erpcrm._relation_name(source);
+
+CREATE FUNCTION erpcrm._mapping_source_name()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	NEW.source_name := COALESCE(erpcrm._relation_name(NEW.source), NEW.source_name);
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER mapping_source_name BEFORE INSERT OR UPDATE OF source ON erpcrm.mapping
+	FOR EACH ROW EXECUTE FUNCTION erpcrm._mapping_source_name();
+
+/*
+ * Partitioned tables get one row trigger, which PostgreSQL clones to every
+ * partition, attached now or later: a write straight into a partition is
+ * captured too (a statement trigger of the parent fires only for statements
+ * on the parent).
+ */
+DO $partitions$
+DECLARE
+	w record;
+	suffix text;
+BEGIN
+	FOR w IN SELECT x.watch_id, x.source, x.trigger_name
+			   FROM erpcrm.watch x JOIN pg_catalog.pg_class c ON c.oid = x.source
+			  WHERE c.relkind = 'p'
+				AND EXISTS (SELECT FROM pg_catalog.pg_trigger t
+							 WHERE t.tgrelid = x.source AND t.tgname = x.trigger_name || '_i')
+	LOOP
+		FOREACH suffix IN ARRAY ARRAY['_i', '_u', '_d'] LOOP
+			EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s', w.trigger_name || suffix, w.source);
+		END LOOP;
+		EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s '
+								  'FOR EACH ROW EXECUTE FUNCTION erpcrm.capture(%L)',
+								  w.trigger_name, w.source, w.watch_id);
+	END LOOP;
+END
+$partitions$;
+
+/* Write a key with the columns' new names (C). */
+CREATE FUNCTION erpcrm._rename_key(regclass, text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'erpcrm_rename_key_v1'
+LANGUAGE C STRICT;
+
+/* A key query: checked without running it, and run (C, as owner). */
+CREATE FUNCTION erpcrm._check_key_query(text, regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'erpcrm_check_key_query_v1'
+LANGUAGE C STRICT;
+
+CREATE FUNCTION erpcrm._fan_out_keys(text, regrole, text[])
+RETURNS SETOF text
+AS 'MODULE_PATHNAME', 'erpcrm_fan_out_keys_v1'
+LANGUAGE C STRICT;
+
+/* Drop one watch: its triggers, its row and its unresolved fan-out keys. */
+CREATE OR REPLACE FUNCTION erpcrm._drop_watch(p_watch_id integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w erpcrm.watch;
+	suffix text;
+BEGIN
+	DELETE FROM erpcrm.fan_out WHERE watch_id = p_watch_id;
+	DELETE FROM erpcrm.watch WHERE watch_id = p_watch_id RETURNING * INTO w;
+	IF FOUND AND EXISTS (SELECT FROM pg_class WHERE oid = w.source) THEN
+		FOREACH suffix IN ARRAY ARRAY['', '_i', '_u', '_d', '_t'] LOOP
+			IF EXISTS (SELECT FROM pg_trigger
+						WHERE tgrelid = w.source AND tgname = w.trigger_name || suffix) THEN
+				EXECUTE format('DROP TRIGGER %I ON %s', w.trigger_name || suffix, w.source);
+			END IF;
+		END LOOP;
+	END IF;
+END
+$$;
+
+DROP FUNCTION erpcrm.watch(text, regclass, text);
+CREATE FUNCTION erpcrm.watch(mapping text, source regclass, key text, key_query text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(mapping);
+	k char;
+	tree text;
+	wid integer;
+	old_query text;
+	tname name;
+BEGIN
+	IF source IS NULL THEN
+		RAISE EXCEPTION 'the watched table must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT relkind INTO k FROM pg_class WHERE oid = source;
+	IF k IS NULL OR k NOT IN ('r', 'p') THEN
+		RAISE EXCEPTION '% is not a table', source
+			USING ERRCODE = 'wrong_object_type',
+				  DETAIL = 'Only tables (plain or partitioned) can be watched; a view''s changes are the changes of its tables.',
+				  HINT = 'Watch the tables the mapping view reads from.';
+	END IF;
+	IF NOT has_table_privilege(erpcrm._caller(), source, 'TRIGGER') THEN
+		RAISE EXCEPTION 'permission denied to watch table %', source
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Watching a table creates triggers on it, which needs its ownership or the TRIGGER privilege.';
+	END IF;
+	IF key IS NULL OR btrim(key) = '' THEN
+		RAISE EXCEPTION 'the key expression must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give the expression that computes the mapping''s erp_id from a row of the table, for example: id::text.';
+	END IF;
+	IF key_query IS NOT NULL AND btrim(key_query) = '' THEN
+		RAISE EXCEPTION 'the key query must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Leave it NULL, or give a SELECT that returns the mapping''s keys for the captured keys in $1.';
+	END IF;
+	SELECT w.watch_id, w.key_query INTO wid, old_query FROM erpcrm.watch w
+	 WHERE w.mapping_id = m.mapping_id AND w.source = watch.source AND w.key_expr = key;
+	IF FOUND THEN
+		IF old_query IS DISTINCT FROM key_query THEN
+			RAISE EXCEPTION 'table % is already watched for mapping "%" with key %, and another key query', source, m.name, key
+				USING ERRCODE = 'duplicate_object',
+					  HINT = 'Drop that watch first with erpcrm.unwatch().';
+		END IF;
+		RETURN wid;
+	END IF;
+
+	tree := erpcrm._compile_key(source, key);
+	IF key_query IS NOT NULL THEN
+		/* planned, not run, as the role that will own it */
+		PERFORM erpcrm._check_key_query(key_query, erpcrm._caller());
+	END IF;
+
+	INSERT INTO erpcrm.watch (mapping_id, source, key_expr, key_tree, trigger_name, key_query, owner)
+	VALUES (m.mapping_id, source, key, tree, '', key_query,
+			CASE WHEN key_query IS NOT NULL THEN erpcrm._caller() END)
+	RETURNING watch_id INTO wid;
+	tname := format('erpcrm_watch_%s', wid);
+	UPDATE erpcrm.watch SET trigger_name = tname WHERE watch_id = wid;
+
+	IF k = 'p' OR EXISTS (SELECT FROM pg_inherits WHERE inhrelid = source) THEN
+		/*
+		 * A partitioned table: one row trigger, cloned to every partition
+		 * (also those attached later).  A partition or an inheritance child
+		 * cannot have transition tables.
+		 */
+		EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s '
+					   'FOR EACH ROW EXECUTE FUNCTION erpcrm.capture(%L)',
+					   tname, source, wid);
+	ELSE
+		/* one call per statement, the rows from its transition tables */
+		EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s '
+					   'REFERENCING NEW TABLE AS erpcrm_new '
+					   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
+					   tname || '_i', source, wid);
+		EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s '
+					   'REFERENCING OLD TABLE AS erpcrm_old NEW TABLE AS erpcrm_new '
+					   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
+					   tname || '_u', source, wid);
+		EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s '
+					   'REFERENCING OLD TABLE AS erpcrm_old '
+					   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
+					   tname || '_d', source, wid);
+	END IF;
+	EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s '
+				   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
+				   tname || '_t', source, wid);
+	RETURN wid;
+END
+$$;
+COMMENT ON FUNCTION erpcrm.watch(text, regclass, text, text) IS 'capture changes of an ERP table as dirty keys of a mapping; key computes erp_id from a row, or with key_query the value the query turns into erp_ids';
+
+/*
+ * After DDL on a watched table: compile every key of the table again.  A
+ * key whose column was renamed is written with the new name.  A change that
+ * leaves a key without a meaning (its column dropped, or retyped to a type
+ * the expression cannot take) is refused, naming the watch.
+ */
+CREATE FUNCTION erpcrm._check_watches(p_table oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w record;
+	tree text;
+	renamed text;
+	err text;
+BEGIN
+	FOR w IN SELECT x.watch_id, x.source, x.key_expr, x.key_tree, m.name AS mapping
+			   FROM erpcrm.watch x JOIN erpcrm.mapping m USING (mapping_id)
+			  WHERE x.source = p_table
+			  ORDER BY x.watch_id
+	LOOP
+		BEGIN
+			tree := erpcrm._compile_key(w.source, w.key_expr);
+			IF tree IS DISTINCT FROM w.key_tree THEN
+				UPDATE erpcrm.watch SET key_tree = tree WHERE watch_id = w.watch_id;
+			END IF;
+			CONTINUE;
+		EXCEPTION WHEN OTHERS THEN
+			err := SQLERRM;
+		END;
+		BEGIN
+			renamed := erpcrm._rename_key(w.source, w.key_tree);
+		EXCEPTION WHEN OTHERS THEN
+			RAISE EXCEPTION 'this change of table % would break erpcrm watch % of mapping "%"', w.source::regclass, w.watch_id, w.mapping
+				USING ERRCODE = 'dependent_objects_still_exist',
+					  DETAIL = format('Its key %s no longer fits the table: %s.', w.key_expr, err),
+					  HINT = format('Stop watching the table first with SELECT erpcrm.unwatch(%L, %L), change it, then watch it again with a key that fits.',
+									w.mapping, w.source::regclass::text);
+		END;
+		UPDATE erpcrm.watch
+		   SET key_expr = renamed, key_tree = erpcrm._compile_key(w.source, renamed)
+		 WHERE watch_id = w.watch_id;
+		RAISE NOTICE 'the key of erpcrm watch % of mapping "%" is now %', w.watch_id, w.mapping, renamed;
+	END LOOP;
+END
+$$;
+
+/*
+ * Sources of mappings: a view dropped and created again under its name is
+ * found again; a view renamed or moved is followed.  Returns how many
+ * mappings changed.
+ */
+CREATE FUNCTION erpcrm._resolve_sources()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n integer;
+	k integer;
+BEGIN
+	UPDATE erpcrm.mapping m SET source = to_regclass(m.source_name)
+	 WHERE m.source_name IS NOT NULL
+	   AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
+	   AND to_regclass(m.source_name) IS NOT NULL;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	UPDATE erpcrm.mapping m SET source_name = erpcrm._relation_name(m.source)
+	 WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
+	   AND m.source_name IS DISTINCT FROM erpcrm._relation_name(m.source);
+	GET DIAGNOSTICS k = ROW_COUNT;
+	RETURN n + k;
+END
+$$;
+
+CREATE FUNCTION erpcrm._on_ddl_end()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	t oid;
+BEGIN
+	IF EXISTS (SELECT FROM erpcrm.watch) THEN
+		FOR t IN
+			SELECT DISTINCT CASE WHEN c.classid = 'pg_catalog.pg_trigger'::regclass
+								 THEN (SELECT g.tgrelid FROM pg_trigger g WHERE g.oid = c.objid)
+								 ELSE c.objid END
+			  FROM pg_event_trigger_ddl_commands() c
+			 WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_trigger'::regclass)
+		LOOP
+			IF EXISTS (SELECT FROM erpcrm.watch w WHERE w.source = t) THEN
+				PERFORM erpcrm._check_watches(t);
+			END IF;
+		END LOOP;
+	END IF;
+	IF EXISTS (SELECT FROM erpcrm.mapping) THEN
+		PERFORM erpcrm._resolve_sources();
+	END IF;
+END
+$$;
+
+CREATE FUNCTION erpcrm._on_sql_drop()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	o record;
+	w record;
+BEGIN
+	/* a watch's trigger dropped by hand, its table still there */
+	FOR o IN SELECT d.address_names FROM pg_event_trigger_dropped_objects() d
+			  WHERE d.object_type = 'trigger' AND cardinality(d.address_names) = 3
+	LOOP
+		SELECT x.watch_id, x.source, m.name AS mapping INTO w
+		  FROM erpcrm.watch x JOIN erpcrm.mapping m USING (mapping_id)
+		 WHERE o.address_names[3] IN (x.trigger_name, x.trigger_name || '_i', x.trigger_name || '_u',
+									  x.trigger_name || '_d', x.trigger_name || '_t')
+		   AND x.source = to_regclass(format('%I.%I', o.address_names[1], o.address_names[2]));
+		IF FOUND THEN
+			RAISE EXCEPTION 'trigger % on % belongs to erpcrm watch % of mapping "%"',
+							o.address_names[3], w.source::regclass, w.watch_id, w.mapping
+				USING ERRCODE = 'dependent_objects_still_exist',
+					  HINT = format('Stop watching the table with SELECT erpcrm.unwatch(%L, %L).',
+									w.mapping, w.source::regclass::text);
+		END IF;
+	END LOOP;
+
+	/* watches of tables that are gone (DROP TABLE, DROP SCHEMA ... CASCADE) */
+	FOR w IN DELETE FROM erpcrm.watch x
+			  WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = x.source)
+			 RETURNING x.watch_id, x.mapping_id
+	LOOP
+		DELETE FROM erpcrm.fan_out f WHERE f.watch_id = w.watch_id;
+		RAISE NOTICE 'erpcrm watch % of mapping "%" is dropped with its table', w.watch_id,
+			(SELECT m.name FROM erpcrm.mapping m WHERE m.mapping_id = w.mapping_id);
+	END LOOP;
+
+	/* mappings whose view is gone wait for a view of the same name */
+	FOR w IN SELECT m.name, m.source_name FROM erpcrm.mapping m
+			  WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
+				AND m.source IN (SELECT d.objid FROM pg_event_trigger_dropped_objects() d)
+	LOOP
+		RAISE NOTICE 'mapping "%" lost its source %', w.name, w.source_name
+			USING DETAIL = 'Changes are still captured; they are delivered once a view of that name exists again.';
+	END LOOP;
+END
+$$;
+
+CREATE EVENT TRIGGER erpcrm_ddl_end ON ddl_command_end
+	EXECUTE FUNCTION erpcrm._on_ddl_end();
+CREATE EVENT TRIGGER erpcrm_sql_drop ON sql_drop
+	EXECUTE FUNCTION erpcrm._on_sql_drop();
+
+/*
+ * Fan-out: the worker turns the keys captured by watches with a key query
+ * into keys of their mappings, in the outbox, before it folds.  One watch's
+ * failing query does not stop the others: its keys stay, and the error is
+ * kept in erpcrm.watch.problem (shown by erpcrm.status).
+ */
+CREATE FUNCTION erpcrm._fan_out()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w record;
+	keys text[];
+	whole boolean;
+	n bigint := 0;
+	k bigint;
+BEGIN
+	DELETE FROM erpcrm.fan_out f
+	 WHERE NOT EXISTS (SELECT FROM erpcrm.watch x WHERE x.watch_id = f.watch_id AND x.key_query IS NOT NULL);
+	FOR w IN SELECT x.watch_id, x.mapping_id, x.key_query, x.owner
+			   FROM erpcrm.watch x
+			  WHERE x.key_query IS NOT NULL
+				AND EXISTS (SELECT FROM erpcrm.fan_out f WHERE f.watch_id = x.watch_id)
+			  ORDER BY x.watch_id
+	LOOP
+		BEGIN
+			WITH d AS (
+				DELETE FROM erpcrm.fan_out f WHERE f.watch_id = w.watch_id
+				RETURNING f.erp_id, f.erp_ids
+			)
+			SELECT array_agg(DISTINCT c.v) FILTER (WHERE c.v IS NOT NULL),
+				   bool_or(d.erp_id IS NULL AND d.erp_ids IS NULL)
+			  INTO keys, whole
+			  FROM d LEFT JOIN LATERAL unnest(COALESCE(d.erp_ids, ARRAY[d.erp_id])) AS c(v) ON true;
+			IF whole THEN
+				/* TRUNCATE: every key of the mapping */
+				INSERT INTO erpcrm.outbox (mapping_id, erp_id) VALUES (w.mapping_id, NULL);
+				k := 1;
+			ELSIF keys IS NOT NULL THEN
+				INSERT INTO erpcrm.outbox (mapping_id, erp_id)
+				SELECT DISTINCT w.mapping_id, r.k
+				  FROM erpcrm._fan_out_keys(w.key_query, w.owner, keys) AS r(k);
+				GET DIAGNOSTICS k = ROW_COUNT;
+			END IF;
+			n := n + COALESCE(k, 0);
+			UPDATE erpcrm.watch SET problem = NULL WHERE watch_id = w.watch_id AND problem IS NOT NULL;
+		EXCEPTION WHEN OTHERS THEN
+			UPDATE erpcrm.watch SET problem = format('its key query failed: %s (SQLSTATE %s)', SQLERRM, SQLSTATE)
+			 WHERE watch_id = w.watch_id;
+		END;
+	END LOOP;
+	RETURN n;
+END
+$$;
+
+/* The worker, before each fold: find sources again, fan out. */
+CREATE FUNCTION erpcrm._before_fold()
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._resolve_sources();
+	RETURN erpcrm._fan_out();
+END
+$$;
+COMMENT ON FUNCTION erpcrm._before_fold() IS 'worker: find mapping sources again by name, resolve the key queries of watches';
+
+/* What is wrong with a mapping, in plain words, or NULL. */
+CREATE FUNCTION erpcrm._mapping_problem(p_mapping_id integer)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping;
+	w record;
+	problems text[] := '{}';
+BEGIN
+	SELECT * INTO m FROM erpcrm.mapping WHERE mapping_id = p_mapping_id;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
+	IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source) THEN
+		problems := problems || format('its source %s does not exist; changes wait until it is created again',
+									   COALESCE(m.source_name, m.source::oid::text));
+	ELSIF NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = m.source AND a.attname = 'erp_id'
+						 AND a.attnum > 0 AND NOT a.attisdropped) THEN
+		problems := problems || format('its source %s has no column erp_id', m.source::regclass);
+	END IF;
+	FOR w IN SELECT x.* FROM erpcrm.watch x WHERE x.mapping_id = p_mapping_id ORDER BY x.watch_id LOOP
+		IF NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source
+						  AND t.tgname IN (w.trigger_name, w.trigger_name || '_i') AND t.tgenabled <> 'D') THEN
+			problems := problems || format('the trigger of watch %s on %s is missing or disabled', w.watch_id, w.source::regclass);
+		END IF;
+		BEGIN
+			PERFORM erpcrm._compile_key(w.source, w.key_expr);
+		EXCEPTION WHEN OTHERS THEN
+			problems := problems || format('the key %s of watch %s no longer fits %s: %s', w.key_expr, w.watch_id, w.source::regclass, SQLERRM);
+		END;
+		IF w.problem IS NOT NULL THEN
+			problems := problems || format('watch %s on %s: %s', w.watch_id, w.source::regclass, w.problem);
+		END IF;
+	END LOOP;
+	RETURN NULLIF(array_to_string(problems, '; '), '');
+END
+$$;
+COMMENT ON FUNCTION erpcrm._mapping_problem(integer) IS 'what keeps a mapping from capturing or delivering, in plain words, or NULL';
+
+/* Keys that still have to reach HubSpot: unresolved fan-out keys count too. */
+CREATE OR REPLACE FUNCTION erpcrm._outstanding(p_mapping_id integer)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT (SELECT count(*) FROM erpcrm.outbox o
+			 WHERE p_mapping_id IS NULL OR o.mapping_id = p_mapping_id)
+		 + (SELECT count(*) FROM erpcrm.fan_out f JOIN erpcrm.watch w USING (watch_id)
+			 WHERE w.problem IS NULL AND (p_mapping_id IS NULL OR w.mapping_id = p_mapping_id))
+		 + (SELECT count(*) FROM erpcrm.sync_state s
+			 WHERE s.state IN ('pending', 'in_flight')
+			   AND (p_mapping_id IS NULL OR s.mapping_id = p_mapping_id));
+$$;
+
+/*
+ * erpcrm.status names the source even when it is gone, and says what is
+ * wrong (problem).
+ */
+DROP VIEW erpcrm.status;
+CREATE VIEW erpcrm.status AS
+SELECT m.name AS mapping,
+	   m.object_type,
+	   COALESCE((SELECT format('%I.%I', n.nspname, c.relname)
+				   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+				  WHERE c.oid = m.source), m.source_name) AS source,
+	   m.paused OR c.paused AS paused,
+	   COALESCE(o.n, 0) + COALESCE(f.n, 0) AS unfolded,
+	   COALESCE(s.pending, 0) AS pending,
+	   COALESCE(s.in_flight, 0) AS in_flight,
+	   COALESCE(s.failed, 0) AS failed,
+	   COALESCE(s.synced, 0) AS synced,
+	   COALESCE(s.archived, 0) AS archived,
+	   pg_catalog.now() - s.oldest_dirty AS oldest_pending_age,
+	   s.last_success,
+	   round(COALESCE(s.recent, 0) / 60.0, 1) AS per_second,
+	   CASE WHEN COALESCE(s.pending, 0) + COALESCE(s.in_flight, 0) = 0 THEN interval '0'
+			WHEN COALESCE(s.recent, 0) = 0 THEN NULL
+			ELSE make_interval(secs => (s.pending + s.in_flight) / (s.recent / 60.0))
+	   END AS time_left,
+	   erpcrm._mapping_problem(m.mapping_id) AS problem
+  FROM erpcrm.mapping m
+ CROSS JOIN erpcrm.control c
+  LEFT JOIN (SELECT mapping_id,
+					count(*) FILTER (WHERE state = 'pending') AS pending,
+					count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+					count(*) FILTER (WHERE state = 'failed') AS failed,
+					count(*) FILTER (WHERE state = 'synced') AS synced,
+					count(*) FILTER (WHERE state = 'archived') AS archived,
+					min(dirty_since) FILTER (WHERE state IN ('pending', 'in_flight')) AS oldest_dirty,
+					max(last_synced_at) AS last_success,
+					count(*) FILTER (WHERE last_synced_at > pg_catalog.now() - interval '1 minute') AS recent
+			   FROM erpcrm.sync_state GROUP BY mapping_id) s
+	ON s.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT mapping_id, sum(COALESCE(pg_catalog.cardinality(erp_ids), 1)) AS n
+			   FROM erpcrm.outbox GROUP BY mapping_id) o
+	ON o.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT w.mapping_id, sum(COALESCE(pg_catalog.cardinality(x.erp_ids), 1)) AS n
+			   FROM erpcrm.fan_out x JOIN erpcrm.watch w USING (watch_id) GROUP BY w.mapping_id) f
+	ON f.mapping_id = m.mapping_id;
+COMMENT ON VIEW erpcrm.status IS 'per mapping: how many keys are pending, in flight, failed, synced, archived, and what is wrong with it';
+
+REVOKE ALL ON FUNCTION erpcrm._relation_name(oid), erpcrm._mapping_source_name(),
+	erpcrm._rename_key(regclass, text), erpcrm._check_key_query(text, regrole),
+	erpcrm._fan_out_keys(text, regrole, text[]), erpcrm._drop_watch(integer),
+	erpcrm.watch(text, regclass, text, text), erpcrm._check_watches(oid),
+	erpcrm._resolve_sources(), erpcrm._on_ddl_end(), erpcrm._on_sql_drop(),
+	erpcrm._fan_out(), erpcrm._before_fold(), erpcrm._mapping_problem(integer),
+	erpcrm._outstanding(integer)
+	FROM PUBLIC;
+REVOKE ALL ON erpcrm.status FROM PUBLIC;
+GRANT SELECT ON erpcrm.status, erpcrm.fan_out TO erpcrm_monitor, pg_monitor;
+GRANT EXECUTE ON FUNCTION erpcrm._mapping_problem(integer) TO erpcrm_monitor, pg_monitor;
+GRANT EXECUTE ON FUNCTION erpcrm.watch(text, regclass, text, text), erpcrm._before_fold()
+	TO erpcrm_admin;
+
 
 -- ===================================================================
 -- Part 3: one bad row fails alone (values, keys, discard)
@@ -26,10 +598,303 @@
 -- Part 4: flat cost at scale (claim, done, fold, next-due)
 -- ===================================================================
 
+/*
+ * Every statement of a batch touches only the batch's keys, through an
+ * index, whatever the statistics say: keys are looked up with
+ * "erp_id = ANY (array)" on the primary key (no join the planner could turn
+ * into a hash of the mapping's rows), and a key's new HubSpot id is found by
+ * its position in the array.  Claiming is planned with the batch size known
+ * (a custom plan each time), so its LIMIT walks the due index.
+ */
+CREATE OR REPLACE FUNCTION erpcrm._claim(p_mapping_id integer, n integer)
+RETURNS TABLE (erp_id text, hubspot_id text, change_seq bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+	keys text[];
+BEGIN
+	keys := ARRAY(
+		SELECT c.erp_id FROM erpcrm.sync_state c
+		 WHERE c.mapping_id = p_mapping_id AND c.state = 'pending'
+		   AND c.next_attempt_at <= pg_catalog.now()
+		 ORDER BY c.next_attempt_at, c.erp_id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED);
+	IF pg_catalog.cardinality(keys) = 0 THEN
+		RETURN;
+	END IF;
+	RETURN QUERY
+	UPDATE erpcrm.sync_state s
+	   SET state = 'in_flight', sent_seq = s.change_seq
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (keys)
+	RETURNING s.erp_id, s.hubspot_id, s.change_seq;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._claim(integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._claim(integer, integer) TO erpcrm_admin;
+
+/* Keys in flight, for recovery after a crash: as many as the batches on
+ * their way, looked up without reading the mapping's history. */
+CREATE INDEX sync_state_in_flight ON erpcrm.sync_state (mapping_id)
+	WHERE state = 'in_flight';
+
+/* Objects associated to a key's old HubSpot id are sent again (as of 1.1). */
+CREATE OR REPLACE FUNCTION erpcrm._redirty_dependents(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old_ids text[];
+	n bigint := 0;
+BEGIN
+	IF NOT EXISTS (SELECT FROM erpcrm.association a WHERE a.target_id = p_mapping_id) THEN
+		RETURN 0;
+	END IF;
+	SELECT pg_catalog.array_agg(s.hubspot_id) INTO old_ids
+	  FROM erpcrm.sync_state s
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.hubspot_id IS NOT NULL
+	   AND s.hubspot_id <> p_hubspot_ids[pg_catalog.array_position(p_erp_ids, s.erp_id)];
+	IF old_ids IS NULL THEN
+		RETURN 0;
+	END IF;
+	UPDATE erpcrm.sync_state r
+	   SET change_seq = r.change_seq + 1,
+		   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+		   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+		   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE pg_catalog.now() END,
+		   dirty_since = COALESCE(r.dirty_since, pg_catalog.now())
+	  FROM erpcrm.association a, pg_catalog.unnest(old_ids) AS o(id)
+	 WHERE a.target_id = p_mapping_id AND r.mapping_id = a.mapping_id
+	   AND r.state IN ('synced', 'failed', 'pending')
+	   AND pg_catalog.strpos(';' || r.assoc_state || ';', ';' || a.column_name || '=' || o.id || ';') > 0;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._redirty_dependents(integer, text[], text[]) FROM PUBLIC;
+
+/*
+ * _done, as of 1.2: the same outcome as 1.1, by primary key lookups only;
+ * dependents are looked at only when some association points at the
+ * mapping.
+ */
+CREATE OR REPLACE FUNCTION erpcrm._done(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[],
+										p_archived boolean DEFAULT false, p_in_erp boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	gone bigint := 0;
+	n bigint;
+BEGIN
+	IF NOT p_archived THEN
+		PERFORM erpcrm._redirty_dependents(p_mapping_id, p_erp_ids, p_hubspot_ids);
+	END IF;
+	/* keys that left the view before ever reaching HubSpot leave no trace */
+	IF NOT p_in_erp THEN
+		DELETE FROM erpcrm.sync_state s
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+		   AND s.state = 'in_flight'
+		   AND s.hubspot_id IS NULL AND s.change_seq = s.sent_seq;
+		GET DIAGNOSTICS gone = ROW_COUNT;
+	END IF;
+	UPDATE erpcrm.sync_state s
+	   SET state = CASE WHEN s.change_seq <> s.sent_seq THEN 'pending'
+						WHEN p_archived THEN 'archived' ELSE 'synced' END,
+		   hubspot_id = CASE WHEN p_archived THEN s.hubspot_id
+							 ELSE COALESCE(p_hubspot_ids[pg_catalog.array_position(p_erp_ids, s.erp_id)],
+										   s.hubspot_id) END,
+		   attempts = 0,
+		   next_attempt_at = pg_catalog.now(),
+		   last_synced_at = pg_catalog.now(),
+		   in_erp = p_in_erp,
+		   dirty_since = CASE WHEN s.change_seq <> s.sent_seq THEN s.dirty_since END,
+		   http_status = NULL, error_category = NULL, error_message = NULL,
+		   correlation_id = NULL, error_at = NULL
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.state = 'in_flight';
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN gone + n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._done(integer, text[], text[], boolean, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._done(integer, text[], text[], boolean, boolean) TO erpcrm_admin;
+
+CREATE OR REPLACE FUNCTION erpcrm._set_assoc_state(p_mapping_id integer, p_erp_ids text[], p_states text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	UPDATE erpcrm.sync_state s
+	   SET assoc_state = p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)]
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._set_assoc_state(integer, text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._set_assoc_state(integer, text[], text[]) TO erpcrm_admin;
+
+
 
 -- ===================================================================
 -- Part 5: links, corrections and HubSpot set-up
 -- ===================================================================
+
+/*
+ * Links to objects that are not in HubSpot (issue 11, points 4 and 5).
+ *
+ * The rule: a link (an association, or an as_property such as a line
+ * item's hs_product_id) is made while its target is a live object in
+ * HubSpot.  A row whose target is not in the target's view (a discontinued
+ * product), or whose target erpcrm archived, is sent without the link, and
+ * the missing link is recorded in sync_state.unlinked and shown in
+ * erpcrm.unlinked.  When the target is archived later, its dependents are
+ * sent again and lose the link; when it reaches HubSpot again, they are
+ * sent again and get it back.  So what HubSpot holds does not depend on the
+ * order of events.
+ *
+ * archived_at says that erpcrm archived the key's HubSpot object (and when):
+ * a key that is dirtied again while still out of its view is not archived a
+ * second time.
+ */
+ALTER TABLE erpcrm.sync_state
+	ADD COLUMN unlinked jsonb,
+	ADD COLUMN archived_at timestamptz;
+COMMENT ON COLUMN erpcrm.sync_state.unlinked IS 'links not made because the target is not a live HubSpot object: {association column: target erp_id}';
+COMMENT ON COLUMN erpcrm.sync_state.archived_at IS 'when erpcrm archived this key''s HubSpot object (NULL: not archived)';
+CREATE INDEX sync_state_unlinked ON erpcrm.sync_state (mapping_id) WHERE unlinked IS NOT NULL;
+UPDATE erpcrm.sync_state SET archived_at = COALESCE(last_synced_at, pg_catalog.now())
+ WHERE state = 'archived' AND hubspot_id IS NOT NULL;
+
+/* Which of these keys erpcrm already archived in HubSpot (worker). */
+CREATE FUNCTION erpcrm._archived_keys(p_mapping_id integer, p_erp_ids text[])
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT s.erp_id FROM erpcrm.sync_state s
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.archived_at IS NOT NULL AND s.hubspot_id IS NOT NULL;
+END;
+
+/*
+ * After _done (worker): the missing links of the keys just synced, the keys
+ * just archived, and the dependents that must be sent again because a
+ * target came or went.
+ *   p_synced / p_unlinked: keys synced now, and their missing links as a
+ *     jsonb object text (NULL: every link made);
+ *   p_archived: keys archived now (or found archived already).
+ */
+CREATE FUNCTION erpcrm._links_done(p_mapping_id integer, p_synced text[], p_unlinked text[],
+								   p_archived text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint := 0;
+	k bigint;
+	archived_ids text[];
+	dep record;
+BEGIN
+	/* by primary key lookups only (part 4): no join to hash the mapping */
+	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
+		UPDATE erpcrm.sync_state s
+		   SET unlinked = p_unlinked[array_position(p_synced, s.erp_id)]::jsonb, archived_at = NULL
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_synced)
+		   AND (s.unlinked IS DISTINCT FROM p_unlinked[array_position(p_synced, s.erp_id)]::jsonb
+				OR s.archived_at IS NOT NULL);
+	END IF;
+	IF p_archived IS NOT NULL AND cardinality(p_archived) > 0 THEN
+		WITH u AS (
+			UPDATE erpcrm.sync_state s
+			   SET archived_at = COALESCE(s.archived_at, now()), unlinked = NULL
+			 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_archived)
+			RETURNING s.hubspot_id)
+		SELECT array_agg(u.hubspot_id) INTO archived_ids FROM u WHERE u.hubspot_id IS NOT NULL;
+	END IF;
+	IF NOT EXISTS (SELECT FROM erpcrm.association a WHERE a.target_id = p_mapping_id) THEN
+		RETURN 0;
+	END IF;
+
+	/* dependents linked to an object that is archived now lose the link */
+	IF archived_ids IS NOT NULL THEN
+		UPDATE erpcrm.sync_state r
+		   SET change_seq = r.change_seq + 1,
+			   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+			   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+			   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
+			   dirty_since = COALESCE(r.dirty_since, now())
+		  FROM erpcrm.association a, unnest(archived_ids) AS o(id)
+		 WHERE a.target_id = p_mapping_id AND r.mapping_id = a.mapping_id
+		   AND r.state IN ('synced', 'failed', 'pending', 'in_flight')
+		   AND strpos(';' || r.assoc_state || ';', ';' || a.column_name || '=' || o.id || ';') > 0;
+		GET DIAGNOSTICS k = ROW_COUNT;
+		n := n + k;
+	END IF;
+
+	/* dependents sent without a link to a key that is in HubSpot now get it */
+	/* (one association at a time: the dependents' unlinked keys are read
+	 * through sync_state_unlinked, never the dependent mapping whole) */
+	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
+		FOR dep IN SELECT a.mapping_id, a.column_name FROM erpcrm.association a
+					WHERE a.target_id = p_mapping_id LOOP
+			UPDATE erpcrm.sync_state r
+			   SET change_seq = r.change_seq + 1,
+				   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+				   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+				   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
+				   dirty_since = COALESCE(r.dirty_since, now())
+			 WHERE r.mapping_id = dep.mapping_id
+			   AND r.unlinked IS NOT NULL
+			   AND r.unlinked ->> dep.column_name = ANY (p_synced)
+			   AND r.state IN ('synced', 'failed', 'pending', 'in_flight');
+			GET DIAGNOSTICS k = ROW_COUNT;
+			n := n + k;
+		END LOOP;
+	END IF;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._archived_keys(integer, text[]),
+	erpcrm._links_done(integer, text[], text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._archived_keys(integer, text[]),
+	erpcrm._links_done(integer, text[], text[], text[]) TO erpcrm_admin;
+
+/* Objects sent without a link, and why. */
+CREATE VIEW erpcrm.unlinked AS
+SELECT m.name AS mapping, s.erp_id, s.hubspot_id, u.key AS "column",
+	   t.name AS target, u.value AS target_erp_id,
+	   CASE WHEN ts.archived_at IS NOT NULL
+			THEN 'the target left ' || t.source::pg_catalog.text || ' and was archived in HubSpot'
+			WHEN ts.hubspot_id IS NOT NULL AND ts.state <> 'archived'
+			THEN 'the target is on its way back to HubSpot'
+			ELSE 'the target is not in ' || t.source::pg_catalog.text END AS reason,
+	   s.last_synced_at
+  FROM erpcrm.sync_state s
+  JOIN erpcrm.mapping m ON m.mapping_id = s.mapping_id
+ CROSS JOIN LATERAL pg_catalog.jsonb_each_text(s.unlinked) AS u(key, value)
+  JOIN erpcrm.association a ON a.mapping_id = s.mapping_id AND a.column_name = u.key
+  JOIN erpcrm.mapping t ON t.mapping_id = a.target_id
+  LEFT JOIN erpcrm.sync_state ts ON ts.mapping_id = t.mapping_id AND ts.erp_id = u.value
+ WHERE s.unlinked IS NOT NULL;
+COMMENT ON VIEW erpcrm.unlinked IS 'objects sent to HubSpot without a link, because the linked object is not in HubSpot';
+REVOKE ALL ON erpcrm.unlinked FROM PUBLIC;
+GRANT SELECT ON erpcrm.unlinked TO erpcrm_monitor, pg_monitor;
 
 
 -- ===================================================================

@@ -27,7 +27,10 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/array.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -63,6 +66,7 @@ typedef struct BatchKey
 	char	   *prev_assoc;		/* associations made before (1.1) */
 	char	   *new_assoc;		/* associations made now */
 	bool		is_new;			/* HubSpot created the object just now */
+	bool		already_archived;	/* erpcrm archived its object before (1.2) */
 	/* outcome */
 	KeyOutcome	outcome;
 	char	   *hubspot_id;
@@ -95,9 +99,12 @@ typedef struct Batch
 	int			nviewprops;		/* view columns only */
 	char	  **prop_names;
 	List	   *calls;			/* CallLog * */
+	bool		links12;		/* the installed SQL records links (1.2) */
 } Batch;
 
 static SPIPlanPtr claim_plan = NULL;
+
+static Datum text_array(List *strings);
 
 /* ----------------------------------------------------------------
  * Helpers
@@ -134,7 +141,7 @@ truncate_message(const char *s)
  * ----------------------------------------------------------------
  */
 static char *
-build_read_query(MappingDef *m)
+build_read_query(MappingDef *m, bool links12)
 {
 	StringInfoData q;
 
@@ -143,15 +150,21 @@ build_read_query(MappingDef *m)
 	/*
 	 * Per association: the target's HubSpot id; NULL while the target is on
 	 * its way (wait for it); "" when there is nothing to associate to (the
-	 * target was archived, or is not in its view at all).
+	 * target was archived, or is not in its view at all).  As of 1.2, a
+	 * target that erpcrm archived counts as not in HubSpot even while it is
+	 * dirty again: it is waited for when it is back in its view, and there
+	 * is nothing to link to when it is not.
 	 */
 	for (int i = 0; i < m->nassoc; i++)
 	{
 		const char *col = quote_identifier(m->assoc[i].column);
 
+		appendStringInfoString(&q, links12 ?
+							   ", COALESCE((SELECT CASE WHEN s.archived_at IS NOT NULL"
+							   "  THEN NULL ELSE s.hubspot_id END" :
+							   ", COALESCE((SELECT CASE WHEN s.state = 'archived' AND s.hubspot_id IS NOT NULL"
+							   "  THEN '' ELSE s.hubspot_id END");
 		appendStringInfo(&q,
-						 ", COALESCE((SELECT CASE WHEN s.state = 'archived' AND s.hubspot_id IS NOT NULL"
-						 "  THEN '' ELSE s.hubspot_id END"
 						 " FROM erpcrm.sync_state s"
 						 " WHERE s.mapping_id = %d AND s.erp_id = (v.%s)::text),"
 						 " CASE WHEN v.%s IS NULL OR EXISTS (SELECT FROM %s AS t"
@@ -292,7 +305,15 @@ claim_and_read(Batch *b, int limit)
 	}
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s", (int) n, m->source));
-	query = build_read_query(m);
+	{
+		/* 1.2 SQL keeps archived keys and missing links apart */
+		Oid			types[4] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+
+		b->links12 = OidIsValid(LookupFuncName(list_make2(makeString("erpcrm"),
+														  makeString("_links_done")),
+											   4, types, true));
+	}
+	query = build_read_query(m, b->links12);
 	{
 		SPIPlanPtr	plan = read_plan(m->id, query, argtypes);
 		ErpcrmSavedUser saved;
@@ -438,6 +459,36 @@ claim_and_read(Batch *b, int limit)
 					key->values[p++] = key->assoc_to[a] ? key->assoc_to[a] : "";
 		}
 		MemoryContextSwitchTo(spi_cxt);
+	}
+
+	/* keys out of their view whose object erpcrm archived already */
+	if (b->links12)
+	{
+		List	   *gone = NIL;
+
+		for (int k = 0; k < b->nkeys; k++)
+			if (!b->keys[k].in_view && b->keys[k].known_hubspot_id != NULL)
+				gone = lappend(gone, b->keys[k].erp_id);
+		if (gone != NIL)
+		{
+			Oid			types[2] = {INT4OID, TEXTARRAYOID};
+			Datum		gargs[2];
+
+			gargs[0] = Int32GetDatum(m->id);
+			gargs[1] = text_array(gone);
+			ret = SPI_execute_with_args("SELECT erpcrm._archived_keys($1, $2)",
+										2, types, gargs, NULL, true, 0);
+			if (ret != SPI_OK_SELECT)
+				elog(ERROR, "erpcrm._archived_keys failed: %s", SPI_result_code_string(ret));
+			for (uint64 r = 0; r < SPI_processed; r++)
+			{
+				char	   *erp_id = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+
+				for (int k = 0; k < b->nkeys; k++)
+					if (!b->keys[k].in_view && strcmp(b->keys[k].erp_id, erp_id) == 0)
+						b->keys[k].already_archived = true;
+			}
+		}
 	}
 
 	PopActiveSnapshot();
@@ -911,8 +962,8 @@ send_associations(Batch *b)
 		initStringInfo(&state);
 		for (int a = 0; a < m->nassoc; a++)
 		{
-			if (m->assoc[a].as_property != NULL ||
-				key->assoc_to[a] == NULL || key->assoc_to[a][0] == '\0')
+			/* as_property links too: their target's new id resends them */
+			if (key->assoc_to[a] == NULL || key->assoc_to[a][0] == '\0')
 				continue;
 			appendStringInfo(&state, "%s%s=%s", state.len ? ";" : "",
 							 m->assoc[a].column, key->assoc_to[a]);
@@ -1173,6 +1224,61 @@ record_error(MappingDef *m, BatchKey *key, List *ids)
 		elog(ERROR, "erpcrm._error failed");
 }
 
+/*
+ * 1.2: the links each synced key was sent without (its target is not a live
+ * HubSpot object), the keys whose objects are archived now, and through
+ * them the dependents to send again.
+ */
+static void
+record_links(Batch *b)
+{
+	MappingDef *m = b->mapping;
+	List	   *synced = NIL,
+			   *unlinked = NIL,
+			   *archived = NIL;
+	Oid			types[4] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		args[4];
+
+	for (int i = 0; i < b->nkeys; i++)
+	{
+		BatchKey   *key = &b->keys[i];
+
+		if (key->outcome == KO_SYNCED)
+		{
+			StringInfoData j;
+			int			n = 0;
+
+			initStringInfo(&j);
+			appendStringInfoChar(&j, '{');
+			for (int a = 0; a < m->nassoc && key->assoc_key != NULL; a++)
+			{
+				if (key->assoc_key[a] == NULL || key->assoc_key[a][0] == '\0' ||
+					key->assoc_to[a] == NULL || key->assoc_to[a][0] != '\0')
+					continue;
+				if (n++ > 0)
+					appendStringInfoChar(&j, ',');
+				escape_json(&j, m->assoc[a].column);
+				appendStringInfoChar(&j, ':');
+				escape_json(&j, key->assoc_key[a]);
+			}
+			appendStringInfoChar(&j, '}');
+			synced = lappend(synced, key->erp_id);
+			unlinked = lappend(unlinked, n > 0 ? j.data : NULL);
+		}
+		else if (key->outcome == KO_ARCHIVED && key->known_hubspot_id != NULL)
+			archived = lappend(archived, key->erp_id);
+	}
+	if (synced == NIL && archived == NIL)
+		return;
+	args[0] = Int32GetDatum(m->id);
+	args[1] = text_array(synced);
+	args[2] = text_array(unlinked);
+	args[3] = text_array(archived);
+	if (SPI_execute_with_args("SELECT erpcrm._links_done($1, $2, $3, $4)",
+							  4, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._links_done failed");
+}
+
 static bool
 same_error(BatchKey *a, BatchKey *b)
 {
@@ -1264,6 +1370,8 @@ record(Batch *b)
 	}
 	record_done(m, archived, archived, true, false);
 	record_done(m, kept, kept_hs, false, false);
+	if (b->links12)
+		record_links(b);
 
 	/* errors, grouped by identical outcome */
 	for (int i = 0; i < b->nkeys; i++)
@@ -1365,8 +1473,8 @@ erpcrm_deliver_batch(MappingDef *m, DeliveryOutcome *outcome)
 		{
 			if (!m->archive)
 				set_outcome(key, KO_GONE_KEPT, 0, NULL, NULL, NULL);
-			else if (key->known_hubspot_id == NULL)
-				set_outcome(key, KO_ARCHIVED, 0, NULL, NULL, NULL);
+			else if (key->known_hubspot_id == NULL || key->already_archived)
+				set_outcome(key, KO_ARCHIVED, 0, NULL, NULL, NULL);	/* no call */
 			else
 				archives[narch++] = key;
 			continue;

@@ -20,6 +20,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -150,8 +151,16 @@ load_mappings(bool *paused, TimestampTz *next_due)
 	bool		v11;
 	MemoryContext spi_cxt;
 
-	ret = SPI_execute("SELECT c.paused, (SELECT min(s.next_attempt_at) FROM erpcrm.sync_state s"
-					  " WHERE s.state = 'pending') FROM erpcrm.control c",
+	/*
+	 * The next due key: the first entry of each mapping's due index, so
+	 * that the cost does not grow with the number of keys.
+	 */
+	ret = SPI_execute("SELECT c.paused,"
+					  " (SELECT min((SELECT s.next_attempt_at FROM erpcrm.sync_state s"
+					  "   WHERE s.mapping_id = m.mapping_id AND s.state = 'pending'"
+					  "   ORDER BY s.next_attempt_at LIMIT 1))"
+					  "  FROM erpcrm.mapping m)"
+					  " FROM erpcrm.control c",
 					  true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read erpcrm.control");
@@ -312,10 +321,60 @@ run_step(const char *activity, const char *sql)
 	end_step();
 }
 
+/* Is this erpcrm function installed (the SQL may be older than us)? */
+static bool
+has_function(const char *signature)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	bool		isnull;
+
+	args[0] = CStringGetTextDatum(signature);
+	if (SPI_execute_with_args("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not look up %s", signature);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 static void
 fold(void)
 {
+	/* 1.2: sources found again by name, key queries of watches resolved */
+	begin_step("erpcrm: resolving key queries");
+	if (has_function("erpcrm._before_fold()") &&
+		SPI_execute("SELECT erpcrm._before_fold()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._before_fold() failed");
+	end_step();
 	run_step("erpcrm: folding the outbox", "SELECT erpcrm._fold()");
+}
+
+/*
+ * What keeps mappings from delivering, in plain words, one mapping after the
+ * other (1.2; empty before).  Allocated in the caller's context.
+ */
+static char *
+mapping_problems(void)
+{
+	StringInfoData buf;
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *result;
+
+	begin_step("erpcrm: checking mappings");
+	initStringInfo(&buf);
+	if (has_function("erpcrm._mapping_problem(integer)"))
+	{
+		if (SPI_execute("SELECT pg_catalog.format('mapping \"%s\": %s', m.name, p)"
+						" FROM erpcrm.mapping m, erpcrm._mapping_problem(m.mapping_id) AS p"
+						" WHERE p IS NOT NULL ORDER BY m.name", true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the problems of the mappings");
+		for (uint64 i = 0; i < SPI_processed; i++)
+			appendStringInfo(&buf, "%s%s", i > 0 ? "; " : "",
+							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	}
+	result = MemoryContextStrdup(caller, buf.data);
+	end_step();
+	return result;
 }
 
 static void
@@ -384,11 +443,7 @@ run_cycle(void)
 			if (m->paused)
 				continue;
 			if (m->erp_id_type == NULL)
-			{
-				erpcrm_set_state(ERPCRM_WORKER_IDLE,
-								 psprintf("mapping \"%s\": its view has no column erp_id", m->name));
-				continue;
-			}
+				continue;		/* no source, or no erp_id: see mapping_problems() */
 			erpcrm_deliver_batch(m, &out);
 			if (out.claimed > 0)
 				any = true;
@@ -445,7 +500,8 @@ run_cycle(void)
 	MemoryContextReset(cycle_cxt);
 	mappings = load_mappings(&paused, &next_due);
 	end_step();
-	erpcrm_set_state(ERPCRM_WORKER_IDLE, "");
+	/* idle, but what stops a mapping stays in sight */
+	erpcrm_set_state(ERPCRM_WORKER_IDLE, mapping_problems());
 	now = GetCurrentTimestamp();
 	if (next_due != 0)
 		return Max(10, Min(ms_until(next_due, now), (long) erpcrm_poll_interval_ms));

@@ -1,0 +1,172 @@
+# Flat at scale: every statement the worker runs per batch and per cycle
+# (claim, read, done, error, association state, fold, the next-due query,
+# recovery) reads a mapping's sync_state through an index, bounded by the
+# batch, whatever ANALYZE last saw.  auto_explain logs the plan of each
+# statement the worker runs, nested ones included; no plan may scan
+# sync_state sequentially, hash or merge-join it, or sort its rows.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use JSON::PP;
+use ErpcrmTest;
+
+my $keys = 60_000;
+
+start_mock();
+my $node = erpcrm_node('plans', conf => q{
+shared_preload_libraries = 'erpcrm, auto_explain'
+auto_explain.log_min_duration = -1
+auto_explain.log_nested_statements = on
+auto_explain.log_format = json
+autovacuum = off
+log_line_prefix = '%m [%p] <%b> '
+});
+load_erp($node);
+
+# A mapping with a long history: many keys synced long ago, in a table
+# never analyzed.
+$node->safe_psql('postgres', qq{
+SELECT erpcrm.pause();
+INSERT INTO erp.customers (id, name) SELECT g, 'Firma ' || g FROM generate_series(1, $keys) g;
+SELECT erpcrm._fold();
+UPDATE erpcrm.sync_state SET state = 'synced',
+	last_synced_at = now() - interval '30 days', dirty_since = NULL, sent_seq = change_seq;
+ALTER SYSTEM SET auto_explain.log_min_duration = 0;
+SELECT pg_reload_conf();
+});
+
+my $logpos = 0;
+
+# Plans logged by the worker since the last look: [query text, plan tree].
+sub worker_plans
+{
+	my $log = slurp_file($node->logfile, $logpos);
+	$logpos += length($log);
+	my @plans;
+	for my $entry (split /\n(?=\d{4}-\d\d-\d\d )/, $log)
+	{
+		next unless $entry =~ /<erpcrm worker> LOG:  duration: [0-9.]+ ms  plan:\n(.*)\z/s;
+		my $doc = eval { decode_json($1) };
+		next unless $doc;
+		push @plans, [ $doc->{'Query Text'}, $doc->{Plan} ];
+	}
+	return @plans;
+}
+
+# What is wrong with a plan: sync_state read whole, hashed, merged or sorted.
+sub plan_faults
+{
+	my ($node_, $under) = @_;
+	my @faults;
+	my $type = $node_->{'Node Type'};
+	my $rel = $node_->{'Relation Name'} // '';
+	push @faults, "$type on sync_state"
+	  if $rel eq 'sync_state' && $type =~ /Seq Scan|Sample Scan|Tid Range/;
+	for my $child (@{ $node_->{Plans} // [] })
+	{
+		push @faults, plan_faults($child);
+	}
+	if ($type =~ /^(Hash|Hash Join|Merge Join|Sort|Incremental Sort|Materialize)$/
+		&& reads_sync_state($node_))
+	{
+		push @faults, "$type over sync_state";
+	}
+	return @faults;
+}
+
+sub reads_sync_state
+{
+	my ($n) = @_;
+	return 1 if ($n->{'Relation Name'} // '') eq 'sync_state';
+	for my $child (@{ $n->{Plans} // [] })
+	{
+		# a subplan is a lookup of its own (e.g. an association target)
+		next if ($child->{'Parent Relationship'} // '') eq 'SubPlan';
+		return 1 if reads_sync_state($child);
+	}
+	return 0;
+}
+
+sub check_plans
+{
+	my ($phase, $what) = @_;
+	my @plans = worker_plans();
+	my (%seen, @bad, @nested);
+	# statements inside a function are logged before the call itself
+	for my $p (@plans)
+	{
+		my ($text, $plan) = @$p;
+		my $label =
+		    $text =~ /^SELECT .*\berpcrm\.(_[a-z_]+)\(/s ? $1
+		  : $text =~ /^SELECT c\.paused/ ? 'next due'
+		  : $text =~ /FROM erp\.hs_companies AS v/ ? 'read'
+		  : undef;
+		push @nested, $p;
+		next unless defined $label;
+		for my $q (@nested)
+		{
+			$seen{$label}++;
+			my @f = plan_faults($q->[1]);
+			push @bad, "$label: " . join(', ', @f) . "\n$q->[0]" if @f;
+		}
+		@nested = ();
+	}
+	ok(!@bad, "$phase: no statement reads sync_state whole")
+	  or diag(join("\n---\n", @bad[ 0 .. ($#bad < 4 ? $#bad : 4) ]));
+	for my $w (@$what)
+	{
+		ok((grep { index($_, $w) == 0 } keys %seen), "$phase: the plan of $w was checked")
+		  or diag('plans seen: ' . join(', ', sort keys %seen));
+	}
+}
+
+# A backfill slice: 1,500 keys changed in the ERP, more than five batches
+# (plpgsql keeps a generic plan after five calls), one of them refused.
+sub deliver_slice
+{
+	my ($from) = @_;
+	my $to = $from + 1499;
+	$node->safe_psql('postgres', qq{
+UPDATE erp.customers SET name = name || '.' WHERE id BETWEEN $from AND $to;
+});
+	ErpcrmTest::mock_post('/_mock/faults', { reject_ids => [$from] });
+	$node->safe_psql('postgres', 'SELECT erpcrm.resume()');
+	ok(wait_synced($node, 120), "keys $from to $to are delivered");
+	$node->safe_psql('postgres', 'SELECT erpcrm.pause()');
+}
+
+my @statements = ('_claim', '_done', '_error', '_fold', 'next due', 'read');
+
+worker_plans();
+deliver_slice(1);
+check_plans('never analyzed', \@statements);
+
+$node->safe_psql('postgres', 'ANALYZE erpcrm.sync_state');
+deliver_slice(10_001);
+check_plans('analyzed, little pending', \@statements);
+
+# statistics taken while every key was pending, then the keys went back
+$node->safe_psql('postgres', q{
+UPDATE erpcrm.sync_state SET state = 'pending', next_attempt_at = now() + interval '1 year';
+ANALYZE erpcrm.sync_state;
+UPDATE erpcrm.sync_state SET state = 'synced', next_attempt_at = now();
+});
+deliver_slice(20_001);
+check_plans('analyzed while all pending', \@statements);
+
+# recovery after a crash looks only at the keys in flight
+$node->safe_psql('postgres', q{
+UPDATE erpcrm.sync_state SET state = 'in_flight', sent_seq = change_seq
+ WHERE erp_id IN ('30001', '30002');
+});
+$node->safe_psql('postgres', 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = \'erpcrm worker\'');
+ok(poll_until('the worker recovers the keys in flight', sub {
+	$node->safe_psql('postgres', "SELECT count(*) FROM erpcrm.sync_state WHERE state = 'in_flight'") eq '0' }, 60),
+	'a restarted worker puts keys left in flight back');
+check_plans('recovery', ['_recover']);
+
+is($node->safe_psql('postgres', "SELECT count(*) FROM erpcrm.sync_state"), $keys,
+	'one row per key');
+done_testing();
