@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
+# shellcheck source=tests/lib.sh
+. tests/lib.sh
 out=${DEB_OUT:-$top/deb}
 unset PG_CONFIG		# pg_buildext picks each version's own pg_config
 
@@ -15,17 +17,8 @@ BUILD_DEPS="debhelper postgresql-server-dev-all build-essential dpkg-dev
 libcurl4-openssl-dev libcjson-dev"
 
 if [ "$(id -u)" = 0 ]; then
-	missing=""
-	for p in $BUILD_DEPS; do
-		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-	done
-	if [ -n "$missing" ]; then
-		echo "=== installing:$missing"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq
-		# shellcheck disable=SC2086  # one word per package
-		apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 $missing >/dev/null
-	fi
+	# shellcheck disable=SC2086  # one word per package
+	install_missing $BUILD_DEPS
 fi
 
 # the tracked files (a fresh clone has only those), as they are now

@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
+# shellcheck source=tests/lib.sh
+. tests/lib.sh
 
 PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libcjson-dev
 libipc-run-perl python3 make gcc perl
@@ -85,10 +87,7 @@ run_suites() {
 # version package-lock.json pins (npm ci, again only when the lock changed).
 contract_client() {
 	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-		echo "=== installing: nodejs npm"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+		install_missing nodejs npm
 	fi
 	if [ ! tests/contract/node_modules/.package-lock.json -nt tests/contract/package-lock.json ]; then
 		echo "=== npm ci (tests/contract: HubSpot's Node client)"
@@ -116,22 +115,13 @@ if [ "${1:-}" = "--suites" ]; then
 fi
 
 if [ "$(id -u)" = 0 ]; then
-	missing=""
-	for p in $PACKAGES; do
-		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-	done
-	if [ -n "$missing" ]; then
-		echo "=== installing:$missing"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends $missing >/dev/null
-	fi
+	# shellcheck disable=SC2086  # one word per package
+	install_missing $PACKAGES
 	if want tap; then
 		contract_client
 	fi
 	export PATH="$("$PG_CONFIG" --bindir):$PATH"
-	make -s PG_CONFIG="$PG_CONFIG"
-	make -s install PG_CONFIG="$PG_CONFIG" >/dev/null
+	build_and_install "$PG_CONFIG"
 	# after make install: with the system's PG_CONFIG, the package's files
 	# replace the ones make install put there
 	if want_package; then
@@ -139,8 +129,7 @@ if [ "$(id -u)" = 0 ]; then
 	fi
 	work=$(mktemp -d /tmp/erpcrm-test.XXXXXX)
 	trap 'rm -rf "$work"' EXIT
-	git ls-files -z 2>/dev/null | tar --null -T - -cf - 2>/dev/null | tar -C "$work" -xf - \
-		|| cp -a . "$work"
+	copy_tree "$work"
 	if [ -d tests/contract/node_modules ]; then
 		cp -a tests/contract/node_modules "$work/tests/contract/"
 	fi
