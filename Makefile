@@ -38,6 +38,7 @@ REGRESS = setup mapping capture state surface deals privileges upgrade
 # part 2: DDL, restores, watches
 REGRESS += ddl
 # part 3: one bad row fails alone
+REGRESS += badrows
 # part 4: flat cost at scale
 # part 5: links, corrections, HubSpot set-up
 # part 6: packaging and contract

@@ -78,15 +78,29 @@ remember(WatchEntry *entry, text *key)
 	entry->last_subxid = GetCurrentSubTransactionId();
 }
 
+/* The last "every key" appended, in this backend. */
+static struct
+{
+	LocalTransactionId lxid;
+	SubTransactionId subxid;
+	Oid			outbox_relid;
+	int32		outbox_id;
+}			last_whole;
+
 /* Append (mapping_id, key) to erpcrm.outbox; key NULL = every key. */
 static void
 append_outbox(WatchEntry *entry, text *key)
 {
 	if (key != NULL && is_repeat(entry, key))
 		return;
-	/* "every key" once per subtransaction is enough */
-	if (key == NULL && entry->whole_lxid == MyProc->lxid &&
-		entry->whole_subxid == GetCurrentSubTransactionId())
+	/*
+	 * "every key" once per subtransaction is enough, also when a TRUNCATE of
+	 * a partitioned table fires the trigger of each of its partitions
+	 */
+	if (key == NULL && last_whole.lxid == MyProc->lxid &&
+		last_whole.subxid == GetCurrentSubTransactionId() &&
+		last_whole.outbox_relid == entry->outbox_relid &&
+		last_whole.outbox_id == entry->outbox_id)
 		return;
 
 	erpcrm_outbox_add(entry->outbox_relid, entry->outbox_id, key);
@@ -96,8 +110,10 @@ append_outbox(WatchEntry *entry, text *key)
 	else
 	{
 		entry->last_lxid = InvalidLocalTransactionId;
-		entry->whole_lxid = MyProc->lxid;
-		entry->whole_subxid = GetCurrentSubTransactionId();
+		last_whole.lxid = MyProc->lxid;
+		last_whole.subxid = GetCurrentSubTransactionId();
+		last_whole.outbox_relid = entry->outbox_relid;
+		last_whole.outbox_id = entry->outbox_id;
 	}
 
 	erpcrm_wake_at_commit();

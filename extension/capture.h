@@ -43,9 +43,6 @@ typedef struct WatchEntry
 	char	   *last_key;
 	Size		last_key_len;
 	Size		last_key_cap;
-	/* the last "every key" appended through this entry */
-	LocalTransactionId whole_lxid;
-	SubTransactionId whole_subxid;
 } WatchEntry;
 
 /* outbox.c */

@@ -33,6 +33,7 @@ extern int	erpcrm_connect_timeout_ms;
 extern int	erpcrm_request_timeout_ms;
 extern int	erpcrm_retry_base_ms;
 extern int	erpcrm_retry_max_ms;
+extern int	erpcrm_max_attempts;
 extern int	erpcrm_auth_retry_ms;
 extern int	erpcrm_poll_interval_ms;
 extern int	erpcrm_api_log_retention_min;

@@ -48,9 +48,30 @@ erpcrm_as_owner_end(ErpcrmSavedUser *saved)
  *
  * The distinct erp_id values of a mapping view, read as owner.
  */
+static Datum view_keys(FunctionCallInfo fcinfo, bool with_null);
+
 PG_FUNCTION_INFO_V1(erpcrm_view_keys_v1);
 Datum
 erpcrm_view_keys_v1(PG_FUNCTION_ARGS)
+{
+	return view_keys(fcinfo, false);
+}
+
+/*
+ * erpcrm._view_keys_all(source regclass, owner regrole) returns setof text
+ *
+ * The same, plus one NULL when rows of the view have a NULL erp_id (1.2:
+ * such rows are reported, not skipped without a trace).
+ */
+PG_FUNCTION_INFO_V1(erpcrm_view_keys_v2);
+Datum
+erpcrm_view_keys_v2(PG_FUNCTION_ARGS)
+{
+	return view_keys(fcinfo, true);
+}
+
+static Datum
+view_keys(FunctionCallInfo fcinfo, bool with_null)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Oid			relid = PG_GETARG_OID(0);
@@ -65,9 +86,10 @@ erpcrm_view_keys_v1(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("the source of the mapping (relation %u) does not exist", relid),
 				 errhint("Redefine the mapping with erpcrm.map().")));
-	query = psprintf("SELECT DISTINCT v.erp_id::pg_catalog.text FROM %s AS v WHERE v.erp_id IS NOT NULL",
+	query = psprintf("SELECT DISTINCT v.erp_id::pg_catalog.text FROM %s AS v%s",
 					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-												relname));
+												relname),
+					 with_null ? "" : " WHERE v.erp_id IS NOT NULL");
 
 	erpcrm_as_owner_begin(owner, &saved);
 	SPI_connect();
@@ -78,7 +100,7 @@ erpcrm_view_keys_v1(PG_FUNCTION_ARGS)
 		bool		isnull;
 		Datum		key = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 		Datum		values[1];
-		bool		nulls[1] = {false};
+		bool		nulls[1] = {isnull};
 
 		values[0] = key;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -109,6 +131,10 @@ erpcrm_fan_out_keys_v1(PG_FUNCTION_ARGS)
 	ErpcrmSavedUser saved;
 	int			ret;
 
+	if (InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot run the key query of a watch within a security-restricted operation")));
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
 	erpcrm_as_owner_begin(owner, &saved);

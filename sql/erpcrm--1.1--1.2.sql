@@ -131,16 +131,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	w erpcrm.watch;
-	suffix text;
+	t record;
 BEGIN
 	DELETE FROM erpcrm.fan_out WHERE watch_id = p_watch_id;
 	DELETE FROM erpcrm.watch WHERE watch_id = p_watch_id RETURNING * INTO w;
-	IF FOUND AND EXISTS (SELECT FROM pg_class WHERE oid = w.source) THEN
-		FOREACH suffix IN ARRAY ARRAY['', '_i', '_u', '_d', '_t'] LOOP
-			IF EXISTS (SELECT FROM pg_trigger
-						WHERE tgrelid = w.source AND tgname = w.trigger_name || suffix) THEN
-				EXECUTE format('DROP TRIGGER %I ON %s', w.trigger_name || suffix, w.source);
-			END IF;
+	IF FOUND THEN
+		/* on the table, and the TRUNCATE triggers of its partitions */
+		FOR t IN SELECT g.tgname, g.tgrelid FROM pg_trigger g
+				  WHERE g.tgname IN (w.trigger_name, w.trigger_name || '_i', w.trigger_name || '_u',
+									 w.trigger_name || '_d', w.trigger_name || '_t')
+					AND g.tgfoid = 'erpcrm.capture()'::regprocedure AND g.tgparentid = 0
+				  ORDER BY g.tgrelid = w.source, g.tgname
+		LOOP
+			EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass);
 		END LOOP;
 	END IF;
 END
@@ -238,16 +241,22 @@ BEGIN
 	EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s '
 				   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
 				   tname || '_t', source, wid);
+	IF k = 'p' THEN
+		PERFORM erpcrm._sync_partition_triggers();
+	END IF;
 	RETURN wid;
 END
 $$;
 COMMENT ON FUNCTION erpcrm.watch(text, regclass, text, text) IS 'capture changes of an ERP table as dirty keys of a mapping; key computes erp_id from a row, or with key_query the value the query turns into erp_ids';
 
 /*
- * After DDL on a watched table: compile every key of the table again.  A
- * key whose column was renamed is written with the new name.  A change that
- * leaves a key without a meaning (its column dropped, or retyped to a type
- * the expression cannot take) is refused, naming the watch.
+ * After DDL: compile the keys of a table's watches again (every watch's
+ * when p_table is NULL).  A key whose column, function or schema was renamed
+ * is written with the new name.  A change that leaves a key without a
+ * meaning (its column dropped, or retyped to a type the expression cannot
+ * take, a function it uses dropped) is refused, naming the watch.  A key
+ * query that no longer plans (checked as its owner) is reported: its keys
+ * wait, and erpcrm.status shows why.
  */
 CREATE FUNCTION erpcrm._check_watches(p_table oid)
 RETURNS void
@@ -260,11 +269,24 @@ DECLARE
 	renamed text;
 	err text;
 BEGIN
-	FOR w IN SELECT x.watch_id, x.source, x.key_expr, x.key_tree, m.name AS mapping
+	FOR w IN SELECT x.watch_id, x.source, x.key_expr, x.key_tree, x.key_query, x.owner,
+					m.name AS mapping
 			   FROM erpcrm.watch x JOIN erpcrm.mapping m USING (mapping_id)
-			  WHERE x.source = p_table
+			  WHERE (p_table IS NULL OR x.source = p_table)
+				AND EXISTS (SELECT FROM pg_class c WHERE c.oid = x.source)
 			  ORDER BY x.watch_id
 	LOOP
+		IF w.key_query IS NOT NULL THEN
+			BEGIN
+				PERFORM erpcrm._check_key_query(w.key_query, w.owner);
+			EXCEPTION WHEN OTHERS THEN
+				UPDATE erpcrm.watch SET problem = format('its key query no longer plans: %s', SQLERRM)
+				 WHERE watch_id = w.watch_id;
+				RAISE WARNING 'the key query of erpcrm watch % of mapping "%" no longer plans: %', w.watch_id, w.mapping, SQLERRM
+					USING HINT = format('Its keys wait. Watch %s again with a key query that fits: erpcrm.unwatch(%L, %L) and erpcrm.watch().',
+										w.source::regclass, w.mapping, w.source::regclass::text);
+			END;
+		END IF;
 		BEGIN
 			tree := erpcrm._compile_key(w.source, w.key_expr);
 			IF tree IS DISTINCT FROM w.key_tree THEN
@@ -277,16 +299,51 @@ BEGIN
 		BEGIN
 			renamed := erpcrm._rename_key(w.source, w.key_tree);
 		EXCEPTION WHEN OTHERS THEN
-			RAISE EXCEPTION 'this change of table % would break erpcrm watch % of mapping "%"', w.source::regclass, w.watch_id, w.mapping
+			RAISE EXCEPTION 'this change would break erpcrm watch % of mapping "%" on table %', w.watch_id, w.mapping, w.source::regclass
 				USING ERRCODE = 'dependent_objects_still_exist',
 					  DETAIL = format('Its key %s no longer fits the table: %s.', w.key_expr, err),
-					  HINT = format('Stop watching the table first with SELECT erpcrm.unwatch(%L, %L), change it, then watch it again with a key that fits.',
+					  HINT = format('Stop watching the table first with SELECT erpcrm.unwatch(%L, %L), make the change, then watch it again with a key that fits.',
 									w.mapping, w.source::regclass::text);
 		END;
 		UPDATE erpcrm.watch
 		   SET key_expr = renamed, key_tree = erpcrm._compile_key(w.source, renamed)
 		 WHERE watch_id = w.watch_id;
 		RAISE NOTICE 'the key of erpcrm watch % of mapping "%" is now %', w.watch_id, w.mapping, renamed;
+	END LOOP;
+END
+$$;
+
+/*
+ * TRUNCATE of one partition fires no trigger of its partitioned table: every
+ * partition of a watched partitioned table gets the watch's TRUNCATE
+ * trigger, and a partition detached loses it.
+ */
+CREATE FUNCTION erpcrm._sync_partition_triggers()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r record;
+BEGIN
+	FOR r IN SELECT x.watch_id, x.trigger_name || '_t' AS tname, p.relid
+			   FROM erpcrm.watch x JOIN pg_class c ON c.oid = x.source
+			  CROSS JOIN LATERAL pg_partition_tree(x.source) p
+			  WHERE c.relkind = 'p' AND p.relid <> x.source
+				AND NOT EXISTS (SELECT FROM pg_trigger t
+								 WHERE t.tgrelid = p.relid AND t.tgname = x.trigger_name || '_t')
+	LOOP
+		EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s '
+					   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
+					   r.tname, r.relid::regclass, r.watch_id);
+	END LOOP;
+	FOR r IN SELECT t.tgname, t.tgrelid
+			   FROM pg_trigger t
+			   JOIN erpcrm.watch x ON t.tgname = x.trigger_name || '_t' AND t.tgrelid <> x.source
+			  WHERE t.tgfoid = 'erpcrm.capture()'::regprocedure
+				AND NOT EXISTS (SELECT FROM pg_partition_ancestors(t.tgrelid) a WHERE a.relid = x.source)
+	LOOP
+		EXECUTE format('DROP TRIGGER %I ON %s', r.tgname, r.tgrelid::regclass);
 	END LOOP;
 END
 $$;
@@ -327,18 +384,36 @@ AS $$
 DECLARE
 	t oid;
 BEGIN
+	/* temporary objects (an ERP's scratch tables) concern no watch */
+	IF NOT EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
+					WHERE c.schema_name IS NULL OR c.schema_name NOT LIKE 'pg\_temp%') THEN
+		RETURN;
+	END IF;
 	IF EXISTS (SELECT FROM erpcrm.watch) THEN
-		FOR t IN
-			SELECT DISTINCT CASE WHEN c.classid = 'pg_catalog.pg_trigger'::regclass
-								 THEN (SELECT g.tgrelid FROM pg_trigger g WHERE g.oid = c.objid)
-								 ELSE c.objid END
-			  FROM pg_event_trigger_ddl_commands() c
-			 WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_trigger'::regclass)
-		LOOP
-			IF EXISTS (SELECT FROM erpcrm.watch w WHERE w.source = t) THEN
-				PERFORM erpcrm._check_watches(t);
-			END IF;
-		END LOOP;
+		IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
+					WHERE c.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_type'::regclass,
+										'pg_catalog.pg_namespace'::regclass, 'pg_catalog.pg_operator'::regclass)
+					   OR (c.classid = 'pg_catalog.pg_class'::regclass AND EXISTS
+							(SELECT FROM erpcrm.watch w WHERE w.key_query IS NOT NULL))) THEN
+			/* a function, type or schema a key may name, or a table a key query reads */
+			PERFORM erpcrm._check_watches(NULL);
+		ELSE
+			FOR t IN
+				SELECT DISTINCT CASE WHEN c.classid = 'pg_catalog.pg_trigger'::regclass
+									 THEN (SELECT g.tgrelid FROM pg_trigger g WHERE g.oid = c.objid)
+									 ELSE c.objid END
+				  FROM pg_event_trigger_ddl_commands() c
+				 WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_trigger'::regclass)
+			LOOP
+				IF EXISTS (SELECT FROM erpcrm.watch w WHERE w.source = t) THEN
+					PERFORM erpcrm._check_watches(t);
+				END IF;
+			END LOOP;
+		END IF;
+		IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
+					WHERE c.classid = 'pg_catalog.pg_class'::regclass) THEN
+			PERFORM erpcrm._sync_partition_triggers();
+		END IF;
 	END IF;
 	IF EXISTS (SELECT FROM erpcrm.mapping) THEN
 		PERFORM erpcrm._resolve_sources();
@@ -356,6 +431,9 @@ DECLARE
 	o record;
 	w record;
 BEGIN
+	IF NOT EXISTS (SELECT FROM pg_event_trigger_dropped_objects() d WHERE NOT d.is_temporary) THEN
+		RETURN;
+	END IF;
 	/* a watch's trigger dropped by hand, its table still there */
 	FOR o IN SELECT d.address_names FROM pg_event_trigger_dropped_objects() d
 			  WHERE d.object_type = 'trigger' AND cardinality(d.address_names) = 3
@@ -384,6 +462,17 @@ BEGIN
 			(SELECT m.name FROM erpcrm.mapping m WHERE m.mapping_id = w.mapping_id);
 	END LOOP;
 
+	/* a function, type or operator a key uses, or a table a key query reads */
+	IF EXISTS (SELECT FROM pg_event_trigger_dropped_objects() d
+				WHERE NOT d.is_temporary
+				  AND (d.object_type IN ('function', 'operator', 'cast')
+					   /* not the row type of a dropped table */
+					   OR (d.object_type IN ('type', 'domain') AND d.original)
+					   OR (d.object_type IN ('table', 'view', 'table column') AND EXISTS
+							(SELECT FROM erpcrm.watch x WHERE x.key_query IS NOT NULL)))) THEN
+		PERFORM erpcrm._check_watches(NULL);
+	END IF;
+
 	/* mappings whose view is gone wait for a view of the same name */
 	FOR w IN SELECT m.name, m.source_name FROM erpcrm.mapping m
 			  WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
@@ -394,6 +483,8 @@ BEGIN
 	END LOOP;
 END
 $$;
+
+SELECT erpcrm._sync_partition_triggers();
 
 CREATE EVENT TRIGGER erpcrm_ddl_end ON ddl_command_end
 	EXECUTE FUNCTION erpcrm._on_ddl_end();
@@ -493,10 +584,23 @@ BEGIN
 						 AND a.attnum > 0 AND NOT a.attisdropped) THEN
 		problems := problems || format('its source %s has no column erp_id', m.source::regclass);
 	END IF;
+	FOR w IN SELECT t.name FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id
+			  WHERE a.mapping_id = p_mapping_id AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = t.source)
+			  ORDER BY t.name
+	LOOP
+		problems := problems || format('waits for mapping "%s", whose source does not exist', w.name);
+	END LOOP;
 	FOR w IN SELECT x.* FROM erpcrm.watch x WHERE x.mapping_id = p_mapping_id ORDER BY x.watch_id LOOP
-		IF NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source
-						  AND t.tgname IN (w.trigger_name, w.trigger_name || '_i') AND t.tgenabled <> 'D') THEN
-			problems := problems || format('the trigger of watch %s on %s is missing or disabled', w.watch_id, w.source::regclass);
+		IF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgenabled = 'D'
+					  AND t.tgname IN (w.trigger_name, w.trigger_name || '_i', w.trigger_name || '_u',
+									   w.trigger_name || '_d', w.trigger_name || '_t')) THEN
+			problems := problems || format('a trigger of watch %s on %s is disabled (ALTER TABLE ... ENABLE TRIGGER)',
+										   w.watch_id, w.source::regclass);
+		ELSIF NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgname = w.trigger_name || '_t')
+		   OR NOT (EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgname = w.trigger_name)
+				   OR (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = w.source
+						AND t.tgname IN (w.trigger_name || '_i', w.trigger_name || '_u', w.trigger_name || '_d')) = 3) THEN
+			problems := problems || format('a trigger of watch %s on %s is missing', w.watch_id, w.source::regclass);
 		END IF;
 		BEGIN
 			PERFORM erpcrm._compile_key(w.source, w.key_expr);
@@ -578,6 +682,7 @@ REVOKE ALL ON FUNCTION erpcrm._relation_name(oid), erpcrm._mapping_source_name()
 	erpcrm._rename_key(regclass, text), erpcrm._check_key_query(text, regrole),
 	erpcrm._fan_out_keys(text, regrole, text[]), erpcrm._drop_watch(integer),
 	erpcrm.watch(text, regclass, text, text), erpcrm._check_watches(oid),
+	erpcrm._sync_partition_triggers(),
 	erpcrm._resolve_sources(), erpcrm._on_ddl_end(), erpcrm._on_sql_drop(),
 	erpcrm._fan_out(), erpcrm._before_fold(), erpcrm._mapping_problem(integer),
 	erpcrm._outstanding(integer)
@@ -592,6 +697,316 @@ GRANT EXECUTE ON FUNCTION erpcrm.watch(text, regclass, text, text), erpcrm._befo
 -- ===================================================================
 -- Part 3: one bad row fails alone (values, keys, discard)
 -- ===================================================================
+
+/*
+ * Keys are text of at most 2048 bytes.  A longer key cannot be a row of
+ * sync_state (its primary key index takes about 2.7 kB at most), so it is
+ * recorded under a stand-in made of its first 64 characters, its length and
+ * its md5, as failed with category ERP_KEY_TOO_LONG.  Rows of a view whose
+ * erp_id is NULL are recorded under the empty key '' as failed with category
+ * ERP_NULL_ID.  Neither ever blocks the fold or the other keys.
+ */
+CREATE FUNCTION erpcrm._key_ref(k text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE WHEN k IS NULL THEN ''
+			WHEN pg_catalog.octet_length(k) <= 2048 THEN k
+			ELSE pg_catalog.left(k, 64) || '... (' || pg_catalog.octet_length(k)
+				 || ' bytes, md5 ' || pg_catalog.md5(k) || ')' END;
+COMMENT ON FUNCTION erpcrm._key_ref(text) IS 'the sync_state key of an ERP key: the key itself, a stand-in for a key over 2048 bytes, or the empty key for NULL';
+
+/* Keys over the limit: parked under their stand-in, as failed. */
+CREATE FUNCTION erpcrm._park_long_keys(p_mapping_id integer, p_keys text[])
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	WITH ins AS (
+		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id, state, error_category,
+											error_message, error_at)
+		SELECT p_mapping_id, erpcrm._key_ref(k.k), 'failed', 'ERP_KEY_TOO_LONG',
+			   'the key is ' || octet_length(k.k) || ' bytes long, and erpcrm keys are at most 2048 bytes; it begins with: '
+			   || "left"(k.k, 64), now()
+		  FROM (SELECT DISTINCT u.k FROM unnest(p_keys) AS u(k)
+				 WHERE octet_length(u.k) > 2048) AS k
+		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
+			change_seq = s.change_seq + 1,
+			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'failed' END,
+			attempts = 0,
+			next_attempt_at = now(),
+			dirty_since = COALESCE(s.dirty_since, now()),
+			http_status = NULL, correlation_id = NULL,
+			error_category = excluded.error_category,
+			error_message = excluded.error_message,
+			error_at = now()
+		RETURNING 1)
+	SELECT count(*) FROM ins;
+END;
+
+/* _fold, as of 1.2: a key over 2048 bytes is parked, and the rest folded. */
+CREATE OR REPLACE FUNCTION erpcrm._fold()
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint := 0;
+	whole integer[];
+	mid integer;
+	long_keys record;
+BEGIN
+	FOR long_keys IN
+		WITH d AS (
+			DELETE FROM erpcrm.outbox RETURNING mapping_id, erp_id, erp_ids
+		), keys AS MATERIALIZED (
+			SELECT DISTINCT d.mapping_id, k.erp_id
+			  FROM d CROSS JOIN LATERAL unnest(COALESCE(d.erp_ids, ARRAY[d.erp_id])) AS k(erp_id)
+			 WHERE k.erp_id IS NOT NULL
+			   AND EXISTS (SELECT FROM erpcrm.mapping m WHERE m.mapping_id = d.mapping_id)
+		), ins AS (
+			INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id)
+			SELECT keys.mapping_id, keys.erp_id FROM keys
+			 WHERE octet_length(keys.erp_id) <= 2048
+			ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
+				change_seq = s.change_seq + 1,
+				state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'pending' END,
+				attempts = CASE WHEN s.state = 'in_flight' THEN s.attempts ELSE 0 END,
+				next_attempt_at = CASE WHEN s.state = 'in_flight' THEN s.next_attempt_at ELSE now() END,
+				dirty_since = COALESCE(s.dirty_since, now())
+			RETURNING 1
+		)
+		SELECT NULL::integer AS mapping_id, NULL::text[] AS erp_ids,
+			   (SELECT count(*) FROM ins) AS n,
+			   (SELECT array_agg(DISTINCT d.mapping_id) FROM d
+				 WHERE d.erp_id IS NULL AND d.erp_ids IS NULL) AS whole
+		UNION ALL
+		SELECT keys.mapping_id, array_agg(keys.erp_id), NULL, NULL FROM keys
+		 WHERE octet_length(keys.erp_id) > 2048
+		 GROUP BY keys.mapping_id
+	LOOP
+		IF long_keys.mapping_id IS NULL THEN
+			n := n + long_keys.n;
+			whole := long_keys.whole;
+		ELSE
+			n := n + erpcrm._park_long_keys(long_keys.mapping_id, long_keys.erp_ids);
+		END IF;
+	END LOOP;
+
+	IF whole IS NOT NULL THEN
+		FOREACH mid IN ARRAY whole LOOP
+			n := n + erpcrm._dirty_all(mid);
+		END LOOP;
+	END IF;
+	RETURN n;
+END
+$$;
+
+/* The keys of a view, read as a given role, plus one NULL for NULL keys. */
+CREATE FUNCTION erpcrm._view_keys_all(regclass, regrole)
+RETURNS SETOF text
+AS 'MODULE_PATHNAME', 'erpcrm_view_keys_v2'
+LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION erpcrm._view_keys_all(regclass, regrole) FROM PUBLIC;
+
+/*
+ * _dirty_all (resync, TRUNCATE), as of 1.2: keys over 2048 bytes are parked
+ * under their stand-in; rows with a NULL erp_id are recorded as one failed
+ * key '' (ERP_NULL_ID), with a warning, instead of being skipped.
+ */
+CREATE OR REPLACE FUNCTION erpcrm._dirty_all(p_mapping_id integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping;
+	n bigint;
+	long_keys text[];
+	has_null boolean;
+BEGIN
+	SELECT * INTO m FROM erpcrm.mapping WHERE mapping_id = p_mapping_id;
+	IF NOT FOUND THEN
+		RETURN 0;
+	END IF;
+	WITH keys AS MATERIALIZED (
+		SELECT k FROM erpcrm._view_keys_all(m.source, m.owner) AS k
+	), ins AS (
+		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id)
+		SELECT p_mapping_id, keys.k FROM keys
+		 WHERE octet_length(keys.k) <= 2048
+		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
+			change_seq = s.change_seq + 1,
+			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'pending' END,
+			attempts = CASE WHEN s.state = 'in_flight' THEN s.attempts ELSE 0 END,
+			next_attempt_at = CASE WHEN s.state = 'in_flight' THEN s.next_attempt_at ELSE now() END,
+			dirty_since = COALESCE(s.dirty_since, now())
+		RETURNING 1
+	), gone AS (
+		/* keys known from before that are no longer in the view */
+		UPDATE erpcrm.sync_state s SET
+			change_seq = s.change_seq + 1,
+			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'pending' END,
+			attempts = CASE WHEN s.state = 'in_flight' THEN s.attempts ELSE 0 END,
+			next_attempt_at = CASE WHEN s.state = 'in_flight' THEN s.next_attempt_at ELSE now() END,
+			dirty_since = COALESCE(s.dirty_since, now())
+		 WHERE s.mapping_id = p_mapping_id AND s.state <> 'archived'
+		   AND NOT EXISTS (SELECT FROM keys WHERE erpcrm._key_ref(keys.k) = s.erp_id)
+		RETURNING 1
+	)
+	SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM gone),
+		   (SELECT array_agg(keys.k) FROM keys WHERE octet_length(keys.k) > 2048),
+		   EXISTS (SELECT FROM keys WHERE keys.k IS NULL)
+	  INTO n, long_keys, has_null;
+
+	IF long_keys IS NOT NULL THEN
+		n := n + erpcrm._park_long_keys(p_mapping_id, long_keys);
+		RAISE WARNING '% keys of mapping "%" are longer than 2048 bytes and cannot be sent',
+			cardinality(long_keys), m.name
+			USING HINT = 'They are listed in erpcrm.failures with category ERP_KEY_TOO_LONG. Shorten the erp_id in the view.';
+	END IF;
+	IF has_null THEN
+		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id, state, error_category,
+											error_message, error_at)
+		VALUES (p_mapping_id, '', 'failed', 'ERP_NULL_ID',
+				format('rows of %s have a NULL erp_id: they cannot be sent to HubSpot', m.source), now())
+		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
+			change_seq = s.change_seq + 1,
+			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'failed' END,
+			attempts = 0, next_attempt_at = now(),
+			dirty_since = COALESCE(s.dirty_since, now()),
+			http_status = NULL, correlation_id = NULL,
+			error_category = excluded.error_category,
+			error_message = excluded.error_message,
+			error_at = now();
+		n := n + 1;
+		RAISE WARNING 'rows of % have a NULL erp_id and cannot be sent to HubSpot', m.source
+			USING DETAIL = format('Mapping "%s" records them as the failed key '''' with category ERP_NULL_ID.', m.name),
+				  HINT = 'Give every row of the view an erp_id, or filter such rows out in the view.';
+	END IF;
+	RETURN n;
+END
+$$;
+
+/*
+ * Keys whose retry only they need (a row the view cannot read, an input or
+ * an association HubSpot keeps refusing) are parked as failed once they
+ * have used up p_max_attempts (erpcrm.max_attempts).
+ */
+CREATE FUNCTION erpcrm._give_up(p_mapping_id integer, p_erp_ids text[], p_max_attempts integer)
+RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	WITH u AS (
+		UPDATE erpcrm.sync_state s
+		   SET state = 'failed',
+			   next_attempt_at = now(),
+			   error_message = s.error_message || ' (given up after ' || s.attempts || ' attempts)'
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+		   AND s.state = 'pending' AND s.change_seq = s.sent_seq
+		   AND s.attempts >= p_max_attempts
+		RETURNING 1)
+	SELECT count(*) FROM u;
+END;
+
+/* Of these keys, those HubSpot last failed on alone (their error says so). */
+CREATE FUNCTION erpcrm._failing_alone(p_mapping_id integer, p_erp_ids text[], p_prefix text)
+RETURNS TABLE (erp_id text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT s.erp_id FROM erpcrm.sync_state s
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND starts_with(s.error_message, p_prefix);
+END;
+
+/*
+ * A DBA stops one key: it is not sent again until it changes in the ERP
+ * again or is requeued (requeue, requeue_failed, resync).
+ */
+ALTER TABLE erpcrm.sync_state DROP CONSTRAINT sync_state_state_check;
+ALTER TABLE erpcrm.sync_state ADD CONSTRAINT sync_state_state_check
+	CHECK (state IN ('pending', 'in_flight', 'synced', 'failed', 'archived', 'discarded'));
+
+CREATE FUNCTION erpcrm.discard(mapping text, erp_id text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(discard.mapping);
+	k text := erpcrm._key_ref(discard.erp_id);
+	st text;
+BEGIN
+	SELECT s.state INTO st FROM erpcrm.sync_state s
+	 WHERE s.mapping_id = m.mapping_id AND s.erp_id = k FOR UPDATE;
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	IF st = 'in_flight' THEN
+		RAISE EXCEPTION 'key "%" of mapping "%" is being sent right now', k, m.name
+			USING ERRCODE = 'object_in_use',
+				  HINT = 'Try again in a moment.';
+	END IF;
+	/* changes captured before the discard are part of what is discarded */
+	DELETE FROM erpcrm.outbox o WHERE o.mapping_id = m.mapping_id AND o.erp_id = discard.erp_id;
+	UPDATE erpcrm.outbox o SET erp_ids = array_remove(o.erp_ids, discard.erp_id)
+	 WHERE o.mapping_id = m.mapping_id AND discard.erp_id = ANY (o.erp_ids);
+	UPDATE erpcrm.sync_state s
+	   SET state = 'discarded', attempts = 0, next_attempt_at = now(),
+		   http_status = NULL, correlation_id = NULL,
+		   error_category = 'DISCARDED',
+		   error_message = format('discarded by %s (it was %s%s)', erpcrm._caller(), st,
+								  CASE WHEN s.error_message IS NOT NULL
+									   THEN ': ' || s.error_message ELSE '' END),
+		   error_at = now()
+	 WHERE s.mapping_id = m.mapping_id AND s.erp_id = k;
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION erpcrm.discard(text, text) IS 'stop sending one key until it changes again or is requeued';
+
+/* key_status, as of 1.2: a key over 2048 bytes is found under its stand-in. */
+CREATE OR REPLACE FUNCTION erpcrm.key_status(mapping text, erp_id text)
+RETURNS TABLE (
+	state text, hubspot_id text, attempts integer,
+	next_attempt_at timestamptz, dirty_since timestamptz, last_synced_at timestamptz,
+	http_status integer, error_category text, error_message text,
+	correlation_id text, error_at timestamptz, unfolded boolean)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(key_status.mapping);
+BEGIN
+	RETURN QUERY
+	SELECT COALESCE(s.state, 'unknown'), s.hubspot_id, s.attempts, s.next_attempt_at,
+		   s.dirty_since, s.last_synced_at, s.http_status, s.error_category,
+		   s.error_message, s.correlation_id, s.error_at,
+		   EXISTS (SELECT FROM erpcrm.outbox o
+					WHERE o.mapping_id = m.mapping_id
+					  AND (o.erp_id = key_status.erp_id
+						   OR key_status.erp_id = ANY (o.erp_ids)
+						   OR (o.erp_id IS NULL AND o.erp_ids IS NULL)))
+	  FROM (SELECT 1) AS one
+	  LEFT JOIN erpcrm.sync_state s
+		ON s.mapping_id = m.mapping_id AND s.erp_id = erpcrm._key_ref(key_status.erp_id);
+END
+$$;
+
+REVOKE ALL ON FUNCTION erpcrm._key_ref(text), erpcrm._park_long_keys(integer, text[]),
+	erpcrm._give_up(integer, text[], integer),
+	erpcrm._failing_alone(integer, text[], text),
+	erpcrm.discard(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._give_up(integer, text[], integer),
+	erpcrm._failing_alone(integer, text[], text),
+	erpcrm.discard(text, text) TO erpcrm_admin;
 
 
 -- ===================================================================

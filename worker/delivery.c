@@ -20,6 +20,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "mb/pg_wchar.h"
@@ -32,6 +33,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -67,6 +69,10 @@ typedef struct BatchKey
 	char	   *new_assoc;		/* associations made now */
 	bool		is_new;			/* HubSpot created the object just now */
 	bool		already_archived;	/* erpcrm archived its object before (1.2) */
+	ErrorData  *read_error;		/* reading its row failed (alone) */
+	bool		bounded;		/* a retry that only this key needs: parked
+								 * as failed after erpcrm.max_attempts */
+	bool		alone_5xx;		/* sent alone, answered with a 5xx */
 	/* outcome */
 	KeyOutcome	outcome;
 	char	   *hubspot_id;
@@ -100,11 +106,17 @@ typedef struct Batch
 	char	  **prop_names;
 	List	   *calls;			/* CallLog * */
 	bool		links12;		/* the installed SQL records links (1.2) */
+	int			ok_calls;		/* calls HubSpot answered with 2xx */
+	int			split_5xx;		/* > 0: inside a split after a 5xx */
+	MemoryContext cxt;			/* the batch's memory */
 } Batch;
 
 static SPIPlanPtr claim_plan = NULL;
 
 static Datum text_array(List *strings);
+static void send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit);
+static void send_split_5xx(Batch *b, BatchKey **keys, int n, bool by_explicit,
+						   bool proven, bool transient_before);
 
 /* ----------------------------------------------------------------
  * Helpers
@@ -231,6 +243,223 @@ read_plan(int32 mapping_id, const char *query, Oid *argtypes)
 	return plan;
 }
 
+/*
+ * A value of the row that HubSpot cannot hold: the key fails (the first
+ * such property names the reason), and nothing of it is sent.
+ */
+static void
+value_failed(BatchKey *key, const char *property, const char *category,
+			 const char *message)
+{
+	if (key->outcome != KO_NONE)
+		return;
+	set_outcome(key, KO_FAILED, 0, category, message, NULL);
+}
+
+/* ----------------------------------------------------------------
+ * Reading the view so that one bad row fails alone
+ *
+ * The batch is read in a subtransaction.  When that read raises an error (a
+ * division by zero, a failed cast, a function that raises, in one row), it
+ * is rolled back and the keys are read again in halves, each half in its own
+ * subtransaction, until every key that fails stands alone.  Such a key gets
+ * the SQL error and its SQLSTATE as its outcome; the rows of all other keys
+ * are delivered as usual.
+ *
+ * A key whose read fails although others were read, or with an error that
+ * is about the data (SQLSTATE classes 21, 22, 23, 2F, 38, 39, 44, P0), is
+ * parked as failed: it cannot succeed until its row changes.  When every
+ * key fails with another error (a view that is broken as a whole: a missing
+ * privilege, a dropped function), the keys are retried with backoff, and
+ * after erpcrm.max_attempts parked as failed too.
+ * ----------------------------------------------------------------
+ */
+typedef struct ViewRows
+{
+	TupleDesc	desc;			/* NULL: not one read succeeded */
+	HeapTuple  *rows;
+	uint64		nrows;
+	uint64		cap;
+	int			nfailed;		/* keys whose read failed alone */
+} ViewRows;
+
+/* Is this error about the data of the row (as opposed to the view)? */
+static bool
+row_error(int sqlerrcode)
+{
+	char	   *state = unpack_sql_state(sqlerrcode);
+
+	return strncmp(state, "21", 2) == 0 || strncmp(state, "22", 2) == 0 ||
+		strncmp(state, "23", 2) == 0 || strncmp(state, "2F", 2) == 0 ||
+		strncmp(state, "38", 2) == 0 || strncmp(state, "39", 2) == 0 ||
+		strncmp(state, "44", 2) == 0 || strncmp(state, "P0", 2) == 0;
+}
+
+/*
+ * Read the rows of keys[0..n) in a subtransaction, as the mapping's owner.
+ * Returns NULL when the read succeeded (its rows are added to *out, copied
+ * into cxt), or the error it raised (in cxt).
+ */
+static ErrorData *
+read_keys(Batch *b, SPIPlanPtr plan, BatchKey **keys, int n,
+		  MemoryContext cxt, ViewRows *out)
+{
+	MappingDef *m = b->mapping;
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+	Datum	   *keydatums = palloc(sizeof(Datum) * n);
+	Datum		arg;
+
+	for (int i = 0; i < n; i++)
+		keydatums[i] = CStringGetTextDatum(keys[i]->erp_id);
+	arg = PointerGetDatum(construct_array(keydatums, n, TEXTOID, -1, false,
+										  TYPALIGN_INT));
+
+	/*
+	 * The subtransaction starts before the switch to the owner: rolling it
+	 * back restores our own user id, security context and settings.
+	 */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		ErpcrmSavedUser saved;
+		int			ret;
+
+		/* the view's functions run as the mapping's owner, not as us */
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_begin(m->owner, &saved);
+		ret = SPI_execute_plan(plan, &arg, NULL, true, 0);
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_end(&saved);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "reading mapping \"%s\" failed: %s", m->name,
+				 SPI_result_code_string(ret));
+
+		/* keep the rows beyond the subtransaction */
+		MemoryContextSwitchTo(cxt);
+		if (out->desc == NULL)
+			out->desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			if (out->nrows == out->cap)
+			{
+				out->cap = Max(out->cap * 2, 16);
+				out->rows = out->rows ?
+					repalloc(out->rows, sizeof(HeapTuple) * out->cap) :
+					palloc(sizeof(HeapTuple) * out->cap);
+			}
+			out->rows[out->nrows++] = heap_copytuple(SPI_tuptable->vals[r]);
+		}
+		MemoryContextSwitchTo(caller);
+		SPI_freetuptable(SPI_tuptable);
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+	return edata;
+}
+
+/* Bisect keys[0..n) until each key whose read fails stands alone. */
+static void
+read_isolating(Batch *b, SPIPlanPtr plan, BatchKey **keys, int n,
+			   MemoryContext cxt, ViewRows *out, ErrorData *known)
+{
+	ErrorData  *edata = known ? known : read_keys(b, plan, keys, n, cxt, out);
+
+	if (edata == NULL)
+		return;
+	CHECK_FOR_INTERRUPTS();
+	if (n == 1)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		/* kept until we know whether any other key could be read */
+		keys[0]->read_error = edata;
+		out->nfailed++;
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	read_isolating(b, plan, keys, n / 2, cxt, out, NULL);
+	read_isolating(b, plan, keys + n / 2, n - n / 2, cxt, out, NULL);
+}
+
+/*
+ * Read the rows of the batch's keys into *out.  Keys whose rows cannot be
+ * read get their outcome here.
+ */
+static void
+read_view(Batch *b, SPIPlanPtr plan, MemoryContext cxt, ViewRows *out)
+{
+	MappingDef *m = b->mapping;
+	BatchKey  **keys = palloc(sizeof(BatchKey *) * b->nkeys);
+	ErrorData  *edata;
+	bool		any_read;
+
+	memset(out, 0, sizeof(*out));
+	for (int i = 0; i < b->nkeys; i++)
+		keys[i] = &b->keys[i];
+	edata = read_keys(b, plan, keys, b->nkeys, cxt, out);
+	if (edata == NULL)
+		return;
+
+	ereport(LOG,
+			(errcode(edata->sqlerrcode),
+			 errmsg("erpcrm worker: reading %d keys of mapping \"%s\" from %s failed: %s",
+					b->nkeys, m->name, m->source, edata->message),
+			 errdetail("The keys are read again in smaller groups until the rows that fail stand alone.")));
+	read_isolating(b, plan, keys, b->nkeys, cxt, out, b->nkeys == 1 ? edata : NULL);
+
+	any_read = out->nfailed < b->nkeys;
+	for (int i = 0; i < b->nkeys; i++)
+	{
+		BatchKey   *key = keys[i];
+		ErrorData  *e = key->read_error;
+		MemoryContext old;
+		char	   *msg;
+
+		if (e == NULL)
+			continue;
+		old = MemoryContextSwitchTo(cxt);
+		msg = psprintf("reading %s failed for this row: %s (SQLSTATE %s)%s%s",
+					   m->source, e->message, unpack_sql_state(e->sqlerrcode),
+					   e->detail ? ". " : "", e->detail ? e->detail : "");
+		if (any_read || row_error(e->sqlerrcode))
+		{
+			set_outcome(key, KO_FAILED, 0, "ERP_ROW_ERROR", truncate_message(msg), NULL);
+			ereport(LOG,
+					(errcode(e->sqlerrcode),
+					 errmsg("erpcrm worker: key \"%s\" of mapping \"%s\" is parked as failed: %s",
+							key->erp_id, m->name, e->message),
+					 e->context ? errcontext("%s", e->context) : 0));
+		}
+		else
+		{
+			set_outcome(key, KO_RETRY, 0, "ERP_VIEW_ERROR", truncate_message(msg), NULL);
+			key->bounded = true;
+		}
+		MemoryContextSwitchTo(old);
+	}
+	if (!any_read)
+		ereport(LOG,
+				(errcode(edata->sqlerrcode),
+				 errmsg("erpcrm worker: mapping \"%s\" cannot read its view %s: %s",
+						m->name, m->source, edata->message),
+				 errhint("Its keys are retried with backoff, and parked as failed after erpcrm.max_attempts attempts.")));
+}
+
 static bool
 claim_and_read(Batch *b, int limit)
 {
@@ -238,10 +467,10 @@ claim_and_read(Batch *b, int limit)
 	MemoryContext batch_cxt = CurrentMemoryContext;
 	Datum		args[2];
 	Oid			argtypes[1] = {TEXTARRAYOID};
-	Datum	   *keydatums;
 	char	   *query;
 	int			ret;
 	uint64		n;
+	ViewRows	rows;
 	TupleDesc	desc;
 	int			erp_col = -1,
 				id_col = -1,
@@ -290,17 +519,13 @@ claim_and_read(Batch *b, int limit)
 
 		b->nkeys = (int) n;
 		b->keys = palloc0(sizeof(BatchKey) * n);
-		keydatums = palloc(sizeof(Datum) * n);
 		for (uint64 i = 0; i < n; i++)
 		{
 			HeapTuple	t = SPI_tuptable->vals[i];
 
 			b->keys[i].erp_id = SPI_getvalue(t, SPI_tuptable->tupdesc, 1);
 			b->keys[i].known_hubspot_id = SPI_getvalue(t, SPI_tuptable->tupdesc, 2);
-			keydatums[i] = CStringGetTextDatum(b->keys[i].erp_id);
 		}
-		args[0] = PointerGetDatum(construct_array(keydatums, (int) n, TEXTOID,
-												  -1, false, TYPALIGN_INT));
 		MemoryContextSwitchTo(spi_cxt);
 	}
 
@@ -314,23 +539,21 @@ claim_and_read(Batch *b, int limit)
 											   4, types, true));
 	}
 	query = build_read_query(m, b->links12);
+	/* an error in one row fails that key alone (see read_view) */
+	read_view(b, read_plan(m->id, query, argtypes), batch_cxt, &rows);
+	if (rows.desc == NULL)
 	{
-		SPIPlanPtr	plan = read_plan(m->id, query, argtypes);
-		ErpcrmSavedUser saved;
-
-		/* the view's functions run as the mapping's owner, not as us */
-		if (OidIsValid(m->owner))
-			erpcrm_as_owner_begin(m->owner, &saved);
-		ret = SPI_execute_plan(plan, args, NULL, true, 0);
-		if (OidIsValid(m->owner))
-			erpcrm_as_owner_end(&saved);
+		/* no key could be read: each has its outcome already */
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(batch_cxt);
+		b->prop_names = palloc(sizeof(char *));
+		return true;
 	}
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "reading mapping \"%s\" failed: %s", m->name,
-			 SPI_result_code_string(ret));
 
 	/* classify the view's columns */
-	desc = SPI_tuptable->tupdesc;
+	desc = rows.desc;
 	prop_cols = palloc(sizeof(int) * desc->natts);
 	assoc_src = palloc(sizeof(int) * (m->nassoc + 1));
 	assoc_hs = palloc(sizeof(int) * (m->nassoc + 1));
@@ -395,9 +618,9 @@ claim_and_read(Batch *b, int limit)
 				 errhint("Restore the column in the view, or redefine the mapping with erpcrm.map().")));
 
 	/* rows: match them to claimed keys */
-	for (uint64 r = 0; r < SPI_processed; r++)
+	for (uint64 r = 0; r < rows.nrows; r++)
 	{
-		HeapTuple	t = SPI_tuptable->vals[r];
+		HeapTuple	t = rows.rows[r];
 		char	   *erp_id = SPI_getvalue(t, desc, erp_col + 1);
 		BatchKey   *key = NULL;
 		MemoryContext spi_cxt;
@@ -427,9 +650,22 @@ claim_and_read(Batch *b, int limit)
 			bool		isnull;
 			int			c = prop_cols[p];
 			Datum		d = SPI_getbinval(t, desc, c + 1, &isnull);
+			const char *problem;
 
 			key->values[p] = erpcrm_property_value(d, isnull,
-												   TupleDescAttr(desc, c)->atttypid);
+												   TupleDescAttr(desc, c)->atttypid,
+												   &problem);
+			if (key->values[p] == NULL)
+				value_failed(key, b->prop_names[p], "ERP_VALUE_NOT_REPRESENTABLE",
+							 psprintf("property \"%s\": %s", b->prop_names[p], problem));
+			else if (strlen(key->values[p]) > ERPCRM_MAX_VALUE_CHARS &&
+					 erpcrm_value_chars(key->values[p]) > ERPCRM_MAX_VALUE_CHARS)
+				value_failed(key, b->prop_names[p], "ERP_VALUE_TOO_LONG",
+							 psprintf("property \"%s\" is %d characters long; HubSpot takes at most %d",
+									  b->prop_names[p], erpcrm_value_chars(key->values[p]),
+									  ERPCRM_MAX_VALUE_CHARS));
+			if (key->values[p] == NULL)
+				key->values[p] = "";
 			if (c == id_col)
 				key->id_value = key->values[p];
 		}
@@ -570,6 +806,8 @@ call_hubspot(Batch *b, const char *method, const char *path,
 			return;
 		}
 		erpcrm_worker_note_call(resp, false);
+		if (resp->transport_error == 0 && resp->status >= 200 && resp->status < 300)
+			b->ok_calls++;
 		if (resp->transport_error == 0 && resp->status >= 400)
 		{
 			HsError		err;
@@ -792,7 +1030,87 @@ send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit)
 			return;
 		}
 	}
+	/* 503 says HubSpot is unavailable; other 5xx may be about an input */
+	if (resp.transport_error == 0 && resp.status >= 500 && resp.status != 503 &&
+		n > 1 && b->split_5xx == 0)
+	{
+		send_split_5xx(b, keys, n, by_explicit, false, b->outcome->transient);
+		return;
+	}
 	whole_call_outcome(b, keys, n, &resp, path);
+	/* alone: was it found failing alone before?  (record() asks) */
+	if (n == 1 && b->split_5xx == 0 && keys[0]->outcome == KO_RETRY &&
+		keys[0]->http_status >= 500 && keys[0]->http_status != 503)
+		keys[0]->alone_5xx = true;
+}
+
+#define INPUT_FAILING "HubSpot fails on this input alone: "
+
+/* HubSpot fails on this input, and not on others: a bounded retry. */
+static void
+mark_input_failing(BatchKey *key)
+{
+	key->bounded = true;
+	if (key->message == NULL || strncmp(key->message, INPUT_FAILING, strlen(INPUT_FAILING)) != 0)
+		key->message = psprintf("%s%s", INPUT_FAILING, key->message ? key->message : "");
+}
+
+/*
+ * A batch that HubSpot answered with a 5xx: is HubSpot failing, or is it one
+ * input that HubSpot cannot take?  The batch is sent again in halves.  When
+ * no half succeeds either, HubSpot is failing: the keys wait for it, and the
+ * worker backs off.  When a half succeeds, the halves that failed are split
+ * again, until the inputs that HubSpot refuses stand alone.  Those are
+ * retried on their own (the others are delivered), and parked as failed
+ * after erpcrm.max_attempts attempts.
+ */
+static void
+send_split_5xx(Batch *b, BatchKey **keys, int n, bool by_explicit,
+			   bool proven, bool transient_before)
+{
+	int			h = n / 2;
+	int			ok_before = b->ok_calls;
+	struct
+	{
+		BatchKey  **keys;
+		int			n;
+	}			half[2] = {{keys, h}, {keys + h, n - h}};
+
+	b->split_5xx++;
+	send_objects(b, half[0].keys, half[0].n, by_explicit);
+	send_objects(b, half[1].keys, half[1].n, by_explicit);
+	b->split_5xx--;
+	if (b->ok_calls == ok_before && !proven)
+		return;					/* nothing got through: HubSpot is failing */
+
+	/* HubSpot answers: the 5xx belong to the inputs of the failed halves */
+	b->outcome->transient = transient_before;
+	for (int i = 0; i < 2; i++)
+	{
+		bool		failed_5xx = half[i].n > 0;
+
+		for (int k = 0; k < half[i].n; k++)
+			if (half[i].keys[k]->outcome != KO_RETRY ||
+				half[i].keys[k]->http_status < 500 ||
+				half[i].keys[k]->http_status == 503)
+				failed_5xx = false;
+		if (!failed_5xx)
+			continue;
+		if (half[i].n == 1)
+		{
+			mark_input_failing(half[i].keys[0]);
+			continue;
+		}
+		for (int k = 0; k < half[i].n; k++)
+			half[i].keys[k]->outcome = KO_NONE;
+		send_split_5xx(b, half[i].keys, half[i].n, by_explicit, true,
+					   transient_before);
+	}
+	/* other failures (no answer at all) still make the worker back off */
+	b->outcome->transient = transient_before;
+	for (int k = 0; k < n; k++)
+		if (keys[k]->outcome == KO_RETRY && !keys[k]->bounded)
+			b->outcome->transient = true;
 }
 
 static void
@@ -855,6 +1173,27 @@ association_failed(Batch *b, BatchKey **keys, int n, HsResponse *resp,
 										def->target_name,
 										keys[i]->assoc_key[a] ? keys[i]->assoc_key[a] : "",
 										keys[i]->message ? keys[i]->message : "");
+}
+
+/*
+ * HubSpot's reason for refusing the association made from this object, or
+ * NULL when its errors name other objects.  Errors that name no object at
+ * all concern every pair.
+ */
+static const char *
+association_refusal(HsBatchResult *result, const char *from_id)
+{
+	for (int e = 0; e < result->nerrors; e++)
+	{
+		HsErrorItem *item = &result->errors[e];
+
+		if (item->nids == 0)
+			return item->message;
+		for (int j = 0; j < item->nids; j++)
+			if (from_id != NULL && strcmp(item->ids[j], from_id) == 0)
+				return item->message;
+	}
+	return NULL;
 }
 
 /*
@@ -940,11 +1279,18 @@ send_associations(Batch *b)
 				result.nerrors > 0)
 			{
 				for (int i = 0; i < nadd; i++)
+				{
+					const char *why = association_refusal(&result, adds[i]->hubspot_id);
+
+					if (why == NULL)
+						continue;	/* its pair was made */
 					set_outcome(adds[i], KO_RETRY, 207, "ASSOCIATION",
 								psprintf("association to %s \"%s\" was refused: %s",
 										 def->target_name, adds[i]->assoc_key[a],
-										 truncate_message(result.errors[0].message)),
+										 truncate_message(why)),
 								resp.correlation_id);
+					adds[i]->bounded = true;
+				}
 			}
 			continue;
 		}
@@ -1225,6 +1571,66 @@ record_error(MappingDef *m, BatchKey *key, List *ids)
 }
 
 /*
+ * Keys sent alone that got a 5xx: those HubSpot had already failed on alone
+ * (their last error says so) still fail alone; their retry is bounded.
+ */
+static void
+find_failing_inputs(Batch *b)
+{
+	List	   *ids = NIL;
+	Oid			types[3] = {INT4OID, TEXTARRAYOID, TEXTOID};
+	Datum		args[3];
+
+	if (!b->mapping->v12)
+		return;
+	for (int i = 0; i < b->nkeys; i++)
+		if (b->keys[i].alone_5xx && b->keys[i].outcome == KO_RETRY)
+			ids = lappend(ids, b->keys[i].erp_id);
+	if (ids == NIL)
+		return;
+	args[0] = Int32GetDatum(b->mapping->id);
+	args[1] = text_array(ids);
+	args[2] = CStringGetTextDatum(INPUT_FAILING);
+	if (SPI_execute_with_args("SELECT erp_id FROM erpcrm._failing_alone($1, $2, $3)",
+							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._failing_alone failed");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		char	   *id = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+
+		for (int i = 0; i < b->nkeys; i++)
+			if (b->keys[i].alone_5xx && strcmp(b->keys[i].erp_id, id) == 0)
+			{
+				MemoryContext old = MemoryContextSwitchTo(b->cxt);
+
+				mark_input_failing(&b->keys[i]);
+				MemoryContextSwitchTo(old);
+			}
+	}
+}
+
+/*
+ * Keys whose retry only they need (a row the view cannot read, an input or
+ * association HubSpot keeps refusing) are parked as failed once they used
+ * up erpcrm.max_attempts.
+ */
+static void
+record_give_up(MappingDef *m, List *ids)
+{
+	Oid			types[3] = {INT4OID, TEXTARRAYOID, INT4OID};
+	Datum		args[3];
+
+	if (!m->v12)
+		return;
+	args[0] = Int32GetDatum(m->id);
+	args[1] = text_array(ids);
+	args[2] = Int32GetDatum(erpcrm_max_attempts);
+	if (SPI_execute_with_args("SELECT erpcrm._give_up($1, $2, $3)",
+							  3, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._give_up failed");
+}
+
+/*
  * 1.2: the links each synced key was sent without (its target is not a live
  * HubSpot object), the keys whose objects are archived now, and through
  * them the dependents to send again.
@@ -1284,7 +1690,7 @@ same_error(BatchKey *a, BatchKey *b)
 {
 #define SAME(x, y) (((x) == NULL && (y) == NULL) || ((x) && (y) && strcmp((x), (y)) == 0))
 	return a->outcome == b->outcome && a->http_status == b->http_status &&
-		a->wait_ms == b->wait_ms &&
+		a->wait_ms == b->wait_ms && a->bounded == b->bounded &&
 		SAME(a->category, b->category) && SAME(a->message, b->message) &&
 		SAME(a->correlation_id, b->correlation_id);
 #undef SAME
@@ -1373,6 +1779,8 @@ record(Batch *b)
 	if (b->links12)
 		record_links(b);
 
+	find_failing_inputs(b);
+
 	/* errors, grouped by identical outcome */
 	for (int i = 0; i < b->nkeys; i++)
 	{
@@ -1387,6 +1795,8 @@ record(Batch *b)
 				done[j] = true;
 			}
 		record_error(m, &b->keys[i], ids);
+		if (b->keys[i].outcome == KO_RETRY && b->keys[i].bounded)
+			record_give_up(m, ids);
 	}
 
 	foreach(lc, b->calls)
@@ -1450,6 +1860,7 @@ erpcrm_deliver_batch(MappingDef *m, DeliveryOutcome *outcome)
 	memset(&b, 0, sizeof(b));
 	b.mapping = m;
 	b.outcome = outcome;
+	b.cxt = batch_cxt;
 
 	if (!claim_and_read(&b, Min(limit, HS_MAX_BATCH)))
 	{

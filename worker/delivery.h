@@ -39,6 +39,7 @@ typedef struct MappingDef
 	bool		paused;
 	char	   *match_property; /* adopt HubSpot records matching on it */
 	bool		v11;			/* the installed SQL is 1.1 or later */
+	bool		v12;			/* the installed SQL is 1.2 or later */
 	Oid			owner;			/* read the view as this role (1.1) */
 	int			nassoc;
 	AssocDef   *assoc;

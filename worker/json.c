@@ -550,7 +550,8 @@ opt_string(const cJSON *obj, const char *name, char **out)
 
 /*
  * Collect identifiers from a "context" object: context.ids (array) or
- * context.id (array or single value).  Strings and integral numbers are
+ * context.id (array or single value), or for v4 associations
+ * context.fromObjectId.  Strings and integral numbers are
  * accepted; false when an element is anything else.  Absent ids give zero.
  */
 static bool
@@ -568,6 +569,9 @@ context_ids(const cJSON *context, int *nids, char ***ids)
 	list = cJSON_GetObjectItemCaseSensitive(context, "ids");
 	if (list == NULL || cJSON_IsNull(list))
 		list = cJSON_GetObjectItemCaseSensitive(context, "id");
+	/* v4 associations name the pair: the object it is made from counts */
+	if (list == NULL || cJSON_IsNull(list))
+		list = cJSON_GetObjectItemCaseSensitive(context, "fromObjectId");
 	if (list == NULL || cJSON_IsNull(list))
 		return true;
 

@@ -149,6 +149,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 	List	   *result = NIL;
 	int			ret;
 	bool		v11;
+	bool		v12;
 	MemoryContext spi_cxt;
 
 	/*
@@ -179,6 +180,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 		elog(ERROR, "could not read the version of extension erpcrm");
 	/* 1.0 has no deal features; its library-side code paths stay off */
 	v11 = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "1.0") != 0;
+	v12 = v11 && strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "1.1") != 0;
 
 	/* 1.0 has no match property and no owner: those columns are NULL */
 	ret = SPI_execute(psprintf("WITH RECURSIVE lvl(mapping_id, depth) AS ("
@@ -219,6 +221,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 		m->paused = DatumGetBool(SPI_getbinval(t, d, 9, &isnull));
 		m->match_property = SPI_getvalue(t, d, 10);
 		m->v11 = v11;
+		m->v12 = v12;
 		m->owner = DatumGetObjectId(SPI_getbinval(t, d, 11, &isnull));
 		result = lappend(result, m);
 	}
@@ -392,6 +395,29 @@ ms_until(TimestampTz t, TimestampTz now)
 }
 
 /*
+ * Is the source of a mapping this one is associated to gone?  Its rows
+ * cannot be read then (the read query names the target's view); the mapping
+ * waits, and the others go on.
+ */
+static bool
+target_missing(List *mappings, MappingDef *m)
+{
+	for (int a = 0; a < m->nassoc; a++)
+	{
+		ListCell   *lc;
+
+		foreach(lc, mappings)
+		{
+			MappingDef *t = lfirst(lc);
+
+			if (t->id == m->assoc[a].target_id && t->erp_id_type == NULL)
+				return true;
+		}
+	}
+	return false;
+}
+
+/*
  * One cycle: fold, then batches for every mapping in dependency order,
  * round after round while keys are due.  Returns how long to sleep.
  */
@@ -442,7 +468,7 @@ run_cycle(void)
 
 			if (m->paused)
 				continue;
-			if (m->erp_id_type == NULL)
+			if (m->erp_id_type == NULL || target_missing(mappings, m))
 				continue;		/* no source, or no erp_id: see mapping_problems() */
 			erpcrm_deliver_batch(m, &out);
 			if (out.claimed > 0)

@@ -39,7 +39,10 @@ Control API (JSON in and out; no auth; never rate limited or logged)
        byte count), auth_fail (true | "expired"), missing_scopes [types],
        force_status {"count", "status", "path_contains", "method",
        "policy" (for 429), "retry_after", "message"} or a list of them,
-       reject_ids [id values]
+       reject_ids [id values] (upsert ids, and association targets),
+       fail_ids {"ids": [id values], "status": 500} (a batch call with
+       one of these input ids is answered with that status as a whole:
+       HubSpot failing on one input it cannot take)
   GET  /_mock/objects/{type}      {"results": [{id, properties, archived,
                                   createdAt, updatedAt}]}
   POST /_mock/objects/{type}      {"properties": {...}} creates an object
@@ -401,7 +404,14 @@ class Config:
 
 FAULT_KEYS = {"down", "slow_ms", "error_share", "malformed_share",
               "truncated_share", "reset_share", "huge_body", "auth_fail",
-              "missing_scopes", "force_status", "reject_ids"}
+              "missing_scopes", "force_status", "reject_ids", "fail_ids"}
+
+# Longest property value HubSpot takes: 65,536 characters for text
+# properties set through the CRM and its API (HubSpot's knowledge base on
+# property field types).  HubSpot's services are Java: the length is taken
+# in UTF-16 code units.  The exact error text is not documented; this one
+# follows the shape of HubSpot's other property validation errors.
+MAX_VALUE_CHARS = 65536
 
 
 class State:
@@ -649,6 +659,13 @@ class State:
             f["force_status"] = rules
         if "reject_ids" in f:
             f["reject_ids"] = set(str(x) for x in f["reject_ids"])
+        if "fail_ids" in f:
+            fi = f["fail_ids"]
+            if not isinstance(fi, dict):
+                raise ApiError(400, "VALIDATION_ERROR",
+                               "fail_ids must be an object")
+            f["fail_ids"] = {"ids": sorted(str(x) for x in fi.get("ids", [])),
+                             "status": int(fi.get("status", 500))}
         if "missing_scopes" in f:
             f["missing_scopes"] = set(
                 self.aliases.get(str(x).lower(), str(x))
@@ -742,6 +759,13 @@ class State:
                 continue
             if v == "":
                 out[name] = ""
+                continue
+            if len(v.encode("utf-16-le")) // 2 > MAX_VALUE_CHARS:
+                errs.append(perr(name, "INVALID_PROPERTY_VALUE_LENGTH",
+                                 'Property "%s" has a value of %d characters; '
+                                 'the maximum is %d.'
+                                 % (name, len(v.encode("utf-16-le")) // 2,
+                                    MAX_VALUE_CHARS)))
                 continue
             typ = d["type"]
             nv = v
@@ -1831,6 +1855,12 @@ class Api:
     def _ids_error(self, ft, fid, tt, tid):
         st = self.st
         ctx = {"fromObjectId": [fid], "toObjectId": [tid]}
+        rej = st.faults.get("reject_ids")
+        if rej and tid in rej:
+            return InputError(400, "VALIDATION_ERROR",
+                              "Association to %s %s was rejected (mock "
+                              "reject_ids)" % (tt, tid), ctx,
+                              sub="crm.associations.INVALID_OBJECT_IDS")
         if not st.exists(ft, fid):
             return InputError(400, "VALIDATION_ERROR",
                               "No %s with ID %s exist" % (ft, fid), ctx,
@@ -2312,6 +2342,10 @@ class Handler(BaseHTTPRequestHandler):
                 if fs:
                     fault = "force_status"
                     raise fs
+                fe = self.failing_input(st, body_obj)
+                if fe:
+                    fault = "fail_ids"
+                    raise fe
                 share = faults.get("error_share")
                 if share and st.rng.random() < float(share):
                     codes = [500, 502, 503, 504]
@@ -2484,6 +2518,20 @@ class Handler(BaseHTTPRequestHandler):
                 secs = int(ra)
             e.headers.append(("Retry-After", str(secs)))
         return e
+
+    def failing_input(self, st, body):
+        """fail_ids: a batch call with one of these inputs fails whole."""
+        fi = st.faults.get("fail_ids")
+        if not fi or not isinstance(body, dict) or \
+                not isinstance(body.get("inputs"), list):
+            return None
+        for inp in body["inputs"]:
+            if isinstance(inp, dict) and str(inp.get("id")) in fi["ids"]:
+                s = fi["status"]
+                return ApiError(s, "INTERNAL_ERROR" if s == 500
+                                else "SERVICE_UNAVAILABLE",
+                                "internal error (mock fail_ids)")
+        return None
 
     def forced(self, st, method, path):
         rules = st.faults.get("force_status")

@@ -151,6 +151,29 @@ class MockTest(unittest.TestCase):
         self.assertEqual(len(self.ctl("GET", "/_mock/objects/companies")
                              ["results"]), 2)
 
+    def test_value_length_limit(self):
+        # HubSpot takes at most 65,536 characters (UTF-16 code units)
+        ok = "x" * 65536
+        emoji = "\U0001F600" * 32769          # 65,538 UTF-16 units
+        st, out, _ = self.upsert("companies", [
+            ("K-1", {"name": ok}), ("K-2", {"name": ok + "y"}),
+            ("K-3", {"name": emoji})])
+        self.assertEqual(st, 207, out)
+        failed = sorted(e["context"]["ids"][0] for e in out["errors"])
+        self.assertEqual(failed, ["K-2", "K-3"])
+        self.assertIn("INVALID_PROPERTY_VALUE_LENGTH", out["errors"][0]["message"])
+        self.assertEqual([x["properties"]["erp_id"] for x in out["results"]],
+                         ["K-1"])
+
+    def test_fail_ids(self):
+        self.ctl("POST", "/_mock/faults", {"fail_ids": {"ids": ["K-2"]}})
+        st, out, _ = self.upsert("companies", [("K-1", {"name": "a"}),
+                                               ("K-2", {"name": "b"})])
+        self.assertEqual(st, 500, out)
+        self.assert_error_shape(out, "INTERNAL_ERROR")
+        st, out, _ = self.upsert("companies", [("K-1", {"name": "a"})])
+        self.assertEqual(st, 200, out)
+
     def test_unknown_property_all_fail_400(self):
         st, out, _ = self.upsert("companies", [("K-1", {"foo": "x"})])
         self.assertEqual(st, 400, out)

@@ -85,6 +85,33 @@ is($new->safe_psql('postgres', "SELECT problem IS NULL FROM erpcrm.status WHERE 
 	't', 'no problem left');
 state_ok($new, 'HubSpot holds what the ERP says', %mappings);
 
+# the view of an association's target dropped: the mappings associated to
+# it wait, by name, and every other mapping goes on
+$new->safe_psql('postgres', q{
+DROP VIEW erp.hs_companies;
+UPDATE erp.persons SET first_name = 'Anna Maria' WHERE id = 1;
+UPDATE erp.products SET price = 3.10 WHERE sku = 'P-1';
+UPDATE erp.regions SET name = 'Far East' WHERE code = 'R3';
+});
+ok(poll_until('the other mappings are delivered',
+	sub { $new->safe_psql('postgres',
+		"SELECT erpcrm.wait_for_sync('1 second', 'products') AND erpcrm.wait_for_sync('1 second', 'regions')") eq 't' }),
+	'the other mappings go on');
+ok(poll_until('the worker says why contacts wait',
+	sub { $new->safe_psql('postgres', 'SELECT state || \': \' || detail FROM erpcrm.worker') =~
+		  /^idle: .*mapping "contacts": waits for mapping "companies"/ }),
+	'the worker is not backing off, and says why contacts wait');
+like($new->safe_psql('postgres', "SELECT problem FROM erpcrm.status WHERE mapping = 'contacts'"),
+	qr/waits for mapping "companies", whose source does not exist/, 'contacts say what they wait for');
+$new->safe_psql('postgres', q{
+CREATE VIEW erp.hs_companies AS
+SELECT id AS erp_id, name, nip, domain, price_level, credit_limit,
+	   customer_since, last_order_at, vip
+  FROM erp.customers WHERE active;
+});
+ok(wait_synced($new), 'the target view is back: synced');
+state_ok($new, 'HubSpot holds what the ERP says', %mappings);
+
 # a watched table dropped with CASCADE leaves no watch behind
 $new->safe_psql('postgres', 'DROP TABLE erp.regions CASCADE');
 is($new->safe_psql('postgres',
@@ -92,5 +119,23 @@ is($new->safe_psql('postgres',
 	'0', 'no watch points at nothing');
 like($new->safe_psql('postgres', "SELECT problem FROM erpcrm.status WHERE mapping = 'regions'"),
 	qr/its source erp\.hs_regions does not exist/, 'the mapping says its view is gone');
+
+# a partitioned table watched by 1.1 (statement triggers on the parent):
+# after the upgrade, rows written straight into a partition are captured
+$new->safe_psql('postgres', 'CREATE DATABASE upgraded');
+$new->safe_psql('upgraded', q{
+CREATE EXTENSION erpcrm VERSION '1.1';
+CREATE TABLE stock (warehouse text, sku text, qty int) PARTITION BY LIST (warehouse);
+CREATE TABLE stock_waw PARTITION OF stock FOR VALUES IN ('WAW');
+CREATE VIEW hs_stock AS SELECT sku AS erp_id, sum(qty) AS quantity FROM stock GROUP BY sku;
+SELECT erpcrm.map('stock', 'public.hs_stock', 'products');
+SELECT erpcrm.watch('stock', 'public.stock', 'sku');
+ALTER EXTENSION erpcrm UPDATE;
+INSERT INTO stock_waw VALUES ('WAW', 'S-1', 1);
+TRUNCATE stock_waw;
+});
+is($new->safe_psql('upgraded',
+	"SELECT string_agg(COALESCE(erp_id, array_to_string(erp_ids, ','), '(every key)'), ' ' ORDER BY erp_id NULLS LAST) FROM erpcrm.outbox"),
+	'S-1 (every key)', 'after the upgrade, a partition written and truncated on its own is captured');
 
 done_testing();

@@ -80,18 +80,30 @@ SELECT tgname AS a_watch_trigger FROM pg_trigger
 DROP TRIGGER :a_watch_trigger ON ddl_erp.codes;
 SELECT erpcrm.unwatch('ddl lines', 'ddl_erp.codes');
 
--- a key that stops fitting by a way erpcrm cannot check (a function it
--- uses is dropped): the ERP's write goes through, every key is marked
+-- a function a key uses: renamed, followed; dropped, refused
 CREATE FUNCTION ddl_erp.line_key(bigint, integer) RETURNS text
 	LANGUAGE sql IMMUTABLE AS $$ SELECT $1 || '/' || $2 $$;
 SELECT erpcrm.watch('ddl lines', 'ddl_other.invoice_lines', 'ddl_erp.line_key(invoice_no, line_no)') > 0 AS watched;
 UPDATE ddl_other.invoice_lines SET qty = 2 WHERE invoice_no = 2;
 SELECT * FROM ddl_keys();
-DROP FUNCTION ddl_erp.line_key(bigint, integer);
+ALTER FUNCTION ddl_erp.line_key(bigint, integer) RENAME TO line_key2;
+DROP FUNCTION ddl_erp.line_key2(bigint, integer);
+
+-- a key that stops fitting by a way erpcrm cannot check (event triggers off
+-- in replica mode): the ERP's write goes through, every key is marked
+SET session_replication_role = replica;
+DROP FUNCTION ddl_erp.line_key2(bigint, integer);
+RESET session_replication_role;
 UPDATE ddl_other.invoice_lines SET qty = 3 WHERE invoice_no = 2;
 SELECT * FROM ddl_keys();
 SELECT problem FROM erpcrm.status WHERE mapping = 'ddl lines';
-SELECT erpcrm.unwatch('ddl lines', 'ddl_other.invoice_lines', 'ddl_erp.line_key(invoice_no, line_no)');
+SELECT erpcrm.unwatch('ddl lines', 'ddl_other.invoice_lines', 'ddl_erp.line_key2(invoice_no, line_no)');
+SELECT problem FROM erpcrm.status WHERE mapping = 'ddl lines';
+
+-- a disabled trigger is shown
+ALTER TABLE ddl_other.invoice_lines DISABLE TRIGGER USER;
+SELECT problem FROM erpcrm.status WHERE mapping = 'ddl lines';
+ALTER TABLE ddl_other.invoice_lines ENABLE TRIGGER USER;
 SELECT problem FROM erpcrm.status WHERE mapping = 'ddl lines';
 
 -- partitions: attached later, written to directly, detached
@@ -107,9 +119,24 @@ INSERT INTO ddl_erp.stock_krk (warehouse, sku, qty) VALUES ('KRK', 'S-3', 1);
 INSERT INTO ddl_erp.stock_gdn VALUES ('GDN', 'S-4', 1);
 UPDATE ddl_erp.stock SET warehouse = 'WAW' WHERE sku = 'S-2';
 SELECT * FROM ddl_keys();
+-- a partition truncated on its own (every partition has the TRUNCATE trigger)
+SELECT c.relname, count(t.tgname) FROM pg_class c LEFT JOIN pg_trigger t ON t.tgrelid = c.oid
+   AND t.tgname LIKE 'erpcrm_watch_%_t'
+ WHERE c.relname LIKE 'stock%' AND c.relnamespace = 'ddl_erp'::regnamespace GROUP BY 1 ORDER BY 1;
+TRUNCATE ddl_erp.stock_gdn;
+SELECT * FROM ddl_keys();
 ALTER TABLE ddl_erp.stock DETACH PARTITION ddl_erp.stock_krk;
 INSERT INTO ddl_erp.stock_krk (warehouse, sku, qty) VALUES ('KRK', 'S-5', 1);
+TRUNCATE ddl_erp.stock_krk;
 INSERT INTO ddl_erp.stock VALUES ('GDN', 'S-6', 1);
+SELECT * FROM ddl_keys();
+
+-- unwatch() leaves no trigger on the partitions
+SELECT erpcrm.watch('ddl stock', 'ddl_erp.stock', 'warehouse') AS wid \gset
+SELECT count(*) AS triggers FROM pg_trigger WHERE tgname LIKE 'erpcrm\_watch\_' || :wid || '%';
+SELECT erpcrm.unwatch('ddl stock', 'ddl_erp.stock', 'warehouse');
+SELECT count(*) AS triggers FROM pg_trigger WHERE tgname LIKE 'erpcrm\_watch\_' || :wid || '%';
+TRUNCATE ddl_erp.stock_gdn;
 SELECT * FROM ddl_keys();
 
 -- dropping a watched table drops its watches (CASCADE or not)
