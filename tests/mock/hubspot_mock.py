@@ -1871,14 +1871,14 @@ class Api:
                               sub="crm.associations.INVALID_OBJECT_IDS")
         return None
 
-    def _v4_answer(self, results, errs, ok_status):
+    def _v4_answer(self, results, errs, ok_status, partial_status=207):
         t0 = now_iso()
         body = {"status": "COMPLETE", "results": results, "startedAt": t0,
                 "completedAt": t0}
         if errs:
             body["numErrors"] = len(errs)
             body["errors"] = [e.entry() for e in errs]
-            return 207, body
+            return partial_status, body
         return ok_status, body
 
     def assoc_default(self, ft, tt, body, single=False):
@@ -1904,7 +1904,8 @@ class Api:
                                                 "associationTypeId": typ}})
         if single and errs:
             raise batch_failed(errs)
-        return self._v4_answer(results, errs, 200)
+        # HubSpot's schema has no 207 here: the errors come inside a 200
+        return self._v4_answer(results, errs, 200, 200)
 
     def assoc_create(self, ft, tt, body):
         st = self.st
