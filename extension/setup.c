@@ -220,6 +220,29 @@ setup_properties(SetupContext *cxt)
 		for (int k = 0; k < nexisting; k++)
 			if (strcmp(existing[k], column) == 0)
 				known = true;
+		if (known && unique)
+		{
+			/* upserts need unique values; HubSpot cannot add them later */
+			const char *fields[1] = {"hasUniqueValue"};
+			char	   *v[1];
+
+			path = psprintf("%s/%s/%s", HS_PROPERTIES_PREFIX, object_type, column);
+			hs_http_request("GET", path, NULL, &resp);
+			must_answer(&resp, "read a property");
+			if (resp.status == 200 &&
+				hs_parse_fields(resp.body, resp.body_len, 1, fields, v) &&
+				v[0] != NULL && strcmp(v[0], "false") == 0)
+			{
+				report(cxt, object_type, "unique property", column,
+					   psprintf("error: the property exists in HubSpot without unique values "
+								"(hasUniqueValue false), so upserts by it fail, and HubSpot "
+								"cannot make an existing property unique; give the mappings of "
+								"%s another id_property (erpcrm.map(..., id_property => ...), a "
+								"view column), then run setup_hubspot() again to create it unique",
+								object_type));
+				continue;
+			}
+		}
 		if (known)
 		{
 			report(cxt, object_type, unique ? "unique property" : "property", column, "exists");
@@ -279,6 +302,23 @@ setup_pipeline(SetupContext *cxt, const char *label, ArrayType *stages_a,
 	{
 		const char **names = palloc(sizeof(char *) * nstages);
 		const char **probs = palloc(sizeof(char *) * nstages);
+		long		limit;
+		long		usage;
+
+		/* free portals have one deal pipeline: say so instead of trying */
+		hs_http_request("GET", HS_PIPELINE_LIMITS_PATH, NULL, &resp);
+		must_answer(&resp, "read its pipeline limits");
+		if (resp.status == 200 &&
+			hs_parse_pipeline_limit(resp.body, resp.body_len, "0-3", &limit, &usage) &&
+			limit >= 0 && usage >= limit)
+		{
+			report(cxt, "deals", "pipeline", label,
+				   psprintf("error: the portal has %ld of the %ld deal pipelines its subscription allows "
+							"(HubSpot Free allows one), so none was created; upgrade the portal, "
+							"or run setup_hubspot(pipeline => NULL) and give the invoices an "
+							"existing pipeline in the view", usage, limit));
+			return;
+		}
 
 		for (int i = 0; i < nstages; i++)
 		{
@@ -377,6 +417,37 @@ check_row(SetupContext *cxt, const char *check, bool ok, const char *detail)
 	tuplestore_putvalues(cxt->store, cxt->desc, values, nulls);
 }
 
+static bool
+has_scope(int nscopes, char **scopes, const char *scope)
+{
+	for (int k = 0; k < nscopes; k++)
+		if (strcmp(scopes[k], scope) == 0)
+			return true;
+	return false;
+}
+
+/* crm.objects.products.write and crm.objects.line_items.write, per mapping */
+static void
+check_granular_scopes(SetupContext *cxt, int nscopes, char **scopes)
+{
+	if (SPI_execute("SELECT 'crm.objects.' || object_type || '.write', string_agg(name, ', ' ORDER BY name)"
+					"  FROM erpcrm.mapping WHERE object_type IN ('products', 'line_items')"
+					" GROUP BY object_type ORDER BY 1",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the mappings");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *need = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *names = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		bool		have = has_scope(nscopes, scopes, need);
+
+		check_row(cxt, psprintf("scope %s", need), have,
+				  have ? psprintf("granted; mappings %s need it", names) :
+				  psprintf("missing: mappings %s need it (or the legacy e-commerce scope); add it to the private app",
+						   names));
+	}
+}
+
 PG_FUNCTION_INFO_V1(erpcrm_check_connection_v1);
 Datum
 erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
@@ -471,18 +542,29 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 					"  FROM erpcrm.mapping GROUP BY 1 ORDER BY 1",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the mappings");
-	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		char	   *need = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		char	   *names = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		bool		have = false;
+		uint64		nrows = SPI_processed;
+		SPITupleTable *tuptable = SPI_tuptable;
 
-		for (int k = 0; k < nscopes; k++)
-			if (strcmp(scopes[k], need) == 0)
-				have = true;
-		check_row(&cxt, psprintf("scope %s", need), have,
-				  have ? psprintf("granted; mappings %s need it", names) :
-				  psprintf("missing: mappings %s need it; add it to the private app", names));
+		for (uint64 i = 0; i < nrows; i++)
+		{
+			char	   *need = SPI_getvalue(tuptable->vals[i], tuptable->tupdesc, 1);
+			char	   *names = SPI_getvalue(tuptable->vals[i], tuptable->tupdesc, 2);
+			bool		have = has_scope(nscopes, scopes, need);
+
+			if (!have && strcmp(need, "e-commerce") == 0)
+			{
+				/*
+				 * Newer private apps get the granular scopes of products and
+				 * line items instead of the legacy e-commerce scope.
+				 */
+				check_granular_scopes(&cxt, nscopes, scopes);
+				continue;
+			}
+			check_row(&cxt, psprintf("scope %s", need), have,
+					  have ? psprintf("granted; mappings %s need it", names) :
+					  psprintf("missing: mappings %s need it; add it to the private app", names));
+		}
 	}
 	SPI_finish();
 	return (Datum) 0;

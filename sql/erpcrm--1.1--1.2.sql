@@ -794,9 +794,23 @@ BEGIN
 		END IF;
 	END LOOP;
 
+	/*
+	 * A TRUNCATE marks every key of its mappings.  A view that cannot list
+	 * its keys (an erp_id that raises for one row) must not stop the fold
+	 * of the others: its marker goes back to the outbox, to be tried again
+	 * at the next fold, and the server log says why.
+	 */
 	IF whole IS NOT NULL THEN
 		FOREACH mid IN ARRAY whole LOOP
-			n := n + erpcrm._dirty_all(mid);
+			BEGIN
+				n := n + erpcrm._dirty_all(mid);
+			EXCEPTION WHEN OTHERS THEN
+				INSERT INTO erpcrm.outbox (mapping_id, erp_id) VALUES (mid, NULL);
+				RAISE WARNING 'the keys of mapping "%" could not be listed after a TRUNCATE: % (SQLSTATE %)',
+					(SELECT m.name FROM erpcrm.mapping m WHERE m.mapping_id = mid), SQLERRM, SQLSTATE
+					USING DETAIL = 'Every key of the mapping is marked at the next fold that can read its view; the other mappings go on.',
+						  HINT = 'Fix the rows or the view whose erp_id raises the error.';
+			END;
 		END LOOP;
 	END IF;
 	RETURN n;
@@ -1289,6 +1303,24 @@ REVOKE ALL ON FUNCTION erpcrm._archived_keys(integer, text[]),
 	erpcrm._links_done(integer, text[], text[], text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._archived_keys(integer, text[]),
 	erpcrm._links_done(integer, text[], text[], text[]) TO erpcrm_admin;
+
+/*
+ * Which of these keys a match search found nothing for, at least p_settle_ms
+ * ago (worker): they are searched once more, then created.
+ */
+CREATE FUNCTION erpcrm._searched_keys(p_mapping_id integer, p_erp_ids text[], p_settle_ms integer)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT s.erp_id FROM erpcrm.sync_state s
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.error_category = 'WAITING_FOR_SEARCH'
+	   AND s.error_at <= now() - make_interval(secs => p_settle_ms / 1000.0);
+END;
+REVOKE ALL ON FUNCTION erpcrm._searched_keys(integer, text[], integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._searched_keys(integer, text[], integer) TO erpcrm_admin;
 
 /* Objects sent without a link, and why. */
 CREATE VIEW erpcrm.unlinked AS

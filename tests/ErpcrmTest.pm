@@ -82,6 +82,9 @@ sub default_mock_config
 		},
 		max_per_window => 0,
 		daily_limit => 0,
+		# ERPCRM_MOCK_UPSERT_WHOLE_BATCH=1: one bad input fails a whole
+		# batch upsert (HubSpot may do that instead of a 207)
+		($ENV{ERPCRM_MOCK_UPSERT_WHOLE_BATCH} ? (upsert_whole_batch => JSON::PP::true) : ()),
 	};
 }
 

@@ -206,7 +206,9 @@ run_demo() {
 	before=$(deal_now "$corrected")
 	psql_q -f "$src/burst.sql" >/dev/null
 	monitor "business day" "$sync_timeout"
-	echo "    the corrected invoice $corrected in HubSpot: before $before; after $(deal_now "$corrected")"
+	echo "    the corrected invoice $corrected in HubSpot (correction KOR/D/1: goods returned):"
+	echo "      before: $before"
+	echo "      after:  $(deal_now "$corrected")"
 
 	# --- the result -----------------------------------------------------------------
 	say "erpcrm.status"
@@ -552,7 +554,8 @@ if [ "$(id -u)" = 0 ]; then
 	[ -z "${HUBSPOT_TOKEN:-}" ] || PACKAGES="$PACKAGES ca-certificates"
 	# shellcheck disable=SC2086  # one word per package
 	install_missing $PACKAGES
-	pg_bin=$PG_BIN_DEFAULT
+	# PG_CONFIG names the PostgreSQL to install into, as for make test
+	if [ -n "${PG_CONFIG:-}" ]; then pg_bin=$("$PG_CONFIG" --bindir); else pg_bin=$PG_BIN_DEFAULT; fi
 	say "Building and installing erpcrm"
 	# build as the owner of the tree, so that no root-owned files are left in it
 	owner=$(stat -c %U "$top")

@@ -69,6 +69,7 @@ typedef struct BatchKey
 	char	   *new_assoc;		/* associations made now */
 	bool		is_new;			/* HubSpot created the object just now */
 	bool		already_archived;	/* erpcrm archived its object before (1.2) */
+	bool		searched_once;	/* a match search found nothing before (1.2) */
 	ErrorData  *read_error;		/* reading its row failed (alone) */
 	bool		bounded;		/* a retry that only this key needs: parked
 								 * as failed after erpcrm.max_attempts */
@@ -112,6 +113,9 @@ typedef struct Batch
 } Batch;
 
 static SPIPlanPtr claim_plan = NULL;
+
+/* HubSpot's search shows new records after a few seconds */
+#define ERPCRM_SEARCH_SETTLE_MS 5000
 
 static Datum text_array(List *strings);
 static void send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit);
@@ -697,6 +701,36 @@ claim_and_read(Batch *b, int limit)
 		MemoryContextSwitchTo(spi_cxt);
 	}
 
+	/* keys whose first match search found nothing */
+	if (b->links12 && m->match_property != NULL)
+	{
+		Oid			types[3] = {INT4OID, TEXTARRAYOID, INT4OID};
+		Datum		sargs[3];
+		List	   *all = NIL;
+
+		for (int k = 0; k < b->nkeys; k++)
+			if (b->keys[k].in_view && b->keys[k].known_hubspot_id == NULL)
+				all = lappend(all, b->keys[k].erp_id);
+		if (all != NIL)
+		{
+			sargs[0] = Int32GetDatum(m->id);
+			sargs[1] = text_array(all);
+			sargs[2] = Int32GetDatum(ERPCRM_SEARCH_SETTLE_MS);
+			ret = SPI_execute_with_args("SELECT erpcrm._searched_keys($1, $2, $3)",
+										3, types, sargs, NULL, true, 0);
+			if (ret != SPI_OK_SELECT)
+				elog(ERROR, "erpcrm._searched_keys failed: %s", SPI_result_code_string(ret));
+			for (uint64 r = 0; r < SPI_processed; r++)
+			{
+				char	   *erp_id = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+
+				for (int k = 0; k < b->nkeys; k++)
+					if (strcmp(b->keys[k].erp_id, erp_id) == 0)
+						b->keys[k].searched_once = true;
+			}
+		}
+	}
+
 	/* keys out of their view whose object erpcrm archived already */
 	if (b->links12)
 	{
@@ -1122,6 +1156,33 @@ send_archives(Batch *b, BatchKey **keys, int n)
 
 	if (n == 0)
 		return;
+
+	/*
+	 * Whether HubSpot lets a new object take the unique value of an archived
+	 * one is not documented.  The id property is cleared before the archive,
+	 * so that the key can come back as a new object either way.  An object
+	 * gone already (404) is archived all the same.
+	 */
+	{
+		const char *names[1] = {b->mapping->id_property};
+		const char *values[1] = {""};
+
+		body = hs_body_new();
+		for (int i = 0; i < n; i++)
+			hs_body_add_update(body, keys[i]->known_hubspot_id, 1, names, values);
+		path = psprintf("%s/%s/batch/update", HS_OBJECTS_PREFIX, b->mapping->object_type);
+		call_hubspot(b, "POST", path, hs_body_finish(body), n, &resp);
+		if (!(resp.transport_error == 0 &&
+			  ((resp.status >= 200 && resp.status < 300) || resp.status == 404 ||
+			   resp.status == 400)))
+		{
+			whole_call_outcome(b, keys, n, &resp, path);
+			for (int i = 0; i < n; i++)
+				if (keys[i]->outcome == KO_FAILED)
+					keys[i]->outcome = KO_RETRY;	/* never parked for this */
+			return;
+		}
+	}
 	body = hs_body_new();
 	for (int i = 0; i < n; i++)
 		hs_body_add_archive(body, keys[i]->known_hubspot_id);
@@ -1197,6 +1258,65 @@ association_refusal(HsBatchResult *result, const char *from_id)
 }
 
 /*
+ * Make the associations of these keys (association a).  A 4xx that refuses
+ * the whole call without naming pairs is split in halves until the pair it
+ * refuses stands alone, as for objects: one bad pair fails alone.
+ */
+static void
+send_association_adds(Batch *b, AssocDef *def, int a, BatchKey **adds, int nadd)
+{
+	MappingDef *m = b->mapping;
+	HsJsonBody *body = hs_body_new();
+	HsResponse	resp;
+	char	   *path;
+
+	for (int i = 0; i < nadd; i++)
+		hs_body_add_association(body, adds[i]->hubspot_id, adds[i]->assoc_to[a],
+								def->category, def->type_id);
+	path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
+					m->object_type, def->target_type,
+					def->type_id > 0 ? "create" : "associate/default");
+	call_hubspot(b, "POST", path, hs_body_finish(body), nadd, &resp);
+	if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
+	{
+		HsBatchResult result;
+		const char *why;
+
+		/*
+		 * errors inside a 200 (batch/associate/default has no 207) or a 207
+		 * name the failed pairs
+		 */
+		if (hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
+			result.nerrors > 0)
+		{
+			for (int i = 0; i < nadd; i++)
+			{
+				const char *refusal = association_refusal(&result, adds[i]->hubspot_id);
+
+				if (refusal == NULL)
+					continue;	/* its pair was made */
+				set_outcome(adds[i], KO_RETRY, resp.status, "ASSOCIATION",
+							psprintf("association to %s \"%s\" was refused: %s",
+									 def->target_name, adds[i]->assoc_key[a],
+									 truncate_message(refusal)),
+							resp.correlation_id);
+				adds[i]->bounded = true;
+			}
+		}
+		return;
+	}
+	if (resp.transport_error == 0 && resp.status >= 400 && resp.status < 500 &&
+		resp.status != 401 && resp.status != 403 && resp.status != 429 &&
+		nadd > 1)
+	{
+		send_association_adds(b, def, a, adds, nadd / 2);
+		send_association_adds(b, def, a, adds + nadd / 2, nadd - nadd / 2);
+		return;
+	}
+	association_failed(b, adds, nadd, &resp, path, def, a);
+}
+
+/*
  * Associate the objects just written to the objects their association
  * columns name, one call per association (up to 100 pairs each).  Where the
  * key's recorded state shows the same association already made, no call is
@@ -1216,14 +1336,12 @@ send_associations(Batch *b)
 		char	  **old_ids;
 		int			nadd = 0;
 		int			nremove = 0;
-		HsJsonBody *add_body;
 		HsJsonBody *remove_body;
 		HsResponse	resp;
 		char	   *path;
 
 		if (def->as_property != NULL)
 			continue;			/* sent as a property with the object */
-		add_body = hs_body_new();
 		remove_body = hs_body_new();
 		adds = palloc(sizeof(BatchKey *) * b->nkeys);
 		removes = palloc(sizeof(BatchKey *) * b->nkeys);
@@ -1241,11 +1359,7 @@ send_associations(Batch *b)
 			to = (key->assoc_to[a] && key->assoc_to[a][0]) ? key->assoc_to[a] : NULL;
 			old = key->is_new ? NULL : previous_target(key->prev_assoc, def->column);
 			if (to != NULL && (old == NULL || strcmp(old, to) != 0))
-			{
-				hs_body_add_association(add_body, key->hubspot_id, to,
-										def->category, def->type_id);
 				adds[nadd++] = key;
-			}
 			if (old != NULL && (to == NULL || strcmp(old, to) != 0))
 			{
 				hs_body_add_association_archive(remove_body, key->hubspot_id, old);
@@ -1262,41 +1376,8 @@ send_associations(Batch *b)
 			if (!(resp.transport_error == 0 && resp.status >= 200 && resp.status < 300))
 				association_failed(b, removes, nremove, &resp, path, def, a);
 		}
-		if (nadd == 0)
-			continue;
-		path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
-						m->object_type, def->target_type,
-						def->type_id > 0 ? "create" : "associate/default");
-		call_hubspot(b, "POST", path, hs_body_finish(add_body), nadd, &resp);
-		if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
-		{
-			HsBatchResult result;
-			const char *why;
-
-			/*
-			 * errors inside a 200 (batch/associate/default has no 207) or a
-			 * 207 name the failed pairs
-			 */
-			if (hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
-				result.nerrors > 0)
-			{
-				for (int i = 0; i < nadd; i++)
-				{
-					const char *why = association_refusal(&result, adds[i]->hubspot_id);
-
-					if (why == NULL)
-						continue;	/* its pair was made */
-					set_outcome(adds[i], KO_RETRY, resp.status, "ASSOCIATION",
-								psprintf("association to %s \"%s\" was refused: %s",
-										 def->target_name, adds[i]->assoc_key[a],
-										 truncate_message(why)),
-								resp.correlation_id);
-					adds[i]->bounded = true;
-				}
-			}
-			continue;
-		}
-		association_failed(b, adds, nadd, &resp, path, def, a);
+		if (nadd > 0)
+			send_association_adds(b, def, a, adds, nadd);
 	}
 
 	/* what is associated now, for the next change of these keys */
@@ -1465,6 +1546,23 @@ match_existing(Batch *b, BatchKey **upserts, int *nup,
 					break;
 				}
 		}
+
+		/*
+		 * HubSpot's search finds a record only some seconds after it was
+		 * written.  A key whose first search found nothing is searched once
+		 * more after that delay before a new record is created, so that a
+		 * record made by hand just before is adopted, not duplicated.
+		 */
+		if (b->links12)
+			for (int i = 0; i < n; i++)
+				if (cand[i]->explicit_id == NULL && !cand[i]->searched_once)
+				{
+					set_outcome(cand[i], KO_WAIT, 0, "WAITING_FOR_SEARCH",
+								psprintf("no HubSpot record has %s \"%s\" yet; searching once more after HubSpot's indexing delay before creating one",
+										 m->match_property, cand[i]->values[mp]),
+								NULL);
+					cand[i]->wait_ms = ERPCRM_SEARCH_SETTLE_MS;
+				}
 	}
 
 	/* adopted keys move to the updates, failed ones leave */
@@ -1608,6 +1706,20 @@ find_failing_inputs(Batch *b)
 				mark_input_failing(&b->keys[i]);
 				MemoryContextSwitchTo(old);
 			}
+	}
+
+	/*
+	 * Such an input is no reason for the worker to back off as a whole:
+	 * only other keys that wait for HubSpot are.
+	 */
+	if (SPI_processed > 0 && b->outcome->transient)
+	{
+		bool		others = false;
+
+		for (int i = 0; i < b->nkeys; i++)
+			if (b->keys[i].outcome == KO_RETRY && !b->keys[i].bounded)
+				others = true;
+		b->outcome->transient = others;
 	}
 }
 

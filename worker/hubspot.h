@@ -22,6 +22,7 @@
 #define HS_ASSOCIATIONS_PREFIX	"/crm/v4/associations"
 #define HS_PROPERTIES_PREFIX	"/crm/v3/properties"
 #define HS_PIPELINES_PREFIX		"/crm/v3/pipelines"
+#define HS_PIPELINE_LIMITS_PATH	"/crm/v3/limits/pipelines"
 
 /* HubSpot's documented maximum number of inputs per batch call. */
 #define HS_MAX_BATCH			100
@@ -102,6 +103,11 @@ extern void hs_body_add_association(HsJsonBody *body, const char *from_id,
 extern void hs_body_add_read(HsJsonBody *body, const char *hubspot_id);
 extern void hs_body_set_properties(HsJsonBody *body, int nnames,
 								   const char *const *names);
+
+/* Limit and usage of a HubSpot-defined object type's pipelines ("0-3"). */
+extern bool hs_parse_pipeline_limit(const char *body, size_t len,
+									const char *object_type_id,
+									long *limit, long *usage);
 
 /* A search body: property IN values, without_property not set (or NULL). */
 extern char *hs_search_body(const char *property, int nvalues,
