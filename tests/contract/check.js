@@ -33,6 +33,7 @@ const path = require('path');
 const UNMODELLED = [
 	['GET', '/account-info/v3/details', 'account details (time zone, portal id): not in the Node client'],
 	['POST', '/oauth/v2/private-apps/get/access-token-info', 'token introspection: not in the Node client'],
+	['GET', '/crm/v3/limits/pipelines', 'pipeline limits: not in the Node client'],
 ];
 
 /*
