@@ -774,6 +774,94 @@ claim_and_read(Batch *b, int limit)
  */
 
 /*
+ * HubSpot resets the daily budget at midnight in the portal's time zone.
+ * When the budget runs low (under a tenth, or under 1,000 calls) or is
+ * spent, the portal's time zone is read once from the account details, and
+ * the next midnight there is given to the limiter, which otherwise waits
+ * for midnight UTC.
+ */
+static char *portal_time_zone = NULL;
+static TimestampTz portal_time_zone_tried = 0;
+
+static TimestampTz
+next_portal_midnight(const char *tz, TimestampTz now)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	TimestampTz reset = 0;
+
+	PG_TRY();
+	{
+		Datum		today = DirectFunctionCall3(timestamptz_trunc_zone,
+												CStringGetTextDatum("day"),
+												TimestampTzGetDatum(now),
+												CStringGetTextDatum(tz));
+
+		/* 36 hours after today's midnight is tomorrow, whatever DST does */
+		reset = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_trunc_zone,
+														CStringGetTextDatum("day"),
+														TimestampTzGetDatum(DatumGetTimestampTz(today) +
+																			36 * USECS_PER_HOUR),
+														CStringGetTextDatum(tz)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		reset = 0;				/* a time zone PostgreSQL does not know */
+	}
+	PG_END_TRY();
+	return reset;
+}
+
+static void
+note_daily_reset(Batch *b, const HsResponse *resp, TimestampTz now, bool spent)
+{
+	bool		low = resp->transport_error == 0 && resp->rl_daily > 0 &&
+		resp->rl_daily_remaining >= 0 &&
+		resp->rl_daily_remaining < Max(1000, resp->rl_daily / 10);
+
+	if (!low && !spent)
+		return;
+	if (hs_rate_daily_reset(now) != 0)
+		return;					/* known, still ahead */
+	if (portal_time_zone == NULL)
+	{
+		HsResponse	tz_resp;
+		const char *fields[1] = {"timeZone"};
+		char	   *v[1] = {NULL};
+		CallLog    *log = palloc0(sizeof(CallLog));
+
+		if (portal_time_zone_tried != 0 && now - portal_time_zone_tried < USECS_PER_HOUR)
+			return;
+		portal_time_zone_tried = now;
+		hs_rate_note_call(now);
+		hs_http_request("GET", "/account-info/v3/details", NULL, &tz_resp);
+		if (tz_resp.aborted)
+			CHECK_FOR_INTERRUPTS();
+		log->called_at = now;
+		log->method = "GET";
+		log->path = pstrdup("/account-info/v3/details");
+		log->status = tz_resp.transport_error ? 0 : tz_resp.status;
+		log->latency_ms = tz_resp.elapsed_ms;
+		log->correlation_id = tz_resp.correlation_id[0] ? pstrdup(tz_resp.correlation_id) : NULL;
+		b->calls = lappend(b->calls, log);
+		erpcrm_worker_note_call(&tz_resp, tz_resp.transport_error == 0 && tz_resp.status == 429);
+		if (tz_resp.transport_error == 0 && tz_resp.status == 200 &&
+			hs_parse_fields(tz_resp.body, tz_resp.body_len, 1, fields, v) &&
+			v[0] != NULL && v[0][0] != '\0')
+			portal_time_zone = MemoryContextStrdup(TopMemoryContext, v[0]);
+		if (portal_time_zone == NULL)
+			return;
+	}
+	{
+		TimestampTz reset = next_portal_midnight(portal_time_zone, now);
+
+		if (reset > now)
+			hs_rate_set_daily_reset(reset, now);
+	}
+}
+
+/*
  * Make one call, honouring the client-side rate limit and waiting out 429s
  * that ask for a short pause.  Returns false when the call got no usable
  * answer that the caller should look at (the batch outcome says why).
@@ -824,6 +912,7 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		log->inputs = ninputs;
 		log->correlation_id = resp->correlation_id[0] ? pstrdup(resp->correlation_id) : NULL;
 		b->calls = lappend(b->calls, log);
+		note_daily_reset(b, resp, now, false);
 
 		if (resp->transport_error == 0 && resp->status == 429)
 		{
@@ -833,6 +922,12 @@ call_hubspot(Batch *b, const char *method, const char *path,
 			hs_parse_error(resp->body, resp->body_len, &err);
 			log->category = pstrdup(err.category[0] ? err.category : "RATE_LIMIT");
 			until = hs_rate_note_429(resp, err.policy_name, now);
+			if (err.policy_name != NULL && strcmp(err.policy_name, "DAILY") == 0)
+			{
+				/* wait for the portal's reset, not midnight UTC */
+				note_daily_reset(b, resp, now, true);
+				until = TimestampTzPlusMilliseconds(now, hs_rate_delay_ms(now));
+			}
 			erpcrm_worker_note_call(resp, true);
 			if (++rate_retries <= 5 && until - now <= 60 * USECS_PER_SEC)
 				continue;		/* the limiter now waits it out */

@@ -226,4 +226,8 @@ extern TimestampTz hs_rate_note_429(const HsResponse *resp,
 extern long hs_rate_window_remaining(void);
 extern long hs_rate_daily_remaining(void);
 
+/* HubSpot's next daily reset, learned from the portal's time zone. */
+extern void hs_rate_set_daily_reset(TimestampTz reset, TimestampTz now);
+extern TimestampTz hs_rate_daily_reset(TimestampTz now);
+
 #endif							/* ERPCRM_HUBSPOT_H */
