@@ -78,19 +78,43 @@ remember(WatchEntry *entry, text *key)
 	entry->last_subxid = GetCurrentSubTransactionId();
 }
 
+/* The last "every key" appended, in this backend. */
+static struct
+{
+	LocalTransactionId lxid;
+	SubTransactionId subxid;
+	Oid			outbox_relid;
+	int32		outbox_id;
+}			last_whole;
+
 /* Append (mapping_id, key) to erpcrm.outbox; key NULL = every key. */
 static void
 append_outbox(WatchEntry *entry, text *key)
 {
 	if (key != NULL && is_repeat(entry, key))
 		return;
+	/*
+	 * "every key" once per subtransaction is enough, also when a TRUNCATE of
+	 * a partitioned table fires the trigger of each of its partitions
+	 */
+	if (key == NULL && last_whole.lxid == MyProc->lxid &&
+		last_whole.subxid == GetCurrentSubTransactionId() &&
+		last_whole.outbox_relid == entry->outbox_relid &&
+		last_whole.outbox_id == entry->outbox_id)
+		return;
 
-	erpcrm_outbox_add(entry->outbox_relid, entry->mapping_id, key);
+	erpcrm_outbox_add(entry->outbox_relid, entry->outbox_id, key);
 
 	if (key != NULL)
 		remember(entry, key);
 	else
+	{
 		entry->last_lxid = InvalidLocalTransactionId;
+		last_whole.lxid = MyProc->lxid;
+		last_whole.subxid = GetCurrentSubTransactionId();
+		last_whole.outbox_relid = entry->outbox_relid;
+		last_whole.outbox_id = entry->outbox_id;
+	}
 
 	erpcrm_wake_at_commit();
 }
@@ -270,7 +294,11 @@ erpcrm_capture_v1(PG_FUNCTION_ARGS)
 
 	entry = erpcrm_watch_entry(trigdata->tg_trigger, trigdata->tg_relation);
 
-	if (TRIGGER_FIRED_BY_TRUNCATE(event))
+	/*
+	 * A key that no longer fits the table (see keyexpr.c): the ERP's write
+	 * goes through and every key of the mapping is marked for sending.
+	 */
+	if (TRIGGER_FIRED_BY_TRUNCATE(event) || entry->expr == NULL)
 	{
 		append_outbox(entry, NULL);
 		return PointerGetDatum(NULL);

@@ -26,8 +26,15 @@ typedef struct WatchEntry
 	WatchKey	key;			/* hash key, must be first */
 	int32		watch_id;
 	int32		mapping_id;
-	Oid			outbox_relid;
-	ExprState  *expr;			/* the key expression, text-typed */
+	Oid			source;			/* the watched table (maybe an ancestor) */
+	Oid			outbox_relid;	/* erpcrm.outbox, or erpcrm.fan_out */
+	int32		outbox_id;		/* the mapping, or the watch for fan_out */
+	bool		valid;			/* false: the table changed, rebuild */
+	LocalTransactionId built_lxid;	/* when it was built */
+	MemoryContext cxt;			/* the compiled key */
+	ExprState  *expr;			/* the key expression, text-typed; NULL
+								 * when it no longer fits the table */
+	char	   *problem;		/* why expr is NULL */
 	ExprContext *econtext;		/* per-row memory, reset after each row */
 
 	/* the last key appended through this entry, to skip repeats */

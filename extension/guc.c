@@ -29,6 +29,7 @@ int			erpcrm_connect_timeout_ms = 10000;
 int			erpcrm_request_timeout_ms = 60000;
 int			erpcrm_retry_base_ms = 1000;
 int			erpcrm_retry_max_ms = 300000;
+int			erpcrm_max_attempts = 10;
 int			erpcrm_auth_retry_ms = 300000;
 int			erpcrm_poll_interval_ms = 10000;
 int			erpcrm_api_log_retention_min = 1440;
@@ -240,6 +241,14 @@ erpcrm_define_settings(void)
 							&erpcrm_retry_max_ms,
 							300000, 10, 86400000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.max_attempts",
+							"Attempts after which a key that fails on its own is parked as failed.",
+							"Counts retries that only this key needs: a row the view cannot read, an input or association HubSpot keeps refusing. Outages and rate limits never count.",
+							&erpcrm_max_attempts,
+							10, 1, 1000,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("erpcrm.auth_retry",

@@ -1,11 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * keyexpr.c
- *	  Key expressions of watches: compiled once against the watched table
- *	  when erpcrm.watch() is called (parse, analyse, coerce to text, stored as
- *	  a node tree the way PostgreSQL stores index expressions), and turned into
- *	  a ready-to-run ExprState once per backend and trigger on the capture
- *	  path.
+ *	  Key expressions of watches: checked against the watched table when
+ *	  erpcrm.watch() is called (parse, analyse, coerce to text), and compiled
+ *	  from their text into a ready-to-run ExprState once per backend and
+ *	  trigger on the capture path, and again whenever the table changes.
+ *	  The text is what survives DDL and pg_dump; the node tree stored next
+ *	  to it only serves to rename columns in the text.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,12 +34,18 @@
 #include "parser/parser.h"
 #include "rewrite/rewriteManip.h"
 #include "access/attmap.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/resowner.h"
+#include "utils/ruleutils.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "capture.h"
 
@@ -83,18 +90,14 @@ key_error_callback(void *arg)
 }
 
 /*
- * erpcrm._compile_key(table regclass, expression text) returns text
- *
- * Parses the expression as a value computed from one row of the table and
- * returns its analysed, text-typed node tree.  Errors say what is wrong.
+ * Parse the expression as a value computed from one row of the table and
+ * return its analysed, text-typed node tree.  Errors say what is wrong.
+ * Names are resolved with the search_path in force (erpcrm pins it to
+ * pg_catalog, pg_temp wherever a key is compiled).
  */
-PG_FUNCTION_INFO_V1(erpcrm_compile_key_v1);
-Datum
-erpcrm_compile_key_v1(PG_FUNCTION_ARGS)
+static Node *
+compile_key(Relation rel, const char *source)
 {
-	Oid			relid = PG_GETARG_OID(0);
-	char	   *source = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	Relation	rel;
 	List	   *raw;
 	RawStmt    *rawstmt;
 	SelectStmt *select;
@@ -103,13 +106,10 @@ erpcrm_compile_key_v1(PG_FUNCTION_ARGS)
 	ParseNamespaceItem *nsitem;
 	Node	   *expr;
 	Oid			type;
-
 	ErrorContextCallback errcallback;
 
-	rel = relation_open(relid, AccessShareLock);
-
 	errcallback.callback = key_error_callback;
-	errcallback.arg = source;
+	errcallback.arg = unconstify(char *, source);
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
@@ -157,7 +157,7 @@ erpcrm_compile_key_v1(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("key expression cannot use a subquery"),
 				 errdetail("The key is computed from the changed row alone, on the ERP's write path."),
-				 errhint("Compute the key from the row's own columns; put lookups into the mapping view.")));
+				 errhint("Compute the key from the row's own columns; put lookups into the mapping view, or give the watch a key query.")));
 	check_vars_walker(expr, NULL);
 
 	type = exprType(expr);
@@ -179,24 +179,117 @@ erpcrm_compile_key_v1(PG_FUNCTION_ARGS)
 
 	error_context_stack = errcallback.previous;
 	free_parsestate(pstate);
+	return expr;
+}
+
+/*
+ * erpcrm._compile_key(table regclass, expression text) returns text
+ *
+ * The analysed, text-typed node tree of a key expression over the table.
+ */
+PG_FUNCTION_INFO_V1(erpcrm_compile_key_v1);
+Datum
+erpcrm_compile_key_v1(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *source = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Relation	rel;
+	Node	   *expr;
+
+	rel = relation_open(relid, AccessShareLock);
+	expr = compile_key(rel, source);
 	relation_close(rel, AccessShareLock);
 
 	PG_RETURN_TEXT_P(cstring_to_text(nodeToString(expr)));
 }
 
+/* Does every column a key tree uses still exist, with the same type? */
+static bool
+vars_still_fit_walker(Node *node, TupleDesc desc)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+		Form_pg_attribute att;
+
+		if (var->varattno <= 0 || var->varattno > desc->natts)
+			return true;
+		att = TupleDescAttr(desc, var->varattno - 1);
+		return att->attisdropped || att->atttypid != var->vartype ||
+			att->atttypmod != var->vartypmod ||
+			att->attcollation != var->varcollid;
+	}
+	return expression_tree_walker(node, vars_still_fit_walker, (void *) desc);
+}
+
+/*
+ * erpcrm._rename_key(table regclass, tree text) returns text
+ *
+ * After a column of the table was renamed, the text of a key no longer
+ * parses, but its node tree (column numbers) is still right: write the
+ * tree back as text with the columns' new names.  Errors when the tree does
+ * not fit the table any more (a column it used was dropped or retyped) or
+ * when the new text would not mean the same key.
+ */
+PG_FUNCTION_INFO_V1(erpcrm_rename_key_v1);
+Datum
+erpcrm_rename_key_v1(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *tree = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Relation	rel;
+	Node	   *expr;
+	Node	   *again;
+	char	   *text;
+
+	rel = relation_open(relid, AccessShareLock);
+	expr = stringToNode(tree);
+	if (vars_still_fit_walker(expr, RelationGetDescr(rel)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("a column the key uses was dropped or changed its type")));
+	text = deparse_expression(expr,
+							  deparse_context_for(RelationGetRelationName(rel), relid),
+							  false, false);
+	again = compile_key(rel, text);
+	if (!equal(expr, again))
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("the key cannot be written with the new column names")));
+	relation_close(rel, AccessShareLock);
+	PG_RETURN_TEXT_P(cstring_to_text(text));
+}
+
 /* ----------------------------------------------------------------
  * Run time: watch definitions cached per backend, keyed by trigger
+ *
+ * The key is compiled from its text (erpcrm.watch.key_expr), against the
+ * table as it is now, on first use in a backend and again after any change
+ * of the table (relcache invalidation).  The text survives what column
+ * numbers and OIDs do not: dropped columns that a dump and restore squeeze
+ * out, a retyped column, a function recreated by a restore.
  * ----------------------------------------------------------------
  */
 static HTAB *watch_cache = NULL;
 static MemoryContext watch_cxt = NULL;
 
+typedef struct WatchRow
+{
+	int32		mapping_id;
+	Oid			source;
+	char	   *key_expr;
+	bool		fan_out;		/* the watch has a key query */
+} WatchRow;
+
 /*
  * Read one watch row directly (the ERP's role has no privilege on erpcrm's
- * tables, and needs none: the trigger is trusted code).
+ * tables, and needs none: the trigger is trusted code).  A fresh snapshot:
+ * the row may have been changed by the DDL that invalidated our entry.
  */
 static bool
-read_watch(int32 watch_id, int32 *mapping_id, Oid *source, char **tree)
+read_watch(int32 watch_id, WatchRow *row)
 {
 	Oid			nsp = get_namespace_oid("erpcrm", true);
 	Oid			relid;
@@ -207,7 +300,9 @@ read_watch(int32 watch_id, int32 *mapping_id, Oid *source, char **tree)
 	AttrNumber	a_id,
 				a_map,
 				a_src,
-				a_tree;
+				a_expr,
+				a_query;
+	Snapshot	snapshot;
 
 	if (!OidIsValid(nsp))
 		return false;
@@ -219,9 +314,11 @@ read_watch(int32 watch_id, int32 *mapping_id, Oid *source, char **tree)
 	a_id = get_attnum(relid, "watch_id");
 	a_map = get_attnum(relid, "mapping_id");
 	a_src = get_attnum(relid, "source");
-	a_tree = get_attnum(relid, "key_tree");
+	a_expr = get_attnum(relid, "key_expr");
+	a_query = get_attnum(relid, "key_query");	/* 1.2 */
 
-	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	scan = table_beginscan(rel, snapshot, 0, NULL);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
 		bool		isnull;
@@ -229,35 +326,217 @@ read_watch(int32 watch_id, int32 *mapping_id, Oid *source, char **tree)
 
 		if (isnull || DatumGetInt32(d) != watch_id)
 			continue;
-		*mapping_id = DatumGetInt32(heap_getattr(tup, a_map, RelationGetDescr(rel), &isnull));
-		*source = DatumGetObjectId(heap_getattr(tup, a_src, RelationGetDescr(rel), &isnull));
-		d = heap_getattr(tup, a_tree, RelationGetDescr(rel), &isnull);
-		*tree = isnull ? NULL : TextDatumGetCString(d);
-		found = (*tree != NULL);
+		row->mapping_id = DatumGetInt32(heap_getattr(tup, a_map, RelationGetDescr(rel), &isnull));
+		row->source = DatumGetObjectId(heap_getattr(tup, a_src, RelationGetDescr(rel), &isnull));
+		d = heap_getattr(tup, a_expr, RelationGetDescr(rel), &isnull);
+		row->key_expr = isnull ? NULL : TextDatumGetCString(d);
+		row->fan_out = false;
+		if (a_query != InvalidAttrNumber)
+		{
+			(void) heap_getattr(tup, a_query, RelationGetDescr(rel), &isnull);
+			row->fan_out = !isnull;
+		}
+		found = (row->key_expr != NULL);
 		break;
 	}
 	table_endscan(scan);
+	UnregisterSnapshot(snapshot);
 	table_close(rel, AccessShareLock);
 	return found;
 }
 
+/* A change of a table makes the keys compiled against it stale. */
+static void
+watch_relcache_callback(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	WatchEntry *entry;
+
+	if (watch_cache == NULL)
+		return;
+	hash_seq_init(&status, watch_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (!OidIsValid(relid) || entry->key.relid == relid || entry->source == relid)
+			entry->valid = false;
+}
+
+/* A function or type a key may use changed or was dropped: rebuild all. */
+static void
+watch_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	watch_relcache_callback(arg, InvalidOid);
+}
+
+/*
+ * Compile the key text against the watched table, in a subtransaction: a
+ * key that no longer fits the table must not make the ERP's write fail.
+ * Returns the tree in the caller's memory context, or NULL with *problem
+ * set.
+ */
+static Node *
+try_compile(Oid source, const char *key_expr, char **problem)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Node	   *volatile result = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		int			nest = NewGUCNestLevel();
+		Relation	rel;
+
+		/* the path erpcrm.watch() compiled the key with */
+		(void) set_config_option("search_path", "pg_catalog, pg_temp",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		rel = relation_open(source, AccessShareLock);
+		result = compile_key(rel, key_expr);
+		relation_close(rel, NoLock);
+		AtEOXact_GUC(true, nest);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+		*problem = edata->message;
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* (Re)build an entry: compile its key against the table as it is now. */
+static void
+build_entry(WatchEntry *entry, Trigger *trigger, Relation rel)
+{
+	WatchRow	row;
+	Node	   *expr;
+	char	   *problem = NULL;
+	Oid			relid = RelationGetRelid(rel);
+	int32		watch_id;
+	MemoryContext old;
+
+	if (trigger->tgnargs != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on %s is not an erpcrm watch",
+						trigger->tgname, RelationGetRelationName(rel)),
+				 errhint("Create capture triggers with erpcrm.watch().")));
+	watch_id = pg_strtoint32(trigger->tgargs[0]);
+
+	if (!read_watch(watch_id, &row))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on %s names erpcrm watch %d, which does not exist",
+						trigger->tgname, RelationGetRelationName(rel), watch_id),
+				 errhint("Drop the trigger and watch the table again with erpcrm.watch().")));
+
+	/* a partition fires the trigger of its partitioned ancestor */
+	if (row.source != relid)
+	{
+		List	   *ancestors = NIL;
+
+		if (get_rel_relispartition(relid))
+			ancestors = get_partition_ancestors(relid);
+		if (!list_member_oid(ancestors, row.source))
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("trigger \"%s\" on %s belongs to erpcrm watch %d of another table",
+							trigger->tgname, RelationGetRelationName(rel), watch_id),
+					 errhint("Drop the trigger and watch the table with erpcrm.watch().")));
+	}
+
+	/* what an earlier build left behind */
+	if (entry->cxt != NULL)
+		MemoryContextDelete(entry->cxt);
+	entry->cxt = AllocSetContextCreate(watch_cxt, "erpcrm watch",
+									   ALLOCSET_SMALL_SIZES);
+	entry->expr = NULL;
+	entry->econtext = NULL;
+	entry->problem = NULL;
+
+	entry->watch_id = watch_id;
+	entry->mapping_id = row.mapping_id;
+	entry->source = row.source;
+	entry->built_lxid = MyProc->lxid;
+	entry->valid = true;
+
+	{
+		const char *outbox = row.fan_out ? "fan_out" : "outbox";
+
+		entry->outbox_relid = get_relname_relid(outbox,
+												get_namespace_oid("erpcrm", false));
+		if (!OidIsValid(entry->outbox_relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("relation \"erpcrm.%s\" does not exist", outbox),
+					 errhint("Reinstall the extension with ALTER EXTENSION erpcrm UPDATE or DROP/CREATE EXTENSION.")));
+		/* a fan-out watch's keys are resolved by the worker, per watch */
+		entry->outbox_id = row.fan_out ? watch_id : row.mapping_id;
+	}
+
+	expr = try_compile(row.source, row.key_expr, &problem);
+	if (expr != NULL && row.source != relid)
+	{
+		Relation	parent = table_open(row.source, AccessShareLock);
+		AttrMap    *map;
+		bool		found_whole_row;
+
+		map = build_attrmap_by_name(RelationGetDescr(rel), RelationGetDescr(parent));
+		expr = map_variable_attnos(expr, 1, 0, map, InvalidOid, &found_whole_row);
+		table_close(parent, AccessShareLock);
+	}
+
+	old = MemoryContextSwitchTo(entry->cxt);
+	if (expr == NULL)
+	{
+		/*
+		 * The key no longer fits the table (a change erpcrm could not
+		 * check).  Never fail the ERP's write: mark every key of the mapping
+		 * dirty instead, which loses nothing, and say so once.
+		 */
+		entry->problem = pstrdup(problem);
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the key of erpcrm watch %d no longer fits table %s: %s",
+						watch_id,
+						quote_qualified_identifier(get_namespace_name(get_rel_namespace(row.source)),
+												   get_rel_name(row.source)),
+						problem),
+				 errdetail("Changes of this table mark every key of the mapping for sending."),
+				 errhint("Watch the table again with a key that fits: erpcrm.unwatch() and erpcrm.watch().")));
+	}
+	else
+	{
+		Expr	   *planned = expression_planner((Expr *) copyObject(expr));
+
+		entry->expr = ExecInitExpr(planned, NULL);
+		entry->econtext = CreateStandaloneExprContext();
+	}
+	MemoryContextSwitchTo(old);
+}
+
 /*
  * The capture state for one trigger of one table, built on first use in this
- * backend.  Watches are never altered (unwatch + watch makes a new trigger),
- * so entries need no invalidation.
+ * backend and again when the table changes.
  */
 WatchEntry *
 erpcrm_watch_entry(Trigger *trigger, Relation rel)
 {
 	WatchEntry *entry;
 	bool		found;
-	int32		watch_id;
-	int32		mapping_id;
-	Oid			source;
-	char	   *tree;
-	Node	   *expr;
-	Oid			relid = RelationGetRelid(rel);
-	MemoryContext old;
+	WatchKey	key;
 
 	if (watch_cache == NULL)
 	{
@@ -270,91 +549,36 @@ erpcrm_watch_entry(Trigger *trigger, Relation rel)
 		ctl.hcxt = watch_cxt;
 		watch_cache = hash_create("erpcrm watches", 64, &ctl,
 								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterRelcacheCallback(watch_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, watch_syscache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, watch_syscache_callback, (Datum) 0);
 	}
 
+	memset(&key, 0, sizeof(key));
+	key.tgoid = trigger->tgoid;
+	key.relid = RelationGetRelid(rel);
+	entry = hash_search(watch_cache, &key, HASH_ENTER, &found);
+	if (!found)
 	{
-		WatchKey	key;
-
-		key.tgoid = trigger->tgoid;
-		key.relid = relid;
-		entry = hash_search(watch_cache, &key, HASH_FIND, &found);
-		if (found)
-			return entry;
-	}
-
-	if (trigger->tgnargs != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("trigger \"%s\" on %s is not an erpcrm watch",
-						trigger->tgname, RelationGetRelationName(rel)),
-				 errhint("Create capture triggers with erpcrm.watch().")));
-	watch_id = pg_strtoint32(trigger->tgargs[0]);
-
-	if (!read_watch(watch_id, &mapping_id, &source, &tree))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("trigger \"%s\" on %s names erpcrm watch %d, which does not exist",
-						trigger->tgname, RelationGetRelationName(rel), watch_id),
-				 errhint("Drop the trigger and watch the table again with erpcrm.watch().")));
-
-	expr = stringToNode(tree);
-
-	/* a partition fires the trigger of its partitioned ancestor */
-	if (source != relid)
-	{
-		List	   *ancestors = NIL;
-		Relation	parent;
-		AttrMap    *map;
-		bool		found_whole_row;
-
-		if (get_rel_relispartition(relid))
-			ancestors = get_partition_ancestors(relid);
-		if (!list_member_oid(ancestors, source))
-			ereport(ERROR,
-					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-					 errmsg("trigger \"%s\" on %s belongs to erpcrm watch %d of another table",
-							trigger->tgname, RelationGetRelationName(rel), watch_id),
-					 errhint("Drop the trigger and watch the table with erpcrm.watch().")));
-		parent = table_open(source, AccessShareLock);
-		map = build_attrmap_by_name(RelationGetDescr(rel), RelationGetDescr(parent));
-		expr = map_variable_attnos(expr, 1, 0, map, InvalidOid, &found_whole_row);
-		table_close(parent, AccessShareLock);
-	}
-
-	{
-		WatchKey	key;
-		Oid			outbox_relid;
-		Expr	   *planned;
-		ExprState  *state;
-		ExprContext *econtext;
-
-		outbox_relid = get_relname_relid("outbox",
-										 get_namespace_oid("erpcrm", false));
-		if (!OidIsValid(outbox_relid))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_TABLE),
-					 errmsg("relation \"erpcrm.outbox\" does not exist"),
-					 errhint("Reinstall the extension with ALTER EXTENSION erpcrm UPDATE or DROP/CREATE EXTENSION.")));
-
-		old = MemoryContextSwitchTo(watch_cxt);
-		planned = expression_planner((Expr *) copyObject(expr));
-		state = ExecInitExpr(planned, NULL);
-		econtext = CreateStandaloneExprContext();
-		MemoryContextSwitchTo(old);
-
-		key.tgoid = trigger->tgoid;
-		key.relid = relid;
-		entry = hash_search(watch_cache, &key, HASH_ENTER, &found);
-		entry->watch_id = watch_id;
-		entry->mapping_id = mapping_id;
-		entry->outbox_relid = outbox_relid;
-		entry->expr = state;
-		entry->econtext = econtext;
+		memset(((char *) entry) + sizeof(WatchKey), 0,
+			   sizeof(WatchEntry) - sizeof(WatchKey));
 		entry->last_lxid = InvalidLocalTransactionId;
 		entry->last_subxid = InvalidSubTransactionId;
-		entry->last_key = NULL;
-		entry->last_key_len = 0;
-		entry->last_key_cap = 0;
+	}
+	/* a key that did not fit is tried again in every new transaction */
+	if (!found || !entry->valid ||
+		(entry->expr == NULL && entry->built_lxid != MyProc->lxid))
+	{
+		PG_TRY();
+		{
+			build_entry(entry, trigger, rel);
+		}
+		PG_CATCH();
+		{
+			entry->valid = false;
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
 	}
 	return entry;
 }
@@ -366,6 +590,7 @@ erpcrm_watch_entry(Trigger *trigger, Relation rel)
 Datum
 erpcrm_eval_key(WatchEntry *entry, TupleTableSlot *slot, bool *isnull)
 {
+	Assert(entry->expr != NULL);
 	entry->econtext->ecxt_scantuple = slot;
 	return ExecEvalExpr(entry->expr, entry->econtext, isnull);
 }

@@ -233,7 +233,13 @@ flush(SubTransactionId only)
 				b->outbox_relid != relid)
 				continue;
 			b->written = true;
-			for (int p = 0; p < npacks && b->key != NULL; p++)
+			/*
+			 * A key too long for a packed row (which is stored inline) gets a
+			 * row of its own, where it can be TOASTed: the fold parks keys
+			 * over erpcrm's limit, and the ERP's write must not fail for it.
+			 */
+			for (int p = 0; p < npacks && b->key != NULL &&
+				 VARSIZE(b->key) <= OUTBOX_PACK_BYTES; p++)
 				if (packs[p].mapping_id == b->mapping_id && packs[p].keys != NULL)
 					pack = &packs[p];
 			if (pack == NULL)

@@ -20,6 +20,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "mb/pg_wchar.h"
@@ -32,6 +33,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -67,6 +69,11 @@ typedef struct BatchKey
 	char	   *new_assoc;		/* associations made now */
 	bool		is_new;			/* HubSpot created the object just now */
 	bool		already_archived;	/* erpcrm archived its object before (1.2) */
+	bool		searched_once;	/* a match search found nothing before (1.2) */
+	ErrorData  *read_error;		/* reading its row failed (alone) */
+	bool		bounded;		/* a retry that only this key needs: parked
+								 * as failed after erpcrm.max_attempts */
+	bool		alone_5xx;		/* sent alone, answered with a 5xx */
 	/* outcome */
 	KeyOutcome	outcome;
 	char	   *hubspot_id;
@@ -100,11 +107,20 @@ typedef struct Batch
 	char	  **prop_names;
 	List	   *calls;			/* CallLog * */
 	bool		links12;		/* the installed SQL records links (1.2) */
+	int			ok_calls;		/* calls HubSpot answered with 2xx */
+	int			split_5xx;		/* > 0: inside a split after a 5xx */
+	MemoryContext cxt;			/* the batch's memory */
 } Batch;
 
 static SPIPlanPtr claim_plan = NULL;
 
+/* HubSpot's search shows new records after a few seconds */
+#define ERPCRM_SEARCH_SETTLE_MS 5000
+
 static Datum text_array(List *strings);
+static void send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit);
+static void send_split_5xx(Batch *b, BatchKey **keys, int n, bool by_explicit,
+						   bool proven, bool transient_before);
 
 /* ----------------------------------------------------------------
  * Helpers
@@ -184,12 +200,14 @@ build_read_query(MappingDef *m, bool links12)
 }
 
 /*
- * The read query of a mapping, planned once and kept while its text stays
- * the same (the plan cache replans it when the view changes).
+ * The read query of a mapping, planned once and kept while its text and the
+ * mapping's owner stay the same (the plan cache replans it when the view
+ * changes).
  */
 typedef struct ReadPlan
 {
 	int32		mapping_id;
+	Oid			owner;			/* the role it was planned as */
 	char	   *query;
 	SPIPlanPtr	plan;
 } ReadPlan;
@@ -198,7 +216,7 @@ static ReadPlan *read_plans = NULL;
 static int	nread_plans = 0;
 
 static SPIPlanPtr
-read_plan(int32 mapping_id, const char *query, Oid *argtypes)
+read_plan(int32 mapping_id, Oid owner, const char *query, Oid *argtypes)
 {
 	ReadPlan   *rp = NULL;
 	SPIPlanPtr	plan;
@@ -206,7 +224,7 @@ read_plan(int32 mapping_id, const char *query, Oid *argtypes)
 	for (int i = 0; i < nread_plans; i++)
 		if (read_plans[i].mapping_id == mapping_id)
 			rp = &read_plans[i];
-	if (rp != NULL && strcmp(rp->query, query) == 0)
+	if (rp != NULL && rp->owner == owner && strcmp(rp->query, query) == 0)
 		return rp->plan;
 
 	plan = SPI_prepare(query, 1, argtypes);
@@ -226,9 +244,227 @@ read_plan(int32 mapping_id, const char *query, Oid *argtypes)
 		pfree(rp->query);
 	}
 	rp->mapping_id = mapping_id;
+	rp->owner = owner;
 	rp->query = MemoryContextStrdup(TopMemoryContext, query);
 	rp->plan = plan;
 	return plan;
+}
+
+/*
+ * A value of the row that HubSpot cannot hold: the key fails (the first
+ * such property names the reason), and nothing of it is sent.
+ */
+static void
+value_failed(BatchKey *key, const char *property, const char *category,
+			 const char *message)
+{
+	if (key->outcome != KO_NONE)
+		return;
+	set_outcome(key, KO_FAILED, 0, category, message, NULL);
+}
+
+/* ----------------------------------------------------------------
+ * Reading the view so that one bad row fails alone
+ *
+ * The batch is read in a subtransaction.  When that read raises an error (a
+ * division by zero, a failed cast, a function that raises, in one row), it
+ * is rolled back and the keys are read again in halves, each half in its own
+ * subtransaction, until every key that fails stands alone.  Such a key gets
+ * the SQL error and its SQLSTATE as its outcome; the rows of all other keys
+ * are delivered as usual.
+ *
+ * A key whose read fails although others were read, or with an error that
+ * is about the data (SQLSTATE classes 21, 22, 23, 2F, 38, 39, 44, P0), is
+ * parked as failed: it cannot succeed until its row changes.  When every
+ * key fails with another error (a view that is broken as a whole: a missing
+ * privilege, a dropped function), the keys are retried with backoff, and
+ * after erpcrm.max_attempts parked as failed too.
+ * ----------------------------------------------------------------
+ */
+typedef struct ViewRows
+{
+	TupleDesc	desc;			/* NULL: not one read succeeded */
+	HeapTuple  *rows;
+	uint64		nrows;
+	uint64		cap;
+	int			nfailed;		/* keys whose read failed alone */
+} ViewRows;
+
+/* Is this error about the data of the row (as opposed to the view)? */
+static bool
+row_error(int sqlerrcode)
+{
+	char	   *state = unpack_sql_state(sqlerrcode);
+
+	return strncmp(state, "21", 2) == 0 || strncmp(state, "22", 2) == 0 ||
+		strncmp(state, "23", 2) == 0 || strncmp(state, "2F", 2) == 0 ||
+		strncmp(state, "38", 2) == 0 || strncmp(state, "39", 2) == 0 ||
+		strncmp(state, "44", 2) == 0 || strncmp(state, "P0", 2) == 0;
+}
+
+/*
+ * Read the rows of keys[0..n) in a subtransaction, as the mapping's owner.
+ * Returns NULL when the read succeeded (its rows are added to *out, copied
+ * into cxt), or the error it raised (in cxt).
+ */
+static ErrorData *
+read_keys(Batch *b, SPIPlanPtr plan, BatchKey **keys, int n,
+		  MemoryContext cxt, ViewRows *out)
+{
+	MappingDef *m = b->mapping;
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+	Datum	   *keydatums = palloc(sizeof(Datum) * n);
+	Datum		arg;
+
+	for (int i = 0; i < n; i++)
+		keydatums[i] = CStringGetTextDatum(keys[i]->erp_id);
+	arg = PointerGetDatum(construct_array(keydatums, n, TEXTOID, -1, false,
+										  TYPALIGN_INT));
+
+	/*
+	 * The subtransaction starts before the switch to the owner: rolling it
+	 * back restores our own user id, security context and settings.
+	 */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		ErpcrmSavedUser saved;
+		int			ret;
+
+		/* the view's functions run as the mapping's owner, not as us */
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_begin(m->owner, &saved);
+		ret = SPI_execute_plan(plan, &arg, NULL, true, 0);
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_end(&saved);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "reading mapping \"%s\" failed: %s", m->name,
+				 SPI_result_code_string(ret));
+
+		/* keep the rows beyond the subtransaction */
+		MemoryContextSwitchTo(cxt);
+		if (out->desc == NULL)
+			out->desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			if (out->nrows == out->cap)
+			{
+				out->cap = Max(out->cap * 2, 16);
+				out->rows = out->rows ?
+					repalloc(out->rows, sizeof(HeapTuple) * out->cap) :
+					palloc(sizeof(HeapTuple) * out->cap);
+			}
+			out->rows[out->nrows++] = heap_copytuple(SPI_tuptable->vals[r]);
+		}
+		MemoryContextSwitchTo(caller);
+		SPI_freetuptable(SPI_tuptable);
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+	return edata;
+}
+
+/* Bisect keys[0..n) until each key whose read fails stands alone. */
+static void
+read_isolating(Batch *b, SPIPlanPtr plan, BatchKey **keys, int n,
+			   MemoryContext cxt, ViewRows *out, ErrorData *known)
+{
+	ErrorData  *edata = known ? known : read_keys(b, plan, keys, n, cxt, out);
+
+	if (edata == NULL)
+		return;
+	CHECK_FOR_INTERRUPTS();
+	if (n == 1)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		/* kept until we know whether any other key could be read */
+		keys[0]->read_error = edata;
+		out->nfailed++;
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	read_isolating(b, plan, keys, n / 2, cxt, out, NULL);
+	read_isolating(b, plan, keys + n / 2, n - n / 2, cxt, out, NULL);
+}
+
+/*
+ * Read the rows of the batch's keys into *out.  Keys whose rows cannot be
+ * read get their outcome here.
+ */
+static void
+read_view(Batch *b, SPIPlanPtr plan, MemoryContext cxt, ViewRows *out)
+{
+	MappingDef *m = b->mapping;
+	BatchKey  **keys = palloc(sizeof(BatchKey *) * b->nkeys);
+	ErrorData  *edata;
+	bool		any_read;
+
+	memset(out, 0, sizeof(*out));
+	for (int i = 0; i < b->nkeys; i++)
+		keys[i] = &b->keys[i];
+	edata = read_keys(b, plan, keys, b->nkeys, cxt, out);
+	if (edata == NULL)
+		return;
+
+	ereport(LOG,
+			(errcode(edata->sqlerrcode),
+			 errmsg("erpcrm worker: reading %d keys of mapping \"%s\" from %s failed: %s",
+					b->nkeys, m->name, m->source, edata->message),
+			 errdetail("The keys are read again in smaller groups until the rows that fail stand alone.")));
+	read_isolating(b, plan, keys, b->nkeys, cxt, out, b->nkeys == 1 ? edata : NULL);
+
+	any_read = out->nfailed < b->nkeys;
+	for (int i = 0; i < b->nkeys; i++)
+	{
+		BatchKey   *key = keys[i];
+		ErrorData  *e = key->read_error;
+		MemoryContext old;
+		char	   *msg;
+
+		if (e == NULL)
+			continue;
+		old = MemoryContextSwitchTo(cxt);
+		msg = psprintf("reading %s failed for this row: %s (SQLSTATE %s)%s%s",
+					   m->source, e->message, unpack_sql_state(e->sqlerrcode),
+					   e->detail ? ". " : "", e->detail ? e->detail : "");
+		if (any_read || row_error(e->sqlerrcode))
+		{
+			set_outcome(key, KO_FAILED, 0, "ERP_ROW_ERROR", truncate_message(msg), NULL);
+			ereport(LOG,
+					(errcode(e->sqlerrcode),
+					 errmsg("erpcrm worker: key \"%s\" of mapping \"%s\" is parked as failed: %s",
+							key->erp_id, m->name, e->message),
+					 e->context ? errcontext("%s", e->context) : 0));
+		}
+		else
+		{
+			set_outcome(key, KO_RETRY, 0, "ERP_VIEW_ERROR", truncate_message(msg), NULL);
+			key->bounded = true;
+		}
+		MemoryContextSwitchTo(old);
+	}
+	if (!any_read)
+		ereport(LOG,
+				(errcode(edata->sqlerrcode),
+				 errmsg("erpcrm worker: mapping \"%s\" cannot read its view %s: %s",
+						m->name, m->source, edata->message),
+				 errhint("Its keys are retried with backoff, and parked as failed after erpcrm.max_attempts attempts.")));
 }
 
 static bool
@@ -238,10 +474,10 @@ claim_and_read(Batch *b, int limit)
 	MemoryContext batch_cxt = CurrentMemoryContext;
 	Datum		args[2];
 	Oid			argtypes[1] = {TEXTARRAYOID};
-	Datum	   *keydatums;
 	char	   *query;
 	int			ret;
 	uint64		n;
+	ViewRows	rows;
 	TupleDesc	desc;
 	int			erp_col = -1,
 				id_col = -1,
@@ -256,6 +492,7 @@ claim_and_read(Batch *b, int limit)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "erpcrm: claiming keys");
+	erpcrm_worker_step("claiming keys");
 
 	if (claim_plan == NULL)
 	{
@@ -290,21 +527,18 @@ claim_and_read(Batch *b, int limit)
 
 		b->nkeys = (int) n;
 		b->keys = palloc0(sizeof(BatchKey) * n);
-		keydatums = palloc(sizeof(Datum) * n);
 		for (uint64 i = 0; i < n; i++)
 		{
 			HeapTuple	t = SPI_tuptable->vals[i];
 
 			b->keys[i].erp_id = SPI_getvalue(t, SPI_tuptable->tupdesc, 1);
 			b->keys[i].known_hubspot_id = SPI_getvalue(t, SPI_tuptable->tupdesc, 2);
-			keydatums[i] = CStringGetTextDatum(b->keys[i].erp_id);
 		}
-		args[0] = PointerGetDatum(construct_array(keydatums, (int) n, TEXTOID,
-												  -1, false, TYPALIGN_INT));
 		MemoryContextSwitchTo(spi_cxt);
 	}
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s", (int) n, m->source));
+	erpcrm_worker_step("reading its view");
 	{
 		/* 1.2 SQL keeps archived keys and missing links apart */
 		Oid			types[4] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
@@ -315,22 +549,37 @@ claim_and_read(Batch *b, int limit)
 	}
 	query = build_read_query(m, b->links12);
 	{
-		SPIPlanPtr	plan = read_plan(m->id, query, argtypes);
+		SPIPlanPtr	plan;
 		ErpcrmSavedUser saved;
 
-		/* the view's functions run as the mapping's owner, not as us */
+		/*
+		 * The view is parsed and planned as the mapping's owner, in a
+		 * security-restricted operation, as it is read (read_keys): its
+		 * schema needs no grant to us, and its functions (also those folded
+		 * to constants while planning) never run with our privileges.
+		 */
 		if (OidIsValid(m->owner))
 			erpcrm_as_owner_begin(m->owner, &saved);
-		ret = SPI_execute_plan(plan, args, NULL, true, 0);
+		plan = read_plan(m->id, m->owner, query, argtypes);
 		if (OidIsValid(m->owner))
 			erpcrm_as_owner_end(&saved);
+
+		/* an error in one row fails that key alone (see read_view) */
+		read_view(b, plan, batch_cxt, &rows);
 	}
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "reading mapping \"%s\" failed: %s", m->name,
-			 SPI_result_code_string(ret));
+	if (rows.desc == NULL)
+	{
+		/* no key could be read: each has its outcome already */
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(batch_cxt);
+		b->prop_names = palloc(sizeof(char *));
+		return true;
+	}
 
 	/* classify the view's columns */
-	desc = SPI_tuptable->tupdesc;
+	desc = rows.desc;
 	prop_cols = palloc(sizeof(int) * desc->natts);
 	assoc_src = palloc(sizeof(int) * (m->nassoc + 1));
 	assoc_hs = palloc(sizeof(int) * (m->nassoc + 1));
@@ -395,9 +644,9 @@ claim_and_read(Batch *b, int limit)
 				 errhint("Restore the column in the view, or redefine the mapping with erpcrm.map().")));
 
 	/* rows: match them to claimed keys */
-	for (uint64 r = 0; r < SPI_processed; r++)
+	for (uint64 r = 0; r < rows.nrows; r++)
 	{
-		HeapTuple	t = SPI_tuptable->vals[r];
+		HeapTuple	t = rows.rows[r];
 		char	   *erp_id = SPI_getvalue(t, desc, erp_col + 1);
 		BatchKey   *key = NULL;
 		MemoryContext spi_cxt;
@@ -427,9 +676,22 @@ claim_and_read(Batch *b, int limit)
 			bool		isnull;
 			int			c = prop_cols[p];
 			Datum		d = SPI_getbinval(t, desc, c + 1, &isnull);
+			const char *problem;
 
 			key->values[p] = erpcrm_property_value(d, isnull,
-												   TupleDescAttr(desc, c)->atttypid);
+												   TupleDescAttr(desc, c)->atttypid,
+												   &problem);
+			if (key->values[p] == NULL)
+				value_failed(key, b->prop_names[p], "ERP_VALUE_NOT_REPRESENTABLE",
+							 psprintf("property \"%s\": %s", b->prop_names[p], problem));
+			else if (strlen(key->values[p]) > ERPCRM_MAX_VALUE_CHARS &&
+					 erpcrm_value_chars(key->values[p]) > ERPCRM_MAX_VALUE_CHARS)
+				value_failed(key, b->prop_names[p], "ERP_VALUE_TOO_LONG",
+							 psprintf("property \"%s\" is %d characters long; HubSpot takes at most %d",
+									  b->prop_names[p], erpcrm_value_chars(key->values[p]),
+									  ERPCRM_MAX_VALUE_CHARS));
+			if (key->values[p] == NULL)
+				key->values[p] = "";
 			if (c == id_col)
 				key->id_value = key->values[p];
 		}
@@ -459,6 +721,36 @@ claim_and_read(Batch *b, int limit)
 					key->values[p++] = key->assoc_to[a] ? key->assoc_to[a] : "";
 		}
 		MemoryContextSwitchTo(spi_cxt);
+	}
+
+	/* keys whose first match search found nothing */
+	if (b->links12 && m->match_property != NULL)
+	{
+		Oid			types[3] = {INT4OID, TEXTARRAYOID, INT4OID};
+		Datum		sargs[3];
+		List	   *all = NIL;
+
+		for (int k = 0; k < b->nkeys; k++)
+			if (b->keys[k].in_view && b->keys[k].known_hubspot_id == NULL)
+				all = lappend(all, b->keys[k].erp_id);
+		if (all != NIL)
+		{
+			sargs[0] = Int32GetDatum(m->id);
+			sargs[1] = text_array(all);
+			sargs[2] = Int32GetDatum(ERPCRM_SEARCH_SETTLE_MS);
+			ret = SPI_execute_with_args("SELECT erpcrm._searched_keys($1, $2, $3)",
+										3, types, sargs, NULL, true, 0);
+			if (ret != SPI_OK_SELECT)
+				elog(ERROR, "erpcrm._searched_keys failed: %s", SPI_result_code_string(ret));
+			for (uint64 r = 0; r < SPI_processed; r++)
+			{
+				char	   *erp_id = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+
+				for (int k = 0; k < b->nkeys; k++)
+					if (strcmp(b->keys[k].erp_id, erp_id) == 0)
+						b->keys[k].searched_once = true;
+			}
+		}
 	}
 
 	/* keys out of their view whose object erpcrm archived already */
@@ -504,6 +796,94 @@ claim_and_read(Batch *b, int limit)
  */
 
 /*
+ * HubSpot resets the daily budget at midnight in the portal's time zone.
+ * When the budget runs low (under a tenth, or under 1,000 calls) or is
+ * spent, the portal's time zone is read once from the account details, and
+ * the next midnight there is given to the limiter, which otherwise waits
+ * for midnight UTC.
+ */
+static char *portal_time_zone = NULL;
+static TimestampTz portal_time_zone_tried = 0;
+
+static TimestampTz
+next_portal_midnight(const char *tz, TimestampTz now)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	TimestampTz reset = 0;
+
+	PG_TRY();
+	{
+		Datum		today = DirectFunctionCall3(timestamptz_trunc_zone,
+												CStringGetTextDatum("day"),
+												TimestampTzGetDatum(now),
+												CStringGetTextDatum(tz));
+
+		/* 36 hours after today's midnight is tomorrow, whatever DST does */
+		reset = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_trunc_zone,
+														CStringGetTextDatum("day"),
+														TimestampTzGetDatum(DatumGetTimestampTz(today) +
+																			36 * USECS_PER_HOUR),
+														CStringGetTextDatum(tz)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		reset = 0;				/* a time zone PostgreSQL does not know */
+	}
+	PG_END_TRY();
+	return reset;
+}
+
+static void
+note_daily_reset(Batch *b, const HsResponse *resp, TimestampTz now, bool spent)
+{
+	bool		low = resp->transport_error == 0 && resp->rl_daily > 0 &&
+		resp->rl_daily_remaining >= 0 &&
+		resp->rl_daily_remaining < Max(1000, resp->rl_daily / 10);
+
+	if (!low && !spent)
+		return;
+	if (hs_rate_daily_reset(now) != 0)
+		return;					/* known, still ahead */
+	if (portal_time_zone == NULL)
+	{
+		HsResponse	tz_resp;
+		const char *fields[1] = {"timeZone"};
+		char	   *v[1] = {NULL};
+		CallLog    *log = palloc0(sizeof(CallLog));
+
+		if (portal_time_zone_tried != 0 && now - portal_time_zone_tried < USECS_PER_HOUR)
+			return;
+		portal_time_zone_tried = now;
+		hs_rate_note_call(now);
+		hs_http_request("GET", "/account-info/v3/details", NULL, &tz_resp);
+		if (tz_resp.aborted)
+			CHECK_FOR_INTERRUPTS();
+		log->called_at = now;
+		log->method = "GET";
+		log->path = pstrdup("/account-info/v3/details");
+		log->status = tz_resp.transport_error ? 0 : tz_resp.status;
+		log->latency_ms = tz_resp.elapsed_ms;
+		log->correlation_id = tz_resp.correlation_id[0] ? pstrdup(tz_resp.correlation_id) : NULL;
+		b->calls = lappend(b->calls, log);
+		erpcrm_worker_note_call(&tz_resp, tz_resp.transport_error == 0 && tz_resp.status == 429);
+		if (tz_resp.transport_error == 0 && tz_resp.status == 200 &&
+			hs_parse_fields(tz_resp.body, tz_resp.body_len, 1, fields, v) &&
+			v[0] != NULL && v[0][0] != '\0')
+			portal_time_zone = MemoryContextStrdup(TopMemoryContext, v[0]);
+		if (portal_time_zone == NULL)
+			return;
+	}
+	{
+		TimestampTz reset = next_portal_midnight(portal_time_zone, now);
+
+		if (reset > now)
+			hs_rate_set_daily_reset(reset, now);
+	}
+}
+
+/*
  * Make one call, honouring the client-side rate limit and waiting out 429s
  * that ask for a short pause.  Returns false when the call got no usable
  * answer that the caller should look at (the batch outcome says why).
@@ -516,9 +896,14 @@ call_hubspot(Batch *b, const char *method, const char *path,
 
 	for (;;)
 	{
-		TimestampTz now = GetCurrentTimestamp();
-		long		delay = hs_rate_delay_ms(now);
+		TimestampTz now;
+		long		delay;
 		CallLog    *log;
+
+		/* calls sessions made count in the same budget */
+		erpcrm_worker_absorb_session_calls();
+		now = GetCurrentTimestamp();
+		delay = hs_rate_delay_ms(now);
 
 		if (delay > 0)
 		{
@@ -536,6 +921,7 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		}
 
 		erpcrm_set_state(ERPCRM_WORKER_SENDING, path);
+		erpcrm_worker_step("calling HubSpot");
 		pgstat_report_activity(STATE_RUNNING,
 							   psprintf("erpcrm: %s %s (%d inputs)", method, path, ninputs));
 		hs_rate_note_call(now);
@@ -554,6 +940,7 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		log->inputs = ninputs;
 		log->correlation_id = resp->correlation_id[0] ? pstrdup(resp->correlation_id) : NULL;
 		b->calls = lappend(b->calls, log);
+		note_daily_reset(b, resp, now, false);
 
 		if (resp->transport_error == 0 && resp->status == 429)
 		{
@@ -563,6 +950,12 @@ call_hubspot(Batch *b, const char *method, const char *path,
 			hs_parse_error(resp->body, resp->body_len, &err);
 			log->category = pstrdup(err.category[0] ? err.category : "RATE_LIMIT");
 			until = hs_rate_note_429(resp, err.policy_name, now);
+			if (err.policy_name != NULL && strcmp(err.policy_name, "DAILY") == 0)
+			{
+				/* wait for the portal's reset, not midnight UTC */
+				note_daily_reset(b, resp, now, true);
+				until = TimestampTzPlusMilliseconds(now, hs_rate_delay_ms(now));
+			}
 			erpcrm_worker_note_call(resp, true);
 			if (++rate_retries <= 5 && until - now <= 60 * USECS_PER_SEC)
 				continue;		/* the limiter now waits it out */
@@ -570,6 +963,8 @@ call_hubspot(Batch *b, const char *method, const char *path,
 			return;
 		}
 		erpcrm_worker_note_call(resp, false);
+		if (resp->transport_error == 0 && resp->status >= 200 && resp->status < 300)
+			b->ok_calls++;
 		if (resp->transport_error == 0 && resp->status >= 400)
 		{
 			HsError		err;
@@ -792,7 +1187,87 @@ send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit)
 			return;
 		}
 	}
+	/* 503 says HubSpot is unavailable; other 5xx may be about an input */
+	if (resp.transport_error == 0 && resp.status >= 500 && resp.status != 503 &&
+		n > 1 && b->split_5xx == 0)
+	{
+		send_split_5xx(b, keys, n, by_explicit, false, b->outcome->transient);
+		return;
+	}
 	whole_call_outcome(b, keys, n, &resp, path);
+	/* alone: was it found failing alone before?  (record() asks) */
+	if (n == 1 && b->split_5xx == 0 && keys[0]->outcome == KO_RETRY &&
+		keys[0]->http_status >= 500 && keys[0]->http_status != 503)
+		keys[0]->alone_5xx = true;
+}
+
+#define INPUT_FAILING "HubSpot fails on this input alone: "
+
+/* HubSpot fails on this input, and not on others: a bounded retry. */
+static void
+mark_input_failing(BatchKey *key)
+{
+	key->bounded = true;
+	if (key->message == NULL || strncmp(key->message, INPUT_FAILING, strlen(INPUT_FAILING)) != 0)
+		key->message = psprintf("%s%s", INPUT_FAILING, key->message ? key->message : "");
+}
+
+/*
+ * A batch that HubSpot answered with a 5xx: is HubSpot failing, or is it one
+ * input that HubSpot cannot take?  The batch is sent again in halves.  When
+ * no half succeeds either, HubSpot is failing: the keys wait for it, and the
+ * worker backs off.  When a half succeeds, the halves that failed are split
+ * again, until the inputs that HubSpot refuses stand alone.  Those are
+ * retried on their own (the others are delivered), and parked as failed
+ * after erpcrm.max_attempts attempts.
+ */
+static void
+send_split_5xx(Batch *b, BatchKey **keys, int n, bool by_explicit,
+			   bool proven, bool transient_before)
+{
+	int			h = n / 2;
+	int			ok_before = b->ok_calls;
+	struct
+	{
+		BatchKey  **keys;
+		int			n;
+	}			half[2] = {{keys, h}, {keys + h, n - h}};
+
+	b->split_5xx++;
+	send_objects(b, half[0].keys, half[0].n, by_explicit);
+	send_objects(b, half[1].keys, half[1].n, by_explicit);
+	b->split_5xx--;
+	if (b->ok_calls == ok_before && !proven)
+		return;					/* nothing got through: HubSpot is failing */
+
+	/* HubSpot answers: the 5xx belong to the inputs of the failed halves */
+	b->outcome->transient = transient_before;
+	for (int i = 0; i < 2; i++)
+	{
+		bool		failed_5xx = half[i].n > 0;
+
+		for (int k = 0; k < half[i].n; k++)
+			if (half[i].keys[k]->outcome != KO_RETRY ||
+				half[i].keys[k]->http_status < 500 ||
+				half[i].keys[k]->http_status == 503)
+				failed_5xx = false;
+		if (!failed_5xx)
+			continue;
+		if (half[i].n == 1)
+		{
+			mark_input_failing(half[i].keys[0]);
+			continue;
+		}
+		for (int k = 0; k < half[i].n; k++)
+			half[i].keys[k]->outcome = KO_NONE;
+		send_split_5xx(b, half[i].keys, half[i].n, by_explicit, true,
+					   transient_before);
+	}
+	/* other failures (no answer at all) still make the worker back off */
+	b->outcome->transient = transient_before;
+	for (int k = 0; k < n; k++)
+		if (keys[k]->outcome == KO_RETRY && !keys[k]->bounded)
+			b->outcome->transient = true;
 }
 
 static void
@@ -804,6 +1279,33 @@ send_archives(Batch *b, BatchKey **keys, int n)
 
 	if (n == 0)
 		return;
+
+	/*
+	 * Whether HubSpot lets a new object take the unique value of an archived
+	 * one is not documented.  The id property is cleared before the archive,
+	 * so that the key can come back as a new object either way.  An object
+	 * gone already (404) is archived all the same.
+	 */
+	{
+		const char *names[1] = {b->mapping->id_property};
+		const char *values[1] = {""};
+
+		body = hs_body_new();
+		for (int i = 0; i < n; i++)
+			hs_body_add_update(body, keys[i]->known_hubspot_id, 1, names, values);
+		path = psprintf("%s/%s/batch/update", HS_OBJECTS_PREFIX, b->mapping->object_type);
+		call_hubspot(b, "POST", path, hs_body_finish(body), n, &resp);
+		if (!(resp.transport_error == 0 &&
+			  ((resp.status >= 200 && resp.status < 300) || resp.status == 404 ||
+			   resp.status == 400)))
+		{
+			whole_call_outcome(b, keys, n, &resp, path);
+			for (int i = 0; i < n; i++)
+				if (keys[i]->outcome == KO_FAILED)
+					keys[i]->outcome = KO_RETRY;	/* never parked for this */
+			return;
+		}
+	}
 	body = hs_body_new();
 	for (int i = 0; i < n; i++)
 		hs_body_add_archive(body, keys[i]->known_hubspot_id);
@@ -858,6 +1360,86 @@ association_failed(Batch *b, BatchKey **keys, int n, HsResponse *resp,
 }
 
 /*
+ * HubSpot's reason for refusing the association made from this object, or
+ * NULL when its errors name other objects.  Errors that name no object at
+ * all concern every pair.
+ */
+static const char *
+association_refusal(HsBatchResult *result, const char *from_id)
+{
+	for (int e = 0; e < result->nerrors; e++)
+	{
+		HsErrorItem *item = &result->errors[e];
+
+		if (item->nids == 0)
+			return item->message;
+		for (int j = 0; j < item->nids; j++)
+			if (from_id != NULL && strcmp(item->ids[j], from_id) == 0)
+				return item->message;
+	}
+	return NULL;
+}
+
+/*
+ * Make the associations of these keys (association a).  A 4xx that refuses
+ * the whole call without naming pairs is split in halves until the pair it
+ * refuses stands alone, as for objects: one bad pair fails alone.
+ */
+static void
+send_association_adds(Batch *b, AssocDef *def, int a, BatchKey **adds, int nadd)
+{
+	MappingDef *m = b->mapping;
+	HsJsonBody *body = hs_body_new();
+	HsResponse	resp;
+	char	   *path;
+
+	for (int i = 0; i < nadd; i++)
+		hs_body_add_association(body, adds[i]->hubspot_id, adds[i]->assoc_to[a],
+								def->category, def->type_id);
+	path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
+					m->object_type, def->target_type,
+					def->type_id > 0 ? "create" : "associate/default");
+	call_hubspot(b, "POST", path, hs_body_finish(body), nadd, &resp);
+	if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
+	{
+		HsBatchResult result;
+		const char *why;
+
+		/*
+		 * errors inside a 200 (batch/associate/default has no 207) or a 207
+		 * name the failed pairs
+		 */
+		if (hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
+			result.nerrors > 0)
+		{
+			for (int i = 0; i < nadd; i++)
+			{
+				const char *refusal = association_refusal(&result, adds[i]->hubspot_id);
+
+				if (refusal == NULL)
+					continue;	/* its pair was made */
+				set_outcome(adds[i], KO_RETRY, resp.status, "ASSOCIATION",
+							psprintf("association to %s \"%s\" was refused: %s",
+									 def->target_name, adds[i]->assoc_key[a],
+									 truncate_message(refusal)),
+							resp.correlation_id);
+				adds[i]->bounded = true;
+			}
+		}
+		return;
+	}
+	if (resp.transport_error == 0 && resp.status >= 400 && resp.status < 500 &&
+		resp.status != 401 && resp.status != 403 && resp.status != 429 &&
+		nadd > 1)
+	{
+		send_association_adds(b, def, a, adds, nadd / 2);
+		send_association_adds(b, def, a, adds + nadd / 2, nadd - nadd / 2);
+		return;
+	}
+	association_failed(b, adds, nadd, &resp, path, def, a);
+}
+
+/*
  * Associate the objects just written to the objects their association
  * columns name, one call per association (up to 100 pairs each).  Where the
  * key's recorded state shows the same association already made, no call is
@@ -877,14 +1459,12 @@ send_associations(Batch *b)
 		char	  **old_ids;
 		int			nadd = 0;
 		int			nremove = 0;
-		HsJsonBody *add_body;
 		HsJsonBody *remove_body;
 		HsResponse	resp;
 		char	   *path;
 
 		if (def->as_property != NULL)
 			continue;			/* sent as a property with the object */
-		add_body = hs_body_new();
 		remove_body = hs_body_new();
 		adds = palloc(sizeof(BatchKey *) * b->nkeys);
 		removes = palloc(sizeof(BatchKey *) * b->nkeys);
@@ -902,11 +1482,7 @@ send_associations(Batch *b)
 			to = (key->assoc_to[a] && key->assoc_to[a][0]) ? key->assoc_to[a] : NULL;
 			old = key->is_new ? NULL : previous_target(key->prev_assoc, def->column);
 			if (to != NULL && (old == NULL || strcmp(old, to) != 0))
-			{
-				hs_body_add_association(add_body, key->hubspot_id, to,
-										def->category, def->type_id);
 				adds[nadd++] = key;
-			}
 			if (old != NULL && (to == NULL || strcmp(old, to) != 0))
 			{
 				hs_body_add_association_archive(remove_body, key->hubspot_id, old);
@@ -923,32 +1499,8 @@ send_associations(Batch *b)
 			if (!(resp.transport_error == 0 && resp.status >= 200 && resp.status < 300))
 				association_failed(b, removes, nremove, &resp, path, def, a);
 		}
-		if (nadd == 0)
-			continue;
-		path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
-						m->object_type, def->target_type,
-						def->type_id > 0 ? "create" : "associate/default");
-		call_hubspot(b, "POST", path, hs_body_finish(add_body), nadd, &resp);
-		if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
-		{
-			HsBatchResult result;
-			const char *why;
-
-			/* errors inside a 200/207 name the failed pairs */
-			if (resp.status == 207 &&
-				hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
-				result.nerrors > 0)
-			{
-				for (int i = 0; i < nadd; i++)
-					set_outcome(adds[i], KO_RETRY, 207, "ASSOCIATION",
-								psprintf("association to %s \"%s\" was refused: %s",
-										 def->target_name, adds[i]->assoc_key[a],
-										 truncate_message(result.errors[0].message)),
-								resp.correlation_id);
-			}
-			continue;
-		}
-		association_failed(b, adds, nadd, &resp, path, def, a);
+		if (nadd > 0)
+			send_association_adds(b, def, a, adds, nadd);
 	}
 
 	/* what is associated now, for the next change of these keys */
@@ -1117,6 +1669,23 @@ match_existing(Batch *b, BatchKey **upserts, int *nup,
 					break;
 				}
 		}
+
+		/*
+		 * HubSpot's search finds a record only some seconds after it was
+		 * written.  A key whose first search found nothing is searched once
+		 * more after that delay before a new record is created, so that a
+		 * record made by hand just before is adopted, not duplicated.
+		 */
+		if (b->links12)
+			for (int i = 0; i < n; i++)
+				if (cand[i]->explicit_id == NULL && !cand[i]->searched_once)
+				{
+					set_outcome(cand[i], KO_WAIT, 0, "WAITING_FOR_SEARCH",
+								psprintf("no HubSpot record has %s \"%s\" yet; searching once more after HubSpot's indexing delay before creating one",
+										 m->match_property, cand[i]->values[mp]),
+								NULL);
+					cand[i]->wait_ms = ERPCRM_SEARCH_SETTLE_MS;
+				}
 	}
 
 	/* adopted keys move to the updates, failed ones leave */
@@ -1225,6 +1794,80 @@ record_error(MappingDef *m, BatchKey *key, List *ids)
 }
 
 /*
+ * Keys sent alone that got a 5xx: those HubSpot had already failed on alone
+ * (their last error says so) still fail alone; their retry is bounded.
+ */
+static void
+find_failing_inputs(Batch *b)
+{
+	List	   *ids = NIL;
+	Oid			types[3] = {INT4OID, TEXTARRAYOID, TEXTOID};
+	Datum		args[3];
+
+	if (!b->mapping->v12)
+		return;
+	for (int i = 0; i < b->nkeys; i++)
+		if (b->keys[i].alone_5xx && b->keys[i].outcome == KO_RETRY)
+			ids = lappend(ids, b->keys[i].erp_id);
+	if (ids == NIL)
+		return;
+	args[0] = Int32GetDatum(b->mapping->id);
+	args[1] = text_array(ids);
+	args[2] = CStringGetTextDatum(INPUT_FAILING);
+	if (SPI_execute_with_args("SELECT erp_id FROM erpcrm._failing_alone($1, $2, $3)",
+							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._failing_alone failed");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		char	   *id = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+
+		for (int i = 0; i < b->nkeys; i++)
+			if (b->keys[i].alone_5xx && strcmp(b->keys[i].erp_id, id) == 0)
+			{
+				MemoryContext old = MemoryContextSwitchTo(b->cxt);
+
+				mark_input_failing(&b->keys[i]);
+				MemoryContextSwitchTo(old);
+			}
+	}
+
+	/*
+	 * Such an input is no reason for the worker to back off as a whole:
+	 * only other keys that wait for HubSpot are.
+	 */
+	if (SPI_processed > 0 && b->outcome->transient)
+	{
+		bool		others = false;
+
+		for (int i = 0; i < b->nkeys; i++)
+			if (b->keys[i].outcome == KO_RETRY && !b->keys[i].bounded)
+				others = true;
+		b->outcome->transient = others;
+	}
+}
+
+/*
+ * Keys whose retry only they need (a row the view cannot read, an input or
+ * association HubSpot keeps refusing) are parked as failed once they used
+ * up erpcrm.max_attempts.
+ */
+static void
+record_give_up(MappingDef *m, List *ids)
+{
+	Oid			types[3] = {INT4OID, TEXTARRAYOID, INT4OID};
+	Datum		args[3];
+
+	if (!m->v12)
+		return;
+	args[0] = Int32GetDatum(m->id);
+	args[1] = text_array(ids);
+	args[2] = Int32GetDatum(erpcrm_max_attempts);
+	if (SPI_execute_with_args("SELECT erpcrm._give_up($1, $2, $3)",
+							  3, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._give_up failed");
+}
+
+/*
  * 1.2: the links each synced key was sent without (its target is not a live
  * HubSpot object), the keys whose objects are archived now, and through
  * them the dependents to send again.
@@ -1284,7 +1927,7 @@ same_error(BatchKey *a, BatchKey *b)
 {
 #define SAME(x, y) (((x) == NULL && (y) == NULL) || ((x) && (y) && strcmp((x), (y)) == 0))
 	return a->outcome == b->outcome && a->http_status == b->http_status &&
-		a->wait_ms == b->wait_ms &&
+		a->wait_ms == b->wait_ms && a->bounded == b->bounded &&
 		SAME(a->category, b->category) && SAME(a->message, b->message) &&
 		SAME(a->correlation_id, b->correlation_id);
 #undef SAME
@@ -1314,6 +1957,7 @@ record(Batch *b)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "erpcrm: recording results");
+	erpcrm_worker_step("recording the results");
 
 	for (int i = 0; i < b->nkeys; i++)
 	{
@@ -1373,6 +2017,8 @@ record(Batch *b)
 	if (b->links12)
 		record_links(b);
 
+	find_failing_inputs(b);
+
 	/* errors, grouped by identical outcome */
 	for (int i = 0; i < b->nkeys; i++)
 	{
@@ -1387,6 +2033,8 @@ record(Batch *b)
 				done[j] = true;
 			}
 		record_error(m, &b->keys[i], ids);
+		if (b->keys[i].outcome == KO_RETRY && b->keys[i].bounded)
+			record_give_up(m, ids);
 	}
 
 	foreach(lc, b->calls)
@@ -1450,6 +2098,7 @@ erpcrm_deliver_batch(MappingDef *m, DeliveryOutcome *outcome)
 	memset(&b, 0, sizeof(b));
 	b.mapping = m;
 	b.outcome = outcome;
+	b.cxt = batch_cxt;
 
 	if (!claim_and_read(&b, Min(limit, HS_MAX_BATCH)))
 	{

@@ -39,6 +39,7 @@ typedef struct MappingDef
 	bool		paused;
 	char	   *match_property; /* adopt HubSpot records matching on it */
 	bool		v11;			/* the installed SQL is 1.1 or later */
+	bool		v12;			/* the installed SQL is 1.2 or later */
 	Oid			owner;			/* read the view as this role (1.1) */
 	int			nassoc;
 	AssocDef   *assoc;
@@ -61,6 +62,8 @@ extern void erpcrm_deliver_batch(MappingDef *mapping,
 
 /* worker.c: wait (interruptibly) on the worker's latch */
 extern void erpcrm_worker_sleep(long ms, uint32 wait_event_info);
+extern void erpcrm_worker_step(const char *step);
+extern void erpcrm_worker_absorb_session_calls(void);
 extern void erpcrm_worker_note_call(const void *resp, bool rate_limited);
 
 #endif							/* ERPCRM_DELIVERY_H */

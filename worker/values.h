@@ -10,6 +10,11 @@
 
 #include "postgres.h"
 
-extern char *erpcrm_property_value(Datum value, bool isnull, Oid typid);
+/* HubSpot's limit on a property value, in characters */
+#define ERPCRM_MAX_VALUE_CHARS	65536
+
+extern char *erpcrm_property_value(Datum value, bool isnull, Oid typid,
+								   const char **problem);
+extern int	erpcrm_value_chars(const char *utf8);
 
 #endif							/* ERPCRM_VALUES_H */

@@ -20,6 +20,8 @@
 
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -34,7 +36,10 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "catalog/pg_authid.h"
+#include "access/htup_details.h"
 
 #include "delivery.h"
 #include "erpcrm.h"
@@ -50,6 +55,39 @@ static int	consecutive_failures = 0;
 static bool token_missing = false;
 
 static MemoryContext cycle_cxt = NULL;
+
+/*
+ * What the worker is doing, for the context of its errors and for
+ * erpcrm.worker.detail: a failed cycle names the mapping and the step.
+ */
+static const char *cur_mapping = NULL;
+static const char *cur_step = NULL;
+
+void
+erpcrm_worker_step(const char *step)
+{
+	cur_step = step;
+}
+
+static void
+worker_error_context(void *arg)
+{
+	if (cur_mapping != NULL)
+		errcontext("erpcrm worker, mapping \"%s\", %s",
+				   cur_mapping, cur_step ? cur_step : "delivering");
+	else if (cur_step != NULL)
+		errcontext("erpcrm worker, %s", cur_step);
+}
+
+/* Show a back-off in erpcrm.worker, with the time it ends. */
+static void
+enter_backoff(ErpcrmWorkerState state, const char *detail, TimestampTz until)
+{
+	erpcrm_set_state(state, detail);
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->backoff_until = until;
+	SpinLockRelease(&erpcrm_shared->mutex);
+}
 
 void
 erpcrm_register_worker(void)
@@ -109,6 +147,18 @@ erpcrm_worker_note_call(const void *arg, bool rate_limited)
 	(void) resp;
 }
 
+/* Count the calls sessions made to HubSpot in the worker's limiter. */
+void
+erpcrm_worker_absorb_session_calls(void)
+{
+	static uint64 seen = 0;
+	TimestampTz calls[ERPCRM_SESSION_CALLS];
+	int			n = erpcrm_take_session_calls(&seen, calls);
+
+	for (int i = 0; i < n; i++)
+		hs_rate_note_call(calls[i]);
+}
+
 /* (Re)configure the HTTP client and the rate limiter from the settings. */
 static void
 configure_client(void)
@@ -148,6 +198,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 	List	   *result = NIL;
 	int			ret;
 	bool		v11;
+	bool		v12;
 	MemoryContext spi_cxt;
 
 	/*
@@ -178,6 +229,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 		elog(ERROR, "could not read the version of extension erpcrm");
 	/* 1.0 has no deal features; its library-side code paths stay off */
 	v11 = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "1.0") != 0;
+	v12 = v11 && strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "1.1") != 0;
 
 	/* 1.0 has no match property and no owner: those columns are NULL */
 	ret = SPI_execute(psprintf("WITH RECURSIVE lvl(mapping_id, depth) AS ("
@@ -218,6 +270,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 		m->paused = DatumGetBool(SPI_getbinval(t, d, 9, &isnull));
 		m->match_property = SPI_getvalue(t, d, 10);
 		m->v11 = v11;
+		m->v12 = v12;
 		m->owner = DatumGetObjectId(SPI_getbinval(t, d, 11, &isnull));
 		result = lappend(result, m);
 	}
@@ -320,10 +373,60 @@ run_step(const char *activity, const char *sql)
 	end_step();
 }
 
+/* Is this erpcrm function installed (the SQL may be older than us)? */
+static bool
+has_function(const char *signature)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	bool		isnull;
+
+	args[0] = CStringGetTextDatum(signature);
+	if (SPI_execute_with_args("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not look up %s", signature);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 static void
 fold(void)
 {
+	/* 1.2: sources found again by name, key queries of watches resolved */
+	begin_step("erpcrm: resolving key queries");
+	if (has_function("erpcrm._before_fold()") &&
+		SPI_execute("SELECT erpcrm._before_fold()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._before_fold() failed");
+	end_step();
 	run_step("erpcrm: folding the outbox", "SELECT erpcrm._fold()");
+}
+
+/*
+ * What keeps mappings from delivering, in plain words, one mapping after the
+ * other (1.2; empty before).  Allocated in the caller's context.
+ */
+static char *
+mapping_problems(void)
+{
+	StringInfoData buf;
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *result;
+
+	begin_step("erpcrm: checking mappings");
+	initStringInfo(&buf);
+	if (has_function("erpcrm._mapping_problem(integer)"))
+	{
+		if (SPI_execute("SELECT pg_catalog.format('mapping \"%s\": %s', m.name, p)"
+						" FROM erpcrm.mapping m, erpcrm._mapping_problem(m.mapping_id) AS p"
+						" WHERE p IS NOT NULL ORDER BY m.name", true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the problems of the mappings");
+		for (uint64 i = 0; i < SPI_processed; i++)
+			appendStringInfo(&buf, "%s%s", i > 0 ? "; " : "",
+							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	}
+	result = MemoryContextStrdup(caller, buf.data);
+	end_step();
+	return result;
 }
 
 static void
@@ -338,6 +441,29 @@ ms_until(TimestampTz t, TimestampTz now)
 	if (t <= now)
 		return 0;
 	return (long) ((t - now) / 1000) + 1;
+}
+
+/*
+ * Is the source of a mapping this one is associated to gone?  Its rows
+ * cannot be read then (the read query names the target's view); the mapping
+ * waits, and the others go on.
+ */
+static bool
+target_missing(List *mappings, MappingDef *m)
+{
+	for (int a = 0; a < m->nassoc; a++)
+	{
+		ListCell   *lc;
+
+		foreach(lc, mappings)
+		{
+			MappingDef *t = lfirst(lc);
+
+			if (t->id == m->assoc[a].target_id && t->erp_id_type == NULL)
+				return true;
+		}
+	}
+	return false;
 }
 
 /*
@@ -362,10 +488,14 @@ run_cycle(void)
 		return erpcrm_poll_interval_ms;
 	}
 
+	cur_mapping = NULL;
+	cur_step = "folding the outbox";
 	fold();
+	cur_step = "loading the mappings";
 	begin_step("erpcrm: loading mappings");
 	mappings = load_mappings(&paused, &next_due);
 	end_step();
+	cur_step = NULL;
 
 	if (paused)
 	{
@@ -391,13 +521,13 @@ run_cycle(void)
 
 			if (m->paused)
 				continue;
-			if (m->erp_id_type == NULL)
-			{
-				erpcrm_set_state(ERPCRM_WORKER_IDLE,
-								 psprintf("mapping \"%s\": its view has no column erp_id", m->name));
-				continue;
-			}
+			if (m->erp_id_type == NULL || target_missing(mappings, m))
+				continue;		/* no source, or no erp_id: see mapping_problems() */
+			cur_mapping = m->name;
+			cur_step = "delivering a batch";
 			erpcrm_deliver_batch(m, &out);
+			cur_mapping = NULL;
+			cur_step = NULL;
 			if (out.claimed > 0)
 				any = true;
 			if (out.synced > 0)
@@ -411,7 +541,7 @@ run_cycle(void)
 			if (out.auth_failed)
 			{
 				auth_blocked_until = TimestampTzPlusMilliseconds(now, erpcrm_auth_retry_ms);
-				erpcrm_set_state(ERPCRM_WORKER_AUTH_FAILED, out.auth_message);
+				enter_backoff(ERPCRM_WORKER_AUTH_FAILED, out.auth_message, auth_blocked_until);
 				ereport(LOG,
 						(errmsg("erpcrm worker stops sending: %s", out.auth_message),
 						 errhint("Fix erpcrm.token or erpcrm.token_file and reload the configuration.")));
@@ -419,10 +549,8 @@ run_cycle(void)
 			}
 			if (out.blocked_until > now)
 			{
-				SpinLockAcquire(&erpcrm_shared->mutex);
-				erpcrm_shared->backoff_until = out.blocked_until;
-				SpinLockRelease(&erpcrm_shared->mutex);
-				erpcrm_set_state(ERPCRM_WORKER_RATE_LIMITED, "HubSpot's rate limit is exhausted");
+				enter_backoff(ERPCRM_WORKER_RATE_LIMITED, "HubSpot's rate limit is exhausted",
+							  out.blocked_until);
 				backoff_until = out.blocked_until;
 				return ms_until(backoff_until, now);
 			}
@@ -435,10 +563,9 @@ run_cycle(void)
 				delay = Min(delay, (long) erpcrm_retry_max_ms);
 				delay = delay * (3 + (random() % 3)) / 4;
 				backoff_until = TimestampTzPlusMilliseconds(now, delay);
-				SpinLockAcquire(&erpcrm_shared->mutex);
-				erpcrm_shared->backoff_until = backoff_until;
-				SpinLockRelease(&erpcrm_shared->mutex);
-				erpcrm_set_state(ERPCRM_WORKER_BACKING_OFF, out.transient_message);
+				enter_backoff(ERPCRM_WORKER_BACKING_OFF,
+							  psprintf("mapping \"%s\": %s", m->name, out.transient_message),
+							  backoff_until);
 				return delay;
 			}
 			if (ConfigReloadPending)
@@ -453,16 +580,86 @@ run_cycle(void)
 	MemoryContextReset(cycle_cxt);
 	mappings = load_mappings(&paused, &next_due);
 	end_step();
-	erpcrm_set_state(ERPCRM_WORKER_IDLE, "");
+	/* idle, but what stops a mapping stays in sight */
+	erpcrm_set_state(ERPCRM_WORKER_IDLE, mapping_problems());
 	now = GetCurrentTimestamp();
 	if (next_due != 0)
 		return Max(10, Min(ms_until(next_due, now), (long) erpcrm_poll_interval_ms));
 	return erpcrm_poll_interval_ms;
 }
 
+/*
+ * erpcrm.role names a role that does not exist yet, or cannot log in (a
+ * background worker needs LOGIN), or erpcrm.database a database that does
+ * not exist yet: rather than fail to connect every few seconds, wait for
+ * them, connected to no database, and say so in erpcrm.worker.  Once it is there, exit so that the postmaster starts the
+ * worker again, as that role.
+ */
+static void
+wait_for_role(void)
+{
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->worker_pid = MyProcPid;
+	erpcrm_shared->worker_latch = MyLatch;
+	erpcrm_shared->database_oid = InvalidOid;
+	erpcrm_shared->started_at = GetCurrentTimestamp();
+	SpinLockRelease(&erpcrm_shared->mutex);
+
+	for (;;)
+	{
+		HeapTuple	tup;
+		bool		exists;
+		bool		can_login = false;
+		bool		db_exists;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(connected_database, erpcrm_database) != 0 ||
+				strcmp(connected_role, erpcrm_role) != 0)
+				proc_exit(1);
+		}
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		tup = SearchSysCache1(AUTHNAME, CStringGetDatum(connected_role));
+		exists = HeapTupleIsValid(tup);
+		if (exists)
+		{
+			can_login = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
+			ReleaseSysCache(tup);
+		}
+		db_exists = OidIsValid(get_database_oid(connected_database, true));
+		CommitTransactionCommand();
+
+		if (exists && can_login && db_exists)
+		{
+			SpinLockAcquire(&erpcrm_shared->mutex);
+			erpcrm_shared->role_ready = true;
+			SpinLockRelease(&erpcrm_shared->mutex);
+			ereport(LOG,
+					(errmsg("erpcrm worker restarts as role \"%s\"", connected_role)));
+			proc_exit(1);
+		}
+		erpcrm_set_state(ERPCRM_WORKER_NOT_CONFIGURED,
+						 !exists ?
+						 psprintf("waiting for role \"%s\" (erpcrm.role) to be created", connected_role) :
+						 !can_login ?
+						 psprintf("waiting for role \"%s\" (erpcrm.role) to have LOGIN", connected_role) :
+						 psprintf("waiting for database \"%s\" (erpcrm.database) to be created", connected_database));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
 void
 erpcrm_worker_main(Datum main_arg)
 {
+	bool		role_ready;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -471,6 +668,18 @@ erpcrm_worker_main(Datum main_arg)
 
 	connected_database = MemoryContextStrdup(TopMemoryContext, erpcrm_database);
 	connected_role = MemoryContextStrdup(TopMemoryContext, erpcrm_role);
+
+	/* a role that was seen is used once; a failure to connect looks again */
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	role_ready = erpcrm_shared->role_ready;
+	erpcrm_shared->role_ready = false;
+	SpinLockRelease(&erpcrm_shared->mutex);
+	if (connected_role[0] != '\0' && !role_ready)
+	{
+		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+		wait_for_role();
+	}
+
 	BackgroundWorkerInitializeConnection(connected_database,
 										 connected_role[0] ? connected_role : NULL,
 										 0);
@@ -531,6 +740,16 @@ erpcrm_worker_main(Datum main_arg)
 			backoff_until = 0;
 			consecutive_failures = 0;
 		}
+		if (erpcrm_shared->retry_now)
+		{
+			/* so is erpcrm.retry_now() */
+			SpinLockAcquire(&erpcrm_shared->mutex);
+			erpcrm_shared->retry_now = false;
+			SpinLockRelease(&erpcrm_shared->mutex);
+			auth_blocked_until = 0;
+			backoff_until = 0;
+			consecutive_failures = 0;
+		}
 
 		now = GetCurrentTimestamp();
 		SpinLockAcquire(&erpcrm_shared->mutex);
@@ -544,7 +763,12 @@ erpcrm_worker_main(Datum main_arg)
 		else
 		{
 			MemoryContext loop_cxt = CurrentMemoryContext;
+			ErrorContextCallback errcallback;
 
+			errcallback.callback = worker_error_context;
+			errcallback.arg = NULL;
+			errcallback.previous = error_context_stack;
+			error_context_stack = &errcallback;
 			PG_TRY();
 			{
 				/* whatever a cycle allocates goes when the next one starts */
@@ -555,26 +779,46 @@ erpcrm_worker_main(Datum main_arg)
 			PG_CATCH();
 			{
 				ErrorData  *edata;
+				char	   *detail;
 
 				/* a broken mapping view must not stop the others for long */
+				error_context_stack = errcallback.previous;
 				MemoryContextSwitchTo(loop_cxt);
 				edata = CopyErrorData();
 				FlushErrorState();
 				AbortCurrentTransaction();
-				ereport(LOG,
-						(errmsg("erpcrm worker: %s", edata->message),
-						 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-						 edata->hint ? errhint("%s", edata->hint) : 0));
-				erpcrm_set_state(ERPCRM_WORKER_BACKING_OFF, edata->message);
+				MemoryContextSwitchTo(loop_cxt);
+
+				/*
+				 * Report it as it was raised (SQLSTATE, detail, hint, and the
+				 * context naming the mapping and the step), at LOG: the
+				 * worker goes on.
+				 */
+				edata->elevel = LOG;
+				ThrowErrorData(edata);
+
+				if (cur_mapping != NULL)
+					detail = psprintf("mapping \"%s\", %s: %s (SQLSTATE %s)",
+									  cur_mapping, cur_step ? cur_step : "delivering",
+									  edata->message, unpack_sql_state(edata->sqlerrcode));
+				else
+					detail = psprintf("%s%s%s (SQLSTATE %s)",
+									  cur_step ? cur_step : "", cur_step ? ": " : "",
+									  edata->message, unpack_sql_state(edata->sqlerrcode));
+				cur_mapping = NULL;
+				cur_step = NULL;
 				FreeErrorData(edata);
-				if (extension_ready())
-					recover();
 				consecutive_failures++;
 				sleep_ms = Min((long) erpcrm_retry_base_ms << Min(consecutive_failures, 10),
 							   (long) erpcrm_retry_max_ms);
 				backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
+				enter_backoff(ERPCRM_WORKER_BACKING_OFF, detail, backoff_until);
+				pfree(detail);
+				if (extension_ready())
+					recover();
 			}
 			PG_END_TRY();
+			error_context_stack = errcallback.previous;
 		}
 
 		if (sleep_ms > 0)
