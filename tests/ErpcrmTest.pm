@@ -58,6 +58,8 @@ sub start_mock
 	return $mock_port;
 }
 
+sub mock_port { return $mock_port; }
+
 sub default_mock_config
 {
 	return {
@@ -88,7 +90,24 @@ sub default_mock_config
 
 END
 {
+	contract_log() if $mock_pid;
 	kill 'TERM', $mock_pid if $mock_pid;
+}
+
+# The mock's record of this suite's calls, for the contract check that
+# tests/run.sh runs after the TAP suites (ERPCRM_CONTRACT_DIR).
+sub contract_log
+{
+	my $dir = $ENV{ERPCRM_CONTRACT_DIR} or return;
+	my $r = $http->get("http://127.0.0.1:$mock_port/_mock/requests");
+	return unless $r->{success};
+	my $name = File::Basename::basename($0, '.pl');
+	if (open(my $fh, '>', "$dir/$name.$$.json"))
+	{
+		print $fh $r->{content};
+		close $fh;
+	}
+	return;
 }
 
 sub mock_get
@@ -120,6 +139,10 @@ sub mock_delete
 sub mock_post
 {
 	my ($path, $body) = @_;
+	# make test checks the traffic of every suite against HubSpot's
+	# contract (tests/contract): the mock records bodies and answers
+	$body = { %{ $body // {} }, log_bodies => JSON::PP::true }
+	  if $path eq '/_mock/reset' && $ENV{ERPCRM_CONTRACT_DIR};
 	my $r = $http->post(
 		"http://127.0.0.1:$mock_port$path",
 		{

@@ -1377,9 +1377,11 @@ send_association_adds(Batch *b, AssocDef *def, int a, BatchKey **adds, int nadd)
 		HsBatchResult result;
 		const char *why;
 
-		/* errors inside a 200/207 name the failed pairs */
-		if (resp.status == 207 &&
-			hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
+		/*
+		 * errors inside a 200 (batch/associate/default has no 207) or a 207
+		 * name the failed pairs
+		 */
+		if (hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
 			result.nerrors > 0)
 		{
 			for (int i = 0; i < nadd; i++)
@@ -1388,7 +1390,7 @@ send_association_adds(Batch *b, AssocDef *def, int a, BatchKey **adds, int nadd)
 
 				if (refusal == NULL)
 					continue;	/* its pair was made */
-				set_outcome(adds[i], KO_RETRY, 207, "ASSOCIATION",
+				set_outcome(adds[i], KO_RETRY, resp.status, "ASSOCIATION",
 							psprintf("association to %s \"%s\" was refused: %s",
 									 def->target_name, adds[i]->assoc_key[a],
 									 truncate_message(refusal)),
