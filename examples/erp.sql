@@ -59,6 +59,11 @@ CREATE TABLE erp.invoices (
 	salesperson		text					-- HubSpot owner id, when the ERP knows it
 );
 
+-- The lines of a correction invoice (faktura korygująca) name the invoice
+-- and the line_no they correct, and say what that line is after the
+-- correction: the corrected quantity and price (quantity 0: the line is
+-- cancelled).  A line_no the corrected invoice does not have is a line the
+-- correction adds.  The correction's own net and gross are the differences.
 CREATE TABLE erp.invoice_lines (
 	invoice_id		integer NOT NULL REFERENCES erp.invoices ON DELETE CASCADE,
 	line_no			integer NOT NULL,
@@ -67,6 +72,7 @@ CREATE TABLE erp.invoice_lines (
 	qty				numeric(12,3) NOT NULL,
 	unit_price		numeric(12,2) NOT NULL,
 	discount		numeric(12,2) NOT NULL DEFAULT 0,
+	corrects_invoice_id integer REFERENCES erp.invoices,	-- on a correction's lines
 	PRIMARY KEY (invoice_id, line_no)
 );
 

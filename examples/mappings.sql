@@ -65,15 +65,25 @@ SELECT 'FV-' || i.id::text AS erp_id,
 					  WHERE invoice_id = i.id) p ON true
  WHERE i.corrects_id IS NULL;
 
--- Invoice lines: line items of their invoice deal, with the product.
+-- Invoice lines: line items of their invoice deal, with the product.  The
+-- lines of a correction invoice replace the lines they correct, under the
+-- same key (the latest correction of a line wins): the deal keeps one line
+-- item per line, with the corrected quantity and price, and a cancelled line
+-- (quantity 0) leaves the view, so its line item is archived.  A correction
+-- has no line items of its own, and HubSpot never sees a negative price or
+-- quantity.  The line items then add up to the deal's corrected net amount.
 CREATE VIEW erp.hs_invoice_lines AS
-SELECT 'FV-' || l.invoice_id::text || '/' || l.line_no::text AS erp_id,
-	   l.name, l.qty AS quantity, l.unit_price AS price, l.discount,
-	   i.currency AS hs_line_item_currency_code,
-	   l.line_no AS hs_position_on_quote,
-	   l.sku AS product_erp_id,
-	   'FV-' || l.invoice_id AS invoice_erp_id
-  FROM erp.invoice_lines l JOIN erp.invoices i ON i.id = l.invoice_id;
+SELECT * FROM (
+	SELECT DISTINCT ON (1)
+		   'FV-' || COALESCE(l.corrects_invoice_id, l.invoice_id)::text || '/' || l.line_no::text AS erp_id,
+		   l.name, l.qty AS quantity, l.unit_price AS price, l.discount,
+		   i.currency AS hs_line_item_currency_code,
+		   l.line_no AS hs_position_on_quote,
+		   l.sku AS product_erp_id,
+		   'FV-' || COALESCE(l.corrects_invoice_id, l.invoice_id) AS invoice_erp_id
+	  FROM erp.invoice_lines l JOIN erp.invoices i ON i.id = l.invoice_id
+	 ORDER BY 1, i.issued_on DESC, i.id DESC) AS latest
+ WHERE quantity <> 0;
 
 -- Orders that came from a sales deal: update that deal, never a new one.
 CREATE VIEW erp.hs_sales_orders AS
@@ -128,7 +138,7 @@ SELECT 'OF-' || l.offer_id::text || '/' || l.line_no::text AS erp_id,
 -- an expression, an index on the same expression keeps that an index scan
 -- (the ::text casts above make the expressions immutable, so indexable).
 CREATE INDEX invoices_erp_id ON erp.invoices (('FV-' || id::text));
-CREATE INDEX invoice_lines_erp_id ON erp.invoice_lines (('FV-' || invoice_id::text || '/' || line_no::text));
+CREATE INDEX invoice_lines_erp_id ON erp.invoice_lines (('FV-' || COALESCE(corrects_invoice_id, invoice_id)::text || '/' || line_no::text));
 CREATE INDEX orders_erp_id ON erp.orders (('ZAM-' || id::text));
 CREATE INDEX offers_erp_id ON erp.offers (('OF-' || id::text));
 CREATE INDEX offer_lines_erp_id ON erp.offer_lines (('OF-' || offer_id::text || '/' || line_no::text));
@@ -169,7 +179,7 @@ SELECT erpcrm.watch('contacts', 'erp.persons', 'id');
 SELECT erpcrm.watch('products', 'erp.products', 'sku');
 SELECT erpcrm.watch('invoices', 'erp.invoices', '''FV-'' || COALESCE(corrects_id, id)');
 SELECT erpcrm.watch('invoices', 'erp.payments', '''FV-'' || invoice_id');
-SELECT erpcrm.watch('invoice_lines', 'erp.invoice_lines', '''FV-'' || invoice_id || ''/'' || line_no');
+SELECT erpcrm.watch('invoice_lines', 'erp.invoice_lines', '''FV-'' || COALESCE(corrects_invoice_id, invoice_id) || ''/'' || line_no');
 SELECT erpcrm.watch('sales_orders', 'erp.orders', '''ZAM-'' || id');
 SELECT erpcrm.watch('b2b_orders', 'erp.orders', '''ZAM-'' || id');
 SELECT erpcrm.watch('offers', 'erp.offers', '''OF-'' || id');

@@ -25,6 +25,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "erpcrm.h"
 #include "hubspot.h"
@@ -67,6 +68,61 @@ creation_result(HsResponse *resp)
 	return psprintf("error: %ld %s %s", resp->status, err.category, err.message);
 }
 
+/*
+ * Every call a session makes is counted by the worker's rate limiter (HubSpot
+ * counts it against the same budget) and lands in erpcrm.api_log, with no
+ * mapping, in the session's transaction.
+ */
+static TimestampTz session_call_started = 0;
+
+static void
+session_call_hook(const char *method, const char *path, const HsResponse *resp)
+{
+	Datum		args[10];
+	char		nulls[10] = "          ";
+	Oid			types[10] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INT4OID, FLOAT8OID,
+	INT4OID, TEXTOID, TEXTOID, INT4OID, INTERVALOID};
+	Interval   *retention;
+	HsError		err;
+
+	if (resp == NULL)
+	{
+		session_call_started = GetCurrentTimestamp();
+		erpcrm_note_session_call(session_call_started);
+		return;
+	}
+
+	retention = palloc0(sizeof(Interval));
+	retention->time = (int64) erpcrm_api_log_retention_min * 60 * USECS_PER_SEC;
+	args[0] = TimestampTzGetDatum(session_call_started);
+	args[1] = CStringGetTextDatum(method);
+	args[2] = CStringGetTextDatum(path);
+	args[3] = Int32GetDatum((int32) resp->status);
+	nulls[3] = (resp->transport_error != 0 || resp->status == 0) ? 'n' : ' ';
+	args[4] = Float8GetDatum(resp->elapsed_ms);
+	args[5] = Int32GetDatum(0);
+	nulls[6] = 'n';
+	if (resp->transport_error == 0 && resp->status >= 400)
+	{
+		hs_parse_error(resp->body, resp->body_len, &err);
+		if (err.category[0] != '\0')
+		{
+			args[6] = CStringGetTextDatum(err.category);
+			nulls[6] = ' ';
+		}
+	}
+	args[7] = resp->correlation_id[0] ? CStringGetTextDatum(resp->correlation_id) : (Datum) 0;
+	nulls[7] = resp->correlation_id[0] ? ' ' : 'n';
+	nulls[8] = 'n';
+	args[9] = IntervalPGetDatum(retention);
+
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+							  10, types, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._log_call failed");
+	SPI_finish();
+}
+
 /* Configure this session's HTTP client; returns the token ("" if none). */
 static char *
 configure_client(void)
@@ -77,6 +133,7 @@ configure_client(void)
 	if (!initialized)
 	{
 		hs_http_init();
+		hs_call_hook = session_call_hook;
 		initialized = true;
 	}
 	erpcrm_configure_http(token);
@@ -220,6 +277,29 @@ setup_properties(SetupContext *cxt)
 		for (int k = 0; k < nexisting; k++)
 			if (strcmp(existing[k], column) == 0)
 				known = true;
+		if (known && unique)
+		{
+			/* upserts need unique values; HubSpot cannot add them later */
+			const char *fields[1] = {"hasUniqueValue"};
+			char	   *v[1];
+
+			path = psprintf("%s/%s/%s", HS_PROPERTIES_PREFIX, object_type, column);
+			hs_http_request("GET", path, NULL, &resp);
+			must_answer(&resp, "read a property");
+			if (resp.status == 200 &&
+				hs_parse_fields(resp.body, resp.body_len, 1, fields, v) &&
+				v[0] != NULL && strcmp(v[0], "false") == 0)
+			{
+				report(cxt, object_type, "unique property", column,
+					   psprintf("error: the property exists in HubSpot without unique values "
+								"(hasUniqueValue false), so upserts by it fail, and HubSpot "
+								"cannot make an existing property unique; give the mappings of "
+								"%s another id_property (erpcrm.map(..., id_property => ...), a "
+								"view column), then run setup_hubspot() again to create it unique",
+								object_type));
+				continue;
+			}
+		}
 		if (known)
 		{
 			report(cxt, object_type, unique ? "unique property" : "property", column, "exists");
@@ -279,6 +359,23 @@ setup_pipeline(SetupContext *cxt, const char *label, ArrayType *stages_a,
 	{
 		const char **names = palloc(sizeof(char *) * nstages);
 		const char **probs = palloc(sizeof(char *) * nstages);
+		long		limit;
+		long		usage;
+
+		/* free portals have one deal pipeline: say so instead of trying */
+		hs_http_request("GET", HS_PIPELINE_LIMITS_PATH, NULL, &resp);
+		must_answer(&resp, "read its pipeline limits");
+		if (resp.status == 200 &&
+			hs_parse_pipeline_limit(resp.body, resp.body_len, "0-3", &limit, &usage) &&
+			limit >= 0 && usage >= limit)
+		{
+			report(cxt, "deals", "pipeline", label,
+				   psprintf("error: the portal has %ld of the %ld deal pipelines its subscription allows "
+							"(HubSpot Free allows one), so none was created; upgrade the portal, "
+							"or run setup_hubspot(pipeline => NULL) and give the invoices an "
+							"existing pipeline in the view", usage, limit));
+			return;
+		}
 
 		for (int i = 0; i < nstages; i++)
 		{
@@ -377,6 +474,37 @@ check_row(SetupContext *cxt, const char *check, bool ok, const char *detail)
 	tuplestore_putvalues(cxt->store, cxt->desc, values, nulls);
 }
 
+static bool
+has_scope(int nscopes, char **scopes, const char *scope)
+{
+	for (int k = 0; k < nscopes; k++)
+		if (strcmp(scopes[k], scope) == 0)
+			return true;
+	return false;
+}
+
+/* crm.objects.products.write and crm.objects.line_items.write, per mapping */
+static void
+check_granular_scopes(SetupContext *cxt, int nscopes, char **scopes)
+{
+	if (SPI_execute("SELECT 'crm.objects.' || object_type || '.write', string_agg(name, ', ' ORDER BY name)"
+					"  FROM erpcrm.mapping WHERE object_type IN ('products', 'line_items')"
+					" GROUP BY object_type ORDER BY 1",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the mappings");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *need = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *names = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		bool		have = has_scope(nscopes, scopes, need);
+
+		check_row(cxt, psprintf("scope %s", need), have,
+				  have ? psprintf("granted; mappings %s need it", names) :
+				  psprintf("missing: mappings %s need it (or the legacy e-commerce scope); add it to the private app",
+						   names));
+	}
+}
+
 PG_FUNCTION_INFO_V1(erpcrm_check_connection_v1);
 Datum
 erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
@@ -471,18 +599,29 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 					"  FROM erpcrm.mapping GROUP BY 1 ORDER BY 1",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the mappings");
-	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		char	   *need = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		char	   *names = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		bool		have = false;
+		uint64		nrows = SPI_processed;
+		SPITupleTable *tuptable = SPI_tuptable;
 
-		for (int k = 0; k < nscopes; k++)
-			if (strcmp(scopes[k], need) == 0)
-				have = true;
-		check_row(&cxt, psprintf("scope %s", need), have,
-				  have ? psprintf("granted; mappings %s need it", names) :
-				  psprintf("missing: mappings %s need it; add it to the private app", names));
+		for (uint64 i = 0; i < nrows; i++)
+		{
+			char	   *need = SPI_getvalue(tuptable->vals[i], tuptable->tupdesc, 1);
+			char	   *names = SPI_getvalue(tuptable->vals[i], tuptable->tupdesc, 2);
+			bool		have = has_scope(nscopes, scopes, need);
+
+			if (!have && strcmp(need, "e-commerce") == 0)
+			{
+				/*
+				 * Newer private apps get the granular scopes of products and
+				 * line items instead of the legacy e-commerce scope.
+				 */
+				check_granular_scopes(&cxt, nscopes, scopes);
+				continue;
+			}
+			check_row(&cxt, psprintf("scope %s", need), have,
+					  have ? psprintf("granted; mappings %s need it", names) :
+					  psprintf("missing: mappings %s need it; add it to the private app", names));
+		}
 	}
 	SPI_finish();
 	return (Datum) 0;

@@ -206,7 +206,9 @@ run_demo() {
 	before=$(deal_now "$corrected")
 	psql_q -f "$src/burst.sql" >/dev/null
 	monitor "business day" "$sync_timeout"
-	echo "    the corrected invoice $corrected in HubSpot: before $before; after $(deal_now "$corrected")"
+	echo "    the corrected invoice $corrected in HubSpot (correction KOR/D/1: goods returned):"
+	echo "      before: $before"
+	echo "      after:  $(deal_now "$corrected")"
 
 	# --- the result -----------------------------------------------------------------
 	say "erpcrm.status"
@@ -513,6 +515,8 @@ fi
 
 cd "$(dirname "$0")/.."
 top=$(pwd)
+# shellcheck source=tests/lib.sh
+. tests/lib.sh
 
 # A private work directory with what the demo needs, removed at the end.
 make_work() {
@@ -548,18 +552,10 @@ if [ "$(id -u)" = 0 ]; then
 	export PATH="$PATH:/usr/sbin:/sbin"
 	# a real portal is reached over TLS: the system's CA certificates
 	[ -z "${HUBSPOT_TOKEN:-}" ] || PACKAGES="$PACKAGES ca-certificates"
-	missing=""
-	for p in $PACKAGES; do
-		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-	done
-	if [ -n "$missing" ]; then
-		say "Installing:$missing"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq
-		# shellcheck disable=SC2086  # one word per package
-		apt-get install -y -qq --no-install-recommends $missing >/dev/null
-	fi
-	pg_bin=$PG_BIN_DEFAULT
+	# shellcheck disable=SC2086  # one word per package
+	install_missing $PACKAGES
+	# PG_CONFIG names the PostgreSQL to install into, as for make test
+	if [ -n "${PG_CONFIG:-}" ]; then pg_bin=$("$PG_CONFIG" --bindir); else pg_bin=$PG_BIN_DEFAULT; fi
 	say "Building and installing erpcrm"
 	# build as the owner of the tree, so that no root-owned files are left in it
 	owner=$(stat -c %U "$top")

@@ -69,6 +69,7 @@ typedef struct BatchKey
 	char	   *new_assoc;		/* associations made now */
 	bool		is_new;			/* HubSpot created the object just now */
 	bool		already_archived;	/* erpcrm archived its object before (1.2) */
+	bool		searched_once;	/* a match search found nothing before (1.2) */
 	ErrorData  *read_error;		/* reading its row failed (alone) */
 	bool		bounded;		/* a retry that only this key needs: parked
 								 * as failed after erpcrm.max_attempts */
@@ -112,6 +113,9 @@ typedef struct Batch
 } Batch;
 
 static SPIPlanPtr claim_plan = NULL;
+
+/* HubSpot's search shows new records after a few seconds */
+#define ERPCRM_SEARCH_SETTLE_MS 5000
 
 static Datum text_array(List *strings);
 static void send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit);
@@ -196,12 +200,14 @@ build_read_query(MappingDef *m, bool links12)
 }
 
 /*
- * The read query of a mapping, planned once and kept while its text stays
- * the same (the plan cache replans it when the view changes).
+ * The read query of a mapping, planned once and kept while its text and the
+ * mapping's owner stay the same (the plan cache replans it when the view
+ * changes).
  */
 typedef struct ReadPlan
 {
 	int32		mapping_id;
+	Oid			owner;			/* the role it was planned as */
 	char	   *query;
 	SPIPlanPtr	plan;
 } ReadPlan;
@@ -210,7 +216,7 @@ static ReadPlan *read_plans = NULL;
 static int	nread_plans = 0;
 
 static SPIPlanPtr
-read_plan(int32 mapping_id, const char *query, Oid *argtypes)
+read_plan(int32 mapping_id, Oid owner, const char *query, Oid *argtypes)
 {
 	ReadPlan   *rp = NULL;
 	SPIPlanPtr	plan;
@@ -218,7 +224,7 @@ read_plan(int32 mapping_id, const char *query, Oid *argtypes)
 	for (int i = 0; i < nread_plans; i++)
 		if (read_plans[i].mapping_id == mapping_id)
 			rp = &read_plans[i];
-	if (rp != NULL && strcmp(rp->query, query) == 0)
+	if (rp != NULL && rp->owner == owner && strcmp(rp->query, query) == 0)
 		return rp->plan;
 
 	plan = SPI_prepare(query, 1, argtypes);
@@ -238,6 +244,7 @@ read_plan(int32 mapping_id, const char *query, Oid *argtypes)
 		pfree(rp->query);
 	}
 	rp->mapping_id = mapping_id;
+	rp->owner = owner;
 	rp->query = MemoryContextStrdup(TopMemoryContext, query);
 	rp->plan = plan;
 	return plan;
@@ -485,6 +492,7 @@ claim_and_read(Batch *b, int limit)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "erpcrm: claiming keys");
+	erpcrm_worker_step("claiming keys");
 
 	if (claim_plan == NULL)
 	{
@@ -530,6 +538,7 @@ claim_and_read(Batch *b, int limit)
 	}
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s", (int) n, m->source));
+	erpcrm_worker_step("reading its view");
 	{
 		/* 1.2 SQL keeps archived keys and missing links apart */
 		Oid			types[4] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
@@ -539,8 +548,25 @@ claim_and_read(Batch *b, int limit)
 											   4, types, true));
 	}
 	query = build_read_query(m, b->links12);
-	/* an error in one row fails that key alone (see read_view) */
-	read_view(b, read_plan(m->id, query, argtypes), batch_cxt, &rows);
+	{
+		SPIPlanPtr	plan;
+		ErpcrmSavedUser saved;
+
+		/*
+		 * The view is parsed and planned as the mapping's owner, in a
+		 * security-restricted operation, as it is read (read_keys): its
+		 * schema needs no grant to us, and its functions (also those folded
+		 * to constants while planning) never run with our privileges.
+		 */
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_begin(m->owner, &saved);
+		plan = read_plan(m->id, m->owner, query, argtypes);
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_end(&saved);
+
+		/* an error in one row fails that key alone (see read_view) */
+		read_view(b, plan, batch_cxt, &rows);
+	}
 	if (rows.desc == NULL)
 	{
 		/* no key could be read: each has its outcome already */
@@ -697,6 +723,36 @@ claim_and_read(Batch *b, int limit)
 		MemoryContextSwitchTo(spi_cxt);
 	}
 
+	/* keys whose first match search found nothing */
+	if (b->links12 && m->match_property != NULL)
+	{
+		Oid			types[3] = {INT4OID, TEXTARRAYOID, INT4OID};
+		Datum		sargs[3];
+		List	   *all = NIL;
+
+		for (int k = 0; k < b->nkeys; k++)
+			if (b->keys[k].in_view && b->keys[k].known_hubspot_id == NULL)
+				all = lappend(all, b->keys[k].erp_id);
+		if (all != NIL)
+		{
+			sargs[0] = Int32GetDatum(m->id);
+			sargs[1] = text_array(all);
+			sargs[2] = Int32GetDatum(ERPCRM_SEARCH_SETTLE_MS);
+			ret = SPI_execute_with_args("SELECT erpcrm._searched_keys($1, $2, $3)",
+										3, types, sargs, NULL, true, 0);
+			if (ret != SPI_OK_SELECT)
+				elog(ERROR, "erpcrm._searched_keys failed: %s", SPI_result_code_string(ret));
+			for (uint64 r = 0; r < SPI_processed; r++)
+			{
+				char	   *erp_id = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+
+				for (int k = 0; k < b->nkeys; k++)
+					if (strcmp(b->keys[k].erp_id, erp_id) == 0)
+						b->keys[k].searched_once = true;
+			}
+		}
+	}
+
 	/* keys out of their view whose object erpcrm archived already */
 	if (b->links12)
 	{
@@ -740,6 +796,94 @@ claim_and_read(Batch *b, int limit)
  */
 
 /*
+ * HubSpot resets the daily budget at midnight in the portal's time zone.
+ * When the budget runs low (under a tenth, or under 1,000 calls) or is
+ * spent, the portal's time zone is read once from the account details, and
+ * the next midnight there is given to the limiter, which otherwise waits
+ * for midnight UTC.
+ */
+static char *portal_time_zone = NULL;
+static TimestampTz portal_time_zone_tried = 0;
+
+static TimestampTz
+next_portal_midnight(const char *tz, TimestampTz now)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	TimestampTz reset = 0;
+
+	PG_TRY();
+	{
+		Datum		today = DirectFunctionCall3(timestamptz_trunc_zone,
+												CStringGetTextDatum("day"),
+												TimestampTzGetDatum(now),
+												CStringGetTextDatum(tz));
+
+		/* 36 hours after today's midnight is tomorrow, whatever DST does */
+		reset = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_trunc_zone,
+														CStringGetTextDatum("day"),
+														TimestampTzGetDatum(DatumGetTimestampTz(today) +
+																			36 * USECS_PER_HOUR),
+														CStringGetTextDatum(tz)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		reset = 0;				/* a time zone PostgreSQL does not know */
+	}
+	PG_END_TRY();
+	return reset;
+}
+
+static void
+note_daily_reset(Batch *b, const HsResponse *resp, TimestampTz now, bool spent)
+{
+	bool		low = resp->transport_error == 0 && resp->rl_daily > 0 &&
+		resp->rl_daily_remaining >= 0 &&
+		resp->rl_daily_remaining < Max(1000, resp->rl_daily / 10);
+
+	if (!low && !spent)
+		return;
+	if (hs_rate_daily_reset(now) != 0)
+		return;					/* known, still ahead */
+	if (portal_time_zone == NULL)
+	{
+		HsResponse	tz_resp;
+		const char *fields[1] = {"timeZone"};
+		char	   *v[1] = {NULL};
+		CallLog    *log = palloc0(sizeof(CallLog));
+
+		if (portal_time_zone_tried != 0 && now - portal_time_zone_tried < USECS_PER_HOUR)
+			return;
+		portal_time_zone_tried = now;
+		hs_rate_note_call(now);
+		hs_http_request("GET", "/account-info/v3/details", NULL, &tz_resp);
+		if (tz_resp.aborted)
+			CHECK_FOR_INTERRUPTS();
+		log->called_at = now;
+		log->method = "GET";
+		log->path = pstrdup("/account-info/v3/details");
+		log->status = tz_resp.transport_error ? 0 : tz_resp.status;
+		log->latency_ms = tz_resp.elapsed_ms;
+		log->correlation_id = tz_resp.correlation_id[0] ? pstrdup(tz_resp.correlation_id) : NULL;
+		b->calls = lappend(b->calls, log);
+		erpcrm_worker_note_call(&tz_resp, tz_resp.transport_error == 0 && tz_resp.status == 429);
+		if (tz_resp.transport_error == 0 && tz_resp.status == 200 &&
+			hs_parse_fields(tz_resp.body, tz_resp.body_len, 1, fields, v) &&
+			v[0] != NULL && v[0][0] != '\0')
+			portal_time_zone = MemoryContextStrdup(TopMemoryContext, v[0]);
+		if (portal_time_zone == NULL)
+			return;
+	}
+	{
+		TimestampTz reset = next_portal_midnight(portal_time_zone, now);
+
+		if (reset > now)
+			hs_rate_set_daily_reset(reset, now);
+	}
+}
+
+/*
  * Make one call, honouring the client-side rate limit and waiting out 429s
  * that ask for a short pause.  Returns false when the call got no usable
  * answer that the caller should look at (the batch outcome says why).
@@ -752,9 +896,14 @@ call_hubspot(Batch *b, const char *method, const char *path,
 
 	for (;;)
 	{
-		TimestampTz now = GetCurrentTimestamp();
-		long		delay = hs_rate_delay_ms(now);
+		TimestampTz now;
+		long		delay;
 		CallLog    *log;
+
+		/* calls sessions made count in the same budget */
+		erpcrm_worker_absorb_session_calls();
+		now = GetCurrentTimestamp();
+		delay = hs_rate_delay_ms(now);
 
 		if (delay > 0)
 		{
@@ -772,6 +921,7 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		}
 
 		erpcrm_set_state(ERPCRM_WORKER_SENDING, path);
+		erpcrm_worker_step("calling HubSpot");
 		pgstat_report_activity(STATE_RUNNING,
 							   psprintf("erpcrm: %s %s (%d inputs)", method, path, ninputs));
 		hs_rate_note_call(now);
@@ -790,6 +940,7 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		log->inputs = ninputs;
 		log->correlation_id = resp->correlation_id[0] ? pstrdup(resp->correlation_id) : NULL;
 		b->calls = lappend(b->calls, log);
+		note_daily_reset(b, resp, now, false);
 
 		if (resp->transport_error == 0 && resp->status == 429)
 		{
@@ -799,6 +950,12 @@ call_hubspot(Batch *b, const char *method, const char *path,
 			hs_parse_error(resp->body, resp->body_len, &err);
 			log->category = pstrdup(err.category[0] ? err.category : "RATE_LIMIT");
 			until = hs_rate_note_429(resp, err.policy_name, now);
+			if (err.policy_name != NULL && strcmp(err.policy_name, "DAILY") == 0)
+			{
+				/* wait for the portal's reset, not midnight UTC */
+				note_daily_reset(b, resp, now, true);
+				until = TimestampTzPlusMilliseconds(now, hs_rate_delay_ms(now));
+			}
 			erpcrm_worker_note_call(resp, true);
 			if (++rate_retries <= 5 && until - now <= 60 * USECS_PER_SEC)
 				continue;		/* the limiter now waits it out */
@@ -1122,6 +1279,33 @@ send_archives(Batch *b, BatchKey **keys, int n)
 
 	if (n == 0)
 		return;
+
+	/*
+	 * Whether HubSpot lets a new object take the unique value of an archived
+	 * one is not documented.  The id property is cleared before the archive,
+	 * so that the key can come back as a new object either way.  An object
+	 * gone already (404) is archived all the same.
+	 */
+	{
+		const char *names[1] = {b->mapping->id_property};
+		const char *values[1] = {""};
+
+		body = hs_body_new();
+		for (int i = 0; i < n; i++)
+			hs_body_add_update(body, keys[i]->known_hubspot_id, 1, names, values);
+		path = psprintf("%s/%s/batch/update", HS_OBJECTS_PREFIX, b->mapping->object_type);
+		call_hubspot(b, "POST", path, hs_body_finish(body), n, &resp);
+		if (!(resp.transport_error == 0 &&
+			  ((resp.status >= 200 && resp.status < 300) || resp.status == 404 ||
+			   resp.status == 400)))
+		{
+			whole_call_outcome(b, keys, n, &resp, path);
+			for (int i = 0; i < n; i++)
+				if (keys[i]->outcome == KO_FAILED)
+					keys[i]->outcome = KO_RETRY;	/* never parked for this */
+			return;
+		}
+	}
 	body = hs_body_new();
 	for (int i = 0; i < n; i++)
 		hs_body_add_archive(body, keys[i]->known_hubspot_id);
@@ -1197,6 +1381,65 @@ association_refusal(HsBatchResult *result, const char *from_id)
 }
 
 /*
+ * Make the associations of these keys (association a).  A 4xx that refuses
+ * the whole call without naming pairs is split in halves until the pair it
+ * refuses stands alone, as for objects: one bad pair fails alone.
+ */
+static void
+send_association_adds(Batch *b, AssocDef *def, int a, BatchKey **adds, int nadd)
+{
+	MappingDef *m = b->mapping;
+	HsJsonBody *body = hs_body_new();
+	HsResponse	resp;
+	char	   *path;
+
+	for (int i = 0; i < nadd; i++)
+		hs_body_add_association(body, adds[i]->hubspot_id, adds[i]->assoc_to[a],
+								def->category, def->type_id);
+	path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
+					m->object_type, def->target_type,
+					def->type_id > 0 ? "create" : "associate/default");
+	call_hubspot(b, "POST", path, hs_body_finish(body), nadd, &resp);
+	if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
+	{
+		HsBatchResult result;
+		const char *why;
+
+		/*
+		 * errors inside a 200 (batch/associate/default has no 207) or a 207
+		 * name the failed pairs
+		 */
+		if (hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
+			result.nerrors > 0)
+		{
+			for (int i = 0; i < nadd; i++)
+			{
+				const char *refusal = association_refusal(&result, adds[i]->hubspot_id);
+
+				if (refusal == NULL)
+					continue;	/* its pair was made */
+				set_outcome(adds[i], KO_RETRY, resp.status, "ASSOCIATION",
+							psprintf("association to %s \"%s\" was refused: %s",
+									 def->target_name, adds[i]->assoc_key[a],
+									 truncate_message(refusal)),
+							resp.correlation_id);
+				adds[i]->bounded = true;
+			}
+		}
+		return;
+	}
+	if (resp.transport_error == 0 && resp.status >= 400 && resp.status < 500 &&
+		resp.status != 401 && resp.status != 403 && resp.status != 429 &&
+		nadd > 1)
+	{
+		send_association_adds(b, def, a, adds, nadd / 2);
+		send_association_adds(b, def, a, adds + nadd / 2, nadd - nadd / 2);
+		return;
+	}
+	association_failed(b, adds, nadd, &resp, path, def, a);
+}
+
+/*
  * Associate the objects just written to the objects their association
  * columns name, one call per association (up to 100 pairs each).  Where the
  * key's recorded state shows the same association already made, no call is
@@ -1216,14 +1459,12 @@ send_associations(Batch *b)
 		char	  **old_ids;
 		int			nadd = 0;
 		int			nremove = 0;
-		HsJsonBody *add_body;
 		HsJsonBody *remove_body;
 		HsResponse	resp;
 		char	   *path;
 
 		if (def->as_property != NULL)
 			continue;			/* sent as a property with the object */
-		add_body = hs_body_new();
 		remove_body = hs_body_new();
 		adds = palloc(sizeof(BatchKey *) * b->nkeys);
 		removes = palloc(sizeof(BatchKey *) * b->nkeys);
@@ -1241,11 +1482,7 @@ send_associations(Batch *b)
 			to = (key->assoc_to[a] && key->assoc_to[a][0]) ? key->assoc_to[a] : NULL;
 			old = key->is_new ? NULL : previous_target(key->prev_assoc, def->column);
 			if (to != NULL && (old == NULL || strcmp(old, to) != 0))
-			{
-				hs_body_add_association(add_body, key->hubspot_id, to,
-										def->category, def->type_id);
 				adds[nadd++] = key;
-			}
 			if (old != NULL && (to == NULL || strcmp(old, to) != 0))
 			{
 				hs_body_add_association_archive(remove_body, key->hubspot_id, old);
@@ -1262,39 +1499,8 @@ send_associations(Batch *b)
 			if (!(resp.transport_error == 0 && resp.status >= 200 && resp.status < 300))
 				association_failed(b, removes, nremove, &resp, path, def, a);
 		}
-		if (nadd == 0)
-			continue;
-		path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
-						m->object_type, def->target_type,
-						def->type_id > 0 ? "create" : "associate/default");
-		call_hubspot(b, "POST", path, hs_body_finish(add_body), nadd, &resp);
-		if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
-		{
-			HsBatchResult result;
-			const char *why;
-
-			/* errors inside a 200/207 name the failed pairs */
-			if (resp.status == 207 &&
-				hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
-				result.nerrors > 0)
-			{
-				for (int i = 0; i < nadd; i++)
-				{
-					const char *why = association_refusal(&result, adds[i]->hubspot_id);
-
-					if (why == NULL)
-						continue;	/* its pair was made */
-					set_outcome(adds[i], KO_RETRY, 207, "ASSOCIATION",
-								psprintf("association to %s \"%s\" was refused: %s",
-										 def->target_name, adds[i]->assoc_key[a],
-										 truncate_message(why)),
-								resp.correlation_id);
-					adds[i]->bounded = true;
-				}
-			}
-			continue;
-		}
-		association_failed(b, adds, nadd, &resp, path, def, a);
+		if (nadd > 0)
+			send_association_adds(b, def, a, adds, nadd);
 	}
 
 	/* what is associated now, for the next change of these keys */
@@ -1463,6 +1669,23 @@ match_existing(Batch *b, BatchKey **upserts, int *nup,
 					break;
 				}
 		}
+
+		/*
+		 * HubSpot's search finds a record only some seconds after it was
+		 * written.  A key whose first search found nothing is searched once
+		 * more after that delay before a new record is created, so that a
+		 * record made by hand just before is adopted, not duplicated.
+		 */
+		if (b->links12)
+			for (int i = 0; i < n; i++)
+				if (cand[i]->explicit_id == NULL && !cand[i]->searched_once)
+				{
+					set_outcome(cand[i], KO_WAIT, 0, "WAITING_FOR_SEARCH",
+								psprintf("no HubSpot record has %s \"%s\" yet; searching once more after HubSpot's indexing delay before creating one",
+										 m->match_property, cand[i]->values[mp]),
+								NULL);
+					cand[i]->wait_ms = ERPCRM_SEARCH_SETTLE_MS;
+				}
 	}
 
 	/* adopted keys move to the updates, failed ones leave */
@@ -1607,6 +1830,20 @@ find_failing_inputs(Batch *b)
 				MemoryContextSwitchTo(old);
 			}
 	}
+
+	/*
+	 * Such an input is no reason for the worker to back off as a whole:
+	 * only other keys that wait for HubSpot are.
+	 */
+	if (SPI_processed > 0 && b->outcome->transient)
+	{
+		bool		others = false;
+
+		for (int i = 0; i < b->nkeys; i++)
+			if (b->keys[i].outcome == KO_RETRY && !b->keys[i].bounded)
+				others = true;
+		b->outcome->transient = others;
+	}
 }
 
 /*
@@ -1720,6 +1957,7 @@ record(Batch *b)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "erpcrm: recording results");
+	erpcrm_worker_step("recording the results");
 
 	for (int i = 0; i < b->nkeys; i++)
 	{

@@ -22,6 +22,7 @@
 #define HS_ASSOCIATIONS_PREFIX	"/crm/v4/associations"
 #define HS_PROPERTIES_PREFIX	"/crm/v3/properties"
 #define HS_PIPELINES_PREFIX		"/crm/v3/pipelines"
+#define HS_PIPELINE_LIMITS_PATH	"/crm/v3/limits/pipelines"
 
 /* HubSpot's documented maximum number of inputs per batch call. */
 #define HS_MAX_BATCH			100
@@ -64,6 +65,15 @@ typedef struct HsResponse
 extern void hs_http_init(void);
 extern void hs_http_configure(const HsHttpConfig *config);
 extern void hs_http_cleanup(void);
+/*
+ * Called around every request when set (in a session, by setup.c): with
+ * resp NULL just before the call, and with the answer after it (not after
+ * a call interrupted by a cancel).
+ */
+typedef void (*HsCallHook) (const char *method, const char *path,
+							const HsResponse *resp);
+extern HsCallHook hs_call_hook;
+
 extern void hs_http_request(const char *method, const char *path,
 							const char *body, HsResponse *resp);
 
@@ -102,6 +112,11 @@ extern void hs_body_add_association(HsJsonBody *body, const char *from_id,
 extern void hs_body_add_read(HsJsonBody *body, const char *hubspot_id);
 extern void hs_body_set_properties(HsJsonBody *body, int nnames,
 								   const char *const *names);
+
+/* Limit and usage of a HubSpot-defined object type's pipelines ("0-3"). */
+extern bool hs_parse_pipeline_limit(const char *body, size_t len,
+									const char *object_type_id,
+									long *limit, long *usage);
 
 /* A search body: property IN values, without_property not set (or NULL). */
 extern char *hs_search_body(const char *property, int nvalues,
@@ -219,5 +234,9 @@ extern TimestampTz hs_rate_note_429(const HsResponse *resp,
 /* Latest header values, for erpcrm.worker; -1 where unknown. */
 extern long hs_rate_window_remaining(void);
 extern long hs_rate_daily_remaining(void);
+
+/* HubSpot's next daily reset, learned from the portal's time zone. */
+extern void hs_rate_set_daily_reset(TimestampTz reset, TimestampTz now);
+extern TimestampTz hs_rate_daily_reset(TimestampTz now);
 
 #endif							/* ERPCRM_HUBSPOT_H */

@@ -275,7 +275,10 @@ hs_body_add_read(HsJsonBody *body, const char *hubspot_id)
 	hs_body_add_archive(body, hubspot_id);
 }
 
-/* "properties": [names...] beside "inputs" (batch/read) */
+/*
+ * "properties": [names...] beside "inputs" (batch/read), and the empty
+ * "propertiesWithHistory" that HubSpot's schema requires there.
+ */
 void
 hs_body_set_properties(HsJsonBody *body, int nnames, const char *const *names)
 {
@@ -283,6 +286,8 @@ hs_body_set_properties(HsJsonBody *body, int nnames, const char *const *names)
 
 	if (body == NULL || body->root == NULL)
 		elog(ERROR, "erpcrm: request body used after hs_body_finish");
+	if (cJSON_AddArrayToObject(body->root, "propertiesWithHistory") == NULL)
+		json_oom();
 	array = cJSON_AddArrayToObject(body->root, "properties");
 	if (array == NULL)
 		json_oom();
@@ -1323,4 +1328,54 @@ hs_token_info_body(const char *token)
 	if (root == NULL || !add_string(root, "tokenKey", token))
 		json_oom();
 	return finish_object(root);
+}
+
+/*
+ * The limit and usage of one HubSpot-defined object type's pipelines, from
+ * GET /crm/v3/limits/pipelines (hubspotDefinedObjectTypes[]).  False when
+ * the answer does not say.
+ */
+bool
+hs_parse_pipeline_limit(const char *body, size_t len, const char *object_type_id,
+						long *limit, long *usage)
+{
+	cJSON	   *root;
+	const cJSON *types;
+	const cJSON *item;
+	bool		found = false;
+
+	hs_json_setup();
+	*limit = *usage = -1;
+	if (body == NULL || len == 0)
+		return false;
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL)
+		return false;
+	types = cJSON_IsObject(root) ?
+		cJSON_GetObjectItemCaseSensitive(root, "hubspotDefinedObjectTypes") : NULL;
+	if (cJSON_IsArray(types))
+	{
+		cJSON_ArrayForEach(item, types)
+		{
+			const cJSON *id = cJSON_IsObject(item) ?
+			cJSON_GetObjectItemCaseSensitive(item, "objectTypeId") : NULL;
+			const cJSON *l;
+			const cJSON *u;
+
+			if (!cJSON_IsString(id) || id->valuestring == NULL ||
+				strcmp(id->valuestring, object_type_id) != 0)
+				continue;
+			l = cJSON_GetObjectItemCaseSensitive(item, "limit");
+			u = cJSON_GetObjectItemCaseSensitive(item, "usage");
+			if (cJSON_IsNumber(l) && cJSON_IsNumber(u))
+			{
+				*limit = (long) l->valuedouble;
+				*usage = (long) u->valuedouble;
+				found = true;
+			}
+			break;
+		}
+	}
+	cJSON_Delete(root);
+	return found;
 }

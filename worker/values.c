@@ -31,15 +31,25 @@
 
 #include "values.h"
 
+/*
+ * The text in UTF-8.  An SQL_ASCII database can hold bytes that are no
+ * UTF-8 at all: such a value cannot be sent (NULL, with the reason).
+ */
 static char *
-to_utf8(char *s)
+to_utf8(char *s, const char **problem)
 {
-	char	   *u;
-
-	if (GetDatabaseEncoding() == PG_UTF8 || GetDatabaseEncoding() == PG_SQL_ASCII)
+	if (GetDatabaseEncoding() == PG_SQL_ASCII)
+	{
+		if (!pg_verify_mbstr(PG_UTF8, s, strlen(s), true))
+		{
+			*problem = "the text is not valid UTF-8 (the database encoding is SQL_ASCII)";
+			return NULL;
+		}
 		return s;
-	u = pg_server_to_any(s, strlen(s), PG_UTF8);
-	return u;
+	}
+	if (GetDatabaseEncoding() == PG_UTF8)
+		return s;
+	return pg_server_to_any(s, strlen(s), PG_UTF8);
 }
 
 /* ISO 8601 in UTC with milliseconds: 2024-05-01T09:30:00.000Z */
@@ -176,7 +186,7 @@ erpcrm_property_value(Datum value, bool isnull, Oid typid, const char **problem)
 				bool		varlena;
 
 				getTypeOutputInfo(typid, &out, &varlena);
-				return to_utf8(OidOutputFunctionCall(out, value));
+				return to_utf8(OidOutputFunctionCall(out, value), problem);
 			}
 
 		default:
@@ -186,7 +196,7 @@ erpcrm_property_value(Datum value, bool isnull, Oid typid, const char **problem)
 
 				/* domains, uuid, json, enums, arrays: their text form */
 				getTypeOutputInfo(typid, &out, &varlena);
-				return to_utf8(OidOutputFunctionCall(out, value));
+				return to_utf8(OidOutputFunctionCall(out, value), problem);
 			}
 	}
 }

@@ -65,12 +65,30 @@ SELECT i.id, i.customer_id, i.gross - COALESCE(p.paid, 0), current_date
  ORDER BY i.issued_on, i.id
  LIMIT 40;
 
--- Alfa-Bud returns goods from its latest invoice: a correction invoice.
+-- Alfa-Bud returns goods from its latest invoice: a correction invoice.  Its
+-- line gives the first line's corrected quantity (a quarter back, at least
+-- one unit); its net and gross are the differences.
+BEGIN;
 INSERT INTO erp.invoices (id, number, customer_id, corrects_id, issued_on, due_on, net, gross)
-SELECT 100900, 'KOR/D/1', i.customer_id, i.id, current_date, current_date,
-	   -round(i.net * 0.25, 2), -round(i.gross * 0.25, 2)
+SELECT 100900, 'KOR/D/1', i.customer_id, i.id, current_date, current_date, 0, 0
   FROM erp.invoices i
  WHERE i.id = (SELECT max(id) FROM erp.invoices WHERE customer_id = 1 AND id < 10000 AND corrects_id IS NULL);
+UPDATE erp.invoices k SET net = t.net, gross = round(t.net * 1.23, 2)
+  FROM (SELECT round(-greatest(1, ceil(v.quantity / 4)) * (v.price - v.discount), 2) AS net
+		  FROM erp.hs_invoice_lines v
+		 WHERE v.invoice_erp_id = 'FV-' || (SELECT corrects_id FROM erp.invoices WHERE id = 100900)
+		 ORDER BY v.hs_position_on_quote
+		 LIMIT 1) t
+ WHERE k.id = 100900;
+INSERT INTO erp.invoice_lines (invoice_id, line_no, sku, name, qty, unit_price, discount, corrects_invoice_id)
+SELECT 100900, v.hs_position_on_quote, v.product_erp_id, v.name,
+	   v.quantity - greatest(1, ceil(v.quantity / 4)), v.price, v.discount, k.corrects_id
+  FROM erp.invoices k
+  JOIN erp.hs_invoice_lines v ON v.invoice_erp_id = 'FV-' || k.corrects_id
+ WHERE k.id = 100900
+ ORDER BY v.hs_position_on_quote
+ LIMIT 1;
+COMMIT;
 
 -- Orders: the partially fulfilled one is now fulfilled; the B2B order is
 -- paid and fulfilled (its deal moves to Closed Won).

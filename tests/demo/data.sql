@@ -282,17 +282,32 @@ SELECT i.id, i.customer_id, amt, paid_on
 					   least(i.issued_on + 9 + s.h % 30, current_date)
 				 WHERE p.share > 0) AS pay(amt, paid_on);
 
--- Correction invoices: goods returned (ten per cent back) on every 97th
--- invoice, and one invoice corrected to zero.  A correction changes the
--- amounts of the invoice deal it corrects; it is no deal of its own.
+-- Correction invoices: goods returned on every 97th invoice (a tenth of the
+-- first line back, at least one unit), and invoice 50 corrected to zero
+-- (every line cancelled).  A correction's lines say what the lines it
+-- corrects are now; its net and gross are the differences.  It changes the
+-- amounts and the line items of the invoice deal it corrects; it is no deal
+-- of its own.
 INSERT INTO erp.invoices (id, number, customer_id, corrects_id, issued_on, due_on, net, gross)
 SELECT 100000 + row_number() OVER (ORDER BY i.id),
 	   format('KOR/%s/%s', row_number() OVER (ORDER BY i.id), to_char(i.issued_on, 'YYYY')),
-	   i.customer_id, i.id, i.issued_on + 5, i.issued_on + 5,
-	   CASE WHEN i.id = 50 THEN -i.net ELSE -round(i.net * 0.1, 2) END,
-	   CASE WHEN i.id = 50 THEN -i.gross ELSE -round(i.gross * 0.1, 2) END
+	   i.customer_id, i.id, least(i.issued_on + 5, current_date), least(i.issued_on + 5, current_date),
+	   0, 0
   FROM erp.invoices i
  WHERE i.corrects_id IS NULL AND (i.id % 97 = 0 OR i.id = 50);
+INSERT INTO erp.invoice_lines (invoice_id, line_no, sku, name, qty, unit_price, discount, corrects_invoice_id)
+SELECT k.id, l.line_no, l.sku, l.name,
+	   CASE WHEN k.corrects_id = 50 THEN 0 ELSE l.qty - greatest(1, floor(l.qty / 10)) END,
+	   l.unit_price, l.discount, k.corrects_id
+  FROM erp.invoices k
+  JOIN erp.invoice_lines l ON l.invoice_id = k.corrects_id
+ WHERE k.corrects_id IS NOT NULL AND (k.corrects_id = 50 OR l.line_no = 1);
+UPDATE erp.invoices k SET net = t.net, gross = round(t.net * 1.23, 2)
+  FROM (SELECT c.invoice_id, round(sum((c.qty - o.qty) * (c.unit_price - c.discount)), 2) AS net
+		  FROM erp.invoice_lines c
+		  JOIN erp.invoice_lines o ON o.invoice_id = c.corrects_invoice_id AND o.line_no = c.line_no
+		 GROUP BY c.invoice_id) t
+ WHERE k.id = t.invoice_id;
 
 -- Offers made in the ERP, with individual prices (the customer's level,
 -- minus 3 to 8 per cent): open, accepted or rejected.

@@ -374,11 +374,22 @@ def main():
         expected = json.load(f, parse_float=Decimal)
     if cmd == "deal":
         # hubspot.py URL deal EXPECTED ERP_ID: amount and stage of a deal
+        # and its line items, which add up to its net amount
         labels = stage_labels(expected)
-        for d in Portal(base).by_erp.get(("deals", sys.argv[4]), []):
+        portal = Portal(base)
+        for d in portal.by_erp.get(("deals", sys.argv[4]), []):
             p = d["properties"]
-            print("%s PLN, stage %s" % (p.get("amount"),
-                                        labels.get((p.get("pipeline"), p.get("dealstage")), ("", "?"))[1]))
+            lines = [portal.by_id[("line_items", a["fromId"])]["properties"] for a in portal.assocs
+                     if a["fromType"] == "line_items" and a["toType"] == "deals" and a["toId"] == d["id"]
+                     and ("line_items", a["fromId"]) in portal.by_id
+                     and not portal.by_id[("line_items", a["fromId"])]["archived"]]
+            total = sum((Decimal(li.get("amount") or "0") for li in lines), Decimal(0))
+            print("%s PLN (net %s), stage %s, %d line items (%s) adding up to %s"
+                  % (p.get("amount"), p.get("net_amount"),
+                     labels.get((p.get("pipeline"), p.get("dealstage")), ("", "?"))[1], len(lines),
+                     ", ".join("%s x %s" % (li.get("quantity"), li.get("price"))
+                               for li in sorted(lines, key=lambda x: x.get("erp_id") or "")),
+                     total))
         return 0
     with open(sys.argv[4]) as f:
         hand = json.load(f)

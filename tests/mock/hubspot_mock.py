@@ -32,7 +32,25 @@ Control API (JSON in and out; no auth; never rate limited or logged)
        properties {"companies": [{"name": "nip", "type": "string",
                    "hasUniqueValue": false, "options": [...]}]},
        custom_object_types ["2-1234" | {"id": "2-1234", "name": "invoices"}],
-       owners [{"id", "email", "firstName", "lastName", "userId"}]
+       owners [{"id", "email", "firstName", "lastName", "userId"}],
+       upsert_whole_batch (bool, default false: one bad input of a batch
+                   upsert fails the whole batch with its 4xx, nothing is
+                   written, instead of a 207),
+       search_index_delay_ms (objects created less than this long ago are
+                   not found by search yet; default 0),
+       search_max_total (results beyond it cannot be paged to: 400;
+                   default 10000, HubSpot's cap),
+       unique_reuse_after_archive (bool, default true: an archived object
+                   releases its unique values; false: it keeps them, and
+                   writing one again answers 409),
+       required_properties {"companies": ["industry"]} (creating an object
+                   without them is refused with 400, as portal validation
+                   rules do),
+       deal_pipeline_limit (deal pipelines the portal may have, served by
+                   GET /crm/v3/limits/pipelines and enforced on creation;
+                   default 100, HubSpot Free: 1),
+       granular_scopes (bool: the token has crm.objects.products.* and
+                   crm.objects.line_items.* instead of the legacy e-commerce)
   POST /_mock/faults              replace all faults ({} clears); GET shows
        down "refuse"|"503"|"504", slow_ms, error_share, malformed_share,
        truncated_share, reset_share (0..1), huge_body (true = 12 MB, or a
@@ -41,8 +59,8 @@ Control API (JSON in and out; no auth; never rate limited or logged)
        "policy" (for 429), "retry_after", "message"} or a list of them,
        reject_ids [id values] (upsert ids, and association targets),
        fail_ids {"ids": [id values], "status": 500} (a batch call with
-       one of these input ids is answered with that status as a whole:
-       HubSpot failing on one input it cannot take)
+       one of these input ids, or association target ids, is answered
+       with that status as a whole: HubSpot failing on one input)
   GET  /_mock/objects/{type}      {"results": [{id, properties, archived,
                                   createdAt, updatedAt}]}
   POST /_mock/objects/{type}      {"properties": {...}} creates an object
@@ -53,7 +71,8 @@ Control API (JSON in and out; no auth; never rate limited or logged)
                                   toId, typeId, category}]}
   GET  /_mock/requests?since=N    {"results": [{seq, time, method, path,
                                   status, inputs, bodyBytes, durationMs,
-                                  fault?, body? (log_bodies)}], "lastSeq"}
+                                  fault?, body?, answer? (log_bodies)}],
+                                  "lastSeq"}
                                   status 0 = connection dropped (refuse)
   GET  /_mock/stats               {calls, byStatus, rateLimited,
                                   maxWindowCalls, windowMs, dailyUsed,
@@ -244,6 +263,7 @@ DATETIME_RE = re.compile(
 EPOCH_RE = re.compile(r"^-?\d{1,15}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PROPNAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+DATEVER_RE = re.compile(r"^\d{4}-\d{2}$")
 
 
 def now_iso(t=None):
@@ -312,9 +332,10 @@ class InputError(Exception):
         self.sub = sub
 
     def entry(self):
+        # every field HubSpot's StandardError schema requires
         e = {"status": "error", "category": self.category,
              "message": self.message, "context": self.context,
-             "errors": self.errors}
+             "errors": self.errors, "links": {}}
         if self.sub:
             e["subCategory"] = self.sub
         return e
@@ -375,7 +396,11 @@ class Config:
               "daily_used", "search_per_second", "retry_after",
               "unique_properties", "properties", "custom_object_types",
               "log_bodies", "owners", "shuffle_results",
-              "search_counts_in_window", "log_limit"}
+              "search_counts_in_window", "log_limit",
+              "upsert_whole_batch", "search_index_delay_ms",
+              "search_max_total", "unique_reuse_after_archive",
+              "required_properties", "deal_pipeline_limit",
+              "granular_scopes"}
 
     def __init__(self, tokens):
         self.tokens = list(tokens)
@@ -388,6 +413,13 @@ class Config:
         self.shuffle_results = True
         self.search_counts_in_window = False
         self.log_limit = 500000
+        self.upsert_whole_batch = False
+        self.search_index_delay_ms = 0
+        self.search_max_total = 10000
+        self.unique_reuse_after_archive = True
+        self.required_properties = {}
+        self.deal_pipeline_limit = 100
+        self.granular_scopes = False
 
     def public(self):
         return {"tokens": self.tokens, "max_per_window": self.max_per_window,
@@ -397,7 +429,14 @@ class Config:
                 "log_bodies": self.log_bodies,
                 "shuffle_results": self.shuffle_results,
                 "search_counts_in_window": self.search_counts_in_window,
-                "log_limit": self.log_limit}
+                "log_limit": self.log_limit,
+                "upsert_whole_batch": self.upsert_whole_batch,
+                "search_index_delay_ms": self.search_index_delay_ms,
+                "search_max_total": self.search_max_total,
+                "unique_reuse_after_archive": self.unique_reuse_after_archive,
+                "required_properties": self.required_properties,
+                "deal_pipeline_limit": self.deal_pipeline_limit,
+                "granular_scopes": self.granular_scopes}
 
 
 FAULT_KEYS = {"down", "slow_ms", "error_share", "malformed_share",
@@ -434,6 +473,7 @@ class State:
         self.props = {}
         self.groups = {}
         self.objects = {}
+        self.created_at = {}     # (type, id) -> time.time() of creation
         self.uniq = {}
         for t in STANDARD_TYPES:
             self._init_type(t)
@@ -568,7 +608,8 @@ class State:
         if "tokens" in c:
             cfg.tokens = [str(x) for x in c["tokens"]]
         for k in ("max_per_window", "window_ms", "daily_limit",
-                  "search_per_second", "log_limit"):
+                  "search_per_second", "log_limit", "search_index_delay_ms",
+                  "search_max_total", "deal_pipeline_limit"):
             if k in c:
                 setattr(cfg, k, int(c[k]))
         if "daily_used" in c:
@@ -576,7 +617,9 @@ class State:
         for k in ("retry_after",):
             if k in c:
                 setattr(cfg, k, c[k])
-        for k in ("log_bodies", "shuffle_results", "search_counts_in_window"):
+        for k in ("log_bodies", "shuffle_results", "search_counts_in_window",
+                  "upsert_whole_batch", "unique_reuse_after_archive",
+                  "granular_scopes"):
             if k in c:
                 setattr(cfg, k, bool(c[k]))
         if "owners" in c:
@@ -596,6 +639,14 @@ class State:
                 o.setdefault("archived", False)
                 o.setdefault("teams", [])
                 self.owners.append(o)
+        if "required_properties" in c:
+            req = c["required_properties"] or {}
+            if not isinstance(req, dict):
+                raise ApiError(400, "VALIDATION_ERROR",
+                               "required_properties must be an object")
+            cfg.required_properties = {
+                self.resolve_type(t): [str(n) for n in names]
+                for t, names in req.items()}
         for spec in c.get("custom_object_types", []):
             self.register_custom_type(spec)
         t0 = now_iso()
@@ -707,7 +758,8 @@ class State:
         if idx is None:
             return None
         oid = idx.get(self._norm(t, prop, str(value)))
-        return self.objects[t][oid] if oid else None
+        o = self.objects[t][oid] if oid else None
+        return o if o and not o["archived"] else None
 
     def owner_ids(self):
         return [o["id"] for o in self.owners]
@@ -843,6 +895,12 @@ class State:
                                      "Product with id %s does not exist" % v))
                     continue
             out[name] = nv
+        # the portal's required properties (validation rules)
+        for name in self.cfg.required_properties.get(t, []):
+            if (obj is None and not out.get(name)) or \
+                    (obj is not None and out.get(name, None) == ""):
+                errs.append(perr(name, "REQUIRED_PROPERTY",
+                                 'Property "%s" is required' % name))
         if errs:
             raise prop_errors_input(ctx, errs)
         # unique values held by another object (or earlier in this batch)
@@ -959,21 +1017,24 @@ class State:
                 props.get("dealstage"):
             props["pipeline"] = "default"
         self.objects[t][oid] = obj
+        self.created_at[(t, oid)] = time.time()
         self.apply(t, obj, props, ts)
         return obj
 
     def archive(self, t, obj, ts):
         if obj["archived"]:
             return
+        obj["archived"] = True
+        obj["archivedAt"] = ts
+        obj["updatedAt"] = ts
+        if not self.cfg.unique_reuse_after_archive:
+            return              # the archived object keeps its values
         for name, idx in self.uniq[t].items():
             v = obj["properties"].get(name)
             if v not in (None, ""):
                 k = self._norm(t, name, v)
                 if idx.get(k) == obj["id"]:
                     del idx[k]
-        obj["archived"] = True
-        obj["archivedAt"] = ts
-        obj["updatedAt"] = ts
 
     def getprop(self, obj, name):
         if name == "hs_object_id":
@@ -989,7 +1050,9 @@ class State:
             props = DEFAULT_READ_PROPS.get(
                 t, ["createdate", "hs_lastmodifieddate", "hs_object_id"])
         if props is not None:
-            pd = {k: self.getprop(obj, k) for k in props}
+            # HubSpot's properties are strings: unset ones are left out
+            pd = {k: v for k, v in ((k, self.getprop(obj, k)) for k in props)
+                  if v is not None}
         else:
             pd = dict(obj["properties"])
             for k in echo:
@@ -1064,19 +1127,19 @@ class State:
 # Request handling
 # ---------------------------------------------------------------------------
 
-def type_scope(t, write):
+def type_scope(t, write, granular=False):
     rw = "write" if write else "read"
     if t in ("products", "line_items"):
-        return "e-commerce"
+        return "crm.objects.%s.%s" % (t, rw) if granular else "e-commerce"
     if t in ("contacts", "companies", "deals"):
         return "crm.objects.%s.%s" % (t, rw)
     return "crm.objects.custom.%s" % rw
 
 
-def schema_scope(t, write):
+def schema_scope(t, write, granular=False):
     rw = "write" if write else "read"
     if t in ("products", "line_items"):
-        return "e-commerce"
+        return "crm.objects.%s.%s" % (t, rw) if granular else "e-commerce"
     if t in ("contacts", "companies", "deals"):
         return "crm.schemas.%s.%s" % (t, rw)
     return "crm.schemas.custom.%s" % rw
@@ -1127,6 +1190,12 @@ class Api:
     def route(self, method, parts, q, body):
         p = parts
         n = len(p)
+        # the current association label path (schema v4, or date-versioned)
+        # is the old /crm/v4/associations/{from}/{to}/labels
+        if n >= 6 and p[:2] == ["crm", "associations"] and \
+                p[5] == "labels" and (p[2] == "v4" or DATEVER_RE.match(p[2])):
+            p = ["crm", "v4", "associations", p[3], p[4]] + p[5:]
+            n = len(p)
         if n >= 4 and p[:3] == ["crm", "v3", "objects"]:
             t = self.st.resolve_type(p[3])
             if n == 4:
@@ -1235,6 +1304,19 @@ class Api:
                     return 200, pl
                 if n == 6 and p[5] == "stages" and method == "GET":
                     return 200, {"results": pl["stages"]}
+        elif p == ["crm", "v3", "limits", "pipelines"] and method == "GET":
+            return 200, {
+                "hubspotDefinedObjectTypes": [{
+                    "objectTypeId": "0-3", "pluralLabel": "Deals",
+                    "singularLabel": "Deal",
+                    "limit": self.st.cfg.deal_pipeline_limit,
+                    "usage": len(self.st.pipelines),
+                    "percentage": round(100.0 * len(self.st.pipelines) /
+                                        max(self.st.cfg.deal_pipeline_limit,
+                                            1), 1)}],
+                "customObjectTypes": {"byObjectType": [], "overallLimit": 0,
+                                      "overallPercentage": 0,
+                                      "overallUsage": 0}}
         elif p[:3] == ["crm", "v3", "owners"]:
             if method == "GET":
                 owners = self.st.owners
@@ -1287,7 +1369,8 @@ class Api:
             if t in missing:
                 continue
             for w in (False, True):
-                for s in (type_scope(t, w), schema_scope(t, w)):
+                for s in (type_scope(t, w, self.st.cfg.granular_scopes),
+                          schema_scope(t, w, self.st.cfg.granular_scopes)):
                     if s not in out:
                         out.append(s)
         if any(t in missing for t in ("products", "line_items")):
@@ -1380,6 +1463,8 @@ class Api:
             inp["id"] = v
             keys.append(st._norm(t, idp, v))
         self.dup_check(keys)
+        if st.cfg.upsert_whole_batch:
+            self._upsert_precheck(t, inputs)
         ts = now_iso()
         results, errs = [], []
         for inp in inputs:
@@ -1418,6 +1503,39 @@ class Api:
             except InputError as e:
                 errs.append(e)
         return self.batch_answer(results, errs, 200)
+
+    def _upsert_precheck(self, t, inputs):
+        """upsert_whole_batch: validate every input first; one bad input
+        fails the whole batch (its status, no input named), nothing is
+        written."""
+        st = self.st
+        errs = []
+        pending = {}
+        for i, inp in enumerate(inputs):
+            idp = inp.get("idProperty") or "hs_object_id"
+            v = inp["id"]
+            ctx = {"ids": [v]}
+            try:
+                self.rejected(v, ctx, idp)
+                props = dict(inp["properties"])
+                obj = st.find_by(t, idp, v)
+                if obj is None and idp == "hs_object_id":
+                    raise InputError(404, "OBJECT_NOT_FOUND",
+                                     "Object %s not found" % v, ctx)
+                if obj is None:
+                    props[idp] = v
+                norm = st.validate(t, props, obj, ctx, pending)
+                for name in st.uniq[t]:
+                    if norm.get(name):
+                        pending[(name, st._norm(t, name, norm[name]))] = \
+                            obj["id"] if obj else "(batch input %d)" % i
+            except InputError as e:
+                errs.append(e)
+        if errs:
+            e0 = errs[0]
+            raise ApiError(e0.status, e0.category, e0.message,
+                           errors=[{"message": e.message, "code": e.category}
+                                   for e in errs], sub=e0.sub)
 
     def _inline_assocs(self, t, assocs, ctx):
         st = self.st
@@ -1742,10 +1860,19 @@ class Api:
         if total_filters > 18:
             raise ApiError(400, "VALIDATION_ERROR", "Too many filters (max 18)")
         props = body.get("properties") or None
+        if after >= st.cfg.search_max_total:
+            raise ApiError(400, "VALIDATION_ERROR",
+                           "Search results are limited to %d; cannot page "
+                           "to result %d" % (st.cfg.search_max_total, after),
+                           context={"after": [str(after)]})
+        limit = min(limit, st.cfg.search_max_total - after)
+        unindexed = time.time() - st.cfg.search_index_delay_ms / 1000.0
         matches = []
         for o in st.objects[t].values():
             if o["archived"]:
                 continue
+            if st.created_at.get((t, o["id"]), 0) > unindexed:
+                continue        # not indexed yet
             if not groups or any(all(self._match(t, o, f)
                                      for f in g.get("filters") or [])
                                  for g in groups):
@@ -1869,14 +1996,14 @@ class Api:
                               sub="crm.associations.INVALID_OBJECT_IDS")
         return None
 
-    def _v4_answer(self, results, errs, ok_status):
+    def _v4_answer(self, results, errs, ok_status, partial_status=207):
         t0 = now_iso()
         body = {"status": "COMPLETE", "results": results, "startedAt": t0,
                 "completedAt": t0}
         if errs:
             body["numErrors"] = len(errs)
             body["errors"] = [e.entry() for e in errs]
-            return 207, body
+            return partial_status, body
         return ok_status, body
 
     def assoc_default(self, ft, tt, body, single=False):
@@ -1902,7 +2029,8 @@ class Api:
                                                 "associationTypeId": typ}})
         if single and errs:
             raise batch_failed(errs)
-        return self._v4_answer(results, errs, 200)
+        # HubSpot's schema has no 207 here: the errors come inside a 200
+        return self._v4_answer(results, errs, 200, 200)
 
     def assoc_create(self, ft, tt, body):
         st = self.st
@@ -1933,9 +2061,9 @@ class Api:
             pairs = st.assoc.get((ft, fid, tt), {}).get(tid, set())
             results.append({
                 "fromObjectTypeId": TYPE_IDS.get(ft, ft),
-                "fromObjectId": int_id(fid),
+                "fromObjectId": str(fid),
                 "toObjectTypeId": TYPE_IDS.get(tt, tt),
-                "toObjectId": int_id(tid),
+                "toObjectId": str(tid),
                 "labels": [x["label"] for x in st.types_out(ft, tt, pairs)
                            if x["label"]]})
         return self._v4_answer(results, errs, 201)
@@ -1972,7 +2100,7 @@ class Api:
             check_keys(inp, {"id", "after"}, "PublicFetchAssociationsBatchRequest")
             fid = str(inp.get("id"))
             m = st.assoc.get((ft, fid, tt), {})
-            to = [{"toObjectId": int_id(k),
+            to = [{"toObjectId": str(k),
                    "associationTypes": st.types_out(ft, tt, v)}
                   for k, v in m.items() if v and st.exists(tt, k)]
             if not to:
@@ -1993,7 +2121,7 @@ class Api:
         limit = int(q.get("limit", ["500"])[0])
         after = int(q.get("after", ["0"])[0] or 0)
         page = items[after:after + limit]
-        body = {"results": [{"toObjectId": int_id(k),
+        body = {"results": [{"toObjectId": str(k),
                              "associationTypes": st.types_out(ft, tt, v)}
                             for k, v in page]}
         if after + limit < len(items):
@@ -2146,6 +2274,11 @@ class Api:
                            "Invalid input JSON on line 1, column 2: Some "
                            "required fields were not set: [label, "
                            "displayOrder, stages]")
+        if len(st.pipelines) >= st.cfg.deal_pipeline_limit:
+            raise ApiError(400, "VALIDATION_ERROR",
+                           "This portal has reached its limit of %d deal "
+                           "pipelines" % st.cfg.deal_pipeline_limit,
+                           sub="PipelineError.PIPELINE_LIMIT_REACHED")
         stages = []
         labels = set()
         for s in body["stages"]:
@@ -2393,7 +2526,7 @@ class Handler(BaseHTTPRequestHandler):
                 mode, payload, status, fault = self.output_faults(
                     st, faults, payload, status, out)
             self.log(st, method, path, status, raw, body_obj, t_start,
-                     fault)
+                     fault, out)
         ctype = "application/json;charset=utf-8"
         if status in (502, 504) and fault == "error_share":
             payload = (EDGE_HTML % (status, REASONS[status], status,
@@ -2524,8 +2657,17 @@ class Handler(BaseHTTPRequestHandler):
                 not isinstance(body.get("inputs"), list):
             return None
         for inp in body["inputs"]:
-            if isinstance(inp, dict) and str(inp.get("id")) in fi["ids"]:
+            if not isinstance(inp, dict):
+                continue
+            to = inp.get("to")
+            ids = [str(inp.get("id"))]
+            if isinstance(to, dict):
+                ids.append(str(to.get("id")))      # v4 association pairs
+            if any(x in fi["ids"] for x in ids):
                 s = fi["status"]
+                if s < 500:
+                    return ApiError(s, "VALIDATION_ERROR",
+                                    "invalid input (mock fail_ids)")
                 return ApiError(s, "INTERNAL_ERROR" if s == 500
                                 else "SERVICE_UNAVAILABLE",
                                 "internal error (mock fail_ids)")
@@ -2558,7 +2700,8 @@ class Handler(BaseHTTPRequestHandler):
                                           "Forced status %d (mock)" % s))
         return None
 
-    def log(self, st, method, path, status, raw, body_obj, t_start, fault):
+    def log(self, st, method, path, status, raw, body_obj, t_start, fault,
+            answer=None):
         st.seq += 1
         st.calls += 1
         st.by_status[status] += 1
@@ -2578,6 +2721,9 @@ class Handler(BaseHTTPRequestHandler):
         if st.cfg.log_bodies:
             e["body"] = body_obj if body_obj is not None else \
                 raw.decode("utf-8", "replace")
+            # the answer as sent, unless a fault garbled it (tests/contract)
+            if answer is not None and not fault:
+                e["answer"] = answer
         st.log.append(e)
         while len(st.log) > st.cfg.log_limit:
             st.log.popleft()

@@ -320,9 +320,17 @@ class MockTest(unittest.TestCase):
         self.assertEqual(st, 200, out)
         self.assertEqual(out["results"][0]["associationSpec"]
                          ["associationTypeId"], 279)
+        # HubSpot's schema has no 207 for associate/default: errors in a 200
+        st, out, _ = self.call(
+            "POST", "/crm/v4/associations/contacts/companies/batch/associate/"
+            "default", {"inputs": [{"from": {"id": pid}, "to": {"id": cid}},
+                                   {"from": {"id": pid},
+                                    "to": {"id": "777777"}}]})
+        self.assertEqual(st, 200, out)
+        self.assertEqual(out["numErrors"], 1)
         st, out, _ = self.call("GET", "/crm/v4/objects/companies/%s/"
                                "associations/contacts" % cid)
-        self.assertEqual(out["results"][0]["toObjectId"], int(pid))
+        self.assertEqual(out["results"][0]["toObjectId"], pid)
         self.assertEqual([x["typeId"] for x in
                           out["results"][0]["associationTypes"]], [280])
         st, out, _ = self.call(
@@ -370,6 +378,135 @@ class MockTest(unittest.TestCase):
                                     "associationTypeId": tid}]}]})
         self.assertEqual(st, 201, out)
         self.assertEqual(out["results"][0]["labels"], ["Zamówienie"])
+        # ids are strings, as HubSpot's schema says
+        self.assertEqual(out["results"][0]["fromObjectId"], did)
+        self.assertEqual(out["results"][0]["toObjectId"],
+                         d2["results"][0]["id"])
+        # the current label paths serve the same labels as the old one
+        old = self.call("GET", "/crm/v4/associations/deals/deals/labels")[1]
+        for path in ("/crm/associations/v4/deals/deals/labels",
+                     "/crm/associations/2026-03/deals/deals/labels"):
+            st, cur, _ = self.call("GET", path)
+            self.assertEqual(st, 200, cur)
+            self.assertEqual(cur, old)
+        st, lab, _ = self.call("POST", "/crm/associations/v4/deals/deals/"
+                               "labels", {"label": "Oferta",
+                                          "name": "offer_deal"})
+        self.assertEqual(st, 200, lab)
+
+    # -- no kinder than HubSpot (issue 11, point 9) --------------------------
+
+    def test_no_null_property_values(self):
+        self.upsert("companies", [("K-1", {"name": "a"})])
+        st, out, _ = self.call(
+            "POST", "/crm/v3/objects/companies/batch/read",
+            {"inputs": [{"id": "K-1"}], "idProperty": "erp_id",
+             "properties": ["name", "domain", "nip"]})
+        self.assertEqual(st, 200, out)
+        props = out["results"][0]["properties"]
+        self.assertEqual(props["name"], "a")
+        self.assertNotIn("domain", props)
+        self.assertTrue(all(isinstance(v, str) for v in props.values()))
+
+    def test_upsert_whole_batch_mode(self):
+        rows = [("K-1", {"name": "a"}), ("K-2", {"nip": "x", "bogus": "1"})]
+        st, out, _ = self.upsert("companies", rows)
+        self.assertEqual(st, 207, out)
+        self.ctl("POST", "/_mock/config", {"upsert_whole_batch": True})
+        self.ctl("POST", "/_mock/reset", {
+            "unique_properties": {"companies": ["erp_id"]},
+            "properties": {"companies": [{"name": "nip"}]},
+            "upsert_whole_batch": True})
+        st, out, _ = self.upsert("companies", rows)
+        self.assertEqual(st, 400, out)
+        self.assert_error_shape(out, "VALIDATION_ERROR")
+        self.assertNotIn("context", out)
+        objs = self.ctl("GET", "/_mock/objects/companies")["results"]
+        self.assertEqual(objs, [], "nothing of the batch is written")
+        st, out, _ = self.upsert("companies", rows[:1])
+        self.assertEqual(st, 200, out)
+
+    def test_search_index_delay_and_cap(self):
+        self.ctl("POST", "/_mock/config", {"search_index_delay_ms": 1500,
+                                           "search_max_total": 3})
+        self.upsert("companies", [("K-%d" % i, {"name": "n%d" % i})
+                                  for i in range(5)])
+        body = {"filterGroups": [{"filters": [{"propertyName": "name",
+                                               "operator": "HAS_PROPERTY"}]}],
+                "limit": 2}
+        st, out, _ = self.call("POST", "/crm/v3/objects/companies/search",
+                               body)
+        self.assertEqual((st, out["total"]), (200, 0),
+                         "just created: not indexed yet")
+        time.sleep(1.6)
+        st, out, _ = self.call("POST", "/crm/v3/objects/companies/search",
+                               body)
+        self.assertEqual((st, out["total"], len(out["results"])), (200, 5, 2))
+        body["after"] = out["paging"]["next"]["after"]
+        st, out, _ = self.call("POST", "/crm/v3/objects/companies/search",
+                               body)
+        self.assertEqual((st, len(out["results"])), (200, 1),
+                         "the page is cut at the cap")
+        body["after"] = "3"
+        st, out, _ = self.call("POST", "/crm/v3/objects/companies/search",
+                               body)
+        self.assertEqual(st, 400, out)
+
+    def test_unique_reuse_after_archive(self):
+        for reuse in (True, False):
+            self.ctl("POST", "/_mock/config",
+                     {"unique_reuse_after_archive": reuse})
+            key = "R-%s" % reuse
+            _, out, _ = self.upsert("companies", [(key, {"name": "a"})])
+            oid = out["results"][0]["id"]
+            st, _, _ = self.call("POST",
+                                 "/crm/v3/objects/companies/batch/archive",
+                                 {"inputs": [{"id": oid}]})
+            self.assertEqual(st, 204)
+            st, out, _ = self.upsert("companies", [(key, {"name": "b"})])
+            if reuse:
+                self.assertEqual(st, 200, out)
+                self.assertNotEqual(out["results"][0]["id"], oid)
+            else:
+                self.assertEqual(st, 409, out)
+                self.assert_error_shape(out, "CONFLICT")
+                self.assertIn(oid, out["message"])
+
+    def test_pipeline_limits_and_granular_scopes(self):
+        st, out, _ = self.call("GET", "/crm/v3/limits/pipelines")
+        self.assertEqual(st, 200, out)
+        deals = out["hubspotDefinedObjectTypes"][0]
+        self.assertEqual((deals["objectTypeId"], deals["usage"]), ("0-3", 1))
+        self.ctl("POST", "/_mock/config", {"deal_pipeline_limit": 1})
+        st, out, _ = self.call("POST", "/crm/v3/pipelines/deals", {
+            "label": "Invoices", "displayOrder": 1,
+            "stages": [{"label": "Issued", "displayOrder": 0,
+                        "metadata": {"probability": "0.5"}}]})
+        self.assertEqual(st, 400, out)
+        body = {"tokenKey": TOKEN}
+        st, out, _ = self.call(
+            "POST", "/oauth/v2/private-apps/get/access-token-info", body)
+        self.assertIn("e-commerce", out["scopes"])
+        self.ctl("POST", "/_mock/config", {"granular_scopes": True})
+        st, out, _ = self.call(
+            "POST", "/oauth/v2/private-apps/get/access-token-info", body)
+        self.assertNotIn("e-commerce", out["scopes"])
+        self.assertIn("crm.objects.line_items.write", out["scopes"])
+        self.assertIn("crm.objects.products.write", out["scopes"])
+
+    def test_required_properties(self):
+        self.ctl("POST", "/_mock/config",
+                 {"required_properties": {"companies": ["nip"]}})
+        st, out, _ = self.upsert("companies", [("K-1", {"name": "a"}),
+                                               ("K-2", {"name": "b",
+                                                        "nip": "1"})])
+        self.assertEqual(st, 207, out)
+        self.assertEqual(out["errors"][0]["context"], {"ids": ["K-1"]})
+        self.assertIn('REQUIRED_PROPERTY', out["errors"][0]["message"])
+        st, out, _ = self.upsert("companies", [("K-2", {"name": "c"})])
+        self.assertEqual(st, 200, out)  # an update need not repeat it
+        st, out, _ = self.upsert("companies", [("K-2", {"nip": ""})])
+        self.assertEqual(st, 400, out)  # nor may it clear it
 
     # -- properties ----------------------------------------------------------
 

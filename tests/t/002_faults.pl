@@ -69,12 +69,12 @@ INSERT INTO erp.persons SELECT 100 + g, g, 'osoba' || g || '@firma.pl', 'Imię',
 ok(poll_until('backing off', sub {
 	$node->safe_psql('postgres', "SELECT state = 'backing off' AND detail LIKE '%no answer from HubSpot%' FROM erpcrm.worker") eq 't' }),
 	'HubSpot down: the worker backs off and erpcrm.worker says why');
-# (between two attempts: a key is in flight while an attempt is made)
-my $err;
-poll_until('a key between two attempts', sub {
+# between two attempts the key waits as pending; during one it is in flight
+my $err = '';
+poll_until('the key waiting between attempts', sub {
 	$err = $node->safe_psql('postgres',
 		"SELECT state, error_category, attempts > 0 FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id) WHERE m.name = 'companies' AND erp_id = '1'");
-	$err ne 'in_flight|NETWORK|t' }, 10);
+	$err ne 'in_flight|NETWORK|t' });
 is($err, 'pending|NETWORK|t', 'HubSpot down: keys stay pending with the network error');
 ErpcrmTest::mock_post('/_mock/faults', { down => '503' });
 sleep 1;

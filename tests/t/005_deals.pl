@@ -190,7 +190,7 @@ sql(q{
 UPDATE erp.invoice_lines SET qty = 3 WHERE invoice_id = 100 AND line_no = 1;
 DELETE FROM erp.invoice_lines WHERE invoice_id = 100 AND line_no = 2;
 INSERT INTO erp.invoice_lines VALUES (100, 3, 'P-3', 'Wózek paletowy', 1, 2500, 100);
-INSERT INTO erp.invoices VALUES (105, 'KOR/1/2026', 1, NULL, 100, '2026-11-20', '2026-11-20', -100, -123, 'PLN', NULL);
+UPDATE erp.invoices SET net = 6000, gross = 7380 WHERE id = 100;
 });
 ok(wait_synced($node), 'line changes are synced');
 @lines100 = grep { $_->{properties}{erp_id} =~ m{^FV-100/} } @{ objects('line_items') };
@@ -199,10 +199,59 @@ is(join(',', sort map { $_->{properties}{erp_id} } @lines100), 'FV-100/1,FV-100/
 ($l1) = grep { $_->{properties}{erp_id} eq 'FV-100/1' } @lines100;
 is($l1->{id}, $l1_id, 'a changed line is updated, not duplicated');
 is($l1->{properties}{quantity}, '3.000', 'with its new quantity');
+
+# a correction invoice: one unit of line 1 returned, line 3 cheaper by 100
+sub lines_of
+{
+	my ($deal) = @_;
+	my %on_deal = map { $_->{fromId} => 1 } grep {
+		$_->{fromType} eq 'line_items' && $_->{toType} eq 'deals' && $_->{toId} eq $deal->{id}
+	} @{ ErpcrmTest::mock_get('/_mock/associations')->{results} };
+	return sort { $a->{properties}{erp_id} cmp $b->{properties}{erp_id} }
+	  grep { $on_deal{ $_->{id} } } @{ objects('line_items') };
+}
+sub line_sum
+{
+	my $sum = 0;
+	$sum += $_->{properties}{amount} for @_;
+	return sprintf('%.2f', $sum);
+}
+sql(q{
+INSERT INTO erp.invoices VALUES (105, 'KOR/1/2026', 1, NULL, 100, '2026-11-20', '2026-11-20', -1300, -1599, 'PLN', NULL);
+INSERT INTO erp.invoice_lines VALUES (105, 1, 'P-1', 'Regał magazynowy', 2, 1200, 0, 100),
+	(105, 3, 'P-3', 'Wózek paletowy', 1, 2400, 100, 100);
+});
+ok(wait_synced($node), 'the correction is synced');
 $fv100 = by_erp_id('deals', 'FV-100');
-is($fv100->{properties}{amount}, '1722.00', 'a correction invoice corrects the invoice deal\'s amount');
-is(scalar(grep { $_->{properties}{erp_id} eq 'FV-105' } @{ objects('deals') }), 0,
+is($fv100->{properties}{amount}, '5781.00', 'a correction invoice corrects the invoice deal\'s amount');
+is($fv100->{properties}{net_amount}, '4700.00', 'and its net amount');
+is(scalar(grep { $_->{properties}{erp_id} =~ /^FV-105/ } @{ objects('deals') }), 0,
 	'a correction is not a deal of its own');
+is(scalar(grep { $_->{properties}{erp_id} =~ /^FV-105/ } @{ objects('line_items') }), 0,
+	'and has no line items of its own');
+my @corrected = lines_of($fv100);
+is(join(' ', map { "$_->{properties}{erp_id}:$_->{properties}{quantity}x$_->{properties}{price}" } @corrected),
+	'FV-100/1:2.000x1200.00 FV-100/3:1.000x2400.00', 'the corrected lines replace the lines of the deal');
+is($corrected[0]{id}, $l1_id, 'updated in place, not duplicated');
+is(line_sum(@corrected), $fv100->{properties}{net_amount}, 'the line items add up to the corrected net amount');
+
+# a second correction cancels line 3: its line item leaves the deal
+sql(q{
+INSERT INTO erp.invoices VALUES (107, 'KOR/2/2026', 1, NULL, 100, '2026-11-22', '2026-11-22', -2300, -2829, 'PLN', NULL);
+INSERT INTO erp.invoice_lines VALUES (107, 3, 'P-3', 'Wózek paletowy', 0, 2400, 100, 100);
+});
+ok(wait_synced($node), 'the second correction is synced');
+$fv100 = by_erp_id('deals', 'FV-100');
+@corrected = lines_of($fv100);
+is(join(' ', map { $_->{properties}{erp_id} } @corrected), 'FV-100/1', 'a cancelled line is archived');
+is(line_sum(@corrected), $fv100->{properties}{net_amount}, 'the line items still add up to the net amount');
+is($fv100->{properties}{amount}, '2952.00', 'and the deal shows the amount after both corrections');
+is(scalar(grep { $_->{properties}{price} < 0 || $_->{properties}{quantity} < 0 } @{ objects('line_items') }), 0,
+	'HubSpot holds no negative price or quantity');
+is(scalar(grep { !$_->{archived} } @{ ErpcrmTest::mock_get('/_mock/objects/line_items')->{results} }),
+	scalar(() = sql("SELECT erp_id FROM erp.hs_invoice_lines UNION ALL SELECT erp_id FROM erp.hs_offer_lines") =~ /^/mg),
+	'every line item in HubSpot is a line of the ERP: none orphaned');
+is(sql('SELECT count(*) FROM erpcrm.failures'), '0', 'HubSpot refused nothing');
 
 # --- a deal waiting for its company (the company is in the ERP, not yet in
 # HubSpot: its delivery is paused)

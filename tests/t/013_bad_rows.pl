@@ -187,6 +187,22 @@ is($node->safe_psql('postgres', "SELECT state FROM erpcrm.key_status('contacts',
 	'a contact whose association is accepted is delivered');
 ErpcrmTest::mock_post('/_mock/faults', {});
 
+# --- a 400 for a whole association call, caused by one pair: split until it stands alone
+$company = $node->safe_psql('postgres', "SELECT hubspot_id FROM erpcrm.key_status('companies', '5')");
+ErpcrmTest::mock_post('/_mock/faults', { fail_ids => { ids => [$company], status => 400 } });
+$node->safe_psql('postgres', q{
+INSERT INTO erp.persons VALUES (202, 5, 'piata@firma.pl', 'Piąta', 'Osoba'), (203, 6, 'szosta@firma.pl', 'Szósta', 'Osoba'),
+	(204, 7, 'siodma@firma.pl', 'Siódma', 'Osoba');
+});
+ok(poll_until('contact 202 failed', sub {
+	$node->safe_psql('postgres', "SELECT state FROM erpcrm.key_status('contacts', '202')") eq 'failed' }),
+	'an association call refused whole for one pair: that key fails');
+like($node->safe_psql('postgres', "SELECT error_message FROM erpcrm.key_status('contacts', '202')"),
+	qr/^association to companies "5": invalid input \(mock fail_ids\)$/, 'with HubSpot\'s reason');
+is($node->safe_psql('postgres', "SELECT string_agg(state, ',' ORDER BY erp_id) FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id) WHERE m.name = 'contacts' AND erp_id IN ('203', '204')"),
+	'synced,synced', 'the other pairs of the call are made');
+ErpcrmTest::mock_post('/_mock/faults', {});
+
 # --- erpcrm.discard(): stops one key, recorded, undone by a change or a requeue
 is($node->safe_psql('postgres', "SELECT erpcrm.discard('parts', 'P-18')"), 't', 'discard a failed key');
 is($node->safe_psql('postgres', "SELECT state || ' ' || error_category || ' ' || error_message FROM erpcrm.key_status('parts', 'P-18')"),

@@ -108,6 +108,18 @@ $node->safe_psql('postgres', "UPDATE erp.metrics SET score = 55 WHERE id = 1");
 ok(poll_until('M-1 synced', sub { status_of('M-1') eq 'synced  ' }), 'a fixed row is delivered');
 is(company('M-1')->{properties}{annualrevenue}, '55', 'with its new value');
 
+# text that is not UTF-8 (possible in an SQL_ASCII database) is never sent
+SKIP:
+{
+	skip 'the cluster is not SQL_ASCII', 2
+	  unless $node->safe_psql('postgres', 'SHOW server_encoding') eq 'SQL_ASCII';
+	$node->safe_psql('postgres', q{INSERT INTO erp.metrics (id, notes) VALUES (11, E'za\\xbf\\xf3\\xb3\\xe6')});
+	ok(poll_until('M-11 failed', sub { status_of('M-11') =~ /^failed/ }), 'a text that is not UTF-8 fails');
+	is(status_of('M-11'),
+		'failed ERP_VALUE_NOT_REPRESENTABLE property "description": the text is not valid UTF-8 (the database encoding is SQL_ASCII)',
+		'with its reason');
+}
+
 # a row without erp_id: reported by a resync, in the server log by the worker's fold
 $node->safe_psql('postgres', "INSERT INTO erp.metrics (id, score) VALUES (NULL, 1)");
 my ($rc, $out, $err) = $node->psql('postgres', "SELECT erpcrm.resync('metrics')");
