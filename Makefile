@@ -5,6 +5,7 @@
 #   make test       set up everything (packages included) and run all suites
 #   make demo       run the demo against the local HubSpot mock
 #   make bench      benchmarks (prints figures)
+#   make deb        the Debian package postgresql-15-erpcrm, into deb/
 
 MODULE_big = erpcrm
 EXTENSION = erpcrm
@@ -47,13 +48,21 @@ REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 
 EXTRA_CLEAN = tests/regress/results tests/regress/tmp_check \
 	tests/regress/regression.diffs tests/regress/regression.out \
-	tests/tmp_check tests/log
+	tests/tmp_check tests/log deb
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-.PHONY: test demo bench check-regress check-tap
+# -Werror is for erpcrm's own warnings.  PostgreSQL's CFLAGS and headers are
+# written for the compiler it was built with (gcc on Debian): with clang,
+# its complaints about gcc's flags and attributes in them are off.
+ifneq ($(findstring clang,$(shell $(CC) --version 2>/dev/null | head -n 1)),)
+override CFLAGS += -Wno-unknown-warning-option -Wno-ignored-optimization-argument \
+	-isystem $(includedir_server)
+endif
+
+.PHONY: test demo bench deb check-regress check-tap
 
 # One command: packages, build, install, every suite as an unprivileged user.
 test:
@@ -64,6 +73,9 @@ demo:
 
 bench:
 	bash tests/bench.sh
+
+deb:
+	bash tests/deb.sh
 
 # The suites themselves (run by tests/run.sh as an unprivileged user).
 check-regress:

@@ -58,6 +58,8 @@ sub start_mock
 	return $mock_port;
 }
 
+sub mock_port { return $mock_port; }
+
 sub default_mock_config
 {
 	return {
@@ -88,7 +90,24 @@ sub default_mock_config
 
 END
 {
+	contract_log() if $mock_pid;
 	kill 'TERM', $mock_pid if $mock_pid;
+}
+
+# The mock's record of this suite's calls, for the contract check that
+# tests/run.sh runs after the TAP suites (ERPCRM_CONTRACT_DIR).
+sub contract_log
+{
+	my $dir = $ENV{ERPCRM_CONTRACT_DIR} or return;
+	my $r = $http->get("http://127.0.0.1:$mock_port/_mock/requests");
+	return unless $r->{success};
+	my $name = File::Basename::basename($0, '.pl');
+	if (open(my $fh, '>', "$dir/$name.$$.json"))
+	{
+		print $fh $r->{content};
+		close $fh;
+	}
+	return;
 }
 
 sub mock_get
@@ -120,6 +139,10 @@ sub mock_delete
 sub mock_post
 {
 	my ($path, $body) = @_;
+	# make test checks the traffic of every suite against HubSpot's
+	# contract (tests/contract): the mock records bodies and answers
+	$body = { %{ $body // {} }, log_bodies => JSON::PP::true }
+	  if $path eq '/_mock/reset' && $ENV{ERPCRM_CONTRACT_DIR};
 	my $r = $http->post(
 		"http://127.0.0.1:$mock_port$path",
 		{
@@ -239,8 +262,8 @@ sub worker_pid
 # What the view says HubSpot should hold: erp_id => { property => text }.
 sub expected_objects
 {
-	my ($node, $view, $skip) = @_;
-	my $out = $node->safe_psql('postgres', qq{
+	my ($node, $view, $skip, $dbname) = @_;
+	my $out = $node->safe_psql($dbname // 'postgres', qq{
 SELECT coalesce(json_agg(json_build_object('erp_id', v.erp_id::text,
 	'p', (SELECT jsonb_object_agg(e.key, e.value)
 			FROM jsonb_each_text(to_jsonb(v)) e))), '[]')
@@ -259,13 +282,14 @@ SELECT coalesce(json_agg(json_build_object('erp_id', v.erp_id::text,
 # Compare the ERP with the mock.  Returns the list of problems found.
 #   mappings: [ { name, view, type, archive (bool), skip => [columns] } ]
 #   associations: [ { from_view_type, from_type, column, to_type } ]
+#   dbname: the database of the views (default postgres)
 sub compare_state
 {
 	my ($node, %opt) = @_;
 	my @problems;
 	for my $m (@{ $opt{mappings} })
 	{
-		my $expected = expected_objects($node, $m->{view}, $m->{skip});
+		my $expected = expected_objects($node, $m->{view}, $m->{skip}, $opt{dbname});
 		my $held = mock_get("/_mock/objects/$m->{type}")->{results};
 		my %by_key;
 		for my $o (@$held)
@@ -309,8 +333,8 @@ sub compare_state
 	}
 	for my $a (@{ $opt{associations} // [] })
 	{
-		my $expected = expected_objects($node, $a->{view});
-		my $targets = $a->{to_view} ? expected_objects($node, $a->{to_view}) : {};
+		my $expected = expected_objects($node, $a->{view}, undef, $opt{dbname});
+		my $targets = $a->{to_view} ? expected_objects($node, $a->{to_view}, undef, $opt{dbname}) : {};
 		my $from = mock_get("/_mock/objects/$a->{from_type}")->{results};
 		my $to = mock_get("/_mock/objects/$a->{to_type}")->{results};
 		my %from_id = map { ($_->{properties}{erp_id} // '') => $_->{id} }

@@ -13,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
+# shellcheck source=tests/lib.sh
+. tests/lib.sh
 
 PACKAGES="postgresql-15 postgresql-client-15 postgresql-server-dev-15
 libcurl4-openssl-dev libcjson-dev python3 make gcc"
@@ -46,25 +48,14 @@ if [ "${1:-}" = "--run" ]; then
 fi
 
 if [ "$(id -u)" = 0 ]; then
-	missing=""
-	for p in $PACKAGES; do
-		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-	done
-	if [ -n "$missing" ]; then
-		echo "=== installing:$missing"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends $missing >/dev/null
-	fi
+	# shellcheck disable=SC2086  # one word per package
+	install_missing $PACKAGES
 	export PATH="$PG_BIN:$PATH"
-	make -s PG_CONFIG=$PG_BIN/pg_config
-	make -s install PG_CONFIG=$PG_BIN/pg_config >/dev/null
+	build_and_install "$PG_BIN/pg_config"
 	work=$(mktemp -d /tmp/erpcrm-bench-tree.XXXXXX)
 	trap 'rm -rf "$work"' EXIT
 	# tracked files and new ones not ignored (a fresh clone has only the former)
-	git ls-files -z --cached --others --exclude-standard 2>/dev/null |
-		tar --null -T - -cf - 2>/dev/null | tar -C "$work" -xf - \
-		|| cp -a . "$work"
+	copy_tree "$work" --others
 	chown -R postgres: "$work"
 	status=0
 	runuser -u postgres -- env BENCH_REVISION="$BENCH_REVISION" \

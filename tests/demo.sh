@@ -515,6 +515,8 @@ fi
 
 cd "$(dirname "$0")/.."
 top=$(pwd)
+# shellcheck source=tests/lib.sh
+. tests/lib.sh
 
 # A private work directory with what the demo needs, removed at the end.
 make_work() {
@@ -550,17 +552,8 @@ if [ "$(id -u)" = 0 ]; then
 	export PATH="$PATH:/usr/sbin:/sbin"
 	# a real portal is reached over TLS: the system's CA certificates
 	[ -z "${HUBSPOT_TOKEN:-}" ] || PACKAGES="$PACKAGES ca-certificates"
-	missing=""
-	for p in $PACKAGES; do
-		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-	done
-	if [ -n "$missing" ]; then
-		say "Installing:$missing"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq
-		# shellcheck disable=SC2086  # one word per package
-		apt-get install -y -qq --no-install-recommends $missing >/dev/null
-	fi
+	# shellcheck disable=SC2086  # one word per package
+	install_missing $PACKAGES
 	# PG_CONFIG names the PostgreSQL to install into, as for make test
 	if [ -n "${PG_CONFIG:-}" ]; then pg_bin=$("$PG_CONFIG" --bindir); else pg_bin=$PG_BIN_DEFAULT; fi
 	say "Building and installing erpcrm"

@@ -8,10 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
+# shellcheck source=tests/lib.sh
+. tests/lib.sh
 
 PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libcjson-dev
 libipc-run-perl python3 make gcc perl
-clang libclang-rt-14-dev openssl curl"
+clang libclang-rt-14-dev openssl curl
+prometheus python3-yaml"
 
 # PG_CONFIG names the PostgreSQL to build for and test against (default:
 # Debian's PostgreSQL 15).  A relocated copy of it lets several checkouts
@@ -19,9 +22,9 @@ clang libclang-rt-14-dev openssl curl"
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 export PG_CONFIG
 
-# SUITES picks some of them (default: all): unit fuzz mock regress tap.
-# PROVE_TESTS picks TAP files (default: t/*.pl).
-SUITES=${SUITES:-unit fuzz mock regress tap}
+# SUITES picks some of them (default: all): clang unit fuzz mock
+# monitoring regress tap.  PROVE_TESTS picks TAP files (default: t/*.pl).
+SUITES=${SUITES:-clang unit fuzz mock monitoring regress tap}
 export SUITES
 
 want() { case " $SUITES " in *" $1 "*) return 0;; *) return 1;; esac; }
@@ -29,6 +32,17 @@ want() { case " $SUITES " in *" $1 "*) return 0;; *) return 1;; esac; }
 run_suites() {
 	export PATH="$("$PG_CONFIG" --bindir):$PATH"
 	local failed=0
+	if want clang; then
+		# make test installs the gcc build; this one only has to compile
+		# with erpcrm's own warnings as errors
+		echo "=== build with clang"
+		local tree
+		tree=$(mktemp -d "${TMPDIR:-/tmp}/erpcrm-clang.XXXXXX")
+		tar --exclude=./tests --exclude=./.git -cf - . | tar -C "$tree" -xf -
+		make -s -C "$tree" clean PG_CONFIG="$PG_CONFIG" >/dev/null
+		make -s -C "$tree" CC=clang PG_CONFIG="$PG_CONFIG" >/dev/null || failed=1
+		rm -rf "$tree"
+	fi
 	if want unit; then
 		echo "=== unit tests (HTTP client, JSON, rate limiter)"
 		make -s -C tests/unit run || failed=1
@@ -42,15 +56,57 @@ run_suites() {
 		echo "=== HubSpot mock self-test"
 		python3 tests/mock/test_mock.py || failed=1
 	fi
+	if want monitoring; then
+		echo "=== monitoring: alert rules (promtool), dashboard and rules against the exporter's metrics"
+		promtool check rules monitoring/erpcrm_alerts.yaml >/dev/null || failed=1
+		promtool test rules tests/monitoring/alerts_test.yaml || failed=1
+		python3 tests/monitoring/check_monitoring.py --self-test || failed=1
+	fi
 	if want regress; then
 		echo "=== pg_regress"
 		make -s check-regress || { failed=1; cat tests/regress/regression.diffs 2>/dev/null | head -200; }
 	fi
 	if want tap; then
 		echo "=== TAP"
-		make -s check-tap PROVE_FLAGS="${PROVE_FLAGS:-}" PROVE_TESTS="${PROVE_TESTS:-}" || failed=1
+		# the mock of each suite records its calls; all are then checked
+		# against HubSpot's contract (tests/contract/check.js)
+		local calls
+		calls=$(mktemp -d "${TMPDIR:-/tmp}/erpcrm-contract.XXXXXX")
+		ERPCRM_CONTRACT_DIR=$calls make -s check-tap PROVE_FLAGS="${PROVE_FLAGS:-}" PROVE_TESTS="${PROVE_TESTS:-}" || failed=1
+		if ls "$calls"/*.json >/dev/null 2>&1; then
+			echo "=== HubSpot contract: the calls of every TAP suite"
+			node tests/contract/check.js --quiet "$calls"/*.json || failed=1
+		fi
+		rm -rf "$calls"
 	fi
 	return $failed
+}
+
+# The contract check (TAP 019) reads the models of HubSpot's official Node
+# client: Node.js and npm from Debian when missing, then the client at the
+# version package-lock.json pins (npm ci, again only when the lock changed).
+contract_client() {
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		install_missing nodejs npm
+	fi
+	if [ ! tests/contract/node_modules/.package-lock.json -nt tests/contract/package-lock.json ]; then
+		echo "=== npm ci (tests/contract: HubSpot's Node client)"
+		(cd tests/contract && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+	fi
+}
+
+# TAP 020 checks the Debian package: make deb, then the package installed
+# into Debian's PostgreSQL 15 (only the system's, whatever PG_CONFIG is).
+want_package() {
+	want tap && case " ${PROVE_TESTS:-020_package} " in *020_package*) return 0;; *) return 1;; esac
+}
+install_package() {
+	DEB_BUILD_OPTIONS=${DEB_BUILD_OPTIONS:-parallel=2} bash tests/deb.sh
+	local deb
+	deb=$(ls "$top"/deb/postgresql-15-erpcrm_*.deb)
+	echo "=== installing $(basename "$deb")"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall \
+		-o DPkg::Lock::Timeout=300 "$deb" >/dev/null
 }
 
 if [ "${1:-}" = "--suites" ]; then
@@ -59,23 +115,24 @@ if [ "${1:-}" = "--suites" ]; then
 fi
 
 if [ "$(id -u)" = 0 ]; then
-	missing=""
-	for p in $PACKAGES; do
-		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-	done
-	if [ -n "$missing" ]; then
-		echo "=== installing:$missing"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	# shellcheck disable=SC2086  # one word per package
+	install_missing $PACKAGES
+	if want tap; then
+		contract_client
 	fi
 	export PATH="$("$PG_CONFIG" --bindir):$PATH"
-	make -s PG_CONFIG="$PG_CONFIG"
-	make -s install PG_CONFIG="$PG_CONFIG" >/dev/null
+	build_and_install "$PG_CONFIG"
+	# after make install: with the system's PG_CONFIG, the package's files
+	# replace the ones make install put there
+	if want_package; then
+		install_package
+	fi
 	work=$(mktemp -d /tmp/erpcrm-test.XXXXXX)
 	trap 'rm -rf "$work"' EXIT
-	git ls-files -z 2>/dev/null | tar --null -T - -cf - 2>/dev/null | tar -C "$work" -xf - \
-		|| cp -a . "$work"
+	copy_tree "$work"
+	if [ -d tests/contract/node_modules ]; then
+		cp -a tests/contract/node_modules "$work/tests/contract/"
+	fi
 	chown -R postgres: "$work"
 	status=0
 	runuser -u postgres -- env PROVE_FLAGS="${PROVE_FLAGS:-}" PROVE_TESTS="${PROVE_TESTS:-}" SUITES="$SUITES" PG_CONFIG="$PG_CONFIG" bash "$work/tests/run.sh" --suites || status=$?

@@ -200,12 +200,14 @@ build_read_query(MappingDef *m, bool links12)
 }
 
 /*
- * The read query of a mapping, planned once and kept while its text stays
- * the same (the plan cache replans it when the view changes).
+ * The read query of a mapping, planned once and kept while its text and the
+ * mapping's owner stay the same (the plan cache replans it when the view
+ * changes).
  */
 typedef struct ReadPlan
 {
 	int32		mapping_id;
+	Oid			owner;			/* the role it was planned as */
 	char	   *query;
 	SPIPlanPtr	plan;
 } ReadPlan;
@@ -214,7 +216,7 @@ static ReadPlan *read_plans = NULL;
 static int	nread_plans = 0;
 
 static SPIPlanPtr
-read_plan(int32 mapping_id, const char *query, Oid *argtypes)
+read_plan(int32 mapping_id, Oid owner, const char *query, Oid *argtypes)
 {
 	ReadPlan   *rp = NULL;
 	SPIPlanPtr	plan;
@@ -222,7 +224,7 @@ read_plan(int32 mapping_id, const char *query, Oid *argtypes)
 	for (int i = 0; i < nread_plans; i++)
 		if (read_plans[i].mapping_id == mapping_id)
 			rp = &read_plans[i];
-	if (rp != NULL && strcmp(rp->query, query) == 0)
+	if (rp != NULL && rp->owner == owner && strcmp(rp->query, query) == 0)
 		return rp->plan;
 
 	plan = SPI_prepare(query, 1, argtypes);
@@ -242,6 +244,7 @@ read_plan(int32 mapping_id, const char *query, Oid *argtypes)
 		pfree(rp->query);
 	}
 	rp->mapping_id = mapping_id;
+	rp->owner = owner;
 	rp->query = MemoryContextStrdup(TopMemoryContext, query);
 	rp->plan = plan;
 	return plan;
@@ -489,6 +492,7 @@ claim_and_read(Batch *b, int limit)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "erpcrm: claiming keys");
+	erpcrm_worker_step("claiming keys");
 
 	if (claim_plan == NULL)
 	{
@@ -534,6 +538,7 @@ claim_and_read(Batch *b, int limit)
 	}
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s", (int) n, m->source));
+	erpcrm_worker_step("reading its view");
 	{
 		/* 1.2 SQL keeps archived keys and missing links apart */
 		Oid			types[4] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
@@ -543,8 +548,25 @@ claim_and_read(Batch *b, int limit)
 											   4, types, true));
 	}
 	query = build_read_query(m, b->links12);
-	/* an error in one row fails that key alone (see read_view) */
-	read_view(b, read_plan(m->id, query, argtypes), batch_cxt, &rows);
+	{
+		SPIPlanPtr	plan;
+		ErpcrmSavedUser saved;
+
+		/*
+		 * The view is parsed and planned as the mapping's owner, in a
+		 * security-restricted operation, as it is read (read_keys): its
+		 * schema needs no grant to us, and its functions (also those folded
+		 * to constants while planning) never run with our privileges.
+		 */
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_begin(m->owner, &saved);
+		plan = read_plan(m->id, m->owner, query, argtypes);
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_end(&saved);
+
+		/* an error in one row fails that key alone (see read_view) */
+		read_view(b, plan, batch_cxt, &rows);
+	}
 	if (rows.desc == NULL)
 	{
 		/* no key could be read: each has its outcome already */
@@ -774,6 +796,94 @@ claim_and_read(Batch *b, int limit)
  */
 
 /*
+ * HubSpot resets the daily budget at midnight in the portal's time zone.
+ * When the budget runs low (under a tenth, or under 1,000 calls) or is
+ * spent, the portal's time zone is read once from the account details, and
+ * the next midnight there is given to the limiter, which otherwise waits
+ * for midnight UTC.
+ */
+static char *portal_time_zone = NULL;
+static TimestampTz portal_time_zone_tried = 0;
+
+static TimestampTz
+next_portal_midnight(const char *tz, TimestampTz now)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	TimestampTz reset = 0;
+
+	PG_TRY();
+	{
+		Datum		today = DirectFunctionCall3(timestamptz_trunc_zone,
+												CStringGetTextDatum("day"),
+												TimestampTzGetDatum(now),
+												CStringGetTextDatum(tz));
+
+		/* 36 hours after today's midnight is tomorrow, whatever DST does */
+		reset = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_trunc_zone,
+														CStringGetTextDatum("day"),
+														TimestampTzGetDatum(DatumGetTimestampTz(today) +
+																			36 * USECS_PER_HOUR),
+														CStringGetTextDatum(tz)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		reset = 0;				/* a time zone PostgreSQL does not know */
+	}
+	PG_END_TRY();
+	return reset;
+}
+
+static void
+note_daily_reset(Batch *b, const HsResponse *resp, TimestampTz now, bool spent)
+{
+	bool		low = resp->transport_error == 0 && resp->rl_daily > 0 &&
+		resp->rl_daily_remaining >= 0 &&
+		resp->rl_daily_remaining < Max(1000, resp->rl_daily / 10);
+
+	if (!low && !spent)
+		return;
+	if (hs_rate_daily_reset(now) != 0)
+		return;					/* known, still ahead */
+	if (portal_time_zone == NULL)
+	{
+		HsResponse	tz_resp;
+		const char *fields[1] = {"timeZone"};
+		char	   *v[1] = {NULL};
+		CallLog    *log = palloc0(sizeof(CallLog));
+
+		if (portal_time_zone_tried != 0 && now - portal_time_zone_tried < USECS_PER_HOUR)
+			return;
+		portal_time_zone_tried = now;
+		hs_rate_note_call(now);
+		hs_http_request("GET", "/account-info/v3/details", NULL, &tz_resp);
+		if (tz_resp.aborted)
+			CHECK_FOR_INTERRUPTS();
+		log->called_at = now;
+		log->method = "GET";
+		log->path = pstrdup("/account-info/v3/details");
+		log->status = tz_resp.transport_error ? 0 : tz_resp.status;
+		log->latency_ms = tz_resp.elapsed_ms;
+		log->correlation_id = tz_resp.correlation_id[0] ? pstrdup(tz_resp.correlation_id) : NULL;
+		b->calls = lappend(b->calls, log);
+		erpcrm_worker_note_call(&tz_resp, tz_resp.transport_error == 0 && tz_resp.status == 429);
+		if (tz_resp.transport_error == 0 && tz_resp.status == 200 &&
+			hs_parse_fields(tz_resp.body, tz_resp.body_len, 1, fields, v) &&
+			v[0] != NULL && v[0][0] != '\0')
+			portal_time_zone = MemoryContextStrdup(TopMemoryContext, v[0]);
+		if (portal_time_zone == NULL)
+			return;
+	}
+	{
+		TimestampTz reset = next_portal_midnight(portal_time_zone, now);
+
+		if (reset > now)
+			hs_rate_set_daily_reset(reset, now);
+	}
+}
+
+/*
  * Make one call, honouring the client-side rate limit and waiting out 429s
  * that ask for a short pause.  Returns false when the call got no usable
  * answer that the caller should look at (the batch outcome says why).
@@ -786,9 +896,14 @@ call_hubspot(Batch *b, const char *method, const char *path,
 
 	for (;;)
 	{
-		TimestampTz now = GetCurrentTimestamp();
-		long		delay = hs_rate_delay_ms(now);
+		TimestampTz now;
+		long		delay;
 		CallLog    *log;
+
+		/* calls sessions made count in the same budget */
+		erpcrm_worker_absorb_session_calls();
+		now = GetCurrentTimestamp();
+		delay = hs_rate_delay_ms(now);
 
 		if (delay > 0)
 		{
@@ -806,6 +921,7 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		}
 
 		erpcrm_set_state(ERPCRM_WORKER_SENDING, path);
+		erpcrm_worker_step("calling HubSpot");
 		pgstat_report_activity(STATE_RUNNING,
 							   psprintf("erpcrm: %s %s (%d inputs)", method, path, ninputs));
 		hs_rate_note_call(now);
@@ -824,6 +940,7 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		log->inputs = ninputs;
 		log->correlation_id = resp->correlation_id[0] ? pstrdup(resp->correlation_id) : NULL;
 		b->calls = lappend(b->calls, log);
+		note_daily_reset(b, resp, now, false);
 
 		if (resp->transport_error == 0 && resp->status == 429)
 		{
@@ -833,6 +950,12 @@ call_hubspot(Batch *b, const char *method, const char *path,
 			hs_parse_error(resp->body, resp->body_len, &err);
 			log->category = pstrdup(err.category[0] ? err.category : "RATE_LIMIT");
 			until = hs_rate_note_429(resp, err.policy_name, now);
+			if (err.policy_name != NULL && strcmp(err.policy_name, "DAILY") == 0)
+			{
+				/* wait for the portal's reset, not midnight UTC */
+				note_daily_reset(b, resp, now, true);
+				until = TimestampTzPlusMilliseconds(now, hs_rate_delay_ms(now));
+			}
 			erpcrm_worker_note_call(resp, true);
 			if (++rate_retries <= 5 && until - now <= 60 * USECS_PER_SEC)
 				continue;		/* the limiter now waits it out */
@@ -1282,9 +1405,11 @@ send_association_adds(Batch *b, AssocDef *def, int a, BatchKey **adds, int nadd)
 		HsBatchResult result;
 		const char *why;
 
-		/* errors inside a 200/207 name the failed pairs */
-		if (resp.status == 207 &&
-			hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
+		/*
+		 * errors inside a 200 (batch/associate/default has no 207) or a 207
+		 * name the failed pairs
+		 */
+		if (hs_parse_batch(resp.body, resp.body_len, NULL, &result, &why) &&
 			result.nerrors > 0)
 		{
 			for (int i = 0; i < nadd; i++)
@@ -1293,7 +1418,7 @@ send_association_adds(Batch *b, AssocDef *def, int a, BatchKey **adds, int nadd)
 
 				if (refusal == NULL)
 					continue;	/* its pair was made */
-				set_outcome(adds[i], KO_RETRY, 207, "ASSOCIATION",
+				set_outcome(adds[i], KO_RETRY, resp.status, "ASSOCIATION",
 							psprintf("association to %s \"%s\" was refused: %s",
 									 def->target_name, adds[i]->assoc_key[a],
 									 truncate_message(refusal)),
@@ -1832,6 +1957,7 @@ record(Batch *b)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "erpcrm: recording results");
+	erpcrm_worker_step("recording the results");
 
 	for (int i = 0; i < b->nkeys; i++)
 	{

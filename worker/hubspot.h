@@ -65,6 +65,15 @@ typedef struct HsResponse
 extern void hs_http_init(void);
 extern void hs_http_configure(const HsHttpConfig *config);
 extern void hs_http_cleanup(void);
+/*
+ * Called around every request when set (in a session, by setup.c): with
+ * resp NULL just before the call, and with the answer after it (not after
+ * a call interrupted by a cancel).
+ */
+typedef void (*HsCallHook) (const char *method, const char *path,
+							const HsResponse *resp);
+extern HsCallHook hs_call_hook;
+
 extern void hs_http_request(const char *method, const char *path,
 							const char *body, HsResponse *resp);
 
@@ -225,5 +234,9 @@ extern TimestampTz hs_rate_note_429(const HsResponse *resp,
 /* Latest header values, for erpcrm.worker; -1 where unknown. */
 extern long hs_rate_window_remaining(void);
 extern long hs_rate_daily_remaining(void);
+
+/* HubSpot's next daily reset, learned from the portal's time zone. */
+extern void hs_rate_set_daily_reset(TimestampTz reset, TimestampTz now);
+extern TimestampTz hs_rate_daily_reset(TimestampTz now);
 
 #endif							/* ERPCRM_HUBSPOT_H */

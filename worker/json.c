@@ -275,7 +275,10 @@ hs_body_add_read(HsJsonBody *body, const char *hubspot_id)
 	hs_body_add_archive(body, hubspot_id);
 }
 
-/* "properties": [names...] beside "inputs" (batch/read) */
+/*
+ * "properties": [names...] beside "inputs" (batch/read), and the empty
+ * "propertiesWithHistory" that HubSpot's schema requires there.
+ */
 void
 hs_body_set_properties(HsJsonBody *body, int nnames, const char *const *names)
 {
@@ -283,6 +286,8 @@ hs_body_set_properties(HsJsonBody *body, int nnames, const char *const *names)
 
 	if (body == NULL || body->root == NULL)
 		elog(ERROR, "erpcrm: request body used after hs_body_finish");
+	if (cJSON_AddArrayToObject(body->root, "propertiesWithHistory") == NULL)
+		json_oom();
 	array = cJSON_AddArrayToObject(body->root, "properties");
 	if (array == NULL)
 		json_oom();

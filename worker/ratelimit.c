@@ -14,10 +14,10 @@
  *	  X-HubSpot-RateLimit-Remaining: 0 (other apps may share the account's
  *	  budget), wait until that window plausibly has room again.
  * 4. The daily budget: when X-HubSpot-RateLimit-Daily-Remaining was 0, wait
- *	  until the next midnight UTC.  HubSpot resets the daily budget at
- *	  midnight in the portal's time zone, which is unknown here, so this is
- *	  an approximation; a later answer showing a remaining budget > 0 lifts
- *	  the block.
+ *	  until HubSpot's next daily reset: midnight in the portal's time zone,
+ *	  which the caller learns from HubSpot and passes to
+ *	  hs_rate_set_daily_reset(); until it does, the next midnight UTC.  A
+ *	  later answer showing a remaining budget > 0 lifts the block.
  *
  * Pure logic on TimestampTz values (int64 microseconds since 2000-01-01
  * UTC): no I/O and no calls into the backend, so that a unit test can link
@@ -108,6 +108,18 @@ next_midnight_utc(TimestampTz t)
 	if (t < 0 && t % USECS_PER_DAY != 0)
 		day--;					/* floor for times before 2000 */
 	return (day + 1) * USECS_PER_DAY;
+}
+
+/* HubSpot's next daily reset, when the caller learned it (0 = unknown). */
+static TimestampTz daily_reset_at = 0;
+
+/* The next daily reset after t: the portal's, else midnight UTC. */
+static TimestampTz
+next_daily_reset(TimestampTz t)
+{
+	if (daily_reset_at > t)
+		return daily_reset_at;
+	return next_midnight_utc(t);
 }
 
 /* The i-th kept call, 0 = oldest. */
@@ -336,7 +348,7 @@ hs_rate_note_response(const HsResponse *resp, TimestampTz now)
 	{
 		last_daily_remaining = resp->rl_daily_remaining;
 		if (resp->rl_daily_remaining == 0)
-			daily_blocked_until = next_midnight_utc(now);
+			daily_blocked_until = next_daily_reset(now);
 		else
 			daily_blocked_until = 0;
 	}
@@ -376,7 +388,7 @@ hs_rate_note_429(const HsResponse *resp, const char *policy_name,
 		 * Kept as a daily block only, so that an answer showing a daily
 		 * budget again (e.g. the portal's midnight came first) lifts it.
 		 */
-		daily_blocked_until = Max(daily_blocked_until, next_midnight_utc(now));
+		daily_blocked_until = Max(daily_blocked_until, next_daily_reset(now));
 		return Max(blocked_until, daily_blocked_until);
 	}
 	else
@@ -396,6 +408,27 @@ long
 hs_rate_window_remaining(void)
 {
 	return last_remaining;
+}
+
+/*
+ * HubSpot's next daily reset (midnight in the portal's time zone), learned
+ * by the caller.  A daily block in force moves to it.
+ */
+void
+hs_rate_set_daily_reset(TimestampTz reset, TimestampTz now)
+{
+	if (reset <= now)
+		return;
+	daily_reset_at = reset;
+	if (daily_blocked_until > now)
+		daily_blocked_until = reset;
+}
+
+/* When the learned reset has passed (or none was learned): 0. */
+TimestampTz
+hs_rate_daily_reset(TimestampTz now)
+{
+	return daily_reset_at > now ? daily_reset_at : 0;
 }
 
 long

@@ -12,7 +12,7 @@
  *	  - an accepted answer yields one item per element of "results" and of
  *		"errors", each with its strings present and valid UTF-8, statuses
  *		0 or 100..599;
- *	  - no cJSON tree outlives the call (see fuzzstubs.c).
+ *	  - no cJSON tree outlives the call (see tests/stubs/pgstubs.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -21,7 +21,7 @@
 #include <cjson/cJSON.h>
 
 #include "hubspot.h"
-#include "fuzzstubs.h"
+#include "fuzzcheck.h"
 
 /* Size of member name of root when it is an array, else -1. */
 static int
@@ -92,7 +92,7 @@ parse(const char *body, size_t len, bool oom)
 
 	ok_key = hs_parse_batch(body, len, "erp_id", &by_key, &why_key);
 	ok_id = hs_parse_batch(body, len, NULL, &by_id, &why_id);
-	fuzz_allocs_mark = fuzz_cjson_allocs;
+	fuzz_allocs_mark = stub_cjson_allocs;
 	check_one(body, len, ok_key, by_key, why_key, oom);
 	check_one(body, len, ok_id, by_id, why_id, oom);
 }

@@ -30,7 +30,7 @@
 #include <cjson/cJSON.h>
 
 #include "hubspot.h"
-#include "fuzzstubs.h"
+#include "fuzzcheck.h"
 
 #define MAX_FIELDS 402
 
@@ -469,24 +469,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	split(data, size, &f);
 	build(&f, &b);
-	allocs = fuzz_cjson_allocs;
+	allocs = stub_cjson_allocs;
 	check(&f, &b);
 	pfree(b.batch);
 	pfree(b.association);
 	pfree(b.search);
-	FUZZ_ASSERT(fuzz_cjson_live() == 0);
-	fuzz_reset();
+	FUZZ_ASSERT(stub_cjson_live() == 0);
+	stub_reset();
 
 	/* again, with the k-th cJSON allocation failing */
 	for (size_t i = 0; i < size; i++)
 		h = (h ^ data[i]) * 16777619u;
 	split(data, size, &f);
-	fuzz_fail_after = (long) (h % (uint32) Max(allocs, 1));
+	stub_fail_after = (long) (h % (uint32) Max(allocs, 1));
 	if (sigsetjmp(jmp, 0) == 0)
 	{
-		fuzz_error_jmp = &jmp;
+		stub_error_jmp = &jmp;
 		build(&f, &b);
 	}
-	fuzz_reset();
+	stub_reset();
 	return 0;
 }

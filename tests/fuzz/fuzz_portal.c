@@ -17,7 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "hubspot.h"
-#include "fuzzstubs.h"
+#include "fuzzcheck.h"
 
 static const char *const fields[] = {
 	"portalId", "timeZone", "companyCurrency", "uiDomain", "dataHostingLocation",
@@ -46,7 +46,7 @@ parse(const char *body, size_t len, bool oom)
 									&nstages, &stage_labels, &stage_ids);
 	fields_ok = hs_parse_fields(body, len, lengthof(fields), fields, values);
 	scopes_ok = hs_parse_string_list(body, len, "scopes", &nscopes, &scopes);
-	fuzz_allocs_mark = fuzz_cjson_allocs;
+	fuzz_allocs_mark = stub_cjson_allocs;
 
 	FUZZ_ASSERT(nnames >= 0);
 	FUZZ_ASSERT(names_ok || nnames == 0);

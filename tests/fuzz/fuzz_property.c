@@ -16,7 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "hubspot.h"
-#include "fuzzstubs.h"
+#include "fuzzcheck.h"
 
 static void
 parse(const char *body, size_t len, bool oom)
@@ -27,7 +27,7 @@ parse(const char *body, size_t len, bool oom)
 	bool		ok;
 
 	ok = hs_parse_property(body, len, "erp_id", &n, &ids, &values);
-	fuzz_allocs_mark = fuzz_cjson_allocs;
+	fuzz_allocs_mark = stub_cjson_allocs;
 
 	FUZZ_ASSERT(n >= 0);
 	if (!ok)

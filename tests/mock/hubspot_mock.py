@@ -71,7 +71,8 @@ Control API (JSON in and out; no auth; never rate limited or logged)
                                   toId, typeId, category}]}
   GET  /_mock/requests?since=N    {"results": [{seq, time, method, path,
                                   status, inputs, bodyBytes, durationMs,
-                                  fault?, body? (log_bodies)}], "lastSeq"}
+                                  fault?, body?, answer? (log_bodies)}],
+                                  "lastSeq"}
                                   status 0 = connection dropped (refuse)
   GET  /_mock/stats               {calls, byStatus, rateLimited,
                                   maxWindowCalls, windowMs, dailyUsed,
@@ -331,9 +332,10 @@ class InputError(Exception):
         self.sub = sub
 
     def entry(self):
+        # every field HubSpot's StandardError schema requires
         e = {"status": "error", "category": self.category,
              "message": self.message, "context": self.context,
-             "errors": self.errors}
+             "errors": self.errors, "links": {}}
         if self.sub:
             e["subCategory"] = self.sub
         return e
@@ -1994,14 +1996,14 @@ class Api:
                               sub="crm.associations.INVALID_OBJECT_IDS")
         return None
 
-    def _v4_answer(self, results, errs, ok_status):
+    def _v4_answer(self, results, errs, ok_status, partial_status=207):
         t0 = now_iso()
         body = {"status": "COMPLETE", "results": results, "startedAt": t0,
                 "completedAt": t0}
         if errs:
             body["numErrors"] = len(errs)
             body["errors"] = [e.entry() for e in errs]
-            return 207, body
+            return partial_status, body
         return ok_status, body
 
     def assoc_default(self, ft, tt, body, single=False):
@@ -2027,7 +2029,8 @@ class Api:
                                                 "associationTypeId": typ}})
         if single and errs:
             raise batch_failed(errs)
-        return self._v4_answer(results, errs, 200)
+        # HubSpot's schema has no 207 here: the errors come inside a 200
+        return self._v4_answer(results, errs, 200, 200)
 
     def assoc_create(self, ft, tt, body):
         st = self.st
@@ -2523,7 +2526,7 @@ class Handler(BaseHTTPRequestHandler):
                 mode, payload, status, fault = self.output_faults(
                     st, faults, payload, status, out)
             self.log(st, method, path, status, raw, body_obj, t_start,
-                     fault)
+                     fault, out)
         ctype = "application/json;charset=utf-8"
         if status in (502, 504) and fault == "error_share":
             payload = (EDGE_HTML % (status, REASONS[status], status,
@@ -2697,7 +2700,8 @@ class Handler(BaseHTTPRequestHandler):
                                           "Forced status %d (mock)" % s))
         return None
 
-    def log(self, st, method, path, status, raw, body_obj, t_start, fault):
+    def log(self, st, method, path, status, raw, body_obj, t_start, fault,
+            answer=None):
         st.seq += 1
         st.calls += 1
         st.by_status[status] += 1
@@ -2717,6 +2721,9 @@ class Handler(BaseHTTPRequestHandler):
         if st.cfg.log_bodies:
             e["body"] = body_obj if body_obj is not None else \
                 raw.decode("utf-8", "replace")
+            # the answer as sent, unless a fault garbled it (tests/contract)
+            if answer is not None and not fault:
+                e["answer"] = answer
         st.log.append(e)
         while len(st.log) > st.cfg.log_limit:
             st.log.popleft()

@@ -320,6 +320,14 @@ class MockTest(unittest.TestCase):
         self.assertEqual(st, 200, out)
         self.assertEqual(out["results"][0]["associationSpec"]
                          ["associationTypeId"], 279)
+        # HubSpot's schema has no 207 for associate/default: errors in a 200
+        st, out, _ = self.call(
+            "POST", "/crm/v4/associations/contacts/companies/batch/associate/"
+            "default", {"inputs": [{"from": {"id": pid}, "to": {"id": cid}},
+                                   {"from": {"id": pid},
+                                    "to": {"id": "777777"}}]})
+        self.assertEqual(st, 200, out)
+        self.assertEqual(out["numErrors"], 1)
         st, out, _ = self.call("GET", "/crm/v4/objects/companies/%s/"
                                "associations/contacts" % cid)
         self.assertEqual(out["results"][0]["toObjectId"], pid)

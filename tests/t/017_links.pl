@@ -186,4 +186,20 @@ $setup = rows(q{object_type || '|' || kind || '|' || name || '|' || result}, 'er
 like($setup, qr/^line_items\|unique property\|erp_id\|error: the property exists in HubSpot without unique values \(hasUniqueValue false\).*cannot make an existing property unique; give the mappings of line_items another id_property/m,
 	'set-up: an id property without unique values is not reported as existing, and the way out is said');
 
+# --- the daily budget runs out: wait for the portal's midnight, not UTC's
+ErpcrmTest::mock_post('/_mock/config', { daily_limit => 100000, daily_used => 99998 });
+sql("INSERT INTO erp.products VALUES ('P-D1', 'Ostatni', 1, true)");
+ok(wait_synced($node), 'a product sent with the last calls of the day');
+sql("INSERT INTO erp.products VALUES ('P-D2', 'Jutro', 1, true)");
+ok(poll_until('the key to wait for the reset', sub {
+	sql("SELECT error_category FROM erpcrm.key_status('products', 'P-D2')") eq 'RATE_LIMIT' }),
+	'the next product waits for the daily budget');
+my $portal_midnight = "date_trunc('day', now() AT TIME ZONE 'Europe/Warsaw' + interval '1 day') AT TIME ZONE 'Europe/Warsaw'";
+is(sql("SELECT abs(extract(epoch FROM next_attempt_at - ($portal_midnight))) < 60"
+	  . " FROM erpcrm.key_status('products', 'P-D2')"), 't',
+	'until midnight in the portal\'s time zone (Europe/Warsaw, from the account details)');
+isnt(sql("SELECT abs(extract(epoch FROM next_attempt_at - date_trunc('day', now() AT TIME ZONE 'UTC' + interval '1 day') AT TIME ZONE 'UTC')) < 60"
+	  . " FROM erpcrm.key_status('products', 'P-D2')"), 't', 'not midnight UTC');
+is(sql("SELECT state FROM erpcrm.key_status('products', 'P-D2')"), 'pending', 'pending, not failed');
+
 done_testing();

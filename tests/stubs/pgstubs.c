@@ -1,44 +1,75 @@
 /*-------------------------------------------------------------------------
  *
- * fuzzstubs.c
- *	  The few backend functions worker/json.c calls (palloc & co, ereport),
- *	  for the libFuzzer harnesses in this directory.
+ * pgstubs.c
+ *	  Just enough of the backend (palloc & co, ereport, the interrupt flags)
+ *	  to run the HubSpot client (worker/http.c, json.c) outside a server:
+ *	  for the unit tests (tests/unit) and the fuzz harnesses (tests/fuzz).
  *
- * Unlike tests/unit/pgstubs.c, memory is tracked: every allocation is
- * remembered in a pointer hash, so that
- *	  - fuzz_reset() frees everything between two inputs, the way the worker
- *		resets its per-batch memory context (so the fuzzer does not grow);
- *	  - fuzz_cjson_live() counts the allocations cJSON made through the
+ * Memory is tracked: every allocation is remembered in a pointer hash, so
+ * that
+ *	  - stub_reset() frees everything since the last reset, the way the
+ *		worker resets its per-batch memory context (the fuzzer calls it
+ *		between inputs; the unit tests never do);
+ *	  - stub_cjson_live() counts the allocations cJSON made through the
  *		palloc hooks (palloc_extended) that are still live: after a parser
  *		returns this must be zero, or a cJSON tree was not deleted;
  *	  - pfree of a pointer that was never allocated, or freed twice, aborts.
  * Each allocation is its own malloc() block, so AddressSanitizer sees every
  * overrun.
  *
- * fuzz_fail_after makes the n-th later cJSON allocation fail (NULL), to
+ * stub_fail_after makes the n-th later cJSON allocation fail (NULL), to
  * drive cJSON's and json.c's out-of-memory paths.  An ERROR jumps to
- * fuzz_error_jmp when the harness set one (as PG_TRY would catch it), else
- * aborts: the parsers must never raise one.
+ * stub_error_jmp when the caller set one (as PG_TRY would catch it), else
+ * aborts: the code under test must not raise one.  Messages at or above
+ * stub_log_level are printed (PGSTUBS_LOG_LEVEL at build time, default
+ * WARNING), unless an ERROR is expected.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "utils/memutils.h"
 
-#include "fuzzstubs.h"
+#include "pgstubs.h"
 
-sigjmp_buf *fuzz_error_jmp = NULL;
-long		fuzz_fail_after = -1;
-long		fuzz_cjson_allocs = 0;
-long		fuzz_allocs_mark = -1;
+#ifndef PGSTUBS_LOG_LEVEL
+#define PGSTUBS_LOG_LEVEL WARNING
+#endif
+
+sigjmp_buf *stub_error_jmp = NULL;
+long		stub_fail_after = -1;
+long		stub_cjson_allocs = 0;
+int			stub_log_level = PGSTUBS_LOG_LEVEL;
+
+/* what worker/http.c looks at */
+volatile sig_atomic_t ProcDiePending = false;
+volatile sig_atomic_t ShutdownRequestPending = false;
+volatile sig_atomic_t postmaster_possibly_dead = false;
+volatile sig_atomic_t QueryCancelPending = false;
+volatile sig_atomic_t InterruptPending = false;
+bool		IsBackgroundWorker = true;	/* the worker's path: no session cancels */
+static uint32 stub_wait_event_info;
+uint32	   *my_wait_event_info = &stub_wait_event_info;
+
+/* what CHECK_FOR_INTERRUPTS() calls (never, with InterruptPending false) */
+void
+ProcessInterrupts(void)
+{
+}
 
 static int	cur_elevel;
+
+bool
+PostmasterIsAliveInternal(void)
+{
+	return true;
+}
 
 /* ----------------------------------------------------------------
  * Allocation tracking: open addressing on the pointer value
@@ -158,7 +189,7 @@ alloc(Size size, bool zero, bool cjson)
 
 	if (!AllocSizeIsValid(size))
 	{
-		fprintf(stderr, "fuzzstubs: invalid memory alloc request size %zu\n",
+		fprintf(stderr, "pgstubs: invalid memory alloc request size %zu\n",
 				(size_t) size);
 		abort();
 	}
@@ -170,7 +201,7 @@ alloc(Size size, bool zero, bool cjson)
 }
 
 void
-fuzz_reset(void)
+stub_reset(void)
 {
 	for (size_t i = 0; i < nslots; i++)
 	{
@@ -182,13 +213,13 @@ fuzz_reset(void)
 	}
 	nused = 0;
 	live_cjson = 0;
-	fuzz_fail_after = -1;
-	fuzz_cjson_allocs = 0;
-	fuzz_error_jmp = NULL;
+	stub_fail_after = -1;
+	stub_cjson_allocs = 0;
+	stub_error_jmp = NULL;
 }
 
 long
-fuzz_cjson_live(void)
+stub_cjson_live(void)
 {
 	return live_cjson;
 }
@@ -209,8 +240,8 @@ palloc0(Size size)
 void *
 palloc_extended(Size size, int flags)
 {
-	fuzz_cjson_allocs++;
-	if (fuzz_fail_after >= 0 && fuzz_fail_after-- == 0)
+	stub_cjson_allocs++;
+	if (stub_fail_after >= 0 && stub_fail_after-- == 0)
 		return NULL;
 	if (!AllocSizeIsValid(size) && !(flags & MCXT_ALLOC_HUGE))
 	{
@@ -228,7 +259,7 @@ pfree(void *ptr)
 
 	if (i == SIZE_MAX)
 	{
-		fprintf(stderr, "fuzzstubs: pfree of %p, which is not allocated\n", ptr);
+		fprintf(stderr, "pgstubs: pfree of %p, which is not allocated\n", ptr);
 		abort();
 	}
 	track_remove(i);
@@ -244,12 +275,12 @@ repalloc(void *ptr, Size size)
 
 	if (i == SIZE_MAX)
 	{
-		fprintf(stderr, "fuzzstubs: repalloc of %p, which is not allocated\n", ptr);
+		fprintf(stderr, "pgstubs: repalloc of %p, which is not allocated\n", ptr);
 		abort();
 	}
 	if (!AllocSizeIsValid(size))
 	{
-		fprintf(stderr, "fuzzstubs: invalid memory alloc request size %zu\n",
+		fprintf(stderr, "pgstubs: invalid memory alloc request size %zu\n",
 				(size_t) size);
 		abort();
 	}
@@ -297,7 +328,7 @@ bool
 errstart(int elevel, const char *domain)
 {
 	cur_elevel = elevel;
-	return elevel >= ERROR;
+	return elevel >= stub_log_level || elevel >= ERROR;
 }
 
 bool
@@ -311,9 +342,9 @@ errfinish(const char *filename, int lineno, const char *funcname)
 {
 	if (cur_elevel >= ERROR)
 	{
-		if (fuzz_error_jmp != NULL)
-			siglongjmp(*fuzz_error_jmp, 1);
-		fprintf(stderr, "fuzzstubs: unexpected ERROR at %s:%d (%s)\n",
+		if (stub_error_jmp != NULL)
+			siglongjmp(*stub_error_jmp, 1);
+		fprintf(stderr, "pgstubs: unexpected ERROR at %s:%d (%s)\n",
 				filename, lineno, funcname);
 		abort();
 	}
@@ -328,9 +359,10 @@ errcode(int sqlerrcode)
 static int
 message(const char *fmt, va_list ap)
 {
-	/* only unexpected errors are worth printing */
-	if (fuzz_error_jmp == NULL)
+	/* an ERROR the caller expects is not worth printing */
+	if (stub_error_jmp == NULL || cur_elevel < ERROR)
 	{
+		fprintf(stderr, "[elevel %d] ", cur_elevel);
 		vfprintf(stderr, fmt, ap);
 		fputc('\n', stderr);
 	}
@@ -368,85 +400,4 @@ errdetail(const char *fmt,...)
 	message(fmt, ap);
 	va_end(ap);
 	return 0;
-}
-
-/* ----------------------------------------------------------------
- * Checks shared by the harnesses
- * ----------------------------------------------------------------
- */
-
-/* Written apart from json.c's utf8_pstrdup, so that it can check it. */
-bool
-fuzz_utf8_valid(const char *s, size_t len)
-{
-	const unsigned char *p = (const unsigned char *) s;
-	size_t		i = 0;
-
-	while (i < len)
-	{
-		unsigned int c = p[i];
-		unsigned int cp;
-		size_t		need;
-		unsigned int min;
-
-		if (c < 0x80)
-		{
-			i++;
-			continue;
-		}
-		if ((c & 0xE0) == 0xC0)
-		{
-			need = 1;
-			cp = c & 0x1F;
-			min = 0x80;
-		}
-		else if ((c & 0xF0) == 0xE0)
-		{
-			need = 2;
-			cp = c & 0x0F;
-			min = 0x800;
-		}
-		else if ((c & 0xF8) == 0xF0)
-		{
-			need = 3;
-			cp = c & 0x07;
-			min = 0x10000;
-		}
-		else
-			return false;
-		if (len - i <= need)
-			return false;
-		for (size_t k = 1; k <= need; k++)
-		{
-			if ((p[i + k] & 0xC0) != 0x80)
-				return false;
-			cp = (cp << 6) | (p[i + k] & 0x3F);
-		}
-		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-			return false;
-		i += need + 1;
-	}
-	return true;
-}
-
-void
-fuzz_run_parser(fuzz_parser_fn fn, const uint8_t *data, size_t size)
-{
-	long		allocs;
-	uint32		h = 2166136261u;
-
-	fuzz_allocs_mark = -1;
-	fn((const char *) data, size, false);
-	FUZZ_ASSERT(fuzz_cjson_live() == 0);
-	allocs = fuzz_allocs_mark >= 0 ? fuzz_allocs_mark : fuzz_cjson_allocs;
-	fuzz_reset();
-
-	if (allocs == 0)
-		return;
-	for (size_t i = 0; i < size; i++)
-		h = (h ^ data[i]) * 16777619u;
-	fuzz_fail_after = (long) (h % (uint32) allocs);
-	fn((const char *) data, size, true);
-	FUZZ_ASSERT(fuzz_cjson_live() == 0);
-	fuzz_reset();
 }

@@ -1,35 +1,21 @@
 /*-------------------------------------------------------------------------
  *
- * fuzzstubs.h
- *	  Tracked palloc and a catchable ERROR for the fuzz harnesses
- *	  (fuzzstubs.c), and the checks the harnesses share.
+ * fuzzcheck.h
+ *	  The checks the fuzz harnesses share (fuzzcheck.c), and the backend
+ *	  stubs they run on (tests/stubs/pgstubs.h).
  *
  *-------------------------------------------------------------------------
  */
-#ifndef ERPCRM_FUZZSTUBS_H
-#define ERPCRM_FUZZSTUBS_H
+#ifndef ERPCRM_FUZZCHECK_H
+#define ERPCRM_FUZZCHECK_H
 
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-/* where an ERROR jumps (NULL: abort, an ERROR is a finding) */
-extern sigjmp_buf *fuzz_error_jmp;
-
-/* fail the n-th next cJSON allocation (-1: never) */
-extern long fuzz_fail_after;
-
-/* cJSON allocations made since the last fuzz_reset() */
-extern long fuzz_cjson_allocs;
+#include "pgstubs.h"
 
 /* set by a harness after the calls under test: their cJSON allocations */
 extern long fuzz_allocs_mark;
-
-/* cJSON allocations still live: nonzero after a call = a tree not deleted */
-extern long fuzz_cjson_live(void);
-
-/* free everything allocated since the last reset, clear the settings */
-extern void fuzz_reset(void);
 
 /* Well-formed UTF-8 (no overlong forms, surrogates, or beyond U+10FFFF)? */
 extern bool fuzz_utf8_valid(const char *s, size_t len);
@@ -58,4 +44,4 @@ typedef void (*fuzz_parser_fn) (const char *body, size_t len, bool oom);
 extern void fuzz_run_parser(fuzz_parser_fn fn, const uint8_t *data,
 							size_t size);
 
-#endif							/* ERPCRM_FUZZSTUBS_H */
+#endif							/* ERPCRM_FUZZCHECK_H */
