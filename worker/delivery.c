@@ -200,12 +200,14 @@ build_read_query(MappingDef *m, bool links12)
 }
 
 /*
- * The read query of a mapping, planned once and kept while its text stays
- * the same (the plan cache replans it when the view changes).
+ * The read query of a mapping, planned once and kept while its text and the
+ * mapping's owner stay the same (the plan cache replans it when the view
+ * changes).
  */
 typedef struct ReadPlan
 {
 	int32		mapping_id;
+	Oid			owner;			/* the role it was planned as */
 	char	   *query;
 	SPIPlanPtr	plan;
 } ReadPlan;
@@ -214,7 +216,7 @@ static ReadPlan *read_plans = NULL;
 static int	nread_plans = 0;
 
 static SPIPlanPtr
-read_plan(int32 mapping_id, const char *query, Oid *argtypes)
+read_plan(int32 mapping_id, Oid owner, const char *query, Oid *argtypes)
 {
 	ReadPlan   *rp = NULL;
 	SPIPlanPtr	plan;
@@ -222,7 +224,7 @@ read_plan(int32 mapping_id, const char *query, Oid *argtypes)
 	for (int i = 0; i < nread_plans; i++)
 		if (read_plans[i].mapping_id == mapping_id)
 			rp = &read_plans[i];
-	if (rp != NULL && strcmp(rp->query, query) == 0)
+	if (rp != NULL && rp->owner == owner && strcmp(rp->query, query) == 0)
 		return rp->plan;
 
 	plan = SPI_prepare(query, 1, argtypes);
@@ -242,6 +244,7 @@ read_plan(int32 mapping_id, const char *query, Oid *argtypes)
 		pfree(rp->query);
 	}
 	rp->mapping_id = mapping_id;
+	rp->owner = owner;
 	rp->query = MemoryContextStrdup(TopMemoryContext, query);
 	rp->plan = plan;
 	return plan;
@@ -489,6 +492,7 @@ claim_and_read(Batch *b, int limit)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "erpcrm: claiming keys");
+	erpcrm_worker_step("claiming keys");
 
 	if (claim_plan == NULL)
 	{
@@ -534,6 +538,7 @@ claim_and_read(Batch *b, int limit)
 	}
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s", (int) n, m->source));
+	erpcrm_worker_step("reading its view");
 	{
 		/* 1.2 SQL keeps archived keys and missing links apart */
 		Oid			types[4] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
@@ -543,8 +548,25 @@ claim_and_read(Batch *b, int limit)
 											   4, types, true));
 	}
 	query = build_read_query(m, b->links12);
-	/* an error in one row fails that key alone (see read_view) */
-	read_view(b, read_plan(m->id, query, argtypes), batch_cxt, &rows);
+	{
+		SPIPlanPtr	plan;
+		ErpcrmSavedUser saved;
+
+		/*
+		 * The view is parsed and planned as the mapping's owner, in a
+		 * security-restricted operation, as it is read (read_keys): its
+		 * schema needs no grant to us, and its functions (also those folded
+		 * to constants while planning) never run with our privileges.
+		 */
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_begin(m->owner, &saved);
+		plan = read_plan(m->id, m->owner, query, argtypes);
+		if (OidIsValid(m->owner))
+			erpcrm_as_owner_end(&saved);
+
+		/* an error in one row fails that key alone (see read_view) */
+		read_view(b, plan, batch_cxt, &rows);
+	}
 	if (rows.desc == NULL)
 	{
 		/* no key could be read: each has its outcome already */
@@ -874,9 +896,14 @@ call_hubspot(Batch *b, const char *method, const char *path,
 
 	for (;;)
 	{
-		TimestampTz now = GetCurrentTimestamp();
-		long		delay = hs_rate_delay_ms(now);
+		TimestampTz now;
+		long		delay;
 		CallLog    *log;
+
+		/* calls sessions made count in the same budget */
+		erpcrm_worker_absorb_session_calls();
+		now = GetCurrentTimestamp();
+		delay = hs_rate_delay_ms(now);
 
 		if (delay > 0)
 		{
@@ -894,6 +921,7 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		}
 
 		erpcrm_set_state(ERPCRM_WORKER_SENDING, path);
+		erpcrm_worker_step("calling HubSpot");
 		pgstat_report_activity(STATE_RUNNING,
 							   psprintf("erpcrm: %s %s (%d inputs)", method, path, ninputs));
 		hs_rate_note_call(now);
@@ -1965,6 +1993,7 @@ record(Batch *b)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "erpcrm: recording results");
+	erpcrm_worker_step("recording the results");
 
 	for (int i = 0; i < b->nkeys; i++)
 	{
