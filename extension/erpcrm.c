@@ -26,6 +26,9 @@ _PG_init(void)
 	/* Settings are defined in every backend that loads the library. */
 	erpcrm_define_settings();
 
+	/* No function of erpcrm that changes state runs in a view's read. */
+	erpcrm_install_guard();
+
 	/* During pg_upgrade's binary upgrade nothing may run. */
 	if (IsBinaryUpgrade)
 		return;

@@ -60,6 +60,8 @@ typedef enum ErpcrmWorkerState
 	ERPCRM_WORKER_STANDBY
 } ErpcrmWorkerState;
 
+#define ERPCRM_SESSION_CALLS 128
+
 typedef struct ErpcrmShared
 {
 	slock_t		mutex;
@@ -77,6 +79,11 @@ typedef struct ErpcrmShared
 	uint64		calls;
 	uint64		rate_limited;
 	uint64		objects_sent;
+	bool		role_ready;		/* erpcrm.role was seen to exist, with LOGIN */
+	bool		retry_now;		/* erpcrm.retry_now(): end any back-off */
+	/* start times of HubSpot calls made by sessions, for the worker's limiter */
+	uint64		session_seq;	/* how many so far */
+	TimestampTz session_calls[ERPCRM_SESSION_CALLS];
 } ErpcrmShared;
 
 extern ErpcrmShared *erpcrm_shared;
@@ -85,6 +92,8 @@ extern void erpcrm_request_shmem(void);
 extern void erpcrm_wake_at_commit(void);
 extern void erpcrm_set_state(ErpcrmWorkerState state, const char *detail);
 extern void erpcrm_clip(char *dst, const char *src, size_t size);
+extern void erpcrm_note_session_call(TimestampTz started);
+extern int	erpcrm_take_session_calls(uint64 *seen, TimestampTz *calls);
 
 /* ----------------------------------------------------------------
  * owner.c: reading mapping views as the mapping's owner
@@ -99,6 +108,9 @@ typedef struct ErpcrmSavedUser
 
 extern void erpcrm_as_owner_begin(Oid owner, ErpcrmSavedUser *saved);
 extern void erpcrm_as_owner_end(ErpcrmSavedUser *saved);
+extern void erpcrm_refuse_if_restricted(Oid fn_oid);
+extern void erpcrm_install_guard(void);
+extern Oid	erpcrm_asking_role(void);
 
 /* ----------------------------------------------------------------
  * worker/worker.c

@@ -7,11 +7,22 @@
  *	  as that role, in a security-restricted operation, as ANALYZE and
  *	  REFRESH MATERIALIZED VIEW do for a table's owner.
  *
+ *	  Inside any security-restricted operation (those reads, and ANALYZE,
+ *	  REFRESH, CREATE INDEX of others) no function of erpcrm that can change
+ *	  its definitions or state may run: a function in a view must not define
+ *	  a mapping, whose owner would then be whoever reads the view.  A
+ *	  function manager hook refuses every volatile SECURITY DEFINER (or
+ *	  SET-clause) function of schema erpcrm there; the stable ones that views
+ *	  call (hubspot_id(), stage_id(), pipeline_id()) stay allowed.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -21,8 +32,149 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
 
 #include "erpcrm.h"
+
+static fmgr_hook_type prev_fmgr_hook = NULL;
+
+/*
+ * The owners of the SECURITY DEFINER functions of other schemas that are
+ * running now, innermost last: when one of them calls erpcrm.map(), the
+ * role that asks is that function's owner, not the session's role.
+ */
+static Oid *definer_stack = NULL;
+static int	definer_depth = 0;
+static int	definer_size = 0;
+
+/* What the hook keeps per FmgrInfo (its "private" Datum). */
+#define GUARD_KNOWN		0x1		/* computed */
+#define GUARD_ERPCRM	0x2		/* a volatile function of erpcrm */
+#define GUARD_DEFINER	0x4		/* a SECURITY DEFINER function of another schema */
+
+static Datum
+guard_kind(Oid fn_oid)
+{
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	Oid			nsp = get_namespace_oid("erpcrm", true);
+	uint64		kind = GUARD_KNOWN;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
+	if (!HeapTupleIsValid(tup))
+		return (Datum) kind;
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	if (OidIsValid(nsp) && proc->pronamespace == nsp)
+	{
+		if (proc->provolatile == PROVOLATILE_VOLATILE)
+			kind |= GUARD_ERPCRM;
+	}
+	else if (proc->prosecdef)
+		kind |= GUARD_DEFINER | ((uint64) proc->proowner << 8);
+	ReleaseSysCache(tup);
+	return (Datum) kind;
+}
+
+static void
+refuse(Oid fn_oid)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("cannot execute %s within security-restricted operation",
+					format_procedure(fn_oid)),
+			 errdetail("erpcrm reads a mapping view with its owner's privileges in a security-restricted operation, and nothing in a view may change erpcrm's definitions or state."),
+			 errhint("Call erpcrm's functions directly, not from a function of a mapping view.")));
+}
+
+/*
+ * Refuse a call of a function of erpcrm that may change its definitions or
+ * state (any volatile one) inside a security-restricted operation.
+ */
+void
+erpcrm_refuse_if_restricted(Oid fn_oid)
+{
+	if (InSecurityRestrictedOperation() &&
+		(DatumGetUInt64(guard_kind(fn_oid)) & GUARD_ERPCRM))
+		refuse(fn_oid);
+}
+
+static void
+erpcrm_fmgr_hook(FmgrHookEventType event, FmgrInfo *flinfo, Datum *private)
+{
+	uint64		kind;
+
+	if (prev_fmgr_hook)
+		prev_fmgr_hook(event, flinfo, private);
+
+	/* the hook runs for SECURITY DEFINER and SET-clause functions only */
+	if (event == FHET_START && DatumGetUInt64(*private) == 0)
+		*private = guard_kind(flinfo->fn_oid);
+	kind = DatumGetUInt64(*private);
+
+	switch (event)
+	{
+		case FHET_START:
+			if ((kind & GUARD_ERPCRM) && InSecurityRestrictedOperation())
+				refuse(flinfo->fn_oid);
+			if (kind & GUARD_DEFINER)
+			{
+				if (definer_depth >= definer_size)
+				{
+					int			size = Max(16, definer_size * 2);
+
+					definer_stack = definer_stack ?
+						repalloc(definer_stack, sizeof(Oid) * size) :
+						MemoryContextAlloc(TopMemoryContext, sizeof(Oid) * size);
+					definer_size = size;
+				}
+				definer_stack[definer_depth++] = (Oid) (kind >> 8);
+			}
+			break;
+		case FHET_END:
+		case FHET_ABORT:
+			if ((kind & GUARD_DEFINER) && definer_depth > 0)
+				definer_depth--;
+			break;
+	}
+}
+
+/* No SECURITY DEFINER function outlives its transaction. */
+static void
+guard_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+		definer_depth = 0;
+}
+
+/* In every backend that loads the library, also without preloading. */
+void
+erpcrm_install_guard(void)
+{
+	prev_fmgr_hook = fmgr_hook;
+	fmgr_hook = erpcrm_fmgr_hook;
+	RegisterXactCallback(guard_xact_callback, NULL);
+}
+
+/*
+ * The role that asks erpcrm for something: the owner of the innermost
+ * SECURITY DEFINER function (of another schema) now running, else the
+ * session's role (after SET ROLE).  Inside a security-restricted operation
+ * nobody may ask.
+ */
+Oid
+erpcrm_asking_role(void)
+{
+	if (InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot define or change erpcrm's objects within security-restricted operation"),
+				 errhint("Call erpcrm's functions directly, not from a function of a mapping view.")));
+	if (definer_depth > 0)
+		return definer_stack[definer_depth - 1];
+	return GetOuterUserId();
+}
 
 /* Switch to the owner; the caller's identity goes into *saved. */
 void

@@ -25,6 +25,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "erpcrm.h"
 #include "hubspot.h"
@@ -67,6 +68,61 @@ creation_result(HsResponse *resp)
 	return psprintf("error: %ld %s %s", resp->status, err.category, err.message);
 }
 
+/*
+ * Every call a session makes is counted by the worker's rate limiter (HubSpot
+ * counts it against the same budget) and lands in erpcrm.api_log, with no
+ * mapping, in the session's transaction.
+ */
+static TimestampTz session_call_started = 0;
+
+static void
+session_call_hook(const char *method, const char *path, const HsResponse *resp)
+{
+	Datum		args[10];
+	char		nulls[10] = "          ";
+	Oid			types[10] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, INT4OID, FLOAT8OID,
+	INT4OID, TEXTOID, TEXTOID, INT4OID, INTERVALOID};
+	Interval   *retention;
+	HsError		err;
+
+	if (resp == NULL)
+	{
+		session_call_started = GetCurrentTimestamp();
+		erpcrm_note_session_call(session_call_started);
+		return;
+	}
+
+	retention = palloc0(sizeof(Interval));
+	retention->time = (int64) erpcrm_api_log_retention_min * 60 * USECS_PER_SEC;
+	args[0] = TimestampTzGetDatum(session_call_started);
+	args[1] = CStringGetTextDatum(method);
+	args[2] = CStringGetTextDatum(path);
+	args[3] = Int32GetDatum((int32) resp->status);
+	nulls[3] = (resp->transport_error != 0 || resp->status == 0) ? 'n' : ' ';
+	args[4] = Float8GetDatum(resp->elapsed_ms);
+	args[5] = Int32GetDatum(0);
+	nulls[6] = 'n';
+	if (resp->transport_error == 0 && resp->status >= 400)
+	{
+		hs_parse_error(resp->body, resp->body_len, &err);
+		if (err.category[0] != '\0')
+		{
+			args[6] = CStringGetTextDatum(err.category);
+			nulls[6] = ' ';
+		}
+	}
+	args[7] = resp->correlation_id[0] ? CStringGetTextDatum(resp->correlation_id) : (Datum) 0;
+	nulls[7] = resp->correlation_id[0] ? ' ' : 'n';
+	nulls[8] = 'n';
+	args[9] = IntervalPGetDatum(retention);
+
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+							  10, types, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._log_call failed");
+	SPI_finish();
+}
+
 /* Configure this session's HTTP client; returns the token ("" if none). */
 static char *
 configure_client(void)
@@ -77,6 +133,7 @@ configure_client(void)
 	if (!initialized)
 	{
 		hs_http_init();
+		hs_call_hook = session_call_hook;
 		initialized = true;
 	}
 	erpcrm_configure_http(token);

@@ -138,9 +138,53 @@ erpcrm_set_state(ErpcrmWorkerState state, const char *detail)
 		return;
 	SpinLockAcquire(&erpcrm_shared->mutex);
 	erpcrm_shared->state = state;
+	/* backoff_until is shown only while the worker is held back */
+	if (state != ERPCRM_WORKER_BACKING_OFF && state != ERPCRM_WORKER_RATE_LIMITED &&
+		state != ERPCRM_WORKER_AUTH_FAILED)
+		erpcrm_shared->backoff_until = 0;
 	erpcrm_clip(erpcrm_shared->detail, detail ? detail : "",
 				sizeof(erpcrm_shared->detail));
 	SpinLockRelease(&erpcrm_shared->mutex);
+}
+
+/*
+ * A session (check_connection(), setup_hubspot()) starts a call to HubSpot:
+ * HubSpot counts it against the same budget, so the worker's limiter must
+ * count it too.  It also counts in erpcrm.worker.calls.
+ */
+void
+erpcrm_note_session_call(TimestampTz started)
+{
+	if (erpcrm_shared == NULL)
+		return;
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->session_calls[erpcrm_shared->session_seq % ERPCRM_SESSION_CALLS] = started;
+	erpcrm_shared->session_seq++;
+	erpcrm_shared->calls++;
+	erpcrm_shared->last_call = started;
+	SpinLockRelease(&erpcrm_shared->mutex);
+}
+
+/*
+ * The worker takes the session calls it has not seen yet (at most
+ * ERPCRM_SESSION_CALLS, oldest first) into calls[]; returns how many.
+ */
+int
+erpcrm_take_session_calls(uint64 *seen, TimestampTz *calls)
+{
+	int			n = 0;
+	uint64		seq;
+
+	if (erpcrm_shared == NULL)
+		return 0;
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	seq = erpcrm_shared->session_seq;
+	if (*seen + ERPCRM_SESSION_CALLS < seq)
+		*seen = seq - ERPCRM_SESSION_CALLS;
+	for (; *seen < seq; (*seen)++)
+		calls[n++] = erpcrm_shared->session_calls[*seen % ERPCRM_SESSION_CALLS];
+	SpinLockRelease(&erpcrm_shared->mutex);
+	return n;
 }
 
 static const char *
@@ -180,12 +224,34 @@ erpcrm_wake_v1(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(erpcrm_shared != NULL);
 }
 
+/*
+ * erpcrm.retry_now(): end any back-off of the worker (a failed cycle, a
+ * transport failure, a 401/403) and wake it, as a reload does.  Returns
+ * whether a worker was there to wake.
+ */
+PG_FUNCTION_INFO_V1(erpcrm_retry_now_v1);
+Datum
+erpcrm_retry_now_v1(PG_FUNCTION_ARGS)
+{
+	Latch	   *latch;
+
+	if (erpcrm_shared == NULL)
+		PG_RETURN_BOOL(false);
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->retry_now = true;
+	latch = erpcrm_shared->worker_latch;
+	SpinLockRelease(&erpcrm_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+	PG_RETURN_BOOL(latch != NULL);
+}
+
 PG_FUNCTION_INFO_V1(erpcrm_caller_v1);
 Datum
 erpcrm_caller_v1(PG_FUNCTION_ARGS)
 {
-	/* the role in effect outside any SECURITY DEFINER function */
-	PG_RETURN_OID(GetOuterUserId());
+	/* the role that asks: see erpcrm_asking_role() */
+	PG_RETURN_OID(erpcrm_asking_role());
 }
 
 PG_FUNCTION_INFO_V1(erpcrm_worker_state_v1);

@@ -11,6 +11,93 @@
 -- Part 1: security (who runs what, as whom)
 -- ===================================================================
 
+/*
+ * unwatch() and unmap() drop capture triggers: they ask for the privilege
+ * watch() asks for, TRIGGER on the table (or its ownership), so that an
+ * erpcrm_admin cannot stop the capture of a table it could not watch.
+ */
+CREATE OR REPLACE FUNCTION erpcrm.unwatch(mapping text, source regclass, key text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(mapping);
+	w record;
+	n integer := 0;
+BEGIN
+	IF EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = unwatch.source)
+	   AND NOT pg_catalog.has_table_privilege(erpcrm._caller(), unwatch.source, 'TRIGGER') THEN
+		RAISE EXCEPTION 'permission denied to unwatch table %', unwatch.source
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Unwatching a table drops triggers on it, which needs its ownership or the TRIGGER privilege, as watching it does.';
+	END IF;
+	FOR w IN SELECT x.watch_id FROM erpcrm.watch x
+			  WHERE x.mapping_id = m.mapping_id AND x.source = unwatch.source
+				AND (unwatch.key IS NULL OR x.key_expr = unwatch.key)
+	LOOP
+		PERFORM erpcrm._drop_watch(w.watch_id);
+		n := n + 1;
+	END LOOP;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm.unwatch(text, regclass, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.unwatch(text, regclass, text) TO erpcrm_admin;
+
+CREATE OR REPLACE FUNCTION erpcrm.unmap(name text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(name);
+	users text;
+	denied regclass;
+	w record;
+BEGIN
+	SELECT pg_catalog.string_agg(DISTINCT o.name, ', ') INTO users
+	  FROM erpcrm.association a JOIN erpcrm.mapping o ON o.mapping_id = a.mapping_id
+	 WHERE a.target_id = m.mapping_id AND a.mapping_id <> m.mapping_id;
+	IF users IS NOT NULL THEN
+		RAISE EXCEPTION 'mapping "%" is the target of associations of %', name, users
+			USING ERRCODE = 'dependent_objects_still_exist',
+				  HINT = 'Remove those associations with erpcrm.dissociate() first.';
+	END IF;
+	SELECT x.source INTO denied FROM erpcrm.watch x
+	 WHERE x.mapping_id = m.mapping_id
+	   AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = x.source)
+	   AND NOT pg_catalog.has_table_privilege(erpcrm._caller(), x.source, 'TRIGGER')
+	 LIMIT 1;
+	IF denied IS NOT NULL THEN
+		RAISE EXCEPTION 'permission denied to unwatch table %', denied
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('Dropping mapping "%s" drops its triggers on that table, which needs its ownership or the TRIGGER privilege.', name);
+	END IF;
+	FOR w IN SELECT * FROM erpcrm.watch x WHERE x.mapping_id = m.mapping_id LOOP
+		PERFORM erpcrm._drop_watch(w.watch_id);
+	END LOOP;
+	DELETE FROM erpcrm.outbox o WHERE o.mapping_id = m.mapping_id;
+	DELETE FROM erpcrm.mapping x WHERE x.mapping_id = m.mapping_id;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm.unmap(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.unmap(text) TO erpcrm_admin;
+
+/*
+ * "Retry now": after the cause of a back-off is fixed (HubSpot back, a new
+ * token, a view repaired), end the wait at once.  A reload does the same.
+ */
+CREATE FUNCTION erpcrm.retry_now()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'erpcrm_retry_now_v1'
+LANGUAGE C;
+COMMENT ON FUNCTION erpcrm.retry_now() IS 'end any back-off of the worker and wake it; returns whether a worker was there';
+REVOKE ALL ON FUNCTION erpcrm.retry_now() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.retry_now() TO erpcrm_admin;
+
 
 -- ===================================================================
 -- Part 2: DDL, dump/restore and watches
@@ -561,12 +648,17 @@ END
 $$;
 COMMENT ON FUNCTION erpcrm._before_fold() IS 'worker: find mapping sources again by name, resolve the key queries of watches';
 
-/* What is wrong with a mapping, in plain words, or NULL. */
+/*
+ * What is wrong with a mapping, in plain words, or NULL.  A watched table
+ * locked by long DDL (VACUUM FULL) is not waited for: its key is checked
+ * the next time.
+ */
 CREATE FUNCTION erpcrm._mapping_problem(p_mapping_id integer)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '50ms'
 AS $$
 DECLARE
 	m erpcrm.mapping;
@@ -604,7 +696,9 @@ BEGIN
 		END IF;
 		BEGIN
 			PERFORM erpcrm._compile_key(w.source, w.key_expr);
-		EXCEPTION WHEN OTHERS THEN
+		EXCEPTION WHEN lock_not_available THEN
+			NULL;
+		WHEN OTHERS THEN
 			problems := problems || format('the key %s of watch %s no longer fits %s: %s', w.key_expr, w.watch_id, w.source::regclass, SQLERRM);
 		END;
 		IF w.problem IS NOT NULL THEN
@@ -1347,4 +1441,50 @@ GRANT SELECT ON erpcrm.unlinked TO erpcrm_monitor, pg_monitor;
 -- ===================================================================
 -- Part 6: monitoring
 -- ===================================================================
+
+/*
+ * erpcrm.status: one row per mapping, in a stable order (by name).  Part 2's
+ * view, restated with the order.
+ */
+CREATE OR REPLACE VIEW erpcrm.status AS
+SELECT m.name AS mapping,
+	   m.object_type,
+	   COALESCE((SELECT format('%I.%I', n.nspname, c.relname)
+				   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+				  WHERE c.oid = m.source), m.source_name) AS source,
+	   m.paused OR c.paused AS paused,
+	   COALESCE(o.n, 0) + COALESCE(f.n, 0) AS unfolded,
+	   COALESCE(s.pending, 0) AS pending,
+	   COALESCE(s.in_flight, 0) AS in_flight,
+	   COALESCE(s.failed, 0) AS failed,
+	   COALESCE(s.synced, 0) AS synced,
+	   COALESCE(s.archived, 0) AS archived,
+	   pg_catalog.now() - s.oldest_dirty AS oldest_pending_age,
+	   s.last_success,
+	   round(COALESCE(s.recent, 0) / 60.0, 1) AS per_second,
+	   CASE WHEN COALESCE(s.pending, 0) + COALESCE(s.in_flight, 0) = 0 THEN interval '0'
+			WHEN COALESCE(s.recent, 0) = 0 THEN NULL
+			ELSE make_interval(secs => (s.pending + s.in_flight) / (s.recent / 60.0))
+	   END AS time_left,
+	   erpcrm._mapping_problem(m.mapping_id) AS problem
+  FROM erpcrm.mapping m
+ CROSS JOIN erpcrm.control c
+  LEFT JOIN (SELECT mapping_id,
+					count(*) FILTER (WHERE state = 'pending') AS pending,
+					count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+					count(*) FILTER (WHERE state = 'failed') AS failed,
+					count(*) FILTER (WHERE state = 'synced') AS synced,
+					count(*) FILTER (WHERE state = 'archived') AS archived,
+					min(dirty_since) FILTER (WHERE state IN ('pending', 'in_flight')) AS oldest_dirty,
+					max(last_synced_at) AS last_success,
+					count(*) FILTER (WHERE last_synced_at > pg_catalog.now() - interval '1 minute') AS recent
+			   FROM erpcrm.sync_state GROUP BY mapping_id) s
+	ON s.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT mapping_id, sum(COALESCE(pg_catalog.cardinality(erp_ids), 1)) AS n
+			   FROM erpcrm.outbox GROUP BY mapping_id) o
+	ON o.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT w.mapping_id, sum(COALESCE(pg_catalog.cardinality(x.erp_ids), 1)) AS n
+			   FROM erpcrm.fan_out x JOIN erpcrm.watch w USING (watch_id) GROUP BY w.mapping_id) f
+	ON f.mapping_id = m.mapping_id
+ ORDER BY m.name;
 

@@ -262,8 +262,8 @@ sub worker_pid
 # What the view says HubSpot should hold: erp_id => { property => text }.
 sub expected_objects
 {
-	my ($node, $view, $skip) = @_;
-	my $out = $node->safe_psql('postgres', qq{
+	my ($node, $view, $skip, $dbname) = @_;
+	my $out = $node->safe_psql($dbname // 'postgres', qq{
 SELECT coalesce(json_agg(json_build_object('erp_id', v.erp_id::text,
 	'p', (SELECT jsonb_object_agg(e.key, e.value)
 			FROM jsonb_each_text(to_jsonb(v)) e))), '[]')
@@ -282,13 +282,14 @@ SELECT coalesce(json_agg(json_build_object('erp_id', v.erp_id::text,
 # Compare the ERP with the mock.  Returns the list of problems found.
 #   mappings: [ { name, view, type, archive (bool), skip => [columns] } ]
 #   associations: [ { from_view_type, from_type, column, to_type } ]
+#   dbname: the database of the views (default postgres)
 sub compare_state
 {
 	my ($node, %opt) = @_;
 	my @problems;
 	for my $m (@{ $opt{mappings} })
 	{
-		my $expected = expected_objects($node, $m->{view}, $m->{skip});
+		my $expected = expected_objects($node, $m->{view}, $m->{skip}, $opt{dbname});
 		my $held = mock_get("/_mock/objects/$m->{type}")->{results};
 		my %by_key;
 		for my $o (@$held)
@@ -332,8 +333,8 @@ sub compare_state
 	}
 	for my $a (@{ $opt{associations} // [] })
 	{
-		my $expected = expected_objects($node, $a->{view});
-		my $targets = $a->{to_view} ? expected_objects($node, $a->{to_view}) : {};
+		my $expected = expected_objects($node, $a->{view}, undef, $opt{dbname});
+		my $targets = $a->{to_view} ? expected_objects($node, $a->{to_view}, undef, $opt{dbname}) : {};
 		my $from = mock_get("/_mock/objects/$a->{from_type}")->{results};
 		my $to = mock_get("/_mock/objects/$a->{to_type}")->{results};
 		my %from_id = map { ($_->{properties}{erp_id} // '') => $_->{id} }

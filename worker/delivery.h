@@ -62,6 +62,8 @@ extern void erpcrm_deliver_batch(MappingDef *mapping,
 
 /* worker.c: wait (interruptibly) on the worker's latch */
 extern void erpcrm_worker_sleep(long ms, uint32 wait_event_info);
+extern void erpcrm_worker_step(const char *step);
+extern void erpcrm_worker_absorb_session_calls(void);
 extern void erpcrm_worker_note_call(const void *resp, bool rate_limited);
 
 #endif							/* ERPCRM_DELIVERY_H */

@@ -31,12 +31,15 @@
 #include <curl/curl.h>
 
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "storage/pmsignal.h"
 
 #include "erpcrm.h"
 #include "hubspot.h"
 
+
+HsCallHook	hs_call_hook = NULL;
 
 /* Largest answer body accepted; beyond it the transfer is aborted. */
 #define HS_MAX_BODY			(64 * 1024 * 1024)
@@ -378,11 +381,16 @@ header_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-/* True when the worker has been asked to stop. */
+/*
+ * True when the worker has been asked to stop, or when a session (running
+ * check_connection() or setup_hubspot()) has a cancel pending:
+ * pg_cancel_backend() or statement_timeout.
+ */
 static bool
 stop_requested(void)
 {
-	return ProcDiePending || ShutdownRequestPending;
+	return ProcDiePending || ShutdownRequestPending ||
+		(!IsBackgroundWorker && QueryCancelPending);
 }
 
 static int
@@ -850,6 +858,8 @@ hs_http_request(const char *method, const char *path, const char *body,
 	}
 
 	/* a stop already requested: do not even start */
+	if (!IsBackgroundWorker)
+		CHECK_FOR_INTERRUPTS();
 	if (stop_requested())
 	{
 		resp->aborted = true;
@@ -857,6 +867,9 @@ hs_http_request(const char *method, const char *path, const char *body,
 							"interrupted by a stop request");
 		return;
 	}
+
+	if (hs_call_hook)
+		hs_call_hook(method, path, NULL);
 
 	/* palloc before anything malloc'd exists, so an ERROR here leaks nothing */
 	url = psprintf("%s%s", cfg_base_url, path ? path : "");
@@ -866,7 +879,12 @@ hs_http_request(const char *method, const char *path, const char *body,
 	if (rc != CURLE_OK)
 		why = curl_easy_strerror(rc);
 	else
+	{
+		/* pg_stat_activity shows the wait: wait_event_type "Extension" */
+		pgstat_report_wait_start(PG_WAIT_EXTENSION);
 		rc = run_transfer(&aborted, &why);
+		pgstat_report_wait_end();
+	}
 
 	curl_easy_getinfo(hs_easy, CURLINFO_RESPONSE_CODE, &status);
 	resp->status = status;
@@ -894,6 +912,11 @@ hs_http_request(const char *method, const char *path, const char *body,
 		elog(DEBUG1, "erpcrm: %s %s failed after %.0f ms: %s",
 			 method, url, resp->elapsed_ms, resp->transport_message);
 		pfree(url);
+		/* a session's cancel or termination: raise it now */
+		if (aborted && !IsBackgroundWorker)
+			CHECK_FOR_INTERRUPTS();
+		if (hs_call_hook && !aborted)
+			hs_call_hook(method, path, resp);
 		return;
 	}
 
@@ -923,4 +946,6 @@ hs_http_request(const char *method, const char *path, const char *body,
 	elog(DEBUG2, "erpcrm: %s %s -> %ld, %zu bytes in %.0f ms",
 		 method, url, resp->status, resp->body_len, resp->elapsed_ms);
 	pfree(url);
+	if (hs_call_hook)
+		hs_call_hook(method, path, resp);
 }

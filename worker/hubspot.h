@@ -65,6 +65,15 @@ typedef struct HsResponse
 extern void hs_http_init(void);
 extern void hs_http_configure(const HsHttpConfig *config);
 extern void hs_http_cleanup(void);
+/*
+ * Called around every request when set (in a session, by setup.c): with
+ * resp NULL just before the call, and with the answer after it (not after
+ * a call interrupted by a cancel).
+ */
+typedef void (*HsCallHook) (const char *method, const char *path,
+							const HsResponse *resp);
+extern HsCallHook hs_call_hook;
+
 extern void hs_http_request(const char *method, const char *path,
 							const char *body, HsResponse *resp);
 

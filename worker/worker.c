@@ -21,6 +21,7 @@
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -35,7 +36,10 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "catalog/pg_authid.h"
+#include "access/htup_details.h"
 
 #include "delivery.h"
 #include "erpcrm.h"
@@ -51,6 +55,39 @@ static int	consecutive_failures = 0;
 static bool token_missing = false;
 
 static MemoryContext cycle_cxt = NULL;
+
+/*
+ * What the worker is doing, for the context of its errors and for
+ * erpcrm.worker.detail: a failed cycle names the mapping and the step.
+ */
+static const char *cur_mapping = NULL;
+static const char *cur_step = NULL;
+
+void
+erpcrm_worker_step(const char *step)
+{
+	cur_step = step;
+}
+
+static void
+worker_error_context(void *arg)
+{
+	if (cur_mapping != NULL)
+		errcontext("erpcrm worker, mapping \"%s\", %s",
+				   cur_mapping, cur_step ? cur_step : "delivering");
+	else if (cur_step != NULL)
+		errcontext("erpcrm worker, %s", cur_step);
+}
+
+/* Show a back-off in erpcrm.worker, with the time it ends. */
+static void
+enter_backoff(ErpcrmWorkerState state, const char *detail, TimestampTz until)
+{
+	erpcrm_set_state(state, detail);
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->backoff_until = until;
+	SpinLockRelease(&erpcrm_shared->mutex);
+}
 
 void
 erpcrm_register_worker(void)
@@ -108,6 +145,18 @@ erpcrm_worker_note_call(const void *arg, bool rate_limited)
 	erpcrm_shared->daily_remaining = hs_rate_daily_remaining();
 	SpinLockRelease(&erpcrm_shared->mutex);
 	(void) resp;
+}
+
+/* Count the calls sessions made to HubSpot in the worker's limiter. */
+void
+erpcrm_worker_absorb_session_calls(void)
+{
+	static uint64 seen = 0;
+	TimestampTz calls[ERPCRM_SESSION_CALLS];
+	int			n = erpcrm_take_session_calls(&seen, calls);
+
+	for (int i = 0; i < n; i++)
+		hs_rate_note_call(calls[i]);
 }
 
 /* (Re)configure the HTTP client and the rate limiter from the settings. */
@@ -343,13 +392,14 @@ has_function(const char *signature)
 static void
 fold(void)
 {
+	begin_step("erpcrm: folding the outbox");
 	/* 1.2: sources found again by name, key queries of watches resolved */
-	begin_step("erpcrm: resolving key queries");
 	if (has_function("erpcrm._before_fold()") &&
 		SPI_execute("SELECT erpcrm._before_fold()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._before_fold() failed");
+	if (SPI_execute("SELECT erpcrm._fold()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._fold() failed");
 	end_step();
-	run_step("erpcrm: folding the outbox", "SELECT erpcrm._fold()");
 }
 
 /*
@@ -439,10 +489,14 @@ run_cycle(void)
 		return erpcrm_poll_interval_ms;
 	}
 
+	cur_mapping = NULL;
+	cur_step = "folding the outbox";
 	fold();
+	cur_step = "loading the mappings";
 	begin_step("erpcrm: loading mappings");
 	mappings = load_mappings(&paused, &next_due);
 	end_step();
+	cur_step = NULL;
 
 	if (paused)
 	{
@@ -470,7 +524,11 @@ run_cycle(void)
 				continue;
 			if (m->erp_id_type == NULL || target_missing(mappings, m))
 				continue;		/* no source, or no erp_id: see mapping_problems() */
+			cur_mapping = m->name;
+			cur_step = "delivering a batch";
 			erpcrm_deliver_batch(m, &out);
+			cur_mapping = NULL;
+			cur_step = NULL;
 			if (out.claimed > 0)
 				any = true;
 			if (out.synced > 0)
@@ -484,7 +542,7 @@ run_cycle(void)
 			if (out.auth_failed)
 			{
 				auth_blocked_until = TimestampTzPlusMilliseconds(now, erpcrm_auth_retry_ms);
-				erpcrm_set_state(ERPCRM_WORKER_AUTH_FAILED, out.auth_message);
+				enter_backoff(ERPCRM_WORKER_AUTH_FAILED, out.auth_message, auth_blocked_until);
 				ereport(LOG,
 						(errmsg("erpcrm worker stops sending: %s", out.auth_message),
 						 errhint("Fix erpcrm.token or erpcrm.token_file and reload the configuration.")));
@@ -492,10 +550,8 @@ run_cycle(void)
 			}
 			if (out.blocked_until > now)
 			{
-				SpinLockAcquire(&erpcrm_shared->mutex);
-				erpcrm_shared->backoff_until = out.blocked_until;
-				SpinLockRelease(&erpcrm_shared->mutex);
-				erpcrm_set_state(ERPCRM_WORKER_RATE_LIMITED, "HubSpot's rate limit is exhausted");
+				enter_backoff(ERPCRM_WORKER_RATE_LIMITED, "HubSpot's rate limit is exhausted",
+							  out.blocked_until);
 				backoff_until = out.blocked_until;
 				return ms_until(backoff_until, now);
 			}
@@ -508,10 +564,9 @@ run_cycle(void)
 				delay = Min(delay, (long) erpcrm_retry_max_ms);
 				delay = delay * (3 + (random() % 3)) / 4;
 				backoff_until = TimestampTzPlusMilliseconds(now, delay);
-				SpinLockAcquire(&erpcrm_shared->mutex);
-				erpcrm_shared->backoff_until = backoff_until;
-				SpinLockRelease(&erpcrm_shared->mutex);
-				erpcrm_set_state(ERPCRM_WORKER_BACKING_OFF, out.transient_message);
+				enter_backoff(ERPCRM_WORKER_BACKING_OFF,
+							  psprintf("mapping \"%s\": %s", m->name, out.transient_message),
+							  backoff_until);
 				return delay;
 			}
 			if (ConfigReloadPending)
@@ -534,9 +589,78 @@ run_cycle(void)
 	return erpcrm_poll_interval_ms;
 }
 
+/*
+ * erpcrm.role names a role that does not exist yet, or cannot log in (a
+ * background worker needs LOGIN), or erpcrm.database a database that does
+ * not exist yet: rather than fail to connect every few seconds, wait for
+ * them, connected to no database, and say so in erpcrm.worker.  Once it is there, exit so that the postmaster starts the
+ * worker again, as that role.
+ */
+static void
+wait_for_role(void)
+{
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->worker_pid = MyProcPid;
+	erpcrm_shared->worker_latch = MyLatch;
+	erpcrm_shared->database_oid = InvalidOid;
+	erpcrm_shared->started_at = GetCurrentTimestamp();
+	SpinLockRelease(&erpcrm_shared->mutex);
+
+	for (;;)
+	{
+		HeapTuple	tup;
+		bool		exists;
+		bool		can_login = false;
+		bool		db_exists;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(connected_database, erpcrm_database) != 0 ||
+				strcmp(connected_role, erpcrm_role) != 0)
+				proc_exit(1);
+		}
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		tup = SearchSysCache1(AUTHNAME, CStringGetDatum(connected_role));
+		exists = HeapTupleIsValid(tup);
+		if (exists)
+		{
+			can_login = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
+			ReleaseSysCache(tup);
+		}
+		db_exists = OidIsValid(get_database_oid(connected_database, true));
+		CommitTransactionCommand();
+
+		if (exists && can_login && db_exists)
+		{
+			SpinLockAcquire(&erpcrm_shared->mutex);
+			erpcrm_shared->role_ready = true;
+			SpinLockRelease(&erpcrm_shared->mutex);
+			ereport(LOG,
+					(errmsg("erpcrm worker restarts as role \"%s\"", connected_role)));
+			proc_exit(1);
+		}
+		erpcrm_set_state(ERPCRM_WORKER_NOT_CONFIGURED,
+						 !exists ?
+						 psprintf("waiting for role \"%s\" (erpcrm.role) to be created", connected_role) :
+						 !can_login ?
+						 psprintf("waiting for role \"%s\" (erpcrm.role) to have LOGIN", connected_role) :
+						 psprintf("waiting for database \"%s\" (erpcrm.database) to be created", connected_database));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
 void
 erpcrm_worker_main(Datum main_arg)
 {
+	bool		role_ready;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -545,6 +669,18 @@ erpcrm_worker_main(Datum main_arg)
 
 	connected_database = MemoryContextStrdup(TopMemoryContext, erpcrm_database);
 	connected_role = MemoryContextStrdup(TopMemoryContext, erpcrm_role);
+
+	/* a role that was seen is used once; a failure to connect looks again */
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	role_ready = erpcrm_shared->role_ready;
+	erpcrm_shared->role_ready = false;
+	SpinLockRelease(&erpcrm_shared->mutex);
+	if (connected_role[0] != '\0' && !role_ready)
+	{
+		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+		wait_for_role();
+	}
+
 	BackgroundWorkerInitializeConnection(connected_database,
 										 connected_role[0] ? connected_role : NULL,
 										 0);
@@ -605,6 +741,16 @@ erpcrm_worker_main(Datum main_arg)
 			backoff_until = 0;
 			consecutive_failures = 0;
 		}
+		if (erpcrm_shared->retry_now)
+		{
+			/* so is erpcrm.retry_now() */
+			SpinLockAcquire(&erpcrm_shared->mutex);
+			erpcrm_shared->retry_now = false;
+			SpinLockRelease(&erpcrm_shared->mutex);
+			auth_blocked_until = 0;
+			backoff_until = 0;
+			consecutive_failures = 0;
+		}
 
 		now = GetCurrentTimestamp();
 		SpinLockAcquire(&erpcrm_shared->mutex);
@@ -618,7 +764,12 @@ erpcrm_worker_main(Datum main_arg)
 		else
 		{
 			MemoryContext loop_cxt = CurrentMemoryContext;
+			ErrorContextCallback errcallback;
 
+			errcallback.callback = worker_error_context;
+			errcallback.arg = NULL;
+			errcallback.previous = error_context_stack;
+			error_context_stack = &errcallback;
 			PG_TRY();
 			{
 				/* whatever a cycle allocates goes when the next one starts */
@@ -629,26 +780,46 @@ erpcrm_worker_main(Datum main_arg)
 			PG_CATCH();
 			{
 				ErrorData  *edata;
+				char	   *detail;
 
 				/* a broken mapping view must not stop the others for long */
+				error_context_stack = errcallback.previous;
 				MemoryContextSwitchTo(loop_cxt);
 				edata = CopyErrorData();
 				FlushErrorState();
 				AbortCurrentTransaction();
-				ereport(LOG,
-						(errmsg("erpcrm worker: %s", edata->message),
-						 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-						 edata->hint ? errhint("%s", edata->hint) : 0));
-				erpcrm_set_state(ERPCRM_WORKER_BACKING_OFF, edata->message);
+				MemoryContextSwitchTo(loop_cxt);
+
+				/*
+				 * Report it as it was raised (SQLSTATE, detail, hint, and the
+				 * context naming the mapping and the step), at LOG: the
+				 * worker goes on.
+				 */
+				edata->elevel = LOG;
+				ThrowErrorData(edata);
+
+				if (cur_mapping != NULL)
+					detail = psprintf("mapping \"%s\", %s: %s (SQLSTATE %s)",
+									  cur_mapping, cur_step ? cur_step : "delivering",
+									  edata->message, unpack_sql_state(edata->sqlerrcode));
+				else
+					detail = psprintf("%s%s%s (SQLSTATE %s)",
+									  cur_step ? cur_step : "", cur_step ? ": " : "",
+									  edata->message, unpack_sql_state(edata->sqlerrcode));
+				cur_mapping = NULL;
+				cur_step = NULL;
 				FreeErrorData(edata);
-				if (extension_ready())
-					recover();
 				consecutive_failures++;
 				sleep_ms = Min((long) erpcrm_retry_base_ms << Min(consecutive_failures, 10),
 							   (long) erpcrm_retry_max_ms);
 				backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
+				enter_backoff(ERPCRM_WORKER_BACKING_OFF, detail, backoff_until);
+				pfree(detail);
+				if (extension_ready())
+					recover();
 			}
 			PG_END_TRY();
+			error_context_stack = errcallback.previous;
 		}
 
 		if (sleep_ms > 0)

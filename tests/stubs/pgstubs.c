@@ -51,6 +51,17 @@ int			stub_log_level = PGSTUBS_LOG_LEVEL;
 volatile sig_atomic_t ProcDiePending = false;
 volatile sig_atomic_t ShutdownRequestPending = false;
 volatile sig_atomic_t postmaster_possibly_dead = false;
+volatile sig_atomic_t QueryCancelPending = false;
+volatile sig_atomic_t InterruptPending = false;
+bool		IsBackgroundWorker = true;	/* the worker's path: no session cancels */
+static uint32 stub_wait_event_info;
+uint32	   *my_wait_event_info = &stub_wait_event_info;
+
+/* what CHECK_FOR_INTERRUPTS() calls (never, with InterruptPending false) */
+void
+ProcessInterrupts(void)
+{
+}
 
 static int	cur_elevel;
 

@@ -113,6 +113,7 @@ for my $role (@readers)
 {
 	my $out = as_role($role, $probe);
 	my @found = leaks($out);
+	like($out, qr/erpcrm\.batch_size/, "the probes ran as $role (SHOW ALL answered)");
 	ok(!@found, "$role cannot learn the token (SHOW, pg_settings, pg_file_settings, current_setting, views, errors)")
 	  or diag("found: @found");
 }
@@ -304,15 +305,23 @@ for my $case (
 		qr/invalid id property/ ],
 	[ "SELECT erpcrm.associate('Osoby \"x\"', 'company_erp_id\"; DROP TABLE public.canary; --', 'Osoby \"x\"')",
 		qr/has no column/ ],
-	[ "SELECT erpcrm.requeue('Osoby \"x\"', \$\$'; DROP TABLE public.canary; --\$\$)",
-		qr/./ ],
 	[ "SELECT * FROM erpcrm.key_status(\$\$x'; DROP TABLE public.canary; --\$\$, 'y')",
 		qr/does not exist/ ])
 {
 	my ($sql, $want) = @$case;
 	my ($ok, $out, $err) = try_as('postgres', $sql);
-	ok(($ok && $sql =~ /requeue/) || (!$ok && $err =~ $want),
-		"refused cleanly: $sql") or diag("out: $out\nerr: $err");
+	ok(!$ok && $err =~ $want, "refused cleanly: $sql") or diag("out: $out\nerr: $err");
+}
+# a key is data: one that looks like SQL is requeued as it is, as that
+# string (seen in the outbox before the commit)
+{
+	my $evil = q{'; DROP TABLE public.canary; --};
+	my ($ok, $out, $err) = try_as('postgres', qq{
+BEGIN;
+SELECT erpcrm.requeue('Osoby "x"', \$\$$evil\$\$);
+SELECT count(*) FROM erpcrm.outbox WHERE erp_id = \$\$$evil\$\$;
+COMMIT;});
+	is($ok ? $out : $err, "t\n1", 'requeue() takes a key that looks like SQL as data, and records that string');
 }
 is($node->safe_psql('postgres', "SELECT to_regclass('public.canary') IS NOT NULL"), 't',
 	'the canary table survived every name');
@@ -358,65 +367,229 @@ like($hout, qr/synced/, 'key_status is right despite a hijacking "=" operator');
 
 # --- an erpcrm_admin is no superuser: the functions of its mapping view run
 # with its own privileges, whoever reads the view (resync, the fold of a
-# TRUNCATE, the worker)
+# TRUNCATE, the worker), also those PostgreSQL evaluates while planning; and
+# nothing in a view can define a mapping or change erpcrm's state.  The
+# worker runs as the bootstrap superuser here (erpcrm.role is empty), so
+# each of these would make mallory a superuser if it ran with the reader's
+# privileges.
 $node->safe_psql('postgres', q{
 CREATE ROLE mallory LOGIN IN ROLE erpcrm_admin;
 CREATE SCHEMA mal AUTHORIZATION mallory;
+GRANT USAGE ON SCHEMA erp TO mallory;
 });
 my ($mok, $mout, $merr) = try_as('mallory', q{
 CREATE TABLE mal.t (id int PRIMARY KEY);
 INSERT INTO mal.t VALUES (1);
-CREATE FUNCTION mal.f() RETURNS text LANGUAGE plpgsql AS $$
+CREATE FUNCTION mal.backend() RETURNS text LANGUAGE sql
+	RETURN CASE current_setting('application_name') WHEN 'erpcrm worker' THEN 'erpcrm worker'
+		ELSE 'client backend' END;
+CREATE TABLE mal.ran (who text, via text, backend text DEFAULT mal.backend());
+CREATE TABLE mal.refused (call text, error text, backend text DEFAULT mal.backend());
+CREATE TABLE mal.calls (call text);
+-- become superuser if run as one, and say as whom it ran
+CREATE FUNCTION mal.f(via text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
+	INSERT INTO mal.ran (who, via) VALUES (current_user, via);
 	IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
 		EXECUTE 'ALTER ROLE mallory SUPERUSER';
 	END IF;
 	RETURN current_user;
 END $$;
-CREATE VIEW mal.v AS SELECT id::text AS erp_id, mal.f() AS name FROM mal.t;
+-- folded to a constant when the read query is planned
+CREATE FUNCTION mal.g(int) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+	RETURN mal.f('plan');
+END $$;
+-- try every call listed in mal.calls; keep each refusal
+CREATE FUNCTION mal.h() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	c text;
+BEGIN
+	FOR c IN SELECT call FROM mal.calls LOOP
+		BEGIN
+			EXECUTE c;
+			INSERT INTO mal.refused VALUES (c, NULL);
+		EXCEPTION WHEN OTHERS THEN
+			INSERT INTO mal.refused VALUES (c, SQLERRM);
+		END;
+	END LOOP;
+	RETURN 'h';
+END $$;
+CREATE TABLE mal.t2 (id int PRIMARY KEY);
+CREATE VIEW mal.v2 AS SELECT id::text AS erp_id, mal.f('v2') AS name FROM mal.t2;
+CREATE VIEW mal.v AS SELECT id::text AS erp_id, mal.f('read') AS name, mal.g(1) AS nip,
+	mal.h() AS email FROM mal.t;
 SELECT erpcrm.map('mal', 'mal.v', '2-101');
 SELECT erpcrm.watch('mal', 'mal.t', 'id::text');
 });
 ok($mok, 'an admin maps and watches its own view and table') or diag($merr);
 my $mallory_super = sub {
 	$node->safe_psql('postgres', "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'") };
+my $ran_as = sub {
+	my ($via, $backend) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT string_agg(DISTINCT who, ',') FROM mal.ran WHERE via = '$via' AND backend = '$backend'");
+};
+my $refusals = sub {
+	my ($backend) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT string_agg(error, '; ' ORDER BY error) FROM mal.refused WHERE backend = '$backend'");
+};
 {
-	try_as('mallory', "SELECT erpcrm.resync('mal')");
+	# the attack of issue 10: the view defines a mapping of another view
+	# while someone else reads it, so that its owner is the reader
+	$node->safe_psql('postgres', q{
+INSERT INTO mal.calls VALUES
+	($$SELECT erpcrm.map('mal2', 'mal.v2', '2-101')$$),
+	($$SELECT erpcrm.resync('mal2')$$);
+INSERT INTO mal.t2 VALUES (1);
+});
+	my ($rok, $rout, $rerr) = try_as('mallory', "SELECT erpcrm.resync('mal')");
+	ok($rok, 'the admin resyncs its mapping') or diag($rerr);
+	is($ran_as->('read', 'client backend'), 'mallory', 'erpcrm.resync() ran the view\'s function as its owner');
 	is($mallory_super->(), 'f', 'erpcrm.resync() does not run the view\'s functions as superuser');
-	$node->safe_psql('postgres', 'ALTER ROLE mallory NOSUPERUSER');
-	try_as('mallory', 'TRUNCATE mal.t; INSERT INTO mal.t VALUES (2)');
-	ok(!poll_until('the fold of the TRUNCATE', sub { $mallory_super->() eq 't' }, 3),
-		'the fold of a TRUNCATE does not run the view\'s functions as superuser');
-	$node->safe_psql('postgres', 'ALTER ROLE mallory NOSUPERUSER');
-	try_as('mallory', 'INSERT INTO mal.t VALUES (3)');
-	ok(!poll_until('the worker reading the view', sub { $mallory_super->() eq 't' }, 3),
-		'the worker does not run the view\'s functions as superuser');
+
+	# a superuser's routine resync
+	$node->safe_psql('postgres', "TRUNCATE mal.ran, mal.refused; SELECT erpcrm.resync('mal')");
+	is($ran_as->('read', 'client backend'), 'mallory',
+		'a superuser\'s resync() runs the view\'s function as its owner');
+	is($node->safe_psql('postgres', "SELECT count(*) FROM erpcrm.mapping WHERE name = 'mal2'"), '0',
+		'a view cannot define a mapping while a superuser resyncs it');
+	like($refusals->('client backend'),
+		qr/cannot execute erpcrm\.map\(.*security-restricted operation.*cannot execute erpcrm\.resync\(/s,
+		'map() and resync() are refused inside the read, and say why');
+
+	# the worker, as the bootstrap superuser, folds a TRUNCATE and plans and
+	# reads the view (cumulative: the resyncs above woke it too)
+	try_as('mallory', 'TRUNCATE mal.t; INSERT INTO mal.t VALUES (2), (3)');
+	ok(poll_until('the worker reading the view', sub {
+		$ran_as->('read', 'erpcrm worker') ne '' && $ran_as->('plan', 'erpcrm worker') ne ''
+		  && $refusals->('erpcrm worker') ne '' }, 30),
+		'the worker folds the TRUNCATE and reads the view');
+	is($ran_as->('read', 'erpcrm worker'), 'mallory', 'the worker runs the view\'s function as its owner');
+	is($ran_as->('plan', 'erpcrm worker'), 'mallory',
+		'the worker plans the view as its owner (a function folded to a constant runs as the owner)');
+	is($mallory_super->(), 'f', 'mallory did not become superuser through the worker');
+	is($node->safe_psql('postgres', "SELECT count(*) FROM erpcrm.mapping WHERE name = 'mal2'"), '0',
+		'a view cannot define a mapping while the worker reads it');
+	like($refusals->('erpcrm worker'),
+		qr/cannot execute erpcrm\.map\(.*security-restricted operation/s,
+		'map() is refused inside the worker\'s read');
+
+	# every function of erpcrm that may change something, called from a view
+	$node->safe_psql('postgres', q{
+TRUNCATE mal.calls, mal.refused;
+INSERT INTO mal.calls
+SELECT format('SELECT %s(%s)', p.oid::regproc,
+	   (SELECT string_agg(CASE t
+			WHEN 'text'::regtype THEN quote_literal('mal')
+			WHEN 'regclass'::regtype THEN quote_literal('mal.t')
+			WHEN 'regrole'::regtype THEN quote_literal('mallory')
+			WHEN 'text[]'::regtype THEN quote_literal('{1}')
+			WHEN 'integer[]'::regtype THEN quote_literal('{1}')
+			WHEN 'boolean'::regtype THEN 'false'
+			WHEN 'interval'::regtype THEN quote_literal('1s')
+			WHEN 'timestamptz'::regtype THEN 'now()'
+			ELSE '1' END || '::' || t::text, ', ' ORDER BY o)
+		  FROM unnest(p.proargtypes::regtype[]) WITH ORDINALITY AS a(t, o)))
+  FROM pg_proc p
+  JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'erpcrm'
+ WHERE p.provolatile = 'v' AND (p.prosecdef OR p.proconfig IS NOT NULL)
+   AND p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype)
+   AND has_function_privilege('mallory', p.oid, 'EXECUTE');
+});
+	my $ncalls = $node->safe_psql('postgres', 'SELECT count(*) FROM mal.calls');
+	cmp_ok($ncalls, '>=', 20, "$ncalls volatile functions of erpcrm to call from a view");
+	$node->safe_psql('postgres', "SELECT erpcrm.resync('mal')");
+	is($node->safe_psql('postgres', q{
+SELECT string_agg(call || ': ' || COALESCE(error, 'ran'), E'\n') FROM mal.refused
+ WHERE error IS NULL OR error NOT LIKE 'cannot execute erpcrm.% within security-restricted operation'}),
+		'', 'every one of them is refused inside a security-restricted read');
+	is($node->safe_psql('postgres', "SELECT count(DISTINCT call) FROM mal.refused WHERE backend = 'client backend'"),
+		$ncalls, 'and each was tried');
+	is($mallory_super->(), 'f', 'mallory is still no superuser');
+}
+
+# map() called from an admin's SECURITY DEFINER function that a superuser
+# runs: the role that asks is the function's owner, not the superuser
+{
+	my ($dok, $dout, $derr) = try_as('mallory', q{
+CREATE FUNCTION mal.helper() RETURNS integer LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+	RETURN erpcrm.map('mal3', 'mal.v2', '2-101');
+END $$;
+});
+	ok($dok, 'an admin writes a SECURITY DEFINER function that calls map()') or diag($derr);
+	$node->safe_psql('postgres', 'SELECT mal.helper()');
+	is($node->safe_psql('postgres', "SELECT owner FROM erpcrm.mapping WHERE name = 'mal3'"), 'mallory',
+		'the mapping it defines, run by a superuser, belongs to the function\'s owner');
+	$node->safe_psql('postgres', "SELECT erpcrm.resync('mal3')");
+	is($node->safe_psql('postgres', "SELECT string_agg(DISTINCT who, ',') FROM mal.ran WHERE via = 'v2'"),
+		'mallory', 'so its view runs as that owner');
+	is($mallory_super->(), 'f', 'and mallory is still no superuser');
+	$node->safe_psql('postgres', "SELECT erpcrm.unmap('mal3')");
 }
 $node->safe_psql('postgres', q{
 ALTER ROLE mallory NOSUPERUSER;
+TRUNCATE mal.calls;
 SELECT erpcrm.unmap('mal');
 });
 
-# --- the worker as a non-superuser role
-# (PostgreSQL 15 lets a background worker connect only as a role with LOGIN)
-$node->safe_psql('postgres', qq{
-CREATE ROLE erpcrm_worker NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE erpcrm_admin;
-GRANT USAGE ON SCHEMA erp, $schema TO erpcrm_worker;
-GRANT SELECT ON erp.hs_companies, erp.hs_contacts, erp.hs_products,
-	$companies_view, $contacts_view TO erpcrm_worker;
-});
+# unwatch() asks for the same privilege as watch(): TRIGGER on the table
+{
+	my $before = $node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_trigger WHERE tgrelid = 'erp.customers'::regclass AND tgname LIKE 'erpcrm%'");
+	my ($uok, $uout, $uerr) = try_as('mallory', "SELECT erpcrm.unwatch('companies', 'erp.customers')");
+	ok(!$uok && $uerr =~ /permission denied to unwatch table erp\.customers/,
+		'an admin without TRIGGER on a table cannot unwatch it') or diag("out: $uout\nerr: $uerr");
+	is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_trigger WHERE tgrelid = 'erp.customers'::regclass AND tgname LIKE 'erpcrm%'"),
+		$before, 'and its capture triggers are still there');
+	($uok, $uout, $uerr) = try_as('mallory', "SELECT erpcrm.unwatch('companies', 'erp.customers', 'no such key')");
+	ok(!$uok && $uerr =~ /permission denied to unwatch/, 'also for a key it does not watch')
+	  or diag("out: $uout\nerr: $uerr");
+	($uok, $uout, $uerr) = try_as('mallory', "SELECT erpcrm.unmap('products')");
+	ok(!$uok && $uerr =~ /permission denied to unwatch table erp\.products/,
+		'nor drop a mapping that watches a table it may not trigger') or diag("out: $uout\nerr: $uerr");
+	is($node->safe_psql('postgres',
+		"SELECT count(*) FROM erpcrm.mapping WHERE name = 'products'"), '1', 'which stays');
+}
+
+# --- the worker as a non-superuser role, with no grant at all: mapping
+# views are planned and read as the mapping's owner
+# (PostgreSQL 15 lets a background worker connect only as a role with LOGIN:
+# until the role has it, the worker waits and says so)
+my $wlog_offset = -s $node->logfile;
 $node->append_conf('postgresql.conf', "erpcrm.role = 'erpcrm_worker'\n");
 $node->reload;
-ok(poll_until('the NOLOGIN refusal', sub {
-	slurp_file($node->logfile) =~ /role "erpcrm_worker" is not permitted to log in/ }, 30),
-	'a worker role without LOGIN is refused by PostgreSQL 15 (the log says so)');
+ok(poll_until('the wait for the role', sub {
+	$node->safe_psql('postgres', 'SELECT detail FROM erpcrm.worker')
+	  eq 'waiting for role "erpcrm_worker" (erpcrm.role) to be created' }, 30),
+	'erpcrm.role naming a role that does not exist: erpcrm.worker says the worker waits for it');
+$node->safe_psql('postgres', q{
+CREATE ROLE erpcrm_worker NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE erpcrm_admin;
+});
+ok(poll_until('the wait for LOGIN', sub {
+	$node->safe_psql('postgres', 'SELECT detail FROM erpcrm.worker')
+	  eq 'waiting for role "erpcrm_worker" (erpcrm.role) to have LOGIN' }, 30),
+	'a worker role without LOGIN: erpcrm.worker says it waits for LOGIN');
+is($node->safe_psql('postgres', 'SELECT state FROM erpcrm.worker'), 'not configured',
+	'in state "not configured"');
 $node->safe_psql('postgres', 'ALTER ROLE erpcrm_worker LOGIN');
 ok(poll_until('the worker as erpcrm_worker', sub {
 	$node->safe_psql('postgres',
 		"SELECT usename FROM pg_stat_activity WHERE backend_type = 'erpcrm worker'") eq 'erpcrm_worker' }, 60),
-	'the worker restarts as the role erpcrm.role names');
+	'the worker starts as the role erpcrm.role names once it can log in');
+unlike(substr(slurp_file($node->logfile), $wlog_offset), qr/FATAL/,
+	'no FATAL in the log while it waited');
 is($node->safe_psql('postgres', "SELECT rolsuper FROM pg_roles WHERE rolname = 'erpcrm_worker'"), 'f',
 	'which is no superuser');
+is($node->safe_psql('postgres', q{
+SELECT bool_or(has_schema_privilege('erpcrm_worker', n.oid, 'USAGE'))
+	OR has_table_privilege('erpcrm_worker', 'erp.hs_products', 'SELECT')
+  FROM pg_namespace n WHERE n.nspname = 'erp' OR n.nspname LIKE 'Erp "Q"%'}), 'f',
+	'and has no privilege on the ERP\'s schemas or views');
 $node->safe_psql('postgres', qq{
 INSERT INTO erp.customers (id, name, nip) VALUES (6, 'Eta', '1112223344');
 UPDATE erp.customers SET name = 'Beta 2' WHERE id = 2;
@@ -432,16 +605,21 @@ my ($q3) = grep { ($_->{properties}{erp_id} // '') eq 'Q-3' }
   @{ ErpcrmTest::mock_get('/_mock/objects/2-101')->{results} };
 ok($q3, 'the quoted mapping is delivered by the non-superuser worker too');
 
-# views are read as the role that defined the mapping: the worker's role
-# needs no privilege on them
-$node->safe_psql('postgres', 'REVOKE SELECT ON erp.hs_products FROM erpcrm_worker');
-$node->safe_psql('postgres', q{
-INSERT INTO erp.products VALUES ('P-3', 'Podkładka', 0.05);
-INSERT INTO erp.customers (id, name) VALUES (7, 'Theta');
-});
-ok(wait_synced($node), 'a view the worker\'s role may not read is delivered, read as the mapping\'s owner');
-state_ok($node, 'and HubSpot holds exactly the ERP');
-$node->safe_psql('postgres', 'GRANT SELECT ON erp.hs_products TO erpcrm_worker');
+# a database that does not exist yet is waited for too (with a role set)
+$wlog_offset = -s $node->logfile;
+$node->append_conf('postgresql.conf', "erpcrm.database = 'erp_later'\n");
+$node->reload;
+ok(poll_until('the wait for the database', sub {
+	$node->safe_psql('postgres', 'SELECT detail FROM erpcrm.worker')
+	  eq 'waiting for database "erp_later" (erpcrm.database) to be created' }, 30),
+	'erpcrm.database naming a database that does not exist: erpcrm.worker says the worker waits for it');
+$node->append_conf('postgresql.conf', "erpcrm.database = 'postgres'\n");
+$node->reload;
+ok(poll_until('the worker back', sub {
+	$node->safe_psql('postgres',
+		"SELECT usename FROM pg_stat_activity WHERE backend_type = 'erpcrm worker' AND datname = 'postgres'") eq 'erpcrm_worker' }, 60),
+	'and starts in it once it is there');
+unlike(substr(slurp_file($node->logfile), $wlog_offset), qr/FATAL/, 'with no FATAL in the log');
 
 ok(!leaks(slurp_file($node->logfile)), 'the server log holds no token at the end');
 $node->stop;
