@@ -1259,9 +1259,11 @@ AS $$
 DECLARE
 	n bigint;
 BEGIN
+	/* (an unchanged state writes no new row version) */
 	UPDATE erpcrm.sync_state s
 	   SET assoc_state = p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)]
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids);
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.assoc_state IS DISTINCT FROM p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)];
 	GET DIAGNOSTICS n = ROW_COUNT;
 	RETURN n;
 END
