@@ -21,6 +21,7 @@ OBJS = \
 	worker/worker.o \
 	worker/delivery.o \
 	worker/preview.o \
+	worker/owners.o \
 	worker/values.o \
 	worker/http.o \
 	worker/json.o \

@@ -1754,3 +1754,124 @@ $$;
 COMMENT ON FUNCTION erpcrm.preview(text, text) IS 'the HubSpot requests the worker would send for one key (method, path, JSON body), or what the key waits for; a dry run, nothing is sent';
 REVOKE ALL ON FUNCTION erpcrm.preview(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm.preview(text, text) TO erpcrm_admin;
+
+/*
+ * Owners by e-mail.  The worker copies HubSpot's owners (GET /crm/v3/owners,
+ * active and deactivated) into erpcrm.hubspot_owner when it starts and
+ * every hour; erpcrm.owner_id(email) answers from that copy, so that mapping
+ * views can write erpcrm.owner_id(s.email) AS hubspot_owner_id.
+ */
+CREATE TABLE erpcrm.hubspot_owner (
+	owner_id		text PRIMARY KEY,
+	email			text,
+	archived		boolean NOT NULL DEFAULT false,
+	refreshed_at	timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX hubspot_owner_email ON erpcrm.hubspot_owner (pg_catalog.lower(email));
+COMMENT ON TABLE erpcrm.hubspot_owner IS 'the copy of HubSpot''s owners that erpcrm.owner_id() reads; the worker refreshes it at start and every hour';
+REVOKE ALL ON erpcrm.hubspot_owner FROM PUBLIC;
+GRANT SELECT ON erpcrm.hubspot_owner TO erpcrm_admin, erpcrm_monitor;
+
+/* Rows read whose e-mail matched no active owner, per mapping. */
+CREATE TABLE erpcrm.owner_miss (
+	mapping_id		integer PRIMARY KEY REFERENCES erpcrm.mapping ON DELETE CASCADE,
+	unknown_owners	bigint NOT NULL DEFAULT 0,
+	last_at			timestamptz
+);
+REVOKE ALL ON erpcrm.owner_miss FROM PUBLIC;
+
+CREATE FUNCTION erpcrm.owner_id(email text)
+RETURNS text
+LANGUAGE C STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'erpcrm_owner_id_v1';
+COMMENT ON FUNCTION erpcrm.owner_id(text) IS 'the HubSpot owner id of an e-mail (case-insensitive), from the worker''s copy of HubSpot''s owners; NULL for an unknown or deactivated owner, for mapping views';
+REVOKE ALL ON FUNCTION erpcrm.owner_id(text) FROM PUBLIC;
+/* like erpcrm.hubspot_id(): for the roles that define mappings */
+GRANT EXECUTE ON FUNCTION erpcrm.owner_id(text) TO erpcrm_admin;
+
+/* The worker: the owners it read (all of them), replacing the copy. */
+CREATE FUNCTION erpcrm._owners_refreshed(p_ids text[], p_emails text[], p_archived boolean[])
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	DELETE FROM erpcrm.hubspot_owner o WHERE o.owner_id <> ALL (p_ids);
+	INSERT INTO erpcrm.hubspot_owner AS o (owner_id, email, archived, refreshed_at)
+	SELECT DISTINCT ON (x.id) x.id, x.email, x.archived, pg_catalog.now()
+	  FROM ROWS FROM (pg_catalog.unnest(p_ids), pg_catalog.unnest(p_emails),
+				   pg_catalog.unnest(p_archived)) AS x(id, email, archived)
+	 ORDER BY x.id, x.archived
+	ON CONFLICT (owner_id) DO UPDATE
+	   SET email = excluded.email, archived = excluded.archived, refreshed_at = excluded.refreshed_at;
+	/* the counts are about the copy that was used */
+	UPDATE erpcrm.owner_miss SET unknown_owners = 0;
+$$;
+REVOKE ALL ON FUNCTION erpcrm._owners_refreshed(text[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._owners_refreshed(text[], text[], boolean[]) TO erpcrm_admin;
+
+/* The worker: rows of one batch whose e-mail matched no active owner. */
+CREATE FUNCTION erpcrm._owner_misses(p_mapping_id integer, p_n bigint)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO erpcrm.owner_miss AS o (mapping_id, unknown_owners, last_at)
+	VALUES (p_mapping_id, p_n, pg_catalog.now())
+	ON CONFLICT (mapping_id) DO UPDATE
+	   SET unknown_owners = o.unknown_owners + excluded.unknown_owners, last_at = excluded.last_at;
+$$;
+REVOKE ALL ON FUNCTION erpcrm._owner_misses(integer, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._owner_misses(integer, bigint) TO erpcrm_admin;
+
+/*
+ * erpcrm.status gains unknown_owners (Part 6's view, restated with one more
+ * column at the end).
+ */
+CREATE OR REPLACE VIEW erpcrm.status AS
+SELECT m.name AS mapping,
+	   m.object_type,
+	   COALESCE((SELECT format('%I.%I', n.nspname, c.relname)
+				   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+				  WHERE c.oid = m.source), m.source_name) AS source,
+	   m.paused OR c.paused AS paused,
+	   COALESCE(o.n, 0) + COALESCE(f.n, 0) AS unfolded,
+	   COALESCE(s.pending, 0) AS pending,
+	   COALESCE(s.in_flight, 0) AS in_flight,
+	   COALESCE(s.failed, 0) AS failed,
+	   COALESCE(s.synced, 0) AS synced,
+	   COALESCE(s.archived, 0) AS archived,
+	   pg_catalog.now() - s.oldest_dirty AS oldest_pending_age,
+	   s.last_success,
+	   round(COALESCE(s.recent, 0) / 60.0, 1) AS per_second,
+	   CASE WHEN COALESCE(s.pending, 0) + COALESCE(s.in_flight, 0) = 0 THEN interval '0'
+			WHEN COALESCE(s.recent, 0) = 0 THEN NULL
+			ELSE make_interval(secs => (s.pending + s.in_flight) / (s.recent / 60.0))
+	   END AS time_left,
+	   erpcrm._mapping_problem(m.mapping_id) AS problem,
+	   COALESCE(om.unknown_owners, 0) AS unknown_owners
+  FROM erpcrm.mapping m
+ CROSS JOIN erpcrm.control c
+  LEFT JOIN (SELECT mapping_id,
+					count(*) FILTER (WHERE state = 'pending') AS pending,
+					count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+					count(*) FILTER (WHERE state = 'failed') AS failed,
+					count(*) FILTER (WHERE state = 'synced') AS synced,
+					count(*) FILTER (WHERE state = 'archived') AS archived,
+					min(dirty_since) FILTER (WHERE state IN ('pending', 'in_flight')) AS oldest_dirty,
+					max(last_synced_at) AS last_success,
+					count(*) FILTER (WHERE last_synced_at > pg_catalog.now() - interval '1 minute') AS recent
+			   FROM erpcrm.sync_state GROUP BY mapping_id) s
+	ON s.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT mapping_id, sum(COALESCE(pg_catalog.cardinality(erp_ids), 1)) AS n
+			   FROM erpcrm.outbox GROUP BY mapping_id) o
+	ON o.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT w.mapping_id, sum(COALESCE(pg_catalog.cardinality(x.erp_ids), 1)) AS n
+			   FROM erpcrm.fan_out x JOIN erpcrm.watch w USING (watch_id) GROUP BY w.mapping_id) f
+	ON f.mapping_id = m.mapping_id
+  LEFT JOIN erpcrm.owner_miss om ON om.mapping_id = m.mapping_id
+ ORDER BY m.name;
+COMMENT ON COLUMN erpcrm.status.unknown_owners IS 'rows read since the last refresh of HubSpot''s owners whose e-mail (erpcrm.owner_id) matched no active owner';

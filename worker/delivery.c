@@ -109,6 +109,7 @@ typedef struct Batch
 	bool		links12;		/* the installed SQL records links (1.2) */
 	int			ok_calls;		/* calls HubSpot answered with 2xx */
 	int			split_5xx;		/* > 0: inside a split after a 5xx */
+	uint64		owner_misses;	/* rows read whose owner e-mail is unknown */
 	MemoryContext cxt;			/* the batch's memory */
 } Batch;
 
@@ -574,6 +575,7 @@ read_rows(Batch *b)
 	{
 		SPIPlanPtr	plan;
 		ErpcrmSavedUser saved;
+		uint64		misses;
 
 		/*
 		 * The view is parsed and planned as the mapping's owner, in a
@@ -588,7 +590,9 @@ read_rows(Batch *b)
 			erpcrm_as_owner_end(&saved);
 
 		/* an error in one row fails that key alone (see read_view) */
+		misses = erpcrm_owner_misses;
 		read_view(b, plan, batch_cxt, &rows);
+		b->owner_misses = erpcrm_owner_misses - misses;
 	}
 	if (rows.desc == NULL)
 	{
@@ -2010,6 +2014,45 @@ same_error(BatchKey *a, BatchKey *b)
 #undef SAME
 }
 
+/* Every call of the batch into erpcrm.api_log (mapping id 0: none). */
+static void
+record_calls(Batch *b)
+{
+	MappingDef *m = b->mapping;
+	ListCell   *lc;
+	Oid			log_types[10] = {TEXTOID, TEXTOID, INT4OID, FLOAT8OID, INT4OID,
+	TEXTOID, TEXTOID, INT4OID, INTERVALOID, TIMESTAMPTZOID};
+	Interval   *retention = palloc0(sizeof(Interval));
+
+	retention->time = (int64) erpcrm_api_log_retention_min * 60 * USECS_PER_SEC;
+	foreach(lc, b->calls)
+	{
+		CallLog    *c = lfirst(lc);
+		Datum		args[10];
+		char		nulls[10] = "          ";
+
+		args[0] = CStringGetTextDatum(c->method);
+		args[1] = CStringGetTextDatum(c->path);
+		args[2] = Int32GetDatum((int32) c->status);
+		nulls[2] = c->status == 0 ? 'n' : ' ';
+		args[3] = Float8GetDatum(c->latency_ms);
+		args[4] = Int32GetDatum(c->inputs);
+		args[5] = c->category ? CStringGetTextDatum(c->category) : (Datum) 0;
+		nulls[5] = c->category ? ' ' : 'n';
+		args[6] = c->correlation_id ? CStringGetTextDatum(c->correlation_id) : (Datum) 0;
+		nulls[6] = c->correlation_id ? ' ' : 'n';
+		args[7] = Int32GetDatum(m->id);
+		nulls[7] = m->id == 0 ? 'n' : ' ';
+		args[8] = PointerGetDatum(retention);
+		args[9] = TimestampTzGetDatum(c->called_at);
+		if (SPI_execute_with_args(m->v11 ?
+								  "SELECT erpcrm._log_call($10, $1, $2, $3, $4, $5, $6, $7, $8, $9)" :
+								  "SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+								  m->v11 ? 10 : 9, log_types, args, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._log_call failed");
+	}
+}
+
 static void
 record(Batch *b)
 {
@@ -2020,13 +2063,8 @@ record(Batch *b)
 			   *kept = NIL,
 			   *kept_hs = NIL;
 	bool	   *done = palloc0(sizeof(bool) * b->nkeys);
-	ListCell   *lc;
-	Oid			log_types[10] = {TEXTOID, TEXTOID, INT4OID, FLOAT8OID, INT4OID,
-	TEXTOID, TEXTOID, INT4OID, INTERVALOID, TIMESTAMPTZOID};
-	Interval   *retention = palloc0(sizeof(Interval));
 	MemoryContext batch_cxt;
 
-	retention->time = (int64) erpcrm_api_log_retention_min * 60 * USECS_PER_SEC;
 	batch_cxt = CurrentMemoryContext;
 
 	SetCurrentStatementStartTimestamp();
@@ -2114,31 +2152,18 @@ record(Batch *b)
 			record_give_up(m, ids);
 	}
 
-	foreach(lc, b->calls)
+	if (b->owner_misses > 0 && m->v12)
 	{
-		CallLog    *c = lfirst(lc);
-		Datum		args[10];
-		char		nulls[10] = "          ";
+		Oid			types[2] = {INT4OID, INT8OID};
+		Datum		args[2];
 
-		args[0] = CStringGetTextDatum(c->method);
-		args[1] = CStringGetTextDatum(c->path);
-		args[2] = Int32GetDatum((int32) c->status);
-		nulls[2] = c->status == 0 ? 'n' : ' ';
-		args[3] = Float8GetDatum(c->latency_ms);
-		args[4] = Int32GetDatum(c->inputs);
-		args[5] = c->category ? CStringGetTextDatum(c->category) : (Datum) 0;
-		nulls[5] = c->category ? ' ' : 'n';
-		args[6] = c->correlation_id ? CStringGetTextDatum(c->correlation_id) : (Datum) 0;
-		nulls[6] = c->correlation_id ? ' ' : 'n';
-		args[7] = Int32GetDatum(m->id);
-		args[8] = PointerGetDatum(retention);
-		args[9] = TimestampTzGetDatum(c->called_at);
-		if (SPI_execute_with_args(m->v11 ?
-								  "SELECT erpcrm._log_call($10, $1, $2, $3, $4, $5, $6, $7, $8, $9)" :
-								  "SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-								  m->v11 ? 10 : 9, log_types, args, nulls, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "erpcrm._log_call failed");
+		args[0] = Int32GetDatum(m->id);
+		args[1] = Int64GetDatum((int64) b->owner_misses);
+		if (SPI_execute_with_args("SELECT erpcrm._owner_misses($1, $2)",
+								  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._owner_misses failed");
 	}
+	record_calls(b);
 
 	PopActiveSnapshot();
 	SPI_finish();
@@ -2470,4 +2495,103 @@ erpcrm_preview_key(MappingDef *m, const char *erp_id, const char *known_hubspot_
 		}
 	}
 	return steps;
+}
+
+/* ----------------------------------------------------------------
+ * HubSpot's owners, for erpcrm.owner_id()
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Read every owner, active ones (archived=false) then deactivated ones
+ * (archived=true), 100 a page, and replace erpcrm.hubspot_owner with them
+ * in one transaction.  The calls count in the rate limit and go into
+ * erpcrm.api_log.  When a page cannot be read the copy is left as it was.
+ */
+bool
+erpcrm_refresh_owners(void)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "erpcrm owners",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	Batch		b;
+	DeliveryOutcome outcome;
+	MappingDef	none;
+	List	   *ids = NIL,
+			   *emails = NIL,
+			   *archived = NIL;
+	bool		ok = true;
+
+	memset(&b, 0, sizeof(b));
+	memset(&outcome, 0, sizeof(outcome));
+	memset(&none, 0, sizeof(none));
+	none.name = "owners";
+	none.v11 = none.v12 = true;
+	b.mapping = &none;
+	b.outcome = &outcome;
+	b.cxt = cxt;
+
+	for (int pass = 0; pass < 2 && ok; pass++)
+	{
+		char	   *after = NULL;
+
+		do
+		{
+			HsResponse	resp;
+			int			n;
+			char	  **pid;
+			char	  **pem;
+			bool	   *par;
+			char	   *next = NULL;
+			char	   *path = psprintf("%s?limit=100&archived=%s%s%s", HS_OWNERS_PATH,
+										pass ? "true" : "false",
+										after ? "&after=" : "", after ? after : "");
+
+			call_hubspot(&b, "GET", path, NULL, 0, &resp);
+			if (outcome.blocked_until != 0 || resp.transport_error != 0 ||
+				resp.status != 200 ||
+				!hs_parse_owners(resp.body, resp.body_len, &n, &pid, &pem, &par, &next))
+			{
+				ereport(LOG,
+						(errmsg("erpcrm worker: could not read HubSpot's owners: %s",
+								resp.transport_error ? resp.transport_message :
+								psprintf("GET %s answered %ld", HS_OWNERS_PATH, resp.status)),
+						 errdetail("erpcrm.owner_id() answers from the copy it has until the next refresh.")));
+				ok = false;
+				break;
+			}
+			for (int i = 0; i < n; i++)
+			{
+				ids = lappend(ids, pid[i]);
+				emails = lappend(emails, pem[i]);
+				archived = lappend(archived, par[i] ? "true" : "false");
+			}
+			after = next;
+		} while (after != NULL);
+	}
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "erpcrm: recording HubSpot's owners");
+	if (ok)
+	{
+		Oid			types[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+		Datum		args[3];
+
+		args[0] = text_array(ids);
+		args[1] = text_array(emails);
+		args[2] = text_array(archived);
+		if (SPI_execute_with_args("SELECT erpcrm._owners_refreshed($1, $2, $3::pg_catalog.bool[])",
+								  3, types, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._owners_refreshed failed");
+	}
+	record_calls(&b);
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	return ok;
 }

@@ -73,6 +73,15 @@ typedef struct PreviewStep
 extern List *erpcrm_preview_key(MappingDef *mapping, const char *erp_id,
 								const char *known_hubspot_id);
 
+/*
+ * HubSpot's owners, copied into erpcrm.hubspot_owner for erpcrm.owner_id();
+ * false when HubSpot did not answer (the copy stays as it was).
+ */
+extern bool erpcrm_refresh_owners(void);
+
+/* owners.c: rows read whose e-mail matched no active owner */
+extern uint64 erpcrm_owner_misses;
+
 /* worker.c: the mappings and their associations, in dependency order */
 extern List *erpcrm_read_mappings(MemoryContext cxt);
 

@@ -191,6 +191,11 @@ extern bool hs_parse_string_list(const char *body, size_t len,
 								 const char *field, int *n, char ***values);
 extern char *hs_token_info_body(const char *token);
 
+/* One page of GET /crm/v3/owners (erpcrm.owner_id's cache). */
+#define HS_OWNERS_PATH			"/crm/v3/owners"
+extern bool hs_parse_owners(const char *body, size_t len, int *n, char ***ids,
+							char ***emails, bool **archived, char **after);
+
 typedef struct HsError
 {
 	char	   *status;			/* "error" usually; "" if absent */

@@ -1379,3 +1379,64 @@ hs_parse_pipeline_limit(const char *body, size_t len, const char *object_type_id
 	cJSON_Delete(root);
 	return found;
 }
+
+/*
+ * One page of GET /crm/v3/owners: per owner its id, e-mail (NULL when it
+ * has none) and archived flag; *after is paging.next.after, or NULL on the
+ * last page.
+ */
+bool
+hs_parse_owners(const char *body, size_t len, int *n, char ***ids,
+				char ***emails, bool **archived, char **after)
+{
+	cJSON	   *root;
+	const cJSON *results;
+	const cJSON *item;
+	const cJSON *paging;
+	int			i = 0;
+
+	hs_json_setup();
+	*n = 0;
+	*after = NULL;
+	if (body == NULL || len == 0)
+		return false;
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL)
+		return false;
+	results = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "results") : NULL;
+	if (!cJSON_IsArray(results))
+	{
+		cJSON_Delete(root);
+		return false;
+	}
+	*ids = palloc0(sizeof(char *) * Max(cJSON_GetArraySize(results), 1));
+	*emails = palloc0(sizeof(char *) * Max(cJSON_GetArraySize(results), 1));
+	*archived = palloc0(sizeof(bool) * Max(cJSON_GetArraySize(results), 1));
+	cJSON_ArrayForEach(item, results)
+	{
+		const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "id");
+		const cJSON *email = cJSON_GetObjectItemCaseSensitive(item, "email");
+		const cJSON *arch = cJSON_GetObjectItemCaseSensitive(item, "archived");
+
+		if (!cJSON_IsString(id) || id->valuestring == NULL)
+			continue;
+		(*ids)[i] = utf8_pstrdup(id->valuestring);
+		(*emails)[i] = cJSON_IsString(email) && email->valuestring != NULL ?
+			utf8_pstrdup(email->valuestring) : NULL;
+		(*archived)[i] = cJSON_IsTrue(arch);
+		i++;
+	}
+	paging = cJSON_GetObjectItemCaseSensitive(root, "paging");
+	if (cJSON_IsObject(paging))
+	{
+		const cJSON *next = cJSON_GetObjectItemCaseSensitive(paging, "next");
+		const cJSON *a = cJSON_IsObject(next) ?
+			cJSON_GetObjectItemCaseSensitive(next, "after") : NULL;
+
+		if (cJSON_IsString(a) && a->valuestring != NULL && a->valuestring[0] != '\0')
+			*after = utf8_pstrdup(a->valuestring);
+	}
+	cJSON_Delete(root);
+	*n = i;
+	return true;
+}

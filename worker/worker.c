@@ -487,6 +487,28 @@ target_missing(List *mappings, MappingDef *m)
 }
 
 /*
+ * The copy of HubSpot's owners (erpcrm.hubspot_owner, 1.2) is refreshed when
+ * the worker starts and then every hour; after a failed refresh, again in a
+ * minute.
+ */
+#define ERPCRM_OWNERS_REFRESH_MS	(60 * 60 * 1000)
+#define ERPCRM_OWNERS_RETRY_MS		(60 * 1000)
+static TimestampTz owners_due = 0;
+
+static bool
+owners_table_exists(void)
+{
+	bool		exists;
+
+	begin_step("erpcrm: looking for the owners cache");
+	exists = SPI_execute("SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+					" ON n.oid = c.relnamespace WHERE n.nspname = 'erpcrm' AND c.relname = 'hubspot_owner'",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1;
+	end_step();
+	return exists;
+}
+
+/*
  * One cycle: fold, then batches for every mapping in dependency order,
  * round after round while keys are due.  Returns how long to sleep.
  */
@@ -527,6 +549,20 @@ run_cycle(void)
 		erpcrm_set_state(ERPCRM_WORKER_NOT_CONFIGURED,
 						 "no access token: set erpcrm.token or erpcrm.token_file and reload");
 		return erpcrm_poll_interval_ms;
+	}
+
+	/* HubSpot's owners for erpcrm.owner_id(): at start, then every hour */
+	if (GetCurrentTimestamp() >= owners_due && owners_table_exists())
+	{
+		bool		ok;
+
+		/* an ERROR in between must not make every cycle try again */
+		owners_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ERPCRM_OWNERS_RETRY_MS);
+		cur_step = "reading HubSpot's owners";
+		ok = erpcrm_refresh_owners();
+		cur_step = NULL;
+		owners_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												 ok ? ERPCRM_OWNERS_REFRESH_MS : ERPCRM_OWNERS_RETRY_MS);
 	}
 
 	do

@@ -1326,10 +1326,32 @@ class Api:
                             return 200, o
                     raise ApiError(404, "OBJECT_NOT_FOUND",
                                    "Owner %s not found" % p[3])
+                # HubSpot lists active owners, or with archived=true only
+                # the deactivated ones; limit (1-500, default 100) a page,
+                # paging.next.after to the next page
+                archived = q.get("archived", ["false"])[0].lower() == "true"
+                owners = [o for o in owners
+                          if bool(o.get("archived")) == archived]
                 if "email" in q:
                     em = q["email"][0].lower()
                     owners = [o for o in owners if o["email"].lower() == em]
-                return 200, {"results": owners}
+                try:
+                    limit = int(q.get("limit", ["100"])[0])
+                    start = int(q.get("after", ["0"])[0] or 0)
+                except ValueError:
+                    raise ApiError(400, "VALIDATION_ERROR",
+                                   "limit and after must be integers")
+                if limit < 1 or limit > 500 or start < 0:
+                    raise ApiError(400, "VALIDATION_ERROR",
+                                   "limit must be 1 to 500")
+                out = {"results": owners[start:start + limit]}
+                if start + limit < len(owners):
+                    nxt = str(start + limit)
+                    out["paging"] = {"next": {
+                        "after": nxt,
+                        "link": "https://api.hubapi.com/crm/v3/owners?after="
+                                + nxt}}
+                return 200, out
         elif p == ["account-info", "v3", "details"] and method == "GET":
             return 200, {"portalId": PORTAL_ID, "accountType": "STANDARD",
                          "timeZone": "Europe/Warsaw",

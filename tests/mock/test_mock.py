@@ -557,6 +557,30 @@ class MockTest(unittest.TestCase):
         self.assertIn("crm.objects.companies.write", out["scopes"])
         self.assertNotIn("e-commerce", out["scopes"])
 
+    def test_owners_paged_and_archived(self):
+        owners = [{"email": "o%d@example.com" % i} for i in range(5)]
+        owners.append({"id": "99", "email": "gone@example.com",
+                       "archived": True})
+        self.ctl("POST", "/_mock/config", {"owners": owners})
+        seen, after = [], None
+        while True:
+            st, out, _ = self.call(
+                "GET", "/crm/v3/owners?limit=2"
+                + ("&after=" + after if after else ""))
+            self.assertEqual(st, 200, out)
+            self.assertLessEqual(len(out["results"]), 2)
+            seen += [o["email"] for o in out["results"]]
+            after = out.get("paging", {}).get("next", {}).get("after")
+            if not after:
+                break
+        self.assertEqual(seen, ["o%d@example.com" % i for i in range(5)])
+        st, out, _ = self.call("GET", "/crm/v3/owners?archived=true")
+        self.assertEqual([(o["id"], o["archived"]) for o in out["results"]],
+                         [("99", True)])
+        self.assertNotIn("paging", out)
+        st, out, _ = self.call("GET", "/crm/v3/owners?limit=0")
+        self.assertEqual(st, 400)
+
     def test_rate_limit_429(self):
         self.ctl("POST", "/_mock/config", {"max_per_window": 3,
                                            "window_ms": 10000,

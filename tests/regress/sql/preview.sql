@@ -77,6 +77,20 @@ SET ROLE pv_nobody;
 SELECT * FROM erpcrm.preview('pv_who', '1');
 RESET ROLE;
 
+-- erpcrm.owner_id(): from the worker's copy of HubSpot's owners
+INSERT INTO erpcrm.hubspot_owner (owner_id, email, archived)
+VALUES ('501', 'Rep@Example.com', false), ('502', 'old@example.com', true);
+SELECT erpcrm.owner_id('rep@example.com') AS found, erpcrm.owner_id('old@example.com') AS deactivated,
+	   erpcrm.owner_id('x@example.com') AS unknown, erpcrm.owner_id(NULL) AS no_email;
+-- in a mapping view, previewed: the owner's id is sent
+CREATE VIEW pv.hs_leads AS
+SELECT id AS erp_id, email, erpcrm.owner_id('REP@example.com') AS hubspot_owner_id FROM pv.people;
+SELECT erpcrm.map('pv_leads', 'pv.hs_leads', 'contacts') > 0 AS leads;
+SELECT erpcrm.pause('pv_leads');
+SELECT body->'inputs'->0->'properties' AS properties FROM erpcrm.preview('pv_leads', '10');
+SELECT erpcrm.unmap('pv_leads');
+DELETE FROM erpcrm.hubspot_owner WHERE owner_id IN ('501', '502');
+
 -- clean up
 SELECT erpcrm.unmap('pv_who');
 SELECT erpcrm.unmap('pv_people');
