@@ -648,12 +648,17 @@ END
 $$;
 COMMENT ON FUNCTION erpcrm._before_fold() IS 'worker: find mapping sources again by name, resolve the key queries of watches';
 
-/* What is wrong with a mapping, in plain words, or NULL. */
+/*
+ * What is wrong with a mapping, in plain words, or NULL.  A watched table
+ * locked by long DDL (VACUUM FULL) is not waited for: its key is checked
+ * the next time.
+ */
 CREATE FUNCTION erpcrm._mapping_problem(p_mapping_id integer)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '50ms'
 AS $$
 DECLARE
 	m erpcrm.mapping;
@@ -691,7 +696,9 @@ BEGIN
 		END IF;
 		BEGIN
 			PERFORM erpcrm._compile_key(w.source, w.key_expr);
-		EXCEPTION WHEN OTHERS THEN
+		EXCEPTION WHEN lock_not_available THEN
+			NULL;
+		WHEN OTHERS THEN
 			problems := problems || format('the key %s of watch %s no longer fits %s: %s', w.key_expr, w.watch_id, w.source::regclass, SQLERRM);
 		END;
 		IF w.problem IS NOT NULL THEN

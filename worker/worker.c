@@ -392,13 +392,14 @@ has_function(const char *signature)
 static void
 fold(void)
 {
+	begin_step("erpcrm: folding the outbox");
 	/* 1.2: sources found again by name, key queries of watches resolved */
-	begin_step("erpcrm: resolving key queries");
 	if (has_function("erpcrm._before_fold()") &&
 		SPI_execute("SELECT erpcrm._before_fold()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._before_fold() failed");
+	if (SPI_execute("SELECT erpcrm._fold()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._fold() failed");
 	end_step();
-	run_step("erpcrm: folding the outbox", "SELECT erpcrm._fold()");
 }
 
 /*

@@ -8,6 +8,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use ErpcrmTest;
+use IPC::Run;
 
 start_mock();
 my $old = erpcrm_node('before_dump');
@@ -119,6 +120,54 @@ is($new->safe_psql('postgres',
 	'0', 'no watch points at nothing');
 like($new->safe_psql('postgres', "SELECT problem FROM erpcrm.status WHERE mapping = 'regions'"),
 	qr/its source erp\.hs_regions does not exist/, 'the mapping says its view is gone');
+
+# DDL while long-lived ERP sessions write: every session compiles the key
+# again after each change, no write fails, nothing is captured wrong
+$new->safe_psql('postgres', q{
+CREATE TABLE erp.moves (id integer PRIMARY KEY, name text NOT NULL);
+CREATE TABLE erp.move_lines (note text, move_id integer NOT NULL, line integer NOT NULL,
+	qty integer NOT NULL, PRIMARY KEY (move_id, line));
+CREATE FUNCTION erp.move_qty(integer) RETURNS bigint LANGUAGE plpgsql STABLE
+	AS $$ BEGIN RETURN (SELECT COALESCE(sum(qty), 0) FROM erp.move_lines WHERE move_id = $1); END $$;
+CREATE VIEW erp.hs_moves AS SELECT m.id AS erp_id, m.name, erp.move_qty(m.id) AS quantity FROM erp.moves m;
+INSERT INTO erp.moves SELECT g, 'Move ' || g FROM generate_series(1, 20) g;
+SELECT erpcrm.map('moves', 'erp.hs_moves', 'line_items');
+SELECT erpcrm.watch('moves', 'erp.moves', 'id');
+SELECT erpcrm.watch('moves', 'erp.move_lines', 'move_id');
+SELECT erpcrm.resync('moves');
+});
+my $script = $new->basedir . '/moves.sql';
+PostgreSQL::Test::Utils::append_to_file($script, q{
+\set m random(1, 20)
+\set l random(1, 30)
+INSERT INTO erp.move_lines (move_id, line, qty) VALUES (:m, :l, 1)
+  ON CONFLICT (move_id, line) DO UPDATE SET qty = erp.move_lines.qty + 1;
+});
+my ($bench_out, $bench_err) = ('', '');
+my $bench = IPC::Run::start(
+	[ 'pgbench', '-n', '-c', '4', '-T', '12', '-f', $script, '-d', $new->connstr('postgres') ],
+	'>', \$bench_out, '2>', \$bench_err);
+sleep 2;
+for my $ddl (
+	'ALTER TABLE erp.move_lines ADD COLUMN price numeric',
+	'ALTER TABLE erp.move_lines DROP COLUMN note',
+	'ALTER TABLE erp.move_lines ALTER COLUMN move_id TYPE bigint',
+	'VACUUM FULL erp.move_lines',
+	'CLUSTER erp.move_lines USING move_lines_pkey',
+	'ALTER TABLE erp.move_lines ALTER COLUMN move_id TYPE integer',
+	'ALTER TABLE erp.move_lines DROP COLUMN price')
+{
+	$new->safe_psql('postgres', $ddl);
+	sleep 1;
+}
+$bench->finish;
+is($bench->result(0), 0, 'every ERP session wrote on through the DDL');
+unlike($bench_err, qr/ERROR/, 'no ERP write failed');
+ok(wait_synced($new), 'synced');
+my %moves = ErpcrmTest::sample_mappings();
+push @{ $moves{mappings} },
+  { name => 'moves', view => 'erp.hs_moves', type => 'line_items', archive => 1 };
+state_ok($new, 'HubSpot holds every move with its quantity', %moves);
 
 # a partitioned table watched by 1.1 (statement triggers on the parent):
 # after the upgrade, rows written straight into a partition are captured
