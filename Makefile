@@ -35,6 +35,7 @@ SHLIB_LINK = -lcurl -lcjson
 REGRESS = setup mapping capture state surface deals privileges upgrade
 # suites added in 1.2, one line per line of work (keeps merges clean)
 # part 1: security
+REGRESS += red
 # part 2: DDL, restores, watches
 REGRESS += ddl
 # part 3: one bad row fails alone

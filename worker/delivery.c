@@ -1593,49 +1593,30 @@ inherit_owners(Batch *b)
 }
 
 /*
- * Before creating objects, adopt HubSpot records that carry the same value
- * of the mapping's match property and no ERP id yet (companies created by
- * hand before the ERP was connected): they are updated by their id, which
- * also sets their id property.  One search call per batch; HubSpot limits
- * searches to a few per second, so they are spaced.
+ * One search for these candidates' match values; the first record found
+ * for a value is adopted.  An answer cut short (more records than one page
+ * holds, or than HubSpot's 10,000-result cap) cannot prove that a value has
+ * no record: the candidates are searched again in halves, down to one value
+ * a search, whose first page is enough.  HubSpot limits searches to a few
+ * per second, so they are spaced.
  */
 static void
-match_existing(Batch *b, BatchKey **upserts, int *nup,
-			   BatchKey **updates, int *nupd)
+match_search(Batch *b, BatchKey **cand, int n, int mp)
 {
 	static TimestampTz last_search = 0;
 	MappingDef *m = b->mapping;
-	int			mp;
-	BatchKey  **cand;
-	const char **values;
-	int			n = 0;
+	const char **values = palloc(sizeof(char *) * n);
 	HsResponse	resp;
 	char	   *path;
 	int			nres;
 	char	  **ids;
 	char	  **found;
-	int			kept = 0;
 	long		wait;
+	const char *fields[1] = {"total"};
+	char	   *total[1] = {NULL};
 
-	if (m->match_property == NULL || *nup == 0)
-		return;
-	mp = prop_index(b, m->match_property);
-	if (mp < 0)
-		return;
-	cand = palloc(sizeof(BatchKey *) * *nup);
-	values = palloc(sizeof(char *) * *nup);
-	for (int i = 0; i < *nup; i++)
-	{
-		BatchKey   *key = upserts[i];
-
-		if (key->known_hubspot_id != NULL || key->values[mp][0] == '\0')
-			continue;
-		cand[n] = key;
-		values[n++] = key->values[mp];
-	}
-	if (n == 0)
-		return;
-
+	for (int i = 0; i < n; i++)
+		values[i] = cand[i]->values[mp];
 	wait = 250 - (long) ((GetCurrentTimestamp() - last_search) / 1000);
 	if (wait > 0)
 		erpcrm_worker_sleep(wait, PG_WAIT_EXTENSION);
@@ -1653,40 +1634,95 @@ match_existing(Batch *b, BatchKey **upserts, int *nup,
 		if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
 			resp.status = 502;
 		whole_call_outcome(b, cand, n, &resp, path);
+		return;
 	}
-	else
+	for (int r = 0; r < nres; r++)
 	{
-		for (int r = 0; r < nres; r++)
-		{
-			if (found[r] == NULL)
-				continue;
-			for (int i = 0; i < n; i++)
-				if (cand[i]->explicit_id == NULL &&
-					pg_strcasecmp(cand[i]->values[mp], found[r]) == 0)
-				{
-					/* first record found wins; the others stay as they are */
-					cand[i]->explicit_id = ids[r];
-					break;
-				}
-		}
-
-		/*
-		 * HubSpot's search finds a record only some seconds after it was
-		 * written.  A key whose first search found nothing is searched once
-		 * more after that delay before a new record is created, so that a
-		 * record made by hand just before is adopted, not duplicated.
-		 */
-		if (b->links12)
-			for (int i = 0; i < n; i++)
-				if (cand[i]->explicit_id == NULL && !cand[i]->searched_once)
-				{
-					set_outcome(cand[i], KO_WAIT, 0, "WAITING_FOR_SEARCH",
-								psprintf("no HubSpot record has %s \"%s\" yet; searching once more after HubSpot's indexing delay before creating one",
-										 m->match_property, cand[i]->values[mp]),
-								NULL);
-					cand[i]->wait_ms = ERPCRM_SEARCH_SETTLE_MS;
-				}
+		if (found[r] == NULL)
+			continue;
+		for (int i = 0; i < n; i++)
+			if (cand[i]->explicit_id == NULL &&
+				pg_strcasecmp(cand[i]->values[mp], found[r]) == 0)
+			{
+				/* first record found wins; the others stay as they are */
+				cand[i]->explicit_id = ids[r];
+				break;
+			}
 	}
+	if (n > 1 && hs_parse_fields(resp.body, resp.body_len, 1, fields, total) &&
+		total[0] != NULL && atol(total[0]) > nres)
+	{
+		BatchKey  **rest = palloc(sizeof(BatchKey *) * n);
+		int			nrest = 0;
+
+		for (int i = 0; i < n; i++)
+			if (cand[i]->explicit_id == NULL && cand[i]->outcome == KO_NONE)
+				rest[nrest++] = cand[i];
+		if (nrest == 0)
+			return;
+		if (nrest < n)
+			match_search(b, rest, nrest, mp);
+		else
+		{
+			match_search(b, rest, nrest / 2, mp);
+			match_search(b, rest + nrest / 2, nrest - nrest / 2, mp);
+		}
+	}
+}
+
+/*
+ * Before creating objects, adopt HubSpot records that carry the same value
+ * of the mapping's match property and no ERP id yet (companies created by
+ * hand before the ERP was connected): they are updated by their id, which
+ * also sets their id property.  One search call per batch; HubSpot limits
+ * searches to a few per second, so they are spaced.
+ */
+static void
+match_existing(Batch *b, BatchKey **upserts, int *nup,
+			   BatchKey **updates, int *nupd)
+{
+	MappingDef *m = b->mapping;
+	int			mp;
+	BatchKey  **cand;
+	int			n = 0;
+	int			kept = 0;
+
+	if (m->match_property == NULL || *nup == 0)
+		return;
+	mp = prop_index(b, m->match_property);
+	if (mp < 0)
+		return;
+	cand = palloc(sizeof(BatchKey *) * *nup);
+	for (int i = 0; i < *nup; i++)
+	{
+		BatchKey   *key = upserts[i];
+
+		if (key->known_hubspot_id != NULL || key->values[mp][0] == '\0')
+			continue;
+		cand[n++] = key;
+	}
+	if (n == 0)
+		return;
+
+	match_search(b, cand, n, mp);
+
+	/*
+	 * HubSpot's search finds a record only some seconds after it was
+	 * written.  A key whose first search found nothing is searched once
+	 * more after that delay before a new record is created, so that a
+	 * record made by hand just before is adopted, not duplicated.
+	 */
+	if (b->links12)
+		for (int i = 0; i < n; i++)
+			if (cand[i]->outcome == KO_NONE && cand[i]->explicit_id == NULL &&
+				!cand[i]->searched_once)
+			{
+				set_outcome(cand[i], KO_WAIT, 0, "WAITING_FOR_SEARCH",
+							psprintf("no HubSpot record has %s \"%s\" yet; searching once more after HubSpot's indexing delay before creating one",
+									 m->match_property, cand[i]->values[mp]),
+							NULL);
+				cand[i]->wait_ms = ERPCRM_SEARCH_SETTLE_MS;
+			}
 
 	/* adopted keys move to the updates, failed ones leave */
 	for (int i = 0; i < *nup; i++)
