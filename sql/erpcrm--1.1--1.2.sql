@@ -1595,3 +1595,121 @@ END
 $$;
 REVOKE ALL ON FUNCTION erpcrm._mapping_problem(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._mapping_problem(integer) TO erpcrm_monitor, pg_monitor;
+
+/*
+ * red: which objects the DDL command now running (in an event trigger of
+ * erpcrm) created, changed or dropped.
+ */
+CREATE FUNCTION erpcrm._ddl_objects()
+RETURNS SETOF oid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	BEGIN
+		RETURN QUERY SELECT d.objid FROM pg_event_trigger_dropped_objects() d;
+		RETURN;
+	EXCEPTION WHEN OTHERS THEN
+		NULL;					/* not in sql_drop */
+	END;
+	RETURN QUERY SELECT c.objid FROM pg_event_trigger_ddl_commands() c;
+END
+$$;
+
+/* red: does the running DDL touch this watch's table, or an object its key names? */
+CREATE FUNCTION erpcrm._touches_watch(p_source oid, p_tree text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT FROM erpcrm._ddl_objects() o
+					WHERE o = p_source
+					   OR p_tree ~ (':[a-z]+ ' || o::text || '[ )}]'))
+$$;
+
+/*
+ * red: does a key's last compiled tree name a function, operator or type
+ * that no longer exists?  Then it was broken before the DDL now running
+ * (unless that DDL dropped it, which _touches_watch sees).
+ */
+CREATE FUNCTION erpcrm._key_was_broken(p_tree text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT FROM regexp_matches(p_tree, ':(funcid|opfuncid|opno) ([0-9]+)', 'g') m
+					WHERE NOT EXISTS (SELECT FROM pg_proc p WHERE p.oid = m[2]::oid)
+					  AND NOT EXISTS (SELECT FROM pg_operator o WHERE o.oid = m[2]::oid))
+		OR EXISTS (SELECT FROM regexp_matches(p_tree, ':(consttype|vartype|resulttype|funcresulttype|opresulttype) ([0-9]+)', 'g') m
+					WHERE NOT EXISTS (SELECT FROM pg_type t WHERE t.oid = m[2]::oid))
+$$;
+
+/* red: Part 2's _check_watches, not failing unrelated DDL over a key broken before. */
+CREATE OR REPLACE FUNCTION erpcrm._check_watches(p_table oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w record;
+	tree text;
+	renamed text;
+	err text;
+BEGIN
+	FOR w IN SELECT x.watch_id, x.source, x.key_expr, x.key_tree, x.key_query, x.owner,
+					m.name AS mapping
+			   FROM erpcrm.watch x JOIN erpcrm.mapping m USING (mapping_id)
+			  WHERE (p_table IS NULL OR x.source = p_table)
+				AND EXISTS (SELECT FROM pg_class c WHERE c.oid = x.source)
+			  ORDER BY x.watch_id
+	LOOP
+		IF w.key_query IS NOT NULL THEN
+			BEGIN
+				PERFORM erpcrm._check_key_query(w.key_query, w.owner);
+			EXCEPTION WHEN OTHERS THEN
+				UPDATE erpcrm.watch SET problem = format('its key query no longer plans: %s', SQLERRM)
+				 WHERE watch_id = w.watch_id;
+				RAISE WARNING 'the key query of erpcrm watch % of mapping "%" no longer plans: %', w.watch_id, w.mapping, SQLERRM
+					USING HINT = format('Its keys wait. Watch %s again with a key query that fits: erpcrm.unwatch(%L, %L) and erpcrm.watch().',
+										w.source::regclass, w.mapping, w.source::regclass::text);
+			END;
+		END IF;
+		BEGIN
+			tree := erpcrm._compile_key(w.source, w.key_expr);
+			IF tree IS DISTINCT FROM w.key_tree THEN
+				UPDATE erpcrm.watch SET key_tree = tree WHERE watch_id = w.watch_id;
+			END IF;
+			CONTINUE;
+		EXCEPTION WHEN OTHERS THEN
+			err := SQLERRM;
+		END;
+		BEGIN
+			renamed := erpcrm._rename_key(w.source, w.key_tree);
+		EXCEPTION WHEN OTHERS THEN
+			/*
+			 * red: a key broken before this command, by a way erpcrm could
+			 * not check (event triggers off in replica mode), must not make
+			 * every unrelated DDL of the database fail, whoever runs it: it
+			 * is reported by erpcrm.status (the capture marks every key of
+			 * the mapping, and warns), and only a command that touches the
+			 * watch's table or the objects its key names is refused.
+			 */
+			IF p_table IS NULL AND NOT erpcrm._touches_watch(w.source, w.key_tree)
+			   AND erpcrm._key_was_broken(w.key_tree) THEN
+				CONTINUE;		/* erpcrm.status shows it */
+			END IF;
+			RAISE EXCEPTION 'this change would break erpcrm watch % of mapping "%" on table %', w.watch_id, w.mapping, w.source::regclass
+				USING ERRCODE = 'dependent_objects_still_exist',
+					  DETAIL = format('Its key %s no longer fits the table: %s.', w.key_expr, err),
+					  HINT = format('Stop watching the table first with SELECT erpcrm.unwatch(%L, %L), make the change, then watch it again with a key that fits.',
+									w.mapping, w.source::regclass::text);
+		END;
+		UPDATE erpcrm.watch
+		   SET key_expr = renamed, key_tree = erpcrm._compile_key(w.source, renamed)
+		 WHERE watch_id = w.watch_id;
+		RAISE NOTICE 'the key of erpcrm watch % of mapping "%" is now %', w.watch_id, w.mapping, renamed;
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._ddl_objects(), erpcrm._touches_watch(oid, text),
+	erpcrm._key_was_broken(text), erpcrm._check_watches(oid) FROM PUBLIC;

@@ -38,8 +38,14 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
-#include "catalog/pg_authid.h"
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_database.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
 
 #include "delivery.h"
 #include "erpcrm.h"
@@ -596,6 +602,33 @@ run_cycle(void)
  * them, connected to no database, and say so in erpcrm.worker.  Once it is there, exit so that the postmaster starts the
  * worker again, as that role.
  */
+/*
+ * Whether a database of this name exists, read without a database of our
+ * own.  get_database_oid() would open pg_database's index, and building
+ * that index's relcache entry reads pg_class, which a process connected to
+ * no database cannot do until the shared relcache init file exists (right
+ * after a restart it does not).  Like PostgreSQL's own start-up, use the
+ * index only once the shared catalogs' entries are built.
+ */
+static bool
+database_exists(const char *name)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	bool		found;
+
+	ScanKeyInit(&key, Anum_pg_database_datname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum(name));
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = systable_beginscan(rel, DatabaseNameIndexId,
+							  criticalSharedRelcachesBuilt, NULL, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
 static void
 wait_for_role(void)
 {
@@ -632,7 +665,7 @@ wait_for_role(void)
 			can_login = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
 			ReleaseSysCache(tup);
 		}
-		db_exists = OidIsValid(get_database_oid(connected_database, true));
+		db_exists = database_exists(connected_database);
 		CommitTransactionCommand();
 
 		if (exists && can_login && db_exists)

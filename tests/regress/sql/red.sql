@@ -35,6 +35,38 @@ RESET ROLE;
 SELECT m.name, m.source::regclass, pg_get_userbyid(c.relowner) AS view_owner
   FROM erpcrm.mapping m JOIN pg_class c ON c.oid = m.source WHERE m.name = 'red_companies';
 
+-- A key broken by a way erpcrm cannot check (event triggers off in replica
+-- mode) must not make unrelated DDL fail, whoever runs it: only a change of
+-- the watched table, or of what a key names, is refused.
+SET ROLE red_admin;
+CREATE TABLE red_erp.lines (id integer, sku text);
+CREATE FUNCTION red_erp.k1(integer) RETURNS text IMMUTABLE LANGUAGE sql AS $$ SELECT $1::text $$;
+CREATE FUNCTION red_erp.k2(text) RETURNS text IMMUTABLE LANGUAGE sql AS $$ SELECT $1 $$;
+SELECT erpcrm.watch('red_companies', 'red_erp.lines', 'red_erp.k1(id)') > 0 AS watched;
+SELECT erpcrm.watch('red_companies', 'red_erp.lines', 'red_erp.k2(sku)') > 0 AS watched;
+RESET ROLE;
+SET session_replication_role = replica;
+DROP FUNCTION red_erp.k1(integer);
+RESET session_replication_role;
+CREATE ROLE red_app LOGIN;
+DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO red_app', current_database()); END $$;
+SET ROLE red_app;
+CREATE SCHEMA red_app_own;
+CREATE FUNCTION red_app_own.f() RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE TABLE red_app_own.t (i integer);
+DROP TABLE red_app_own.t;
+DROP SCHEMA red_app_own CASCADE;
+RESET ROLE;
+-- a change that breaks the other key is still refused
+\set VERBOSITY sqlstate
+DROP FUNCTION red_erp.k2(text);
+\set VERBOSITY terse
+-- and the broken key is shown
+SELECT regexp_replace(problem, 'watch [0-9]+', 'watch N') AS problem
+  FROM erpcrm.status WHERE mapping = 'red_companies';
+DROP OWNED BY red_app;
+DROP ROLE red_app;
+
 -- clean up
 SET ROLE red_admin;
 SELECT erpcrm.unmap('red_companies');
