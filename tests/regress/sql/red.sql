@@ -1,0 +1,75 @@
+-- red: what a hostile role tries against erpcrm's own machinery
+\set SHOW_CONTEXT never
+\set VERBOSITY terse
+CREATE SCHEMA red_erp;
+CREATE ROLE red_admin LOGIN IN ROLE erpcrm_admin;
+CREATE ROLE red_mallory LOGIN;
+-- a schema several roles may create in (as public was before PostgreSQL 15)
+GRANT USAGE, CREATE ON SCHEMA red_erp TO red_admin, red_mallory;
+
+-- A mapping whose view is dropped waits for a view of that name.  It must
+-- adopt only a view its owner could have mapped itself: its own (or of a
+-- role it belongs to).  A view of another role would be read as the
+-- mapping's owner, running that role's functions with the owner's rights.
+SET ROLE red_admin;
+CREATE TABLE red_erp.co (id integer PRIMARY KEY, name text);
+CREATE VIEW red_erp.v_co AS SELECT id::text AS erp_id, name FROM red_erp.co;
+SELECT erpcrm.map('red_companies', 'red_erp.v_co', 'companies') > 0 AS mapped;
+DROP VIEW red_erp.v_co;
+RESET ROLE;
+SET ROLE red_mallory;
+CREATE FUNCTION red_erp.whoami() RETURNS text LANGUAGE sql AS $$ SELECT current_user::text $$;
+CREATE VIEW red_erp.v_co AS SELECT '1'::text AS erp_id, red_erp.whoami() AS name;
+GRANT SELECT ON red_erp.v_co TO PUBLIC;
+RESET ROLE;
+SELECT erpcrm._before_fold() >= 0 AS folded;
+-- not adopted: the source is still the dropped view
+SELECT m.name, EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source) AS source_exists, m.source_name
+  FROM erpcrm.mapping m WHERE m.name = 'red_companies';
+SELECT problem FROM erpcrm.status WHERE mapping = 'red_companies';
+-- the owner's own view of that name is adopted
+DROP VIEW red_erp.v_co;
+SET ROLE red_admin;
+CREATE VIEW red_erp.v_co AS SELECT id::text AS erp_id, name FROM red_erp.co;
+RESET ROLE;
+SELECT m.name, m.source::regclass, pg_get_userbyid(c.relowner) AS view_owner
+  FROM erpcrm.mapping m JOIN pg_class c ON c.oid = m.source WHERE m.name = 'red_companies';
+
+-- A key broken by a way erpcrm cannot check (event triggers off in replica
+-- mode) must not make unrelated DDL fail, whoever runs it: only a change of
+-- the watched table, or of what a key names, is refused.
+SET ROLE red_admin;
+CREATE TABLE red_erp.lines (id integer, sku text);
+CREATE FUNCTION red_erp.k1(integer) RETURNS text IMMUTABLE LANGUAGE sql AS $$ SELECT $1::text $$;
+CREATE FUNCTION red_erp.k2(text) RETURNS text IMMUTABLE LANGUAGE sql AS $$ SELECT $1 $$;
+SELECT erpcrm.watch('red_companies', 'red_erp.lines', 'red_erp.k1(id)') > 0 AS watched;
+SELECT erpcrm.watch('red_companies', 'red_erp.lines', 'red_erp.k2(sku)') > 0 AS watched;
+RESET ROLE;
+SET session_replication_role = replica;
+DROP FUNCTION red_erp.k1(integer);
+RESET session_replication_role;
+CREATE ROLE red_app LOGIN;
+DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO red_app', current_database()); END $$;
+SET ROLE red_app;
+CREATE SCHEMA red_app_own;
+CREATE FUNCTION red_app_own.f() RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE TABLE red_app_own.t (i integer);
+DROP TABLE red_app_own.t;
+DROP SCHEMA red_app_own CASCADE;
+RESET ROLE;
+-- a change that breaks the other key is still refused
+\set VERBOSITY sqlstate
+DROP FUNCTION red_erp.k2(text);
+\set VERBOSITY terse
+-- and the broken key is shown
+SELECT regexp_replace(problem, 'watch [0-9]+', 'watch N') AS problem
+  FROM erpcrm.status WHERE mapping = 'red_companies';
+DROP OWNED BY red_app;
+DROP ROLE red_app;
+
+-- clean up
+SET ROLE red_admin;
+SELECT erpcrm.unmap('red_companies');
+RESET ROLE;
+DROP SCHEMA red_erp CASCADE;
+DROP ROLE red_admin, red_mallory;
