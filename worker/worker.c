@@ -551,18 +551,22 @@ run_cycle(void)
 		return erpcrm_poll_interval_ms;
 	}
 
-	/* HubSpot's owners for erpcrm.owner_id(): at start, then every hour */
-	if (GetCurrentTimestamp() >= owners_due && owners_table_exists())
+	/*
+	 * HubSpot's owners for erpcrm.owner_id(): at start, then every hour.  An
+	 * ERROR in between, a failed refresh, or SQL older than 1.2 (no copy to
+	 * keep) waits a minute, not a cycle.
+	 */
+	if (GetCurrentTimestamp() >= owners_due)
 	{
-		bool		ok;
-
-		/* an ERROR in between must not make every cycle try again */
 		owners_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ERPCRM_OWNERS_RETRY_MS);
-		cur_step = "reading HubSpot's owners";
-		ok = erpcrm_refresh_owners();
-		cur_step = NULL;
-		owners_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												 ok ? ERPCRM_OWNERS_REFRESH_MS : ERPCRM_OWNERS_RETRY_MS);
+		if (owners_table_exists())
+		{
+			cur_step = "reading HubSpot's owners";
+			if (erpcrm_refresh_owners())
+				owners_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 ERPCRM_OWNERS_REFRESH_MS);
+			cur_step = NULL;
+		}
 	}
 
 	do
