@@ -1791,8 +1791,8 @@ REVOKE ALL ON FUNCTION erpcrm.owner_id(text) FROM PUBLIC;
 /* like erpcrm.hubspot_id(): for the roles that define mappings */
 GRANT EXECUTE ON FUNCTION erpcrm.owner_id(text) TO erpcrm_admin;
 
-/* The worker: the owners it read (all of them), replacing the copy. */
-CREATE FUNCTION erpcrm._owners_refreshed(p_ids text[], p_emails text[], p_archived boolean[])
+/* The worker: the owners it read (all of them, archived as 'true' or 'false'), replacing the copy. */
+CREATE FUNCTION erpcrm._owners_refreshed(p_ids text[], p_emails text[], p_archived text[])
 RETURNS void
 LANGUAGE sql
 SECURITY DEFINER
@@ -1800,7 +1800,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 	DELETE FROM erpcrm.hubspot_owner o WHERE o.owner_id <> ALL (p_ids);
 	INSERT INTO erpcrm.hubspot_owner AS o (owner_id, email, archived, refreshed_at)
-	SELECT DISTINCT ON (x.id) x.id, x.email, x.archived, pg_catalog.now()
+	SELECT DISTINCT ON (x.id) x.id, x.email, x.archived::boolean, pg_catalog.now()
 	  FROM ROWS FROM (pg_catalog.unnest(p_ids), pg_catalog.unnest(p_emails),
 				   pg_catalog.unnest(p_archived)) AS x(id, email, archived)
 	 ORDER BY x.id, x.archived
@@ -1809,8 +1809,8 @@ AS $$
 	/* the counts are about the copy that was used */
 	UPDATE erpcrm.owner_miss SET unknown_owners = 0;
 $$;
-REVOKE ALL ON FUNCTION erpcrm._owners_refreshed(text[], text[], boolean[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION erpcrm._owners_refreshed(text[], text[], boolean[]) TO erpcrm_admin;
+REVOKE ALL ON FUNCTION erpcrm._owners_refreshed(text[], text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._owners_refreshed(text[], text[], text[]) TO erpcrm_admin;
 
 /* The worker: rows of one batch whose e-mail matched no active owner. */
 CREATE FUNCTION erpcrm._owner_misses(p_mapping_id integer, p_n bigint)

@@ -2583,7 +2583,7 @@ erpcrm_refresh_owners(void)
 		args[0] = text_array(ids);
 		args[1] = text_array(emails);
 		args[2] = text_array(archived);
-		if (SPI_execute_with_args("SELECT erpcrm._owners_refreshed($1, $2, $3::pg_catalog.bool[])",
+		if (SPI_execute_with_args("SELECT erpcrm._owners_refreshed($1, $2, $3)",
 								  3, types, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._owners_refreshed failed");
 	}
