@@ -1499,11 +1499,12 @@ SELECT m.name AS mapping,
 
 /*
  * red: a mapping whose view was dropped waits for a view of the same name
- * (Part 2).  It adopts only a view its owner has the privileges of (its own,
- * or of a role it uses): the worker reads the view as the mapping's owner,
- * so a view that another role created under that name, in a schema others
- * may create in, would run that role's functions with the owner's rights.
- * Such a view is left alone, and erpcrm.status says so.
+ * (Part 2).  It adopts only a view whose owner has the privileges of the
+ * mapping's owner (its own view, or a superuser's): the worker reads the
+ * view as the mapping's owner, so a view that another role created under
+ * that name, in a schema others may create in, would run that role's
+ * functions with the owner's rights (a superuser's, for a mapping a
+ * superuser defined).  Such a view is left alone, and erpcrm.status says so.
  */
 CREATE OR REPLACE FUNCTION erpcrm._resolve_sources()
 RETURNS integer
@@ -1519,7 +1520,7 @@ BEGIN
 	 WHERE m.source_name IS NOT NULL
 	   AND NOT EXISTS (SELECT FROM pg_class x WHERE x.oid = m.source)
 	   AND c.oid = to_regclass(m.source_name)
-	   AND pg_has_role(m.owner, c.relowner, 'USAGE');
+	   AND pg_has_role(c.relowner, m.owner, 'USAGE');
 	GET DIAGNOSTICS n = ROW_COUNT;
 	UPDATE erpcrm.mapping m SET source_name = erpcrm._relation_name(m.source)
 	 WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
@@ -1548,10 +1549,11 @@ BEGIN
 		RETURN NULL;
 	END IF;
 	IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source) THEN
-		SELECT c.relowner::regrole INTO w FROM pg_class c WHERE c.oid = to_regclass(m.source_name);
+		SELECT c.relowner::regrole INTO w FROM pg_class c WHERE c.oid = to_regclass(m.source_name)
+		   AND NOT pg_has_role(c.relowner, m.owner, 'USAGE');
 		IF FOUND THEN
 			/* red: a view of that name that is not the owner's is not adopted */
-			problems := problems || format('its source %s is owned by %s, not by the mapping''s owner %s: it is not read; changes wait until the owner maps it with erpcrm.map()',
+			problems := problems || format('its source %s is owned by %s, who lacks the privileges of the mapping''s owner %s: it is not read; changes wait until the owner maps it with erpcrm.map()',
 										   m.source_name, w.relowner, m.owner);
 		ELSE
 			problems := problems || format('its source %s does not exist; changes wait until it is created again',

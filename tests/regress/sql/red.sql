@@ -8,9 +8,9 @@ CREATE ROLE red_mallory LOGIN;
 GRANT USAGE, CREATE ON SCHEMA red_erp TO red_admin, red_mallory;
 
 -- A mapping whose view is dropped waits for a view of that name.  It must
--- adopt only a view its owner could have mapped itself: its own (or of a
--- role it belongs to).  A view of another role would be read as the
--- mapping's owner, running that role's functions with the owner's rights.
+-- adopt only a view whose owner has the mapping owner's privileges (its
+-- own).  A view of another role would be read as the mapping's owner,
+-- running that role's functions with the owner's rights.
 SET ROLE red_admin;
 CREATE TABLE red_erp.co (id integer PRIMARY KEY, name text);
 CREATE VIEW red_erp.v_co AS SELECT id::text AS erp_id, name FROM red_erp.co;
@@ -27,6 +27,17 @@ SELECT erpcrm._before_fold() >= 0 AS folded;
 SELECT m.name, EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source) AS source_exists, m.source_name
   FROM erpcrm.mapping m WHERE m.name = 'red_companies';
 SELECT problem FROM erpcrm.status WHERE mapping = 'red_companies';
+-- nor for a mapping a superuser defined, whose view is read as superuser
+CREATE VIEW red_erp.v_su AS SELECT id::text AS erp_id, name FROM red_erp.co;
+SELECT erpcrm.map('red_su', 'red_erp.v_su', 'companies') > 0 AS mapped;
+DROP VIEW red_erp.v_su;
+SET ROLE red_mallory;
+CREATE VIEW red_erp.v_su AS SELECT '1'::text AS erp_id, red_erp.whoami() AS name;
+RESET ROLE;
+SELECT erpcrm._before_fold() >= 0 AS folded;
+SELECT m.name, EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source) AS source_exists
+  FROM erpcrm.mapping m WHERE m.name = 'red_su';
+SELECT erpcrm.unmap('red_su');
 -- the owner's own view of that name is adopted
 DROP VIEW red_erp.v_co;
 SET ROLE red_admin;
