@@ -1715,3 +1715,15 @@ END
 $$;
 REVOKE ALL ON FUNCTION erpcrm._ddl_objects(), erpcrm._touches_watch(oid, text),
 	erpcrm._key_was_broken(text), erpcrm._check_watches(oid) FROM PUBLIC;
+
+/*
+ * red: a watched partitioned table has a row trigger that PostgreSQL clones
+ * onto every partition created or attached later, and cloning it asks the
+ * role running CREATE TABLE ... PARTITION OF (or ATTACH PARTITION) for
+ * EXECUTE on erpcrm.capture(): without it, the ERP's owner can no longer
+ * add a partition to its own table.  capture() cannot be called except as
+ * a trigger, and a capture trigger that is not on its watch's table (or a
+ * partition of it) refuses to run, so EXECUTE lets no one write to erpcrm's
+ * outbox what erpcrm.watch() did not ask for.
+ */
+GRANT EXECUTE ON FUNCTION erpcrm.capture() TO PUBLIC;
