@@ -20,6 +20,7 @@ OBJS = \
 	extension/owner.o \
 	worker/worker.o \
 	worker/delivery.o \
+	worker/preview.o \
 	worker/values.o \
 	worker/http.o \
 	worker/json.o \
@@ -43,6 +44,7 @@ REGRESS += badrows
 # part 4: flat cost at scale
 # part 5: links, corrections, HubSpot set-up
 # part 6: packaging and contract
+REGRESS += preview
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 	--temp-instance=tests/regress/tmp_check \
 	--temp-config=tests/regress/erpcrm.conf

@@ -1491,7 +1491,6 @@ SELECT m.name AS mapping,
  ORDER BY m.name;
 
 
-
 -- ===================================================================
 -- red: review of 1.2 from outside (Part 1, security; restated here, after
 -- the Parts whose functions it changes)
@@ -1727,3 +1726,45 @@ REVOKE ALL ON FUNCTION erpcrm._ddl_objects(), erpcrm._touches_watch(oid, text),
  * outbox what erpcrm.watch() did not ask for.
  */
 GRANT EXECUTE ON FUNCTION erpcrm.capture() TO PUBLIC;
+
+/* ------------------------------------------------------------------
+ * Part 7: preview and owners
+ * ------------------------------------------------------------------
+ */
+
+/*
+ * The requests the worker would send to HubSpot for one key, built by the
+ * worker's own code (worker/delivery.c, worker/json.c, worker/values.c)
+ * from the view row read as the mapping's owner, in a security-restricted
+ * operation, as the worker reads it.  Nothing is sent, nothing changes.
+ */
+CREATE FUNCTION erpcrm._preview(mapping_id integer, erp_id text, hubspot_id text)
+RETURNS TABLE (step integer, method text, path text, body json, note text)
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'erpcrm_preview_v1';
+REVOKE ALL ON FUNCTION erpcrm._preview(integer, text, text) FROM PUBLIC;
+
+CREATE FUNCTION erpcrm.preview(mapping text, erp_id text)
+RETURNS TABLE (step integer, method text, path text, body json, note text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(preview.mapping);
+BEGIN
+	IF preview.erp_id IS NULL THEN
+		RAISE EXCEPTION 'the key must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	RETURN QUERY
+	SELECT p.step, p.method, p.path, p.body, p.note
+	  FROM erpcrm._preview(m.mapping_id, preview.erp_id,
+						   (SELECT s.hubspot_id FROM erpcrm.sync_state s
+							 WHERE s.mapping_id = m.mapping_id
+							   AND s.erp_id = preview.erp_id)) AS p;
+END
+$$;
+COMMENT ON FUNCTION erpcrm.preview(text, text) IS 'the HubSpot requests the worker would send for one key (method, path, JSON body), or what the key waits for; a dry run, nothing is sent';
+REVOKE ALL ON FUNCTION erpcrm.preview(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.preview(text, text) TO erpcrm_admin;

@@ -201,11 +201,7 @@ configure_client(void)
 static List *
 load_mappings(bool *paused, TimestampTz *next_due)
 {
-	List	   *result = NIL;
 	int			ret;
-	bool		v11;
-	bool		v12;
-	MemoryContext spi_cxt;
 
 	/*
 	 * The next due key: the first entry of each mapping's due index, so
@@ -228,6 +224,23 @@ load_mappings(bool *paused, TimestampTz *next_due)
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 		*next_due = isnull ? 0 : DatumGetTimestampTz(d);
 	}
+
+	return erpcrm_read_mappings(cycle_cxt);
+}
+
+/*
+ * The mappings and their associations, in dependency order (targets before
+ * their users), allocated in cxt.  SPI is connected.  The worker reads them
+ * every cycle; erpcrm.preview() reads them as the worker does.
+ */
+List *
+erpcrm_read_mappings(MemoryContext cxt)
+{
+	List	   *result = NIL;
+	int			ret;
+	bool		v11;
+	bool		v12;
+	MemoryContext spi_cxt;
 
 	ret = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'erpcrm'",
 					  true, 1);
@@ -257,7 +270,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read erpcrm.mapping");
 
-	spi_cxt = MemoryContextSwitchTo(cycle_cxt);
+	spi_cxt = MemoryContextSwitchTo(cxt);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	t = SPI_tuptable->vals[i];
@@ -292,7 +305,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read erpcrm.association");
 
-	spi_cxt = MemoryContextSwitchTo(cycle_cxt);
+	spi_cxt = MemoryContextSwitchTo(cxt);
 	{
 		ListCell   *lc;
 
