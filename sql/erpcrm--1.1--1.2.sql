@@ -1768,3 +1768,37 @@ $$;
 COMMENT ON FUNCTION erpcrm.preview(text, text) IS 'the HubSpot requests the worker would send for one key (method, path, JSON body), or what the key waits for; a dry run, nothing is sent';
 REVOKE ALL ON FUNCTION erpcrm.preview(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm.preview(text, text) TO erpcrm_admin;
+
+/*
+ * red: preview() reads the view as the mapping's owner; another erpcrm_admin
+ * must not see through it rows it cannot SELECT (Part 7's, restated).
+ */
+CREATE OR REPLACE FUNCTION erpcrm.preview(mapping text, erp_id text)
+RETURNS TABLE (step integer, method text, path text, body json, note text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(preview.mapping);
+BEGIN
+	/* red: the view is read as its owner; show it only to who may read it */
+	IF NOT has_table_privilege(erpcrm._caller(), m.source, 'SELECT') THEN
+		RAISE EXCEPTION 'permission denied to preview mapping "%"', m.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('preview() shows the rows of %s, which needs SELECT on it, as erpcrm.map() does.', m.source_name);
+	END IF;
+	IF preview.erp_id IS NULL THEN
+		RAISE EXCEPTION 'the key must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	RETURN QUERY
+	SELECT p.step, p.method, p.path, p.body, p.note
+	  FROM erpcrm._preview(m.mapping_id, preview.erp_id,
+						   (SELECT s.hubspot_id FROM erpcrm.sync_state s
+							 WHERE s.mapping_id = m.mapping_id
+							   AND s.erp_id = preview.erp_id)) AS p;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm.preview(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.preview(text, text) TO erpcrm_admin;

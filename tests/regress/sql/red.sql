@@ -108,6 +108,14 @@ CREATE TRIGGER forged AFTER INSERT ON red_erp.forged
 	FOR EACH ROW EXECUTE FUNCTION erpcrm.capture(:'red_wid');
 RESET ROLE;
 
+-- preview() shows a view's rows only to a role that may read the view
+INSERT INTO red_erp.co VALUES (7, 'Secret sp. z o.o.');
+CREATE ROLE red_admin2 LOGIN IN ROLE erpcrm_admin;
+SET ROLE red_admin2;
+SELECT body FROM erpcrm.preview('red_companies', '7');
+RESET ROLE;
+DROP ROLE red_admin2;
+
 -- clean up
 SET ROLE red_admin;
 SELECT erpcrm.unmap('red_companies');
