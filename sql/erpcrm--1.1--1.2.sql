@@ -1498,11 +1498,12 @@ SELECT m.name AS mapping,
 
 /*
  * red: a mapping whose view was dropped waits for a view of the same name
- * (Part 2).  It adopts only a view its owner has the privileges of (its own,
- * or of a role it uses): the worker reads the view as the mapping's owner,
- * so a view that another role created under that name, in a schema others
- * may create in, would run that role's functions with the owner's rights.
- * Such a view is left alone, and erpcrm.status says so.
+ * (Part 2).  It adopts only a view whose owner has the privileges of the
+ * mapping's owner (its own view, or a superuser's): the worker reads the
+ * view as the mapping's owner, so a view that another role created under
+ * that name, in a schema others may create in, would run that role's
+ * functions with the owner's rights (a superuser's, for a mapping a
+ * superuser defined).  Such a view is left alone, and erpcrm.status says so.
  */
 CREATE OR REPLACE FUNCTION erpcrm._resolve_sources()
 RETURNS integer
@@ -1518,7 +1519,7 @@ BEGIN
 	 WHERE m.source_name IS NOT NULL
 	   AND NOT EXISTS (SELECT FROM pg_class x WHERE x.oid = m.source)
 	   AND c.oid = to_regclass(m.source_name)
-	   AND pg_has_role(m.owner, c.relowner, 'USAGE');
+	   AND pg_has_role(c.relowner, m.owner, 'USAGE');
 	GET DIAGNOSTICS n = ROW_COUNT;
 	UPDATE erpcrm.mapping m SET source_name = erpcrm._relation_name(m.source)
 	 WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
@@ -1547,10 +1548,11 @@ BEGIN
 		RETURN NULL;
 	END IF;
 	IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source) THEN
-		SELECT c.relowner::regrole INTO w FROM pg_class c WHERE c.oid = to_regclass(m.source_name);
+		SELECT c.relowner::regrole INTO w FROM pg_class c WHERE c.oid = to_regclass(m.source_name)
+		   AND NOT pg_has_role(c.relowner, m.owner, 'USAGE');
 		IF FOUND THEN
 			/* red: a view of that name that is not the owner's is not adopted */
-			problems := problems || format('its source %s is owned by %s, not by the mapping''s owner %s: it is not read; changes wait until the owner maps it with erpcrm.map()',
+			problems := problems || format('its source %s is owned by %s, who lacks the privileges of the mapping''s owner %s: it is not read; changes wait until the owner maps it with erpcrm.map()',
 										   m.source_name, w.relowner, m.owner);
 		ELSE
 			problems := problems || format('its source %s does not exist; changes wait until it is created again',
@@ -1713,6 +1715,18 @@ $$;
 REVOKE ALL ON FUNCTION erpcrm._ddl_objects(), erpcrm._touches_watch(oid, text),
 	erpcrm._key_was_broken(text), erpcrm._check_watches(oid) FROM PUBLIC;
 
+/*
+ * red: a watched partitioned table has a row trigger that PostgreSQL clones
+ * onto every partition created or attached later, and cloning it asks the
+ * role running CREATE TABLE ... PARTITION OF (or ATTACH PARTITION) for
+ * EXECUTE on erpcrm.capture(): without it, the ERP's owner can no longer
+ * add a partition to its own table.  capture() cannot be called except as
+ * a trigger, and a capture trigger that is not on its watch's table (or a
+ * partition of it) refuses to run, so EXECUTE lets no one write to erpcrm's
+ * outbox what erpcrm.watch() did not ask for.
+ */
+GRANT EXECUTE ON FUNCTION erpcrm.capture() TO PUBLIC;
+
 /* ------------------------------------------------------------------
  * Part 7: preview and owners
  * ------------------------------------------------------------------
@@ -1752,6 +1766,40 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION erpcrm.preview(text, text) IS 'the HubSpot requests the worker would send for one key (method, path, JSON body), or what the key waits for; a dry run, nothing is sent';
+REVOKE ALL ON FUNCTION erpcrm.preview(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.preview(text, text) TO erpcrm_admin;
+
+/*
+ * red: preview() reads the view as the mapping's owner; another erpcrm_admin
+ * must not see through it rows it cannot SELECT (Part 7's, restated).
+ */
+CREATE OR REPLACE FUNCTION erpcrm.preview(mapping text, erp_id text)
+RETURNS TABLE (step integer, method text, path text, body json, note text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(preview.mapping);
+BEGIN
+	/* red: the view is read as its owner; show it only to who may read it */
+	IF NOT has_table_privilege(erpcrm._caller(), m.source, 'SELECT') THEN
+		RAISE EXCEPTION 'permission denied to preview mapping "%"', m.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('preview() shows the rows of %s, which needs SELECT on it, as erpcrm.map() does.', m.source_name);
+	END IF;
+	IF preview.erp_id IS NULL THEN
+		RAISE EXCEPTION 'the key must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	RETURN QUERY
+	SELECT p.step, p.method, p.path, p.body, p.note
+	  FROM erpcrm._preview(m.mapping_id, preview.erp_id,
+						   (SELECT s.hubspot_id FROM erpcrm.sync_state s
+							 WHERE s.mapping_id = m.mapping_id
+							   AND s.erp_id = preview.erp_id)) AS p;
+END
+$$;
 REVOKE ALL ON FUNCTION erpcrm.preview(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm.preview(text, text) TO erpcrm_admin;
 
