@@ -20,6 +20,7 @@ OBJS = \
 	extension/owner.o \
 	worker/worker.o \
 	worker/delivery.o \
+	worker/preview.o \
 	worker/values.o \
 	worker/http.o \
 	worker/json.o \
@@ -35,6 +36,7 @@ SHLIB_LINK = -lcurl -lcjson
 REGRESS = setup mapping capture state surface deals privileges upgrade
 # suites added in 1.2, one line per line of work (keeps merges clean)
 # part 1: security
+REGRESS += red
 # part 2: DDL, restores, watches
 REGRESS += ddl
 # part 3: one bad row fails alone
@@ -42,6 +44,7 @@ REGRESS += badrows
 # part 4: flat cost at scale
 # part 5: links, corrections, HubSpot set-up
 # part 6: packaging and contract
+REGRESS += preview
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 	--temp-instance=tests/regress/tmp_check \
 	--temp-config=tests/regress/erpcrm.conf

@@ -1279,9 +1279,11 @@ AS $$
 DECLARE
 	n bigint;
 BEGIN
+	/* (an unchanged state writes no new row version) */
 	UPDATE erpcrm.sync_state s
 	   SET assoc_state = p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)]
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids);
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.assoc_state IS DISTINCT FROM p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)];
 	GET DIAGNOSTICS n = ROW_COUNT;
 	RETURN n;
 END
@@ -1508,3 +1510,320 @@ SELECT m.name AS mapping,
 	ON f.mapping_id = m.mapping_id
  ORDER BY m.name;
 
+
+-- ===================================================================
+-- red: review of 1.2 from outside (Part 1, security; restated here, after
+-- the Parts whose functions it changes)
+-- ===================================================================
+
+/*
+ * red: a mapping whose view was dropped waits for a view of the same name
+ * (Part 2).  It adopts only a view whose owner has the privileges of the
+ * mapping's owner (its own view, or a superuser's): the worker reads the
+ * view as the mapping's owner, so a view that another role created under
+ * that name, in a schema others may create in, would run that role's
+ * functions with the owner's rights (a superuser's, for a mapping a
+ * superuser defined).  Such a view is left alone, and erpcrm.status says so.
+ */
+CREATE OR REPLACE FUNCTION erpcrm._resolve_sources()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n integer;
+	k integer;
+BEGIN
+	/* (Part 2: the view found again may hold other rows: every key is marked) */
+	WITH found AS (
+		UPDATE erpcrm.mapping m SET source = c.oid
+		  FROM pg_class c
+		 WHERE m.source_name IS NOT NULL
+		   AND NOT EXISTS (SELECT FROM pg_class x WHERE x.oid = m.source)
+		   AND c.oid = to_regclass(m.source_name)
+		   AND pg_has_role(c.relowner, m.owner, 'USAGE')
+		RETURNING m.mapping_id
+	)
+	INSERT INTO erpcrm.outbox (mapping_id, erp_id) SELECT found.mapping_id, NULL FROM found;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	UPDATE erpcrm.mapping m SET source_name = erpcrm._relation_name(m.source)
+	 WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
+	   AND m.source_name IS DISTINCT FROM erpcrm._relation_name(m.source);
+	GET DIAGNOSTICS k = ROW_COUNT;
+	RETURN n + k;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._resolve_sources() FROM PUBLIC;
+
+/* red: Part 2's _mapping_problem, saying why a view of that name is not read. */
+CREATE OR REPLACE FUNCTION erpcrm._mapping_problem(p_mapping_id integer)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '50ms'
+AS $$
+DECLARE
+	m erpcrm.mapping;
+	w record;
+	problems text[] := '{}';
+BEGIN
+	SELECT * INTO m FROM erpcrm.mapping WHERE mapping_id = p_mapping_id;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
+	IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source) THEN
+		SELECT c.relowner::regrole INTO w FROM pg_class c WHERE c.oid = to_regclass(m.source_name)
+		   AND NOT pg_has_role(c.relowner, m.owner, 'USAGE');
+		IF FOUND THEN
+			/* red: a view of that name that is not the owner's is not adopted */
+			problems := problems || format('its source %s is owned by %s, who lacks the privileges of the mapping''s owner %s: it is not read; changes wait until the owner maps it with erpcrm.map()',
+										   m.source_name, w.relowner, m.owner);
+		ELSE
+			problems := problems || format('its source %s does not exist; changes wait until it is created again',
+										   COALESCE(m.source_name, m.source::oid::text));
+		END IF;
+	ELSIF NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = m.source AND a.attname = 'erp_id'
+						 AND a.attnum > 0 AND NOT a.attisdropped) THEN
+		problems := problems || format('its source %s has no column erp_id', m.source::regclass);
+	END IF;
+	FOR w IN SELECT t.name FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id
+			  WHERE a.mapping_id = p_mapping_id AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = t.source)
+			  ORDER BY t.name
+	LOOP
+		problems := problems || format('waits for mapping "%s", whose source does not exist', w.name);
+	END LOOP;
+	FOR w IN SELECT x.* FROM erpcrm.watch x WHERE x.mapping_id = p_mapping_id ORDER BY x.watch_id LOOP
+		IF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgenabled = 'D'
+					  AND t.tgname IN (w.trigger_name, w.trigger_name || '_i', w.trigger_name || '_u',
+									   w.trigger_name || '_d', w.trigger_name || '_t')) THEN
+			problems := problems || format('a trigger of watch %s on %s is disabled (ALTER TABLE ... ENABLE TRIGGER)',
+										   w.watch_id, w.source::regclass);
+		ELSIF NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgname = w.trigger_name || '_t')
+		   OR NOT (EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgname = w.trigger_name)
+				   OR (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = w.source
+						AND t.tgname IN (w.trigger_name || '_i', w.trigger_name || '_u', w.trigger_name || '_d')) = 3) THEN
+			problems := problems || format('a trigger of watch %s on %s is missing', w.watch_id, w.source::regclass);
+		END IF;
+		BEGIN
+			PERFORM erpcrm._compile_key(w.source, w.key_expr);
+		EXCEPTION WHEN lock_not_available THEN
+			NULL;
+		WHEN OTHERS THEN
+			problems := problems || format('the key %s of watch %s no longer fits %s: %s', w.key_expr, w.watch_id, w.source::regclass, SQLERRM);
+		END;
+		IF w.problem IS NOT NULL THEN
+			problems := problems || format('watch %s on %s: %s', w.watch_id, w.source::regclass, w.problem);
+		END IF;
+	END LOOP;
+	RETURN NULLIF(array_to_string(problems, '; '), '');
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._mapping_problem(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._mapping_problem(integer) TO erpcrm_monitor, pg_monitor;
+
+/*
+ * red: which objects the DDL command now running (in an event trigger of
+ * erpcrm) created, changed or dropped.
+ */
+CREATE FUNCTION erpcrm._ddl_objects()
+RETURNS SETOF oid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	BEGIN
+		RETURN QUERY SELECT d.objid FROM pg_event_trigger_dropped_objects() d;
+		RETURN;
+	EXCEPTION WHEN OTHERS THEN
+		NULL;					/* not in sql_drop */
+	END;
+	RETURN QUERY SELECT c.objid FROM pg_event_trigger_ddl_commands() c;
+END
+$$;
+
+/* red: does the running DDL touch this watch's table, or an object its key names? */
+CREATE FUNCTION erpcrm._touches_watch(p_source oid, p_tree text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT FROM erpcrm._ddl_objects() o
+					WHERE o = p_source
+					   OR p_tree ~ (':[a-z]+ ' || o::text || '[ )}]'))
+$$;
+
+/*
+ * red: does a key's last compiled tree name a function, operator or type
+ * that no longer exists?  Then it was broken before the DDL now running
+ * (unless that DDL dropped it, which _touches_watch sees).
+ */
+CREATE FUNCTION erpcrm._key_was_broken(p_tree text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT EXISTS (SELECT FROM regexp_matches(p_tree, ':(funcid|opfuncid|opno) ([0-9]+)', 'g') m
+					WHERE NOT EXISTS (SELECT FROM pg_proc p WHERE p.oid = m[2]::oid)
+					  AND NOT EXISTS (SELECT FROM pg_operator o WHERE o.oid = m[2]::oid))
+		OR EXISTS (SELECT FROM regexp_matches(p_tree, ':(consttype|vartype|resulttype|funcresulttype|opresulttype) ([0-9]+)', 'g') m
+					WHERE NOT EXISTS (SELECT FROM pg_type t WHERE t.oid = m[2]::oid))
+$$;
+
+/* red: Part 2's _check_watches, not failing unrelated DDL over a key broken before. */
+CREATE OR REPLACE FUNCTION erpcrm._check_watches(p_table oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w record;
+	tree text;
+	renamed text;
+	err text;
+BEGIN
+	FOR w IN SELECT x.watch_id, x.source, x.key_expr, x.key_tree, x.key_query, x.owner,
+					m.name AS mapping
+			   FROM erpcrm.watch x JOIN erpcrm.mapping m USING (mapping_id)
+			  WHERE (p_table IS NULL OR x.source = p_table)
+				AND EXISTS (SELECT FROM pg_class c WHERE c.oid = x.source)
+			  ORDER BY x.watch_id
+	LOOP
+		IF w.key_query IS NOT NULL THEN
+			BEGIN
+				PERFORM erpcrm._check_key_query(w.key_query, w.owner);
+			EXCEPTION WHEN OTHERS THEN
+				UPDATE erpcrm.watch SET problem = format('its key query no longer plans: %s', SQLERRM)
+				 WHERE watch_id = w.watch_id;
+				RAISE WARNING 'the key query of erpcrm watch % of mapping "%" no longer plans: %', w.watch_id, w.mapping, SQLERRM
+					USING HINT = format('Its keys wait. Watch %s again with a key query that fits: erpcrm.unwatch(%L, %L) and erpcrm.watch().',
+										w.source::regclass, w.mapping, w.source::regclass::text);
+			END;
+		END IF;
+		BEGIN
+			tree := erpcrm._compile_key(w.source, w.key_expr);
+			IF tree IS DISTINCT FROM w.key_tree THEN
+				UPDATE erpcrm.watch SET key_tree = tree WHERE watch_id = w.watch_id;
+			END IF;
+			CONTINUE;
+		EXCEPTION WHEN OTHERS THEN
+			err := SQLERRM;
+		END;
+		BEGIN
+			renamed := erpcrm._rename_key(w.source, w.key_tree);
+		EXCEPTION WHEN OTHERS THEN
+			/*
+			 * red: a key broken before this command, by a way erpcrm could
+			 * not check (event triggers off in replica mode), must not make
+			 * every unrelated DDL of the database fail, whoever runs it: it
+			 * is reported by erpcrm.status (the capture marks every key of
+			 * the mapping, and warns), and only a command that touches the
+			 * watch's table or the objects its key names is refused.
+			 */
+			IF p_table IS NULL AND NOT erpcrm._touches_watch(w.source, w.key_tree)
+			   AND erpcrm._key_was_broken(w.key_tree) THEN
+				CONTINUE;		/* erpcrm.status shows it */
+			END IF;
+			RAISE EXCEPTION 'this change would break erpcrm watch % of mapping "%" on table %', w.watch_id, w.mapping, w.source::regclass
+				USING ERRCODE = 'dependent_objects_still_exist',
+					  DETAIL = format('Its key %s no longer fits the table: %s.', w.key_expr, err),
+					  HINT = format('Stop watching the table first with SELECT erpcrm.unwatch(%L, %L), make the change, then watch it again with a key that fits.',
+									w.mapping, w.source::regclass::text);
+		END;
+		UPDATE erpcrm.watch
+		   SET key_expr = renamed, key_tree = erpcrm._compile_key(w.source, renamed)
+		 WHERE watch_id = w.watch_id;
+		RAISE NOTICE 'the key of erpcrm watch % of mapping "%" is now %', w.watch_id, w.mapping, renamed;
+	END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._ddl_objects(), erpcrm._touches_watch(oid, text),
+	erpcrm._key_was_broken(text), erpcrm._check_watches(oid) FROM PUBLIC;
+
+/*
+ * red: a watched partitioned table has a row trigger that PostgreSQL clones
+ * onto every partition created or attached later, and cloning it asks the
+ * role running CREATE TABLE ... PARTITION OF (or ATTACH PARTITION) for
+ * EXECUTE on erpcrm.capture(): without it, the ERP's owner can no longer
+ * add a partition to its own table.  capture() cannot be called except as
+ * a trigger, and a capture trigger that is not on its watch's table (or a
+ * partition of it) refuses to run, so EXECUTE lets no one write to erpcrm's
+ * outbox what erpcrm.watch() did not ask for.
+ */
+GRANT EXECUTE ON FUNCTION erpcrm.capture() TO PUBLIC;
+
+/* ------------------------------------------------------------------
+ * Part 7: preview and owners
+ * ------------------------------------------------------------------
+ */
+
+/*
+ * The requests the worker would send to HubSpot for one key, built by the
+ * worker's own code (worker/delivery.c, worker/json.c, worker/values.c)
+ * from the view row read as the mapping's owner, in a security-restricted
+ * operation, as the worker reads it.  Nothing is sent, nothing changes.
+ */
+CREATE FUNCTION erpcrm._preview(mapping_id integer, erp_id text, hubspot_id text)
+RETURNS TABLE (step integer, method text, path text, body json, note text)
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'erpcrm_preview_v1';
+REVOKE ALL ON FUNCTION erpcrm._preview(integer, text, text) FROM PUBLIC;
+
+CREATE FUNCTION erpcrm.preview(mapping text, erp_id text)
+RETURNS TABLE (step integer, method text, path text, body json, note text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(preview.mapping);
+BEGIN
+	IF preview.erp_id IS NULL THEN
+		RAISE EXCEPTION 'the key must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	RETURN QUERY
+	SELECT p.step, p.method, p.path, p.body, p.note
+	  FROM erpcrm._preview(m.mapping_id, preview.erp_id,
+						   (SELECT s.hubspot_id FROM erpcrm.sync_state s
+							 WHERE s.mapping_id = m.mapping_id
+							   AND s.erp_id = preview.erp_id)) AS p;
+END
+$$;
+COMMENT ON FUNCTION erpcrm.preview(text, text) IS 'the HubSpot requests the worker would send for one key (method, path, JSON body), or what the key waits for; a dry run, nothing is sent';
+REVOKE ALL ON FUNCTION erpcrm.preview(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.preview(text, text) TO erpcrm_admin;
+
+/*
+ * red: preview() reads the view as the mapping's owner; another erpcrm_admin
+ * must not see through it rows it cannot SELECT (Part 7's, restated).
+ */
+CREATE OR REPLACE FUNCTION erpcrm.preview(mapping text, erp_id text)
+RETURNS TABLE (step integer, method text, path text, body json, note text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(preview.mapping);
+BEGIN
+	/* red: the view is read as its owner; show it only to who may read it */
+	IF NOT has_table_privilege(erpcrm._caller(), m.source, 'SELECT') THEN
+		RAISE EXCEPTION 'permission denied to preview mapping "%"', m.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('preview() shows the rows of %s, which needs SELECT on it, as erpcrm.map() does.', m.source_name);
+	END IF;
+	IF preview.erp_id IS NULL THEN
+		RAISE EXCEPTION 'the key must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	RETURN QUERY
+	SELECT p.step, p.method, p.path, p.body, p.note
+	  FROM erpcrm._preview(m.mapping_id, preview.erp_id,
+						   (SELECT s.hubspot_id FROM erpcrm.sync_state s
+							 WHERE s.mapping_id = m.mapping_id
+							   AND s.erp_id = preview.erp_id)) AS p;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm.preview(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.preview(text, text) TO erpcrm_admin;

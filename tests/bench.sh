@@ -9,7 +9,8 @@
 #
 # Sizes: BENCH_QUICK=1 for a quick run; BENCH_SECONDS, BENCH_COMPANIES, ...
 # (the list is at the top of tests/bench/bench.py).  BENCH_ONLY=capture or
-# BENCH_ONLY=delivery runs one half.
+# BENCH_ONLY=delivery runs one half, BENCH_ONLY=scale the scaling runs only.
+# PG_CONFIG picks the PostgreSQL (default: the system's PostgreSQL 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -18,7 +19,14 @@ top=$(pwd)
 
 PACKAGES="postgresql-15 postgresql-client-15 postgresql-server-dev-15
 libcurl4-openssl-dev libcjson-dev python3 make gcc"
-PG_BIN=/usr/lib/postgresql/15/bin
+# PG_CONFIG names the PostgreSQL to build for and measure (as in make test)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+export PG_CONFIG
+if [ -x "$PG_CONFIG" ]; then
+	PG_BIN=$("$PG_CONFIG" --bindir)
+else
+	PG_BIN=/usr/lib/postgresql/15/bin
+fi
 
 # which erpcrm is measured: the commit, and whether its sources differ from it
 revision() {
@@ -51,15 +59,15 @@ if [ "$(id -u)" = 0 ]; then
 	# shellcheck disable=SC2086  # one word per package
 	install_missing $PACKAGES
 	export PATH="$PG_BIN:$PATH"
-	build_and_install "$PG_BIN/pg_config"
+	build_and_install "$PG_CONFIG"
 	work=$(mktemp -d /tmp/erpcrm-bench-tree.XXXXXX)
 	trap 'rm -rf "$work"' EXIT
 	# tracked files and new ones not ignored (a fresh clone has only the former)
 	copy_tree "$work" --others
 	chown -R postgres: "$work"
 	status=0
-	runuser -u postgres -- env BENCH_REVISION="$BENCH_REVISION" \
-		$(env | grep -E '^BENCH_[A-Z_]+=[A-Za-z0-9_.]*$' || true) \
+	runuser -u postgres -- env BENCH_REVISION="$BENCH_REVISION" PG_CONFIG="$PG_CONFIG" \
+		$(env | grep -E '^BENCH_[A-Z_]+=[A-Za-z0-9_.,]*$' || true) \
 		bash "$work/tests/bench.sh" --run "$work/last-results.txt" || status=$?
 	if [ -s "$work/last-results.txt" ]; then
 		mkdir -p "$top/tests/bench"

@@ -118,6 +118,7 @@ static SPIPlanPtr claim_plan = NULL;
 #define ERPCRM_SEARCH_SETTLE_MS 5000
 
 static Datum text_array(List *strings);
+static void read_rows(Batch *b);
 static void send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit);
 static void send_split_5xx(Batch *b, BatchKey **keys, int n, bool by_explicit,
 						   bool proven, bool transient_before);
@@ -473,19 +474,8 @@ claim_and_read(Batch *b, int limit)
 	MappingDef *m = b->mapping;
 	MemoryContext batch_cxt = CurrentMemoryContext;
 	Datum		args[2];
-	Oid			argtypes[1] = {TEXTARRAYOID};
-	char	   *query;
 	int			ret;
 	uint64		n;
-	ViewRows	rows;
-	TupleDesc	desc;
-	int			erp_col = -1,
-				id_col = -1,
-				explicit_col = -1,
-				prev_col = -1;
-	int		   *assoc_src;
-	int		   *assoc_hs;
-	int		   *prop_cols;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -539,6 +529,39 @@ claim_and_read(Batch *b, int limit)
 
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s", (int) n, m->source));
 	erpcrm_worker_step("reading its view");
+	read_rows(b);
+
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(batch_cxt);	/* commit left us in TopMemoryContext */
+	return true;
+}
+
+/*
+ * Read the current rows of the batch's keys from the mapping view, as its
+ * owner, and fill in each key (values, associations, explicit id).  SPI is
+ * connected and a snapshot is active; what the keys keep goes into b->cxt.  The worker calls it for the keys it claimed, and
+ * erpcrm.preview() for one key.
+ */
+static void
+read_rows(Batch *b)
+{
+	MappingDef *m = b->mapping;
+	MemoryContext batch_cxt = b->cxt;
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	char	   *query;
+	int			ret;
+	ViewRows	rows;
+	TupleDesc	desc;
+	int			erp_col = -1,
+				id_col = -1,
+				explicit_col = -1,
+				prev_col = -1;
+	int		   *assoc_src;
+	int		   *assoc_hs;
+	int		   *prop_cols;
+
 	{
 		/* 1.2 SQL keeps archived keys and missing links apart */
 		Oid			types[4] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
@@ -570,12 +593,8 @@ claim_and_read(Batch *b, int limit)
 	if (rows.desc == NULL)
 	{
 		/* no key could be read: each has its outcome already */
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(batch_cxt);
 		b->prop_names = palloc(sizeof(char *));
-		return true;
+		return;
 	}
 
 	/* classify the view's columns */
@@ -782,12 +801,6 @@ claim_and_read(Batch *b, int limit)
 			}
 		}
 	}
-
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(batch_cxt);	/* commit left us in TopMemoryContext */
-	return true;
 }
 
 /* ----------------------------------------------------------------
@@ -1062,26 +1075,13 @@ find_key_by(BatchKey **keys, int n, const char *value, bool by_explicit)
 	return NULL;
 }
 
-/*
- * Upsert (by_explicit false) or update by HubSpot id (true) these keys.  A
- * 4xx that rejects the whole batch without naming inputs is split in halves
- * until the bad input stands alone.
- */
-static void
-send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit)
+/* The call that upserts (or updates by HubSpot id) these keys: its body. */
+static char *
+objects_request(Batch *b, BatchKey **keys, int n, bool by_explicit, char **path)
 {
 	MappingDef *m = b->mapping;
-	HsJsonBody *body;
-	HsResponse	resp;
-	char	   *path;
-	char	   *json;
-	const char *why = NULL;
-	HsBatchResult result;
+	HsJsonBody *body = hs_body_new();
 
-	if (n == 0)
-		return;
-
-	body = hs_body_new();
 	for (int i = 0; i < n; i++)
 	{
 		if (by_explicit)
@@ -1094,9 +1094,30 @@ send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit)
 							   (const char *const *) b->prop_names,
 							   (const char *const *) keys[i]->values);
 	}
-	json = hs_body_finish(body);
-	path = psprintf("%s/%s/batch/%s", HS_OBJECTS_PREFIX, m->object_type,
-					by_explicit ? "update" : "upsert");
+	*path = psprintf("%s/%s/batch/%s", HS_OBJECTS_PREFIX, m->object_type,
+					 by_explicit ? "update" : "upsert");
+	return hs_body_finish(body);
+}
+
+/*
+ * Upsert (by_explicit false) or update by HubSpot id (true) these keys.  A
+ * 4xx that rejects the whole batch without naming inputs is split in halves
+ * until the bad input stands alone.
+ */
+static void
+send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit)
+{
+	MappingDef *m = b->mapping;
+	HsResponse	resp;
+	char	   *path;
+	char	   *json;
+	const char *why = NULL;
+	HsBatchResult result;
+
+	if (n == 0)
+		return;
+
+	json = objects_request(b, keys, n, by_explicit, &path);
 
 	call_hubspot(b, "POST", path, json, n, &resp);
 
@@ -1380,6 +1401,22 @@ association_refusal(HsBatchResult *result, const char *from_id)
 	return NULL;
 }
 
+/* The call that makes the associations of these keys (association a). */
+static char *
+association_request(Batch *b, AssocDef *def, int a, BatchKey **adds, int nadd,
+					char **path)
+{
+	HsJsonBody *body = hs_body_new();
+
+	for (int i = 0; i < nadd; i++)
+		hs_body_add_association(body, adds[i]->hubspot_id, adds[i]->assoc_to[a],
+								def->category, def->type_id);
+	*path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
+					 b->mapping->object_type, def->target_type,
+					 def->type_id > 0 ? "create" : "associate/default");
+	return hs_body_finish(body);
+}
+
 /*
  * Make the associations of these keys (association a).  A 4xx that refuses
  * the whole call without naming pairs is split in halves until the pair it
@@ -1388,18 +1425,11 @@ association_refusal(HsBatchResult *result, const char *from_id)
 static void
 send_association_adds(Batch *b, AssocDef *def, int a, BatchKey **adds, int nadd)
 {
-	MappingDef *m = b->mapping;
-	HsJsonBody *body = hs_body_new();
 	HsResponse	resp;
 	char	   *path;
+	char	   *json = association_request(b, def, a, adds, nadd, &path);
 
-	for (int i = 0; i < nadd; i++)
-		hs_body_add_association(body, adds[i]->hubspot_id, adds[i]->assoc_to[a],
-								def->category, def->type_id);
-	path = psprintf("%s/%s/%s/batch/%s", HS_ASSOCIATIONS_PREFIX,
-					m->object_type, def->target_type,
-					def->type_id > 0 ? "create" : "associate/default");
-	call_hubspot(b, "POST", path, hs_body_finish(body), nadd, &resp);
+	call_hubspot(b, "POST", path, json, nadd, &resp);
 	if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
 	{
 		HsBatchResult result;
@@ -1437,6 +1467,19 @@ send_association_adds(Batch *b, AssocDef *def, int a, BatchKey **adds, int nadd)
 		return;
 	}
 	association_failed(b, adds, nadd, &resp, path, def, a);
+}
+
+/*
+ * Association a of a key just written: the target to associate it to now
+ * (NULL: none), and the one it was associated to before (NULL: none).
+ */
+static void
+association_change(BatchKey *key, AssocDef *def, int a, const char **to,
+				   char **old)
+{
+	/* "" = the target left its view: no association to make */
+	*to = (key->assoc_to[a] && key->assoc_to[a][0]) ? key->assoc_to[a] : NULL;
+	*old = key->is_new ? NULL : previous_target(key->prev_assoc, def->column);
 }
 
 /*
@@ -1478,9 +1521,7 @@ send_associations(Batch *b)
 			if (key->outcome != KO_SYNCED || key->hubspot_id == NULL ||
 				key->assoc_to == NULL)
 				continue;
-			/* "" = the target left its view: no association to make */
-			to = (key->assoc_to[a] && key->assoc_to[a][0]) ? key->assoc_to[a] : NULL;
-			old = key->is_new ? NULL : previous_target(key->prev_assoc, def->column);
+			association_change(key, def, a, &to, &old);
 			if (to != NULL && (old == NULL || strcmp(old, to) != 0))
 				adds[nadd++] = key;
 			if (old != NULL && (to == NULL || strcmp(old, to) != 0))
@@ -1593,49 +1634,30 @@ inherit_owners(Batch *b)
 }
 
 /*
- * Before creating objects, adopt HubSpot records that carry the same value
- * of the mapping's match property and no ERP id yet (companies created by
- * hand before the ERP was connected): they are updated by their id, which
- * also sets their id property.  One search call per batch; HubSpot limits
- * searches to a few per second, so they are spaced.
+ * One search for these candidates' match values; the first record found
+ * for a value is adopted.  An answer cut short (more records than one page
+ * holds, or than HubSpot's 10,000-result cap) cannot prove that a value has
+ * no record: the candidates are searched again in halves, down to one value
+ * a search, whose first page is enough.  HubSpot limits searches to a few
+ * per second, so they are spaced.
  */
 static void
-match_existing(Batch *b, BatchKey **upserts, int *nup,
-			   BatchKey **updates, int *nupd)
+match_search(Batch *b, BatchKey **cand, int n, int mp)
 {
 	static TimestampTz last_search = 0;
 	MappingDef *m = b->mapping;
-	int			mp;
-	BatchKey  **cand;
-	const char **values;
-	int			n = 0;
+	const char **values = palloc(sizeof(char *) * n);
 	HsResponse	resp;
 	char	   *path;
 	int			nres;
 	char	  **ids;
 	char	  **found;
-	int			kept = 0;
 	long		wait;
+	const char *fields[1] = {"total"};
+	char	   *total[1] = {NULL};
 
-	if (m->match_property == NULL || *nup == 0)
-		return;
-	mp = prop_index(b, m->match_property);
-	if (mp < 0)
-		return;
-	cand = palloc(sizeof(BatchKey *) * *nup);
-	values = palloc(sizeof(char *) * *nup);
-	for (int i = 0; i < *nup; i++)
-	{
-		BatchKey   *key = upserts[i];
-
-		if (key->known_hubspot_id != NULL || key->values[mp][0] == '\0')
-			continue;
-		cand[n] = key;
-		values[n++] = key->values[mp];
-	}
-	if (n == 0)
-		return;
-
+	for (int i = 0; i < n; i++)
+		values[i] = cand[i]->values[mp];
 	wait = 250 - (long) ((GetCurrentTimestamp() - last_search) / 1000);
 	if (wait > 0)
 		erpcrm_worker_sleep(wait, PG_WAIT_EXTENSION);
@@ -1653,40 +1675,95 @@ match_existing(Batch *b, BatchKey **upserts, int *nup,
 		if (resp.transport_error == 0 && resp.status >= 200 && resp.status < 300)
 			resp.status = 502;
 		whole_call_outcome(b, cand, n, &resp, path);
+		return;
 	}
-	else
+	for (int r = 0; r < nres; r++)
 	{
-		for (int r = 0; r < nres; r++)
-		{
-			if (found[r] == NULL)
-				continue;
-			for (int i = 0; i < n; i++)
-				if (cand[i]->explicit_id == NULL &&
-					pg_strcasecmp(cand[i]->values[mp], found[r]) == 0)
-				{
-					/* first record found wins; the others stay as they are */
-					cand[i]->explicit_id = ids[r];
-					break;
-				}
-		}
-
-		/*
-		 * HubSpot's search finds a record only some seconds after it was
-		 * written.  A key whose first search found nothing is searched once
-		 * more after that delay before a new record is created, so that a
-		 * record made by hand just before is adopted, not duplicated.
-		 */
-		if (b->links12)
-			for (int i = 0; i < n; i++)
-				if (cand[i]->explicit_id == NULL && !cand[i]->searched_once)
-				{
-					set_outcome(cand[i], KO_WAIT, 0, "WAITING_FOR_SEARCH",
-								psprintf("no HubSpot record has %s \"%s\" yet; searching once more after HubSpot's indexing delay before creating one",
-										 m->match_property, cand[i]->values[mp]),
-								NULL);
-					cand[i]->wait_ms = ERPCRM_SEARCH_SETTLE_MS;
-				}
+		if (found[r] == NULL)
+			continue;
+		for (int i = 0; i < n; i++)
+			if (cand[i]->explicit_id == NULL &&
+				pg_strcasecmp(cand[i]->values[mp], found[r]) == 0)
+			{
+				/* first record found wins; the others stay as they are */
+				cand[i]->explicit_id = ids[r];
+				break;
+			}
 	}
+	if (n > 1 && hs_parse_fields(resp.body, resp.body_len, 1, fields, total) &&
+		total[0] != NULL && atol(total[0]) > nres)
+	{
+		BatchKey  **rest = palloc(sizeof(BatchKey *) * n);
+		int			nrest = 0;
+
+		for (int i = 0; i < n; i++)
+			if (cand[i]->explicit_id == NULL && cand[i]->outcome == KO_NONE)
+				rest[nrest++] = cand[i];
+		if (nrest == 0)
+			return;
+		if (nrest < n)
+			match_search(b, rest, nrest, mp);
+		else
+		{
+			match_search(b, rest, nrest / 2, mp);
+			match_search(b, rest + nrest / 2, nrest - nrest / 2, mp);
+		}
+	}
+}
+
+/*
+ * Before creating objects, adopt HubSpot records that carry the same value
+ * of the mapping's match property and no ERP id yet (companies created by
+ * hand before the ERP was connected): they are updated by their id, which
+ * also sets their id property.  One search call per batch; HubSpot limits
+ * searches to a few per second, so they are spaced.
+ */
+static void
+match_existing(Batch *b, BatchKey **upserts, int *nup,
+			   BatchKey **updates, int *nupd)
+{
+	MappingDef *m = b->mapping;
+	int			mp;
+	BatchKey  **cand;
+	int			n = 0;
+	int			kept = 0;
+
+	if (m->match_property == NULL || *nup == 0)
+		return;
+	mp = prop_index(b, m->match_property);
+	if (mp < 0)
+		return;
+	cand = palloc(sizeof(BatchKey *) * *nup);
+	for (int i = 0; i < *nup; i++)
+	{
+		BatchKey   *key = upserts[i];
+
+		if (key->known_hubspot_id != NULL || key->values[mp][0] == '\0')
+			continue;
+		cand[n++] = key;
+	}
+	if (n == 0)
+		return;
+
+	match_search(b, cand, n, mp);
+
+	/*
+	 * HubSpot's search finds a record only some seconds after it was
+	 * written.  A key whose first search found nothing is searched once
+	 * more after that delay before a new record is created, so that a
+	 * record made by hand just before is adopted, not duplicated.
+	 */
+	if (b->links12)
+		for (int i = 0; i < n; i++)
+			if (cand[i]->outcome == KO_NONE && cand[i]->explicit_id == NULL &&
+				!cand[i]->searched_once)
+			{
+				set_outcome(cand[i], KO_WAIT, 0, "WAITING_FOR_SEARCH",
+							psprintf("no HubSpot record has %s \"%s\" yet; searching once more after HubSpot's indexing delay before creating one",
+									 m->match_property, cand[i]->values[mp]),
+							NULL);
+				cand[i]->wait_ms = ERPCRM_SEARCH_SETTLE_MS;
+			}
 
 	/* adopted keys move to the updates, failed ones leave */
 	for (int i = 0; i < *nup; i++)
@@ -2069,6 +2146,65 @@ record(Batch *b)
 	MemoryContextSwitchTo(batch_cxt);
 }
 
+/*
+ * Sort the keys read into upserts, updates (rows with a hubspot_id) and
+ * archives (keys that left the view); keys that wait for an associated
+ * object, or cannot be sent, get their outcome here.
+ */
+static void
+classify_keys(Batch *b, BatchKey **upserts, int *nup, BatchKey **updates,
+			  int *nupd, BatchKey **archives, int *narch)
+{
+	MappingDef *m = b->mapping;
+
+	for (int i = 0; i < b->nkeys; i++)
+	{
+		BatchKey   *key = &b->keys[i];
+		bool		waiting = false;
+
+		if (key->outcome != KO_NONE)
+			continue;
+		if (!key->in_view)
+		{
+			if (!m->archive)
+				set_outcome(key, KO_GONE_KEPT, 0, NULL, NULL, NULL);
+			else if (key->known_hubspot_id == NULL || key->already_archived)
+				set_outcome(key, KO_ARCHIVED, 0, NULL, NULL, NULL);	/* no call */
+			else
+				archives[(*narch)++] = key;
+			continue;
+		}
+		/* an associated object not in HubSpot yet: wait for it */
+		for (int a = 0; a < m->nassoc; a++)
+		{
+			if (key->assoc_key[a] != NULL && key->assoc_to[a] == NULL)
+			{
+				set_outcome(key, KO_WAIT, 0, "WAITING_FOR_DEPENDENCY",
+							psprintf("waiting for %s \"%s\" to reach HubSpot",
+									 m->assoc[a].target_name, key->assoc_key[a]),
+							NULL);
+				key->wait_ms = Max(erpcrm_retry_base_ms, 1000);
+				waiting = true;
+				break;
+			}
+		}
+		if (waiting)
+			continue;
+		if (key->id_value == NULL || key->id_value[0] == '\0')
+		{
+			set_outcome(key, KO_FAILED, 0, "ERP_EMPTY_ID",
+						psprintf("the id property \"%s\" of this row is empty", m->id_property),
+						NULL);
+			continue;
+		}
+		if (key->explicit_id != NULL)
+			updates[(*nupd)++] = key;
+		else
+			upserts[(*nup)++] = key;
+	}
+
+}
+
 /* ----------------------------------------------------------------
  * The batch
  * ----------------------------------------------------------------
@@ -2111,51 +2247,7 @@ erpcrm_deliver_batch(MappingDef *m, DeliveryOutcome *outcome)
 	upserts = palloc(sizeof(BatchKey *) * b.nkeys);
 	updates = palloc(sizeof(BatchKey *) * b.nkeys);
 	archives = palloc(sizeof(BatchKey *) * b.nkeys);
-	for (int i = 0; i < b.nkeys; i++)
-	{
-		BatchKey   *key = &b.keys[i];
-		bool		waiting = false;
-
-		if (key->outcome != KO_NONE)
-			continue;
-		if (!key->in_view)
-		{
-			if (!m->archive)
-				set_outcome(key, KO_GONE_KEPT, 0, NULL, NULL, NULL);
-			else if (key->known_hubspot_id == NULL || key->already_archived)
-				set_outcome(key, KO_ARCHIVED, 0, NULL, NULL, NULL);	/* no call */
-			else
-				archives[narch++] = key;
-			continue;
-		}
-		/* an associated object not in HubSpot yet: wait for it */
-		for (int a = 0; a < m->nassoc; a++)
-		{
-			if (key->assoc_key[a] != NULL && key->assoc_to[a] == NULL)
-			{
-				set_outcome(key, KO_WAIT, 0, "WAITING_FOR_DEPENDENCY",
-							psprintf("waiting for %s \"%s\" to reach HubSpot",
-									 m->assoc[a].target_name, key->assoc_key[a]),
-							NULL);
-				key->wait_ms = Max(erpcrm_retry_base_ms, 1000);
-				waiting = true;
-				break;
-			}
-		}
-		if (waiting)
-			continue;
-		if (key->id_value == NULL || key->id_value[0] == '\0')
-		{
-			set_outcome(key, KO_FAILED, 0, "ERP_EMPTY_ID",
-						psprintf("the id property \"%s\" of this row is empty", m->id_property),
-						NULL);
-			continue;
-		}
-		if (key->explicit_id != NULL)
-			updates[nupd++] = key;
-		else
-			upserts[nup++] = key;
-	}
+	classify_keys(&b, upserts, &nup, updates, &nupd, archives, &narch);
 
 	inherit_owners(&b);
 	if (!outcome->auth_failed && outcome->blocked_until == 0)
@@ -2198,4 +2290,184 @@ erpcrm_deliver_batch(MappingDef *m, DeliveryOutcome *outcome)
 
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(batch_cxt);
+}
+
+/* ----------------------------------------------------------------
+ * erpcrm.preview(): the requests one key would cause, without sending
+ * ----------------------------------------------------------------
+ */
+static void
+preview_step(List **steps, const char *method, char *path, char *body,
+			 char *note)
+{
+	PreviewStep *step = palloc0(sizeof(PreviewStep));
+
+	step->method = method;
+	step->path = path;
+	step->body = body;
+	step->note = note;
+	*steps = lappend(*steps, step);
+}
+
+/*
+ * The requests the worker would send for this key now, built by the code
+ * that builds them for a batch: the view is read as in a batch (as the
+ * mapping's owner, in a security-restricted operation), the key is sorted
+ * as in a batch, and the bodies come from the same functions.  Nothing is
+ * sent, nothing is recorded.  SPI is connected and a snapshot is active.
+ * A key whose row cannot be sent raises an ERROR saying why.
+ */
+List *
+erpcrm_preview_key(MappingDef *m, const char *erp_id, const char *known_hubspot_id)
+{
+	Batch		b;
+	DeliveryOutcome outcome;
+	BatchKey   *key;
+	BatchKey   *upserts[1];
+	BatchKey   *updates[1];
+	BatchKey   *archives[1];
+	int			nup = 0,
+				nupd = 0,
+				narch = 0;
+	List	   *steps = NIL;
+	int			owner;
+	char	   *path;
+	char	   *json;
+	bool		by_explicit;
+
+	memset(&b, 0, sizeof(b));
+	memset(&outcome, 0, sizeof(outcome));
+	b.mapping = m;
+	b.outcome = &outcome;
+	b.cxt = CurrentMemoryContext;
+	b.nkeys = 1;
+	b.keys = palloc0(sizeof(BatchKey));
+	key = &b.keys[0];
+	key->erp_id = pstrdup(erp_id);
+	key->known_hubspot_id = known_hubspot_id ? pstrdup(known_hubspot_id) : NULL;
+
+	read_rows(&b);
+	if (key->outcome == KO_NONE && !key->in_view)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("key \"%s\" is not in the view %s of mapping \"%s\"",
+						erp_id, m->source, m->name),
+				 key->known_hubspot_id == NULL ? 0 :
+				 errdetail(m->archive ?
+						   "The worker would archive HubSpot object %s." :
+						   "The worker would keep HubSpot object %s as it is.",
+						   key->known_hubspot_id)));
+	classify_keys(&b, upserts, &nup, updates, &nupd, archives, &narch);
+
+	switch (key->outcome)
+	{
+		case KO_NONE:
+			break;
+		case KO_WAIT:
+			preview_step(&steps, NULL, NULL, NULL, key->message);
+			return steps;
+		case KO_FAILED:
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("the row of key \"%s\" of mapping \"%s\" cannot be sent to HubSpot",
+							erp_id, m->name),
+					 errdetail("%s: %s", key->category ? key->category : "ERROR",
+							   key->message ? key->message : "no reason given"),
+					 errhint("The worker would park this key as failed (see erpcrm.failures); correct the row or the view.")));
+			break;
+		default:
+			/* the view cannot be read at all (a privilege, a function) */
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the view %s of mapping \"%s\" cannot be read as its owner",
+							m->source, m->name),
+					 errdetail("%s: %s", key->category ? key->category : "ERROR",
+							   key->message ? key->message : "no reason given"),
+					 errhint("The worker would retry the key with backoff, and park it as failed after erpcrm.max_attempts attempts.")));
+	}
+
+	/* an empty owner is taken from the associated object, read first */
+	owner = prop_index(&b, "hubspot_owner_id");
+	for (int a = 0; a < m->nassoc && owner >= 0; a++)
+	{
+		AssocDef   *def = &m->assoc[a];
+		const char *prop = "hubspot_owner_id";
+		HsJsonBody *body;
+
+		if (!def->inherit_owner || key->values[owner][0] != '\0' ||
+			key->assoc_to[a] == NULL || key->assoc_to[a][0] == '\0')
+			continue;
+		body = hs_body_new();
+		hs_body_add_read(body, key->assoc_to[a]);
+		hs_body_set_properties(body, 1, &prop);
+		preview_step(&steps, "POST",
+					 psprintf("%s/%s/batch/read", HS_OBJECTS_PREFIX, def->target_type),
+					 hs_body_finish(body),
+					 psprintf("hubspot_owner_id is empty: the owner of %s \"%s\" is read, and sent with the object",
+							  def->target_name, key->assoc_key[a]));
+		break;
+	}
+
+	/* a new key may adopt a record made by hand */
+	if (nup == 1 && m->match_property != NULL && key->known_hubspot_id == NULL)
+	{
+		int			mp = prop_index(&b, m->match_property);
+
+		if (mp >= 0 && key->values[mp][0] != '\0')
+		{
+			const char *values[1] = {key->values[mp]};
+
+			preview_step(&steps, "POST",
+						 psprintf("%s/%s/search", HS_OBJECTS_PREFIX, m->object_type),
+						 hs_search_body(m->match_property, 1, values, m->id_property, 100),
+						 psprintf("a record with %s \"%s\" and no %s is adopted: it is updated by its id instead of the upsert below",
+								  m->match_property, key->values[mp], m->id_property));
+		}
+	}
+
+	by_explicit = (nupd == 1);
+	json = objects_request(&b, by_explicit ? updates : upserts, 1, by_explicit, &path);
+	preview_step(&steps, "POST", path, json,
+				 by_explicit ? psprintf("update of HubSpot object %s (the view's hubspot_id)",
+										key->explicit_id) :
+				 key->known_hubspot_id ?
+				 psprintf("upsert by %s; HubSpot object %s", m->id_property,
+						  key->known_hubspot_id) :
+				 psprintf("upsert by %s; creates the object", m->id_property));
+
+	/* associations, from the object written */
+	key->is_new = (key->explicit_id == NULL && key->known_hubspot_id == NULL);
+	key->hubspot_id = key->explicit_id ? key->explicit_id :
+		key->is_new ? "(new)" : key->known_hubspot_id;
+	for (int a = 0; a < m->nassoc; a++)
+	{
+		AssocDef   *def = &m->assoc[a];
+		const char *to;
+		char	   *old;
+
+		if (def->as_property != NULL)
+			continue;
+		association_change(key, def, a, &to, &old);
+		if (old != NULL && (to == NULL || strcmp(old, to) != 0))
+		{
+			HsJsonBody *body = hs_body_new();
+
+			hs_body_add_association_archive(body, key->hubspot_id, old);
+			preview_step(&steps, "POST",
+						 psprintf("%s/%s/%s/batch/archive", HS_ASSOCIATIONS_PREFIX,
+								  m->object_type, def->target_type),
+						 hs_body_finish(body),
+						 psprintf("removes the association (%s) to %s %s made before",
+								  def->column, def->target_name, old));
+		}
+		if (to != NULL && (old == NULL || strcmp(old, to) != 0))
+		{
+			json = association_request(&b, def, a, &key, 1, &path);
+			preview_step(&steps, "POST", path, json,
+						 psprintf("associates it (%s) to %s \"%s\"%s",
+								  def->column, def->target_name, key->assoc_key[a],
+								  key->is_new ? "; \"(new)\" is the id HubSpot gives the new object" : ""));
+		}
+	}
+	return steps;
 }

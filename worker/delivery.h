@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
 
 typedef struct AssocDef
 {
@@ -59,6 +60,21 @@ typedef struct DeliveryOutcome
 
 extern void erpcrm_deliver_batch(MappingDef *mapping,
 								 DeliveryOutcome *outcome);
+
+/* One request erpcrm.preview() shows, or (method NULL) what a key waits for. */
+typedef struct PreviewStep
+{
+	const char *method;
+	char	   *path;
+	char	   *body;
+	char	   *note;
+} PreviewStep;
+
+extern List *erpcrm_preview_key(MappingDef *mapping, const char *erp_id,
+								const char *known_hubspot_id);
+
+/* worker.c: the mappings and their associations, in dependency order */
+extern List *erpcrm_read_mappings(MemoryContext cxt);
 
 /* worker.c: wait (interruptibly) on the worker's latch */
 extern void erpcrm_worker_sleep(long ms, uint32 wait_event_info);

@@ -38,8 +38,14 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
-#include "catalog/pg_authid.h"
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_database.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
 
 #include "delivery.h"
 #include "erpcrm.h"
@@ -195,11 +201,7 @@ configure_client(void)
 static List *
 load_mappings(bool *paused, TimestampTz *next_due)
 {
-	List	   *result = NIL;
 	int			ret;
-	bool		v11;
-	bool		v12;
-	MemoryContext spi_cxt;
 
 	/*
 	 * The next due key: the first entry of each mapping's due index, so
@@ -222,6 +224,23 @@ load_mappings(bool *paused, TimestampTz *next_due)
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 		*next_due = isnull ? 0 : DatumGetTimestampTz(d);
 	}
+
+	return erpcrm_read_mappings(cycle_cxt);
+}
+
+/*
+ * The mappings and their associations, in dependency order (targets before
+ * their users), allocated in cxt.  SPI is connected.  The worker reads them
+ * every cycle; erpcrm.preview() reads them as the worker does.
+ */
+List *
+erpcrm_read_mappings(MemoryContext cxt)
+{
+	List	   *result = NIL;
+	int			ret;
+	bool		v11;
+	bool		v12;
+	MemoryContext spi_cxt;
 
 	ret = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'erpcrm'",
 					  true, 1);
@@ -251,7 +270,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read erpcrm.mapping");
 
-	spi_cxt = MemoryContextSwitchTo(cycle_cxt);
+	spi_cxt = MemoryContextSwitchTo(cxt);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	t = SPI_tuptable->vals[i];
@@ -286,7 +305,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read erpcrm.association");
 
-	spi_cxt = MemoryContextSwitchTo(cycle_cxt);
+	spi_cxt = MemoryContextSwitchTo(cxt);
 	{
 		ListCell   *lc;
 
@@ -596,6 +615,33 @@ run_cycle(void)
  * them, connected to no database, and say so in erpcrm.worker.  Once it is there, exit so that the postmaster starts the
  * worker again, as that role.
  */
+/*
+ * Whether a database of this name exists, read without a database of our
+ * own.  get_database_oid() would open pg_database's index, and building
+ * that index's relcache entry reads pg_class, which a process connected to
+ * no database cannot do until the shared relcache init file exists (right
+ * after a restart it does not).  Like PostgreSQL's own start-up, use the
+ * index only once the shared catalogs' entries are built.
+ */
+static bool
+database_exists(const char *name)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	bool		found;
+
+	ScanKeyInit(&key, Anum_pg_database_datname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum(name));
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = systable_beginscan(rel, DatabaseNameIndexId,
+							  criticalSharedRelcachesBuilt, NULL, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
 static void
 wait_for_role(void)
 {
@@ -632,7 +678,7 @@ wait_for_role(void)
 			can_login = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
 			ReleaseSysCache(tup);
 		}
-		db_exists = OidIsValid(get_database_oid(connected_database, true));
+		db_exists = database_exists(connected_database);
 		CommitTransactionCommand();
 
 		if (exists && can_login && db_exists)

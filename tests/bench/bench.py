@@ -50,7 +50,18 @@ SETTINGS = {
     "BENCH_LAT_COMMITS": (300, 50, "single-row commits timed for latency"),
     "BENCH_LAT_RATE": (20, 20, "commits per second in the latency run (Poisson)"),
     "BENCH_WAIT_QUIET": (0, 0, "wait up to this many seconds for the machine to be idle"),
+    "BENCH_SCALE_MIN_SECONDS": (60, 10, "each scaling run resends its keys until this long"),
+    "BENCH_SCALE_LAT_COMMITS": (200, 50, "single-row commits timed after each scaling run"),
 }
+# keys of the scaling runs (comma-separated list)
+SCALE_KEYS = ("10000,100000,1000000", "10000,50000")
+
+
+def scale_keys():
+    v = os.environ.get("BENCH_SCALE_KEYS")
+    if not v:
+        v = SCALE_KEYS[1 if os.environ.get("BENCH_QUICK") == "1" else 0]
+    return [int(x) for x in v.split(",") if x.strip()]
 
 
 def setting(name):
@@ -504,7 +515,7 @@ COPY (SELECT i, 1 + (i - 1) / %d, 1 + (i - 1) %% %d, 'SKU-' || i %% 1000,
     for key, label, _, _ in single:
         rows.append((key, label, "tps", 0.90))
     for key, label, _, _ in bulk:
-        rows.append((key, label, "rows/s", 0.80))
+        rows.append((key, label, "rows/s", 0.80 if key == "copy" else 0.90))
     for key, label, unit, goal in rows:
         # best of the slices or rounds: other load on the machine only slows
         rates = {v: max(samples[(key, v)]) for v in VARIANTS}
@@ -516,6 +527,7 @@ COPY (SELECT i, 1 + (i - 1) / %d, 1 + (i - 1) %% %d, 'SKU-' || i %% 1000,
             "label": label, "unit": unit, "goal": goal, "rates": rates,
             "cpu": cpu,
             "paired": (min(paired), max(paired)),
+            "paired_median": median(paired),
             "outbox": {v: outbox.get((key, v), 0.0) for v in VARIANTS}})
     res["capture_cmd"] = ("pgbench -n -M prepared -c %d -j %d, %d interleaved "
                           "%d-s slices per variant; bulk: %d round(s)"
@@ -604,51 +616,7 @@ def delivery(pg, mock, res):
     # --- latency at idle
     # (before the rate-limited part: what the worker learns there, such as
     # HubSpot's per-second limit from the headers, would pace these calls)
-    mock.reset(max_per_window=0, log_bodies=True)
-    commits = setting("BENCH_LAT_COMMITS")
-    rate = setting("BENCH_LAT_RATE")
-    pg.sql("postgres", """
-SELECT erpcrm.map('latency', 'bench.hs_latency', 'companies');
-SELECT erpcrm.watch('latency', 'bench.lat_customers', 'id');
-INSERT INTO bench.lat_customers (name, domain, committed_at)
-VALUES ('warm-up', 'latency.example', clock_timestamp());
-""")
-    if pg.sql("postgres", "SELECT erpcrm.wait_for_sync('60 s')") != "t":
-        raise RuntimeError("the latency warm-up row was not delivered")
-    first = int(pg.sql("postgres", "SELECT max(id) FROM bench.lat_customers"))
-    time.sleep(0.5)
-    seq0 = mock.requests()["lastSeq"]
-    log("latency: %d commits at %d/s" % (commits, rate))
-    script = os.path.join(HERE, "latency.sql")
-    cmd = ["pgbench", "-n", "-M", "prepared", "-c", "1", "-j", "1",
-           "-t", str(commits), "-R", str(rate)] + pg.conn() + \
-        ["-f", script, "postgres"]
-    bench_out = run(cmd)
-    if pg.sql("postgres", "SELECT erpcrm.wait_for_sync('120 s')") != "t":
-        raise RuntimeError("the latency rows were not all delivered")
-    arrival = {}
-    for e in mock.requests(seq0)["results"]:
-        body = e.get("body")
-        if not isinstance(body, dict) or "upsert" not in e["path"]:
-            continue
-        start = e["time"] - e["durationMs"] / 1000.0
-        for inp in body.get("inputs", []):
-            k = str(inp.get("id"))
-            arrival[k] = min(arrival.get(k, start), start)
-    lat = []
-    out = pg.sql("postgres", "SELECT id, extract(epoch FROM committed_at)"
-                 " FROM bench.lat_customers WHERE id > %d" % first)
-    for line in out.splitlines():
-        k, c = line.split("|")
-        if k in arrival:
-            lat.append((arrival[k] - float(c)) * 1000.0)
-    m = re.search(r"latency average = ([0-9.]+) ms", bench_out)
-    res["latency"] = {
-        "commits": commits, "matched": len(lat), "rate": rate,
-        "p50": percentile(lat, 50), "p95": percentile(lat, 95),
-        "p99": percentile(lat, 99), "max": max(lat) if lat else float("nan"),
-        "commit_ms": float(m.group(1)) if m else float("nan"),
-    }
+    res["latency"] = latency_probe(pg, mock, setting("BENCH_LAT_COMMITS"))
     log("latency: p50 %.1f ms, p99 %.1f ms" % (res["latency"]["p50"], res["latency"]["p99"]))
     res["rss_mid"] = proc_status(pid)
 
@@ -694,6 +662,199 @@ VALUES ('warm-up', 'latency.example', clock_timestamp());
 
 
 
+
+def latency_probe(pg, mock, commits):
+    """Commit -> request latency of single-row commits at BENCH_LAT_RATE/s."""
+    mock.reset(max_per_window=0, log_bodies=True)
+    rate = setting("BENCH_LAT_RATE")
+    pg.sql("postgres", """
+SELECT erpcrm.map('latency', 'bench.hs_latency', 'companies');
+SELECT erpcrm.watch('latency', 'bench.lat_customers', 'id')
+  WHERE NOT EXISTS (SELECT FROM erpcrm.watch w JOIN erpcrm.mapping m USING (mapping_id)
+                     WHERE m.name = 'latency');
+INSERT INTO bench.lat_customers (name, domain, committed_at)
+VALUES ('warm-up', 'latency.example', clock_timestamp());
+""")
+    if pg.sql("postgres", "SELECT erpcrm.wait_for_sync('60 s', 'latency')") != "t":
+        raise RuntimeError("the latency warm-up row was not delivered")
+    first = int(pg.sql("postgres", "SELECT max(id) FROM bench.lat_customers"))
+    time.sleep(0.5)
+    seq0 = mock.requests()["lastSeq"]
+    log("latency: %d commits at %d/s" % (commits, rate))
+    script = os.path.join(HERE, "latency.sql")
+    cmd = ["pgbench", "-n", "-M", "prepared", "-c", "1", "-j", "1",
+           "-t", str(commits), "-R", str(rate)] + pg.conn() + \
+        ["-f", script, "postgres"]
+    bench_out = run(cmd)
+    if pg.sql("postgres", "SELECT erpcrm.wait_for_sync('120 s', 'latency')") != "t":
+        raise RuntimeError("the latency rows were not all delivered")
+    arrival = {}
+    for e in mock.requests(seq0)["results"]:
+        body = e.get("body")
+        if not isinstance(body, dict) or "upsert" not in e["path"]:
+            continue
+        start = e["time"] - e["durationMs"] / 1000.0
+        for inp in body.get("inputs", []):
+            k = str(inp.get("id"))
+            arrival[k] = min(arrival.get(k, start), start)
+    lat = []
+    out = pg.sql("postgres", "SELECT id, extract(epoch FROM committed_at)"
+                 " FROM bench.lat_customers WHERE id > %d" % first)
+    for line in out.splitlines():
+        k, c = line.split("|")
+        if k in arrival:
+            lat.append((arrival[k] - float(c)) * 1000.0)
+    m = re.search(r"latency average = ([0-9.]+) ms", bench_out)
+    return {
+        "commits": commits, "matched": len(lat), "rate": rate,
+        "p50": percentile(lat, 50), "p95": percentile(lat, 95),
+        "p99": percentile(lat, 99), "max": max(lat) if lat else float("nan"),
+        "commit_ms": float(m.group(1)) if m else float("nan"),
+    }
+
+
+def median(values):
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = len(s) // 2
+    return s[k] if len(s) % 2 else (s[k - 1] + s[k]) / 2.0
+
+
+def relation_bytes(pg):
+    """sync_state's heap (with TOAST) and its indexes, in bytes."""
+    out = pg.sql("postgres", "SELECT pg_table_size('erpcrm.sync_state'),"
+                 " pg_indexes_size('erpcrm.sync_state')")
+    t, i = (int(x) for x in out.split("|"))
+    return t, i
+
+
+def scale(pg, mock, res):
+    """
+    The backfill at growing sizes: for each size, a mapping of that many
+    keys is resynced, then resynced again and again (every key changed
+    again: churn) until BENCH_SCALE_MIN_SECONDS have passed, with
+    autovacuum on and quick, so that autovacuum and autoanalyze run during
+    it; then the commit -> request latency with the keys still there.
+    """
+    pid = worker_pid(pg)
+    min_secs = setting("BENCH_SCALE_MIN_SECONDS")
+    sizes = scale_keys()
+    biggest = max(sizes)
+    pg.sql("postgres", """
+SELECT erpcrm.resume();
+ALTER SYSTEM SET autovacuum = on;
+ALTER SYSTEM SET autovacuum_naptime = '5s';
+SELECT pg_reload_conf();
+CREATE TABLE bench.scale_customers (
+	id				integer PRIMARY KEY,
+	name			text NOT NULL,
+	domain			text,
+	price_level		char(1),
+	credit_limit	numeric(12,2)
+);
+INSERT INTO bench.scale_customers
+SELECT i, 'Customer ' || i || ' sp. z o.o.', 'customer' || i || '.example.pl',
+	   chr(65 + i %% 3), 1000 + i %% 50000
+  FROM generate_series(1, %d) i;
+VACUUM ANALYZE bench.scale_customers;
+""" % biggest)
+    res["scale"] = []
+    for n in sizes:
+        name = "scale_%d" % n
+        log("scale: %d keys" % n)
+        pg.sql("postgres", """
+CREATE VIEW bench.hs_%s AS
+SELECT id AS erp_id, name, domain, price_level, credit_limit
+  FROM bench.scale_customers WHERE id <= %d;
+SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
+""" % (name, n, name, name))
+        mock.reset(max_per_window=0, log_limit=2000000)
+        pg.sql("postgres", "CHECKPOINT")
+        seq0 = mock.requests()["lastSeq"]
+        c0 = proc_cpu(pid)
+        sent0 = int(pg.sql("postgres", "SELECT objects_sent FROM erpcrm.worker"))
+        t0 = time.time()
+        rounds = []
+        trace = [(0, c0)]   # (objects sent, worker CPU s), every poll
+        sizes_after = None
+        while True:
+            r0 = time.time()
+            ts = pg.timed("postgres", "SELECT erpcrm.resync('%s')" % name)
+            target = sent0 + n * (len(rounds) + 1)
+            while True:
+                sent = int(pg.sql("postgres", "SELECT objects_sent FROM erpcrm.worker"))
+                trace.append((sent - sent0, proc_cpu(pid)))
+                if sent >= target:
+                    break
+                if time.time() - r0 > 3600:
+                    raise RuntimeError("scale: %d keys not delivered in an hour" % n)
+                time.sleep(0.2)
+            r1 = time.time()
+            rounds.append({"wall": r1 - r0, "resync": ts, "cpu": proc_cpu(pid)})
+            if sizes_after is None:
+                sizes_after = relation_bytes(pg)
+            log("scale: %d keys, round %d: %.1f s (resync %.1f s)"
+                % (n, len(rounds), r1 - r0, ts))
+            if r1 - t0 >= min_secs:
+                break
+        c1 = proc_cpu(pid)
+        reqs = [e for e in mock.requests(seq0)["results"]
+                if e["path"].endswith("/companies/batch/upsert") and e["status"] < 300]
+        starts = sorted(e["time"] - e["durationMs"] / 1000.0 for e in reqs)
+        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        tenth = max(1, len(gaps) // 10)
+        first = median(gaps[:tenth]) * 1000.0 if gaps else float("nan")
+        last = median(gaps[-tenth:]) * 1000.0 if gaps else float("nan")
+        # the worker's CPU per object in the first and last 10 % of the
+        # objects sent: steadier than wall time on a shared machine
+        def cpu_per_object(lo, hi):
+            a = ([t for t in trace if t[0] <= lo] or [None])[-1]
+            b = next((t for t in trace if t[0] >= hi), None)
+            if not a or not b or b[0] <= a[0]:
+                return float("nan")
+            return 1e6 * (b[1] - a[1]) / (b[0] - a[0])
+        total = n * len(rounds)
+        cpu_first = cpu_per_object(0, total // 10)
+        cpu_last = cpu_per_object(total - total // 10, total)
+        # the first round: the backfill proper
+        per_round = n // 100 + (1 if n % 100 else 0)
+        fr = starts[:per_round]
+        b_wall = (fr[-1] - fr[0]) if len(fr) > 1 else float("nan")
+        http = median([e["durationMs"] for e in reqs])
+        stats = pg.sql("postgres", "SELECT n_tup_upd, n_tup_hot_upd, autovacuum_count,"
+                       " autoanalyze_count, n_dead_tup FROM pg_stat_user_tables"
+                       " WHERE relid = 'erpcrm.sync_state'::regclass")
+        upd, hot, av, aa, dead = (int(x) for x in stats.split("|"))
+        churn = relation_bytes(pg)
+        total_sent = n * len(rounds)
+        r = {
+            "n": n, "rounds": len(rounds),
+            "rate": (per_round - 1) * 100.0 / b_wall if b_wall == b_wall and b_wall > 0 else float("nan"),
+            "rate_all": total_sent / sum(x["wall"] for x in rounds),
+            "resync": rounds[0]["resync"],
+            "first_ms": first, "last_ms": last, "http_ms": http,
+            "cpu_us": 1e6 * (c1 - c0) / total_sent,
+            "cpu_first": cpu_first, "cpu_last": cpu_last,
+            "cpu_share": (c1 - c0) / (time.time() - t0),
+            "bytes_backfill": sizes_after, "bytes_churn": churn,
+            "upd": upd, "hot": hot, "autovacuum": av, "autoanalyze": aa, "dead": dead,
+        }
+        log("scale: %d keys: %.0f objects/s; ms/batch %.1f -> %.1f; %.0f cpu us/object;"
+            " %.0f + %.0f bytes/key after the backfill, %.0f + %.0f after %d rounds;"
+            " autovacuum %d, autoanalyze %d"
+            % (n, r["rate"], first, last, r["cpu_us"], sizes_after[0] / n,
+               sizes_after[1] / n, churn[0] / n, churn[1] / n, len(rounds), av, aa))
+        r["latency"] = latency_probe(pg, mock, setting("BENCH_SCALE_LAT_COMMITS"))
+        log("scale: %d keys: latency p50 %.1f ms, p95 %.1f ms"
+            % (n, r["latency"]["p50"], r["latency"]["p95"]))
+        res["scale"].append(r)
+        # the next size starts from an empty sync_state
+        pg.sql("postgres", "SELECT erpcrm.unmap('%s'); DROP VIEW bench.hs_%s;"
+               " VACUUM FULL erpcrm.sync_state;" % (name, name))
+    pg.sql("postgres", "ALTER SYSTEM RESET autovacuum_naptime; SELECT pg_reload_conf();")
+
+
 # ---------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------
@@ -708,7 +869,7 @@ def fmt_rate(x):
     return "{:,.1f}".format(x)
 
 
-ROW = "%-40s %11s %11s %11s  %-18s %8s %10s %19s  %-23s %s"
+ROW = "%-40s %11s %11s %11s  %-18s %8s %10s %26s  %-23s %s"
 
 
 def table(res):
@@ -737,27 +898,31 @@ def table(res):
 
     if res.get("capture"):
         w("1. capture cost: %s" % res["capture_cmd"])
-        w("   rates: best slice or round; range: erpcrm/no trigger per slice or round; keys/row: "
-          "outbox entries per changed row, erpcrm/hand-made")
-        w("   CPU us/row: the backends' CPU time per changed row (median), no "
-          "trigger and the extra with erpcrm / hand-made; steadier than the rates")
+        w("   rates: best slice or round; erp/none: median of the erpcrm/no trigger ratios of "
+          "interleaved slices or rounds (range); keys/row: outbox entries per changed row, erpcrm/hand-made")
+        w("   CPU us/row (the headline): the backends' CPU time per changed row (median), no "
+          "trigger, the extra with erpcrm / hand-made, and no trigger/erpcrm;")
+        w("   steadier than the rates on a shared machine, so the goal is judged on it: "
+          "that ratio >= goal, and erpcrm cheaper than hand-made")
         w("   the worker serves another database: nothing wakes it or drains the "
           "outbox during capture")
         for c in res["capture"]:
             r = c["rates"]
-            ratio = r["erpcrm"] / r["none"]
+            ratio = c["paired_median"]
             vs = r["erpcrm"] / r["hand"]
-            met = ratio >= c["goal"] and vs > 1.0
+            cpu_ratio = c["cpu"]["none"] / max(c["cpu"]["erpcrm"], 1e-9)
+            met = cpu_ratio >= c["goal"] and c["cpu"]["erpcrm"] < c["cpu"]["hand"]
             w(ROW % (
                 "   %s [%s]" % (c["label"], c["unit"]), fmt_rate(r["none"]),
                 fmt_rate(r["erpcrm"]), fmt_rate(r["hand"]),
                 "%.3f (%.2f-%.2f)" % (ratio, c["paired"][0], c["paired"][1]),
                 "%.3f" % vs,
                 "%.2f/%.2f" % (c["outbox"]["erpcrm"], c["outbox"]["hand"]),
-                "%s %+.1f %+.1f" % (fmt_cpu(c["cpu"]["none"]),
-                                    c["cpu"]["erpcrm"] - c["cpu"]["none"],
-                                    c["cpu"]["hand"] - c["cpu"]["none"]),
-                ">=%.2f none, >1 hand" % c["goal"], "yes" if met else "NO"))
+                "%s %+.1f %+.1f =%.2f" % (fmt_cpu(c["cpu"]["none"]),
+                                          c["cpu"]["erpcrm"] - c["cpu"]["none"],
+                                          c["cpu"]["hand"] - c["cpu"]["none"],
+                                          cpu_ratio),
+                "CPU >=%.2f, < hand" % c["goal"], "yes" if met else "NO"))
     if res.get("backfill"):
         b = res["backfill"]
         w("2. delivery: erpcrm.resync('companies') over a view of %s rows, "
@@ -815,8 +980,58 @@ def table(res):
         line("RssAnon after rate-limited / latency run", "%.3f" % grow,
              "<=1.05 or <1 MiB more",
              "yes" if grow <= 1.05 or e["RssAnon"] - m["RssAnon"] < 1024 else "NO")
+    if res.get("scale"):
+        w("5. scaling: erpcrm.resync() of a view of N keys, mock without rate limit, "
+          "autovacuum on (naptime 5 s); the keys are sent again (churn) until "
+          "%d s have passed; then %d single-row commits at %d/s, the keys still there"
+          % (setting("BENCH_SCALE_MIN_SECONDS"), setting("BENCH_SCALE_LAT_COMMITS"),
+             setting("BENCH_LAT_RATE")))
+        w("   objects/s: first send of every key (first to last request), one "
+          "worker; ms/batch: median gap between batch requests, first and last 10 %")
+        w("   of all rounds (wall time: moves with the machine's other load); CPU us/object: "
+          "the worker process (its SQL included) per object sent, all rounds and")
+        w("   first / last 10 % of the objects (the steadier flatness measure); "
+          "bytes/key: sync_state heap + indexes")
+        for r in res["scale"]:
+            n = r["n"]
+            w("   %s keys (%d round%s, resync itself %.1f s; autovacuum ran %d, "
+              "autoanalyze %d times; %d of %d updates HOT)"
+              % ("{:,}".format(n), r["rounds"], "" if r["rounds"] == 1 else "s",
+                 r["resync"], r["autovacuum"], r["autoanalyze"], r["hot"], r["upd"]))
+            goal_rate = {1000000: ">= 5,000", 100000: ">= 20,000"}.get(n, "")
+            met_rate = "info"
+            if n == 1000000:
+                met_rate = "yes" if r["rate"] >= 5000 else "NO"
+            elif n == 100000:
+                met_rate = "yes" if r["rate"] >= 20000 else "NO"
+            line("objects/s", fmt_rate(r["rate"]), goal_rate, met_rate)
+            flat = r["last_ms"] / r["first_ms"] if r["first_ms"] > 0 else float("nan")
+            line("ms per batch, first / last 10 % [ms]",
+                 "%.1f/%.1f (x%.2f)" % (r["first_ms"], r["last_ms"], flat),
+                 "last <= 1.2x first", "yes" if flat <= 1.2 else "NO")
+            line("HTTP time per batch at the mock [ms]", "%.1f" % r["http_ms"])
+            cflat = r["cpu_last"] / r["cpu_first"] if r["cpu_first"] > 0 else float("nan")
+            line("worker CPU, all / first / last 10 % [us/object]",
+                 "%.0f/%.0f/%.0f (x%.2f)" % (r["cpu_us"], r["cpu_first"], r["cpu_last"], cflat),
+                 "last <= 1.2x first", "yes" if cflat <= 1.2 else "NO")
+            line("worker CPU share [cpu s/wall s]", "%.2f" % r["cpu_share"])
+            tb, ib = r["bytes_backfill"]
+            tc, ic = r["bytes_churn"]
+            line("sync_state after the backfill [bytes/key]",
+                 "%.0f (%.0f+%.0f)" % ((tb + ib) / n, tb / n, ib / n), "< 150",
+                 "yes" if (tb + ib) / n < 150 else "NO")
+            line("sync_state after %d rounds [bytes/key]" % r["rounds"],
+                 "%.0f (%.0f+%.0f)" % ((tc + ic) / n, tc / n, ic / n))
+            l = r["latency"]
+            goal_lat = "p50<=20, p95<=100" if n == 1000000 else ""
+            met_lat = "info"
+            if n == 1000000:
+                met_lat = "yes" if l["p50"] <= 20 and l["p95"] <= 100 else "NO"
+            line("commit -> request p50 / p95 / max [ms]",
+                 "%.1f/%.1f/%.1f" % (l["p50"], l["p95"], l["max"]), goal_lat, met_lat)
     w("-" * len(hdr))
-    w("sizes: " + ", ".join("%s=%d" % (k, setting(k)) for k in SETTINGS))
+    w("sizes: " + ", ".join("%s=%d" % (k, setting(k)) for k in SETTINGS)
+      + ", BENCH_SCALE_KEYS=" + ",".join(str(k) for k in scale_keys()))
     w("total run time: %.0f s" % res["elapsed"])
     return "\n".join(out) + "\n"
 
@@ -824,7 +1039,7 @@ def table(res):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--only", choices=["capture", "delivery"], default=None)
+    ap.add_argument("--only", choices=["capture", "delivery", "scale"], default=None)
     args = ap.parse_args()
 
     if setting("BENCH_WAIT_QUIET") > 0:
@@ -848,14 +1063,18 @@ def main():
         res["rss_start"] = proc_status(pid)
         meter = CpuMeter(pg.pid, mock.proc.pid)
         res["load"] = {}
-        if args.only != "delivery":
+        if args.only in (None, "capture"):
             a = meter.snapshot()
             capture(pg, res)
             res["load"]["capture"] = meter.between(a, meter.snapshot())
-        if args.only != "capture":
+        if args.only in (None, "delivery"):
             a = meter.snapshot()
             delivery(pg, mock, res)
             res["load"]["delivery"] = meter.between(a, meter.snapshot())
+        if args.only in (None, "scale"):
+            a = meter.snapshot()
+            scale(pg, mock, res)
+            res["load"]["scale"] = meter.between(a, meter.snapshot())
         for phase, (other, steal) in res["load"].items():
             if other > 0.1:
                 log("WARNING: other processes used %.2f cores during the %s "

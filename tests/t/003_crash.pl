@@ -76,11 +76,11 @@ ok(poll_until('sending', sub {
 	$node->safe_psql('postgres', 'SELECT state FROM erpcrm.worker') eq 'sending' }, 30),
 	'the worker is waiting for a slow answer');
 my $pid = worker_pid($node);
-my $t0 = time();
 kill 'TERM', $pid;
-ok(poll_until('the worker to exit', sub { !kill(0, $pid) }, 10), 'SIGTERM during an HTTP call ends the worker');
-my $took = time() - $t0;
-cmp_ok($took, '<', 3, sprintf('it exits promptly (%.2f s)', $took));
+# the answer would come after 20 s: gone well before that, it did not wait
+# for it (no timed assertion: a loaded machine only makes the poll slower)
+ok(poll_until('the worker to exit', sub { !kill(0, $pid) }, 15),
+	'SIGTERM during an HTTP call ends the worker, without waiting for the answer');
 ErpcrmTest::mock_post('/_mock/faults', {});
 ok(poll_until('a new worker', sub { (eval { worker_pid($node) } // '') ne '' }, 30),
 	'the postmaster starts the worker again');

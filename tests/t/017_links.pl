@@ -151,6 +151,19 @@ is(scalar(grep { ($_->{properties}{domain} // '') eq 'tau.pl' } @{ ErpcrmTest::m
 	1, 'is created once, after a second search');
 is(sql("SELECT count(*) FROM erpcrm.failures"), '0', 'no failures');
 
+# search answers one page: a value whose record is beyond it is searched again
+ErpcrmTest::mock_post('/_mock/config', { search_index_delay_ms => 0 });
+ErpcrmTest::mock_post('/_mock/objects/companies', { properties => { name => "Wielu $_", domain => 'wielu.pl' } })
+  for 1 .. 120;
+my $rare = ErpcrmTest::mock_post('/_mock/objects/companies', { properties => { name => 'Rzadki', domain => 'rzadki.pl' } });
+sql("INSERT INTO erp.customers (id, name, domain) VALUES (53, 'Wielu', 'wielu.pl'), (54, 'Rzadki', 'rzadki.pl')");
+ok(wait_synced($node), 'two companies whose search answer is longer than a page');
+my @rare = grep { !$_->{archived} && ($_->{properties}{domain} // '') eq 'rzadki.pl' }
+  @{ ErpcrmTest::mock_get('/_mock/objects/companies')->{results} };
+is(scalar(@rare), 1, 'the record beyond the first page is not duplicated');
+is($rare[0]{properties}{erp_id}, '54', 'it is adopted');
+is(sql("SELECT count(*) FROM erpcrm.failures"), '0', 'no failures');
+
 # --- set-up and the connection check against real portals (point 8)
 sub rows { return sql("SELECT $_[0] FROM $_[1]"); }
 ErpcrmTest::mock_post('/_mock/config', { granular_scopes => JSON::PP::true });

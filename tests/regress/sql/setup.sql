@@ -8,7 +8,9 @@ SELECT rolname FROM pg_roles WHERE rolname LIKE 'erpcrm%' ORDER BY 1;
 SELECT p.oid::regprocedure AS public_function
   FROM pg_proc p
  WHERE p.pronamespace = 'erpcrm'::regnamespace
-   AND (p.proacl IS NULL OR EXISTS (SELECT FROM aclexplode(p.proacl) a WHERE a.grantee = 0));
+   AND (p.proacl IS NULL OR EXISTS (SELECT FROM aclexplode(p.proacl) a WHERE a.grantee = 0))
+   -- but the trigger function, which cannot be called, for partitions (red)
+   AND p.oid <> 'erpcrm.capture()'::regprocedure;
 SELECT c.oid::regclass AS public_relation
   FROM pg_class c
  WHERE c.relnamespace = 'erpcrm'::regnamespace AND c.relkind IN ('r', 'v', 'S')
