@@ -94,7 +94,7 @@ check-tap:
 # Fuzzing, memory safety and the long fault runs (tests/fuzz, tests/long).
 #   make fuzz            each libFuzzer harness for FUZZ_SECONDS (default 60)
 #   make check-valgrind  TAP 001, 002, 007 with the server under valgrind
-#   make check-long      20+20 crash rounds and a 100,000-row outage, figures
+#   make check-long      20+20 crash rounds, a 100,000-row outage, 20 DDL rounds
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz check-valgrind check-long
 

@@ -403,17 +403,20 @@ $$;
 /*
  * TRUNCATE of one partition fires no trigger of its partitioned table: every
  * partition of a watched partitioned table gets the watch's TRUNCATE
- * trigger, and a partition detached loses it.
+ * trigger, and a partition detached loses it.  With p_dirty (after DDL), a
+ * partition with rows attached or detached changes what the table holds
+ * without any row change: every key of the watch's mapping is marked.
  */
-CREATE FUNCTION erpcrm._sync_partition_triggers()
+CREATE FUNCTION erpcrm._sync_partition_triggers(p_dirty boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	r record;
+	has_rows boolean;
 BEGIN
-	FOR r IN SELECT x.watch_id, x.trigger_name || '_t' AS tname, p.relid
+	FOR r IN SELECT x.watch_id, x.mapping_id, x.trigger_name || '_t' AS tname, p.relid
 			   FROM erpcrm.watch x JOIN pg_class c ON c.oid = x.source
 			  CROSS JOIN LATERAL pg_partition_tree(x.source) p
 			  WHERE c.relkind = 'p' AND p.relid <> x.source
@@ -423,14 +426,26 @@ BEGIN
 		EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s '
 					   'FOR EACH STATEMENT EXECUTE FUNCTION erpcrm.capture(%L)',
 					   r.tname, r.relid::regclass, r.watch_id);
+		IF p_dirty THEN
+			EXECUTE format('SELECT EXISTS (SELECT FROM %s)', r.relid::regclass) INTO has_rows;
+			IF has_rows THEN
+				INSERT INTO erpcrm.outbox (mapping_id, erp_id) VALUES (r.mapping_id, NULL);
+			END IF;
+		END IF;
 	END LOOP;
-	FOR r IN SELECT t.tgname, t.tgrelid
+	FOR r IN SELECT t.tgname, t.tgrelid, x.mapping_id
 			   FROM pg_trigger t
 			   JOIN erpcrm.watch x ON t.tgname = x.trigger_name || '_t' AND t.tgrelid <> x.source
 			  WHERE t.tgfoid = 'erpcrm.capture()'::regprocedure
 				AND NOT EXISTS (SELECT FROM pg_partition_ancestors(t.tgrelid) a WHERE a.relid = x.source)
 	LOOP
 		EXECUTE format('DROP TRIGGER %I ON %s', r.tgname, r.tgrelid::regclass);
+		IF p_dirty THEN
+			EXECUTE format('SELECT EXISTS (SELECT FROM %s)', r.tgrelid::regclass) INTO has_rows;
+			IF has_rows THEN
+				INSERT INTO erpcrm.outbox (mapping_id, erp_id) VALUES (r.mapping_id, NULL);
+			END IF;
+		END IF;
 	END LOOP;
 END
 $$;
@@ -449,10 +464,15 @@ DECLARE
 	n integer;
 	k integer;
 BEGIN
-	UPDATE erpcrm.mapping m SET source = to_regclass(m.source_name)
-	 WHERE m.source_name IS NOT NULL
-	   AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
-	   AND to_regclass(m.source_name) IS NOT NULL;
+	/* (the view created again may hold other rows: every key is marked) */
+	WITH found AS (
+		UPDATE erpcrm.mapping m SET source = to_regclass(m.source_name)
+		 WHERE m.source_name IS NOT NULL
+		   AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
+		   AND to_regclass(m.source_name) IS NOT NULL
+		RETURNING m.mapping_id
+	)
+	INSERT INTO erpcrm.outbox (mapping_id, erp_id) SELECT found.mapping_id, NULL FROM found;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	UPDATE erpcrm.mapping m SET source_name = erpcrm._relation_name(m.source)
 	 WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
@@ -499,7 +519,7 @@ BEGIN
 		END IF;
 		IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
 					WHERE c.classid = 'pg_catalog.pg_class'::regclass) THEN
-			PERFORM erpcrm._sync_partition_triggers();
+			PERFORM erpcrm._sync_partition_triggers(true);
 		END IF;
 	END IF;
 	IF EXISTS (SELECT FROM erpcrm.mapping) THEN
@@ -776,7 +796,7 @@ REVOKE ALL ON FUNCTION erpcrm._relation_name(oid), erpcrm._mapping_source_name()
 	erpcrm._rename_key(regclass, text), erpcrm._check_key_query(text, regrole),
 	erpcrm._fan_out_keys(text, regrole, text[]), erpcrm._drop_watch(integer),
 	erpcrm.watch(text, regclass, text, text), erpcrm._check_watches(oid),
-	erpcrm._sync_partition_triggers(),
+	erpcrm._sync_partition_triggers(boolean),
 	erpcrm._resolve_sources(), erpcrm._on_ddl_end(), erpcrm._on_sql_drop(),
 	erpcrm._fan_out(), erpcrm._before_fold(), erpcrm._mapping_problem(integer),
 	erpcrm._outstanding(integer)
@@ -1514,12 +1534,17 @@ DECLARE
 	n integer;
 	k integer;
 BEGIN
-	UPDATE erpcrm.mapping m SET source = c.oid
-	  FROM pg_class c
-	 WHERE m.source_name IS NOT NULL
-	   AND NOT EXISTS (SELECT FROM pg_class x WHERE x.oid = m.source)
-	   AND c.oid = to_regclass(m.source_name)
-	   AND pg_has_role(c.relowner, m.owner, 'USAGE');
+	/* (Part 2: the view found again may hold other rows: every key is marked) */
+	WITH found AS (
+		UPDATE erpcrm.mapping m SET source = c.oid
+		  FROM pg_class c
+		 WHERE m.source_name IS NOT NULL
+		   AND NOT EXISTS (SELECT FROM pg_class x WHERE x.oid = m.source)
+		   AND c.oid = to_regclass(m.source_name)
+		   AND pg_has_role(c.relowner, m.owner, 'USAGE')
+		RETURNING m.mapping_id
+	)
+	INSERT INTO erpcrm.outbox (mapping_id, erp_id) SELECT found.mapping_id, NULL FROM found;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	UPDATE erpcrm.mapping m SET source_name = erpcrm._relation_name(m.source)
 	 WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)

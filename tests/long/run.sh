@@ -16,7 +16,7 @@ PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 export PATH="$PGBIN:$PATH"
 
 scripts=("$@")
-[ ${#scripts[@]} -eq 0 ] && scripts=(tests/long/crash_rounds.pl tests/long/outage.pl)
+[ ${#scripts[@]} -eq 0 ] && scripts=(tests/long/crash_rounds.pl tests/long/outage.pl tests/long/ddl_rounds.pl)
 
 if [ "$(id -u)" = 0 ]; then
 	work=$(mktemp -d /tmp/erpcrm-long.XXXXXX)

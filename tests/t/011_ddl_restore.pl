@@ -145,7 +145,7 @@ INSERT INTO erp.move_lines (move_id, line, qty) VALUES (:m, :l, 1)
 });
 my ($bench_out, $bench_err) = ('', '');
 my $bench = IPC::Run::start(
-	[ 'pgbench', '-n', '-c', '4', '-T', '12', '-f', $script, '-d', $new->connstr('postgres') ],
+	[ 'pgbench', '-n', '-c', '4', '-T', '12', '-f', $script, $new->connstr('postgres') ],
 	'>', \$bench_out, '2>', \$bench_err);
 sleep 2;
 for my $ddl (
