@@ -994,6 +994,33 @@ hs_parse_error(const char *body, size_t len, HsError *out)
 }
 
 /*
+ * Parses an answer whose "results" is an array: returns the root (to be
+ * freed with cJSON_Delete) and sets *results, or returns NULL for an empty
+ * answer, one that is not JSON, not an object, or without such an array.
+ */
+static cJSON *
+parse_results(const char *body, size_t len, const cJSON **results)
+{
+	cJSON	   *root;
+
+	*results = NULL;
+	if (body == NULL || len == 0)
+		return NULL;
+	root = cJSON_ParseWithLength(body, len);
+	if (root == NULL)
+		return NULL;
+	if (cJSON_IsObject(root))
+		*results = cJSON_GetObjectItemCaseSensitive(root, "results");
+	if (!cJSON_IsArray(*results))
+	{
+		*results = NULL;
+		cJSON_Delete(root);
+		return NULL;
+	}
+	return root;
+}
+
+/*
  * The value of one property in each result of a batch/read or search answer:
  * ids[i] and values[i] (NULL when the property is absent or null).  Returns
  * false when the answer has no "results" array of objects with ids.
@@ -1013,17 +1040,9 @@ hs_parse_property(const char *body, size_t len, const char *property,
 	*n = 0;
 	*ids = NULL;
 	*values = NULL;
-	if (body == NULL || len == 0)
-		return false;
-	root = cJSON_ParseWithLength(body, len);
+	root = parse_results(body, len, &results);
 	if (root == NULL)
 		return false;
-	results = cJSON_GetObjectItemCaseSensitive(root, "results");
-	if (!cJSON_IsObject(root) || !cJSON_IsArray(results))
-	{
-		cJSON_Delete(root);
-		return false;
-	}
 	count = cJSON_GetArraySize(results);
 	*ids = palloc0(sizeof(char *) * Max(count, 1));
 	*values = palloc0(sizeof(char *) * Max(count, 1));
@@ -1145,17 +1164,9 @@ hs_parse_names(const char *body, size_t len, const char *field,
 	hs_json_setup();
 	*n = 0;
 	*names = NULL;
-	if (body == NULL || len == 0)
-		return false;
-	root = cJSON_ParseWithLength(body, len);
+	root = parse_results(body, len, &results);
 	if (root == NULL)
 		return false;
-	results = cJSON_GetObjectItemCaseSensitive(root, "results");
-	if (!cJSON_IsObject(root) || !cJSON_IsArray(results))
-	{
-		cJSON_Delete(root);
-		return false;
-	}
 	*names = palloc0(sizeof(char *) * Max(cJSON_GetArraySize(results), 1));
 	cJSON_ArrayForEach(item, results)
 	{
@@ -1398,17 +1409,9 @@ hs_parse_owners(const char *body, size_t len, int *n, char ***ids,
 	hs_json_setup();
 	*n = 0;
 	*after = NULL;
-	if (body == NULL || len == 0)
-		return false;
-	root = cJSON_ParseWithLength(body, len);
+	root = parse_results(body, len, &results);
 	if (root == NULL)
 		return false;
-	results = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "results") : NULL;
-	if (!cJSON_IsArray(results))
-	{
-		cJSON_Delete(root);
-		return false;
-	}
 	*ids = palloc0(sizeof(char *) * Max(cJSON_GetArraySize(results), 1));
 	*emails = palloc0(sizeof(char *) * Max(cJSON_GetArraySize(results), 1));
 	*archived = palloc0(sizeof(bool) * Max(cJSON_GetArraySize(results), 1));
