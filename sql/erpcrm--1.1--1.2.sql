@@ -1948,3 +1948,46 @@ SELECT m.name AS mapping,
   LEFT JOIN erpcrm.owner_miss om ON om.mapping_id = m.mapping_id
  ORDER BY m.name;
 COMMENT ON COLUMN erpcrm.status.unknown_owners IS 'rows read since the last refresh of HubSpot''s owners whose e-mail (erpcrm.owner_id) matched no active owner';
+
+/*
+ * lead: resync() of a mapping whose view is gone says so by the mapping's
+ * name, with the reason erpcrm.status gives, instead of failing on a
+ * relation OID.  A view created again under the name is found first.
+ */
+CREATE OR REPLACE FUNCTION erpcrm.resync(mapping text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(resync.mapping);
+	n bigint;
+	tries integer := 0;
+BEGIN
+	PERFORM erpcrm._resolve_sources();
+	IF NOT EXISTS (SELECT FROM erpcrm.mapping x JOIN pg_catalog.pg_class c ON c.oid = x.source
+					WHERE x.mapping_id = m.mapping_id) THEN
+		RAISE EXCEPTION 'the view of mapping "%" does not exist', m.name
+			USING ERRCODE = 'undefined_table',
+				  DETAIL = pg_catalog.format('erpcrm.status says: %s.', erpcrm._mapping_problem(m.mapping_id)),
+				  HINT = 'Create the view again under that name, or define the mapping again with erpcrm.map().';
+	END IF;
+	LOOP
+		BEGIN
+			n := erpcrm._dirty_all(m.mapping_id);
+			EXIT;
+		EXCEPTION WHEN deadlock_detected THEN
+			tries := tries + 1;
+			IF tries >= 5 THEN
+				RAISE;
+			END IF;
+			PERFORM pg_catalog.pg_sleep(0.05 * tries);
+		END;
+	END LOOP;
+	PERFORM erpcrm._wake();
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm.resync(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.resync(text) TO erpcrm_admin;

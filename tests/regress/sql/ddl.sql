@@ -162,6 +162,10 @@ ALTER VIEW ddl_erp.hs_items RENAME TO hs_items2;
 SELECT s.source, m.source_name, s.problem FROM erpcrm.status s JOIN erpcrm.mapping m ON m.name = s.mapping
  WHERE s.mapping = 'ddl items';
 
+-- resync of a mapping whose view is gone names the mapping and says why
+DROP VIEW ddl_erp.hs_items2;
+SELECT erpcrm.resync('ddl items');
+
 SELECT erpcrm.unmap('ddl items');
 SELECT erpcrm.unmap('ddl stock');
 SELECT erpcrm.unmap('ddl lines');
