@@ -36,7 +36,7 @@ $node->safe_psql('postgres', "UPDATE erp.customers SET nip = '1' WHERE id = 50")
 
 $node->safe_psql('postgres', 'ALTER EXTENSION erpcrm UPDATE');
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'erpcrm'"),
-	'1.2', 'upgraded to the current version');
+	'1.3', 'upgraded to the current version');
 cmp_ok($node->safe_psql('postgres', "SELECT count(*) FROM erpcrm.sync_state"), '>=', $before,
 	'sync state kept');
 is($node->safe_psql('postgres', "SELECT state = 'pending' OR unfolded FROM erpcrm.key_status('companies', '50')"),
