@@ -18,10 +18,12 @@ OBJS = \
 	extension/shmem.o \
 	extension/setup.o \
 	extension/owner.o \
+	extension/subscribe.o \
 	worker/worker.o \
 	worker/delivery.o \
 	worker/preview.o \
 	worker/owners.o \
+	worker/pull.o \
 	worker/values.o \
 	worker/http.o \
 	worker/json.o \

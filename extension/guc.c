@@ -16,6 +16,7 @@
 
 #include "erpcrm.h"
 #include "hubspot.h"
+#include "subscribe.h"
 
 char	   *erpcrm_database = NULL;
 char	   *erpcrm_role = NULL;
@@ -274,6 +275,9 @@ erpcrm_define_settings(void)
 							1440, 1, 525600,
 							PGC_SIGHUP, GUC_UNIT_MIN,
 							NULL, NULL, NULL);
+
+	/* the way back: subscriptions (subscribe.c) */
+	erpcrm_define_pull_settings();
 
 	MarkGUCPrefixReserved("erpcrm");
 }
