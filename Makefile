@@ -48,6 +48,8 @@ REGRESS += badrows
 # part 5: links, corrections, HubSpot set-up
 # part 6: packaging and contract
 REGRESS += preview
+# 1.3, the way back: subscriptions and the inbox
+REGRESS += subscribe
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 	--temp-instance=tests/regress/tmp_check \
 	--temp-config=tests/regress/erpcrm.conf

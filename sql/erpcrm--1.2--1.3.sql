@@ -122,6 +122,7 @@ SELECT pg_catalog.pg_extension_config_dump('erpcrm.subscription_subscription_id_
 SELECT pg_catalog.pg_extension_config_dump('erpcrm.inbox_change_id_seq', '');
 
 REVOKE ALL ON erpcrm.subscription, erpcrm.subscription_cursor, erpcrm.inbox FROM PUBLIC;
+REVOKE ALL ON SEQUENCE erpcrm.subscription_subscription_id_seq, erpcrm.inbox_change_id_seq FROM PUBLIC;
 GRANT SELECT ON erpcrm.subscription, erpcrm.subscription_cursor, erpcrm.inbox TO erpcrm_admin;
 
 /* The subscription row by name, or a clear error. */
@@ -386,7 +387,7 @@ RETURNS text[]
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-SELECT COALESCE(array_agg(p), '{}') FROM (
+SELECT COALESCE(array_agg(p ORDER BY p), '{}') FROM (
 	SELECT a.attname::text
 	  FROM erpcrm.mapping m
 	  JOIN pg_attribute a ON a.attrelid = m.source AND a.attnum > 0 AND NOT a.attisdropped
