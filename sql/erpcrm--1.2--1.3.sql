@@ -212,6 +212,14 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'HubSpot allows 6 filters in a group, and erpcrm adds 2 that select the changes.';
 	END IF;
+	/* HubSpot's filter values are strings */
+	SELECT COALESCE(jsonb_agg(CASE WHEN jsonb_typeof(x) <> 'object' THEN x ELSE x
+			|| COALESCE((SELECT jsonb_object_agg(k, CASE WHEN jsonb_typeof(v) = 'array'
+						THEN (SELECT jsonb_agg(CASE WHEN jsonb_typeof(e) = 'string' THEN e ELSE to_jsonb(e #>> '{}') END)
+								FROM jsonb_array_elements(v) e)
+						WHEN jsonb_typeof(v) IN ('number', 'boolean') THEN to_jsonb(v #>> '{}') ELSE v END)
+					FROM jsonb_each(x) AS kv(k, v) WHERE k IN ('value', 'values', 'highValue')), '{}') END), '[]')
+	  INTO filter FROM jsonb_array_elements(filter) x;
 	FOR f IN SELECT jsonb_array_elements(filter) LOOP
 		IF jsonb_typeof(f) <> 'object'
 			OR NOT erpcrm._valid_property_name(f ->> 'propertyName')
@@ -466,7 +474,7 @@ BEGIN
 			|| jsonb_build_object('propertyName', mp, 'operator', 'LT', 'value', to_ms::text);
 		RETURN jsonb_build_object(
 			'filterGroups', jsonb_build_array(jsonb_build_object('filters', filters)),
-			'sorts', jsonb_build_array(jsonb_build_object('propertyName', mp, 'direction', 'ASCENDING')),
+			'sorts', jsonb_build_array(mp),
 			'properties', to_jsonb(props),
 			'limit', p_page_size);
 	END IF;
@@ -475,7 +483,7 @@ BEGIN
 		|| jsonb_build_object('propertyName', 'hs_object_id', 'operator', 'GT', 'value', c.tie_id::text);
 	RETURN jsonb_build_object(
 		'filterGroups', jsonb_build_array(jsonb_build_object('filters', filters)),
-		'sorts', jsonb_build_array(jsonb_build_object('propertyName', 'hs_object_id', 'direction', 'ASCENDING')),
+		'sorts', jsonb_build_array('hs_object_id'),
 		'properties', to_jsonb(props),
 		'limit', p_page_size);
 END
@@ -578,7 +586,7 @@ BEGIN
 		RETURN false;			/* unsubscribed meanwhile */
 	END IF;
 	mp := erpcrm._modified_property(s.object_type);
-	tie := p_request -> 'sorts' -> 0 ->> 'propertyName' = 'hs_object_id';
+	tie := p_request -> 'sorts' ->> 0 = 'hs_object_id';
 	SELECT (f ->> 'value')::bigint INTO from_ms
 	  FROM jsonb_array_elements(p_request -> 'filterGroups' -> 0 -> 'filters') f
 	 WHERE f ->> 'propertyName' = mp AND f ->> 'operator' IN ('GTE', 'EQ');

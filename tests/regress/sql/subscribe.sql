@@ -64,17 +64,20 @@ GRANT EXECUTE ON FUNCTION sub.on_won(erpcrm.hubspot_change) TO sub_owner;
 SET ROLE sub_owner;
 SELECT erpcrm.subscribe('won', 'deals', '{dealname,amount,dealstage,order_status}',
 	'[{"propertyName": "dealstage", "operator": "EQ", "value": "closedwon"},
-	  {"propertyName": "pipeline", "operator": "EQ", "value": "default"}]',
+	  {"propertyName": "pipeline", "operator": "EQ", "value": "default"},
+	  {"propertyName": "amount", "operator": "GT", "value": 0}]',
 	'sub.on_won(erpcrm.hubspot_change)', since => '2026-01-01 12:00:00+00') AS won \gset
 RESET ROLE;
 SELECT subscription, object_type, properties, handler, owner, paused, cursor, pending, parked,
 	   handled, echoes, problem
   FROM erpcrm.subscriptions;
+-- filter values are sent as strings, as HubSpot's schema has them
+SELECT filter -> 2 AS number_as_string FROM erpcrm.subscriptions;
 
 -- the request the worker sends: the filter, the window from the cursor, oldest first
 SELECT r -> 'filterGroups' -> 0 -> 'filters' -> 0 AS first_filter,
-	   r -> 'filterGroups' -> 0 -> 'filters' -> 2 AS since_filter,
-	   r -> 'filterGroups' -> 0 -> 'filters' -> 3 ->> 'operator' AS until_operator,
+	   r -> 'filterGroups' -> 0 -> 'filters' -> 3 AS since_filter,
+	   r -> 'filterGroups' -> 0 -> 'filters' -> 4 ->> 'operator' AS until_operator,
 	   r -> 'sorts' AS sorts, r -> 'properties' AS properties, r -> 'limit' AS page
   FROM erpcrm._pull_request(:won, 1000, 3) AS r;
 
@@ -174,15 +177,15 @@ SELECT erpcrm._receive(:won, erpcrm._pull_request(:won, 1000, 3),
 	  {"id": "610", "properties": {"dealname": "t1", "amount": "1", "dealstage": "closedwon", "hs_lastmodifieddate": "2026-01-03T00:00:00.000Z"}},
 	  {"id": "611", "properties": {"dealname": "t2", "amount": "1", "dealstage": "closedwon", "hs_lastmodifieddate": "2026-01-03T00:00:00.000Z"}},
 	  {"id": "612", "properties": {"dealname": "t3", "amount": "1", "dealstage": "closedwon", "hs_lastmodifieddate": "2026-01-03T00:00:00.000Z"}}]}') AS more;
-SELECT r -> 'filterGroups' -> 0 -> 'filters' -> 2 AS same_millisecond,
-	   r -> 'filterGroups' -> 0 -> 'filters' -> 3 AS after_id, r -> 'sorts' AS sorts
+SELECT r -> 'filterGroups' -> 0 -> 'filters' -> 3 AS same_millisecond,
+	   r -> 'filterGroups' -> 0 -> 'filters' -> 4 AS after_id, r -> 'sorts' AS sorts
   FROM erpcrm._pull_request(:won, 1000, 3) AS r;
 SELECT erpcrm._receive(:won, erpcrm._pull_request(:won, 1000, 3),
 	'{"total": 2, "results": [
 	  {"id": "613", "properties": {"dealname": "t4", "amount": "1", "dealstage": "closedwon", "hs_lastmodifieddate": "2026-01-03T00:00:00.000Z"}},
 	  {"id": "614", "properties": {"dealname": "t5", "amount": "1", "dealstage": "closedwon", "hs_lastmodifieddate": "2026-01-03T00:00:00.000Z"}}]}') AS more;
 SELECT cursor FROM erpcrm.subscriptions;
-SELECT r -> 'sorts' -> 0 ->> 'propertyName' AS sorted_by FROM erpcrm._pull_request(:won, 1000, 3) AS r;
+SELECT r -> 'sorts' ->> 0 AS sorted_by FROM erpcrm._pull_request(:won, 1000, 3) AS r;
 SELECT count(*) AS orders_t FROM sub.orders WHERE name LIKE 't_';
 
 -- a failed pull is the subscription's problem until a pull succeeds
