@@ -414,7 +414,13 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 			s->name = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 2));
 			s->object_type = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 3));
 			s->pull = DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
-			due = lappend(due, s);
+			/* the list outlives SPI's memory */
+			{
+				MemoryContext spi_cxt = MemoryContextSwitchTo(cxt);
+
+				due = lappend(due, s);
+				MemoryContextSwitchTo(spi_cxt);
+			}
 		}
 	}
 	pull_end();
