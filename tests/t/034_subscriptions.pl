@@ -15,7 +15,7 @@ use ErpcrmTest;
 
 # HubSpot finds a change in search only a little after it is made
 start_mock(config => { %{ ErpcrmTest::default_mock_config() },
-	search_index_delay_ms => 300, search_index_updates => JSON::PP::true });
+	search_index_delay_ms => 300 });
 my $node = erpcrm_node('subscriptions', conf => q{
 erpcrm.pull_interval = '200ms'
 erpcrm.pull_settle = '1s'
