@@ -67,13 +67,12 @@ class SearchRoutes:
                            "to result %d" % (st.cfg.search_max_total, after),
                            context={"after": [str(after)]})
         limit = min(limit, st.cfg.search_max_total - after)
-        unindexed = time.time() - st.cfg.search_index_delay_ms / 1000.0
+        now = time.time()
         matches = []
         for o in st.objects[t].values():
-            if o["archived"]:
+            o = st.indexed(o, now)      # as the index saw it, or not yet
+            if o is None or o["archived"]:
                 continue
-            if st.created_at.get((t, o["id"]), 0) > unindexed:
-                continue        # not indexed yet
             if not groups or any(all(self._match(t, o, f)
                                      for f in g.get("filters") or [])
                                  for g in groups):
@@ -85,7 +84,8 @@ class SearchRoutes:
             else:
                 name = s.get("propertyName")
                 desc = s.get("direction", "ASCENDING") == "DESCENDING"
-            matches.sort(key=lambda o: self._key(t, name, st.getprop(o, name)),
+            matches.sort(key=lambda o: self._key(t, name,
+                                                 self._value(t, o, name)),
                          reverse=desc)
         page = matches[after:after + limit]
         out = {"total": len(matches),
@@ -93,6 +93,16 @@ class SearchRoutes:
         if after + limit < len(matches):
             out["paging"] = {"next": {"after": str(after + limit)}}
         return 200, out
+
+    def _value(self, t, o, name):
+        """A property's value as search sees it.  Contacts keep their last
+        change in lastmodifieddate: searching them by hs_lastmodifieddate
+        finds nothing (as integrators report of HubSpot), unless
+        contacts_hs_lastmodifieddate is set."""
+        if t == "contacts" and name == "hs_lastmodifieddate" and \
+                not self.st.cfg.contacts_hs_lastmodifieddate:
+            return None
+        return self.st.getprop(o, name)
 
     def _key(self, t, name, v):
         if v is None:
@@ -110,7 +120,7 @@ class SearchRoutes:
 
     def _match(self, t, o, f):
         name, op = f["propertyName"], f["operator"]
-        cur = self.st.getprop(o, name)
+        cur = self._value(t, o, name)
         if op == "HAS_PROPERTY":
             return cur not in (None, "")
         if op == "NOT_HAS_PROPERTY":
