@@ -31,7 +31,8 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "delivery.h"
+#include "activity.h"
+#include "client.h"
 #include "erpcrm.h"
 #include "hubspot.h"
 #include "subscribe.h"
