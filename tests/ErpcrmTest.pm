@@ -153,6 +153,19 @@ sub mock_post
 	return $r->{content} ? $json->decode($r->{content}) : undef;
 }
 
+# An edit by hand through the mock's control API (PATCH /_mock/objects/...).
+sub mock_patch
+{
+	my ($path, $body) = @_;
+	my $r = $http->request('PATCH', "http://127.0.0.1:$mock_port$path",
+		{
+			headers => { 'Content-Type' => 'application/json' },
+			content => $json->encode($body // {})
+		});
+	die "mock PATCH $path: $r->{status} $r->{content}" unless $r->{success};
+	return $r->{content} ? $json->decode($r->{content}) : undef;
+}
+
 # A node with erpcrm preloaded, its worker serving database "postgres".
 sub erpcrm_node
 {
