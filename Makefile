@@ -22,6 +22,7 @@ OBJS = \
 	worker/delivery.o \
 	worker/preview.o \
 	worker/owners.o \
+	worker/reconcile.o \
 	worker/values.o \
 	worker/http.o \
 	worker/json.o \

@@ -2595,3 +2595,69 @@ erpcrm_refresh_owners(void)
 	MemoryContextDelete(cxt);
 	return ok;
 }
+
+/* ----------------------------------------------------------------
+ * For erpcrm.reconcile() (reconcile.c): rows read as a batch reads them,
+ * and calls made as a batch makes them
+ * ----------------------------------------------------------------
+ */
+void
+erpcrm_read_key_rows(MappingDef *m, int n, KeyRow *rows, int *nprops,
+					 char ***prop_names)
+{
+	Batch		b;
+	DeliveryOutcome outcome;
+
+	memset(&b, 0, sizeof(b));
+	memset(&outcome, 0, sizeof(outcome));
+	b.mapping = m;
+	b.outcome = &outcome;
+	b.cxt = CurrentMemoryContext;
+	b.nkeys = n;
+	b.keys = palloc0(sizeof(BatchKey) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		b.keys[i].erp_id = rows[i].erp_id;
+		b.keys[i].known_hubspot_id = rows[i].known_hubspot_id;
+	}
+	read_rows(&b);
+	*nprops = b.nprops;
+	*prop_names = b.prop_names;
+	for (int i = 0; i < n; i++)
+	{
+		BatchKey   *key = &b.keys[i];
+
+		rows[i].in_view = key->in_view;
+		rows[i].sendable = key->in_view && key->outcome == KO_NONE &&
+			key->id_value != NULL && key->id_value[0] != '\0';
+		rows[i].id_value = key->id_value;
+		rows[i].values = key->values;
+		rows[i].assoc_key = key->assoc_key;
+		rows[i].assoc_to = key->assoc_to;
+	}
+}
+
+struct Batch *
+erpcrm_calls_begin(MappingDef *m, DeliveryOutcome *outcome)
+{
+	Batch	   *b = palloc0(sizeof(Batch));
+
+	memset(outcome, 0, sizeof(*outcome));
+	b->mapping = m;
+	b->outcome = outcome;
+	b->cxt = CurrentMemoryContext;
+	return b;
+}
+
+void
+erpcrm_calls_make(struct Batch *b, const char *method, const char *path,
+				  const char *body, int ninputs, void *resp)
+{
+	call_hubspot(b, method, path, body, ninputs, (HsResponse *) resp);
+}
+
+void
+erpcrm_calls_record(struct Batch *b)
+{
+	record_calls(b);
+}

@@ -635,6 +635,44 @@ run_cycle(void)
 			fold();
 	} while (any);
 
+	/*
+	 * Nothing is due: one step of a reconcile (1.3), if one was asked for.
+	 * The next cycle folds and delivers before the step after it.
+	 */
+	{
+		DeliveryOutcome out;
+		bool		worked;
+
+		cur_step = "reconciling with HubSpot";
+		worked = erpcrm_reconcile_work(mappings, &out);
+		cur_step = NULL;
+		now = GetCurrentTimestamp();
+		if (out.auth_failed)
+		{
+			auth_blocked_until = TimestampTzPlusMilliseconds(now, erpcrm_auth_retry_ms);
+			enter_backoff(ERPCRM_WORKER_AUTH_FAILED, out.auth_message, auth_blocked_until);
+			return ms_until(auth_blocked_until, now);
+		}
+		if (out.blocked_until > now)
+		{
+			enter_backoff(ERPCRM_WORKER_RATE_LIMITED, "HubSpot's rate limit is exhausted",
+						  out.blocked_until);
+			backoff_until = out.blocked_until;
+			return ms_until(backoff_until, now);
+		}
+		if (out.transient)
+		{
+			consecutive_failures++;
+			backoff_until = TimestampTzPlusMilliseconds(now,
+														Min((long) erpcrm_retry_base_ms << Min(consecutive_failures - 1, 20),
+															(long) erpcrm_retry_max_ms));
+			enter_backoff(ERPCRM_WORKER_BACKING_OFF, out.transient_message, backoff_until);
+			return ms_until(backoff_until, now);
+		}
+		if (worked)
+			return 0;
+	}
+
 	/* nothing due now: sleep until the next retry or the poll */
 	begin_step("erpcrm: planning");
 	MemoryContextReset(cycle_cxt);

@@ -1757,7 +1757,7 @@ class Api:
                 "message": "Could not get some %s objects, they may be "
                            "deleted or not exist. Check that ids are valid."
                            % t,
-                "context": {"ids": missing}, "errors": []}]
+                "context": {"ids": missing}, "errors": [], "links": {}}]
             return 207, body
         return 200, body
 
@@ -2122,8 +2122,12 @@ class Api:
             check_keys(inp, {"id", "after"}, "PublicFetchAssociationsBatchRequest")
             fid = str(inp.get("id"))
             m = st.assoc.get((ft, fid, tt), {})
+            # an unlabelled type has no label (optional in HubSpot's model)
             to = [{"toObjectId": str(k),
-                   "associationTypes": st.types_out(ft, tt, v)}
+                   "associationTypes": [
+                       {x: y for x, y in spec.items()
+                        if x != "label" or y is not None}
+                       for spec in st.types_out(ft, tt, v)]}
                   for k, v in m.items() if v and st.exists(tt, k)]
             if not to:
                 errs.append(InputError(
