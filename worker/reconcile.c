@@ -368,6 +368,24 @@ call_failed(const HsResponse *resp, const char *path, DeliveryOutcome *out)
 					err.message[0] ? err.message : "no message");
 }
 
+/* Is id one of the ids of list ("1;2;3", as hs_merged_object_ids)? */
+static bool
+listed(const char *list, const char *id)
+{
+	size_t		len = strlen(id);
+
+	for (const char *p = list; p != NULL && *p;)
+	{
+		const char *end = strchr(p, ';');
+		size_t		item = end ? (size_t) (end - p) : strlen(p);
+
+		if (item == len && strncmp(p, id, len) == 0)
+			return true;
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
 /*
  * Keys whose object erpcrm knows but HubSpot did not find by the id
  * property: read them by HubSpot id.  The same record without the ERP id is
@@ -421,7 +439,7 @@ explain_missing(struct Batch *calls, MappingDef *m, KeyRow **missing, int n,
 				break;
 			}
 			/* HubSpot answers a merged-away id with the record it went into */
-			if (merged[r] != NULL && strstr(merged[r], row->known_hubspot_id) != NULL)
+			if (listed(merged[r], row->known_hubspot_id))
 				merged_into = ids[r];
 		}
 		if (same)

@@ -35,16 +35,6 @@ ok(wait_synced($node), 'the ERP is delivered');
 my $http = HTTP::Tiny->new(timeout => 30);
 my $json = JSON::PP->new->canonical;
 
-# A user's own call to HubSpot (with the token), as a HubSpot user edits.
-sub hubspot
-{
-	my ($method, $path, $body) = @_;
-	my $r = $http->request($method, "http://127.0.0.1:$port$path",
-		{ headers => { Authorization => 'Bearer test-token', 'Content-Type' => 'application/json' },
-		  $body ? (content => $json->encode($body)) : () });
-	die "HubSpot $method $path: $r->{status} $r->{content}" unless $r->{success};
-	return $r->{content} ? $json->decode($r->{content}) : undef;
-}
 sub hs_id { return sql("SELECT hubspot_id FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id) WHERE m.name = '$_[0]' AND s.erp_id = '$_[1]'"); }
 
 # wait for a run to end, and return its state
@@ -72,28 +62,38 @@ is(join(',', map { $_->{inputs} } @batch_reads), '100,50', '100 keys a call');
 is(sql("SELECT count(*) FROM erpcrm.api_log WHERE mapping = 'companies'") - $calls_before, 3,
 	'the calls are in erpcrm.api_log under the mapping');
 
-# 2. Each kind of drift, by hand
-my $edited = hs_id('companies', '5');
-hubspot('PATCH', "/crm/v3/objects/companies/$edited", { properties => { name => 'Firm Five (renamed by sales)', credit_limit => '1005.5' } });
-my $edited2 = hs_id('companies', '6');
-hubspot('PATCH', "/crm/v3/objects/companies/$edited2", { properties => { customer_since => '2020-01-07', vip => '' } });
-my $deleted = hs_id('companies', '107');
-ErpcrmTest::mock_delete("/_mock/objects/companies/$deleted");
-ErpcrmTest::mock_post('/_mock/objects/companies', { properties => { name => 'Stranger', erp_id => '9999' } });
-my $contact = hs_id('contacts', '3');
-my $company3 = hs_id('companies', '3');
-hubspot('POST', '/crm/v4/associations/contacts/companies/batch/archive',
-	{ inputs => [ { from => { id => $contact }, to => [ { id => $company3 } ] } ] });
-
+# 2. Each kind of drift, by hand in HubSpot (the mock's control API)
+sub byhand
+{
+	my ($method, $path, $body) = @_;
+	my $r = $http->request($method, "http://127.0.0.1:$port/_mock$path",
+		{ headers => { 'Content-Type' => 'application/json' },
+		  $body ? (content => $json->encode($body)) : () });
+	die "by hand $method $path: $r->{status} $r->{content}" unless $r->{success};
+	return $r->{content} ? $json->decode($r->{content}) : undef;
+}
+byhand('PATCH', '/objects/companies/' . hs_id('companies', '5'),
+	{ properties => { name => 'Firm Five (renamed by sales)', credit_limit => '1005.5' } });
+byhand('PATCH', '/objects/companies/' . hs_id('companies', '6'),
+	{ properties => { customer_since => '2020-01-07', vip => '' } });
+byhand('DELETE', '/objects/companies/' . hs_id('companies', '107'));
+my ($old108, $old109) = (hs_id('companies', '108'), hs_id('companies', '109'));
+my $merged = byhand('POST', '/merge/companies', { primaryObjectId => $old109, objectIdToMerge => $old108 })->{id};
+byhand('POST', '/objects/companies', { properties => { name => 'Stranger', erp_id => '9999' } });
+byhand('DELETE', '/associations/contacts/' . hs_id('contacts', '3') . '/companies/' . hs_id('companies', '3'));
 $run = sql("SELECT erpcrm.reconcile('companies')");
 is(run_ends($run), 'done', 'the companies are reconciled');
 is(sql("SELECT string_agg(erp_id || ' ' || kind || ' ' || COALESCE(property, '-') || ' ' || COALESCE(erp_value, '-') || ' -> ' || COALESCE(hubspot_value, '-'), E'\n' ORDER BY erp_id, property) FROM erpcrm.drift WHERE mapping = 'companies'"),
 	join("\n",
 		'107 missing - - -> -',
+		"108 missing - - -> $merged",
+		"109 edited hs_object_id $old109 -> $merged",
 		'5 edited name Firm 5 -> Firm Five (renamed by sales)',
 		"6 edited vip true -> ",
 		'9999 unknown_erp_id erp_id - -> 9999'),
-	'a renamed company, a property cleared, a deleted company and a stranger; equal numbers and dates are not drift');
+	'a renamed company, a property cleared, a deleted company, two merged ones and a stranger; equal numbers and dates are not drift');
+is(sql("SELECT detail FROM erpcrm.drift WHERE erp_id = '108'"), "merged into HubSpot record $merged by hand",
+	'the company merged away says into which record');
 is(sql("SELECT detail FROM erpcrm.drift WHERE erp_id = '107'"),
 	'deleted in HubSpot (or merged into a record that does not carry this ERP id)', 'the missing one says why');
 is(sql("SELECT status FROM erpcrm.drift WHERE erp_id = '9999'"), 'reported', 'an unknown ERP id is only reported');
@@ -106,7 +106,7 @@ is(sql("SELECT erp_id || ' ' || kind || ' ' || property || ' ' || erp_value || '
 # 3. repair: what erpcrm owns comes back, the stranger stays
 $run = sql("SELECT erpcrm.reconcile('companies', repair => true)");
 is(run_ends($run), 'done', 'a repairing run ends');
-is(sql("SELECT requeued FROM erpcrm.reconcile_runs WHERE run_id = $run"), '3', 'three companies are sent again');
+is(sql("SELECT requeued FROM erpcrm.reconcile_runs WHERE run_id = $run"), '5', 'five companies are sent again');
 $run = sql("SELECT erpcrm.reconcile('contacts', repair => true)");
 is(run_ends($run), 'done', 'a repairing run of contacts ends');
 ok(wait_synced($node), 'the repairs are delivered');
