@@ -750,6 +750,28 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 
 	begin_tx("erpcrm: reconcile, checking the budget");
 	MemoryContextSwitchTo(cxt);
+	if (strcmp(m->id_property, "erp_id") != 0)
+	{
+		/*
+		 * The records' ids are values of another view column, which says
+		 * nothing of the keys erpcrm knows: no search.
+		 */
+		Oid			types[6] = {INT8OID, INT4OID, INT4OID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID};
+		Datum		args[6];
+		char		nulls[6] = "   n  ";
+
+		args[0] = Int64GetDatum(run->run_id);
+		args[1] = Int32GetDatum(0);
+		args[2] = Int32GetDatum(0);
+		args[3] = (Datum) 0;
+		args[4] = text_array(NIL);
+		args[5] = text_array(NIL);
+		if (SPI_execute_with_args("SELECT erpcrm._reconcile_scanned($1, $2, $3, $4, $5, $6)",
+								  6, types, args, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._reconcile_scanned failed");
+		end_tx(cxt);
+		return;
+	}
 	if (run->calls + 1 > run->budget)
 	{
 		stop_run(run, 0, "budget_spent",
