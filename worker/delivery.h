@@ -85,12 +85,6 @@ extern uint64 erpcrm_owner_misses;
 /* worker.c: the mappings and their associations, in dependency order */
 extern List *erpcrm_read_mappings(MemoryContext cxt);
 
-/* worker.c: wait (interruptibly) on the worker's latch */
-extern void erpcrm_worker_sleep(long ms, uint32 wait_event_info);
-extern void erpcrm_worker_step(const char *step);
-extern void erpcrm_worker_absorb_session_calls(void);
-extern void erpcrm_worker_note_call(const void *resp, bool rate_limited);
-
 /*
  * reconcile.c: the rows of these keys as a batch would send them, read
  * from the mapping view as its owner (delivery.c).  SPI is connected and a

@@ -42,6 +42,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "activity.h"
 #include "delivery.h"
 #include "erpcrm.h"
 #include "hubspot.h"

@@ -1445,7 +1445,7 @@ hs_parse_owners(const char *body, size_t len, int *n, char ***ids,
 }
 
 /* ----------------------------------------------------------------
- * Reconcile (erpcrm.reconcile): associations read back, and every record
+ * Reading back: associations, and every record
  * that carries the id property
  * ----------------------------------------------------------------
  */
