@@ -301,6 +301,31 @@ hs_body_set_properties(HsJsonBody *body, int nnames, const char *const *names)
 }
 
 /*
+ * The root of a search body with one filter group: {"filterGroups":
+ * [{"filters":[]}]}; *filters is that array.
+ */
+static cJSON *
+search_root(cJSON **filters)
+{
+	cJSON	   *root;
+	cJSON	   *groups;
+	cJSON	   *group;
+
+	hs_json_setup();
+	root = cJSON_CreateObject();
+	if (root == NULL)
+		json_oom();
+	groups = cJSON_AddArrayToObject(root, "filterGroups");
+	group = cJSON_CreateObject();
+	if (groups == NULL || group == NULL || !cJSON_AddItemToArray(groups, group))
+		json_oom();
+	*filters = cJSON_AddArrayToObject(group, "filters");
+	if (*filters == NULL)
+		json_oom();
+	return root;
+}
+
+/*
  * A CRM search for records whose property is one of values and which have
  * no without_property yet:
  * {"filterGroups":[{"filters":[{"propertyName":p,"operator":"IN","values":[..]},
@@ -311,25 +336,15 @@ hs_search_body(const char *property, int nvalues, const char *const *values,
 			   const char *without_property, int limit)
 {
 	cJSON	   *root;
-	cJSON	   *groups;
-	cJSON	   *group;
 	cJSON	   *filters;
 	cJSON	   *in;
 	cJSON	   *vals;
 	cJSON	   *props;
 	char	   *text;
 
-	hs_json_setup();
-	root = cJSON_CreateObject();
-	if (root == NULL)
-		json_oom();
-	groups = cJSON_AddArrayToObject(root, "filterGroups");
-	group = cJSON_CreateObject();
-	if (groups == NULL || group == NULL || !cJSON_AddItemToArray(groups, group))
-		json_oom();
-	filters = cJSON_AddArrayToObject(group, "filters");
+	root = search_root(&filters);
 	in = cJSON_CreateObject();
-	if (filters == NULL || in == NULL || !cJSON_AddItemToArray(filters, in))
+	if (in == NULL || !cJSON_AddItemToArray(filters, in))
 		json_oom();
 	if (!add_string(in, "propertyName", property) ||
 		!add_string(in, "operator", "IN"))
@@ -1519,8 +1534,6 @@ char *
 hs_search_having_body(const char *property, const char *after_id, int limit)
 {
 	cJSON	   *root;
-	cJSON	   *groups;
-	cJSON	   *group;
 	cJSON	   *filters;
 	cJSON	   *has;
 	cJSON	   *gt;
@@ -1530,18 +1543,10 @@ hs_search_having_body(const char *property, const char *after_id, int limit)
 	cJSON	   *p1;
 	char	   *text;
 
-	hs_json_setup();
-	root = cJSON_CreateObject();
-	if (root == NULL)
-		json_oom();
-	groups = cJSON_AddArrayToObject(root, "filterGroups");
-	group = cJSON_CreateObject();
-	if (groups == NULL || group == NULL || !cJSON_AddItemToArray(groups, group))
-		json_oom();
-	filters = cJSON_AddArrayToObject(group, "filters");
+	root = search_root(&filters);
 	has = cJSON_CreateObject();
 	gt = cJSON_CreateObject();
-	if (filters == NULL || has == NULL || gt == NULL ||
+	if (has == NULL || gt == NULL ||
 		!cJSON_AddItemToArray(filters, has) || !cJSON_AddItemToArray(filters, gt) ||
 		!add_string(has, "propertyName", property) ||
 		!add_string(has, "operator", "HAS_PROPERTY") ||

@@ -2663,3 +2663,9 @@ erpcrm_calls_record(struct Batch *b)
 {
 	record_calls(b);
 }
+
+Datum
+erpcrm_text_array(List *strings)
+{
+	return text_array(strings);
+}

@@ -119,6 +119,9 @@ extern void erpcrm_calls_make(struct Batch *calls, const char *method,
 							  void *resp);
 extern void erpcrm_calls_record(struct Batch *calls);
 
+/* a text[] of these strings (delivery.c) */
+extern Datum erpcrm_text_array(List *strings);
+
 /* reconcile.c: one step of the oldest reconcile run; false: none to do */
 extern bool erpcrm_reconcile_work(List *mappings, DeliveryOutcome *outcome);
 

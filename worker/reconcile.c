@@ -93,28 +93,6 @@ found(Findings *f, const char *kind, const char *erp_id, const char *hubspot_id,
 	f->details = lappend(f->details, (void *) detail);
 }
 
-/* A text[] of these strings (NULL entries are NULL elements). */
-static Datum
-text_array(List *strings)
-{
-	int			n = list_length(strings);
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(n, 1));
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	int			i = 0;
-	ListCell   *lc;
-
-	foreach(lc, strings)
-	{
-		nulls[i] = lfirst(lc) == NULL;
-		elems[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum((char *) lfirst(lc));
-		i++;
-	}
-	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
-											  TEXTOID, -1, false, TYPALIGN_INT));
-}
-
 static Datum
 int8_array(List *values)
 {
@@ -710,17 +688,17 @@ objects_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 
 		rargs[0] = Int64GetDatum(run->run_id);
 		rargs[1] = Int32GetDatum(ncalls);
-		rargs[2] = text_array(erp_ids);
+		rargs[2] = erpcrm_text_array(erp_ids);
 		rargs[3] = int8_array(seqs);
 		rargs[4] = last ? CStringGetTextDatum(last) : (Datum) 0;
 		rnulls[4] = last ? ' ' : 'n';
-		rargs[5] = text_array(f.kinds);
-		rargs[6] = text_array(f.keys);
-		rargs[7] = text_array(f.hubspot_ids);
-		rargs[8] = text_array(f.properties);
-		rargs[9] = text_array(f.erp_values);
-		rargs[10] = text_array(f.hubspot_values);
-		rargs[11] = text_array(f.details);
+		rargs[5] = erpcrm_text_array(f.kinds);
+		rargs[6] = erpcrm_text_array(f.keys);
+		rargs[7] = erpcrm_text_array(f.hubspot_ids);
+		rargs[8] = erpcrm_text_array(f.properties);
+		rargs[9] = erpcrm_text_array(f.erp_values);
+		rargs[10] = erpcrm_text_array(f.hubspot_values);
+		rargs[11] = erpcrm_text_array(f.details);
 		if (SPI_execute_with_args("SELECT erpcrm._reconcile_checked($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 								  12, rtypes, rargs, rnulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._reconcile_checked failed");
@@ -765,8 +743,8 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 		args[1] = Int32GetDatum(0);
 		args[2] = Int32GetDatum(0);
 		args[3] = (Datum) 0;
-		args[4] = text_array(NIL);
-		args[5] = text_array(NIL);
+		args[4] = erpcrm_text_array(NIL);
+		args[5] = erpcrm_text_array(NIL);
 		if (SPI_execute_with_args("SELECT erpcrm._reconcile_scanned($1, $2, $3, $4, $5, $6)",
 								  6, types, args, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._reconcile_scanned failed");
@@ -817,7 +795,7 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 			if (keys[r] != NULL && keys[r][0] != '\0')
 				all = lappend(all, keys[r]);
 		args[0] = Int64GetDatum(run->run_id);
-		args[1] = text_array(all);
+		args[1] = erpcrm_text_array(all);
 		if (SPI_execute_with_args("SELECT k FROM erpcrm._reconcile_strangers($1, $2) AS k",
 								  2, types, args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._reconcile_strangers failed");
@@ -855,8 +833,8 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 		args[2] = Int32GetDatum(ok ? nres : 0);
 		args[3] = last ? CStringGetTextDatum(last) : (Datum) 0;
 		nulls[3] = last ? ' ' : 'n';
-		args[4] = text_array(stranger_ids);
-		args[5] = text_array(stranger_keys);
+		args[4] = erpcrm_text_array(stranger_ids);
+		args[5] = erpcrm_text_array(stranger_keys);
 		if (SPI_execute_with_args("SELECT erpcrm._reconcile_scanned($1, $2, $3, $4, $5, $6)",
 								  6, types, args, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._reconcile_scanned failed");
