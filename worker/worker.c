@@ -47,9 +47,12 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 
+#include "activity.h"
+#include "client.h"
 #include "delivery.h"
 #include "erpcrm.h"
 #include "hubspot.h"
+#include "subscribe.h"
 
 /* settings the worker connected with: a change needs a new process */
 static char *connected_database = NULL;
@@ -67,17 +70,12 @@ static MemoryContext cycle_cxt = NULL;
  * erpcrm.worker.detail: a failed cycle names the mapping and the step.
  */
 static const char *cur_mapping = NULL;
-static const char *cur_step = NULL;
-
-void
-erpcrm_worker_step(const char *step)
-{
-	cur_step = step;
-}
 
 static void
 worker_error_context(void *arg)
 {
+	const char *cur_step = erpcrm_worker_current_step();
+
 	if (cur_mapping != NULL)
 		errcontext("erpcrm worker, mapping \"%s\", %s",
 				   cur_mapping, cur_step ? cur_step : "delivering");
@@ -123,46 +121,6 @@ worker_exit(int code, Datum arg)
 	erpcrm_shared->state = ERPCRM_WORKER_STOPPED;
 	strlcpy(erpcrm_shared->detail, "", sizeof(erpcrm_shared->detail));
 	SpinLockRelease(&erpcrm_shared->mutex);
-}
-
-/* Wait on the latch for up to ms, waking for commits, signals, reloads. */
-void
-erpcrm_worker_sleep(long ms, uint32 wait_event_info)
-{
-	if (ms <= 0)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, wait_event_info);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
-void
-erpcrm_worker_note_call(const void *arg, bool rate_limited)
-{
-	const HsResponse *resp = arg;
-
-	SpinLockAcquire(&erpcrm_shared->mutex);
-	erpcrm_shared->calls++;
-	if (rate_limited)
-		erpcrm_shared->rate_limited++;
-	erpcrm_shared->last_call = GetCurrentTimestamp();
-	erpcrm_shared->window_remaining = hs_rate_window_remaining();
-	erpcrm_shared->daily_remaining = hs_rate_daily_remaining();
-	SpinLockRelease(&erpcrm_shared->mutex);
-	(void) resp;
-}
-
-/* Count the calls sessions made to HubSpot in the worker's limiter. */
-void
-erpcrm_worker_absorb_session_calls(void)
-{
-	static uint64 seen = 0;
-	TimestampTz calls[ERPCRM_SESSION_CALLS];
-	int			n = erpcrm_take_session_calls(&seen, calls);
-
-	for (int i = 0; i < n; i++)
-		hs_rate_note_call(calls[i]);
 }
 
 /* (Re)configure the HTTP client and the rate limiter from the settings. */
@@ -520,8 +478,11 @@ run_cycle(void)
 	TimestampTz next_due;
 	TimestampTz now;
 	bool		any;
+	PullOutcome pulled;
 
 	MemoryContextReset(cycle_cxt);
+	memset(&pulled, 0, sizeof(pulled));
+	pulled.next_ms = erpcrm_pull_interval_ms;
 
 	if (!extension_ready())
 	{
@@ -531,13 +492,13 @@ run_cycle(void)
 	}
 
 	cur_mapping = NULL;
-	cur_step = "folding the outbox";
+	erpcrm_worker_step("folding the outbox");
 	fold();
-	cur_step = "loading the mappings";
+	erpcrm_worker_step("loading the mappings");
 	begin_step("erpcrm: loading mappings");
 	mappings = load_mappings(&paused, &next_due);
 	end_step();
-	cur_step = NULL;
+	erpcrm_worker_step(NULL);
 
 	if (paused)
 	{
@@ -561,11 +522,11 @@ run_cycle(void)
 		owners_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ERPCRM_OWNERS_RETRY_MS);
 		if (owners_table_exists())
 		{
-			cur_step = "reading HubSpot's owners";
+			erpcrm_worker_step("reading HubSpot's owners");
 			if (erpcrm_refresh_owners())
 				owners_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														 ERPCRM_OWNERS_REFRESH_MS);
-			cur_step = NULL;
+			erpcrm_worker_step(NULL);
 		}
 	}
 
@@ -584,10 +545,10 @@ run_cycle(void)
 			if (m->erp_id_type == NULL || target_missing(mappings, m))
 				continue;		/* no source, or no erp_id: see mapping_problems() */
 			cur_mapping = m->name;
-			cur_step = "delivering a batch";
+			erpcrm_worker_step("delivering a batch");
 			erpcrm_deliver_batch(m, &out);
 			cur_mapping = NULL;
-			cur_step = NULL;
+			erpcrm_worker_step(NULL);
 			if (out.claimed > 0)
 				any = true;
 			if (out.synced > 0)
@@ -631,6 +592,15 @@ run_cycle(void)
 			if (ConfigReloadPending)
 				return 0;
 		}
+
+		/*
+		 * The way back (pull.c): HubSpot's changes for the subscriptions,
+		 * within their share of the budget while deliveries wait.
+		 */
+		erpcrm_worker_step(NULL);
+		erpcrm_pull(any, &pulled);
+		if (pulled.more && pulled.next_ms == 0)
+			any = true;
 		if (any)
 			fold();
 	} while (any);
@@ -644,8 +614,9 @@ run_cycle(void)
 	erpcrm_set_state(ERPCRM_WORKER_IDLE, mapping_problems());
 	now = GetCurrentTimestamp();
 	if (next_due != 0)
-		return Max(10, Min(ms_until(next_due, now), (long) erpcrm_poll_interval_ms));
-	return erpcrm_poll_interval_ms;
+		return Max(10, Min(Min(ms_until(next_due, now), (long) erpcrm_poll_interval_ms),
+						   Max(10, pulled.next_ms)));
+	return Max(10, Min((long) erpcrm_poll_interval_ms, pulled.next_ms));
 }
 
 /*
@@ -867,6 +838,7 @@ erpcrm_worker_main(Datum main_arg)
 			{
 				ErrorData  *edata;
 				char	   *detail;
+				const char *cur_step = erpcrm_worker_current_step();
 
 				/* a broken mapping view must not stop the others for long */
 				error_context_stack = errcallback.previous;
@@ -893,7 +865,7 @@ erpcrm_worker_main(Datum main_arg)
 									  cur_step ? cur_step : "", cur_step ? ": " : "",
 									  edata->message, unpack_sql_state(edata->sqlerrcode));
 				cur_mapping = NULL;
-				cur_step = NULL;
+				erpcrm_worker_step(NULL);
 				FreeErrorData(edata);
 				consecutive_failures++;
 				sleep_ms = Min((long) erpcrm_retry_base_ms << Min(consecutive_failures, 10),
