@@ -144,7 +144,8 @@ is(sql("SELECT state FROM erpcrm.reconcile_runs WHERE mapping = 'companies' ORDE
 	'it shows as cancelled');
 sql("SELECT erpcrm.resume()");
 sql(q{CREATE ROLE drift_monitor LOGIN IN ROLE erpcrm_monitor; CREATE ROLE drift_nobody LOGIN;});
-is($node->safe_psql('postgres', 'SELECT (SELECT count(*) FROM erpcrm.drift) >= 0 AND (SELECT count(*) FROM erpcrm.reconcile_runs) > 0', extra_params => [ '-U', 'drift_monitor' ]), 't',
+is($node->safe_psql('postgres', q{SELECT (SELECT string_agg(mapping || ' ' || erp_id || ' ' || status, ',') FROM erpcrm.drift) || ' / ' || (SELECT count(*) FROM erpcrm.reconcile_runs)}, extra_params => [ '-U', 'drift_monitor' ]),
+	'contacts 3 repaired / 9',
 	'erpcrm_monitor reads erpcrm.drift and erpcrm.reconcile_runs');
 ($rc, $out, $err) = $node->psql('postgres', "SELECT erpcrm.reconcile('companies')", extra_params => [ '-U', 'drift_monitor' ]);
 like($err, qr/permission denied/, 'erpcrm_monitor cannot start a reconcile');
