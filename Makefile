@@ -20,6 +20,9 @@ OBJS = \
 	extension/owner.o \
 	worker/worker.o \
 	worker/delivery.o \
+	worker/claim.o \
+	worker/send.o \
+	worker/record.o \
 	worker/preview.o \
 	worker/owners.o \
 	worker/values.o \
