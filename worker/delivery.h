@@ -85,43 +85,6 @@ extern uint64 erpcrm_owner_misses;
 /* worker.c: the mappings and their associations, in dependency order */
 extern List *erpcrm_read_mappings(MemoryContext cxt);
 
-/*
- * reconcile.c: the rows of these keys as a batch would send them, read
- * from the mapping view as its owner (delivery.c).  SPI is connected and a
- * snapshot is active; everything is allocated in CurrentMemoryContext.
- */
-typedef struct KeyRow
-{
-	char	   *erp_id;			/* in: the key */
-	char	   *known_hubspot_id;	/* in: its HubSpot id, or NULL */
-	bool		in_view;		/* out: the view has a row for it */
-	bool		sendable;		/* out: read, and every value can be sent */
-	char	   *id_value;		/* out: value of the id property */
-	char	  **values;			/* out: one per property name */
-	char	  **assoc_key;		/* out: per association, the target's erp_id */
-	char	  **assoc_to;		/* out: per association, the target's HubSpot
-								 * id ("" none, NULL not in HubSpot yet) */
-} KeyRow;
-
-extern void erpcrm_read_key_rows(MappingDef *mapping, int n, KeyRow *rows,
-								 int *nprops, char ***prop_names);
-
-/*
- * reconcile.c: HubSpot calls outside a delivery batch, within the rate
- * limit, counted as a batch's calls, and logged to erpcrm.api_log by
- * erpcrm_calls_record() (SPI connected).  resp is an HsResponse.
- */
-struct Batch;
-extern struct Batch *erpcrm_calls_begin(MappingDef *mapping,
-										DeliveryOutcome *outcome);
-extern void erpcrm_calls_make(struct Batch *calls, const char *method,
-							  const char *path, const char *body, int ninputs,
-							  void *resp);
-extern void erpcrm_calls_record(struct Batch *calls);
-
-/* a text[] of these strings (delivery.c) */
-extern Datum erpcrm_text_array(List *strings);
-
 /* reconcile.c: one step of the oldest reconcile run; false: none to do */
 extern bool erpcrm_reconcile_work(List *mappings, DeliveryOutcome *outcome);
 

@@ -43,7 +43,7 @@
 #include "utils/timestamp.h"
 
 #include "activity.h"
-#include "delivery.h"
+#include "delivery_int.h"
 #include "erpcrm.h"
 #include "hubspot.h"
 
@@ -78,6 +78,76 @@ typedef struct Findings
 } Findings;
 
 static TimestampTz last_search = 0;
+
+/* A key's row as a batch would send it. */
+typedef struct KeyRow
+{
+	char	   *erp_id;			/* in: the key */
+	char	   *known_hubspot_id;	/* in: its HubSpot id, or NULL */
+	bool		in_view;		/* the view has a row for it */
+	bool		sendable;		/* read, and every value can be sent */
+	char	   *id_value;		/* value of the id property */
+	char	  **values;			/* one per property name */
+	char	  **assoc_key;		/* per association, the target's erp_id */
+	char	  **assoc_to;		/* per association, the target's HubSpot id
+								 * ("" none, NULL not in HubSpot yet) */
+} KeyRow;
+
+/*
+ * The rows of these keys, read from the mapping view as a batch reads them
+ * (as its owner, in a security-restricted operation).  SPI is connected
+ * and a snapshot is active.
+ */
+static void
+read_key_rows(MappingDef *m, int n, KeyRow *rows, int *nprops, char ***names)
+{
+	Batch		b;
+	DeliveryOutcome outcome;
+
+	memset(&b, 0, sizeof(b));
+	memset(&outcome, 0, sizeof(outcome));
+	b.mapping = m;
+	b.outcome = &outcome;
+	b.cxt = CurrentMemoryContext;
+	b.nkeys = n;
+	b.keys = palloc0(sizeof(BatchKey) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		b.keys[i].erp_id = rows[i].erp_id;
+		b.keys[i].known_hubspot_id = rows[i].known_hubspot_id;
+	}
+	read_rows(&b);
+	*nprops = b.nprops;
+	*names = b.prop_names;
+	for (int i = 0; i < n; i++)
+	{
+		BatchKey   *key = &b.keys[i];
+
+		rows[i].in_view = key->in_view;
+		rows[i].sendable = key->in_view && key->outcome == KO_NONE &&
+			key->id_value != NULL && key->id_value[0] != '\0';
+		rows[i].id_value = key->id_value;
+		rows[i].values = key->values;
+		rows[i].assoc_key = key->assoc_key;
+		rows[i].assoc_to = key->assoc_to;
+	}
+}
+
+/*
+ * The calls of one step are made as a batch's (within the rate limit,
+ * waiting out short 429s) and logged as a batch's, under the mapping.
+ */
+static Batch *
+calls_of(MappingDef *m, DeliveryOutcome *out)
+{
+	Batch	   *b = palloc0(sizeof(Batch));
+
+	memset(out, 0, sizeof(*out));
+	b->mapping = m;
+	b->outcome = out;
+	b->cxt = CurrentMemoryContext;
+	return b;
+}
 
 static void
 found(Findings *f, const char *kind, const char *erp_id, const char *hubspot_id,
@@ -265,26 +335,6 @@ same_value(const char *sent, const char *held)
  * ----------------------------------------------------------------
  */
 static void
-begin_tx(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-end_tx(MemoryContext back)
-{
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(back);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-static void
 stop_run(Run *run, int calls, const char *state, const char *detail)
 {
 	Oid			types[4] = {INT8OID, INT4OID, TEXTOID, TEXTOID};
@@ -372,7 +422,7 @@ listed(const char *list, const char *id)
  * was merged into; none is an object deleted (or merged away).
  */
 static bool
-explain_missing(struct Batch *calls, MappingDef *m, KeyRow **missing, int n,
+explain_missing(Batch *calls, MappingDef *m, KeyRow **missing, int n,
 				Findings *f, int *ncalls, DeliveryOutcome *out, char **fatal)
 {
 	HsJsonBody *body = hs_body_new();
@@ -392,7 +442,7 @@ explain_missing(struct Batch *calls, MappingDef *m, KeyRow **missing, int n,
 		hs_body_add_read(body, missing[i]->known_hubspot_id);
 	hs_body_set_properties(body, 2, props);
 	path = psprintf("%s/%s/batch/read", HS_OBJECTS_PREFIX, m->object_type);
-	erpcrm_calls_make(calls, "POST", path, hs_body_finish(body), n, &resp);
+	call_hubspot(calls, "POST", path, hs_body_finish(body), n, &resp);
 	(*ncalls)++;
 	if (!answered(&resp) ||
 		!hs_parse_property(resp.body, resp.body_len, m->id_property, &nres, &ids, &values) ||
@@ -437,7 +487,7 @@ explain_missing(struct Batch *calls, MappingDef *m, KeyRow **missing, int n,
  * more is a finding.
  */
 static bool
-check_associations(struct Batch *calls, MappingDef *m, KeyRow *rows, char **held_ids,
+check_associations(Batch *calls, MappingDef *m, KeyRow *rows, char **held_ids,
 				   int n, Findings *f, int *ncalls, DeliveryOutcome *out, char **fatal)
 {
 	for (int a = 0; a < m->nassoc; a++)
@@ -465,7 +515,7 @@ check_associations(struct Batch *calls, MappingDef *m, KeyRow *rows, char **held
 			continue;
 		path = psprintf("%s/%s/%s/batch/read", HS_ASSOCIATIONS_PREFIX,
 						m->object_type, def->target_type);
-		erpcrm_calls_make(calls, "POST", path, hs_body_finish(body), nin, &resp);
+		call_hubspot(calls, "POST", path, hs_body_finish(body), nin, &resp);
 		(*ncalls)++;
 		if (!answered(&resp) ||
 			!hs_parse_association_reads(resp.body, resp.body_len, &npairs, &from, &to))
@@ -515,7 +565,7 @@ objects_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 	int			nprops = 0;
 	char	  **names = NULL;
 	int			need = 2;
-	struct Batch *calls;
+	Batch *calls;
 	int			ncalls = 0;
 	Findings	f;
 	char	   *fatal = NULL;
@@ -529,7 +579,7 @@ objects_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 			need++;
 
 	/* 1. the keys and their rows */
-	begin_tx("erpcrm: reconcile, reading keys");
+	erpcrm_begin_step("erpcrm: reconcile, reading keys");
 	args[0] = Int64GetDatum(run->run_id);
 	args[1] = Int32GetDatum(HS_MAX_BATCH);
 	if (SPI_execute_with_args("SELECT erp_id, hubspot_id, change_seq FROM erpcrm._reconcile_keys($1, $2)",
@@ -556,15 +606,15 @@ objects_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 		stop_run(run, 0, "budget_spent",
 				 psprintf("the budget of %d calls is spent after %lld keys; the next run of the mapping goes on after key \"%s\"",
 						  run->budget, (long long) run->keys_checked, run->cursor));
-		end_tx(cxt);
+		erpcrm_end_step();
 		return;
 	}
 	if (n > 0)
-		erpcrm_read_key_rows(m, n, rows, &nprops, &names);
-	end_tx(cxt);
+		read_key_rows(m, n, rows, &nprops, &names);
+	erpcrm_end_step();
 
 	/* 2. HubSpot, with no transaction open */
-	calls = erpcrm_calls_begin(m, out);
+	calls = calls_of(m, out);
 	held_ids = palloc0(sizeof(char *) * Max(n, 1));
 	if (n > 0)
 	{
@@ -598,7 +648,7 @@ objects_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 		json = hs_body_finish(body);
 		if (nin > 0)
 		{
-			erpcrm_calls_make(calls, "POST", path, json, nin, &resp);
+			call_hubspot(calls, "POST", path, json, nin, &resp);
 			ncalls++;
 			if (!answered(&resp) ||
 				!hs_parse_property(resp.body, resp.body_len, m->id_property, &nres, &res_ids, &res_keys))
@@ -666,9 +716,9 @@ objects_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 	}
 
 	/* 3. the findings and the calls */
-	begin_tx("erpcrm: reconcile, recording");
+	erpcrm_begin_step("erpcrm: reconcile, recording");
 	MemoryContextSwitchTo(cxt);
-	erpcrm_calls_record(calls);
+	record_calls(calls);
 	last = n == HS_MAX_BATCH ? rows[n - 1].erp_id : NULL;
 	if (!ok)
 	{
@@ -688,24 +738,24 @@ objects_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 
 		rargs[0] = Int64GetDatum(run->run_id);
 		rargs[1] = Int32GetDatum(ncalls);
-		rargs[2] = erpcrm_text_array(erp_ids);
+		rargs[2] = text_array(erp_ids);
 		rargs[3] = int8_array(seqs);
 		rargs[4] = last ? CStringGetTextDatum(last) : (Datum) 0;
 		rnulls[4] = last ? ' ' : 'n';
-		rargs[5] = erpcrm_text_array(f.kinds);
-		rargs[6] = erpcrm_text_array(f.keys);
-		rargs[7] = erpcrm_text_array(f.hubspot_ids);
-		rargs[8] = erpcrm_text_array(f.properties);
-		rargs[9] = erpcrm_text_array(f.erp_values);
-		rargs[10] = erpcrm_text_array(f.hubspot_values);
-		rargs[11] = erpcrm_text_array(f.details);
+		rargs[5] = text_array(f.kinds);
+		rargs[6] = text_array(f.keys);
+		rargs[7] = text_array(f.hubspot_ids);
+		rargs[8] = text_array(f.properties);
+		rargs[9] = text_array(f.erp_values);
+		rargs[10] = text_array(f.hubspot_values);
+		rargs[11] = text_array(f.details);
 		if (SPI_execute_with_args("SELECT erpcrm._reconcile_checked($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 								  12, rtypes, rargs, rnulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._reconcile_checked failed");
 	}
 	if (fatal != NULL)
 		stop_run(run, 0, "failed", fatal);
-	end_tx(cxt);
+	erpcrm_end_step();
 }
 
 /*
@@ -714,7 +764,7 @@ objects_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 static void
 unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 {
-	struct Batch *calls;
+	Batch *calls;
 	HsResponse	resp;
 	char	   *path;
 	int			nres = 0;
@@ -727,7 +777,7 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 	char	   *last = NULL;
 	long		gap;
 
-	begin_tx("erpcrm: reconcile, checking the budget");
+	erpcrm_begin_step("erpcrm: reconcile, checking the budget");
 	MemoryContextSwitchTo(cxt);
 	if (strcmp(m->id_property, "erp_id") != 0)
 	{
@@ -743,12 +793,12 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 		args[1] = Int32GetDatum(0);
 		args[2] = Int32GetDatum(0);
 		args[3] = (Datum) 0;
-		args[4] = erpcrm_text_array(NIL);
-		args[5] = erpcrm_text_array(NIL);
+		args[4] = text_array(NIL);
+		args[5] = text_array(NIL);
 		if (SPI_execute_with_args("SELECT erpcrm._reconcile_scanned($1, $2, $3, $4, $5, $6)",
 								  6, types, args, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._reconcile_scanned failed");
-		end_tx(cxt);
+		erpcrm_end_step();
 		return;
 	}
 	if (run->calls + 1 > run->budget)
@@ -756,19 +806,19 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 		stop_run(run, 0, "budget_spent",
 				 psprintf("the budget of %d calls is spent while looking for unknown ERP ids, after HubSpot record %s; the next run of the mapping goes on from there",
 						  run->budget, run->search_after));
-		end_tx(cxt);
+		erpcrm_end_step();
 		return;
 	}
-	end_tx(cxt);
+	erpcrm_end_step();
 
 	/* HubSpot's search has a lower rate limit of its own */
 	gap = RECONCILE_SEARCH_GAP_MS -
 		(long) ((GetCurrentTimestamp() - last_search) / 1000);
 	if (gap > 0)
 		erpcrm_worker_sleep(gap, PG_WAIT_EXTENSION);
-	calls = erpcrm_calls_begin(m, out);
+	calls = calls_of(m, out);
 	path = psprintf("%s/%s/search", HS_OBJECTS_PREFIX, m->object_type);
-	erpcrm_calls_make(calls, "POST", path,
+	call_hubspot(calls, "POST", path,
 					  hs_search_having_body(m->id_property, run->search_after,
 											RECONCILE_SEARCH_PAGE),
 					  0, &resp);
@@ -778,9 +828,9 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 	if (!ok)
 		fatal = call_failed(&resp, path, out);
 
-	begin_tx("erpcrm: reconcile, recording");
+	erpcrm_begin_step("erpcrm: reconcile, recording");
 	MemoryContextSwitchTo(cxt);
-	erpcrm_calls_record(calls);
+	record_calls(calls);
 	if (ok)
 	{
 		List	   *all = NIL;
@@ -795,7 +845,7 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 			if (keys[r] != NULL && keys[r][0] != '\0')
 				all = lappend(all, keys[r]);
 		args[0] = Int64GetDatum(run->run_id);
-		args[1] = erpcrm_text_array(all);
+		args[1] = text_array(all);
 		if (SPI_execute_with_args("SELECT k FROM erpcrm._reconcile_strangers($1, $2) AS k",
 								  2, types, args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._reconcile_strangers failed");
@@ -806,7 +856,7 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 			rows[i].erp_id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 		/* a row of the view that was never sent is known to the ERP */
 		if (nstrangers > 0)
-			erpcrm_read_key_rows(m, nstrangers, rows, &nprops, &names);
+			read_key_rows(m, nstrangers, rows, &nprops, &names);
 		for (int i = 0; i < nstrangers; i++)
 		{
 			if (rows[i].in_view)
@@ -833,15 +883,15 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 		args[2] = Int32GetDatum(ok ? nres : 0);
 		args[3] = last ? CStringGetTextDatum(last) : (Datum) 0;
 		nulls[3] = last ? ' ' : 'n';
-		args[4] = erpcrm_text_array(stranger_ids);
-		args[5] = erpcrm_text_array(stranger_keys);
+		args[4] = text_array(stranger_ids);
+		args[5] = text_array(stranger_keys);
 		if (SPI_execute_with_args("SELECT erpcrm._reconcile_scanned($1, $2, $3, $4, $5, $6)",
 								  6, types, args, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._reconcile_scanned failed");
 	}
 	if (fatal != NULL)
 		stop_run(run, 0, "failed", fatal);
-	end_tx(cxt);
+	erpcrm_end_step();
 }
 
 /*
@@ -866,7 +916,7 @@ erpcrm_reconcile_work(List *mappings, DeliveryOutcome *out)
 									ALLOCSET_DEFAULT_SIZES);
 	MemoryContextReset(cxt);
 
-	begin_tx("erpcrm: reconcile, next run");
+	erpcrm_begin_step("erpcrm: reconcile, next run");
 	have = SPI_execute("SELECT FROM pg_catalog.pg_proc WHERE proname = '_reconcile_next'"
 					   " AND pronamespace = 'erpcrm'::pg_catalog.regnamespace",
 					   true, 1) == SPI_OK_SELECT && SPI_processed == 1;
@@ -905,7 +955,7 @@ erpcrm_reconcile_work(List *mappings, DeliveryOutcome *out)
 			stopped = true;
 		}
 	}
-	end_tx(caller);
+	erpcrm_end_step();
 	if (!have)
 		return stopped;
 	MemoryContextSwitchTo(cxt);
