@@ -18,19 +18,26 @@ OBJS = \
 	extension/shmem.o \
 	extension/setup.o \
 	extension/owner.o \
+	extension/subscribe.o \
 	worker/worker.o \
 	worker/delivery.o \
+	worker/claim.o \
+	worker/send.o \
+	worker/record.o \
 	worker/preview.o \
 	worker/owners.o \
+	worker/pull.o \
 	worker/values.o \
-	worker/http.o \
-	worker/json.o \
-	worker/ratelimit.o
+	worker/client.o \
+	worker/activity.o \
+	hubspot/http.o \
+	hubspot/json.o \
+	hubspot/ratelimit.o
 
 DATA = $(wildcard sql/erpcrm--*.sql)
 PGFILEDESC = "erpcrm - ERP to HubSpot CRM sync"
 
-PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/worker
+PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/worker -I$(srcdir)/hubspot
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
 SHLIB_LINK = -lcurl -lcjson
 
@@ -46,6 +53,8 @@ REGRESS += badrows
 # part 5: links, corrections, HubSpot set-up
 # part 6: packaging and contract
 REGRESS += preview
+# 1.3, the way back: subscriptions and the inbox
+REGRESS += subscribe
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 	--temp-instance=tests/regress/tmp_check \
 	--temp-config=tests/regress/erpcrm.conf

@@ -47,9 +47,12 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 
+#include "activity.h"
+#include "client.h"
 #include "delivery.h"
 #include "erpcrm.h"
 #include "hubspot.h"
+#include "subscribe.h"
 
 /* settings the worker connected with: a change needs a new process */
 static char *connected_database = NULL;
@@ -67,17 +70,12 @@ static MemoryContext cycle_cxt = NULL;
  * erpcrm.worker.detail: a failed cycle names the mapping and the step.
  */
 static const char *cur_mapping = NULL;
-static const char *cur_step = NULL;
-
-void
-erpcrm_worker_step(const char *step)
-{
-	cur_step = step;
-}
 
 static void
 worker_error_context(void *arg)
 {
+	const char *cur_step = erpcrm_worker_current_step();
+
 	if (cur_mapping != NULL)
 		errcontext("erpcrm worker, mapping \"%s\", %s",
 				   cur_mapping, cur_step ? cur_step : "delivering");
@@ -123,46 +121,6 @@ worker_exit(int code, Datum arg)
 	erpcrm_shared->state = ERPCRM_WORKER_STOPPED;
 	strlcpy(erpcrm_shared->detail, "", sizeof(erpcrm_shared->detail));
 	SpinLockRelease(&erpcrm_shared->mutex);
-}
-
-/* Wait on the latch for up to ms, waking for commits, signals, reloads. */
-void
-erpcrm_worker_sleep(long ms, uint32 wait_event_info)
-{
-	if (ms <= 0)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, wait_event_info);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
-void
-erpcrm_worker_note_call(const void *arg, bool rate_limited)
-{
-	const HsResponse *resp = arg;
-
-	SpinLockAcquire(&erpcrm_shared->mutex);
-	erpcrm_shared->calls++;
-	if (rate_limited)
-		erpcrm_shared->rate_limited++;
-	erpcrm_shared->last_call = GetCurrentTimestamp();
-	erpcrm_shared->window_remaining = hs_rate_window_remaining();
-	erpcrm_shared->daily_remaining = hs_rate_daily_remaining();
-	SpinLockRelease(&erpcrm_shared->mutex);
-	(void) resp;
-}
-
-/* Count the calls sessions made to HubSpot in the worker's limiter. */
-void
-erpcrm_worker_absorb_session_calls(void)
-{
-	static uint64 seen = 0;
-	TimestampTz calls[ERPCRM_SESSION_CALLS];
-	int			n = erpcrm_take_session_calls(&seen, calls);
-
-	for (int i = 0; i < n; i++)
-		hs_rate_note_call(calls[i]);
 }
 
 /* (Re)configure the HTTP client and the rate limiter from the settings. */
@@ -340,33 +298,6 @@ erpcrm_read_mappings(MemoryContext cxt)
 	return result;
 }
 
-/* Run a few statements in a transaction of their own. */
-static MemoryContext step_caller_cxt = NULL;
-
-static bool
-begin_step(const char *activity)
-{
-	step_caller_cxt = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-	return true;
-}
-
-static void
-end_step(void)
-{
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-	/* the commit leaves us in TopMemoryContext: go back */
-	MemoryContextSwitchTo(step_caller_cxt);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 static bool
 extension_ready(void)
 {
@@ -386,10 +317,10 @@ extension_ready(void)
 static void
 run_step(const char *activity, const char *sql)
 {
-	begin_step(activity);
+	erpcrm_begin_step(activity);
 	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "%s failed", sql);
-	end_step();
+	erpcrm_end_step();
 }
 
 /* Is this erpcrm function installed (the SQL may be older than us)? */
@@ -411,14 +342,14 @@ has_function(const char *signature)
 static void
 fold(void)
 {
-	begin_step("erpcrm: folding the outbox");
+	erpcrm_begin_step("erpcrm: folding the outbox");
 	/* 1.2: sources found again by name, key queries of watches resolved */
 	if (has_function("erpcrm._before_fold()") &&
 		SPI_execute("SELECT erpcrm._before_fold()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._before_fold() failed");
 	if (SPI_execute("SELECT erpcrm._fold()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._fold() failed");
-	end_step();
+	erpcrm_end_step();
 }
 
 /*
@@ -432,7 +363,7 @@ mapping_problems(void)
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *result;
 
-	begin_step("erpcrm: checking mappings");
+	erpcrm_begin_step("erpcrm: checking mappings");
 	initStringInfo(&buf);
 	if (has_function("erpcrm._mapping_problem(integer)"))
 	{
@@ -445,7 +376,7 @@ mapping_problems(void)
 							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 	}
 	result = MemoryContextStrdup(caller, buf.data);
-	end_step();
+	erpcrm_end_step();
 	return result;
 }
 
@@ -500,11 +431,11 @@ owners_table_exists(void)
 {
 	bool		exists;
 
-	begin_step("erpcrm: looking for the owners cache");
+	erpcrm_begin_step("erpcrm: looking for the owners cache");
 	exists = SPI_execute("SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
 					" ON n.oid = c.relnamespace WHERE n.nspname = 'erpcrm' AND c.relname = 'hubspot_owner'",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1;
-	end_step();
+	erpcrm_end_step();
 	return exists;
 }
 
@@ -520,8 +451,11 @@ run_cycle(void)
 	TimestampTz next_due;
 	TimestampTz now;
 	bool		any;
+	PullOutcome pulled;
 
 	MemoryContextReset(cycle_cxt);
+	memset(&pulled, 0, sizeof(pulled));
+	pulled.next_ms = erpcrm_pull_interval_ms;
 
 	if (!extension_ready())
 	{
@@ -531,13 +465,13 @@ run_cycle(void)
 	}
 
 	cur_mapping = NULL;
-	cur_step = "folding the outbox";
+	erpcrm_worker_step("folding the outbox");
 	fold();
-	cur_step = "loading the mappings";
-	begin_step("erpcrm: loading mappings");
+	erpcrm_worker_step("loading the mappings");
+	erpcrm_begin_step("erpcrm: loading mappings");
 	mappings = load_mappings(&paused, &next_due);
-	end_step();
-	cur_step = NULL;
+	erpcrm_end_step();
+	erpcrm_worker_step(NULL);
 
 	if (paused)
 	{
@@ -561,11 +495,11 @@ run_cycle(void)
 		owners_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ERPCRM_OWNERS_RETRY_MS);
 		if (owners_table_exists())
 		{
-			cur_step = "reading HubSpot's owners";
+			erpcrm_worker_step("reading HubSpot's owners");
 			if (erpcrm_refresh_owners())
 				owners_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														 ERPCRM_OWNERS_REFRESH_MS);
-			cur_step = NULL;
+			erpcrm_worker_step(NULL);
 		}
 	}
 
@@ -584,10 +518,10 @@ run_cycle(void)
 			if (m->erp_id_type == NULL || target_missing(mappings, m))
 				continue;		/* no source, or no erp_id: see mapping_problems() */
 			cur_mapping = m->name;
-			cur_step = "delivering a batch";
+			erpcrm_worker_step("delivering a batch");
 			erpcrm_deliver_batch(m, &out);
 			cur_mapping = NULL;
-			cur_step = NULL;
+			erpcrm_worker_step(NULL);
 			if (out.claimed > 0)
 				any = true;
 			if (out.synced > 0)
@@ -631,21 +565,31 @@ run_cycle(void)
 			if (ConfigReloadPending)
 				return 0;
 		}
+
+		/*
+		 * The way back (pull.c): HubSpot's changes for the subscriptions,
+		 * within their share of the budget while deliveries wait.
+		 */
+		erpcrm_worker_step(NULL);
+		erpcrm_pull(any, &pulled);
+		if (pulled.more && pulled.next_ms == 0)
+			any = true;
 		if (any)
 			fold();
 	} while (any);
 
 	/* nothing due now: sleep until the next retry or the poll */
-	begin_step("erpcrm: planning");
+	erpcrm_begin_step("erpcrm: planning");
 	MemoryContextReset(cycle_cxt);
 	mappings = load_mappings(&paused, &next_due);
-	end_step();
+	erpcrm_end_step();
 	/* idle, but what stops a mapping stays in sight */
 	erpcrm_set_state(ERPCRM_WORKER_IDLE, mapping_problems());
 	now = GetCurrentTimestamp();
 	if (next_due != 0)
-		return Max(10, Min(ms_until(next_due, now), (long) erpcrm_poll_interval_ms));
-	return erpcrm_poll_interval_ms;
+		return Max(10, Min(Min(ms_until(next_due, now), (long) erpcrm_poll_interval_ms),
+						   Max(10, pulled.next_ms)));
+	return Max(10, Min((long) erpcrm_poll_interval_ms, pulled.next_ms));
 }
 
 /*
@@ -867,6 +811,7 @@ erpcrm_worker_main(Datum main_arg)
 			{
 				ErrorData  *edata;
 				char	   *detail;
+				const char *cur_step = erpcrm_worker_current_step();
 
 				/* a broken mapping view must not stop the others for long */
 				error_context_stack = errcallback.previous;
@@ -893,7 +838,7 @@ erpcrm_worker_main(Datum main_arg)
 									  cur_step ? cur_step : "", cur_step ? ": " : "",
 									  edata->message, unpack_sql_state(edata->sqlerrcode));
 				cur_mapping = NULL;
-				cur_step = NULL;
+				erpcrm_worker_step(NULL);
 				FreeErrorData(edata);
 				consecutive_failures++;
 				sleep_ms = Min((long) erpcrm_retry_base_ms << Min(consecutive_failures, 10),
