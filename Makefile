@@ -21,6 +21,8 @@ OBJS = \
 	worker/worker.o \
 	worker/delivery.o \
 	worker/preview.o \
+	worker/fingerprint.o \
+	worker/refresh.o \
 	worker/owners.o \
 	worker/values.o \
 	worker/http.o \

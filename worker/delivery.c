@@ -39,6 +39,7 @@
 
 #include "delivery.h"
 #include "erpcrm.h"
+#include "fingerprint.h"
 #include "hubspot.h"
 #include "values.h"
 
@@ -52,6 +53,7 @@ typedef enum KeyOutcome
 	KO_FAILED,					/* refused by HubSpot: parked */
 	KO_RETRY,					/* transient: backoff */
 	KO_WAIT,					/* waits for another object or the limit */
+	KO_UNCHANGED,				/* HubSpot holds its content: no call (1.3) */
 } KeyOutcome;
 
 typedef struct BatchKey
@@ -74,6 +76,8 @@ typedef struct BatchKey
 	bool		bounded;		/* a retry that only this key needs: parked
 								 * as failed after erpcrm.max_attempts */
 	bool		alone_5xx;		/* sent alone, answered with a 5xx */
+	bool		has_fingerprint;	/* fingerprint is the row's (1.3) */
+	int64		fingerprint;
 	/* outcome */
 	KeyOutcome	outcome;
 	char	   *hubspot_id;
@@ -110,6 +114,8 @@ typedef struct Batch
 	int			ok_calls;		/* calls HubSpot answered with 2xx */
 	int			split_5xx;		/* > 0: inside a split after a 5xx */
 	uint64		owner_misses;	/* rows read whose owner e-mail is unknown */
+	bool		fingerprints13; /* the installed SQL keeps fingerprints (1.3) */
+	int			unchanged;		/* keys recorded without a call */
 	MemoryContext cxt;			/* the batch's memory */
 } Batch;
 
@@ -121,6 +127,7 @@ static SPIPlanPtr claim_plan = NULL;
 static Datum text_array(List *strings);
 static void read_rows(Batch *b);
 static void send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit);
+static void fingerprint_keys(Batch *b);
 static void send_split_5xx(Batch *b, BatchKey **keys, int n, bool by_explicit,
 						   bool proven, bool transient_before);
 
@@ -531,6 +538,7 @@ claim_and_read(Batch *b, int limit)
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s", (int) n, m->source));
 	erpcrm_worker_step("reading its view");
 	read_rows(b);
+	fingerprint_keys(b);
 
 	PopActiveSnapshot();
 	SPI_finish();
@@ -804,6 +812,145 @@ read_rows(Batch *b)
 						b->keys[k].already_archived = true;
 			}
 		}
+	}
+}
+
+/* ----------------------------------------------------------------
+ * Fingerprints (1.3)
+ * ----------------------------------------------------------------
+ */
+
+/* The fingerprint of a key read from the view: what its request carries. */
+static int64
+key_fingerprint(Batch *b, BatchKey *key, int32 epoch)
+{
+	MappingDef *m = b->mapping;
+	FingerprintInput in;
+	const char **columns = palloc(sizeof(char *) * Max(m->nassoc, 1));
+
+	for (int a = 0; a < m->nassoc; a++)
+		columns[a] = m->assoc[a].column;
+	in.epoch = epoch;
+	in.object_type = m->object_type;
+	in.id_property = m->id_property;
+	in.explicit_id = key->explicit_id;
+	in.nprops = b->nprops;
+	in.names = (const char *const *) b->prop_names;
+	in.values = (const char *const *) key->values;
+	in.nassoc = m->nassoc;
+	in.assoc_columns = columns;
+	in.assoc_to = (const char *const *) key->assoc_to;
+	return erpcrm_fingerprint(&in);
+}
+
+/*
+ * The fingerprint of every key read, and whether HubSpot holds it already:
+ * a key whose object HubSpot has, whose last attempt did not fail and whose
+ * stored fingerprint is the same is recorded without a call.  SPI is
+ * connected and a snapshot is active.
+ */
+static void
+fingerprint_keys(Batch *b)
+{
+	MappingDef *m = b->mapping;
+	Oid			types[2] = {INT4OID, TEXTARRAYOID};
+	Datum		args[2];
+	List	   *ids = NIL;
+	int32		epoch;
+	bool		isnull;
+
+	b->fingerprints13 = OidIsValid(LookupFuncName(list_make2(makeString("erpcrm"),
+															 makeString("_stored_fingerprints")),
+												  2, types, true));
+	if (!b->fingerprints13)
+		return;
+	for (int k = 0; k < b->nkeys; k++)
+		if (b->keys[k].in_view && b->keys[k].outcome == KO_NONE)
+			ids = lappend(ids, b->keys[k].erp_id);
+	if (ids == NIL)
+		return;
+	args[0] = Int32GetDatum(m->id);
+	args[1] = text_array(ids);
+	if (SPI_execute_with_args("SELECT erpcrm._fingerprint_epoch($1), f.erp_id, f.fingerprint"
+							  " FROM (SELECT) AS x"
+							  " LEFT JOIN erpcrm._stored_fingerprints($1, $2) AS f ON true",
+							  2, types, args, NULL, true, 0) != SPI_OK_SELECT ||
+		SPI_processed < 1)
+		elog(ERROR, "erpcrm._stored_fingerprints failed");
+	epoch = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		epoch = 0;
+	{
+		MemoryContext spi_cxt = MemoryContextSwitchTo(b->cxt);
+
+		for (int k = 0; k < b->nkeys; k++)
+		{
+			BatchKey   *key = &b->keys[k];
+
+			if (!key->in_view || key->outcome != KO_NONE)
+				continue;
+			key->fingerprint = key_fingerprint(b, key, epoch);
+			key->has_fingerprint = true;
+		}
+		MemoryContextSwitchTo(spi_cxt);
+	}
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[r];
+		char	   *erp_id = SPI_getvalue(t, SPI_tuptable->tupdesc, 2);
+		int64		stored;
+
+		if (erp_id == NULL)
+			continue;
+		stored = DatumGetInt64(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull));
+		if (isnull)
+			continue;
+		for (int k = 0; k < b->nkeys; k++)
+		{
+			BatchKey   *key = &b->keys[k];
+
+			if (key->has_fingerprint && key->fingerprint == stored &&
+				key->known_hubspot_id != NULL && strcmp(key->erp_id, erp_id) == 0)
+			{
+				MemoryContext spi_cxt = MemoryContextSwitchTo(b->cxt);
+
+				set_outcome(key, KO_UNCHANGED, 0, NULL, NULL, NULL);
+				key->hubspot_id = pstrdup(key->known_hubspot_id);
+				MemoryContextSwitchTo(spi_cxt);
+			}
+		}
+	}
+}
+
+/*
+ * erpcrm._fingerprints(): these keys' rows read as the worker reads them,
+ * and their fingerprints.  SPI is connected and a snapshot is active.
+ */
+void
+erpcrm_read_fingerprints(MappingDef *m, int32 epoch, int n, char **erp_ids,
+						 int64 *fingerprints, bool *found, bool *valid)
+{
+	Batch		b;
+	DeliveryOutcome outcome;
+
+	memset(&b, 0, sizeof(b));
+	memset(&outcome, 0, sizeof(outcome));
+	b.mapping = m;
+	b.outcome = &outcome;
+	b.cxt = CurrentMemoryContext;
+	b.nkeys = n;
+	b.keys = palloc0(sizeof(BatchKey) * n);
+	for (int i = 0; i < n; i++)
+		b.keys[i].erp_id = erp_ids[i];
+	read_rows(&b);
+	for (int i = 0; i < n; i++)
+	{
+		BatchKey   *key = &b.keys[i];
+
+		found[i] = key->in_view || key->read_error != NULL;
+		valid[i] = key->in_view && key->outcome == KO_NONE;
+		if (valid[i])
+			fingerprints[i] = key_fingerprint(&b, key, epoch);
 	}
 }
 
@@ -1811,11 +1958,18 @@ text_array(List *strings)
 											  TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+/*
+ * Keys done: written (or archived, or left alone) in HubSpot.  As of 1.3,
+ * fingerprints (of the rows sent, NULL where unknown) are recorded in the
+ * same UPDATE.
+ */
 static void
-record_done(MappingDef *m, List *ids, List *hs_ids, bool archived, bool in_erp)
+record_done(Batch *b, List *ids, List *hs_ids, List *fingerprints,
+			bool archived, bool in_erp)
 {
-	Oid			types[5] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, BOOLOID, BOOLOID};
-	Datum		args[5];
+	MappingDef *m = b->mapping;
+	Oid			types[6] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, BOOLOID, BOOLOID, INT8ARRAYOID};
+	Datum		args[6];
 
 	if (ids == NIL)
 		return;
@@ -1824,6 +1978,41 @@ record_done(MappingDef *m, List *ids, List *hs_ids, bool archived, bool in_erp)
 	args[2] = text_array(hs_ids);
 	args[3] = BoolGetDatum(archived);
 	args[4] = BoolGetDatum(in_erp);
+	if (b->fingerprints13)
+	{
+		int			n = list_length(ids);
+		Datum	   *d = palloc(sizeof(Datum) * n);
+		bool	   *nulls = palloc(sizeof(bool) * n);
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+		int			i = 0;
+		ListCell   *lc;
+
+		for (i = 0; i < n; i++)
+		{
+			nulls[i] = true;
+			d[i] = (Datum) 0;
+		}
+		i = 0;
+		foreach(lc, fingerprints)
+		{
+			BatchKey   *key = lfirst(lc);
+
+			if (key != NULL && key->has_fingerprint)
+			{
+				nulls[i] = false;
+				d[i] = Int64GetDatum(key->fingerprint);
+			}
+			i++;
+		}
+		args[5] = PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, INT8OID,
+													 sizeof(int64), FLOAT8PASSBYVAL,
+													 TYPALIGN_DOUBLE));
+		if (SPI_execute_with_args("SELECT erpcrm._done($1, $2, $3, $4, $5, $6)",
+								  6, types, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._done failed");
+		return;
+	}
 	if (SPI_execute_with_args("SELECT erpcrm._done($1, $2, $3, $4, $5)",
 							  5, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._done failed");
@@ -2059,6 +2248,7 @@ record(Batch *b)
 	MappingDef *m = b->mapping;
 	List	   *synced = NIL,
 			   *synced_hs = NIL,
+			   *synced_fp = NIL,
 			   *archived = NIL,
 			   *kept = NIL,
 			   *kept_hs = NIL;
@@ -2083,7 +2273,15 @@ record(Batch *b)
 			case KO_SYNCED:
 				synced = lappend(synced, key->erp_id);
 				synced_hs = lappend(synced_hs, key->hubspot_id);
+				synced_fp = lappend(synced_fp, key);
 				b->outcome->synced++;
+				done[i] = true;
+				break;
+			case KO_UNCHANGED:
+				synced = lappend(synced, key->erp_id);
+				synced_hs = lappend(synced_hs, key->hubspot_id);
+				synced_fp = lappend(synced_fp, key);
+				b->unchanged++;
 				done[i] = true;
 				break;
 			case KO_ARCHIVED:
@@ -2102,7 +2300,7 @@ record(Batch *b)
 				break;
 		}
 	}
-	record_done(m, synced, synced_hs, false, true);
+	record_done(b, synced, synced_hs, synced_fp, false, true);
 	if (m->v11 && m->nassoc > 0)
 	{
 		List	   *ids = NIL;
@@ -2127,8 +2325,8 @@ record(Batch *b)
 				elog(ERROR, "erpcrm._set_assoc_state failed");
 		}
 	}
-	record_done(m, archived, archived, true, false);
-	record_done(m, kept, kept_hs, false, false);
+	record_done(b, archived, archived, NIL, true, false);
+	record_done(b, kept, kept_hs, NIL, false, false);
 	if (b->links12)
 		record_links(b);
 
@@ -2162,6 +2360,17 @@ record(Batch *b)
 		if (SPI_execute_with_args("SELECT erpcrm._owner_misses($1, $2)",
 								  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._owner_misses failed");
+	}
+	if (b->unchanged > 0)
+	{
+		Oid			types[2] = {INT4OID, INT8OID};
+		Datum		args[2];
+
+		args[0] = Int32GetDatum(m->id);
+		args[1] = Int64GetDatum((int64) b->unchanged);
+		if (SPI_execute_with_args("SELECT erpcrm._unchanged($1, $2)",
+								  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._unchanged failed");
 	}
 	record_calls(b);
 

@@ -48,6 +48,7 @@
 #include "utils/relcache.h"
 
 #include "delivery.h"
+#include "fingerprint.h"
 #include "erpcrm.h"
 #include "hubspot.h"
 
@@ -568,6 +569,11 @@ run_cycle(void)
 			cur_step = NULL;
 		}
 	}
+
+	/* 1.3: refreshes of mappings that have refresh_every, a few steps a cycle */
+	cur_step = "refreshing a mapping";
+	erpcrm_refresh_some();
+	cur_step = NULL;
 
 	do
 	{
