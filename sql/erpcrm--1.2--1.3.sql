@@ -495,3 +495,10 @@ COMMENT ON COLUMN erpcrm.status.last_refresh IS 'when the last erpcrm.refresh() 
 -- ===================================================================
 -- Part 7: packaging and catalog
 -- ===================================================================
+
+/*
+ * _log_call without the time of the call was the worker's under 1.0 only;
+ * the worker of 1.1 and later passes the time of each call.
+ */
+DROP FUNCTION erpcrm._log_call(text, text, integer, double precision, integer, text, text,
+							   integer, interval);

@@ -37,9 +37,11 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "activity.h"
+#include "client.h"
 #include "delivery.h"
 #include "erpcrm.h"
-#include "fingerprint.h"
+#include "fphash.h"
 #include "hubspot.h"
 #include "values.h"
 

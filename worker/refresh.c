@@ -21,9 +21,9 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "delivery.h"
+#include "activity.h"
 #include "erpcrm.h"
-#include "fingerprint.h"
+#include "refresh.h"
 
 #define ERPCRM_REFRESH_STEP 500		/* keys per step (transaction) */
 #define ERPCRM_REFRESH_STEPS 10		/* steps per cycle of the worker */
