@@ -731,7 +731,7 @@ SELECT erpcrm.watch('fp_companies', 'bench.fp_customers', 'id');
     seq = mock.requests()["lastSeq"]
     t0 = time.time()
     settled("AND unchanged >= 0")
-    while crm_calls(seq) == 0 and time.time() - t0 < 60:
+    while crm_calls(seq) == 0 and time.time() - t0 < 180:
         time.sleep(0.1)
     changed_calls = crm_calls(seq)
 
