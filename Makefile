@@ -18,6 +18,7 @@ OBJS = \
 	extension/shmem.o \
 	extension/setup.o \
 	extension/owner.o \
+	extension/subscribe.o \
 	worker/worker.o \
 	worker/delivery.o \
 	worker/preview.o \
@@ -25,6 +26,7 @@ OBJS = \
 	worker/fphash.o \
 	worker/refresh.o \
 	worker/owners.o \
+	worker/pull.o \
 	worker/values.o \
 	worker/client.o \
 	worker/activity.o \
@@ -51,6 +53,8 @@ REGRESS += badrows
 # part 5: links, corrections, HubSpot set-up
 # part 6: packaging and contract
 REGRESS += preview
+# 1.3, the way back: subscriptions and the inbox
+REGRESS += subscribe
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 	--temp-instance=tests/regress/tmp_check \
 	--temp-config=tests/regress/erpcrm.conf

@@ -15,6 +15,7 @@
 #include "utils/guc.h"
 
 #include "erpcrm.h"
+#include "subscribe.h"
 
 char	   *erpcrm_database = NULL;
 char	   *erpcrm_role = NULL;
@@ -273,6 +274,9 @@ erpcrm_define_settings(void)
 							1440, 1, 525600,
 							PGC_SIGHUP, GUC_UNIT_MIN,
 							NULL, NULL, NULL);
+
+	/* the way back: subscriptions (subscribe.c) */
+	erpcrm_define_pull_settings();
 
 	MarkGUCPrefixReserved("erpcrm");
 }
