@@ -21,6 +21,9 @@ OBJS = \
 	extension/subscribe.o \
 	worker/worker.o \
 	worker/delivery.o \
+	worker/claim.o \
+	worker/send.o \
+	worker/record.o \
 	worker/preview.o \
 	worker/fingerprint.o \
 	worker/fphash.o \

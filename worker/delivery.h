@@ -85,14 +85,4 @@ extern uint64 erpcrm_owner_misses;
 /* worker.c: the mappings and their associations, in dependency order */
 extern List *erpcrm_read_mappings(MemoryContext cxt);
 
-/*
- * Read these keys' rows as the worker reads them and give each key's
- * fingerprint (found[i] false: not in the view; valid[i] false: its row
- * cannot be sent), for erpcrm._fingerprints().  SPI is connected and a
- * snapshot is active.
- */
-extern void erpcrm_read_fingerprints(MappingDef *mapping, int32 epoch, int n,
-									 char **erp_ids, int64 *fingerprints,
-									 bool *found, bool *valid);
-
 #endif							/* ERPCRM_DELIVERY_H */

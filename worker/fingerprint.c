@@ -1,10 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * fingerprint.c
- *	  erpcrm._fingerprints(): the fingerprints (fphash.c) of keys' rows read
- *	  by the worker's own code, for erpcrm.refresh() and
- *	  erpcrm.fingerprint(); and the mapping lookup of the SQL functions that
- *	  run worker code.
+ *	  Fingerprints of the keys of a batch (claim.c), to record them without
+ *	  a call when HubSpot holds their content already; erpcrm._fingerprints():
+ *	  the same fingerprints (fphash.c) of keys' rows read by the worker's own
+ *	  code, for erpcrm.refresh() and erpcrm.fingerprint(); and the mapping
+ *	  lookup of the SQL functions that run worker code.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,13 +15,150 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
-#include "delivery.h"
+#include "delivery_int.h"
 #include "erpcrm.h"
 #include "fingerprint.h"
+#include "fphash.h"
+
+/* The fingerprint of a key read from the view: what its request carries. */
+static int64
+key_fingerprint(Batch *b, BatchKey *key, int32 epoch)
+{
+	MappingDef *m = b->mapping;
+	FingerprintInput in;
+	const char **columns = palloc(sizeof(char *) * Max(m->nassoc, 1));
+
+	for (int a = 0; a < m->nassoc; a++)
+		columns[a] = m->assoc[a].column;
+	in.epoch = epoch;
+	in.object_type = m->object_type;
+	in.id_property = m->id_property;
+	in.explicit_id = key->explicit_id;
+	in.nprops = b->nprops;
+	in.names = (const char *const *) b->prop_names;
+	in.values = (const char *const *) key->values;
+	in.nassoc = m->nassoc;
+	in.assoc_columns = columns;
+	in.assoc_to = (const char *const *) key->assoc_to;
+	return erpcrm_fingerprint(&in);
+}
+
+/*
+ * The fingerprint of every key read, and whether HubSpot holds it already:
+ * a key whose object HubSpot has, whose last attempt did not fail and whose
+ * stored fingerprint is the same is recorded without a call.  SPI is
+ * connected and a snapshot is active.
+ */
+void
+erpcrm_fingerprint_keys(Batch *b)
+{
+	MappingDef *m = b->mapping;
+	Oid			types[2] = {INT4OID, TEXTARRAYOID};
+	Datum		args[2];
+	List	   *ids = NIL;
+	int32		epoch;
+	bool		isnull;
+
+	b->fingerprints13 = OidIsValid(LookupFuncName(list_make2(makeString("erpcrm"),
+															 makeString("_stored_fingerprints")),
+												  2, types, true));
+	if (!b->fingerprints13)
+		return;
+	for (int k = 0; k < b->nkeys; k++)
+		if (b->keys[k].in_view && b->keys[k].outcome == KO_NONE)
+			ids = lappend(ids, b->keys[k].erp_id);
+	if (ids == NIL)
+		return;
+	args[0] = Int32GetDatum(m->id);
+	args[1] = text_array(ids);
+	if (SPI_execute_with_args("SELECT erpcrm._fingerprint_epoch($1), f.erp_id, f.fingerprint"
+							  " FROM (SELECT) AS x"
+							  " LEFT JOIN erpcrm._stored_fingerprints($1, $2) AS f ON true",
+							  2, types, args, NULL, true, 0) != SPI_OK_SELECT ||
+		SPI_processed < 1)
+		elog(ERROR, "erpcrm._stored_fingerprints failed");
+	epoch = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		epoch = 0;
+	{
+		MemoryContext spi_cxt = MemoryContextSwitchTo(b->cxt);
+
+		for (int k = 0; k < b->nkeys; k++)
+		{
+			BatchKey   *key = &b->keys[k];
+
+			if (!key->in_view || key->outcome != KO_NONE)
+				continue;
+			key->fingerprint = key_fingerprint(b, key, epoch);
+			key->has_fingerprint = true;
+		}
+		MemoryContextSwitchTo(spi_cxt);
+	}
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[r];
+		char	   *erp_id = SPI_getvalue(t, SPI_tuptable->tupdesc, 2);
+		int64		stored;
+
+		if (erp_id == NULL)
+			continue;
+		stored = DatumGetInt64(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull));
+		if (isnull)
+			continue;
+		for (int k = 0; k < b->nkeys; k++)
+		{
+			BatchKey   *key = &b->keys[k];
+
+			if (key->has_fingerprint && key->fingerprint == stored &&
+				key->known_hubspot_id != NULL && strcmp(key->erp_id, erp_id) == 0)
+			{
+				MemoryContext spi_cxt = MemoryContextSwitchTo(b->cxt);
+
+				set_outcome(key, KO_UNCHANGED, 0, NULL, NULL, NULL);
+				key->hubspot_id = pstrdup(key->known_hubspot_id);
+				MemoryContextSwitchTo(spi_cxt);
+			}
+		}
+	}
+}
+
+/*
+ * erpcrm._fingerprints(): these keys' rows read as the worker reads them,
+ * and their fingerprints.  SPI is connected and a snapshot is active.
+ */
+static void
+read_fingerprints(MappingDef *m, int32 epoch, int n, char **erp_ids,
+						 int64 *fingerprints, bool *found, bool *valid)
+{
+	Batch		b;
+	DeliveryOutcome outcome;
+
+	memset(&b, 0, sizeof(b));
+	memset(&outcome, 0, sizeof(outcome));
+	b.mapping = m;
+	b.outcome = &outcome;
+	b.cxt = CurrentMemoryContext;
+	b.nkeys = n;
+	b.keys = palloc0(sizeof(BatchKey) * n);
+	for (int i = 0; i < n; i++)
+		b.keys[i].erp_id = erp_ids[i];
+	read_rows(&b);
+	for (int i = 0; i < n; i++)
+	{
+		BatchKey   *key = &b.keys[i];
+
+		found[i] = key->in_view || key->read_error != NULL;
+		valid[i] = key->in_view && key->outcome == KO_NONE;
+		if (valid[i])
+			fingerprints[i] = key_fingerprint(&b, key, epoch);
+	}
+}
 
 /*
  * A mapping as the worker sees it, by id, for the SQL functions that run the
@@ -116,7 +254,7 @@ erpcrm_fingerprints_v1(PG_FUNCTION_ARGS)
 			epoch = 0;
 	}
 	if (n > 0)
-		erpcrm_read_fingerprints(mapping, epoch, n, keys, fps, found, valid);
+		read_fingerprints(mapping, epoch, n, keys, fps, found, valid);
 	MemoryContextSwitchTo(old);
 
 	for (int i = 0; i < n; i++)

@@ -11,15 +11,12 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 
 #include "activity.h"
 #include "erpcrm.h"
@@ -33,31 +30,6 @@ static int32 refresh_mapping = 0;
 static char *refresh_after = NULL;
 static int64 refresh_dirtied = 0;
 static bool refresh_in_step = false;	/* an ERROR left a step unfinished */
-
-static MemoryContext caller_cxt;
-
-static void
-begin_refresh_xact(void)
-{
-	caller_cxt = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "erpcrm: refreshing a mapping");
-	erpcrm_worker_step("refreshing a mapping");
-}
-
-static void
-end_refresh_xact(void)
-{
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller_cxt);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
 
 static void
 forget_refresh(void)
@@ -102,7 +74,7 @@ refresh_step(void)
 	bool		more = true;
 	bool		isnull;
 
-	begin_refresh_xact();
+	erpcrm_begin_step("erpcrm: refreshing a mapping");
 	refresh_in_step = true;
 	if (refresh_mapping == 0)
 	{
@@ -169,7 +141,7 @@ refresh_step(void)
 		}
 	}
 	refresh_in_step = false;
-	end_refresh_xact();
+	erpcrm_end_step();
 	return more;
 }
 
@@ -186,9 +158,9 @@ erpcrm_refresh_some(void)
 		refresh_in_step = false;
 		if (refresh_mapping != 0)
 		{
-			begin_refresh_xact();
+			erpcrm_begin_step("erpcrm: refreshing a mapping");
 			record_refreshed();
-			end_refresh_xact();
+			erpcrm_end_step();
 		}
 		return;
 	}

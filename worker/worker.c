@@ -299,33 +299,6 @@ erpcrm_read_mappings(MemoryContext cxt)
 	return result;
 }
 
-/* Run a few statements in a transaction of their own. */
-static MemoryContext step_caller_cxt = NULL;
-
-static bool
-begin_step(const char *activity)
-{
-	step_caller_cxt = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-	return true;
-}
-
-static void
-end_step(void)
-{
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-	/* the commit leaves us in TopMemoryContext: go back */
-	MemoryContextSwitchTo(step_caller_cxt);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 static bool
 extension_ready(void)
 {
@@ -345,10 +318,10 @@ extension_ready(void)
 static void
 run_step(const char *activity, const char *sql)
 {
-	begin_step(activity);
+	erpcrm_begin_step(activity);
 	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "%s failed", sql);
-	end_step();
+	erpcrm_end_step();
 }
 
 /* Is this erpcrm function installed (the SQL may be older than us)? */
@@ -370,14 +343,14 @@ has_function(const char *signature)
 static void
 fold(void)
 {
-	begin_step("erpcrm: folding the outbox");
+	erpcrm_begin_step("erpcrm: folding the outbox");
 	/* 1.2: sources found again by name, key queries of watches resolved */
 	if (has_function("erpcrm._before_fold()") &&
 		SPI_execute("SELECT erpcrm._before_fold()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._before_fold() failed");
 	if (SPI_execute("SELECT erpcrm._fold()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._fold() failed");
-	end_step();
+	erpcrm_end_step();
 }
 
 /*
@@ -391,7 +364,7 @@ mapping_problems(void)
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *result;
 
-	begin_step("erpcrm: checking mappings");
+	erpcrm_begin_step("erpcrm: checking mappings");
 	initStringInfo(&buf);
 	if (has_function("erpcrm._mapping_problem(integer)"))
 	{
@@ -404,7 +377,7 @@ mapping_problems(void)
 							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 	}
 	result = MemoryContextStrdup(caller, buf.data);
-	end_step();
+	erpcrm_end_step();
 	return result;
 }
 
@@ -459,11 +432,11 @@ owners_table_exists(void)
 {
 	bool		exists;
 
-	begin_step("erpcrm: looking for the owners cache");
+	erpcrm_begin_step("erpcrm: looking for the owners cache");
 	exists = SPI_execute("SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
 					" ON n.oid = c.relnamespace WHERE n.nspname = 'erpcrm' AND c.relname = 'hubspot_owner'",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1;
-	end_step();
+	erpcrm_end_step();
 	return exists;
 }
 
@@ -496,9 +469,9 @@ run_cycle(void)
 	erpcrm_worker_step("folding the outbox");
 	fold();
 	erpcrm_worker_step("loading the mappings");
-	begin_step("erpcrm: loading mappings");
+	erpcrm_begin_step("erpcrm: loading mappings");
 	mappings = load_mappings(&paused, &next_due);
-	end_step();
+	erpcrm_end_step();
 	erpcrm_worker_step(NULL);
 
 	if (paused)
@@ -612,10 +585,10 @@ run_cycle(void)
 	} while (any);
 
 	/* nothing due now: sleep until the next retry or the poll */
-	begin_step("erpcrm: planning");
+	erpcrm_begin_step("erpcrm: planning");
 	MemoryContextReset(cycle_cxt);
 	mappings = load_mappings(&paused, &next_due);
-	end_step();
+	erpcrm_end_step();
 	/* idle, but what stops a mapping stays in sight */
 	erpcrm_set_state(ERPCRM_WORKER_IDLE, mapping_problems());
 	now = GetCurrentTimestamp();
