@@ -29,6 +29,7 @@ OBJS = \
 	worker/fphash.o \
 	worker/refresh.o \
 	worker/owners.o \
+	worker/reconcile.o \
 	worker/pull.o \
 	worker/values.o \
 	worker/client.o \
