@@ -3935,6 +3935,7 @@ DECLARE
 	changed text[];
 	hid text;
 	modified timestamptz;
+	first_ms bigint;
 	last_ms bigint;
 	last_id bigint;
 	n integer := 0;
@@ -3967,6 +3968,7 @@ BEGIN
 		props := COALESCE(r -> 'properties', '{}');
 		modified := COALESCE(props ->> mp, r ->> 'updatedAt')::timestamptz;
 		last_ms := floor(extract(epoch FROM modified) * 1000);
+		first_ms := COALESCE(first_ms, last_ms);
 		last_id := hid::bigint;
 		CONTINUE WHEN EXISTS (SELECT FROM erpcrm.inbox x
 							   WHERE x.subscription_id = s.subscription_id
@@ -4006,8 +4008,9 @@ BEGIN
 		UPDATE erpcrm.subscription_cursor
 		   SET modified_at = erpcrm._ms_time(to_ms), caught_up_to = erpcrm._ms_time(to_ms)
 		 WHERE subscription_id = s.subscription_id;
-	ELSIF last_ms <= from_ms THEN
-		UPDATE erpcrm.subscription_cursor SET tie_id = 0
+	ELSIF first_ms = last_ms THEN
+		/* a page of one millisecond: read it by id */
+		UPDATE erpcrm.subscription_cursor SET modified_at = erpcrm._ms_time(last_ms), tie_id = 0
 		 WHERE subscription_id = s.subscription_id;
 	ELSE
 		UPDATE erpcrm.subscription_cursor SET modified_at = erpcrm._ms_time(last_ms)
