@@ -21,8 +21,12 @@ OBJS = \
 	extension/subscribe.o \
 	worker/worker.o \
 	worker/delivery.o \
+	worker/claim.o \
+	worker/send.o \
+	worker/record.o \
 	worker/preview.o \
 	worker/owners.o \
+	worker/reconcile.o \
 	worker/pull.o \
 	worker/values.o \
 	worker/client.o \

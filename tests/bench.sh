@@ -26,7 +26,7 @@ use_pg_config
 revision() {
 	local rev dirty
 	rev=$(git rev-parse --short HEAD 2>/dev/null) || { echo "unknown (no git)"; return; }
-	dirty=$(git status --porcelain -- extension worker sql erpcrm.control Makefile 2>/dev/null)
+	dirty=$(git status --porcelain -- extension worker hubspot sql erpcrm.control Makefile 2>/dev/null)
 	if [ -n "$dirty" ]; then
 		echo "$rev + uncommitted changes"
 	else
