@@ -48,6 +48,7 @@
 #include "utils/relcache.h"
 
 #include "activity.h"
+#include "backoff.h"
 #include "client.h"
 #include "delivery.h"
 #include "erpcrm.h"
@@ -553,9 +554,8 @@ run_cycle(void)
 				long		delay;
 
 				consecutive_failures++;
-				delay = (long) erpcrm_retry_base_ms << Min(consecutive_failures - 1, 20);
-				delay = Min(delay, (long) erpcrm_retry_max_ms);
-				delay = delay * (3 + (random() % 3)) / 4;
+				delay = (long) erpcrm_backoff_ms(erpcrm_retry_base_ms, erpcrm_retry_max_ms,
+												 consecutive_failures);
 				backoff_until = TimestampTzPlusMilliseconds(now, delay);
 				enter_backoff(ERPCRM_WORKER_BACKING_OFF,
 							  psprintf("mapping \"%s\": %s", m->name, out.transient_message),
@@ -841,8 +841,8 @@ erpcrm_worker_main(Datum main_arg)
 				erpcrm_worker_step(NULL);
 				FreeErrorData(edata);
 				consecutive_failures++;
-				sleep_ms = Min((long) erpcrm_retry_base_ms << Min(consecutive_failures, 10),
-							   (long) erpcrm_retry_max_ms);
+				sleep_ms = (long) erpcrm_backoff_ms(erpcrm_retry_base_ms, erpcrm_retry_max_ms,
+													consecutive_failures);
 				backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
 				enter_backoff(ERPCRM_WORKER_BACKING_OFF, detail, backoff_until);
 				pfree(detail);
