@@ -26,6 +26,7 @@ OBJS = \
 	worker/record.o \
 	worker/preview.o \
 	worker/owners.o \
+	worker/reconcile.o \
 	worker/pull.o \
 	worker/values.o \
 	worker/client.o \

@@ -155,6 +155,22 @@ sub mock_post
 	return $r->{content} ? $json->decode($r->{content}) : undef;
 }
 
+# An edit by hand in HubSpot through the mock's control API, e.g.
+# mock_patch("/_mock/objects/deals/$id", { properties => { dealstage =>
+# 'closedwon' } }): validated, recorded in the property's history as made
+# in HubSpot's screens (sourceType CRM_UI), no API call counted.
+sub mock_patch
+{
+	my ($path, $body) = @_;
+	my $r = $http->request('PATCH', "http://127.0.0.1:$mock_port$path",
+		{
+			headers => { 'Content-Type' => 'application/json' },
+			content => $json->encode($body // {})
+		});
+	die "mock PATCH $path: $r->{status} $r->{content}" unless $r->{success};
+	return $json->decode($r->{content});
+}
+
 # A node with erpcrm preloaded, its worker serving database "postgres".
 sub erpcrm_node
 {

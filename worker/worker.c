@@ -441,6 +441,48 @@ owners_table_exists(void)
 }
 
 /*
+ * After a batch (or a reconcile step, mapping NULL): does HubSpot want the
+ * worker to stop sending for a while?  Then show why, and set *delay.
+ */
+static bool
+must_back_off(DeliveryOutcome *out, const char *mapping, long *delay)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (out->auth_failed)
+	{
+		auth_blocked_until = TimestampTzPlusMilliseconds(now, erpcrm_auth_retry_ms);
+		enter_backoff(ERPCRM_WORKER_AUTH_FAILED, out->auth_message, auth_blocked_until);
+		ereport(LOG,
+				(errmsg("erpcrm worker stops sending: %s", out->auth_message),
+				 errhint("Fix erpcrm.token or erpcrm.token_file and reload the configuration.")));
+		*delay = ms_until(auth_blocked_until, now);
+		return true;
+	}
+	if (out->blocked_until > now)
+	{
+		enter_backoff(ERPCRM_WORKER_RATE_LIMITED, "HubSpot's rate limit is exhausted",
+					  out->blocked_until);
+		backoff_until = out->blocked_until;
+		*delay = ms_until(backoff_until, now);
+		return true;
+	}
+	if (out->transient)
+	{
+		consecutive_failures++;
+		*delay = (long) erpcrm_backoff_ms(erpcrm_retry_base_ms, erpcrm_retry_max_ms,
+										  consecutive_failures);
+		backoff_until = TimestampTzPlusMilliseconds(now, *delay);
+		enter_backoff(ERPCRM_WORKER_BACKING_OFF,
+					  mapping ? psprintf("mapping \"%s\": %s", mapping, out->transient_message) :
+					  pstrdup(out->transient_message),
+					  backoff_until);
+		return true;
+	}
+	return false;
+}
+
+/*
  * One cycle: fold, then batches for every mapping in dependency order,
  * round after round while keys are due.  Returns how long to sleep.
  */
@@ -452,6 +494,7 @@ run_cycle(void)
 	TimestampTz next_due;
 	TimestampTz now;
 	bool		any;
+	long		delay;
 	PullOutcome pulled;
 
 	MemoryContextReset(cycle_cxt);
@@ -532,36 +575,8 @@ run_cycle(void)
 				erpcrm_shared->objects_sent += out.synced;
 				SpinLockRelease(&erpcrm_shared->mutex);
 			}
-			now = GetCurrentTimestamp();
-			if (out.auth_failed)
-			{
-				auth_blocked_until = TimestampTzPlusMilliseconds(now, erpcrm_auth_retry_ms);
-				enter_backoff(ERPCRM_WORKER_AUTH_FAILED, out.auth_message, auth_blocked_until);
-				ereport(LOG,
-						(errmsg("erpcrm worker stops sending: %s", out.auth_message),
-						 errhint("Fix erpcrm.token or erpcrm.token_file and reload the configuration.")));
-				return ms_until(auth_blocked_until, now);
-			}
-			if (out.blocked_until > now)
-			{
-				enter_backoff(ERPCRM_WORKER_RATE_LIMITED, "HubSpot's rate limit is exhausted",
-							  out.blocked_until);
-				backoff_until = out.blocked_until;
-				return ms_until(backoff_until, now);
-			}
-			if (out.transient)
-			{
-				long		delay;
-
-				consecutive_failures++;
-				delay = (long) erpcrm_backoff_ms(erpcrm_retry_base_ms, erpcrm_retry_max_ms,
-												 consecutive_failures);
-				backoff_until = TimestampTzPlusMilliseconds(now, delay);
-				enter_backoff(ERPCRM_WORKER_BACKING_OFF,
-							  psprintf("mapping \"%s\": %s", m->name, out.transient_message),
-							  backoff_until);
+			if (must_back_off(&out, m->name, &delay))
 				return delay;
-			}
 			if (ConfigReloadPending)
 				return 0;
 		}
@@ -577,6 +592,23 @@ run_cycle(void)
 		if (any)
 			fold();
 	} while (any);
+
+	/*
+	 * Nothing is due: one step of a reconcile (1.3), if one was asked for.
+	 * The next cycle folds and delivers before the step after it.
+	 */
+	{
+		DeliveryOutcome out;
+		bool		worked;
+
+		erpcrm_worker_step("reconciling with HubSpot");
+		worked = erpcrm_reconcile_work(mappings, &out);
+		erpcrm_worker_step(NULL);
+		if (must_back_off(&out, NULL, &delay))
+			return delay;
+		if (worked)
+			return 0;
+	}
 
 	/* nothing due now: sleep until the next retry or the poll */
 	erpcrm_begin_step("erpcrm: planning");
