@@ -26,6 +26,7 @@
 
 #include "activity.h"
 #include "delivery_int.h"
+#include "fingerprint.h"
 #include "erpcrm.h"
 #include "values.h"
 
@@ -408,6 +409,7 @@ claim_and_read(Batch *b, int limit)
 													b->nkeys, b->mapping->source));
 	erpcrm_worker_step("reading its view");
 	read_rows(b);
+	erpcrm_fingerprint_keys(b);
 	erpcrm_end_step();
 	return true;
 }
