@@ -44,7 +44,7 @@ is(sql("SELECT count(*) FROM erpcrm.api_log WHERE mapping = 'companies' AND http
 is(sql('SELECT count(*) FROM erpcrm.drift'), '0', 'and no drift is made up from them');
 
 # 2. Delivery goes first: an ERP change made while a slow reconcile runs
-ErpcrmTest::mock_post('/_mock/faults', { slow_ms => 150 });
+ErpcrmTest::mock_post('/_mock/faults', { slow_ms => 1000 });   # 16 calls: 16 s and more
 $run = sql("SELECT erpcrm.reconcile('companies')");
 ok(poll_until('the run checks keys', sub { sql("SELECT keys_checked > 0 FROM erpcrm.reconcile_runs WHERE run_id = $run") eq 't' }),
 	'the reconcile is under way');
@@ -63,7 +63,9 @@ ErpcrmTest::mock_post('/_mock/faults', {});
 sql('SELECT erpcrm.pause()');
 $since = last_seq();
 $run = sql("SELECT erpcrm.reconcile('companies')");
-sleep(2);
+ok(poll_until('the worker woke after the request', sub {
+	sql("SELECT w.state = 'paused' AND w.last_wake > r.requested_at FROM erpcrm.worker w, erpcrm.reconcile_runs r WHERE r.run_id = $run") eq 't' }),
+	'the worker woke for the request, paused');
 is(sql("SELECT state || ' ' || calls FROM erpcrm.reconcile_runs WHERE run_id = $run"), 'queued 0',
 	'a reconcile asked for while the worker is paused waits');
 is(scalar(grep { $_->{seq} > $since } @{ ErpcrmTest::mock_get('/_mock/requests')->{results} }), 0,
