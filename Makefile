@@ -25,6 +25,9 @@ OBJS = \
 	worker/send.o \
 	worker/record.o \
 	worker/preview.o \
+	worker/fingerprint.o \
+	worker/fphash.o \
+	worker/refresh.o \
 	worker/owners.o \
 	worker/reconcile.o \
 	worker/pull.o \

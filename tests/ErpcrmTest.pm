@@ -383,4 +383,18 @@ sub state_ok
 	return ok(!@problems, $name);
 }
 
+# The mock's sequence number of the last call it saw, and the CRM calls
+# (objects, associations) it saw after a given one: what a step cost.
+sub mock_last_seq
+{
+	return mock_get('/_mock/requests')->{lastSeq} // 0;
+}
+
+sub crm_calls_since
+{
+	my ($since) = @_;
+	my $r = mock_get('/_mock/requests?since=' . ($since // 0));
+	return grep { $_->{path} =~ m{^/crm/v[34]/(objects|associations)} } @{ $r->{results} };
+}
+
 1;

@@ -13,19 +13,23 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "pgstat.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 
 #include "activity.h"
 #include "delivery_int.h"
+#include "fingerprint.h"
 #include "erpcrm.h"
 #include "values.h"
 
@@ -212,7 +216,8 @@ read_keys(Batch *b, SPIPlanPtr plan, BatchKey **keys, int n,
 		/* the view's functions run as the mapping's owner, not as us */
 		if (OidIsValid(m->owner))
 			erpcrm_as_owner_begin(m->owner, &saved);
-		ret = SPI_execute_plan(plan, &arg, NULL, true, 0);
+		/* a snapshot of its own, taken after the plan's locks */
+		ret = SPI_execute_plan(plan, &arg, NULL, false, 0);
 		if (OidIsValid(m->owner))
 			erpcrm_as_owner_end(&saved);
 		if (ret != SPI_OK_SELECT)
@@ -276,6 +281,51 @@ read_isolating(Batch *b, SPIPlanPtr plan, BatchKey **keys, int n,
 	}
 	read_isolating(b, plan, keys, n / 2, cxt, out, NULL);
 	read_isolating(b, plan, keys + n / 2, n - n / 2, cxt, out, NULL);
+}
+
+/*
+ * Lock the tables the mapping watches, and their partitions, before its
+ * view is read (read_keys takes the snapshot of the read after).  A
+ * rewriting ALTER TABLE is not MVCC-safe: a snapshot taken before it
+ * committed sees the rewritten table empty.  The keys it held would be sent
+ * empty and recorded as synced, and nothing dirties them again (the rewrite
+ * captures no change).  The view's own plan locks only the tables it names,
+ * not those its functions read as they run, and the snapshot of the step
+ * (erpcrm_begin_step) is older than both.
+ */
+static void
+lock_watched_tables(MappingDef *m)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1];
+	List	   *relids = NIL;
+	ListCell   *lc;
+
+	args[0] = Int32GetDatum(m->id);
+	if (SPI_execute_with_args("SELECT DISTINCT w.source::pg_catalog.oid FROM erpcrm.watch w"
+							  " WHERE w.mapping_id = $1 ORDER BY 1",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list the tables mapping \"%s\" watches", m->name);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			relids = lappend_oid(relids, DatumGetObjectId(d));
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	foreach(lc, relids)
+	{
+		Oid			relid = lfirst_oid(lc);
+
+		/* a table dropped meanwhile is simply not there to lock */
+		LockRelationOid(relid, AccessShareLock);
+		if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+			list_free(find_all_inheritors(relid, AccessShareLock, NULL));
+	}
+	list_free(relids);
 }
 
 /*
@@ -408,6 +458,7 @@ claim_and_read(Batch *b, int limit)
 													b->nkeys, b->mapping->source));
 	erpcrm_worker_step("reading its view");
 	read_rows(b);
+	erpcrm_fingerprint_keys(b);
 	erpcrm_end_step();
 	return true;
 }
@@ -634,6 +685,7 @@ read_rows(Batch *b)
 			erpcrm_as_owner_end(&saved);
 
 		/* an error in one row fails that key alone (see read_view) */
+		lock_watched_tables(m);
 		misses = erpcrm_owner_misses;
 		read_view(b, plan, b->cxt, &rows);
 		b->owner_misses = erpcrm_owner_misses - misses;

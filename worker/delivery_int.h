@@ -32,6 +32,7 @@ typedef enum KeyOutcome
 	KO_FAILED,					/* refused by HubSpot: parked */
 	KO_RETRY,					/* transient: backoff */
 	KO_WAIT,					/* waits for another object or the limit */
+	KO_UNCHANGED,				/* HubSpot holds its content: no call (1.3) */
 } KeyOutcome;
 
 typedef struct BatchKey
@@ -54,6 +55,8 @@ typedef struct BatchKey
 	bool		bounded;		/* a retry that only this key needs: parked
 								 * as failed after erpcrm.max_attempts */
 	bool		alone_5xx;		/* sent alone, answered with a 5xx */
+	bool		has_fingerprint;	/* fingerprint is the row's (1.3) */
+	int64		fingerprint;
 	/* outcome */
 	KeyOutcome	outcome;
 	char	   *hubspot_id;
@@ -90,6 +93,8 @@ typedef struct Batch
 	int			ok_calls;		/* calls HubSpot answered with 2xx */
 	int			split_5xx;		/* > 0: inside a split after a 5xx */
 	uint64		owner_misses;	/* rows read whose owner e-mail is unknown */
+	bool		fingerprints13; /* the installed SQL keeps fingerprints (1.3) */
+	int			unchanged;		/* keys recorded without a call */
 	MemoryContext cxt;			/* the batch's memory */
 } Batch;
 

@@ -18,6 +18,7 @@
 
 #include "delivery_int.h"
 #include "erpcrm.h"
+#include "fingerprint.h"
 
 /*
  * erpcrm._preview(mapping_id int, erp_id text, hubspot_id text)
@@ -36,8 +37,7 @@ erpcrm_preview_v1(PG_FUNCTION_ARGS)
 	char	   *known;
 	MemoryContext cxt;
 	MemoryContext old;
-	MappingDef *mapping = NULL;
-	List	   *mappings;
+	MappingDef *mapping;
 	List	   *steps;
 	ListCell   *lc;
 	int			n = 0;
@@ -56,23 +56,7 @@ erpcrm_preview_v1(PG_FUNCTION_ARGS)
 								ALLOCSET_DEFAULT_SIZES);
 	SPI_connect();
 	old = MemoryContextSwitchTo(cxt);
-	mappings = erpcrm_read_mappings(cxt);
-	foreach(lc, mappings)
-	{
-		MappingDef *m = lfirst(lc);
-
-		if (m->id == mapping_id)
-			mapping = m;
-	}
-	if (mapping == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("mapping %d does not exist", mapping_id)));
-	if (mapping->erp_id_type == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("mapping view %s of mapping \"%s\" has no column \"erp_id\"",
-						mapping->source, mapping->name)));
+	mapping = erpcrm_mapping_by_id(mapping_id, cxt);
 	steps = erpcrm_preview_key(mapping, erp_id, known);
 	MemoryContextSwitchTo(old);
 

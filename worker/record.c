@@ -44,11 +44,18 @@ text_array(List *strings)
 											  TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+/*
+ * Keys done: written (or archived, or left alone) in HubSpot.  As of 1.3,
+ * fingerprints (of the rows sent, NULL where unknown) are recorded in the
+ * same UPDATE.
+ */
 static void
-record_done(MappingDef *m, List *ids, List *hs_ids, bool archived, bool in_erp)
+record_done(Batch *b, List *ids, List *hs_ids, List *fingerprints,
+			bool archived, bool in_erp)
 {
-	Oid			types[5] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, BOOLOID, BOOLOID};
-	Datum		args[5];
+	MappingDef *m = b->mapping;
+	Oid			types[6] = {INT4OID, TEXTARRAYOID, TEXTARRAYOID, BOOLOID, BOOLOID, INT8ARRAYOID};
+	Datum		args[6];
 
 	if (ids == NIL)
 		return;
@@ -57,6 +64,41 @@ record_done(MappingDef *m, List *ids, List *hs_ids, bool archived, bool in_erp)
 	args[2] = text_array(hs_ids);
 	args[3] = BoolGetDatum(archived);
 	args[4] = BoolGetDatum(in_erp);
+	if (b->fingerprints13)
+	{
+		int			n = list_length(ids);
+		Datum	   *d = palloc(sizeof(Datum) * n);
+		bool	   *nulls = palloc(sizeof(bool) * n);
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+		int			i = 0;
+		ListCell   *lc;
+
+		for (i = 0; i < n; i++)
+		{
+			nulls[i] = true;
+			d[i] = (Datum) 0;
+		}
+		i = 0;
+		foreach(lc, fingerprints)
+		{
+			BatchKey   *key = lfirst(lc);
+
+			if (key != NULL && key->has_fingerprint)
+			{
+				nulls[i] = false;
+				d[i] = Int64GetDatum(key->fingerprint);
+			}
+			i++;
+		}
+		args[5] = PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, INT8OID,
+													 sizeof(int64), FLOAT8PASSBYVAL,
+													 TYPALIGN_DOUBLE));
+		if (SPI_execute_with_args("SELECT erpcrm._done($1, $2, $3, $4, $5, $6)",
+								  6, types, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._done failed");
+		return;
+	}
 	if (SPI_execute_with_args("SELECT erpcrm._done($1, $2, $3, $4, $5)",
 							  5, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._done failed");
@@ -292,6 +334,7 @@ record_batch(Batch *b)
 	MappingDef *m = b->mapping;
 	List	   *synced = NIL,
 			   *synced_hs = NIL,
+			   *synced_fp = NIL,
 			   *archived = NIL,
 			   *kept = NIL,
 			   *kept_hs = NIL;
@@ -309,7 +352,15 @@ record_batch(Batch *b)
 			case KO_SYNCED:
 				synced = lappend(synced, key->erp_id);
 				synced_hs = lappend(synced_hs, key->hubspot_id);
+				synced_fp = lappend(synced_fp, key);
 				b->outcome->synced++;
+				done[i] = true;
+				break;
+			case KO_UNCHANGED:
+				synced = lappend(synced, key->erp_id);
+				synced_hs = lappend(synced_hs, key->hubspot_id);
+				synced_fp = lappend(synced_fp, key);
+				b->unchanged++;
 				done[i] = true;
 				break;
 			case KO_ARCHIVED:
@@ -328,7 +379,7 @@ record_batch(Batch *b)
 				break;
 		}
 	}
-	record_done(m, synced, synced_hs, false, true);
+	record_done(b, synced, synced_hs, synced_fp, false, true);
 	if (m->v11 && m->nassoc > 0)
 	{
 		List	   *ids = NIL;
@@ -353,8 +404,8 @@ record_batch(Batch *b)
 				elog(ERROR, "erpcrm._set_assoc_state failed");
 		}
 	}
-	record_done(m, archived, archived, true, false);
-	record_done(m, kept, kept_hs, false, false);
+	record_done(b, archived, archived, NIL, true, false);
+	record_done(b, kept, kept_hs, NIL, false, false);
 	if (b->links12)
 		record_links(b);
 
@@ -388,6 +439,17 @@ record_batch(Batch *b)
 		if (SPI_execute_with_args("SELECT erpcrm._owner_misses($1, $2)",
 								  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._owner_misses failed");
+	}
+	if (b->unchanged > 0)
+	{
+		Oid			types[2] = {INT4OID, INT8OID};
+		Datum		args[2];
+
+		args[0] = Int32GetDatum(m->id);
+		args[1] = Int64GetDatum((int64) b->unchanged);
+		if (SPI_execute_with_args("SELECT erpcrm._unchanged($1, $2)",
+								  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._unchanged failed");
 	}
 	record_calls(b);
 

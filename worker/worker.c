@@ -50,6 +50,7 @@
 #include "activity.h"
 #include "client.h"
 #include "delivery.h"
+#include "refresh.h"
 #include "erpcrm.h"
 #include "hubspot.h"
 #include "subscribe.h"
@@ -546,6 +547,11 @@ run_cycle(void)
 			erpcrm_worker_step(NULL);
 		}
 	}
+
+	/* 1.3: refreshes of mappings that have refresh_every, a few steps a cycle */
+	erpcrm_worker_step("refreshing a mapping");
+	erpcrm_refresh_some();
+	erpcrm_worker_step(NULL);
 
 	do
 	{
