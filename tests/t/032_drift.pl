@@ -61,7 +61,7 @@ is(sql("SELECT count(*) FROM erpcrm.api_log WHERE mapping = 'companies'") - $cal
 ErpcrmTest::mock_patch('/_mock/objects/companies/' . hs_id('companies', '5'),
 	{ properties => { name => 'Firm Five (renamed by sales)', credit_limit => '1005.5' } });
 ErpcrmTest::mock_patch('/_mock/objects/companies/' . hs_id('companies', '6'),
-	{ properties => { customer_since => '2020-01-07', vip => '' } });
+	{ properties => { customer_since => '2020-01-07', vip => '', domain => 'FIRM6.example' } });
 ErpcrmTest::mock_delete('/_mock/objects/companies/' . hs_id('companies', '107'));
 my ($old108, $old109) = (hs_id('companies', '108'), hs_id('companies', '109'));
 my $merged = ErpcrmTest::mock_post('/_mock/merge/companies', { primaryObjectId => $old109, objectIdToMerge => $old108 })->{id};
@@ -77,7 +77,7 @@ is(sql("SELECT string_agg(erp_id || ' ' || kind || ' ' || COALESCE(property, '-'
 		'5 edited name Firm 5 -> Firm Five (renamed by sales)',
 		"6 edited vip true -> ",
 		'9999 unknown_erp_id erp_id - -> 9999'),
-	'a renamed company, a property cleared, a deleted company, two merged ones and a stranger; equal numbers and dates are not drift');
+	'a renamed company, a property cleared, a deleted company, two merged ones and a stranger; equal numbers, dates, and a domain in capitals are not drift');
 is(sql("SELECT detail FROM erpcrm.drift WHERE erp_id = '108'"), "merged into HubSpot record $merged by hand",
 	'the company merged away says into which record');
 is(sql("SELECT detail FROM erpcrm.drift WHERE erp_id = '107'"),
