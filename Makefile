@@ -27,6 +27,7 @@ OBJS = \
 	worker/preview.o \
 	worker/fingerprint.o \
 	worker/fphash.o \
+	worker/forget.o \
 	worker/refresh.o \
 	worker/owners.o \
 	worker/reconcile.o \
@@ -34,6 +35,7 @@ OBJS = \
 	worker/values.o \
 	worker/client.o \
 	worker/activity.o \
+	worker/backoff.o \
 	hubspot/http.o \
 	hubspot/json.o \
 	hubspot/ratelimit.o
@@ -57,6 +59,8 @@ REGRESS += badrows
 # part 5: links, corrections, HubSpot set-up
 # part 6: packaging and contract
 REGRESS += preview
+# 1.3, struct: the one backoff formula
+REGRESS += backoff
 # 1.3, the way back: subscriptions and the inbox
 REGRESS += subscribe
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \

@@ -48,8 +48,10 @@
 #include "utils/relcache.h"
 
 #include "activity.h"
+#include "backoff.h"
 #include "client.h"
 #include "delivery.h"
+#include "forget.h"
 #include "refresh.h"
 #include "erpcrm.h"
 #include "hubspot.h"
@@ -470,9 +472,8 @@ must_back_off(DeliveryOutcome *out, const char *mapping, long *delay)
 	if (out->transient)
 	{
 		consecutive_failures++;
-		*delay = (long) erpcrm_retry_base_ms << Min(consecutive_failures - 1, 20);
-		*delay = Min(*delay, (long) erpcrm_retry_max_ms);
-		*delay = *delay * (3 + (random() % 3)) / 4;
+		*delay = (long) erpcrm_backoff_ms(erpcrm_retry_base_ms, erpcrm_retry_max_ms,
+										  consecutive_failures);
 		backoff_until = TimestampTzPlusMilliseconds(now, *delay);
 		enter_backoff(ERPCRM_WORKER_BACKING_OFF,
 					  mapping ? psprintf("mapping \"%s\": %s", mapping, out->transient_message) :
@@ -551,6 +552,11 @@ run_cycle(void)
 	/* 1.3: refreshes of mappings that have refresh_every, a few steps a cycle */
 	erpcrm_worker_step("refreshing a mapping");
 	erpcrm_refresh_some();
+	erpcrm_worker_step(NULL);
+
+	/* 1.3: erasures asked with erpcrm.forget() */
+	erpcrm_worker_step("erasing in HubSpot");
+	erpcrm_erase_some();
 	erpcrm_worker_step(NULL);
 
 	do
@@ -879,8 +885,8 @@ erpcrm_worker_main(Datum main_arg)
 				erpcrm_worker_step(NULL);
 				FreeErrorData(edata);
 				consecutive_failures++;
-				sleep_ms = Min((long) erpcrm_retry_base_ms << Min(consecutive_failures, 10),
-							   (long) erpcrm_retry_max_ms);
+				sleep_ms = (long) erpcrm_backoff_ms(erpcrm_retry_base_ms, erpcrm_retry_max_ms,
+													consecutive_failures);
 				backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
 				enter_backoff(ERPCRM_WORKER_BACKING_OFF, detail, backoff_until);
 				pfree(detail);
