@@ -75,6 +75,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Every object is rebuilt when a header changes (PGXS tracks no headers
+# unless PostgreSQL was configured with --enable-depend).
+$(OBJS): $(wildcard extension/*.h worker/*.h hubspot/*.h)
+
 # -Werror is for erpcrm's own warnings.  PostgreSQL's CFLAGS and headers are
 # written for the compiler it was built with (gcc on Debian): with clang,
 # its complaints about gcc's flags and attributes in them are off.
