@@ -20,6 +20,7 @@
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
+#include "utils/timeout.h"
 
 #include "erpcrm.h"
 #include "subscribe.h"
@@ -29,6 +30,7 @@ int			erpcrm_pull_settle_ms = 10000;
 int			erpcrm_pull_share = 20;
 int			erpcrm_pull_page_size = 200;
 int			erpcrm_inbox_retention_min = 10080;
+int			erpcrm_handler_timeout_ms = 300000;
 
 void
 erpcrm_define_pull_settings(void)
@@ -72,6 +74,14 @@ erpcrm_define_pull_settings(void)
 							10080, 1, 5256000,
 							PGC_SIGHUP, GUC_UNIT_MIN,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.handler_timeout",
+							"How long a subscription's handler may run on one change before it is cancelled and the change parked.",
+							"Outside a statement timeout of its own; 0 lets handlers run without limit.  A handler that loops or waits for a lock would otherwise stop the worker.",
+							&erpcrm_handler_timeout_ms,
+							300000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 }
 
 /*
@@ -95,6 +105,7 @@ erpcrm_run_handler_v1(PG_FUNCTION_ARGS)
 	Form_pg_proc proc;
 	char	   *query;
 	ErpcrmSavedUser saved;
+	volatile bool timed;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -128,10 +139,29 @@ erpcrm_run_handler_v1(PG_FUNCTION_ARGS)
 				 errmsg("permission denied for function %s", format_procedure(handler)),
 				 errdetail("The handler runs as role \"%s\", who subscribed.",
 						   GetUserNameFromId(owner, false))));
-	SPI_connect();
-	if (SPI_execute_with_args(query, 1, argtypes, args, NULL, false, 0) < 0)
-		elog(ERROR, "could not run the handler %s", format_procedure(handler));
-	SPI_finish();
+
+	/*
+	 * A handler that loops, or waits for a lock an idle session holds, would
+	 * hold up the worker and every delivery: past erpcrm.handler_timeout it
+	 * is cancelled as a statement past statement_timeout is, and the change
+	 * is parked (unless a statement timeout runs already).
+	 */
+	timed = erpcrm_handler_timeout_ms > 0 && !get_timeout_active(STATEMENT_TIMEOUT);
+	if (timed)
+		enable_timeout_after(STATEMENT_TIMEOUT, erpcrm_handler_timeout_ms);
+	PG_TRY();
+	{
+		SPI_connect();
+		if (SPI_execute_with_args(query, 1, argtypes, args, NULL, false, 0) < 0)
+			elog(ERROR, "could not run the handler %s", format_procedure(handler));
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		if (timed)
+			disable_timeout(STATEMENT_TIMEOUT, false);
+	}
+	PG_END_TRY();
 	erpcrm_as_owner_end(&saved);
 	PG_RETURN_VOID();
 }

@@ -19,6 +19,7 @@ extern int	erpcrm_pull_settle_ms;
 extern int	erpcrm_pull_share;
 extern int	erpcrm_pull_page_size;
 extern int	erpcrm_inbox_retention_min;
+extern int	erpcrm_handler_timeout_ms;
 
 extern void erpcrm_define_pull_settings(void);
 

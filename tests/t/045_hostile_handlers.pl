@@ -2,7 +2,8 @@
 # change and the subscription goes on, whatever the error is.  PL/pgSQL's
 # WHEN OTHERS does not catch query_canceled or assert_failure: a handler
 # raising one of them must not stop its subscription at that page for ever
-# (nor the others), and what it did must not outlive it.
+# (nor the others); a handler that loops is cancelled after
+# erpcrm.handler_timeout and its change parked.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -15,6 +16,7 @@ start_mock(config => { %{ ErpcrmTest::default_mock_config() },
 my $node = erpcrm_node('hostile_handlers', conf => q{
 erpcrm.pull_interval = '200ms'
 erpcrm.pull_settle = '500ms'
+erpcrm.handler_timeout = '2s'
 });
 load_erp($node);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
@@ -38,6 +40,9 @@ BEGIN
 	IF c.properties ->> 'dealname' = 'Cancel me' THEN
 		RAISE EXCEPTION 'pretending to be cancelled' USING ERRCODE = 'query_canceled';
 	END IF;
+	WHILE c.properties ->> 'dealname' = 'Loop me' LOOP
+		PERFORM pg_sleep(0.05);
+	END LOOP;
 	ASSERT c.properties ->> 'dealname' <> 'Assert me', 'an assertion of the handler';
 	INSERT INTO erp.seen VALUES (c.subscription, c.properties ->> 'dealname', current_user);
 END
@@ -60,15 +65,18 @@ sub seen { return sql("SELECT string_agg(sub || ':' || name, ',' ORDER BY sub, n
 
 my $cancel = new_deal('Cancel me');
 my $assert = new_deal('Assert me');
+my $loop = new_deal('Loop me');
 my $after = new_deal('After them');
 ok(poll_until('the deal after the odd errors', sub { seen() =~ /odd:After them/ }),
-	'a change after ones whose handler raised query_canceled and assert_failure is handed over');
+	'a change after ones whose handler raised query_canceled and assert_failure, or looped, is handed over');
 ok(poll_until('the polite subscription', sub { seen() =~ /polite:After them/ }),
 	'the other subscription got all three');
 is(sql("SELECT string_agg(hubspot_id || ' ' || error_sqlstate, ',' ORDER BY hubspot_id::bigint)
 		  FROM erpcrm.parked_changes WHERE subscription = 'odd'"),
-	join(',', "$cancel 57014", "$assert P0004"),
-	'both changes are parked with their SQL error');
+	join(',', "$cancel 57014", "$assert P0004", "$loop 57014"),
+	'the three changes are parked with their SQL error (the loop cancelled by erpcrm.handler_timeout)');
+like(sql("SELECT error_message FROM erpcrm.parked_changes WHERE hubspot_id = '$loop'"), qr/statement timeout/,
+	'the looping handler was cancelled as a statement past its timeout');
 is(sql("SELECT count(*) FROM erpcrm.subscriptions WHERE problem IS NOT NULL"), '0',
 	'no subscription reports a failing pull');
 is(sql("SELECT string_agg(DISTINCT who, ',') FROM erp.seen"), 'erp_hostile',
@@ -81,7 +89,7 @@ my $later = new_deal('Later');
 ok(poll_until('a deal after the requeue', sub { seen() =~ /odd:Later/ && seen() =~ /polite:Later/ }),
 	'changes made after the requeue are handed over');
 ok(poll_until('requeued changes parked again',
-	sub { sql("SELECT count(*) FROM erpcrm.inbox WHERE state = 'parked' AND attempts = 2") eq '2' }),
-	'the requeued changes were parked again, once more each');
+	sub { sql("SELECT count(*) FROM erpcrm.inbox WHERE state = 'parked' AND attempts = 2") eq '3' }),
+	'the three requeued changes were parked again, once more each');
 
 done_testing();
