@@ -18,7 +18,9 @@ OBJS = \
 	extension/shmem.o \
 	extension/setup.o \
 	extension/owner.o \
+	extension/portal.o \
 	worker/worker.o \
+	worker/launcher.o \
 	worker/delivery.o \
 	worker/preview.o \
 	worker/owners.o \

@@ -12,6 +12,7 @@
 
 #include "storage/fd.h"
 #include "utils/elog.h"
+#include "utils/memutils.h"
 #include "utils/guc.h"
 
 #include "erpcrm.h"
@@ -93,6 +94,25 @@ check_url(char **newval, void **extra, GucSource source)
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
+/* A token this process read from a file (its database's, or the cluster's). */
+static char *redacted_token = NULL;
+
+/* Blank this secret in whatever this process logs from now on. */
+void
+erpcrm_redact_also(const char *secret)
+{
+	if (secret == NULL || strlen(secret) < 4)
+		return;
+	if (redacted_token != NULL)
+	{
+		if (strcmp(redacted_token, secret) == 0)
+			return;
+		explicit_bzero(redacted_token, strlen(redacted_token));
+		pfree(redacted_token);
+	}
+	redacted_token = MemoryContextStrdup(TopMemoryContext, secret);
+}
+
 /* Replace every occurrence of secret in *text by asterisks. */
 static void
 redact(char **text, const char *secret)
@@ -131,6 +151,13 @@ erpcrm_emit_log_hook(ErrorData *edata)
 		redact(&edata->context, erpcrm_token);
 		redact(&edata->internalquery, erpcrm_token);
 	}
+	if (redacted_token != NULL)
+	{
+		redact(&edata->message, redacted_token);
+		redact(&edata->detail, redacted_token);
+		redact(&edata->context, redacted_token);
+		redact(&edata->internalquery, redacted_token);
+	}
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
 }
@@ -148,10 +175,10 @@ erpcrm_define_settings(void)
 	}
 
 	DefineCustomStringVariable("erpcrm.database",
-							   "Database whose outbox the erpcrm worker delivers.",
-							   "The worker restarts to connect to a new value.",
+							   "The only database erpcrm delivers from; empty means every database that has the extension.",
+							   "The launcher starts one worker per database served.",
 							   &erpcrm_database,
-							   "postgres",
+							   "",
 							   PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
 
@@ -279,9 +306,10 @@ erpcrm_define_settings(void)
 }
 
 /*
- * The token to send: erpcrm.token, else the first line of erpcrm.token_file.
- * Returns a palloc'd string, "" when none is configured.  Errors name the
- * file, never its content.
+ * The token to send: the file erpcrm.portal names for this database, else
+ * erpcrm.token, else the first line of erpcrm.token_file.  Returns a
+ * palloc'd string, "" when none is configured.  Errors name the file, never
+ * its content; a token read from a file is blanked in this process's log.
  */
 char *
 erpcrm_read_token(void)
@@ -290,18 +318,26 @@ erpcrm_read_token(void)
 	char		buf[4096];
 	size_t		n;
 	char	   *p;
+	ErpcrmPortalConfig portal;
+	const char *path = erpcrm_token_file;
+	const char *setting = "erpcrm.token_file";
 
-	if (erpcrm_token != NULL && erpcrm_token[0] != '\0')
+	erpcrm_portal_config(&portal);
+	if (portal.token_file != NULL && portal.token_file[0] != '\0')
+	{
+		path = portal.token_file;
+		setting = "erpcrm.portal.token_file";
+	}
+	else if (erpcrm_token != NULL && erpcrm_token[0] != '\0')
 		return pstrdup(erpcrm_token);
-	if (erpcrm_token_file == NULL || erpcrm_token_file[0] == '\0')
+	if (path == NULL || path[0] == '\0')
 		return pstrdup("");
 
-	f = AllocateFile(erpcrm_token_file, "r");
+	f = AllocateFile(path, "r");
 	if (f == NULL)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open erpcrm.token_file \"%s\": %m",
-						erpcrm_token_file)));
+				 errmsg("could not open %s \"%s\": %m", setting, path)));
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	FreeFile(f);
 	buf[n] = '\0';
@@ -311,6 +347,7 @@ erpcrm_read_token(void)
 	p[strcspn(p, "\r\n \t")] = '\0';
 	p = pstrdup(p);
 	explicit_bzero(buf, sizeof(buf));
+	erpcrm_redact_also(p);
 	return p;
 }
 
@@ -319,8 +356,10 @@ void
 erpcrm_configure_http(const char *token)
 {
 	HsHttpConfig config;
+	ErpcrmPortalConfig portal;
 
-	config.base_url = erpcrm_hubspot_url;
+	erpcrm_portal_config(&portal);
+	config.base_url = portal.hubspot_url;
 	config.token = token;
 	config.ca_file = erpcrm_ca_file;
 	config.connect_timeout_ms = erpcrm_connect_timeout_ms;

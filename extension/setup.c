@@ -516,11 +516,13 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 	HsError		err;
 	int			nscopes = 0;
 	char	  **scopes = NULL;
+	ErpcrmPortalConfig portal;
 
 	InitMaterializedSRF(fcinfo, 0);
 	cxt.store = rsinfo->setResult;
 	cxt.desc = rsinfo->setDesc;
 
+	erpcrm_portal_config(&portal);
 	token = configure_client();
 	if (token[0] == '\0')
 	{
@@ -528,9 +530,7 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 				  "no access token: set erpcrm.token_file (or erpcrm.token) and reload");
 		return (Datum) 0;
 	}
-	check_row(&cxt, "token", true,
-			  (erpcrm_token && erpcrm_token[0]) ? "set in erpcrm.token" :
-			  psprintf("read from %s", erpcrm_token_file));
+	check_row(&cxt, "token", true, erpcrm_token_source());
 
 	/* the portal, with the token */
 	hs_http_request("GET", "/account-info/v3/details", NULL, &resp);
@@ -539,11 +539,11 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 	if (resp.transport_error != 0)
 	{
 		check_row(&cxt, "connection", false,
-				  psprintf("cannot reach %s: %s", erpcrm_hubspot_url, resp.transport_message));
+				  psprintf("cannot reach %s: %s", portal.hubspot_url, resp.transport_message));
 		explicit_bzero(token, strlen(token));
 		return (Datum) 0;
 	}
-	check_row(&cxt, "connection", true, psprintf("%s answers", erpcrm_hubspot_url));
+	check_row(&cxt, "connection", true, psprintf("%s answers", portal.hubspot_url));
 	hs_parse_error(resp.body, resp.body_len, &err);
 	if (resp.status == 401)
 		check_row(&cxt, "token valid", false,
