@@ -525,6 +525,7 @@ make_work() {
 	mkdir -p "$work/src/examples"
 	cp "$top/tests/demo.sh" "$top/tests/mock/hubspot_mock.py" "$top"/tests/demo/*.sql \
 		"$top/tests/demo/hubspot.py" "$work/src/"
+	cp -r "$top/tests/mock/hsmock" "$work/src/"
 	cp "$top/examples/erp.sql" "$top/examples/mappings.sql" "$work/src/examples/"
 }
 

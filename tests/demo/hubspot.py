@@ -12,7 +12,7 @@ EXPECTED is the JSON of tests/demo/expected.sql (the mappings, the rows of
 their views, the stages setup_hubspot() made); HANDMADE is a JSON object with
 the HubSpot ids of what sales made by hand: {"company": id, "contact": id,
 "deals": [ids]}.  Stage labels come from erpcrm.pipeline_stage and from the
-mock's own default pipeline (hubspot_mock.py, next to this file).
+mock's own default pipeline (hsmock/model.py, copied next to this file).
 """
 
 import collections
@@ -26,7 +26,7 @@ import urllib.request
 from decimal import Decimal, InvalidOperation
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hubspot_mock  # noqa: E402  (DEFAULT_STAGES, HUBSPOT_ASSOC_DEFS)
+from hsmock.model import DEFAULT_STAGES, HUBSPOT_ASSOC_DEFS  # noqa: E402
 
 TYPES = ("companies", "contacts", "products", "deals", "line_items")
 LABEL = {"companies": "companies", "contacts": "contacts", "products": "products",
@@ -81,7 +81,7 @@ class Portal:
 def stage_labels(expected):
     """(pipeline id, stage id) -> (pipeline label, stage label, order)."""
     labels = {}
-    for i, (sid, label, _p, _c) in enumerate(hubspot_mock.DEFAULT_STAGES):
+    for i, (sid, label, _p, _c) in enumerate(DEFAULT_STAGES):
         labels[("default", sid)] = ("Sales Pipeline", label, i)
     for s in expected["stages"]:
         labels[(s["pipeline_id"], s["stage_id"])] = (s["pipeline"], s["stage"], s["display_order"])
@@ -89,7 +89,7 @@ def stage_labels(expected):
 
 
 def assoc_label(from_type, to_type, type_id):
-    for ft, tt, tid, label, _inv in hubspot_mock.HUBSPOT_ASSOC_DEFS:
+    for ft, tt, tid, label, _inv in HUBSPOT_ASSOC_DEFS:
         if (ft, tt, tid) == (from_type, to_type, type_id):
             return label or "default"
     return "custom"

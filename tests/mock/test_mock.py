@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """
-test_mock.py - fast self-test of hubspot_mock.py (stdlib unittest).
+test_mock.py - fast self-test of the HubSpot mock (stdlib unittest).
 
 Starts the mock on a free port as a subprocess and checks the behaviour the
 erpcrm tests rely on.  Run: python3 tests/mock/test_mock.py

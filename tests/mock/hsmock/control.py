@@ -1,0 +1,170 @@
+"""
+control.py - the control API of the mock, under /_mock/.
+
+Control API (JSON in and out; no auth; never rate limited or logged)
+  GET  /_mock/health              200 "ok" (text/plain)
+  POST /_mock/reset               clear objects, associations, properties,
+                                  pipelines, log, counters, faults, config;
+                                  an optional body is applied as config
+  POST /_mock/config              merge config; GET /_mock/config shows it
+       tokens [..], max_per_window (0 = unlimited), window_ms, daily_limit
+       (0 = unlimited), daily_used, search_per_second, retry_after (bool, or
+       a fixed number of seconds), search_counts_in_window (bool),
+       shuffle_results (bool, default true), log_bodies (bool), log_limit,
+       unique_properties {"companies": ["erp_id"]},
+       properties {"companies": [{"name": "nip", "type": "string",
+                   "hasUniqueValue": false, "options": [...]}]},
+       custom_object_types ["2-1234" | {"id": "2-1234", "name": "invoices"}],
+       owners [{"id", "email", "firstName", "lastName", "userId"}],
+       upsert_whole_batch (bool, default false: one bad input of a batch
+                   upsert fails the whole batch with its 4xx, nothing is
+                   written, instead of a 207),
+       search_index_delay_ms (objects created less than this long ago are
+                   not found by search yet; default 0),
+       search_max_total (results beyond it cannot be paged to: 400;
+                   default 10000, HubSpot's cap),
+       unique_reuse_after_archive (bool, default true: an archived object
+                   releases its unique values; false: it keeps them, and
+                   writing one again answers 409),
+       required_properties {"companies": ["industry"]} (creating an object
+                   without them is refused with 400, as portal validation
+                   rules do),
+       deal_pipeline_limit (deal pipelines the portal may have, served by
+                   GET /crm/v3/limits/pipelines and enforced on creation;
+                   default 100, HubSpot Free: 1),
+       granular_scopes (bool: the token has crm.objects.products.* and
+                   crm.objects.line_items.* instead of the legacy e-commerce)
+  POST /_mock/faults              replace all faults ({} clears); GET shows
+       down "refuse"|"503"|"504", slow_ms, error_share, malformed_share,
+       truncated_share, reset_share (0..1), huge_body (true = 12 MB, or a
+       byte count), auth_fail (true | "expired"), missing_scopes [types],
+       force_status {"count", "status", "path_contains", "method",
+       "policy" (for 429), "retry_after", "message"} or a list of them,
+       reject_ids [id values] (upsert ids, and association targets),
+       fail_ids {"ids": [id values], "status": 500} (a batch call with
+       one of these input ids, or association target ids, is answered
+       with that status as a whole: HubSpot failing on one input)
+  GET  /_mock/objects/{type}      {"results": [{id, properties, archived,
+                                  createdAt, updatedAt}]}
+  POST /_mock/objects/{type}      {"properties": {...}} creates an object
+                                  directly (no validation), as if made in the
+                                  HubSpot UI
+  DELETE /_mock/objects/{type}/{id}  archive it, as if deleted in HubSpot
+  GET  /_mock/associations        {"results": [{fromType, fromId, toType,
+                                  toId, typeId, category}]}
+  GET  /_mock/requests?since=N    {"results": [{seq, time, method, path,
+                                  status, inputs, bodyBytes, durationMs,
+                                  fault?, body?, answer? (log_bodies)}],
+                                  "lastSeq"}
+                                  status 0 = connection dropped (refuse)
+  GET  /_mock/stats               {calls, byStatus, rateLimited,
+                                  maxWindowCalls, windowMs, dailyUsed,
+                                  inputs, cpuSeconds, uptimeSeconds,
+                                  objects {type: {active, archived}},
+                                  associations}
+"""
+
+import json
+import time
+from urllib.parse import unquote
+
+from .errors import ApiError
+from .model import jdump, now_iso
+from .state import LOCK
+
+
+class ControlApi:
+    """The /_mock/ paths, mixed into handler.Handler."""
+
+    def control(self, method, path, q, raw, cid):
+        st = self.server.state
+        hdrs = [("X-HubSpot-Correlation-Id", cid)]
+        parts = [unquote(x) for x in path.strip("/").split("/")][1:]
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError as e:
+            return self.emit(400, jdump({"status": "error",
+                                         "message": "bad JSON: %s" % e}),
+                             hdrs)
+        try:
+            with LOCK:
+                status, out = self.control_route(st, method, parts, q, body)
+                payload = jdump(out) if not isinstance(out, bytes) else out
+        except ApiError as e:
+            status, payload = e.status, jdump(e.body(cid))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            status, payload = 400, jdump({"status": "error",
+                                          "message": "bad control input: %r"
+                                          % (e,)})
+        ctype = "text/plain" if parts == ["health"] else \
+            "application/json;charset=utf-8"
+        self.emit(status, payload, hdrs, ctype)
+
+    def control_route(self, st, method, parts, q, body):
+        if parts == ["health"]:
+            return 200, b"ok"
+        if parts == ["reset"] and method == "POST":
+            st.reset()
+            if body:
+                st.apply_config(body)
+            return 200, {"status": "ok"}
+        if parts == ["config"]:
+            if method == "POST":
+                st.apply_config(body)
+            return 200, st.cfg.public()
+        if parts == ["faults"]:
+            if method == "POST":
+                st.set_faults(body)
+            return 200, st.faults_public()
+        if len(parts) == 2 and parts[0] == "objects":
+            t = st.resolve_type(parts[1])
+            if method == "POST":
+                props = st.check_props_shape(body.get("properties"))
+                obj = st.create(t, props, now_iso())
+                return 201, st.out(t, obj, echo=[])
+            return 200, {"results": [
+                {"id": o["id"], "properties": o["properties"],
+                 "archived": o["archived"], "createdAt": o["createdAt"],
+                 "updatedAt": o["updatedAt"]}
+                for o in st.objects[t].values()]}
+        if len(parts) == 3 and parts[0] == "objects" and method == "DELETE":
+            t = st.resolve_type(parts[1])
+            o = st.objects[t].get(parts[2])
+            if o is None:
+                return 404, {"status": "error", "message": "no such object"}
+            st.archive(t, o, now_iso())
+            return 200, {"status": "ok"}
+        if parts == ["associations"]:
+            out = []
+            for (ft, fid, tt), m in st.assoc.items():
+                for tid, pairs in m.items():
+                    for cat, typ in sorted(pairs, key=lambda p: p[1]):
+                        out.append({"fromType": ft, "fromId": fid,
+                                    "toType": tt, "toId": tid,
+                                    "typeId": typ, "category": cat})
+            return 200, {"results": out}
+        if parts == ["requests"]:
+            since = int(q.get("since", ["0"])[0])
+            res = [e for e in st.log if e["seq"] > since]
+            return 200, {"results": res, "lastSeq": st.seq}
+        if parts == ["stats"]:
+            objs = {}
+            for t, m in st.objects.items():
+                a = sum(1 for o in m.values() if o["archived"])
+                objs[t] = {"active": len(m) - a, "archived": a}
+            return 200, {
+                "calls": st.calls,
+                "byStatus": {str(k): v for k, v in
+                             sorted(st.by_status.items())},
+                "rateLimited": st.rate_limited,
+                "maxWindowCalls": st.max_window_seen,
+                "windowMs": st.cfg.window_ms,
+                "dailyUsed": st.daily_used,
+                "inputs": st.inputs_total,
+                "cpuSeconds": time.process_time(),
+                "uptimeSeconds": time.time() - st.started,
+                "objects": objs,
+                "associations": sum(len(m) for m in st.assoc.values())}
+        return 404, {"status": "error",
+                     "message": "unknown control path /_mock/%s"
+                     % "/".join(parts)}

@@ -1,0 +1,196 @@
+"""
+model.py - what a HubSpot portal holds before anyone writes to it.
+
+The standard object types and their aliases, HubSpot's own properties,
+the default deal pipeline, HubSpot-defined association types, owners and
+scopes; the limits HubSpot documents; value formats and small helpers.
+"""
+
+import datetime
+import json
+import re
+import time
+
+try:
+    from zoneinfo import ZoneInfo
+    PORTAL_TZ = ZoneInfo("Europe/Warsaw")
+except Exception:  # pragma: no cover - tzdata missing
+    PORTAL_TZ = datetime.timezone(datetime.timedelta(hours=1))
+
+BATCH_LIMIT = 100
+SEARCH_LIMIT_MAX = 200
+FIRST_OBJECT_ID = 1000
+PORTAL_ID = 12345678
+
+# ---------------------------------------------------------------------------
+# Static description of the standard objects
+# ---------------------------------------------------------------------------
+
+STANDARD_TYPES = ["contacts", "companies", "deals", "products", "line_items"]
+TYPE_IDS = {"contacts": "0-1", "companies": "0-2", "deals": "0-3",
+            "products": "0-7", "line_items": "0-8"}
+TYPE_ALIASES = {}
+for _t, _id in TYPE_IDS.items():
+    TYPE_ALIASES[_t] = _t
+    TYPE_ALIASES[_id] = _t
+    TYPE_ALIASES[_t[:-1]] = _t          # contact, company.., deal, product
+TYPE_ALIASES["company"] = "companies"
+TYPE_ALIASES["line_item"] = "line_items"
+TYPE_ALIASES["lineitem"] = "line_items"
+TYPE_ALIASES["lineitems"] = "line_items"
+SINGULAR = {"contacts": "contact", "companies": "company", "deals": "deal",
+            "products": "product", "line_items": "line item"}
+GROUPS = {"contacts": "contactinformation", "companies": "companyinformation",
+          "deals": "dealinformation", "products": "productinformation",
+          "line_items": "lineiteminformation"}
+
+LIFECYCLE = ["subscriber", "lead", "marketingqualifiedlead",
+             "salesqualifiedlead", "opportunity", "customer", "evangelist",
+             "other"]
+
+# name -> type (options None = any value accepted for an enumeration)
+STANDARD_PROPS = {
+    "companies": {
+        "name": "string", "domain": "string", "website": "string",
+        "phone": "string", "address": "string", "city": "string",
+        "zip": "string", "state": "string", "country": "string",
+        "industry": "enumeration", "description": "string",
+        "numberofemployees": "number", "annualrevenue": "number",
+        "hubspot_owner_id": "enumeration", "lifecyclestage": "enumeration",
+    },
+    "contacts": {
+        "email": "string", "firstname": "string", "lastname": "string",
+        "phone": "string", "mobilephone": "string", "jobtitle": "string",
+        "company": "string", "hubspot_owner_id": "enumeration",
+        "lifecyclestage": "enumeration",
+    },
+    "deals": {
+        "dealname": "string", "amount": "number", "closedate": "datetime",
+        "pipeline": "enumeration", "dealstage": "enumeration",
+        "hubspot_owner_id": "enumeration",
+        "deal_currency_code": "enumeration", "description": "string",
+        "dealtype": "enumeration",
+    },
+    "products": {
+        "name": "string", "price": "number", "hs_sku": "string",
+        "description": "string", "hs_cost_of_goods_sold": "number",
+        "hs_price_pln": "number", "hs_price_eur": "number",
+        "hs_price_usd": "number", "hs_recurring_billing_period": "string",
+    },
+    "line_items": {
+        "name": "string", "quantity": "number", "price": "number",
+        "discount": "number", "hs_product_id": "number",
+        "hs_line_item_currency_code": "enumeration",
+        "hs_position_on_quote": "number", "amount": "number",
+        "description": "string", "hs_sku": "string",
+    },
+}
+STANDARD_OPTIONS = {
+    "lifecyclestage": LIFECYCLE,
+    "dealtype": ["newbusiness", "existingbusiness"],
+}
+SYSTEM_PROPS = {"hs_object_id": "number", "createdate": "datetime",
+                "hs_lastmodifieddate": "datetime"}
+READ_ONLY = {"hs_object_id", "hs_lastmodifieddate"}
+
+DEFAULT_READ_PROPS = {
+    "companies": ["createdate", "domain", "hs_lastmodifieddate",
+                  "hs_object_id", "name"],
+    "contacts": ["createdate", "email", "firstname", "hs_object_id",
+                 "lastmodifieddate", "lastname"],
+    "deals": ["amount", "closedate", "createdate", "dealname", "dealstage",
+              "hs_lastmodifieddate", "hs_object_id", "pipeline"],
+    "products": ["createdate", "description", "hs_lastmodifieddate",
+                 "hs_object_id", "name", "price"],
+    "line_items": ["amount", "createdate", "hs_lastmodifieddate",
+                   "hs_object_id", "hs_product_id", "name", "price",
+                   "quantity"],
+}
+
+FIELD_TYPES = {
+    "string": {"text", "textarea", "html", "file", "phonenumber"},
+    "number": {"number", "calculation_equation"},
+    "date": {"date"},
+    "datetime": {"date"},
+    "enumeration": {"select", "radio", "checkbox", "booleancheckbox",
+                    "calculation_equation"},
+    "bool": {"booleancheckbox"},
+    "phone_number": {"phonenumber"},
+}
+DEFAULT_FIELD_TYPE = {"string": "text", "number": "number", "date": "date",
+                      "datetime": "date", "enumeration": "select",
+                      "bool": "booleancheckbox",
+                      "phone_number": "phonenumber"}
+
+DEFAULT_STAGES = [
+    ("appointmentscheduled", "Appointment Scheduled", "0.2", "false"),
+    ("qualifiedtobuy", "Qualified To Buy", "0.4", "false"),
+    ("presentationscheduled", "Presentation Scheduled", "0.6", "false"),
+    ("decisionmakerboughtin", "Decision Maker Bought-In", "0.8", "false"),
+    ("contractsent", "Contract Sent", "0.9", "false"),
+    ("closedwon", "Closed Won", "1.0", "true"),
+    ("closedlost", "Closed Lost", "0.0", "true"),
+]
+
+# (from, to, category, typeId, label, inverse typeId)
+HUBSPOT_ASSOC_DEFS = [
+    ("contacts", "companies", 279, None, 280),
+    ("companies", "contacts", 280, None, 279),
+    ("contacts", "companies", 1, "Primary", 2),
+    ("companies", "contacts", 2, "Primary", 1),
+    ("deals", "companies", 341, None, 342),
+    ("companies", "deals", 342, None, 341),
+    ("deals", "companies", 5, "Primary", 6),
+    ("companies", "deals", 6, "Primary", 5),
+    ("deals", "contacts", 3, None, 4),
+    ("contacts", "deals", 4, None, 3),
+    ("deals", "line_items", 19, None, 20),
+    ("line_items", "deals", 20, None, 19),
+    ("deals", "deals", 451, None, 451),
+    ("companies", "companies", 13, "Parent Company", 14),
+    ("companies", "companies", 14, "Child Company", 13),
+]
+
+DEFAULT_OWNERS = [
+    ("75000001", "anna.nowak@example.com", "Anna", "Nowak", 9000001),
+    ("75000002", "jan.kowalski@example.com", "Jan", "Kowalski", 9000002),
+    ("75000003", "ewa.wisniewska@example.com", "Ewa", "Wisniewska", 9000003),
+]
+
+ALL_SCOPES_BASE = ["oauth", "crm.objects.owners.read",
+                   "crm.schemas.deals.read", "crm.schemas.deals.write"]
+
+NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+DATETIME_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
+    r"(Z|[+-]\d{2}:?\d{2})?)?$")
+EPOCH_RE = re.compile(r"^-?\d{1,15}$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+PROPNAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+DATEVER_RE = re.compile(r"^\d{4}-\d{2}$")
+
+
+def now_iso(t=None):
+    if t is None:
+        t = time.time()
+    ms = int((t - int(t)) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % ms
+
+
+def next_midnight_portal(t=None):
+    now = datetime.datetime.fromtimestamp(t or time.time(), PORTAL_TZ)
+    tomorrow = (now + datetime.timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0)
+    return tomorrow
+
+
+def jdump(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def int_id(x):
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return x

@@ -1,0 +1,145 @@
+"""
+search.py - /crm/v3/objects/{type}/search: filters, sorts, paging, the
+10,000-result cap and the indexing delay.  Its rate limit is counted in
+handler.py.
+"""
+
+import time
+from decimal import Decimal, InvalidOperation
+
+from ..errors import ApiError, check_keys
+from ..model import EPOCH_RE, SEARCH_LIMIT_MAX, now_iso
+
+
+class SearchRoutes:
+
+    OPS = {"EQ", "NEQ", "LT", "LTE", "GT", "GTE", "BETWEEN", "IN", "NOT_IN",
+           "HAS_PROPERTY", "NOT_HAS_PROPERTY", "CONTAINS_TOKEN",
+           "NOT_CONTAINS_TOKEN"}
+
+    def search(self, t, body):
+        st = self.st
+        check_keys(body, {"filterGroups", "properties", "limit", "after",
+                          "sorts", "query"}, "PublicObjectSearchRequest")
+        limit = body.get("limit", 10)
+        if not isinstance(limit, int) or limit < 0 or \
+                limit > SEARCH_LIMIT_MAX:
+            raise ApiError(400, "VALIDATION_ERROR",
+                           "limit must be between 0 and %d"
+                           % SEARCH_LIMIT_MAX, context={"limit": [str(limit)]})
+        try:
+            after = int(body.get("after") or 0)
+        except (TypeError, ValueError):
+            raise ApiError(400, "VALIDATION_ERROR", "after must be numeric")
+        groups = body.get("filterGroups") or []
+        if not isinstance(groups, list) or len(groups) > 5:
+            raise ApiError(400, "VALIDATION_ERROR",
+                           "Too many filter groups (max 5)")
+        total_filters = 0
+        for g in groups:
+            check_keys(g, {"filters"}, "FilterGroup")
+            fl = g.get("filters") or []
+            if len(fl) > 6:
+                raise ApiError(400, "VALIDATION_ERROR",
+                               "Too many filters in a group (max 6)")
+            total_filters += len(fl)
+            for f in fl:
+                check_keys(f, {"propertyName", "operator", "value", "values",
+                               "highValue"}, "Filter")
+                if f.get("operator") not in self.OPS:
+                    raise ApiError(400, "VALIDATION_ERROR",
+                                   "Unknown operator %r" % f.get("operator"))
+                if f.get("propertyName") not in st.props[t] and \
+                        f.get("propertyName") != "lastmodifieddate":
+                    raise ApiError(400, "VALIDATION_ERROR",
+                                   "Property %r does not exist"
+                                   % f.get("propertyName"))
+                if f["operator"] in ("IN", "NOT_IN") and \
+                        not isinstance(f.get("values"), list):
+                    raise ApiError(400, "VALIDATION_ERROR",
+                                   "IN needs values[]")
+        if total_filters > 18:
+            raise ApiError(400, "VALIDATION_ERROR", "Too many filters (max 18)")
+        props = body.get("properties") or None
+        if after >= st.cfg.search_max_total:
+            raise ApiError(400, "VALIDATION_ERROR",
+                           "Search results are limited to %d; cannot page "
+                           "to result %d" % (st.cfg.search_max_total, after),
+                           context={"after": [str(after)]})
+        limit = min(limit, st.cfg.search_max_total - after)
+        unindexed = time.time() - st.cfg.search_index_delay_ms / 1000.0
+        matches = []
+        for o in st.objects[t].values():
+            if o["archived"]:
+                continue
+            if st.created_at.get((t, o["id"]), 0) > unindexed:
+                continue        # not indexed yet
+            if not groups or any(all(self._match(t, o, f)
+                                     for f in g.get("filters") or [])
+                                 for g in groups):
+                matches.append(o)
+        sorts = body.get("sorts") or []
+        for s in reversed(sorts):
+            if isinstance(s, str):
+                name, desc = s.lstrip("-"), s.startswith("-")
+            else:
+                name = s.get("propertyName")
+                desc = s.get("direction", "ASCENDING") == "DESCENDING"
+            matches.sort(key=lambda o: self._key(t, name, st.getprop(o, name)),
+                         reverse=desc)
+        page = matches[after:after + limit]
+        out = {"total": len(matches),
+               "results": [st.out(t, o, props) for o in page]}
+        if after + limit < len(matches):
+            out["paging"] = {"next": {"after": str(after + limit)}}
+        return 200, out
+
+    def _key(self, t, name, v):
+        if v is None:
+            return (0, Decimal(0), "")
+        d = self.st.props[t].get(name)
+        typ = d["type"] if d else "string"
+        if name == "hs_object_id" or typ == "number":
+            try:
+                return (1, Decimal(v), "")
+            except InvalidOperation:
+                pass
+        if typ in ("date", "datetime") and EPOCH_RE.match(str(v)):
+            return (1, Decimal(0), now_iso(int(v) / 1000.0))
+        return (1, Decimal(0), str(v).lower())
+
+    def _match(self, t, o, f):
+        name, op = f["propertyName"], f["operator"]
+        cur = self.st.getprop(o, name)
+        if op == "HAS_PROPERTY":
+            return cur not in (None, "")
+        if op == "NOT_HAS_PROPERTY":
+            return cur in (None, "")
+        if op in ("IN", "NOT_IN"):
+            keys = {self._key(t, name, str(x)) for x in f["values"]}
+            inside = cur is not None and self._key(t, name, cur) in keys
+            return inside if op == "IN" else not inside
+        val = f.get("value")
+        if op == "CONTAINS_TOKEN" or op == "NOT_CONTAINS_TOKEN":
+            tok = str(val or "").lower().replace("*", "")
+            has = cur is not None and tok in str(cur).lower()
+            return has if op == "CONTAINS_TOKEN" else not has
+        if cur in (None, ""):
+            return op == "NEQ"
+        a = self._key(t, name, cur)
+        b = self._key(t, name, str(val))
+        if op == "EQ":
+            return a == b
+        if op == "NEQ":
+            return a != b
+        if op == "LT":
+            return a < b
+        if op == "LTE":
+            return a <= b
+        if op == "GT":
+            return a > b
+        if op == "GTE":
+            return a >= b
+        if op == "BETWEEN":
+            return b <= a <= self._key(t, name, str(f.get("highValue")))
+        return False
