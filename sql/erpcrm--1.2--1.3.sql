@@ -101,3 +101,10 @@ SELECT erpcrm._launcher_notify();
 -- ===================================================================
 -- Part 7: packaging and catalog
 -- ===================================================================
+
+/*
+ * _log_call without the time of the call was the worker's under 1.0 only;
+ * the worker of 1.1 and later passes the time of each call.
+ */
+DROP FUNCTION erpcrm._log_call(text, text, integer, double precision, integer, text, text,
+							   integer, interval);

@@ -306,6 +306,341 @@ class MockTest(unittest.TestCase):
                                                    "price": "-1"}}]})
         self.assertEqual(st, 400)
 
+    # -- edits by hand (the control API) -------------------------------------
+
+    def one(self, t, oid, query=""):
+        st, out, _ = self.call("GET", "/crm/v3/objects/%s/%s%s"
+                               % (t, oid, query))
+        return st, out
+
+    def test_hand_edit_moves_lastmodified_and_history(self):
+        _, out, _ = self.upsert("companies", [("K-1", {"name": "a"}),
+                                              ("K-2", {"name": "b"})])
+        ids = {x["properties"]["erp_id"]: x["id"] for x in out["results"]}
+        _, before = self.one("companies", ids["K-1"],
+                             "?properties=hs_lastmodifieddate")
+        time.sleep(0.01)        # the next write falls in a later millisecond
+        out = self.ctl("PATCH", "/_mock/objects/companies/" + ids["K-1"],
+                       {"properties": {"name": "by hand"}, "userId": 9000002})
+        self.assertEqual(out["properties"]["name"], "by hand")
+        st, got = self.one("companies", ids["K-1"],
+                           "?properties=name,hs_lastmodifieddate"
+                           "&propertiesWithHistory=name")
+        self.assertEqual(st, 200, got)
+        self.assertGreater(got["properties"]["hs_lastmodifieddate"],
+                           before["properties"]["hs_lastmodifieddate"])
+        self.assertEqual(got["updatedAt"],
+                         got["properties"]["hs_lastmodifieddate"])
+        hist = got["propertiesWithHistory"]["name"]
+        self.assertEqual([(h["value"], h["sourceType"], h.get("sourceId"),
+                           h.get("updatedByUserId")) for h in hist],
+                         [("by hand", "CRM_UI", "userId:9000002", 9000002),
+                          ("a", "INTEGRATION", "2000001", None)])
+        self.assertEqual(hist[0]["timestamp"],
+                         got["properties"]["hs_lastmodifieddate"])
+        # HubSpot's screens validate too: a bad number, a unique value
+        # held by another record, an archived record
+        st, out, _ = self.call("PATCH", "/_mock/objects/companies/" +
+                               ids["K-1"], {"properties": {
+                                   "numberofemployees": "many"}}, token=None)
+        self.assertEqual(st, 400, out)
+        st, out, _ = self.call("PATCH", "/_mock/objects/companies/" +
+                               ids["K-1"], {"properties": {"erp_id": "K-2"}},
+                               token=None)
+        self.assertEqual(st, 409, out)
+        # many at once
+        out = self.ctl("PATCH", "/_mock/objects/companies", {"inputs": [
+            {"id": ids["K-1"], "properties": {"city": "Gdańsk"}},
+            {"id": ids["K-2"], "properties": {"city": "Łódź"}}]})
+        self.assertEqual(sorted(r["properties"]["city"]
+                                for r in out["results"]), ["Gdańsk", "Łódź"])
+        # an API write of the same value is no new version
+        self.call("POST", "/crm/v3/objects/companies/batch/update", {
+            "inputs": [{"id": ids["K-1"], "properties": {"name": "by hand"}}]})
+        _, got = self.one("companies", ids["K-1"],
+                          "?propertiesWithHistory=name")
+        self.assertEqual(len(got["propertiesWithHistory"]["name"]), 2)
+
+    def test_hand_create_with_associations(self):
+        _, out, _ = self.upsert("companies", [("K-1", {"name": "a"})])
+        cid = out["results"][0]["id"]
+        deal = self.ctl("POST", "/_mock/objects/deals", {
+            "properties": {"dealname": "Salesperson's deal",
+                           "dealstage": "appointmentscheduled"},
+            "associations": [{"toType": "companies", "toId": cid}]})
+        self.assertTrue(deal["id"].isdigit())
+        st, out, _ = self.call("GET", "/crm/v4/objects/deals/%s/associations/"
+                               "companies" % deal["id"])
+        self.assertEqual(st, 200, out)
+        self.assertEqual([r["toObjectId"] for r in out["results"]], [cid])
+        st, got = self.one("deals", deal["id"],
+                           "?propertiesWithHistory=dealstage")
+        self.assertEqual(got["propertiesWithHistory"]["dealstage"][0]
+                         ["sourceType"], "CRM_UI")
+        # the salesperson moves it to won
+        self.ctl("PATCH", "/_mock/objects/deals/" + deal["id"],
+                 {"properties": {"dealstage": "closedwon"}})
+        st, out, _ = self.call("POST", "/crm/v3/objects/deals/search", {
+            "filterGroups": [{"filters": [{"propertyName": "dealstage",
+                                           "operator": "EQ",
+                                           "value": "closedwon"}]}]})
+        self.assertEqual([r["id"] for r in out["results"]], [deal["id"]])
+        st, out, _ = self.call("POST", "/_mock/objects/deals", {
+            "properties": {"dealname": "x"},
+            "associations": [{"toType": "companies", "toId": "999999"}]},
+            token=None)
+        self.assertEqual(st, 404, out)
+        # many at once, spread over time as a day's work would be
+        out = self.ctl("POST", "/_mock/objects/companies", {"inputs": [
+            {"properties": {"name": "Prospect %d" % i},
+             "timestamp": 1764662400000 + i * 60000} for i in range(3)]})
+        self.assertEqual([r["properties"]["hs_lastmodifieddate"]
+                          for r in out["results"]],
+                         ["2025-12-02T08:0%d:00.000Z" % i for i in range(3)])
+        out = self.ctl("PATCH", "/_mock/objects/companies", {"inputs": [
+            {"id": out["results"][0]["id"], "properties": {"city": "Opole"},
+             "timestamp": "2025-12-02T09:00:00+01:00"}]})
+        self.assertEqual(out["results"][0]["updatedAt"],
+                         "2025-12-02T08:00:00.000Z")
+
+    def test_hand_delete_permanent_and_unlink(self):
+        _, out, _ = self.upsert("companies", [("K-1", {"name": "a"}),
+                                              ("K-2", {"name": "b"})])
+        ids = {x["properties"]["erp_id"]: x["id"] for x in out["results"]}
+        deal = self.ctl("POST", "/_mock/objects/deals", {
+            "properties": {"dealname": "d"},
+            "associations": [{"toType": "companies", "toId": ids["K-1"]},
+                             {"toType": "companies", "toId": ids["K-2"]}]})
+        path = "/_mock/associations/companies/%s/deals/%s" % (ids["K-2"],
+                                                              deal["id"])
+        self.ctl("DELETE", path)
+        st, out, _ = self.call("GET", "/crm/v4/objects/deals/%s/associations/"
+                               "companies" % deal["id"])
+        self.assertEqual([r["toObjectId"] for r in out["results"]],
+                         [ids["K-1"]], "removed both ways")
+        st, out, _ = self.call("DELETE", path, token=None)
+        self.assertEqual(st, 404)
+        # deleted by hand: archived, restorable, still readable as archived
+        self.ctl("DELETE", "/_mock/objects/companies/" + ids["K-2"])
+        self.assertEqual(self.one("companies", ids["K-2"])[0], 404)
+        self.assertEqual(self.one("companies", ids["K-2"],
+                                  "?archived=true")[0], 200)
+        # deleted for good: nothing left, not even its associations
+        self.ctl("DELETE", "/_mock/objects/companies/%s?permanent=true"
+                 % ids["K-1"])
+        self.assertEqual(self.one("companies", ids["K-1"],
+                                  "?archived=true")[0], 404)
+        self.assertNotIn(ids["K-1"], [o["id"] for o in self.ctl(
+            "GET", "/_mock/objects/companies")["results"]])
+        st, out, _ = self.call("GET", "/crm/v4/objects/deals/%s/associations/"
+                               "companies" % deal["id"])
+        self.assertEqual(out["results"], [])
+        _, out, _ = self.upsert("companies", [("K-1", {"name": "again"})])
+        self.assertTrue(out["results"][0]["new"], "its erp_id is free")
+
+    def test_hand_merge(self):
+        _, out, _ = self.upsert("companies", [("K-1", {"name": "a"}),
+                                              ("K-2", {"name": "b",
+                                                       "city": "Kraków"})])
+        ids = {x["properties"]["erp_id"]: x["id"] for x in out["results"]}
+        _, out, _ = self.upsert("contacts", [("C-1", {"email": "a@x.pl"}),
+                                             ("C-2", {"email": "b@x.pl"})])
+        cids = {x["properties"]["erp_id"]: x["id"] for x in out["results"]}
+        for k in ("1", "2"):
+            self.call("PUT", "/crm/v4/objects/contacts/%s/associations/"
+                      "default/companies/%s" % (cids["C-" + k],
+                                                ids["K-" + k]))
+        merged = self.ctl("POST", "/_mock/merge/companies", {
+            "primaryObjectId": ids["K-1"], "objectIdToMerge": ids["K-2"]})
+        new = merged["id"]
+        self.assertNotIn(new, ids.values(), "a merge makes a new record")
+        self.assertEqual(merged["properties"]["erp_id"], "K-1")
+        self.assertEqual(merged["properties"]["name"], "a", "primary wins")
+        self.assertEqual(merged["properties"]["city"], "Kraków", "gaps filled")
+        self.assertEqual(merged["properties"]["hs_merged_object_ids"],
+                         "%s;%s" % (ids["K-1"], ids["K-2"]))
+        # both old ids answer with the merged record under its new id
+        for old in ids.values():
+            st, got = self.one("companies", old, "?properties=erp_id")
+            self.assertEqual((st, got["id"]), (200, new))
+        st, out, _ = self.call("POST", "/crm/v3/objects/companies/batch/read",
+                               {"inputs": [{"id": "K-1"}, {"id": "K-2"}],
+                                "idProperty": "erp_id",
+                                "properties": ["erp_id"]})
+        self.assertEqual(st, 207, out)
+        self.assertEqual([r["id"] for r in out["results"]], [new])
+        self.assertEqual(out["errors"][0]["context"], {"ids": ["K-2"]})
+        st, out, _ = self.call("GET", "/crm/v4/objects/companies/%s/"
+                               "associations/contacts" % new)
+        self.assertEqual(sorted(r["toObjectId"] for r in out["results"]),
+                         sorted(cids.values()))
+        listed = [o["id"] for o in self.ctl(
+            "GET", "/_mock/objects/companies")["results"]]
+        self.assertEqual(listed, [new])
+        self.assertEqual(len(self.ctl("GET", "/_mock/merged")["results"]), 2)
+        # the other reading of merged ids, and the older merge
+        self.ctl("POST", "/_mock/config", {"merged_ids": "404",
+                                           "merge_new_id": False})
+        self.assertEqual(self.one("companies", ids["K-1"])[0], 404)
+        _, out, _ = self.upsert("companies", [("K-3", {"name": "c"}),
+                                              ("K-4", {"name": "d"})])
+        more = {x["properties"]["erp_id"]: x["id"] for x in out["results"]}
+        merged = self.ctl("POST", "/_mock/merge/companies", {
+            "primaryObjectId": more["K-3"], "objectIdToMerge": more["K-4"]})
+        self.assertEqual(merged["id"], more["K-3"], "the primary keeps its id")
+        self.assertEqual(self.one("companies", more["K-4"])[0], 404)
+        st, out, _ = self.call("POST", "/_mock/merge/companies", {
+            "primaryObjectId": more["K-3"], "objectIdToMerge": more["K-3"]},
+            token=None)
+        self.assertEqual(st, 400)
+
+    # -- reading back: batch read, listing, GDPR delete, search ---------------
+
+    def test_batch_read_by_id_property(self):
+        rows = [("K-%d" % i, {"name": "n%d" % i}) for i in range(60)]
+        self.upsert("companies", rows)
+        path = "/crm/v3/objects/companies/batch/read"
+        st, out, _ = self.call("POST", path, {
+            "idProperty": "erp_id", "properties": ["name"],
+            "inputs": [{"id": "K-%d" % i} for i in range(101)]})
+        self.assertEqual(st, 400, out)
+        self.assertIn("100", out["message"])
+        st, out, _ = self.call("POST", path, {
+            "idProperty": "erp_id", "properties": ["name"],
+            "propertiesWithHistory": ["name"],
+            "inputs": [{"id": "K-%d" % i} for i in range(51)]})
+        self.assertEqual(st, 400, out)
+        self.assertIn("50", out["message"])
+        st, out, _ = self.call("POST", path, {
+            "idProperty": "erp_id", "properties": ["name", "erp_id"],
+            "propertiesWithHistory": ["name"],
+            "inputs": [{"id": "K-1"}, {"id": "K-404"}, {"id": "K-405"}]})
+        self.assertEqual(st, 207, out)
+        self.assertEqual([r["properties"]["erp_id"] for r in out["results"]],
+                         ["K-1"])
+        self.assertEqual(out["results"][0]["propertiesWithHistory"]["name"]
+                         [0]["value"], "n1")
+        self.assertEqual(out["numErrors"], 1)
+        self.assertEqual(out["errors"][0]["category"], "OBJECT_NOT_FOUND")
+        self.assertEqual(out["errors"][0]["context"],
+                         {"ids": ["K-404", "K-405"]})
+        st, out, _ = self.call("POST", path, {
+            "idProperty": "name", "properties": [],
+            "inputs": [{"id": "n1"}]})
+        self.assertEqual(st, 400, out)
+        self.assertIn("non-unique", out["message"])
+
+    def test_list_objects_paged(self):
+        self.upsert("companies", [("K-%d" % i, {"name": "n"})
+                                  for i in range(25)])
+        seen, after, pages = [], None, 0
+        while True:
+            path = "/crm/v3/objects/companies?limit=10&properties=erp_id"
+            if after:
+                path += "&after=" + after
+            st, out, _ = self.call("GET", path)
+            self.assertEqual(st, 200, out)
+            self.assertLessEqual(len(out["results"]), 10)
+            seen.extend(r["properties"]["erp_id"] for r in out["results"])
+            pages += 1
+            if "paging" not in out:
+                break
+            after = out["paging"]["next"]["after"]
+        self.assertEqual(pages, 3)
+        self.assertEqual(sorted(seen), sorted("K-%d" % i for i in range(25)))
+        st, out, _ = self.call("GET", "/crm/v3/objects/companies?limit=10"
+                               "&archived=true")
+        self.assertEqual((st, out["results"]), (200, []))
+
+    def test_gdpr_delete(self):
+        path = "/crm/v3/objects/contacts/gdpr-delete"
+        _, out, _ = self.upsert("contacts", [("C-1", {"email": "a@x.pl"}),
+                                             ("C-2", {"email": "b@x.pl"})])
+        ids = {x["properties"]["erp_id"]: x["id"] for x in out["results"]}
+        st, out, r = self.call("POST", path, {"objectId": ids["C-1"]})
+        self.assertEqual((st, out), (204, None))
+        self.assertEqual(self.one("contacts", ids["C-1"],
+                                  "?archived=true")[0], 404, "gone for good")
+        st, _, _ = self.call("POST", path, {"objectId": "b@x.pl",
+                                            "idProperty": "email"})
+        self.assertEqual(st, 204)
+        self.assertEqual(self.ctl("GET", "/_mock/objects/contacts")
+                         ["results"], [])
+        _, out, _ = self.upsert("contacts", [("C-1", {"email": "a@x.pl"})])
+        self.assertTrue(out["results"][0]["new"], "it may come back")
+        # an unknown e-mail is blocklisted: no contact may have it again
+        st, _, _ = self.call("POST", path, {"objectId": "nobody@x.pl",
+                                            "idProperty": "email"})
+        self.assertEqual(st, 204)
+        st, out, _ = self.upsert("contacts",
+                                 [("C-3", {"email": "nobody@x.pl"})])
+        self.assertEqual(st, 400, out)
+        self.assertIn("nobody@x.pl", out["message"])
+        for body, status in (({"objectId": "424242"}, 404),
+                             ({}, 400),
+                             ({"objectId": "1", "idProperty": "firstname"},
+                              400),
+                             ({"objectId": "1", "id": "1"}, 400)):
+            st, out, _ = self.call("POST", path, body)
+            self.assertEqual(st, status, (body, out))
+        st, out, _ = self.call("POST", "/crm/v3/objects/companies/"
+                               "gdpr-delete", {"objectId": "1"})
+        self.assertEqual(st, 400, out)
+
+    def test_search_by_lastmodified_and_index_delay_of_edits(self):
+        self.ctl("POST", "/_mock/config", {"search_per_second": 0})
+        _, out, _ = self.upsert("companies", [("K-%d" % i, {"name": "n%d" % i})
+                                              for i in range(5)])
+        ids = {x["properties"]["erp_id"]: x["id"] for x in out["results"]}
+        _, got = self.one("companies", ids["K-4"],
+                          "?properties=hs_lastmodifieddate")
+        since = got["properties"]["hs_lastmodifieddate"]
+        time.sleep(0.01)        # the edits fall in later milliseconds
+        for k in ("K-3", "K-1"):
+            self.ctl("PATCH", "/_mock/objects/companies/" + ids[k],
+                     {"properties": {"name": "edited " + k}})
+            time.sleep(0.002)
+        body = {"filterGroups": [{"filters": [{
+                    "propertyName": "hs_lastmodifieddate", "operator": "GT",
+                    "value": since}]}],
+                "sorts": [{"propertyName": "hs_lastmodifieddate",
+                           "direction": "ASCENDING"}],
+                "properties": ["name", "hs_lastmodifieddate"], "limit": 1}
+        path = "/crm/v3/objects/companies/search"
+        st, out, _ = self.call("POST", path, body)
+        self.assertEqual((st, out["total"]), (200, 2), out)
+        self.assertEqual(out["results"][0]["id"], ids["K-3"])
+        body["after"] = out["paging"]["next"]["after"]
+        st, out, _ = self.call("POST", path, body)
+        self.assertEqual([r["id"] for r in out["results"]], [ids["K-1"]])
+        self.assertNotIn("paging", out)
+        # epoch milliseconds work as well as ISO 8601
+        body.pop("after")
+        body["filterGroups"][0]["filters"][0]["value"] = "0"
+        body["sorts"][0]["direction"] = "DESCENDING"
+        st, out, _ = self.call("POST", path, body)
+        self.assertEqual((out["total"], out["results"][0]["id"]),
+                         (5, ids["K-1"]))
+        # with an indexing delay, search sees the values from before an edit
+        self.ctl("POST", "/_mock/config", {"search_index_delay_ms": 3600000})
+        self.ctl("PATCH", "/_mock/objects/companies/" + ids["K-0"],
+                 {"properties": {"name": "renamed"}})
+        self.ctl("DELETE", "/_mock/objects/companies/" + ids["K-2"])
+        by_name = {"filterGroups": [{"filters": [{
+            "propertyName": "name", "operator": "EQ", "value": "n0"}]}]}
+        st, out, _ = self.call("POST", path, by_name)
+        self.assertEqual([r["id"] for r in out["results"]], [ids["K-0"]])
+        by_name["filterGroups"][0]["filters"][0]["value"] = "renamed"
+        st, out, _ = self.call("POST", path, by_name)
+        self.assertEqual(out["total"], 0, "not indexed yet")
+        st, out, _ = self.call("POST", path, {})
+        self.assertEqual(out["total"], 5, "the archived one is still found")
+        self.ctl("POST", "/_mock/config", {"search_index_delay_ms": 0})
+        st, out, _ = self.call("POST", path, by_name)
+        self.assertEqual([r["id"] for r in out["results"]], [ids["K-0"]])
+        st, out, _ = self.call("POST", path, {})
+        self.assertEqual(out["total"], 4)
+
     # -- associations --------------------------------------------------------
 
     def test_associations_v4(self):

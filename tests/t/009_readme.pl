@@ -18,7 +18,7 @@ use ErpcrmTest;
 # --- the README's marked blocks, by section
 my $readme = slurp_file(dirname(__FILE__) . '/../../README.md');
 my %section_of = (
-	'## Installing into an existing PostgreSQL' => 'install',
+	'## Installation' => 'install',
 	'## Security' => 'security',
 	'### Worked example' => 'example');
 my (%blocks, $section, $marker);

@@ -19,8 +19,10 @@ Control API (JSON in and out; no auth; never rate limited or logged)
        upsert_whole_batch (bool, default false: one bad input of a batch
                    upsert fails the whole batch with its 4xx, nothing is
                    written, instead of a 207),
-       search_index_delay_ms (objects created less than this long ago are
-                   not found by search yet; default 0),
+       search_index_delay_ms (search sees every object as it was this
+                   long ago: one created since is not found yet, one edited
+                   since is found by its old values, one archived since
+                   is still found; default 0),
        search_max_total (results beyond it cannot be paged to: 400;
                    default 10000, HubSpot's cap),
        unique_reuse_after_archive (bool, default true: an archived object
@@ -34,6 +36,17 @@ Control API (JSON in and out; no auth; never rate limited or logged)
                    default 100, HubSpot Free: 1),
        granular_scopes (bool: the token has crm.objects.products.* and
                    crm.objects.line_items.* instead of the legacy e-commerce)
+       merge_new_id (bool, default true: a merge makes a new record with a
+                   new id and both old ids point to it, as HubSpot's
+                   changelog announces for contacts and companies; false:
+                   the primary keeps its id, the older behaviour),
+       merged_ids "follow" | "404" (what reading a merged-away id answers:
+                   "follow", the default, answers the merged record under
+                   its own id, as HubSpot documents, for GET, batch read,
+                   update and gdpr-delete by id; "404": as an unknown id),
+       gdpr_blocks_email (bool, default false: a GDPR-deleted contact's
+                   e-mail may be used again; true: it is blocklisted like
+                   an unknown e-mail given to gdpr-delete, which always is)
   POST /_mock/faults              replace all faults ({} clears); GET shows
        down "refuse"|"503"|"504", slow_ms, error_share, malformed_share,
        truncated_share, reset_share (0..1), huge_body (true = 12 MB, or a
@@ -46,10 +59,47 @@ Control API (JSON in and out; no auth; never rate limited or logged)
        with that status as a whole: HubSpot failing on one input)
   GET  /_mock/objects/{type}      {"results": [{id, properties, archived,
                                   createdAt, updatedAt}]}
-  POST /_mock/objects/{type}      {"properties": {...}} creates an object
-                                  directly (no validation), as if made in the
-                                  HubSpot UI
-  DELETE /_mock/objects/{type}/{id}  archive it, as if deleted in HubSpot
+
+Edits by hand, as a salesperson makes them in HubSpot's screens: each
+changed value gets a version in the property's history (read back with
+propertiesWithHistory) with sourceType CRM_UI, sourceId "userId:N" and
+updatedByUserId N (N: the body's "userId", or the first owner's), and
+hs_lastmodifieddate moves to the time of the change ("timestamp", epoch
+milliseconds or ISO 8601, when given: to spread many changes over time).
+API calls are recorded as sourceType INTEGRATION, sourceId the app id.
+  POST /_mock/objects/{type}      {"properties": {...}, "associations":
+                                  [{"toType", "toId", "typeId"?,
+                                  "category"?}], "userId"?, "timestamp"?}
+                                  creates an
+                                  object (no validation; the default
+                                  association type unless typeId), 201
+                                  with the object; {"inputs": [...]} many,
+                                  201 {"results"}
+  PATCH /_mock/objects/{type}/{id}  {"properties": {...}, "userId"?,
+                                  "timestamp"?} edits
+                                  it, validated as HubSpot validates (400,
+                                  409 for a unique value held elsewhere,
+                                  404 for an archived or unknown id); 200
+                                  with the object.  PATCH
+                                  /_mock/objects/{type} {"inputs": [{"id",
+                                  "properties"}]}: many, 200 {"results"}
+  DELETE /_mock/objects/{type}/{id}  archive it, as deleting in HubSpot
+                                  does; ?permanent=true: gone for good (no
+                                  archive, unique values and associations
+                                  released), as after a GDPR delete
+  POST /_mock/merge/{type}        {"primaryObjectId", "objectIdToMerge"}
+                                  (HubSpot's merge body) merges them: the
+                                  primary's values win, the other's fill
+                                  gaps, associations of both move to the
+                                  result, hs_merged_object_ids lists the
+                                  ids that disappeared (see merge_new_id,
+                                  merged_ids); 200 with the merged object
+  GET  /_mock/merged              {"results": [{type, id, mergedInto}]}
+  DELETE /_mock/associations/{fromType}/{fromId}/{toType}/{toId}
+                                  removes every association between the
+                                  two, both directions (404 if none)
+
+Inspection:
   GET  /_mock/associations        {"results": [{fromType, fromId, toType,
                                   toId, typeId, category}]}
   GET  /_mock/requests?since=N    {"results": [{seq, time, method, path,
@@ -68,8 +118,9 @@ import json
 import time
 from urllib.parse import unquote
 
+from . import byhand
 from .errors import ApiError
-from .model import jdump, now_iso
+from .model import jdump
 from .state import LOCK
 
 
@@ -119,21 +170,32 @@ class ControlApi:
         if len(parts) == 2 and parts[0] == "objects":
             t = st.resolve_type(parts[1])
             if method == "POST":
-                props = st.check_props_shape(body.get("properties"))
-                obj = st.create(t, props, now_iso())
-                return 201, st.out(t, obj, echo=[])
+                return byhand.create(st, t, body)
+            if method == "PATCH":
+                return byhand.edit(st, t, None, body)
             return 200, {"results": [
                 {"id": o["id"], "properties": o["properties"],
                  "archived": o["archived"], "createdAt": o["createdAt"],
                  "updatedAt": o["updatedAt"]}
                 for o in st.objects[t].values()]}
-        if len(parts) == 3 and parts[0] == "objects" and method == "DELETE":
+        if len(parts) == 3 and parts[0] == "objects":
             t = st.resolve_type(parts[1])
-            o = st.objects[t].get(parts[2])
-            if o is None:
-                return 404, {"status": "error", "message": "no such object"}
-            st.archive(t, o, now_iso())
-            return 200, {"status": "ok"}
+            if method == "DELETE":
+                return byhand.delete(
+                    st, t, parts[2],
+                    q.get("permanent", ["false"])[0] == "true")
+            if method == "PATCH":
+                return byhand.edit(st, t, parts[2], body)
+        if len(parts) == 2 and parts[0] == "merge" and method == "POST":
+            return byhand.merge(st, st.resolve_type(parts[1]), body)
+        if len(parts) == 5 and parts[0] == "associations" and \
+                method == "DELETE":
+            return byhand.unlink(st, st.resolve_type(parts[1]), parts[2],
+                                 st.resolve_type(parts[3]), parts[4])
+        if parts == ["merged"]:
+            return 200, {"results": [
+                {"type": t, "id": oid, "mergedInto": new}
+                for (t, oid), new in st.merged.items()]}
         if parts == ["associations"]:
             out = []
             for (ft, fid, tt), m in st.assoc.items():

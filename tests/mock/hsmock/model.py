@@ -90,8 +90,18 @@ STANDARD_OPTIONS = {
     "dealtype": ["newbusiness", "existingbusiness"],
 }
 SYSTEM_PROPS = {"hs_object_id": "number", "createdate": "datetime",
-                "hs_lastmodifieddate": "datetime"}
-READ_ONLY = {"hs_object_id", "hs_lastmodifieddate"}
+                "hs_lastmodifieddate": "datetime",
+                "hs_merged_object_ids": "enumeration"}
+READ_ONLY = {"hs_object_id", "hs_lastmodifieddate", "hs_merged_object_ids"}
+
+# Who wrote a value, as propertiesWithHistory names it: (sourceType,
+# sourceId, updatedByUserId).  API calls come from the private app (its id
+# is the appId of token info); edits by hand through the control API come
+# from a user in HubSpot's CRM UI.
+APP_ID = 2000001
+API_SOURCE = ("INTEGRATION", str(APP_ID), None)
+HISTORY_MAX = 20            # versions kept per property, newest last
+BATCH_READ_HISTORY_LIMIT = 50   # batch read inputs with propertiesWithHistory
 
 DEFAULT_READ_PROPS = {
     "companies": ["createdate", "domain", "hs_lastmodifieddate",

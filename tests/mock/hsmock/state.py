@@ -23,7 +23,7 @@ from .model import (DATE_RE, DATETIME_RE, DEFAULT_OWNERS, DEFAULT_READ_PROPS,
                     FIRST_OBJECT_ID, GROUPS, HUBSPOT_ASSOC_DEFS, NUMBER_RE,
                     READ_ONLY, SINGULAR, STANDARD_OPTIONS, STANDARD_PROPS,
                     STANDARD_TYPES, SYSTEM_PROPS, TYPE_ALIASES,
-                    DEFAULT_FIELD_TYPE, now_iso)
+                    DEFAULT_FIELD_TYPE, API_SOURCE, HISTORY_MAX, now_iso)
 
 LOCK = threading.Lock()
 
@@ -37,7 +37,8 @@ class Config:
               "upsert_whole_batch", "search_index_delay_ms",
               "search_max_total", "unique_reuse_after_archive",
               "required_properties", "deal_pipeline_limit",
-              "granular_scopes"}
+              "granular_scopes", "merge_new_id", "merged_ids",
+              "gdpr_blocks_email"}
 
     def __init__(self, tokens):
         self.tokens = list(tokens)
@@ -57,6 +58,9 @@ class Config:
         self.required_properties = {}
         self.deal_pipeline_limit = 100
         self.granular_scopes = False
+        self.merge_new_id = True
+        self.merged_ids = "follow"
+        self.gdpr_blocks_email = False
 
     def public(self):
         return {"tokens": self.tokens, "max_per_window": self.max_per_window,
@@ -73,7 +77,10 @@ class Config:
                 "unique_reuse_after_archive": self.unique_reuse_after_archive,
                 "required_properties": self.required_properties,
                 "deal_pipeline_limit": self.deal_pipeline_limit,
-                "granular_scopes": self.granular_scopes}
+                "granular_scopes": self.granular_scopes,
+                "merge_new_id": self.merge_new_id,
+                "merged_ids": self.merged_ids,
+                "gdpr_blocks_email": self.gdpr_blocks_email}
 
 
 FAULT_KEYS = {"down", "slow_ms", "error_share", "malformed_share",
@@ -110,7 +117,8 @@ class State:
         self.props = {}
         self.groups = {}
         self.objects = {}
-        self.created_at = {}     # (type, id) -> time.time() of creation
+        self.merged = {}         # (type, id merged away) -> id it went to
+        self.blocked_emails = set()     # gdpr-delete of an unknown e-mail
         self.uniq = {}
         for t in STANDARD_TYPES:
             self._init_type(t)
@@ -256,9 +264,14 @@ class State:
                 setattr(cfg, k, c[k])
         for k in ("log_bodies", "shuffle_results", "search_counts_in_window",
                   "upsert_whole_batch", "unique_reuse_after_archive",
-                  "granular_scopes"):
+                  "granular_scopes", "merge_new_id", "gdpr_blocks_email"):
             if k in c:
                 setattr(cfg, k, bool(c[k]))
+        if "merged_ids" in c:
+            if c["merged_ids"] not in ("follow", "404"):
+                raise ApiError(400, "VALIDATION_ERROR",
+                               "merged_ids must be follow or 404")
+            cfg.merged_ids = c["merged_ids"]
         if "owners" in c:
             t0 = now_iso()
             self.owners = []
@@ -389,7 +402,7 @@ class State:
     def find_by(self, t, prop, value):
         """Non-archived object whose unique prop equals value."""
         if prop in ("hs_object_id", None):
-            o = self.objects[t].get(str(value))
+            o = self.objects[t].get(self.follow(t, str(value)))
             return o if o and not o["archived"] else None
         idx = self.uniq[t].get(prop)
         if idx is None:
@@ -397,6 +410,15 @@ class State:
         oid = idx.get(self._norm(t, prop, str(value)))
         o = self.objects[t][oid] if oid else None
         return o if o and not o["archived"] else None
+
+    def follow(self, t, oid):
+        """The id a merged-away id now points to (merged_ids "follow")."""
+        if self.cfg.merged_ids == "follow":
+            seen = set()
+            while (t, oid) in self.merged and oid not in seen:
+                seen.add(oid)
+                oid = self.merged[(t, oid)]
+        return oid
 
     def owner_ids(self):
         return [o["id"] for o in self.owners]
@@ -516,6 +538,12 @@ class State:
                 errs.append(perr(name, "INVALID_EMAIL",
                                  "Email address %s is invalid" % v))
                 continue
+            if name == "email" and t == "contacts" and \
+                    v.lower() in self.blocked_emails:
+                errs.append(perr(name, "INVALID_EMAIL",
+                                 "Email address %s was permanently deleted "
+                                 "(GDPR) and cannot be used again" % v))
+                continue
             if t == "line_items" and name == "price":
                 try:
                     if Decimal(nv) < 0:
@@ -608,8 +636,10 @@ class State:
 
     # -- object writes -------------------------------------------------------
 
-    def apply(self, t, obj, props, ts):
+    def apply(self, t, obj, props, ts, source=API_SOURCE):
+        self._index_before(obj)
         p = obj["properties"]
+        self._history(obj, props, ts, source)
         for name, v in props.items():
             if name in self.uniq[t]:
                 old = p.get(name)
@@ -627,6 +657,84 @@ class State:
         if t == "line_items":
             self._line_item_calc(p)
         obj["updatedAt"] = ts
+        self._index_after(obj)
+
+    def _history(self, obj, props, ts, source):
+        """Versions of each changed value, as propertiesWithHistory shows."""
+        hist = obj.setdefault("history", {})
+        p = obj["properties"]
+        for name, v in props.items():
+            if name not in hist and v == "":
+                continue        # never set, and cleared: nothing to keep
+            if name in hist and p.get(name, "") == v:
+                continue        # the same value again is no new version
+            versions = hist.setdefault(name, [])
+            versions.append((v, ts, source))
+            if len(versions) > HISTORY_MAX:
+                del versions[0]
+
+    def history_out(self, obj, names):
+        """propertiesWithHistory: each named property's versions, newest
+        first; a value nobody wrote (createdate, hs_object_id) as one."""
+        hist = obj.get("history", {})
+        out = {}
+        for name in names:
+            versions = hist.get(name)
+            if versions is None:
+                v = self.getprop(obj, name)
+                versions = [] if v is None else \
+                    [(v, obj["createdAt"], ("CALCULATED", None, None))]
+            entries = []
+            for v, ts, (stype, sid, user) in reversed(versions):
+                e = {"value": v, "timestamp": ts, "sourceType": stype}
+                if sid is not None:
+                    e["sourceId"] = sid
+                if user is not None:
+                    e["updatedByUserId"] = user
+                entries.append(e)
+            out[name] = entries
+        return out
+
+    # -- the search index ----------------------------------------------------
+    #
+    # With search_index_delay_ms, search sees each object as it was that
+    # long ago: obj["index"] keeps (time of a write, the object after it),
+    # oldest first, pruned to the newest version search already sees.
+
+    @staticmethod
+    def _snap(obj):
+        s = {k: obj[k] for k in ("id", "createdAt", "updatedAt", "archived")}
+        s["properties"] = dict(obj["properties"])
+        if "archivedAt" in obj:
+            s["archivedAt"] = obj["archivedAt"]
+        return s
+
+    def _index_before(self, obj):
+        if self.cfg.search_index_delay_ms and "index" not in obj:
+            obj["index"] = [(0.0, self._snap(obj))]
+
+    def _index_after(self, obj):
+        delay = self.cfg.search_index_delay_ms / 1000.0
+        if not delay:
+            obj.pop("index", None)
+            return
+        now = time.time()
+        versions = obj.setdefault("index", [])
+        versions.append((now, self._snap(obj)))
+        while len(versions) > 1 and versions[1][0] <= now - delay:
+            del versions[0]
+
+    def indexed(self, obj, now):
+        """The object as search sees it at now, or None if not yet."""
+        versions = obj.get("index")
+        if not versions:
+            return obj
+        seen = None
+        for written, snap in versions:
+            if written > now - self.cfg.search_index_delay_ms / 1000.0:
+                break
+            seen = snap
+        return seen
 
     def _line_item_calc(self, p):
         try:
@@ -641,10 +749,12 @@ class State:
         amt = q * pr - disc
         p["amount"] = format(amt.normalize(), "f") if amt else "0"
 
-    def create(self, t, props, ts):
+    def create(self, t, props, ts, source=API_SOURCE):
         oid = self.new_id()
         obj = {"id": oid, "properties": {}, "createdAt": ts, "updatedAt": ts,
                "archived": False}
+        if self.cfg.search_index_delay_ms:
+            obj["index"] = []   # not in the index before it was made
         if t == "line_items" and props.get("hs_product_id"):
             pr = self.objects["products"][props["hs_product_id"]]
             for k in ("name", "price", "hs_sku", "description"):
@@ -654,24 +764,20 @@ class State:
                 props.get("dealstage"):
             props["pipeline"] = "default"
         self.objects[t][oid] = obj
-        self.created_at[(t, oid)] = time.time()
-        self.apply(t, obj, props, ts)
+        self.apply(t, obj, props, ts, source)
         return obj
 
     def archive(self, t, obj, ts):
         if obj["archived"]:
             return
+        self._index_before(obj)
         obj["archived"] = True
         obj["archivedAt"] = ts
         obj["updatedAt"] = ts
-        if not self.cfg.unique_reuse_after_archive:
-            return              # the archived object keeps its values
-        for name, idx in self.uniq[t].items():
-            v = obj["properties"].get(name)
-            if v not in (None, ""):
-                k = self._norm(t, name, v)
-                if idx.get(k) == obj["id"]:
-                    del idx[k]
+        self._index_after(obj)
+        if self.cfg.unique_reuse_after_archive:
+            self._release_unique(t, obj)
+        # (otherwise the archived object keeps its unique values)
 
     def getprop(self, obj, name):
         if name == "hs_object_id":
@@ -682,7 +788,7 @@ class State:
             return obj["properties"].get("createdate") or obj["createdAt"]
         return obj["properties"].get(name)
 
-    def out(self, t, obj, props=None, echo=None):
+    def out(self, t, obj, props=None, echo=None, history=None):
         if props is None and echo is None:
             props = DEFAULT_READ_PROPS.get(
                 t, ["createdate", "hs_lastmodifieddate", "hs_object_id"])
@@ -702,6 +808,8 @@ class State:
              "archived": obj["archived"]}
         if obj["archived"]:
             r["archivedAt"] = obj.get("archivedAt")
+        if history:
+            r["propertiesWithHistory"] = self.history_out(obj, history)
         return r
 
     def order(self, results):
@@ -711,6 +819,86 @@ class State:
             if results == orig:
                 results.reverse()
         return results
+
+    # -- deletions and merges -----------------------------------------------
+
+    def _release_unique(self, t, obj):
+        for name, idx in self.uniq[t].items():
+            v = obj["properties"].get(name)
+            if v not in (None, ""):
+                k = self._norm(t, name, v)
+                if idx.get(k) == obj["id"]:
+                    del idx[k]
+
+    def _links_of(self, t, oid):
+        """Every association touching (t, oid): (tt, tid, (cat, typeId))."""
+        out = []
+        for (a, ai, b), m in self.assoc.items():
+            if a == t and ai == oid:
+                out.extend((b, bi, pair) for bi, pairs in m.items()
+                           for pair in pairs)
+        return out
+
+    def _drop_links(self, t, oid):
+        for (a, ai, b), m in list(self.assoc.items()):
+            if a == t and ai == oid:
+                for bi in list(m):
+                    self.unlink(t, oid, b, bi)
+            elif b == t and oid in m:
+                self.unlink(a, ai, t, oid)
+
+    def purge(self, t, obj):
+        """Gone for good (a GDPR delete): no archive, no unique values,
+        no associations left."""
+        self._release_unique(t, obj)
+        self._drop_links(t, obj["id"])
+        del self.objects[t][obj["id"]]
+
+    def merge(self, t, keep, gone, ts, source):
+        """Merge gone into keep as HubSpot does: the primary's values win,
+        the other's fill the gaps; associations of both move over; the ids
+        that disappear point to the result (see follow())."""
+        props = dict(gone["properties"])
+        props.update(keep["properties"])
+        earlier = [x for o in (keep, gone) for x in
+                   o["properties"].get("hs_merged_object_ids", "").split(";")
+                   if x]
+        hist = dict(gone.get("history", {}))
+        hist.update(keep.get("history", {}))
+        links = [x for o in (keep, gone) for x in self._links_of(t, o["id"])
+                 if not (x[0] == t and x[1] in (keep["id"], gone["id"]))]
+        for o in (keep, gone):
+            self._release_unique(t, o)
+            self._drop_links(t, o["id"])
+        del self.objects[t][gone["id"]]
+        vanished = [gone["id"]]
+        if self.cfg.merge_new_id:
+            del self.objects[t][keep["id"]]
+            vanished.insert(0, keep["id"])
+            obj = {"id": self.new_id(), "createdAt": keep["createdAt"],
+                   "archived": False}
+            if self.cfg.search_index_delay_ms:
+                obj["index"] = []
+            self.objects[t][obj["id"]] = obj
+        else:
+            obj = keep
+            self._index_before(obj)
+        for oid in vanished:
+            self.merged[(t, oid)] = obj["id"]
+        props["hs_merged_object_ids"] = ";".join(earlier + vanished)
+        hist.setdefault("hs_merged_object_ids", []).append(
+            (props["hs_merged_object_ids"], ts, source))
+        obj["properties"] = props
+        obj["history"] = hist
+        obj["updatedAt"] = ts
+        for name, idx in self.uniq[t].items():
+            v = props.get(name)
+            if v not in (None, ""):
+                idx[self._norm(t, name, v)] = obj["id"]
+        for tt, tid, (cat, typ) in links:
+            self.link(t, obj["id"], tt, tid, cat, typ)
+        self._index_after(obj)
+        return obj
 
     # -- associations --------------------------------------------------------
 

@@ -70,7 +70,7 @@ SELECT erpcrm.wait_for_sync('1 s');
 SELECT erpcrm.wait_for_sync('1 s', 'products');
 
 -- the api log view, fed by the worker
-SELECT erpcrm._log_call('POST', '/crm/v3/objects/products/batch/upsert', 200, 12.5, 2, NULL, 'corr-9', :products, '1 day');
+SELECT erpcrm._log_call(pg_catalog.now(), 'POST', '/crm/v3/objects/products/batch/upsert', 200, 12.5, 2, NULL, 'corr-9', :products, '1 day');
 SELECT method, path, http_status, latency_ms, inputs, error_category, correlation_id, mapping FROM erpcrm.api_log;
 
 -- unmap drops watches, state and outbox rows; HubSpot is left alone

@@ -7,7 +7,8 @@ and the account (/account-info/v3/details, daily API usage).
 import datetime
 
 from ..errors import ApiError, check_keys
-from ..model import ALL_SCOPES_BASE, PORTAL_ID, next_midnight_portal, now_iso
+from ..model import ALL_SCOPES_BASE, APP_ID, PORTAL_ID, \
+    next_midnight_portal, now_iso
 
 
 def type_scope(t, write, granular=False):
@@ -98,7 +99,7 @@ class AccountRoutes:
             raise ApiError(401, "INVALID_AUTHENTICATION",
                            "The access token provided is invalid.")
         return 200, {"userId": 9000001, "hubId": PORTAL_ID,
-                     "appId": 2000001, "scopes": self.scopes()}
+                     "appId": APP_ID, "scopes": self.scopes()}
 
     def scopes(self):
         missing = self.st.faults.get("missing_scopes", set())

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 from ..errors import ApiError, InputError, bad_json, batch_failed, \
     check_keys, perr, prop_errors_input
-from ..model import SINGULAR, now_iso
+from ..model import BATCH_READ_HISTORY_LIMIT, SINGULAR, now_iso
 from .batch import BatchRoutes
 
 
@@ -24,6 +24,8 @@ class ObjectRoutes(BatchRoutes):
                 return self.create_one(t, body)
         elif n == 5 and p[4] == "search" and method == "POST":
             return self.search(t, body)
+        elif n == 5 and p[4] == "gdpr-delete" and method == "POST":
+            return self.gdpr_delete(t, body)
         elif n == 6 and p[4] == "batch" and method == "POST":
             op = p[5]
             if op == "upsert":
@@ -301,11 +303,11 @@ class ObjectRoutes(BatchRoutes):
                 st.archive(t, o, ts)
         return 204, None
 
-    def _props_param(self, q):
-        if "properties" not in q:
+    def _props_param(self, q, name="properties"):
+        if name not in q:
             return None
         out = []
-        for v in q["properties"]:
+        for v in q[name]:
             out.extend(x for x in v.split(",") if x)
         return out
 
@@ -315,9 +317,17 @@ class ObjectRoutes(BatchRoutes):
             body, {"inputs", "properties", "propertiesWithHistory",
                    "idProperty"}, "BatchReadInputSimplePublicObjectId")
         props = body.get("properties")
-        if props is not None and (not isinstance(props, list) or not all(
-                isinstance(x, str) for x in props)):
-            raise bad_json("properties must be an array of strings")
+        hist = body.get("propertiesWithHistory")
+        for names in (props, hist):
+            if names is not None and (not isinstance(names, list) or not all(
+                    isinstance(x, str) for x in names)):
+                raise bad_json("properties must be an array of strings")
+        if hist and len(inputs) > BATCH_READ_HISTORY_LIMIT:
+            raise ApiError(400, "VALIDATION_ERROR",
+                           "The maximum number of inputs supported in a batch "
+                           "request for property histories is %d. Please "
+                           "reduce the number of items and try again"
+                           % BATCH_READ_HISTORY_LIMIT)
         idp = body.get("idProperty") or "hs_object_id"
         if idp != "hs_object_id" and idp not in st.uniq[t]:
             raise ApiError(400, "VALIDATION_ERROR",
@@ -336,7 +346,8 @@ class ObjectRoutes(BatchRoutes):
             if o is None:
                 missing.append(v)
             else:
-                results.append(st.out(t, o, props or None))
+                results.append(st.out(t, o, props or None,
+                                      history=hist or None))
         t0 = now_iso()
         body = {"status": "COMPLETE", "results": results, "startedAt": t0,
                 "completedAt": t0}
@@ -369,7 +380,9 @@ class ObjectRoutes(BatchRoutes):
 
     def get_one(self, t, oid, q):
         o = self._lookup(t, unquote(oid), q)
-        return 200, self.st.out(t, o, self._props_param(q))
+        return 200, self.st.out(t, o, self._props_param(q),
+                                history=self._props_param(
+                                    q, "propertiesWithHistory"))
 
     def update_one(self, t, oid, body, q):
         st = self.st
@@ -416,8 +429,43 @@ class ObjectRoutes(BatchRoutes):
         objs = [o for o in st.objects[t].values()
                 if o["archived"] == archived and int(o["id"]) > after]
         page = objs[:limit]
-        body = {"results": [st.out(t, o, self._props_param(q))
+        hist = self._props_param(q, "propertiesWithHistory")
+        body = {"results": [st.out(t, o, self._props_param(q), history=hist)
                             for o in page]}
         if len(objs) > limit:
             body["paging"] = {"next": {"after": page[-1]["id"]}}
         return 200, body
+
+    def gdpr_delete(self, t, body):
+        """Permanently delete a contact (HubSpot's GDPR delete): by id, or
+        by a unique property named in idProperty.  An e-mail that matches
+        no contact is blocklisted: no contact can be created with it."""
+        st = self.st
+        if t != "contacts":
+            raise ApiError(400, "VALIDATION_ERROR",
+                           "GDPR deletion is only available for contacts")
+        check_keys(body, {"objectId", "idProperty"}, "PublicGdprDeleteInput")
+        if body.get("objectId") in (None, ""):
+            raise ApiError(400, "VALIDATION_ERROR",
+                           "Invalid input JSON on line 1, column 2: Some "
+                           "required fields were not set: [objectId]")
+        oid = st.coerce(body["objectId"])
+        idp = body.get("idProperty") or "hs_object_id"
+        if idp != "hs_object_id" and idp not in st.uniq[t]:
+            raise ApiError(400, "VALIDATION_ERROR",
+                           "Unable to perform delete by non-unique %s "
+                           "property: %s" % (SINGULAR[t], idp))
+        o = st.find_by(t, idp, oid)
+        if o is None and idp == "hs_object_id":
+            o = st.objects[t].get(oid)          # archived ones too
+        if o is None:
+            if idp == "email":
+                st.blocked_emails.add(oid.lower())
+                return 204, None
+            raise ApiError(404, "OBJECT_NOT_FOUND",
+                           "Object not found.  objectId are usually numeric.",
+                           context={"id": [oid]})
+        st.purge(t, o)
+        if st.cfg.gdpr_blocks_email and o["properties"].get("email"):
+            st.blocked_emails.add(o["properties"]["email"].lower())
+        return 204, None

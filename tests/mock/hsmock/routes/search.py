@@ -67,13 +67,12 @@ class SearchRoutes:
                            "to result %d" % (st.cfg.search_max_total, after),
                            context={"after": [str(after)]})
         limit = min(limit, st.cfg.search_max_total - after)
-        unindexed = time.time() - st.cfg.search_index_delay_ms / 1000.0
+        now = time.time()
         matches = []
         for o in st.objects[t].values():
-            if o["archived"]:
+            o = st.indexed(o, now)      # as the index saw it, or not yet
+            if o is None or o["archived"]:
                 continue
-            if st.created_at.get((t, o["id"]), 0) > unindexed:
-                continue        # not indexed yet
             if not groups or any(all(self._match(t, o, f)
                                      for f in g.get("filters") or [])
                                  for g in groups):
