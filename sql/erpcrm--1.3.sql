@@ -540,12 +540,12 @@ BEGIN
 		RAISE EXCEPTION 'the source of mapping "%" must not be null', name
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF object_type IS NULL OR NOT (object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items')
+	IF object_type IS NULL OR NOT (object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items', 'orders')
 			OR object_type ~ '^[0-9]+-[0-9]+$'
 			OR object_type ~ '^p[0-9]+_[a-z][a-z0-9_]*$') THEN
 		RAISE EXCEPTION 'unknown HubSpot object type "%"', object_type
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use companies, contacts, products, deals, line_items, or a custom object type id such as 2-1234567.';
+				  HINT = 'Use companies, contacts, products, deals, line_items, orders, or a custom object type id such as 2-1234567.';
 	END IF;
 	IF id_property IS NULL OR NOT erpcrm._valid_property_name(id_property) THEN
 		RAISE EXCEPTION 'invalid id property "%"', id_property
