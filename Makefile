@@ -25,14 +25,16 @@ OBJS = \
 	worker/preview.o \
 	worker/owners.o \
 	worker/values.o \
-	worker/http.o \
-	worker/json.o \
-	worker/ratelimit.o
+	worker/client.o \
+	worker/activity.o \
+	hubspot/http.o \
+	hubspot/json.o \
+	hubspot/ratelimit.o
 
 DATA = $(wildcard sql/erpcrm--*.sql)
 PGFILEDESC = "erpcrm - ERP to HubSpot CRM sync"
 
-PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/worker
+PG_CPPFLAGS = -I$(srcdir)/extension -I$(srcdir)/worker -I$(srcdir)/hubspot
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
 SHLIB_LINK = -lcurl -lcjson
 

@@ -40,7 +40,6 @@ extern int	erpcrm_api_log_retention_min;
 
 extern void erpcrm_define_settings(void);
 extern char *erpcrm_read_token(void);
-extern void erpcrm_configure_http(const char *token);
 extern void erpcrm_redact_also(const char *secret);
 
 /* ----------------------------------------------------------------

@@ -16,7 +16,6 @@
 #include "utils/guc.h"
 
 #include "erpcrm.h"
-#include "hubspot.h"
 
 char	   *erpcrm_database = NULL;
 char	   *erpcrm_role = NULL;
@@ -349,20 +348,4 @@ erpcrm_read_token(void)
 	explicit_bzero(buf, sizeof(buf));
 	erpcrm_redact_also(p);
 	return p;
-}
-
-/* Point the HTTP client at HubSpot as the settings say, with this token. */
-void
-erpcrm_configure_http(const char *token)
-{
-	HsHttpConfig config;
-	ErpcrmPortalConfig portal;
-
-	erpcrm_portal_config(&portal);
-	config.base_url = portal.hubspot_url;
-	config.token = token;
-	config.ca_file = erpcrm_ca_file;
-	config.connect_timeout_ms = erpcrm_connect_timeout_ms;
-	config.timeout_ms = erpcrm_request_timeout_ms;
-	hs_http_configure(&config);
 }

@@ -27,6 +27,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "client.h"
 #include "erpcrm.h"
 #include "hubspot.h"
 

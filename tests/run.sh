@@ -33,6 +33,10 @@ run_suites() {
 	export PATH="$("$PG_CONFIG" --bindir):$PATH"
 	local failed=0
 	if want clang; then
+		# the layers: the HubSpot client includes nothing of the extension
+		# or the worker, and no includes go round in a circle
+		echo "=== layering of the C code (tests/layers.py)"
+		python3 tests/layers.py --self-test || failed=1
 		# make test installs the gcc build; this one only has to compile
 		# with erpcrm's own warnings as errors
 		echo "=== build with clang"

@@ -37,6 +37,8 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "activity.h"
+#include "client.h"
 #include "delivery.h"
 #include "erpcrm.h"
 #include "hubspot.h"

@@ -85,10 +85,4 @@ extern uint64 erpcrm_owner_misses;
 /* worker.c: the mappings and their associations, in dependency order */
 extern List *erpcrm_read_mappings(MemoryContext cxt);
 
-/* worker.c: wait (interruptibly) on the worker's latch */
-extern void erpcrm_worker_sleep(long ms, uint32 wait_event_info);
-extern void erpcrm_worker_step(const char *step);
-extern void erpcrm_worker_absorb_session_calls(void);
-extern void erpcrm_worker_note_call(const void *resp, bool rate_limited);
-
 #endif							/* ERPCRM_DELIVERY_H */

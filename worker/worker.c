@@ -47,6 +47,8 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 
+#include "activity.h"
+#include "client.h"
 #include "delivery.h"
 #include "erpcrm.h"
 #include "hubspot.h"
@@ -69,17 +71,12 @@ static bool leave_if_no_extension(void);
  * erpcrm.worker.detail: a failed cycle names the mapping and the step.
  */
 static const char *cur_mapping = NULL;
-static const char *cur_step = NULL;
-
-void
-erpcrm_worker_step(const char *step)
-{
-	cur_step = step;
-}
 
 static void
 worker_error_context(void *arg)
 {
+	const char *cur_step = erpcrm_worker_current_step();
+
 	if (cur_mapping != NULL)
 		errcontext("erpcrm worker, mapping \"%s\", %s",
 				   cur_mapping, cur_step ? cur_step : "delivering");
@@ -109,46 +106,6 @@ worker_exit(int code, Datum arg)
 	erpcrm_shared->state = ERPCRM_WORKER_STOPPED;
 	strlcpy(erpcrm_shared->detail, "", sizeof(erpcrm_shared->detail));
 	SpinLockRelease(&erpcrm_shared->mutex);
-}
-
-/* Wait on the latch for up to ms, waking for commits, signals, reloads. */
-void
-erpcrm_worker_sleep(long ms, uint32 wait_event_info)
-{
-	if (ms <= 0)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, wait_event_info);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
-void
-erpcrm_worker_note_call(const void *arg, bool rate_limited)
-{
-	const HsResponse *resp = arg;
-
-	SpinLockAcquire(&erpcrm_shared->mutex);
-	erpcrm_shared->calls++;
-	if (rate_limited)
-		erpcrm_shared->rate_limited++;
-	erpcrm_shared->last_call = GetCurrentTimestamp();
-	erpcrm_shared->window_remaining = hs_rate_window_remaining();
-	erpcrm_shared->daily_remaining = hs_rate_daily_remaining();
-	SpinLockRelease(&erpcrm_shared->mutex);
-	(void) resp;
-}
-
-/* Count the calls sessions made to HubSpot in the worker's limiter. */
-void
-erpcrm_worker_absorb_session_calls(void)
-{
-	static uint64 seen = 0;
-	TimestampTz calls[ERPCRM_SESSION_CALLS];
-	int			n = erpcrm_take_session_calls(&seen, calls);
-
-	for (int i = 0; i < n; i++)
-		hs_rate_note_call(calls[i]);
 }
 
 /* (Re)configure the HTTP client and the rate limiter from the settings. */
@@ -524,13 +481,13 @@ run_cycle(void)
 	}
 
 	cur_mapping = NULL;
-	cur_step = "folding the outbox";
+	erpcrm_worker_step("folding the outbox");
 	fold();
-	cur_step = "loading the mappings";
+	erpcrm_worker_step("loading the mappings");
 	begin_step("erpcrm: loading mappings");
 	mappings = load_mappings(&paused, &next_due);
 	end_step();
-	cur_step = NULL;
+	erpcrm_worker_step(NULL);
 
 	if (paused)
 	{
@@ -554,11 +511,11 @@ run_cycle(void)
 		owners_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ERPCRM_OWNERS_RETRY_MS);
 		if (owners_table_exists())
 		{
-			cur_step = "reading HubSpot's owners";
+			erpcrm_worker_step("reading HubSpot's owners");
 			if (erpcrm_refresh_owners())
 				owners_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														 ERPCRM_OWNERS_REFRESH_MS);
-			cur_step = NULL;
+			erpcrm_worker_step(NULL);
 		}
 	}
 
@@ -577,10 +534,10 @@ run_cycle(void)
 			if (m->erp_id_type == NULL || target_missing(mappings, m))
 				continue;		/* no source, or no erp_id: see mapping_problems() */
 			cur_mapping = m->name;
-			cur_step = "delivering a batch";
+			erpcrm_worker_step("delivering a batch");
 			erpcrm_deliver_batch(m, &out);
 			cur_mapping = NULL;
-			cur_step = NULL;
+			erpcrm_worker_step(NULL);
 			if (out.claimed > 0)
 				any = true;
 			if (out.synced > 0)
@@ -817,6 +774,7 @@ erpcrm_worker_main(Datum main_arg)
 			{
 				ErrorData  *edata;
 				char	   *detail;
+				const char *cur_step = erpcrm_worker_current_step();
 
 				/* a broken mapping view must not stop the others for long */
 				error_context_stack = errcallback.previous;
@@ -843,7 +801,7 @@ erpcrm_worker_main(Datum main_arg)
 									  cur_step ? cur_step : "", cur_step ? ": " : "",
 									  edata->message, unpack_sql_state(edata->sqlerrcode));
 				cur_mapping = NULL;
-				cur_step = NULL;
+				erpcrm_worker_step(NULL);
 				FreeErrorData(edata);
 				consecutive_failures++;
 				sleep_ms = Min((long) erpcrm_retry_base_ms << Min(consecutive_failures, 10),

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * fuzz_batch.c
- *	  libFuzzer harness for hs_parse_batch() (worker/json.c): the parser of
+ *	  libFuzzer harness for hs_parse_batch() (hubspot/json.c): the parser of
  *	  HubSpot's 200/201/207 batch answers, which decides which ERP keys are
  *	  synced and which failed.
  *

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * fuzz_body.c
- *	  libFuzzer harness for the request bodies of worker/json.c: batch
+ *	  libFuzzer harness for the request bodies of hubspot/json.c: batch
  *	  upsert, update and archive inputs, v4 associations and search
  *	  bodies, built from arbitrary strings and read back.
  *

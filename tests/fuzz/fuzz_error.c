@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * fuzz_error.c
- *	  libFuzzer harness for hs_parse_error() (worker/json.c): the parser of
+ *	  libFuzzer harness for hs_parse_error() (hubspot/json.c): the parser of
  *	  HubSpot's error bodies (400, 401, 403, 404, 409, 429, 5xx), whose
  *	  fields end up in erpcrm.failures, erpcrm.worker and the rate limiter.
  *

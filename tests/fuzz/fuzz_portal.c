@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * fuzz_portal.c
- *	  libFuzzer harness for the parsers of portal answers in worker/json.c:
+ *	  libFuzzer harness for the parsers of portal answers in hubspot/json.c:
  *	  hs_parse_names (GET /crm/v3/properties), hs_parse_pipeline (deal
  *	  pipelines), hs_parse_fields (account details) and
  *	  hs_parse_string_list (a token's scopes), as erpcrm.setup_hubspot() and

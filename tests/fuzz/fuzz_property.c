@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * fuzz_property.c
- *	  libFuzzer harness for hs_parse_property() (worker/json.c): one
+ *	  libFuzzer harness for hs_parse_property() (hubspot/json.c): one
  *	  property per result of a batch/read or search answer, with which the
  *	  worker adopts existing HubSpot records and finds line items' products.
  *

@@ -6,7 +6,7 @@ process, DIR/<pid>.log) of a memcheck run (tests/long/memcheck.sh).
 Each stack of an error (where it happened; where the memory was allocated
 or the uninitialised value created) is attributed to the first frame, from
 the innermost, that is either erpcrm's (a function erpcrm.so defines, read
-with nm, or a source file of worker/ or extension/) or the server's
+with nm, or a source file of worker/, hubspot/ or extension/) or the server's
 (postgres itself); frames of libc, libcurl, cJSON, OpenSSL and valgrind
 are passed over, so a library misused by erpcrm counts as erpcrm's.  An
 error is erpcrm's when any of its stacks is.  Those errors are printed with
@@ -91,7 +91,7 @@ def owner(stack, ours_fn, allocation=False):
         if in_core:
             return "core"
         if (fn in ours_fn or "erpcrm.so" in where
-                or re.search(r"(^|/)(worker|extension)/[a-z_]+\.c:\d+$", where)):
+                or re.search(r"(^|/)(worker|hubspot|extension)/[a-z_]+\.c:\d+$", where)):
             return "erpcrm"
     return None
 

@@ -524,6 +524,8 @@ class MockTest(unittest.TestCase):
         self.assertEqual(out["errors"][0]["category"], "OBJECT_NOT_FOUND")
         self.assertEqual(out["errors"][0]["context"],
                          {"ids": ["K-404", "K-405"]})
+        for k in ("status", "category", "message", "errors", "links"):
+            self.assertIn(k, out["errors"][0], "StandardError requires it")
         st, out, _ = self.call("POST", path, {
             "idProperty": "name", "properties": [],
             "inputs": [{"id": "n1"}]})
@@ -640,6 +642,21 @@ class MockTest(unittest.TestCase):
         self.assertEqual([r["id"] for r in out["results"]], [ids["K-0"]])
         st, out, _ = self.call("POST", path, {})
         self.assertEqual(out["total"], 4)
+
+    def test_contacts_search_by_lastmodifieddate(self):
+        self.upsert("contacts", [("C-1", {"email": "a@x.pl"})])
+        path = "/crm/v3/objects/contacts/search"
+
+        def since_epoch(prop):
+            return self.call("POST", path, {"filterGroups": [{"filters": [{
+                "propertyName": prop, "operator": "GTE", "value": "0"}]}]}
+            )[1]["total"]
+        self.assertEqual(since_epoch("lastmodifieddate"), 1)
+        self.assertEqual(since_epoch("hs_lastmodifieddate"), 0,
+                         "contacts keep it in lastmodifieddate")
+        self.ctl("POST", "/_mock/config",
+                 {"contacts_hs_lastmodifieddate": True})
+        self.assertEqual(since_epoch("hs_lastmodifieddate"), 1)
 
     # -- associations --------------------------------------------------------
 

@@ -2,7 +2,7 @@
  *
  * pgstubs.c
  *	  Just enough of the backend (palloc & co, ereport, the interrupt flags)
- *	  to run the HubSpot client (worker/http.c, json.c) outside a server:
+ *	  to run the HubSpot client (hubspot/http.c, json.c) outside a server:
  *	  for the unit tests (tests/unit) and the fuzz harnesses (tests/fuzz).
  *
  * Memory is tracked: every allocation is remembered in a pointer hash, so
@@ -47,7 +47,7 @@ long		stub_fail_after = -1;
 long		stub_cjson_allocs = 0;
 int			stub_log_level = PGSTUBS_LOG_LEVEL;
 
-/* what worker/http.c looks at */
+/* what hubspot/http.c looks at */
 volatile sig_atomic_t ProcDiePending = false;
 volatile sig_atomic_t ShutdownRequestPending = false;
 volatile sig_atomic_t postmaster_possibly_dead = false;

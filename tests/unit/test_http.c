@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * test_http.c
- *	  Unit test of worker/http.c against tests/unit/http_server.py, with
+ *	  Unit test of hubspot/http.c against tests/unit/http_server.py, with
  *	  the backend stubbed by pgstubs.c.  Usage: test_http PORT
  *
  *-------------------------------------------------------------------------
@@ -15,7 +15,6 @@
 
 #include "miscadmin.h"
 
-#include "erpcrm.h"
 #include "hubspot.h"
 
 #undef printf
@@ -64,6 +63,7 @@ main(int argc, char **argv)
 	cfg.ca_file = NULL;
 	cfg.connect_timeout_ms = 2000;
 	cfg.timeout_ms = 20000;
+	cfg.user_agent = "erpcrm-test/1.0";
 	hs_http_init();
 	hs_http_configure(&cfg);
 
@@ -75,7 +75,7 @@ main(int argc, char **argv)
 	CHECK(strstr(r.body, "\"body\": \"{\\\"a\\\":1}\"") != NULL);
 	CHECK(strstr(r.body, "\"authorization\": \"Bearer secret-token-123\"") != NULL);
 	CHECK(strstr(r.body, "\"content-type\": \"application/json\"") != NULL);
-	CHECK(strstr(r.body, "\"user-agent\": \"erpcrm/" ERPCRM_VERSION "\"") != NULL);
+	CHECK(strstr(r.body, "\"user-agent\": \"erpcrm-test/1.0\"") != NULL);
 	CHECK(r.rl_remaining == 99 && r.rl_max == 100 && r.rl_interval_ms == 10000 &&
 		  r.rl_daily == 250000 && r.rl_daily_remaining == 249999 &&
 		  r.rl_secondly == -1 && r.retry_after_ms == -1);
@@ -133,6 +133,14 @@ main(int argc, char **argv)
 	/* works again after failures */
 	hs_http_request("GET", "/echo", NULL, &r);
 	CHECK(r.status == 200 && r.transport_error == 0);
+
+	/* the User-Agent is the caller's: none when it gives none */
+	cfg.user_agent = NULL;
+	hs_http_configure(&cfg);
+	hs_http_request("GET", "/echo", NULL, &r);
+	CHECK(r.status == 200 && strstr(r.body, "user-agent") == NULL);
+	cfg.user_agent = "erpcrm-test/1.0";
+	hs_http_configure(&cfg);
 
 	/* a stop request during a slow call ends it quickly */
 	{

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * test_json.c
- *	  Unit test of worker/json.c, with the backend stubbed by pgstubs.c.
+ *	  Unit test of hubspot/json.c, with the backend stubbed by pgstubs.c.
  *	  "test_json fuzz N" also throws N mutated answers at the parsers.
  *
  *-------------------------------------------------------------------------

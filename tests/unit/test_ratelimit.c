@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * test_ratelimit.c
- *	  Unit test of worker/ratelimit.c, linked with that file alone.
+ *	  Unit test of hubspot/ratelimit.c, linked with that file alone.
  *
  *-------------------------------------------------------------------------
  */

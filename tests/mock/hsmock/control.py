@@ -47,6 +47,10 @@ Control API (JSON in and out; no auth; never rate limited or logged)
        gdpr_blocks_email (bool, default false: a GDPR-deleted contact's
                    e-mail may be used again; true: it is blocklisted like
                    an unknown e-mail given to gdpr-delete, which always is)
+       contacts_hs_lastmodifieddate (bool, default false: searching
+                   contacts by hs_lastmodifieddate, filter or sort, sees no
+                   value, as integrators report of HubSpot, where contacts
+                   keep it in lastmodifieddate; true: both work)
   POST /_mock/faults              replace all faults ({} clears); GET shows
        down "refuse"|"503"|"504", slow_ms, error_share, malformed_share,
        truncated_share, reset_share (0..1), huge_body (true = 12 MB, or a

@@ -39,7 +39,7 @@ class Config:
               "search_max_total", "unique_reuse_after_archive",
               "required_properties", "deal_pipeline_limit",
               "granular_scopes", "merge_new_id", "merged_ids",
-              "gdpr_blocks_email"}
+              "gdpr_blocks_email", "contacts_hs_lastmodifieddate"}
 
     def __init__(self, tokens):
         self.tokens = list(tokens)
@@ -62,6 +62,7 @@ class Config:
         self.merge_new_id = True
         self.merged_ids = "follow"
         self.gdpr_blocks_email = False
+        self.contacts_hs_lastmodifieddate = False
 
     def public(self):
         return {"tokens": self.tokens, "max_per_window": self.max_per_window,
@@ -81,7 +82,9 @@ class Config:
                 "granular_scopes": self.granular_scopes,
                 "merge_new_id": self.merge_new_id,
                 "merged_ids": self.merged_ids,
-                "gdpr_blocks_email": self.gdpr_blocks_email}
+                "gdpr_blocks_email": self.gdpr_blocks_email,
+                "contacts_hs_lastmodifieddate":
+                    self.contacts_hs_lastmodifieddate}
 
 
 FAULT_KEYS = {"down", "slow_ms", "error_share", "malformed_share",
@@ -269,7 +272,8 @@ class State:
                 setattr(cfg, k, c[k])
         for k in ("log_bodies", "shuffle_results", "search_counts_in_window",
                   "upsert_whole_batch", "unique_reuse_after_archive",
-                  "granular_scopes", "merge_new_id", "gdpr_blocks_email"):
+                  "granular_scopes", "merge_new_id", "gdpr_blocks_email",
+                  "contacts_hs_lastmodifieddate"):
             if k in c:
                 setattr(cfg, k, bool(c[k]))
         if "merged_ids" in c:

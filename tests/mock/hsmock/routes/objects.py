@@ -358,7 +358,7 @@ class ObjectRoutes(BatchRoutes):
                 "message": "Could not get some %s objects, they may be "
                            "deleted or not exist. Check that ids are valid."
                            % t,
-                "context": {"ids": missing}, "errors": []}]
+                "context": {"ids": missing}, "errors": [], "links": {}}]
             return 207, body
         return 200, body
 

@@ -84,7 +84,8 @@ class SearchRoutes:
             else:
                 name = s.get("propertyName")
                 desc = s.get("direction", "ASCENDING") == "DESCENDING"
-            matches.sort(key=lambda o: self._key(t, name, st.getprop(o, name)),
+            matches.sort(key=lambda o: self._key(t, name,
+                                                 self._value(t, o, name)),
                          reverse=desc)
         page = matches[after:after + limit]
         out = {"total": len(matches),
@@ -92,6 +93,16 @@ class SearchRoutes:
         if after + limit < len(matches):
             out["paging"] = {"next": {"after": str(after + limit)}}
         return 200, out
+
+    def _value(self, t, o, name):
+        """A property's value as search sees it.  Contacts keep their last
+        change in lastmodifieddate: searching them by hs_lastmodifieddate
+        finds nothing (as integrators report of HubSpot), unless
+        contacts_hs_lastmodifieddate is set."""
+        if t == "contacts" and name == "hs_lastmodifieddate" and \
+                not self.st.cfg.contacts_hs_lastmodifieddate:
+            return None
+        return self.st.getprop(o, name)
 
     def _key(self, t, name, v):
         if v is None:
@@ -109,7 +120,7 @@ class SearchRoutes:
 
     def _match(self, t, o, f):
         name, op = f["propertyName"], f["operator"]
-        cur = self.st.getprop(o, name)
+        cur = self._value(t, o, name)
         if op == "HAS_PROPERTY":
             return cur not in (None, "")
         if op == "NOT_HAS_PROPERTY":

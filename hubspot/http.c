@@ -15,7 +15,7 @@
  * HsResponse, and everything is turned into palloc'd memory only after the
  * transfer is over.
  *
- * Settings (base URL, token, CA file, timeouts) are kept in malloc'd memory
+ * Settings (base URL, token, CA file, timeouts, User-Agent) are kept in malloc'd memory
  * because they outlive every memory context of the worker.  The token is
  * never logged, and its memory is wiped before it is freed.
  *
@@ -35,7 +35,6 @@
 #include "postmaster/interrupt.h"
 #include "storage/pmsignal.h"
 
-#include "erpcrm.h"
 #include "hubspot.h"
 
 
@@ -69,6 +68,7 @@ static bool easy_in_multi = false;
 static char *cfg_base_url = NULL;
 static char *cfg_token = NULL;
 static char *cfg_ca_file = NULL;
+static char *cfg_user_agent = NULL;
 static long cfg_connect_timeout_ms = 10000;
 static long cfg_timeout_ms = 30000;
 
@@ -460,6 +460,7 @@ build_headers(bool with_body)
 	struct curl_slist *list = NULL;
 	struct curl_slist *t;
 	char	   *auth = NULL;
+	char	   *agent = NULL;
 
 #define APPEND(s) \
 	do { \
@@ -484,13 +485,25 @@ build_headers(bool with_body)
 	if (with_body)
 		APPEND("Content-Type: application/json");
 	APPEND("Accept: application/json");
-	APPEND("User-Agent: erpcrm/" ERPCRM_VERSION);
+	if (cfg_user_agent != NULL && cfg_user_agent[0] != '\0')
+	{
+		size_t		alen = strlen("User-Agent: ") + strlen(cfg_user_agent) + 1;
+
+		agent = malloc(alen);
+		if (agent == NULL)
+			goto fail;
+		snprintf(agent, alen, "User-Agent: %s", cfg_user_agent);
+		APPEND(agent);
+		free(agent);
+		agent = NULL;
+	}
 	/* never wait for a 100-continue before sending a large body */
 	APPEND("Expect:");
 	return list;
 
 fail:
 	free_secret(auth);
+	free(agent);
 	free_header_list(list);
 	return NULL;
 #undef APPEND
@@ -537,6 +550,7 @@ hs_http_configure(const HsHttpConfig *config)
 	char	   *base_url;
 	char	   *token;
 	char	   *ca_file;
+	char	   *user_agent;
 	size_t		blen;
 
 	base_url = dup_setting(config->base_url ? config->base_url : "");
@@ -549,13 +563,28 @@ hs_http_configure(const HsHttpConfig *config)
 				 errmsg("out of memory")));
 	}
 	ca_file = strdup(config->ca_file ? config->ca_file : "");
-	if (ca_file == NULL)
+	user_agent = strdup(config->user_agent ? config->user_agent : "");
+	if (ca_file == NULL || user_agent == NULL)
 	{
 		free(base_url);
 		free_secret(token);
+		free(ca_file);
+		free(user_agent);
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
+	}
+	/* the caller's own text, but one header line all the same */
+	for (const char *c = user_agent; *c; c++)
+	{
+		if ((unsigned char) *c < 0x20 || *c == 0x7f)
+		{
+			free(base_url);
+			free_secret(token);
+			free(ca_file);
+			free(user_agent);
+			elog(ERROR, "erpcrm: the User-Agent contains control characters");
+		}
 	}
 
 	/* a trailing slash would double up with the path's leading one */
@@ -577,9 +606,11 @@ hs_http_configure(const HsHttpConfig *config)
 	free(cfg_base_url);
 	free_secret(cfg_token);
 	free(cfg_ca_file);
+	free(cfg_user_agent);
 	cfg_base_url = base_url;
 	cfg_token = token;
 	cfg_ca_file = ca_file;
+	cfg_user_agent = user_agent;
 	cfg_connect_timeout_ms = Max(config->connect_timeout_ms, 0);
 	cfg_timeout_ms = Max(config->timeout_ms, 0);
 
@@ -621,6 +652,8 @@ hs_http_cleanup(void)
 	cfg_token = NULL;
 	free(cfg_ca_file);
 	cfg_ca_file = NULL;
+	free(cfg_user_agent);
+	cfg_user_agent = NULL;
 
 	free(inflight.data);
 	memset(&inflight, 0, sizeof(inflight));
@@ -659,7 +692,7 @@ set_options(const char *method, const char *url, const char *body,
 	} while (0)
 
 	/*
-	 * An empty erpcrm.ca_file means libcurl's built-in CA bundle and path.
+	 * An empty CA file means libcurl's built-in CA bundle and path.
 	 * Setting CURLOPT_CAINFO to NULL would drop the bundle, so the option is
 	 * only ever set to a file; after a reload that cleared it, the handle is
 	 * reset to its defaults (its connections stay).

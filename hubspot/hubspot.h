@@ -1,8 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * hubspot.h
- *	  The worker's view of HubSpot: the HTTP client (http.c), request and
- *	  response JSON (json.c) and the client-side rate limiter (ratelimit.c).
+ *	  The HubSpot client: the HTTP client (http.c), request and response
+ *	  JSON (json.c) and the client-side rate limiter (ratelimit.c).
+ *
+ * A layer of its own, below the extension and the worker: it includes
+ * nothing of theirs and knows none of erpcrm's settings; the caller passes
+ * URL, token, timeouts, User-Agent (HsHttpConfig) and limits
+ * (hs_rate_configure).  The unit and fuzz tests link it alone.
  *
  * Everything returned by these functions is allocated in the caller's
  * CurrentMemoryContext; the worker resets a per-batch context after each
@@ -38,6 +43,7 @@ typedef struct HsHttpConfig
 	const char *ca_file;		/* NULL or "" = system CA store */
 	int			connect_timeout_ms;
 	int			timeout_ms;
+	const char *user_agent;		/* User-Agent header; NULL or "" = none */
 } HsHttpConfig;
 
 typedef struct HsResponse
@@ -66,7 +72,7 @@ extern void hs_http_init(void);
 extern void hs_http_configure(const HsHttpConfig *config);
 extern void hs_http_cleanup(void);
 /*
- * Called around every request when set (in a session, by setup.c): with
+ * Called around every request when set (by erpcrm's sessions): with
  * resp NULL just before the call, and with the answer after it (not after
  * a call interrupted by a cancel).
  */
