@@ -21,6 +21,7 @@ OBJS = \
 	extension/portal.o \
 	worker/worker.o \
 	worker/launcher.o \
+	worker/limiter.o \
 	worker/delivery.o \
 	worker/preview.o \
 	worker/owners.o \

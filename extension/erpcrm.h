@@ -107,6 +107,7 @@ typedef struct ErpcrmShared
 	bool		portal_changed; /* erpcrm.portal changed: read it again */
 	bool		restart_at_once;	/* left for a new setting: start again now */
 	int			limiter;		/* index of the portal limiter used, -1 none */
+	int			max_calls;		/* this database's budget per 10 s */
 	/* start times of HubSpot calls made by sessions, for the worker's limiter */
 	uint64		session_seq;	/* how many so far */
 	TimestampTz session_calls[ERPCRM_SESSION_CALLS];
@@ -172,6 +173,16 @@ extern Oid	erpcrm_asking_role(void);
  * ----------------------------------------------------------------
  */
 extern PGDLLEXPORT void erpcrm_worker_main(Datum main_arg);
+
+/* ----------------------------------------------------------------
+ * worker/limiter.c: one rate limiter per portal, in shared memory
+ * ----------------------------------------------------------------
+ */
+extern Size erpcrm_limiters_shmem_size(void);
+extern void erpcrm_limiters_shmem_request(void);
+extern void erpcrm_limiters_shmem_init(void);
+extern void erpcrm_limiter_attach(const char *url, const char *token, int budget);
+extern void erpcrm_limiter_detach(void);
 
 /* ----------------------------------------------------------------
  * worker/launcher.c: one delivery worker per database

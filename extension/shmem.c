@@ -51,6 +51,8 @@ erpcrm_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(cluster_size()));
+	RequestAddinShmemSpace(MAXALIGN(erpcrm_limiters_shmem_size()));
+	erpcrm_limiters_shmem_request();
 }
 
 static void
@@ -74,6 +76,7 @@ erpcrm_shmem_startup(void)
 			erpcrm_cluster->slots[i].limiter = -1;
 		}
 	}
+	erpcrm_limiters_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

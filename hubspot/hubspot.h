@@ -224,10 +224,24 @@ extern bool hs_parse_error(const char *body, size_t len, HsError *out);
  * ratelimit.c: client-side limit per rolling window, 429 handling
  * ----------------------------------------------------------------
  */
+/*
+ * The limiter's state is the process's own unless hs_rate_use() names
+ * another (one in shared memory, shared by the processes that call with
+ * the same token), with a lock to take around every function below.
+ */
+typedef struct HsRateState HsRateState;
+typedef void (*HsRateLock) (bool acquire);
+extern size_t hs_rate_state_size(void);
+extern void hs_rate_state_init(HsRateState *state);
+extern void hs_rate_use(HsRateState *state, HsRateLock lock);
+
 extern void hs_rate_configure(int calls_per_window, int window_ms);
 
 /* Milliseconds to wait before the next call may start (0 = go now). */
 extern long hs_rate_delay_ms(TimestampTz now);
+
+/* The same, and when it is 0 the call is accounted at once (atomically). */
+extern long hs_rate_take(TimestampTz now);
 
 /* Account one call started at now. */
 extern void hs_rate_note_call(TimestampTz now);

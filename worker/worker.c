@@ -100,6 +100,7 @@ worker_exit(int code, Datum arg)
 	hs_http_cleanup();
 	if (erpcrm_shared == NULL)
 		return;
+	erpcrm_limiter_detach();
 	SpinLockAcquire(&erpcrm_shared->mutex);
 	erpcrm_shared->worker_pid = 0;
 	erpcrm_shared->worker_latch = NULL;
@@ -139,11 +140,11 @@ configure_client(void)
 
 	token_missing = (token[0] == '\0');
 	erpcrm_configure_http(token);
+	/* databases that send with the same token share one limiter */
+	erpcrm_portal_config(&portal);
+	erpcrm_limiter_attach(portal.hubspot_url, token, portal.max_calls_per_10s);
 	explicit_bzero(token, strlen(token));
 	pfree(token);
-
-	erpcrm_portal_config(&portal);
-	hs_rate_configure(portal.max_calls_per_10s, 10000);
 }
 
 /* Load the mappings in dependency order (targets before their users). */

@@ -1,6 +1,7 @@
 # Many ERP databases in one cluster: the launcher starts one worker per
 # database that has erpcrm, each database may have its own HubSpot portal
-# (erpcrm.portal), and one database's broken mapping, refused token or HubSpot outage does not
+# (erpcrm.portal), databases that share a portal share its rate limit, and
+# one database's broken mapping, refused token or HubSpot outage does not
 # keep the others from delivering.
 #
 #   north, south: portal A (the cluster's erpcrm.hubspot_url and token)
@@ -199,6 +200,35 @@ $node->safe_psql('west', 'SELECT erpcrm.retry_now()');
 ok(synced('west'), 'portal B back: west delivers what waited');
 $b_companies = mock_b('GET', '/_mock/objects/companies')->{results};
 is(erp_ids($b_companies, 201, 220), 20, 'portal B holds all of west\'s companies, once');
+
+# --- databases that share a portal share its rate limit: at most
+# erpcrm.max_calls_per_10s calls to portal A in any 10 seconds, from north
+# and south together
+is($node->safe_psql('north', q{
+SELECT count(DISTINCT limiter) FILTER (WHERE database IN ('north', 'south'))
+	|| '/' || count(DISTINCT limiter) FROM erpcrm.workers}), '1/2',
+	'north and south share one limiter (one token), west has its own');
+$node->append_conf('postgresql.conf', "erpcrm.max_calls_per_10s = 4\n");
+$node->reload;
+poll_until('the reload', sub {
+	$node->safe_psql('north', 'SHOW erpcrm.max_calls_per_10s') eq '4' }, 10);
+usleep(1_100_000);		# the workers have read it by the time they send
+my $since = ErpcrmTest::mock_get('/_mock/requests?since=0')->{lastSeq};
+$node->safe_psql('north', "INSERT INTO erp.products VALUES ('N-1', 'n', 1), ('N-2', 'n', 2), ('N-3', 'n', 3), ('N-4', 'n', 4)");
+$node->safe_psql('south', "INSERT INTO erp.products VALUES ('S-1', 's', 1), ('S-2', 's', 2), ('S-3', 's', 3), ('S-4', 's', 4)");
+ok(synced('north', 90) && synced('south', 90), 'both deliver their products');
+my @times = map { $_->{time} } grep { $_->{path} =~ m{/objects/products/batch} }
+  @{ ErpcrmTest::mock_get("/_mock/requests?since=$since")->{results} };
+is(scalar(@times), 8, 'one call per product (batch_size 1)');
+my $most = 0;
+for my $i (0 .. $#times)
+{
+	my $n = grep { $_ >= $times[$i] && $_ < $times[$i] + 10 } @times;
+	$most = $n if $n > $most;
+}
+cmp_ok($most, '<=', 4, "portal A never got more than 4 calls in 10 s from both databases ($most)");
+$node->append_conf('postgresql.conf', "erpcrm.max_calls_per_10s = 10000\n");
+$node->reload;
 
 # --- a database created later gets a worker; DROP DATABASE is not kept
 # waiting by it; DROP EXTENSION ends a worker
