@@ -30,7 +30,8 @@ OBJS = \
 	worker/activity.o \
 	hubspot/http.o \
 	hubspot/json.o \
-	hubspot/ratelimit.o
+	hubspot/ratelimit.o \
+	hubspot/paths.o
 
 DATA = $(wildcard sql/erpcrm--*.sql)
 PGFILEDESC = "erpcrm - ERP to HubSpot CRM sync"
@@ -62,6 +63,10 @@ EXTRA_CLEAN = tests/regress/results tests/regress/tmp_check \
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS does not track headers: every object depends on all of erpcrm's, so
+# that a changed struct never leaves objects built with its old layout
+$(OBJS): $(wildcard $(srcdir)/extension/*.h $(srcdir)/worker/*.h $(srcdir)/hubspot/*.h)
 
 # -Werror is for erpcrm's own warnings.  PostgreSQL's CFLAGS and headers are
 # written for the compiler it was built with (gcc on Debian): with clang,

@@ -37,6 +37,7 @@ extern int	erpcrm_max_attempts;
 extern int	erpcrm_auth_retry_ms;
 extern int	erpcrm_poll_interval_ms;
 extern int	erpcrm_api_log_retention_min;
+extern char *erpcrm_api_version;
 
 extern void erpcrm_define_settings(void);
 extern char *erpcrm_read_token(void);

@@ -16,6 +16,7 @@
 #include "utils/guc.h"
 
 #include "erpcrm.h"
+#include "hubspot.h"
 
 char	   *erpcrm_database = NULL;
 char	   *erpcrm_role = NULL;
@@ -33,6 +34,7 @@ int			erpcrm_max_attempts = 10;
 int			erpcrm_auth_retry_ms = 300000;
 int			erpcrm_poll_interval_ms = 10000;
 int			erpcrm_api_log_retention_min = 1440;
+char	   *erpcrm_api_version = NULL;
 
 /*
  * SHOW and pg_settings never see the token itself, whoever asks: only
@@ -89,6 +91,16 @@ check_url(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
+}
+
+static bool
+check_api_version(char **newval, void **extra, GucSource source)
+{
+	if (hs_valid_api_version(*newval))
+		return true;
+	GUC_check_errmsg("erpcrm.api_version must be v3 or a date version such as 2026-03");
+	GUC_check_errdetail("The value given was \"%s\".", *newval);
+	return false;
 }
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
@@ -300,6 +312,14 @@ erpcrm_define_settings(void)
 							1440, 1, 525600,
 							PGC_SIGHUP, GUC_UNIT_MIN,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("erpcrm.api_version",
+							   "HubSpot API paths to call: v3 (/crm/v3, /crm/v4) or a date version (/crm/objects/2026-03, ...).",
+							   NULL,
+							   &erpcrm_api_version,
+							   "v3",
+							   PGC_SIGHUP, 0,
+							   check_api_version, NULL, NULL);
 
 	MarkGUCPrefixReserved("erpcrm");
 }

@@ -22,11 +22,30 @@
 
 #include "datatype/timestamp.h"
 
-/* The one place the API path prefixes are spelled. */
-#define HS_OBJECTS_PREFIX		"/crm/v3/objects"
-#define HS_ASSOCIATIONS_PREFIX	"/crm/v4/associations"
-#define HS_PROPERTIES_PREFIX	"/crm/v3/properties"
-#define HS_PIPELINES_PREFIX		"/crm/v3/pipelines"
+/*
+ * paths.c: the one place the API path prefixes are spelled, for the API
+ * version in use (/crm/v3 and /crm/v4, or a date-versioned family such as
+ * /crm/objects/2026-03).
+ */
+typedef enum HsFamily
+{
+	HS_FAMILY_OBJECTS,
+	HS_FAMILY_ASSOCIATIONS,
+	HS_FAMILY_PROPERTIES,
+	HS_FAMILY_PIPELINES,
+	HS_FAMILY_OWNERS,
+	HS_FAMILY_COUNT
+} HsFamily;
+
+extern bool hs_valid_api_version(const char *version);
+extern bool hs_set_api_version(const char *version);
+extern const char *hs_prefix(HsFamily family);
+
+#define HS_OBJECTS_PREFIX		hs_prefix(HS_FAMILY_OBJECTS)
+#define HS_ASSOCIATIONS_PREFIX	hs_prefix(HS_FAMILY_ASSOCIATIONS)
+#define HS_PROPERTIES_PREFIX	hs_prefix(HS_FAMILY_PROPERTIES)
+#define HS_PIPELINES_PREFIX		hs_prefix(HS_FAMILY_PIPELINES)
+/* (no date-versioned twin is documented) */
 #define HS_PIPELINE_LIMITS_PATH	"/crm/v3/limits/pipelines"
 
 /* HubSpot's documented maximum number of inputs per batch call. */
@@ -198,7 +217,7 @@ extern bool hs_parse_string_list(const char *body, size_t len,
 extern char *hs_token_info_body(const char *token);
 
 /* One page of GET /crm/v3/owners (erpcrm.owner_id's cache). */
-#define HS_OWNERS_PATH			"/crm/v3/owners"
+#define HS_OWNERS_PATH			hs_prefix(HS_FAMILY_OWNERS)
 extern bool hs_parse_owners(const char *body, size_t len, int *n, char ***ids,
 							char ***emails, bool **archived, char **after);
 

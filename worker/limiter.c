@@ -15,11 +15,13 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/memutils.h"
 
 #include "erpcrm.h"
 #include "hubspot.h"
@@ -156,6 +158,8 @@ erpcrm_limiter_attach(const char *url, const char *token, int budget)
 	pg_cryptohash_ctx *ctx;
 	int			found = -1;
 	int			free_entry = -1;
+	bool		own_xact;
+	MemoryContext caller = CurrentMemoryContext;
 
 	if (limiters == NULL || erpcrm_shared == NULL || token == NULL || token[0] == '\0')
 	{
@@ -164,6 +168,10 @@ erpcrm_limiter_attach(const char *url, const char *token, int budget)
 		return;
 	}
 
+	/* the hash needs a resource owner: a transaction gives one */
+	own_xact = !IsTransactionState();
+	if (own_xact)
+		StartTransactionCommand();
 	ctx = pg_cryptohash_create(PG_SHA256);
 	if (pg_cryptohash_init(ctx) < 0 ||
 		pg_cryptohash_update(ctx, (const uint8 *) url, strlen(url) + 1) < 0 ||
@@ -171,6 +179,11 @@ erpcrm_limiter_attach(const char *url, const char *token, int budget)
 		pg_cryptohash_final(ctx, key, sizeof(key)) < 0)
 		elog(ERROR, "could not compute the key of a rate limiter");
 	pg_cryptohash_free(ctx);
+	if (own_xact)
+	{
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(caller);
+	}
 
 	if (attached >= 0 && memcmp(limiter_at(attached)->key, key, sizeof(key)) == 0)
 		found = attached;
