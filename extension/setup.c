@@ -593,6 +593,7 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 					"         WHEN 'companies' THEN 'crm.objects.companies.write'"
 					"         WHEN 'contacts' THEN 'crm.objects.contacts.write'"
 					"         WHEN 'deals' THEN 'crm.objects.deals.write'"
+					"         WHEN 'orders' THEN 'crm.objects.orders.write'"
 					"         WHEN 'products' THEN 'e-commerce'"
 					"         WHEN 'line_items' THEN 'e-commerce'"
 					"         ELSE 'crm.objects.custom.write' END,"
