@@ -11,7 +11,7 @@
  *
  *	  - a database it has not looked at gets a worker, which leaves at once
  *		when the database has no erpcrm (the launcher then leaves it alone
- *		until a CREATE EXTENSION there says otherwise);
+ *		until a CREATE EXTENSION there says otherwise, or 10 minutes pass);
  *	  - a worker that stopped is started again after 5 seconds (at once when
  *		it left for a changed setting); one that never got going waits
  *		longer each time, up to 5 minutes;
@@ -63,6 +63,9 @@
 #define RESTART_DELAY_MS		5000
 #define MAX_RESTART_DELAY_MS	(5 * 60 * 1000)
 #define HOLD_MS					10000
+/* a database without erpcrm is looked at again this often, in case its
+ * CREATE EXTENSION ran an older script that does not tell the launcher */
+#define REPROBE_MS				(10 * 60 * 1000)
 
 typedef enum DbStatus
 {
@@ -503,6 +506,7 @@ worker_stopped(DbEntry *e, TimestampTz now)
 	{
 		e->status = DB_NO_EXTENSION;
 		e->failures = 0;
+		e->start_after = TimestampTzPlusMilliseconds(now, REPROBE_MS);
 		free_slot(e);
 		return;
 	}
@@ -582,6 +586,8 @@ launcher_round(void)
 		if (e->running && !worker_alive(e))
 			worker_stopped(e, now);
 		slot = slot_of(e);
+		if (e->status == DB_NO_EXTENSION && now >= e->start_after)
+			e->status = DB_UNKNOWN;		/* look again */
 
 		if (restricted())
 		{
