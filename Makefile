@@ -19,12 +19,14 @@ OBJS = \
 	extension/setup.o \
 	extension/owner.o \
 	extension/portal.o \
+	extension/subscribe.o \
 	worker/worker.o \
 	worker/launcher.o \
 	worker/limiter.o \
 	worker/delivery.o \
 	worker/preview.o \
 	worker/owners.o \
+	worker/pull.o \
 	worker/values.o \
 	worker/client.o \
 	worker/activity.o \
@@ -52,6 +54,8 @@ REGRESS += badrows
 # part 5: links, corrections, HubSpot set-up
 # part 6: packaging and contract
 REGRESS += preview
+# 1.3, the way back: subscriptions and the inbox
+REGRESS += subscribe
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 	--temp-instance=tests/regress/tmp_check \
 	--temp-config=tests/regress/erpcrm.conf

@@ -161,7 +161,36 @@ keys_equal(text *a, text *b)
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
 }
 
-/* An UPDATE of one row: the new key, and the old one if it moved. */
+/* Are the columns the key is computed from the same in both rows? */
+static bool
+key_columns_same(WatchEntry *entry, TupleTableSlot *a, TupleTableSlot *b)
+{
+	TupleDesc	desc = a->tts_tupleDescriptor;
+
+	if (entry->nkey_cols < 0)
+		return false;
+	for (int i = 0; i < entry->nkey_cols; i++)
+	{
+		AttrNumber	attno = entry->key_cols[i];
+		Form_pg_attribute att = TupleDescAttr(desc, attno - 1);
+		bool		anull;
+		bool		bnull;
+		Datum		av = slot_getattr(a, attno, &anull);
+		Datum		bv = slot_getattr(b, attno, &bnull);
+
+		if (anull != bnull)
+			return false;
+		if (!anull && !datumIsEqual(av, bv, att->attbyval, att->attlen))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * An UPDATE of one row: the new key, and the old one if it moved.  When the
+ * columns the key is computed from are unchanged, so is the key, and the old
+ * one is not computed at all (the common UPDATE of an ERP row).
+ */
 static void
 capture_update(WatchEntry *entry, TupleTableSlot *oldslot, TupleTableSlot *newslot)
 {
@@ -170,6 +199,11 @@ capture_update(WatchEntry *entry, TupleTableSlot *oldslot, TupleTableSlot *newsl
 	Datum		oldkey;
 
 	newkey = capture_row(entry, newslot);
+	if (key_columns_same(entry, oldslot, newslot))
+	{
+		ResetExprContext(entry->econtext);
+		return;
+	}
 	oldkey = erpcrm_eval_key(entry, oldslot, &isnull);
 	if (!isnull &&
 		(newkey == NULL || !keys_equal(newkey, DatumGetTextPP(oldkey))))

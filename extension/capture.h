@@ -37,6 +37,14 @@ typedef struct WatchEntry
 	char	   *problem;		/* why expr is NULL */
 	ExprContext *econtext;		/* per-row memory, reset after each row */
 
+	/*
+	 * The table's columns the key is computed from, when the key depends on
+	 * them alone (immutable, no whole-row or system column): an UPDATE that
+	 * leaves them the same leaves the key the same.  nkey_cols < 0: unknown.
+	 */
+	int			nkey_cols;
+	AttrNumber *key_cols;
+
 	/* the last key appended through this entry, to skip repeats */
 	LocalTransactionId last_lxid;
 	SubTransactionId last_subxid;

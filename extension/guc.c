@@ -17,6 +17,7 @@
 
 #include "erpcrm.h"
 #include "hubspot.h"
+#include "subscribe.h"
 
 char	   *erpcrm_database = NULL;
 char	   *erpcrm_role = NULL;
@@ -320,6 +321,8 @@ erpcrm_define_settings(void)
 							   "v3",
 							   PGC_SIGHUP, 0,
 							   check_api_version, NULL, NULL);
+	/* the way back: subscriptions (subscribe.c) */
+	erpcrm_define_pull_settings();
 
 	MarkGUCPrefixReserved("erpcrm");
 }

@@ -417,6 +417,35 @@ try_compile(Oid source, const char *key_expr, char **problem)
 }
 
 /* (Re)build an entry: compile its key against the table as it is now. */
+/*
+ * Which columns of the table the key is computed from, when it is computed
+ * from them alone: then an UPDATE that leaves these columns the same leaves
+ * the key the same, and the capture trigger need not compute the old key.
+ * Called in the entry's memory context.
+ */
+static void
+key_columns(WatchEntry *entry, Node *expr)
+{
+	Bitmapset  *attrs = NULL;
+	int			x = -1;
+	int			n = 0;
+
+	if (contain_mutable_functions(expr))
+		return;
+	pull_varattnos(expr, 1, &attrs);
+	entry->key_cols = palloc(sizeof(AttrNumber) * Max(bms_num_members(attrs), 1));
+	while ((x = bms_next_member(attrs, x)) >= 0)
+	{
+		AttrNumber	attno = x + FirstLowInvalidHeapAttributeNumber;
+
+		/* a whole-row or system column: compare nothing, compute the key */
+		if (attno <= 0)
+			return;
+		entry->key_cols[n++] = attno;
+	}
+	entry->nkey_cols = n;
+}
+
 static void
 build_entry(WatchEntry *entry, Trigger *trigger, Relation rel)
 {
@@ -465,6 +494,8 @@ build_entry(WatchEntry *entry, Trigger *trigger, Relation rel)
 	entry->expr = NULL;
 	entry->econtext = NULL;
 	entry->problem = NULL;
+	entry->nkey_cols = -1;
+	entry->key_cols = NULL;
 
 	entry->watch_id = watch_id;
 	entry->mapping_id = row.mapping_id;
@@ -523,6 +554,7 @@ build_entry(WatchEntry *entry, Trigger *trigger, Relation rel)
 
 		entry->expr = ExecInitExpr(planned, NULL);
 		entry->econtext = CreateStandaloneExprContext();
+		key_columns(entry, expr);
 	}
 	MemoryContextSwitchTo(old);
 }

@@ -13,6 +13,7 @@ use warnings;
 
 use Exporter 'import';
 use File::Basename qw(dirname);
+use File::Spec;
 use HTTP::Tiny;
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
@@ -23,6 +24,7 @@ use Time::HiRes qw(usleep time);
 our @EXPORT = qw(start_mock mock_get mock_post erpcrm_node load_erp
   compare_state state_ok wait_synced worker_pid poll_until);
 
+my $here = File::Spec->rel2abs(dirname(__FILE__));
 my $json = JSON::PP->new->canonical->allow_nonref;
 my $http = HTTP::Tiny->new(timeout => 30, keep_alive => 1);
 my $mock_port;
@@ -176,40 +178,21 @@ log_min_messages = 'log'
 	return $node;
 }
 
-# The sample ERP of the README's quick example: customers, persons,
-# products, and their mapping views.
+# The tables of the sample ERP (tests/erp.sql): customers, persons, products.
+sub erp_tables
+{
+	return PostgreSQL::Test::Utils::slurp_file("$here/erp.sql");
+}
+
+# The sample ERP of the README's example: its tables, and its mapping views
+# and mappings.
 sub load_erp
 {
 	my ($node, %opt) = @_;
 	my $version = $opt{version} ? " VERSION '$opt{version}'" : '';
 	$node->safe_psql('postgres', "CREATE EXTENSION erpcrm$version");
+	$node->safe_psql('postgres', erp_tables());
 	$node->safe_psql('postgres', q{
-CREATE SCHEMA erp;
-CREATE TABLE erp.customers (
-	id integer PRIMARY KEY,
-	name text NOT NULL,
-	nip text,
-	domain text,
-	price_level char(1),
-	credit_limit numeric(12,2),
-	customer_since date,
-	last_order_at timestamptz,
-	vip boolean,
-	active boolean NOT NULL DEFAULT true
-);
-CREATE TABLE erp.persons (
-	id integer PRIMARY KEY,
-	customer_id integer REFERENCES erp.customers,
-	email text,
-	first_name text,
-	last_name text
-);
-CREATE TABLE erp.products (
-	sku text PRIMARY KEY,
-	name text NOT NULL,
-	price numeric(12,2),
-	active boolean NOT NULL DEFAULT true
-);
 CREATE VIEW erp.hs_companies AS
 SELECT id AS erp_id, name, nip, domain, price_level, credit_limit,
 	   customer_since, last_order_at, vip

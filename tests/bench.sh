@@ -20,14 +20,8 @@ top=$(pwd)
 
 PACKAGES="postgresql-15 postgresql-client-15 postgresql-server-dev-15
 libcurl4-openssl-dev libcjson-dev python3 make gcc"
-# PG_CONFIG names the PostgreSQL to build for and measure (as in make test)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-export PG_CONFIG
-if [ -x "$PG_CONFIG" ]; then
-	PG_BIN=$("$PG_CONFIG" --bindir)
-else
-	PG_BIN=/usr/lib/postgresql/15/bin
-fi
+# PG_CONFIG names the PostgreSQL to build for and measure (lib.sh)
+use_pg_config
 
 # which erpcrm is measured: the commit, and whether its sources differ from it
 revision() {
@@ -61,11 +55,8 @@ if [ "$(id -u)" = 0 ]; then
 	install_missing $PACKAGES
 	export PATH="$PG_BIN:$PATH"
 	build_and_install "$PG_CONFIG"
-	work=$(mktemp -d /tmp/erpcrm-bench-tree.XXXXXX)
-	trap 'rm -rf "$work"' EXIT
 	# tracked files and new ones not ignored (a fresh clone has only the former)
-	copy_tree "$work" --others
-	chown -R postgres: "$work"
+	work_copy erpcrm-bench-tree --others
 	status=0
 	runuser -u postgres -- env BENCH_REVISION="$BENCH_REVISION" PG_CONFIG="$PG_CONFIG" \
 		$(env | grep -E '^BENCH_[A-Z_]+=[A-Za-z0-9_.,]*$' || true) \

@@ -31,7 +31,6 @@
 set -euo pipefail
 
 PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libcjson-dev python3 make gcc"
-PG_BIN_DEFAULT=/usr/lib/postgresql/15/bin
 
 # What sales typed into HubSpot by hand: tests/demo/data.sql has the same
 # customer 1 (Alfa-Bud) and its buyer Katarzyna.
@@ -517,6 +516,8 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 # shellcheck source=tests/lib.sh
 . tests/lib.sh
+# PG_CONFIG names the PostgreSQL to install into and run (lib.sh)
+use_pg_config
 
 # A private work directory with what the demo needs, removed at the end.
 make_work() {
@@ -555,8 +556,7 @@ if [ "$(id -u)" = 0 ]; then
 	[ -z "${HUBSPOT_TOKEN:-}" ] || PACKAGES="$PACKAGES ca-certificates"
 	# shellcheck disable=SC2086  # one word per package
 	install_missing $PACKAGES
-	# PG_CONFIG names the PostgreSQL to install into, as for make test
-	if [ -n "${PG_CONFIG:-}" ]; then pg_bin=$("$PG_CONFIG" --bindir); else pg_bin=$PG_BIN_DEFAULT; fi
+	pg_bin=$("$PG_CONFIG" --bindir)
 	say "Building and installing erpcrm"
 	# build as the owner of the tree, so that no root-owned files are left in it
 	owner=$(stat -c %U "$top")
@@ -575,7 +575,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 # Not root: erpcrm must already be installed.
-pg_config=${PG_CONFIG:-$PG_BIN_DEFAULT/pg_config}
+pg_config=$PG_CONFIG
 [ -x "$pg_config" ] || pg_config=$(command -v pg_config) \
 	|| die "pg_config not found: install postgresql-server-dev-15, or run 'make demo' as root"
 pg_bin=$("$pg_config" --bindir)

@@ -1,5 +1,6 @@
-# tests/lib.sh: what make test, make bench and make demo share (sourced by
-# tests/run.sh, tests/bench.sh and tests/demo.sh).
+# shellcheck shell=bash
+# tests/lib.sh: what make test, make bench, make demo and make deb share
+# (sourced by tests/run.sh, tests/bench.sh, tests/demo.sh and tests/deb.sh).
 #
 # Each of them, started as root on a fresh Debian 12, installs the Debian
 # packages it needs, builds and installs erpcrm, copies the tree to a
@@ -35,4 +36,32 @@ copy_tree() {
 	git ls-files -z --cached "$@" ${1:+--exclude-standard} 2>/dev/null |
 		tar --null -T - -cf - 2>/dev/null | tar -C "$dir" -xf - \
 		|| cp -a . "$dir"
+}
+
+# shellcheck disable=SC2034  # PG_BIN is for the scripts that source this
+# use_pg_config: the PostgreSQL to build for and run against.  PG_CONFIG
+# (exported) names it, by default Debian's PostgreSQL 15; a relocated copy
+# of it lets several checkouts test side by side without sharing one
+# installed erpcrm.  PG_BIN is its bindir (Debian's while PostgreSQL is not
+# installed yet).
+use_pg_config() {
+	PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+	export PG_CONFIG
+	if [ -x "$PG_CONFIG" ]; then
+		PG_BIN=$("$PG_CONFIG" --bindir)
+	else
+		PG_BIN=/usr/lib/postgresql/15/bin
+	fi
+}
+
+# work_copy PREFIX [--others]: the tree (as copy_tree copies it) in a new
+# directory /tmp/PREFIX.XXXXXX, in $work, owned by the user postgres and
+# removed at exit
+work_copy() {
+	local prefix=$1
+	shift
+	work=$(mktemp -d "/tmp/$prefix.XXXXXX")
+	trap 'rm -rf "$work"' EXIT
+	copy_tree "$work" "$@"
+	chown -R postgres: "$work"
 }

@@ -16,11 +16,8 @@ libipc-run-perl python3 make gcc perl
 clang libclang-rt-14-dev openssl curl
 prometheus python3-yaml"
 
-# PG_CONFIG names the PostgreSQL to build for and test against (default:
-# Debian's PostgreSQL 15).  A relocated copy of it lets several checkouts
-# test side by side without sharing one installed erpcrm.
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-export PG_CONFIG
+# PG_CONFIG names the PostgreSQL to build for and test against (lib.sh)
+use_pg_config
 
 # SUITES picks some of them (default: all): clang unit fuzz mock
 # monitoring regress tap.  PROVE_TESTS picks TAP files (default: t/*.pl).
@@ -131,13 +128,11 @@ if [ "$(id -u)" = 0 ]; then
 	if want_package; then
 		install_package
 	fi
-	work=$(mktemp -d /tmp/erpcrm-test.XXXXXX)
-	trap 'rm -rf "$work"' EXIT
-	copy_tree "$work"
+	work_copy erpcrm-test
 	if [ -d tests/contract/node_modules ]; then
 		cp -a tests/contract/node_modules "$work/tests/contract/"
+		chown -R postgres: "$work/tests/contract/node_modules"
 	fi
-	chown -R postgres: "$work"
 	status=0
 	runuser -u postgres -- env PROVE_FLAGS="${PROVE_FLAGS:-}" PROVE_TESTS="${PROVE_TESTS:-}" SUITES="$SUITES" PG_CONFIG="$PG_CONFIG" bash "$work/tests/run.sh" --suites || status=$?
 	if [ $status -ne 0 ]; then

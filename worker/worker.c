@@ -52,6 +52,7 @@
 #include "delivery.h"
 #include "erpcrm.h"
 #include "hubspot.h"
+#include "subscribe.h"
 
 /* settings the worker connected with: a change needs a new process */
 static char *connected_database = NULL;
@@ -470,8 +471,11 @@ run_cycle(void)
 	TimestampTz next_due;
 	TimestampTz now;
 	bool		any;
+	PullOutcome pulled;
 
 	MemoryContextReset(cycle_cxt);
+	memset(&pulled, 0, sizeof(pulled));
+	pulled.next_ms = erpcrm_pull_interval_ms;
 
 	if (!extension_ready())
 	{
@@ -582,6 +586,15 @@ run_cycle(void)
 			if (ConfigReloadPending)
 				return 0;
 		}
+
+		/*
+		 * The way back (pull.c): HubSpot's changes for the subscriptions,
+		 * within their share of the budget while deliveries wait.
+		 */
+		erpcrm_worker_step(NULL);
+		erpcrm_pull(any, &pulled);
+		if (pulled.more && pulled.next_ms == 0)
+			any = true;
 		if (any)
 			fold();
 	} while (any);
@@ -595,8 +608,9 @@ run_cycle(void)
 	erpcrm_set_state(ERPCRM_WORKER_IDLE, mapping_problems());
 	now = GetCurrentTimestamp();
 	if (next_due != 0)
-		return Max(10, Min(ms_until(next_due, now), (long) erpcrm_poll_interval_ms));
-	return erpcrm_poll_interval_ms;
+		return Max(10, Min(Min(ms_until(next_due, now), (long) erpcrm_poll_interval_ms),
+						   Max(10, pulled.next_ms)));
+	return Max(10, Min((long) erpcrm_poll_interval_ms, pulled.next_ms));
 }
 
 /*

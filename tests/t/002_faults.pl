@@ -77,8 +77,10 @@ poll_until('the key waiting between attempts', sub {
 		"SELECT state, error_category, attempts > 0 FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id) WHERE m.name = 'companies' AND erp_id = '1'");
 	$err ne 'in_flight|NETWORK|t' });
 is($err, 'pending|NETWORK|t', 'HubSpot down: keys stay pending with the network error');
+my $n503 = ErpcrmTest::mock_get('/_mock/stats')->{byStatus}{503} // 0;
 ErpcrmTest::mock_post('/_mock/faults', { down => '503' });
-sleep 1;
+ok(poll_until('a 503', sub { (ErpcrmTest::mock_get('/_mock/stats')->{byStatus}{503} // 0) > $n503 }),
+	'HubSpot answers 503: the worker meets it');
 ErpcrmTest::mock_post('/_mock/faults', {});
 ok(wait_synced($node, 60), 'HubSpot back: the queue drains');
 no_failures('an outage fails nothing');
@@ -163,9 +165,13 @@ like($node->safe_psql('postgres', 'SELECT detail FROM erpcrm.worker'), qr/refuse
 	'erpcrm.worker says the token was refused');
 is($node->safe_psql('postgres', "SELECT state FROM erpcrm.key_status('companies', '5')"), 'pending',
 	'401: the key is pending, not failed');
-sleep 1;
+# a commit wakes the worker; it stays away from HubSpot
 my $calls = ErpcrmTest::mock_get('/_mock/stats')->{calls};
-sleep 2;
+my $woken = $node->safe_psql('postgres', 'SELECT now()');
+$node->safe_psql('postgres', "UPDATE erp.customers SET nip = '9999999998' WHERE id = 5");
+ok(poll_until('the worker woken', sub {
+	$node->safe_psql('postgres', "SELECT last_wake > '$woken' FROM erpcrm.worker") eq 't' }),
+	'401: a commit still wakes the worker');
 is(ErpcrmTest::mock_get('/_mock/stats')->{calls}, $calls, '401: no more calls while the token is refused');
 my $offset = -s $node->logfile;
 $node->append_conf('postgresql.conf', "erpcrm.token = 'rotated-token'\n");

@@ -119,7 +119,7 @@ for my $role (@readers)
 }
 is(as_role('settings_reader', 'SHOW erpcrm.token'), "(set)\n",
 	'a pg_read_all_settings member is shown "(set)"');
-like(as_role('plain', 'SHOW erpcrm.token'), qr/permission denied|must be superuser/,
+like(as_role('plain', 'SHOW erpcrm.token'), qr/must be superuser or have privileges of pg_read_all_settings to examine "erpcrm\.token"/,
 	'a plain role may not even see whether it is set');
 is($node->safe_psql('postgres', 'SHOW erpcrm.token'), '(set)',
 	'not even the superuser is shown the token');
@@ -290,7 +290,7 @@ is($q1->{properties}{name}, 'O\'Reilly "Quoted"; DROP TABLE public.canary; --',
 # what must fail, fails cleanly
 for my $case (
 	[ "SELECT erpcrm.watch('Osoby \"x\"', " . $q->(qq{$schema."Osoby"""}) . ", " . $q->(q{"ID"::text); DROP TABLE public.canary; --}) . ")",
-		qr/syntax error|not a single expression/ ],
+		qr/syntax error at or near "\)"/ ],
 	[ "SELECT erpcrm.watch('Osoby \"x\"', " . $q->(qq{$schema."Osoby"""}) . ", 'pg_catalog.random()::text')",
 		qr/volatile/ ],
 	[ "SELECT erpcrm.watch('Osoby \"x\"', " . $q->(qq{$schema."Osoby"""}) . ", '(SELECT x FROM public.canary)::text')",
@@ -298,7 +298,7 @@ for my $case (
 	[ "CREATE VIEW public.bad AS SELECT 1::text AS erp_id, 2 AS \"Na\"\"me; --\"; SELECT erpcrm.map('bad', 'public.bad', 'companies')",
 		qr/cannot be a HubSpot property name/ ],
 	[ "SELECT erpcrm.map('x', 'public.canary; DROP TABLE public.canary', 'companies')",
-		qr/invalid name syntax|does not exist/ ],
+		qr/invalid name syntax/ ],
 	[ "SELECT erpcrm.map('x', 'public.canary', 'companies; DROP TABLE public.canary')",
 		qr/unknown HubSpot object type/ ],
 	[ "SELECT erpcrm.map('x', 'public.canary', 'companies', id_property => 'erp_id\"; --')",

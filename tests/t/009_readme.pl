@@ -79,30 +79,8 @@ $node->init;
 $node->append_conf('postgresql.conf', "log_min_messages = 'log'\n");
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE erp');
+$node->safe_psql('erp', ErpcrmTest::erp_tables());
 $node->safe_psql('erp', q{
-CREATE SCHEMA erp;
-CREATE TABLE erp.customers (
-	id integer PRIMARY KEY,
-	name text NOT NULL,
-	nip text,
-	domain text,
-	price_level char(1),
-	credit_limit numeric(12,2),
-	active boolean NOT NULL DEFAULT true
-);
-CREATE TABLE erp.persons (
-	id integer PRIMARY KEY,
-	customer_id integer REFERENCES erp.customers,
-	email text,
-	first_name text,
-	last_name text
-);
-CREATE TABLE erp.products (
-	sku text PRIMARY KEY,
-	name text NOT NULL,
-	price numeric(12,2),
-	active boolean NOT NULL DEFAULT true
-);
 INSERT INTO erp.customers (id, name, nip, domain, price_level, credit_limit) VALUES
 	(1, 'Alfa Sp. z o.o.', '5260001246', 'alfa.pl', 'A', 10000),
 	(2, 'Beta S.A.', '7770002233', 'beta.pl', 'B', 2500.50);

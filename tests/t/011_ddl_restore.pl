@@ -145,9 +145,16 @@ INSERT INTO erp.move_lines (move_id, line, qty) VALUES (:m, :l, 1)
 });
 my ($bench_out, $bench_err) = ('', '');
 my $bench = IPC::Run::start(
-	[ 'pgbench', '-n', '-c', '4', '-T', '12', '-f', $script, $new->connstr('postgres') ],
+	[ 'pgbench', '-n', '-c', '4', '-T', '40', '-f', $script, $new->connstr('postgres') ],
 	'>', \$bench_out, '2>', \$bench_err);
-sleep 2;
+# the ERP's sessions write between every two DDL commands (pgbench runs
+# long enough for the DDL of a loaded machine: the last write must come
+# after the last DDL, since a rewriting ALTER TABLE is not MVCC-safe for a
+# view that reads the table through a function)
+my $written = sub {
+	$new->safe_psql('postgres', 'SELECT count(*) + coalesce(sum(qty), 0) FROM erp.move_lines') };
+my $before = $written->();
+ok(poll_until('ERP writes', sub { $written->() > $before }), 'the ERP sessions write');
 for my $ddl (
 	'ALTER TABLE erp.move_lines ADD COLUMN price numeric',
 	'ALTER TABLE erp.move_lines DROP COLUMN note',
@@ -158,7 +165,9 @@ for my $ddl (
 	'ALTER TABLE erp.move_lines DROP COLUMN price')
 {
 	$new->safe_psql('postgres', $ddl);
-	sleep 1;
+	$before = $written->();
+	ok(poll_until("ERP writes after $ddl", sub { $written->() > $before }),
+		"the ERP sessions write on after $ddl");
 }
 $bench->finish;
 is($bench->result(0), 0, 'every ERP session wrote on through the DDL');

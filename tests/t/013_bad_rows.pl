@@ -223,13 +223,25 @@ $node->safe_psql('postgres', "UPDATE erp.parts SET name = 'Zmieniona' WHERE id =
 ok(poll_until('P-1 synced', sub {
 	$node->safe_psql('postgres', "SELECT state FROM erpcrm.key_status('parts', 'P-1')") eq 'synced' }),
 	'a discarded key that changes again is sent');
+my $p2_name = sub {
+	my ($p2) = grep { ($_->{properties}{erp_id} // '') eq 'P-2' }
+	  @{ ErpcrmTest::mock_get('/_mock/objects/products')->{results} };
+	return $p2->{properties}{name};
+};
+my $p2_before = $p2_name->();
+ok(defined $p2_before, 'P-2 is in HubSpot before the discard');
 $node->safe_psql('postgres', "SELECT erpcrm.pause('parts')");
 $node->safe_psql('postgres', "UPDATE erp.parts SET name = 'Niechciana' WHERE id = 2");
 $node->safe_psql('postgres', "SELECT erpcrm.discard('parts', 'P-2')");
 $node->safe_psql('postgres', "SELECT erpcrm.resume('parts')");
-sleep 2;
+# a later change of another part is delivered; the discarded one is not
+$node->safe_psql('postgres', "UPDATE erp.parts SET name = 'Po wznowieniu' WHERE id = 3");
+ok(poll_until('P-3 synced', sub {
+	$node->safe_psql('postgres', "SELECT state = 'synced' AND NOT unfolded FROM erpcrm.key_status('parts', 'P-3')") eq 't' }),
+	'the mapping delivers again after the resume');
 is($node->safe_psql('postgres', "SELECT state FROM erpcrm.key_status('parts', 'P-2')"), 'discarded',
 	'a change captured before the discard is discarded with it');
+is($p2_name->(), $p2_before, 'HubSpot keeps what it had: the discarded change never reached it');
 $node->safe_psql('postgres', "SELECT erpcrm.requeue('parts', 'P-2')");
 ok(poll_until('P-2 synced', sub {
 	$node->safe_psql('postgres', "SELECT state FROM erpcrm.key_status('parts', 'P-2')") eq 'synced' }),

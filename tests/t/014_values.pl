@@ -12,7 +12,7 @@ use ErpcrmTest;
 start_mock();
 my $node = erpcrm_node('values');
 load_erp($node);
-$node->safe_psql('postgres', q{
+my $metrics = q{
 CREATE TABLE erp.metrics (
 	id integer,
 	score numeric,
@@ -29,7 +29,8 @@ SELECT 'M-' || id AS erp_id, 'Metryka ' || id AS name, score AS annualrevenue,
   FROM erp.metrics;
 SELECT erpcrm.map('metrics', 'erp.hs_metrics', 'companies');
 SELECT erpcrm.watch('metrics', 'erp.metrics', '''M-'' || id');
-});
+};
+$node->safe_psql('postgres', $metrics);
 ErpcrmTest::mock_post('/_mock/config', { properties => { companies => [
 	{ name => 'nip', type => 'string' },
 	{ name => 'price_level', type => 'string' },
@@ -49,8 +50,8 @@ sub company
 
 sub status_of
 {
-	my ($key) = @_;
-	return $node->safe_psql('postgres',
+	my ($key, $on) = @_;
+	return ($on // $node)->safe_psql('postgres',
 		"SELECT state || ' ' || coalesce(error_category, '') || ' ' || coalesce(error_message, '') FROM erpcrm.key_status('metrics', '$key')");
 }
 
@@ -109,15 +110,18 @@ ok(poll_until('M-1 synced', sub { status_of('M-1') eq 'synced  ' }), 'a fixed ro
 is(company('M-1')->{properties}{annualrevenue}, '55', 'with its new value');
 
 # text that is not UTF-8 (possible in an SQL_ASCII database) is never sent
-SKIP:
 {
-	skip 'the cluster is not SQL_ASCII', 2
-	  unless $node->safe_psql('postgres', 'SHOW server_encoding') eq 'SQL_ASCII';
-	$node->safe_psql('postgres', q{INSERT INTO erp.metrics (id, notes) VALUES (11, E'za\\xbf\\xf3\\xb3\\xe6')});
-	ok(poll_until('M-11 failed', sub { status_of('M-11') =~ /^failed/ }), 'a text that is not UTF-8 fails');
-	is(status_of('M-11'),
+	my $ascii = erpcrm_node('values_ascii',
+		init => { extra => [ '--encoding=SQL_ASCII', '--locale=C' ] });
+	is($ascii->safe_psql('postgres', 'SHOW server_encoding'), 'SQL_ASCII', 'a cluster in SQL_ASCII');
+	load_erp($ascii);
+	$ascii->safe_psql('postgres', $metrics);
+	$ascii->safe_psql('postgres', q{INSERT INTO erp.metrics (id, notes) VALUES (11, E'za\\xbf\\xf3\\xb3\\xe6')});
+	ok(poll_until('M-11 failed', sub { status_of('M-11', $ascii) =~ /^failed/ }), 'a text that is not UTF-8 fails');
+	is(status_of('M-11', $ascii),
 		'failed ERP_VALUE_NOT_REPRESENTABLE property "description": the text is not valid UTF-8 (the database encoding is SQL_ASCII)',
 		'with its reason');
+	$ascii->stop;
 }
 
 # a row without erp_id: reported by a resync, in the server log by the worker's fold

@@ -36,6 +36,19 @@ fn AS (
 	SELECT p.* FROM pg_proc p JOIN members m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid),
 rel AS (
 	SELECT c.* FROM pg_class c, ext WHERE c.relnamespace = ext.extnamespace),
+acls(what, acl) AS (
+	SELECT 'schema ' || n.oid::regnamespace, COALESCE(n.nspacl, acldefault('n'::"char", n.nspowner))
+	  FROM ext JOIN pg_namespace n ON n.oid = ext.extnamespace
+	UNION ALL
+	SELECT c.oid::regclass::text,
+		   COALESCE(c.relacl, acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))
+	  FROM rel c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+	UNION ALL
+	SELECT 'function ' || f.oid::regprocedure, COALESCE(f.proacl, acldefault('f'::"char", f.proowner))
+	  FROM fn f
+	UNION ALL
+	SELECT 'type ' || t.oid::regtype, COALESCE(t.typacl, acldefault('T'::"char", t.typowner))
+	  FROM pg_type t JOIN ext ON t.typnamespace = ext.extnamespace),
 lines(l) AS (
 	SELECT 'extension: version ' || e.extversion || ', relocatable ' || e.extrelocatable
 		   || ', schema ' || e.extnamespace::regnamespace
@@ -113,36 +126,11 @@ lines(l) AS (
 	  FROM pg_event_trigger e
 	UNION ALL
 	/* privileges, each grant on a line, whatever order they were made in */
-	SELECT 'privilege on schema ' || n.oid::regnamespace || ': ' || g.txt
-	  FROM ext JOIN pg_namespace n ON n.oid = ext.extnamespace,
-		   LATERAL (SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE x.grantee::regrole::text END
-						   || ' ' || x.privilege_type || ' from ' || x.grantor::regrole
-						   || CASE WHEN x.is_grantable THEN ' with grant option' ELSE '' END AS txt
-					  FROM aclexplode(COALESCE(n.nspacl, acldefault('n'::"char", n.nspowner))) x) g
-	UNION ALL
-	SELECT 'privilege on ' || c.oid::regclass || ': ' || g.txt
-	  FROM rel c,
-		   LATERAL (SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE x.grantee::regrole::text END
-						   || ' ' || x.privilege_type || ' from ' || x.grantor::regrole
-						   || CASE WHEN x.is_grantable THEN ' with grant option' ELSE '' END AS txt
-					  FROM aclexplode(COALESCE(c.relacl,
-											   acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char",
-														  c.relowner))) x) g
-	 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-	UNION ALL
-	SELECT 'privilege on function ' || f.oid::regprocedure || ': ' || g.txt
-	  FROM fn f,
-		   LATERAL (SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE x.grantee::regrole::text END
-						   || ' ' || x.privilege_type || ' from ' || x.grantor::regrole
-						   || CASE WHEN x.is_grantable THEN ' with grant option' ELSE '' END AS txt
-					  FROM aclexplode(COALESCE(f.proacl, acldefault('f'::"char", f.proowner))) x) g
-	UNION ALL
-	SELECT 'privilege on type ' || t.oid::regtype || ': ' || g.txt
-	  FROM pg_type t JOIN ext ON t.typnamespace = ext.extnamespace,
-		   LATERAL (SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE x.grantee::regrole::text END
-						   || ' ' || x.privilege_type || ' from ' || x.grantor::regrole
-						   || CASE WHEN x.is_grantable THEN ' with grant option' ELSE '' END AS txt
-					  FROM aclexplode(COALESCE(t.typacl, acldefault('T'::"char", t.typowner))) x) g
+	SELECT 'privilege on ' || a.what || ': '
+		   || CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE x.grantee::regrole::text END
+		   || ' ' || x.privilege_type || ' from ' || x.grantor::regrole
+		   || CASE WHEN x.is_grantable THEN ' with grant option' ELSE '' END
+	  FROM acls a, LATERAL aclexplode(a.acl) x
 	UNION ALL
 	/* comments on the extension's objects and on their columns */
 	SELECT 'comment on ' || pg_describe_object(d.classoid, d.objoid, d.objsubid) || ': ' || d.description

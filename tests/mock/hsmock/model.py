@@ -247,8 +247,23 @@ def undated(parts):
 def now_iso(t=None):
     if t is None:
         t = time.time()
-    ms = int((t - int(t)) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % ms
+    # whole milliseconds, so that an epoch value reads back exactly
+    s, ms = divmod(int(round(t * 1000)), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + ".%03dZ" % ms
+
+
+def iso_ms(v):
+    """Epoch milliseconds of an ISO 8601 date-time (or of epoch ms), or None."""
+    v = str(v)
+    if EPOCH_RE.match(v):
+        return int(v)
+    try:
+        d = datetime.datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=datetime.timezone.utc)
+    return int(round(d.timestamp() * 1000))
 
 
 def next_midnight_portal(t=None):

@@ -53,6 +53,15 @@ SELECT * FROM drain();
 UPDATE erp.customers SET id = 10 WHERE id = 3;
 SELECT * FROM drain();
 
+-- one statement whose rows keep their keys or move them: the old key only
+-- of the rows that moved
+UPDATE erp.customers SET id = CASE WHEN id = 1 THEN 11 ELSE id END, name = name || '!'
+ WHERE id IN (1, 2);
+SELECT * FROM drain();
+UPDATE erp.customers SET id = 1, name = rtrim(name, '!') WHERE id = 11;
+UPDATE erp.customers SET name = rtrim(name, '!') WHERE id = 2;
+SELECT * FROM drain();
+
 -- delete
 DELETE FROM erp.customers WHERE id = 10;
 SELECT * FROM drain();

@@ -22,7 +22,7 @@ CREATE FUNCTION red_erp.whoami() RETURNS text LANGUAGE sql AS $$ SELECT current_
 CREATE VIEW red_erp.v_co AS SELECT '1'::text AS erp_id, red_erp.whoami() AS name;
 GRANT SELECT ON red_erp.v_co TO PUBLIC;
 RESET ROLE;
-SELECT erpcrm._before_fold() >= 0 AS folded;
+SELECT erpcrm._before_fold() AS fanned_out;
 -- not adopted: the source is still the dropped view
 SELECT m.name, EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source) AS source_exists, m.source_name
   FROM erpcrm.mapping m WHERE m.name = 'red_companies';
@@ -34,7 +34,7 @@ DROP VIEW red_erp.v_su;
 SET ROLE red_mallory;
 CREATE VIEW red_erp.v_su AS SELECT '1'::text AS erp_id, red_erp.whoami() AS name;
 RESET ROLE;
-SELECT erpcrm._before_fold() >= 0 AS folded;
+SELECT erpcrm._before_fold() AS fanned_out;
 SELECT m.name, EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source) AS source_exists
   FROM erpcrm.mapping m WHERE m.name = 'red_su';
 SELECT erpcrm.unmap('red_su');

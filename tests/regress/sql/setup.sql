@@ -36,7 +36,9 @@ ALTER SYSTEM SET erpcrm.hubspot_url = 'https://api.hubapi.com/';
 ALTER SYSTEM SET erpcrm.batch_size = 101;
 ALTER SYSTEM SET erpcrm.unknown_setting = 1;
 
--- A small ERP used by the following suites
+-- A small ERP used by the following suites.  Not the TAP suites' ERP
+-- (tests/erp.sql): its keys are of other types (a bigint, a uuid, a composite
+-- one), and its tables are part of what these suites print.
 CREATE SCHEMA erp;
 CREATE TABLE erp.customers (
 	id integer PRIMARY KEY,

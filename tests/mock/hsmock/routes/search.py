@@ -8,7 +8,7 @@ import time
 from decimal import Decimal, InvalidOperation
 
 from ..errors import ApiError, check_keys
-from ..model import EPOCH_RE, SEARCH_LIMIT_MAX, now_iso
+from ..model import SEARCH_LIMIT_MAX, iso_ms
 
 
 class SearchRoutes:
@@ -114,8 +114,11 @@ class SearchRoutes:
                 return (1, Decimal(v), "")
             except InvalidOperation:
                 pass
-        if typ in ("date", "datetime") and EPOCH_RE.match(str(v)):
-            return (1, Decimal(0), now_iso(int(v) / 1000.0))
+        if typ in ("date", "datetime"):
+            # dates compare as instants, whether given as ISO or epoch ms
+            ms = iso_ms(v)
+            if ms is not None:
+                return (1, Decimal(ms), "")
         return (1, Decimal(0), str(v).lower())
 
     def _match(self, t, o, f):

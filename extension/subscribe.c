@@ -1,0 +1,137 @@
+/*-------------------------------------------------------------------------
+ *
+ * subscribe.c
+ *	  The way back: a subscription's handler, an ERP function taking one
+ *	  erpcrm.hubspot_change, is run with the privileges of the role that
+ *	  subscribed, in a security-restricted operation, as mapping views are
+ *	  read (owner.c).  The settings of the worker's pulls are here too.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_proc.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+
+#include "erpcrm.h"
+#include "subscribe.h"
+
+int			erpcrm_pull_interval_ms = 10000;
+int			erpcrm_pull_settle_ms = 10000;
+int			erpcrm_pull_share = 20;
+int			erpcrm_pull_page_size = 200;
+int			erpcrm_inbox_retention_min = 10080;
+
+void
+erpcrm_define_pull_settings(void)
+{
+	DefineCustomIntVariable("erpcrm.pull_interval",
+							"How often the worker asks HubSpot for the changes of each subscription.",
+							NULL,
+							&erpcrm_pull_interval_ms,
+							10000, 100, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.pull_settle",
+							"How old a HubSpot change must be before a pull reads past it.",
+							"HubSpot's search finds a change only a few seconds after it was made; a change younger than this is read at a later pull.",
+							&erpcrm_pull_settle_ms,
+							10000, 0, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.pull_share",
+							"Percentage of erpcrm.max_calls_per_10s that pulls may use while deliveries wait.",
+							"Outbound delivery comes first; when nothing waits to be delivered, pulls go as fast as HubSpot's search limit allows.",
+							&erpcrm_pull_share,
+							20, 0, 100,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.pull_page_size",
+							"Changes asked for per search call (HubSpot's maximum is 200).",
+							NULL,
+							&erpcrm_pull_page_size,
+							200, 1, 200,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.inbox_retention",
+							"How long erpcrm.inbox keeps changes that were handled or discarded.",
+							"The latest change of each object is kept regardless: it tells the next change what changed.",
+							&erpcrm_inbox_retention_min,
+							10080, 1, 5256000,
+							PGC_SIGHUP, GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+}
+
+/*
+ * erpcrm._run_handler(handler regprocedure, owner regrole,
+ *					   change erpcrm.hubspot_change) returns void
+ *
+ * Calls the handler with the change, as owner, in a security-restricted
+ * operation: it may write the ERP's tables as owner may, but cannot change
+ * the session's role, settings that outlive it, or erpcrm's definitions.
+ * Its errors reach the caller, which parks the change.
+ */
+PG_FUNCTION_INFO_V1(erpcrm_run_handler_v1);
+Datum
+erpcrm_run_handler_v1(PG_FUNCTION_ARGS)
+{
+	Oid			handler;
+	Oid			owner;
+	Oid			argtypes[1];
+	Datum		args[1];
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	char	   *query;
+	ErpcrmSavedUser saved;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a handler, its owner and a change are needed")));
+	if (InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot run the handler of a subscription within a security-restricted operation")));
+	handler = PG_GETARG_OID(0);
+	owner = PG_GETARG_OID(1);
+	args[0] = PG_GETARG_DATUM(2);
+	argtypes[0] = get_fn_expr_argtype(fcinfo->flinfo, 2);
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("the handler of the subscription (function %u) does not exist", handler),
+				 errhint("Subscribe again with erpcrm.subscribe() and a handler that exists, then requeue the parked changes.")));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	query = psprintf("SELECT %s($1)",
+					 quote_qualified_identifier(get_namespace_name(proc->pronamespace),
+												NameStr(proc->proname)));
+	ReleaseSysCache(tup);
+
+	erpcrm_as_owner_begin(owner, &saved);
+	if (pg_proc_aclcheck(handler, owner, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", format_procedure(handler)),
+				 errdetail("The handler runs as role \"%s\", who subscribed.",
+						   GetUserNameFromId(owner, false))));
+	SPI_connect();
+	if (SPI_execute_with_args(query, 1, argtypes, args, NULL, false, 0) < 0)
+		elog(ERROR, "could not run the handler %s", format_procedure(handler));
+	SPI_finish();
+	erpcrm_as_owner_end(&saved);
+	PG_RETURN_VOID();
+}

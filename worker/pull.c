@@ -1,0 +1,467 @@
+/*-------------------------------------------------------------------------
+ *
+ * pull.c
+ *	  The way back: the worker pulls the changes of each subscription from
+ *	  HubSpot's search API, oldest first from the subscription's cursor, and
+ *	  gives each answer to erpcrm._receive(), which lands the changes in
+ *	  erpcrm.inbox, hands them to the subscription's handler and moves the
+ *	  cursor, in one transaction: a crash before its commit leaves the
+ *	  cursor where it was, and the same changes are read again.
+ *
+ *	  HubSpot allows a few search calls a second (they are spaced by 250 ms
+ *	  here), 200 results a page and 10,000 a query.  Every request starts at
+ *	  the cursor (erpcrm._pull_request builds it), so no query pages past its
+ *	  first page, and a millisecond holding more changes than a page is read
+ *	  by object id.  The calls count in the worker's rate limiter, which
+ *	  delivery shares; while deliveries wait, pulls use at most
+ *	  erpcrm.pull_share of it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "activity.h"
+#include "client.h"
+#include "erpcrm.h"
+#include "hubspot.h"
+#include "subscribe.h"
+
+/* HubSpot allows about 5 searches a second: erpcrm makes at most 4. */
+#define PULL_SEARCH_SPACING_MS	250
+#define PULL_WINDOW_MS			10000
+#define PULL_RING				256
+
+static TimestampTz last_search = 0;
+static TimestampTz search_blocked_until = 0;
+
+/* the starts of recent pull calls, for erpcrm.pull_share */
+static TimestampTz pull_calls[PULL_RING];
+static int	pull_next = 0;
+
+typedef struct DueSubscription
+{
+	int32		id;
+	char	   *name;
+	char	   *object_type;
+	bool		pull;
+} DueSubscription;
+
+static MemoryContext step_caller = NULL;
+
+static void
+pull_begin(const char *activity)
+{
+	step_caller = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+pull_end(void)
+{
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(step_caller);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Calls of pulls started in the last 10 s. */
+static int
+recent_pull_calls(TimestampTz now, TimestampTz *oldest)
+{
+	int			n = 0;
+
+	*oldest = 0;
+	for (int i = 0; i < PULL_RING; i++)
+		if (pull_calls[i] != 0 && now - pull_calls[i] < PULL_WINDOW_MS * (int64) 1000)
+		{
+			if (*oldest == 0 || pull_calls[i] < *oldest)
+				*oldest = pull_calls[i];
+			n++;
+		}
+	return n;
+}
+
+/*
+ * May a search call start now?  Waits short delays out; returns false with
+ * *wait_ms set when the pulls must give way (their share is used, HubSpot
+ * asked for a pause, the budget is spent for a while).
+ */
+static bool
+may_search(bool outbound_busy, long *wait_ms)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		delay;
+
+	if (search_blocked_until > now)
+	{
+		*wait_ms = (long) ((search_blocked_until - now) / 1000) + 1;
+		return false;
+	}
+	if (outbound_busy)
+	{
+		int			allowed = erpcrm_max_calls_per_10s * erpcrm_pull_share / 100;
+		TimestampTz oldest;
+
+		if (allowed < 1)
+		{
+			*wait_ms = erpcrm_pull_interval_ms;
+			return false;		/* no share: pulls wait for deliveries */
+		}
+		if (recent_pull_calls(now, &oldest) >= allowed)
+		{
+			*wait_ms = (long) ((oldest + PULL_WINDOW_MS * (int64) 1000 - now) / 1000) + 1;
+			return false;
+		}
+	}
+	delay = PULL_SEARCH_SPACING_MS - (long) ((now - last_search) / 1000);
+	if (delay > 0)
+		erpcrm_worker_sleep(delay, PG_WAIT_EXTENSION);
+
+	erpcrm_worker_absorb_session_calls();
+	now = GetCurrentTimestamp();
+	delay = hs_rate_delay_ms(now);
+	if (delay > 1000)
+	{
+		*wait_ms = delay;
+		return false;
+	}
+	if (delay > 0)
+	{
+		erpcrm_set_state(ERPCRM_WORKER_RATE_LIMITED, "waiting for the rate limit window");
+		erpcrm_worker_sleep(delay, PG_WAIT_EXTENSION);
+	}
+	return true;
+}
+
+/* One search call, counted in the limiter and in erpcrm.worker. */
+static void
+search(const char *path, const char *body, HsResponse *resp, TimestampTz *called_at)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	erpcrm_set_state(ERPCRM_WORKER_SENDING, path);
+	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: POST %s (pulling changes)", path));
+	*called_at = now;
+	last_search = now;
+	pull_calls[pull_next] = now;
+	pull_next = (pull_next + 1) % PULL_RING;
+	hs_rate_note_call(now);
+	hs_http_request("POST", path, body, resp);
+	if (resp->aborted)
+		CHECK_FOR_INTERRUPTS();
+	now = GetCurrentTimestamp();
+	hs_rate_note_response(resp, now);
+	erpcrm_worker_note_call(resp, resp->transport_error == 0 && resp->status == 429);
+
+	if (resp->transport_error == 0 && resp->status == 429)
+	{
+		HsError		err;
+
+		hs_parse_error(resp->body, resp->body_len, &err);
+		if (err.policy_name != NULL && strcmp(err.policy_name, "SECONDLY") != 0 &&
+			err.policy_name[0] != '\0')
+			search_blocked_until = hs_rate_note_429(resp, err.policy_name, now);
+		else
+			search_blocked_until = TimestampTzPlusMilliseconds(now,
+															   resp->retry_after_ms > 0 ?
+															   resp->retry_after_ms : 1000);
+	}
+}
+
+/* What went wrong with a search answer, in words (NULL: it is usable). */
+static char *
+search_problem(const HsResponse *resp)
+{
+	HsError		err;
+
+	if (resp->transport_error != 0)
+		return psprintf("HubSpot's search did not answer: %s", resp->transport_message);
+	if (resp->status == 200)
+		return NULL;
+	hs_parse_error(resp->body, resp->body_len, &err);
+	return psprintf("HubSpot's search answered %ld%s%s%s%s", resp->status,
+					err.category[0] ? " " : "", err.category,
+					err.message[0] ? ": " : "", err.message);
+}
+
+static void
+log_call(int32 sub_id, TimestampTz called_at, const char *path, const HsResponse *resp)
+{
+	Oid			types[9] = {INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, INT4OID,
+	FLOAT8OID, TEXTOID, TEXTOID, INTERVALOID};
+	Datum		args[9];
+	char		nulls[9] = "         ";
+	Interval   *retention = palloc0(sizeof(Interval));
+	HsError		err;
+	const char *category = NULL;
+
+	retention->time = (int64) erpcrm_api_log_retention_min * 60 * USECS_PER_SEC;
+	if (resp->transport_error != 0)
+		category = "NETWORK";
+	else if (resp->status >= 400)
+	{
+		hs_parse_error(resp->body, resp->body_len, &err);
+		if (err.category[0])
+			category = err.category;
+	}
+	args[0] = Int32GetDatum(sub_id);
+	args[1] = TimestampTzGetDatum(called_at);
+	args[2] = CStringGetTextDatum("POST");
+	args[3] = CStringGetTextDatum(path);
+	args[4] = Int32GetDatum((int32) resp->status);
+	nulls[4] = resp->transport_error ? 'n' : ' ';
+	args[5] = Float8GetDatum(resp->elapsed_ms);
+	args[6] = category ? CStringGetTextDatum(category) : (Datum) 0;
+	nulls[6] = category ? ' ' : 'n';
+	args[7] = resp->correlation_id[0] ? CStringGetTextDatum(resp->correlation_id) : (Datum) 0;
+	nulls[7] = resp->correlation_id[0] ? ' ' : 'n';
+	args[8] = PointerGetDatum(retention);
+	if (SPI_execute_with_args("SELECT erpcrm._log_pull_call($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+							  9, types, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._log_pull_call failed");
+}
+
+static void
+pull_failed(int32 sub_id, const char *why)
+{
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		args[2];
+
+	args[0] = Int32GetDatum(sub_id);
+	args[1] = CStringGetTextDatum(why);
+	if (SPI_execute_with_args("SELECT erpcrm._pull_failed($1, $2)",
+							  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._pull_failed failed");
+}
+
+/*
+ * One page of one subscription: ask for the request, call HubSpot, hand
+ * the answer over.  Returns whether more changes wait; *stop says that
+ * pulls must pause now (*wait_ms from now).
+ */
+static bool
+pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
+{
+	Oid			types[4] = {INT4OID, INT4OID, INT4OID, INTERVALOID};
+	Datum		args[4];
+	bool		isnull;
+	char	   *request = NULL;
+	char	   *path;
+	char	   *problem;
+	HsResponse	resp;
+	TimestampTz called_at;
+	bool		more = false;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (!may_search(outbound_busy, wait_ms))
+	{
+		*stop = true;
+		return true;
+	}
+
+	pull_begin("erpcrm: asking for a subscription's changes");
+	args[0] = Int32GetDatum(sub->id);
+	args[1] = Int32GetDatum(erpcrm_pull_settle_ms);
+	args[2] = Int32GetDatum(erpcrm_pull_page_size);
+	if (SPI_execute_with_args("SELECT erpcrm._pull_request($1, $2, $3)::text",
+							  3, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "erpcrm._pull_request failed");
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		request = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 1));
+	pull_end();
+	if (request == NULL)
+		return false;			/* nothing settled since the cursor */
+
+	path = psprintf("%s/%s/search", HS_OBJECTS_PREFIX, sub->object_type);
+	search(path, request, &resp, &called_at);
+	problem = search_problem(&resp);
+
+	pull_begin("erpcrm: handing HubSpot's changes to a subscription's handler");
+	log_call(sub->id, called_at, path, &resp);
+	if (problem == NULL)
+	{
+		Oid			rtypes[4] = {INT4OID, TEXTOID, TEXTOID, INTERVALOID};
+		Datum		rargs[4];
+		Interval   *retention = palloc0(sizeof(Interval));
+
+		retention->time = (int64) erpcrm_inbox_retention_min * 60 * USECS_PER_SEC;
+		rargs[0] = Int32GetDatum(sub->id);
+		rargs[1] = CStringGetTextDatum(request);
+		rargs[2] = CStringGetTextDatum(resp.body);
+		rargs[3] = PointerGetDatum(retention);
+		if (SPI_execute_with_args("SELECT erpcrm._receive($1, $2::jsonb, $3::jsonb, $4)",
+								  4, rtypes, rargs, NULL, false, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "erpcrm._receive failed");
+		more = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	else
+		pull_failed(sub->id, problem);
+	pull_end();
+
+	if (problem != NULL)
+	{
+		*stop = search_blocked_until > GetCurrentTimestamp();
+		if (*stop)
+			*wait_ms = (long) ((search_blocked_until - GetCurrentTimestamp()) / 1000) + 1;
+		return false;
+	}
+	return more;
+}
+
+/*
+ * A page whose handling failed outside the handlers (an answer that is not
+ * JSON, a subscription whose SQL broke) rolls back, and the failure is
+ * recorded as the subscription's problem: the other subscriptions, and
+ * delivery, go on.  The cursor stays, so the page is asked for again at the
+ * next pull.
+ */
+static bool
+pull_page_guarded(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool more = false;
+
+	PG_TRY();
+	{
+		more = pull_page(sub, outbound_busy, stop, wait_ms);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		char	   *why;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(cxt);
+		edata->elevel = LOG;
+		ThrowErrorData(edata);
+		why = psprintf("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode));
+		pull_begin("erpcrm: recording a failed pull");
+		pull_failed(sub->id, why);
+		pull_end();
+		more = false;
+	}
+	PG_END_TRY();
+	return more;
+}
+
+/* Pull every due subscription, one after the other. */
+void
+erpcrm_pull(bool outbound_busy, PullOutcome *out)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext cxt;
+	List	   *due = NIL;
+	ListCell   *lc;
+	bool		installed;
+
+	memset(out, 0, sizeof(*out));
+	out->next_ms = erpcrm_pull_interval_ms;
+
+	cxt = AllocSetContextCreate(caller, "erpcrm pull", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cxt);
+
+	erpcrm_worker_step("handing over changes");
+	pull_begin("erpcrm: looking for subscriptions");
+	/* SQL older than 1.3 has no subscriptions */
+	installed = SPI_execute("SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
+							" ON n.oid = p.pronamespace"
+							" WHERE n.nspname = 'erpcrm' AND p.proname = '_subscriptions_due'",
+							true, 1) == SPI_OK_SELECT && SPI_processed == 1;
+	if (installed)
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		args[1];
+
+		/* requeued changes first */
+		if (SPI_execute("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._hand_over_pending failed");
+		args[0] = Int32GetDatum(erpcrm_pull_interval_ms);
+		if (SPI_execute_with_args("SELECT subscription_id, name, object_type, pull"
+								  " FROM erpcrm._subscriptions_due($1)",
+								  1, types, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._subscriptions_due failed");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	t = SPI_tuptable->vals[i];
+			TupleDesc	d = SPI_tuptable->tupdesc;
+			DueSubscription *s = MemoryContextAllocZero(cxt, sizeof(DueSubscription));
+			bool		isnull;
+
+			s->id = DatumGetInt32(SPI_getbinval(t, d, 1, &isnull));
+			s->name = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 2));
+			s->object_type = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 3));
+			s->pull = DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
+			/* the list outlives SPI's memory */
+			{
+				MemoryContext spi_cxt = MemoryContextSwitchTo(cxt);
+
+				due = lappend(due, s);
+				MemoryContextSwitchTo(spi_cxt);
+			}
+		}
+	}
+	pull_end();
+
+	foreach(lc, due)
+	{
+		DueSubscription *s = lfirst(lc);
+		bool		stop = false;
+		long		wait_ms = 0;
+
+		if (!s->pull)
+			continue;
+		erpcrm_worker_step(psprintf("pulling the changes of subscription \"%s\"", s->name));
+		for (;;)
+		{
+			bool		more;
+
+			CHECK_FOR_INTERRUPTS();
+			more = pull_page_guarded(s, outbound_busy, &stop, &wait_ms);
+			if (stop)
+			{
+				out->more = true;
+				out->next_ms = Max(10, wait_ms);
+				break;
+			}
+			if (!more)
+				break;
+			out->pages++;
+			if (outbound_busy || ConfigReloadPending)
+			{
+				/* a page at a time while deliveries wait */
+				out->more = true;
+				out->next_ms = 0;
+				break;
+			}
+		}
+		if (stop)
+			break;
+	}
+	erpcrm_worker_step(NULL);
+	MemoryContextSwitchTo(caller);
+	MemoryContextDelete(cxt);
+}
