@@ -63,6 +63,7 @@
 #define RESTART_DELAY_MS		5000
 #define MAX_RESTART_DELAY_MS	(5 * 60 * 1000)
 #define HOLD_MS					10000
+#define UNWANTED_GRACE_MS		10000
 /* a database without erpcrm is looked at again this often, in case its
  * CREATE EXTENSION ran an older script that does not tell the launcher */
 #define REPROBE_MS				(10 * 60 * 1000)
@@ -85,6 +86,7 @@ typedef struct DbEntry
 	TimestampTz start_after;	/* not before this */
 	int			failures;		/* starts in a row that never got going */
 	bool		running;		/* a worker was started (or adopted) */
+	TimestampTz unwanted_since; /* the settings stopped wanting it, or 0 */
 	bool		refused;		/* no background worker slot was free */
 	bool		refused_logged; /* the log said max_worker_processes */
 } DbEntry;
@@ -305,6 +307,21 @@ stop_worker(DbEntry *e)
 	}
 }
 
+/*
+ * A worker the settings no longer want (erpcrm.database or erpcrm.role
+ * changed, the role went): it leaves by itself when it reads the new
+ * settings, as a worker always did; one that has not after a grace period
+ * is stopped.
+ */
+static void
+stop_unwanted(DbEntry *e, TimestampTz now)
+{
+	if (e->unwanted_since == 0)
+		e->unwanted_since = now;
+	else if (now - e->unwanted_since > (int64) UNWANTED_GRACE_MS * 1000)
+		stop_worker(e);
+}
+
 /* Is the worker of this entry still there? */
 static bool
 worker_alive(DbEntry *e)
@@ -490,6 +507,7 @@ worker_stopped(DbEntry *e, TimestampTz now)
 	bool		got_going;
 
 	e->running = false;
+	e->unwanted_since = 0;
 	if (e->handle != NULL)
 	{
 		pfree(e->handle);
@@ -606,7 +624,7 @@ launcher_round(void)
 		if (!want || waiting != NULL)
 		{
 			if (e->running)
-				stop_worker(e);
+				stop_unwanted(e, now);
 			else if (want && restricted())
 			{
 				/* no worker can connect yet: the slot says why */
@@ -638,7 +656,9 @@ launcher_round(void)
 			}
 			/* started as another role than erpcrm.role names now */
 			if (slot->role_oid != role)
-				stop_worker(e);
+				stop_unwanted(e, now);
+			else
+				e->unwanted_since = 0;
 			continue;
 		}
 		if (now >= e->start_after)
