@@ -24,8 +24,9 @@
  *	  worker, and says so.
  *
  *	  DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ...
- *	  TEMPLATE need the database free of connections: a ProcessUtility hook
- *	  stops its worker first and keeps the launcher off it meanwhile.
+ *	  TEMPLATE need the database free of connections, and DROP EXTENSION
+ *	  erpcrm free of the worker's locks: a ProcessUtility hook stops the
+ *	  database's worker first and keeps the launcher off it meanwhile.
  *
  *-------------------------------------------------------------------------
  */
@@ -758,17 +759,13 @@ erpcrm_launcher_main(Datum main_arg)
  * CREATE DATABASE ... TEMPLATE do not find it connected.
  */
 static void
-free_database(const char *name)
+free_database_oid(Oid db)
 {
-	Oid			db;
 	ErpcrmShared *slot;
 	pid_t		pid = 0;
 	Latch	   *latch;
 
-	if (name == NULL || erpcrm_cluster == NULL)
-		return;
-	db = get_database_oid(name, true);
-	if (!OidIsValid(db))
+	if (erpcrm_cluster == NULL || !OidIsValid(db))
 		return;
 	SpinLockAcquire(&erpcrm_cluster->mutex);
 	erpcrm_cluster->hold_database = db;
@@ -805,6 +802,13 @@ free_database(const char *name)
 }
 
 static void
+free_database(const char *name)
+{
+	if (name != NULL && erpcrm_cluster != NULL)
+		free_database_oid(get_database_oid(name, true));
+}
+
+static void
 release_database(void)
 {
 	if (erpcrm_cluster == NULL)
@@ -835,6 +839,21 @@ erpcrm_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	{
 		free_database(((RenameStmt *) parsetree)->subname);
 		freed = true;
+	}
+	else if (IsA(parsetree, DropStmt) &&
+			 ((DropStmt *) parsetree)->removeType == OBJECT_EXTENSION)
+	{
+		ListCell   *lc;
+
+		/* DROP EXTENSION erpcrm: the worker's locks would deadlock with it */
+		foreach(lc, ((DropStmt *) parsetree)->objects)
+		{
+			if (strcmp(strVal(lfirst(lc)), "erpcrm") == 0)
+			{
+				free_database_oid(MyDatabaseId);
+				freed = true;
+			}
+		}
 	}
 	else if (IsA(parsetree, CreatedbStmt))
 	{

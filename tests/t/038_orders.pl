@@ -85,7 +85,7 @@ ok(associated('orders', $o10->{id}, 'contacts', by_erp_id('contacts', '2')->{id}
 	'and to the buyer');
 ok(associated('orders', $o10->{id}, 'deals', $deal_hs),
 	'and to the sales deal it came from');
-is(by_erp_id('deals', 'ZAM-10'), undef,
+is(by_erp_id('deals', 'ZAM-10')->{id}, $deal_hs,
 	'the sales deal is updated, never created again under the order\'s key');
 my $l1 = by_erp_id('line_items', 'ZAM-10/1');
 ok($l1 && associated('line_items', $l1->{id}, 'orders', $o10->{id}),
