@@ -24,8 +24,15 @@ OBJS = \
 	worker/launcher.o \
 	worker/limiter.o \
 	worker/delivery.o \
+	worker/claim.o \
+	worker/send.o \
+	worker/record.o \
 	worker/preview.o \
+	worker/fingerprint.o \
+	worker/fphash.o \
+	worker/refresh.o \
 	worker/owners.o \
+	worker/reconcile.o \
 	worker/pull.o \
 	worker/values.o \
 	worker/client.o \

@@ -195,6 +195,14 @@ extern bool hs_parse_property(const char *body, size_t len,
 							  const char *property, int *n, char ***ids,
 							  char ***values);
 
+/* Reading back: associations (v4 batch/read), a batch/read by a unique
+ * property, and a search for every record having a property, by id. */
+extern bool hs_parse_association_reads(const char *body, size_t len, int *n,
+									   char ***from_ids, char ***to_ids);
+extern char *hs_search_having_body(const char *property, const char *after_id,
+								   int limit);
+extern void hs_body_set_id_property(HsJsonBody *body, const char *name);
+
 /* Portal set-up bodies and answers (erpcrm.setup_hubspot). */
 extern char *hs_group_body(const char *name, const char *label);
 extern char *hs_property_body(const char *name, const char *label,

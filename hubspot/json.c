@@ -301,6 +301,31 @@ hs_body_set_properties(HsJsonBody *body, int nnames, const char *const *names)
 }
 
 /*
+ * The root of a search body with one filter group: {"filterGroups":
+ * [{"filters":[]}]}; *filters is that array.
+ */
+static cJSON *
+search_root(cJSON **filters)
+{
+	cJSON	   *root;
+	cJSON	   *groups;
+	cJSON	   *group;
+
+	hs_json_setup();
+	root = cJSON_CreateObject();
+	if (root == NULL)
+		json_oom();
+	groups = cJSON_AddArrayToObject(root, "filterGroups");
+	group = cJSON_CreateObject();
+	if (groups == NULL || group == NULL || !cJSON_AddItemToArray(groups, group))
+		json_oom();
+	*filters = cJSON_AddArrayToObject(group, "filters");
+	if (*filters == NULL)
+		json_oom();
+	return root;
+}
+
+/*
  * A CRM search for records whose property is one of values and which have
  * no without_property yet:
  * {"filterGroups":[{"filters":[{"propertyName":p,"operator":"IN","values":[..]},
@@ -311,25 +336,15 @@ hs_search_body(const char *property, int nvalues, const char *const *values,
 			   const char *without_property, int limit)
 {
 	cJSON	   *root;
-	cJSON	   *groups;
-	cJSON	   *group;
 	cJSON	   *filters;
 	cJSON	   *in;
 	cJSON	   *vals;
 	cJSON	   *props;
 	char	   *text;
 
-	hs_json_setup();
-	root = cJSON_CreateObject();
-	if (root == NULL)
-		json_oom();
-	groups = cJSON_AddArrayToObject(root, "filterGroups");
-	group = cJSON_CreateObject();
-	if (groups == NULL || group == NULL || !cJSON_AddItemToArray(groups, group))
-		json_oom();
-	filters = cJSON_AddArrayToObject(group, "filters");
+	root = search_root(&filters);
 	in = cJSON_CreateObject();
-	if (filters == NULL || in == NULL || !cJSON_AddItemToArray(filters, in))
+	if (in == NULL || !cJSON_AddItemToArray(filters, in))
 		json_oom();
 	if (!add_string(in, "propertyName", property) ||
 		!add_string(in, "operator", "IN"))
@@ -1442,4 +1457,127 @@ hs_parse_owners(const char *body, size_t len, int *n, char ***ids,
 	cJSON_Delete(root);
 	*n = i;
 	return true;
+}
+
+/* ----------------------------------------------------------------
+ * Reading back: associations, and every record
+ * that carries the id property
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * The pairs of a v4 associations batch/read answer:
+ * {"results":[{"from":{"id":f},"to":[{"toObjectId":t,...},...]},...]}.
+ * Inputs with no association are in errors[] and give no pair.  False when
+ * the answer has no "results" array.
+ */
+bool
+hs_parse_association_reads(const char *body, size_t len, int *n,
+						   char ***from_ids, char ***to_ids)
+{
+	cJSON	   *root;
+	const cJSON *results;
+	const cJSON *item;
+	int			cap = 16;
+	int			i = 0;
+
+	hs_json_setup();
+	*n = 0;
+	root = parse_results(body, len, &results);
+	if (root == NULL)
+		return false;
+	*from_ids = palloc(sizeof(char *) * cap);
+	*to_ids = palloc(sizeof(char *) * cap);
+	cJSON_ArrayForEach(item, results)
+	{
+		const cJSON *from = cJSON_GetObjectItemCaseSensitive(item, "from");
+		const cJSON *to = cJSON_GetObjectItemCaseSensitive(item, "to");
+		const cJSON *one;
+		char	   *from_id;
+
+		if (!cJSON_IsObject(from) || !cJSON_IsArray(to) ||
+			(from_id = id_text(cJSON_GetObjectItemCaseSensitive(from, "id"))) == NULL)
+			continue;
+		cJSON_ArrayForEach(one, to)
+		{
+			char	   *to_id = cJSON_IsObject(one) ?
+				id_text(cJSON_GetObjectItemCaseSensitive(one, "toObjectId")) : NULL;
+
+			if (to_id == NULL)
+				continue;
+			if (i == cap)
+			{
+				cap *= 2;
+				*from_ids = repalloc(*from_ids, sizeof(char *) * cap);
+				*to_ids = repalloc(*to_ids, sizeof(char *) * cap);
+			}
+			(*from_ids)[i] = from_id;
+			(*to_ids)[i] = to_id;
+			i++;
+		}
+	}
+	cJSON_Delete(root);
+	*n = i;
+	return true;
+}
+
+/*
+ * A search for every record that has property, with a HubSpot id above
+ * after_id, in the order of their ids:
+ * {"filterGroups":[{"filters":[{"propertyName":p,"operator":"HAS_PROPERTY"},
+ *   {"propertyName":"hs_object_id","operator":"GT","value":after}]}],
+ *  "sorts":["hs_object_id"],
+ *  "properties":[p],"limit":n}
+ * Paging by the id, not by "after", goes past HubSpot's 10,000 results.
+ */
+char *
+hs_search_having_body(const char *property, const char *after_id, int limit)
+{
+	cJSON	   *root;
+	cJSON	   *filters;
+	cJSON	   *has;
+	cJSON	   *gt;
+	cJSON	   *sorts;
+	cJSON	   *sort;
+	cJSON	   *props;
+	cJSON	   *p1;
+	char	   *text;
+
+	root = search_root(&filters);
+	has = cJSON_CreateObject();
+	gt = cJSON_CreateObject();
+	if (has == NULL || gt == NULL ||
+		!cJSON_AddItemToArray(filters, has) || !cJSON_AddItemToArray(filters, gt) ||
+		!add_string(has, "propertyName", property) ||
+		!add_string(has, "operator", "HAS_PROPERTY") ||
+		!add_string(gt, "propertyName", "hs_object_id") ||
+		!add_string(gt, "operator", "GT") ||
+		!add_string(gt, "value", after_id))
+		json_oom();
+	/* a property name sorts ascending ("-name" descending) */
+	sorts = cJSON_AddArrayToObject(root, "sorts");
+	sort = cJSON_CreateString("hs_object_id");
+	if (sorts == NULL || sort == NULL || !cJSON_AddItemToArray(sorts, sort))
+		json_oom();
+	props = cJSON_AddArrayToObject(root, "properties");
+	p1 = cJSON_CreateString(property);
+	if (props == NULL || p1 == NULL || !cJSON_AddItemToArray(props, p1))
+		json_oom();
+	if (cJSON_AddNumberToObject(root, "limit", limit) == NULL)
+		json_oom();
+	text = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	if (text == NULL)
+		json_oom();
+	return text;
+}
+
+/* "idProperty": name beside "inputs": a batch/read by that unique property */
+void
+hs_body_set_id_property(HsJsonBody *body, const char *name)
+{
+	if (body == NULL || body->root == NULL)
+		elog(ERROR, "erpcrm: request body used after hs_body_finish");
+	if (!add_string(body->root, "idProperty", name))
+		json_oom();
 }

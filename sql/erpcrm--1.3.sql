@@ -85,11 +85,21 @@ CREATE TABLE erpcrm.mapping (
 	 * again is found again.  A view renamed or moved is followed by its
 	 * OID, and the name follows it.
 	 */
-	source_name		text
+	source_name		text,
+	/* part of every fingerprint: resync(force => true) changes it */
+	fingerprint_epoch integer NOT NULL DEFAULT 0,
+	/* the worker runs erpcrm.refresh() this often (NULL: never) */
+	refresh_every	interval CHECK (refresh_every > interval '0'),
+	/* drift: the worker reconciles the mapping with HubSpot this often */
+	reconcile_every interval
+					CHECK (reconcile_every >= interval '1 minute')
 );
 COMMENT ON TABLE erpcrm.mapping IS 'one row per HubSpot object kind fed from an ERP view';
 COMMENT ON COLUMN erpcrm.mapping.owner IS 'the role that defined the mapping; its view is read with this role''s privileges';
 COMMENT ON COLUMN erpcrm.mapping.source_name IS 'the source''s qualified name: a source dropped and created again under this name is found again';
+COMMENT ON COLUMN erpcrm.mapping.fingerprint_epoch IS 'part of every fingerprint of the mapping; erpcrm.resync(force => true) changes it so that every key is sent';
+COMMENT ON COLUMN erpcrm.mapping.refresh_every IS 'the worker runs erpcrm.refresh() of the mapping this often (NULL: never); set with erpcrm.set_refresh()';
+COMMENT ON COLUMN erpcrm.mapping.reconcile_every IS 'the worker reconciles the mapping with HubSpot this often (NULL: only when erpcrm.reconcile() is called)';
 
 /*
  * An association is a view column holding the erp_id of another mapping's
@@ -229,6 +239,8 @@ CREATE TABLE erpcrm.sync_state (
 	assoc_state		text,
 	unlinked		jsonb,
 	archived_at		timestamptz,
+	/* what HubSpot last accepted: see "Fingerprints" below */
+	fingerprint		bigint,
 	PRIMARY KEY (mapping_id, erp_id),
 	CONSTRAINT sync_state_state_check
 		CHECK (state IN ('pending', 'in_flight', 'synced', 'failed', 'archived', 'discarded'))
@@ -249,6 +261,7 @@ COMMENT ON TABLE erpcrm.sync_state IS 'one row per (mapping, ERP key): where tha
 COMMENT ON COLUMN erpcrm.sync_state.assoc_state IS 'associations made for this key: column=hubspot id, separated by ;';
 COMMENT ON COLUMN erpcrm.sync_state.unlinked IS 'links not made because the target is not a live HubSpot object: {association column: target erp_id}';
 COMMENT ON COLUMN erpcrm.sync_state.archived_at IS 'when erpcrm archived this key''s HubSpot object (NULL: not archived)';
+COMMENT ON COLUMN erpcrm.sync_state.fingerprint IS 'hash of the properties and association targets HubSpot last accepted for this key (NULL: unknown, the next send records it)';
 
 /* HubSpot calls made by the worker, kept for erpcrm.api_log_retention. */
 CREATE TABLE erpcrm.api_call (
@@ -285,6 +298,14 @@ CREATE TABLE erpcrm.owner_miss (
 	mapping_id		integer PRIMARY KEY REFERENCES erpcrm.mapping ON DELETE CASCADE,
 	unknown_owners	bigint NOT NULL DEFAULT 0,
 	last_at			timestamptz
+);
+
+/* Per mapping: sends saved by fingerprints, and the last refresh. */
+CREATE TABLE erpcrm.fingerprint_stat (
+	mapping_id		integer PRIMARY KEY REFERENCES erpcrm.mapping ON DELETE CASCADE,
+	unchanged		bigint NOT NULL DEFAULT 0,
+	refreshed_at	timestamptz,
+	refresh_dirtied	bigint NOT NULL DEFAULT 0
 );
 
 /* pg_dump keeps the definitions and the state, and the identity sequences
@@ -522,7 +543,8 @@ CREATE FUNCTION erpcrm.map(
 	object_type text,
 	id_property text DEFAULT 'erp_id',
 	on_delete text DEFAULT 'archive',
-	batch_size integer DEFAULT NULL)
+	batch_size integer DEFAULT NULL,
+	reconcile_every interval DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -563,6 +585,11 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'HubSpot accepts at most 100 inputs per batch call.';
 	END IF;
+	IF reconcile_every IS NOT NULL AND reconcile_every < interval '1 minute' THEN
+		RAISE EXCEPTION 'reconcile_every % is too short', reconcile_every
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Reconcile at most once a minute; once a day is usual.';
+	END IF;
 	IF NOT has_table_privilege(erpcrm._caller(), source, 'SELECT') THEN
 		RAISE EXCEPTION 'permission denied for relation %', source
 			USING ERRCODE = 'insufficient_privilege',
@@ -584,18 +611,21 @@ BEGIN
 		UPDATE erpcrm.mapping m
 		   SET source = map.source, object_type = map.object_type,
 			   id_property = map.id_property, on_delete = map.on_delete,
-			   batch_size = map.batch_size, owner = erpcrm._caller()
+			   batch_size = map.batch_size, owner = erpcrm._caller(),
+			   reconcile_every = map.reconcile_every
 		 WHERE m.mapping_id = old.mapping_id;
 		id := old.mapping_id;
 	ELSE
-		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner)
-		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller())
+		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner,
+									reconcile_every)
+		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller(),
+				reconcile_every)
 		RETURNING mapping_id INTO id;
 	END IF;
 	RETURN id;
 END
 $$;
-COMMENT ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer) IS 'define (or redefine) a mapping: a view whose rows become HubSpot objects';
+COMMENT ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer, interval) IS 'define (or redefine) a mapping: a view whose rows become HubSpot objects';
 
 /* The source's name follows the source. */
 CREATE FUNCTION erpcrm._mapping_source_name()
@@ -1668,7 +1698,8 @@ $$;
  * ever reaching HubSpot leave no trace.
  */
 CREATE FUNCTION erpcrm._done(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[],
-										p_archived boolean DEFAULT false, p_in_erp boolean DEFAULT true)
+							 p_archived boolean DEFAULT false, p_in_erp boolean DEFAULT true,
+							 p_fingerprints bigint[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1701,7 +1732,9 @@ BEGIN
 		   in_erp = p_in_erp,
 		   dirty_since = CASE WHEN s.change_seq <> s.sent_seq THEN s.dirty_since END,
 		   http_status = NULL, error_category = NULL, error_message = NULL,
-		   correlation_id = NULL, error_at = NULL
+		   correlation_id = NULL, error_at = NULL,
+		   fingerprint = CASE WHEN p_archived OR NOT p_in_erp THEN NULL
+							  ELSE p_fingerprints[pg_catalog.array_position(p_erp_ids, s.erp_id)] END
 	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
 	   AND s.state = 'in_flight';
 	GET DIAGNOSTICS n = ROW_COUNT;
@@ -2024,7 +2057,7 @@ COMMENT ON FUNCTION erpcrm.requeue_failed(text) IS 'send every failed key again 
  * is found first.  A resync while the worker records a batch may meet it in
  * a deadlock: it tries again.
  */
-CREATE FUNCTION erpcrm.resync(mapping text)
+CREATE FUNCTION erpcrm.resync(mapping text, force boolean DEFAULT true)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -2035,13 +2068,15 @@ DECLARE
 	n bigint;
 	tries integer := 0;
 BEGIN
-	PERFORM erpcrm._resolve_sources();
-	IF NOT EXISTS (SELECT FROM erpcrm.mapping x JOIN pg_catalog.pg_class c ON c.oid = x.source
-					WHERE x.mapping_id = m.mapping_id) THEN
-		RAISE EXCEPTION 'the view of mapping "%" does not exist', m.name
-			USING ERRCODE = 'undefined_table',
-				  DETAIL = pg_catalog.format('erpcrm.status says: %s.', erpcrm._mapping_problem(m.mapping_id)),
-				  HINT = 'Create the view again under that name, or define the mapping again with erpcrm.map().';
+	PERFORM erpcrm._require_view(m.mapping_id);
+	IF resync.force IS NULL THEN
+		RAISE EXCEPTION 'force must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF resync.force THEN
+		/* no stored fingerprint matches any more: every key is sent */
+		UPDATE erpcrm.mapping x SET fingerprint_epoch = x.fingerprint_epoch + 1
+		 WHERE x.mapping_id = m.mapping_id;
 	END IF;
 	LOOP
 		BEGIN
@@ -2059,7 +2094,7 @@ BEGIN
 	RETURN n;
 END
 $$;
-COMMENT ON FUNCTION erpcrm.resync(text) IS 'mark every key of a mapping dirty (initial load, backfill); returns how many';
+COMMENT ON FUNCTION erpcrm.resync(text, boolean) IS 'mark every key of a mapping dirty (initial load, backfill); force => false sends only the keys whose rows differ from what HubSpot accepted; returns how many';
 
 CREATE FUNCTION erpcrm.discard(mapping text, erp_id text)
 RETURNS boolean
@@ -2434,7 +2469,9 @@ SELECT m.name AS mapping,
 			ELSE make_interval(secs => (s.pending + s.in_flight) / (s.recent / 60.0))
 	   END AS time_left,
 	   erpcrm._mapping_problem(m.mapping_id) AS problem,
-	   COALESCE(om.unknown_owners, 0) AS unknown_owners
+	   COALESCE(om.unknown_owners, 0) AS unknown_owners,
+	   COALESCE(fs.unchanged, 0) AS unchanged,
+	   fs.refreshed_at AS last_refresh
   FROM erpcrm.mapping m
  CROSS JOIN erpcrm.control c
   LEFT JOIN (SELECT mapping_id,
@@ -2455,8 +2492,11 @@ SELECT m.name AS mapping,
 			   FROM erpcrm.fan_out x JOIN erpcrm.watch w USING (watch_id) GROUP BY w.mapping_id) f
 	ON f.mapping_id = m.mapping_id
   LEFT JOIN erpcrm.owner_miss om ON om.mapping_id = m.mapping_id
+  LEFT JOIN erpcrm.fingerprint_stat fs ON fs.mapping_id = m.mapping_id
  ORDER BY m.name;
 COMMENT ON VIEW erpcrm.status IS 'per mapping: how many keys are pending, in flight, failed, synced, archived, and what is wrong with it';
+COMMENT ON COLUMN erpcrm.status.unchanged IS 'dirtied keys recorded as synced without a call, because HubSpot already holds their content (fingerprints)';
+COMMENT ON COLUMN erpcrm.status.last_refresh IS 'when the last erpcrm.refresh() of the mapping ended (by a DBA or the worker)';
 COMMENT ON COLUMN erpcrm.status.unknown_owners IS 'rows read since the last refresh of HubSpot''s owners whose e-mail (erpcrm.owner_id) matched no active owner';
 
 CREATE VIEW erpcrm.failures AS
@@ -2516,7 +2556,7 @@ GRANT EXECUTE ON FUNCTION erpcrm._worker_state(), erpcrm.key_status(text, text),
 	TO erpcrm_monitor, pg_monitor;
 
 GRANT EXECUTE ON FUNCTION
-	erpcrm.map(text, regclass, text, text, text, integer),
+	erpcrm.map(text, regclass, text, text, text, integer, interval),
 	erpcrm.unmap(text),
 	erpcrm.set_match(text, text),
 	erpcrm.associate(text, text, text, integer, text, text, boolean),
@@ -2525,7 +2565,7 @@ GRANT EXECUTE ON FUNCTION
 	erpcrm.unwatch(text, regclass, text),
 	erpcrm.requeue(text, text),
 	erpcrm.requeue_failed(text),
-	erpcrm.resync(text),
+	erpcrm.resync(text, boolean),
 	erpcrm.discard(text, text),
 	erpcrm.pause(text),
 	erpcrm.resume(text),
@@ -2544,7 +2584,7 @@ GRANT EXECUTE ON FUNCTION
 	erpcrm._fold(),
 	erpcrm._recover(),
 	erpcrm._claim(integer, integer),
-	erpcrm._done(integer, text[], text[], boolean, boolean),
+	erpcrm._done(integer, text[], text[], boolean, boolean, bigint[]),
 	erpcrm._error(integer, text[], integer, text, text, text, interval, interval),
 	erpcrm._give_up(integer, text[], integer),
 	erpcrm._failing_alone(integer, text[], text),
@@ -2592,9 +2632,765 @@ GRANT EXECUTE ON FUNCTION erpcrm.capture() TO PUBLIC;
 -- fp: fingerprints, refresh and erasure
 -- ===================================================================
 
+/*
+ * Fingerprints.  sync_state.fingerprint is a hash (8 bytes) of the exact
+ * content HubSpot last accepted for the key: its properties, the HubSpot
+ * object it updates (hubspot_id column) and the HubSpot ids of its
+ * association targets, as the worker builds its request.  The worker
+ * computes it (erpcrm._fingerprints() is the same C code, for refresh) and
+ * writes it in the UPDATE of _done that records the send.  A dirtied key
+ * whose view row still hashes the same, whose object HubSpot holds and
+ * whose last attempt did not fail, is recorded as synced without a call.
+ *
+ * mapping.fingerprint_epoch is part of every hash: resync(force => true)
+ * bumps it, so that no stored fingerprint matches and every key is sent.
+ * Keys upgraded from 1.2 have no fingerprint: their first send records it.
+ */
+
+/* erpcrm.fingerprint_stat is created with the other tables of state, above. */
+COMMENT ON TABLE erpcrm.fingerprint_stat IS 'per mapping: dirtied keys recorded as synced without a call because HubSpot holds their content, and the last refresh';
+REVOKE ALL ON erpcrm.fingerprint_stat FROM PUBLIC;
+GRANT SELECT ON erpcrm.fingerprint_stat TO erpcrm_monitor, pg_monitor;
+
+/*
+ * The fingerprints of these keys' rows now, read as the worker reads them
+ * (keys not in the view: no row; a row that cannot be read: NULL).
+ */
+CREATE FUNCTION erpcrm._fingerprints(p_mapping_id integer, p_erp_ids text[])
+RETURNS TABLE (erp_id text, fingerprint bigint)
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'erpcrm_fingerprints_v1';
+REVOKE ALL ON FUNCTION erpcrm._fingerprints(integer, text[]) FROM PUBLIC;
+
+/*
+ * The fingerprint of one key's row now, for a DBA (compare it with
+ * sync_state.fingerprint).  The view is read as the mapping's owner: shown
+ * only to a role that may read the view.
+ */
+CREATE FUNCTION erpcrm.fingerprint(mapping text, erp_id text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(fingerprint.mapping);
+BEGIN
+	IF NOT pg_catalog.has_table_privilege(erpcrm._caller(), m.source, 'SELECT') THEN
+		RAISE EXCEPTION 'permission denied to read mapping "%"', m.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('The fingerprint is computed from %s, which %s may not read.',
+											 m.source, erpcrm._caller());
+	END IF;
+	RETURN (SELECT f.fingerprint
+			  FROM erpcrm._fingerprints(m.mapping_id, ARRAY[fingerprint.erp_id]) AS f);
+END
+$$;
+COMMENT ON FUNCTION erpcrm.fingerprint(text, text) IS 'the fingerprint of one key''s view row now, as the worker computes it (NULL: not in the view, or cannot be sent); compare with sync_state.fingerprint';
+REVOKE ALL ON FUNCTION erpcrm.fingerprint(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.fingerprint(text, text) TO erpcrm_admin;
+
+/* The worker: the fingerprints it may skip on (the last attempt did not fail). */
+CREATE FUNCTION erpcrm._stored_fingerprints(p_mapping_id integer, p_erp_ids text[])
+RETURNS TABLE (erp_id text, fingerprint bigint, epoch integer)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT s.erp_id, s.fingerprint, m.fingerprint_epoch
+	  FROM erpcrm.mapping m JOIN erpcrm.sync_state s ON s.mapping_id = m.mapping_id
+	 WHERE m.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.fingerprint IS NOT NULL AND s.hubspot_id IS NOT NULL
+	   AND s.error_category IS NULL;
+END;
+REVOKE ALL ON FUNCTION erpcrm._stored_fingerprints(integer, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._stored_fingerprints(integer, text[]) TO erpcrm_admin;
+
+CREATE FUNCTION erpcrm._fingerprint_epoch(p_mapping_id integer)
+RETURNS integer
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT m.fingerprint_epoch FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id;
+END;
+REVOKE ALL ON FUNCTION erpcrm._fingerprint_epoch(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._fingerprint_epoch(integer) TO erpcrm_admin;
+
+/* The worker: keys of a batch recorded as synced without a call. */
+CREATE FUNCTION erpcrm._unchanged(p_mapping_id integer, p_n bigint)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO erpcrm.fingerprint_stat AS f (mapping_id, unchanged)
+	VALUES (p_mapping_id, p_n)
+	ON CONFLICT (mapping_id) DO UPDATE SET unchanged = f.unchanged + excluded.unchanged;
+$$;
+REVOKE ALL ON FUNCTION erpcrm._unchanged(integer, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._unchanged(integer, bigint) TO erpcrm_admin;
+
+/*
+ * _done, as of 1.3: the same as 1.2, and the fingerprint of what HubSpot
+ * accepted is written in the same UPDATE (archived keys and keys out of
+ * their view keep none).
+ */
+
+/*
+ * The view of a mapping, found again by name if it was dropped and created
+ * again; an error naming the mapping and erpcrm.status's reason when it is
+ * gone (resync, refresh).
+ */
+CREATE FUNCTION erpcrm._require_view(p_mapping_id integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._resolve_sources();
+	IF NOT EXISTS (SELECT FROM erpcrm.mapping x JOIN pg_catalog.pg_class c ON c.oid = x.source
+					WHERE x.mapping_id = p_mapping_id) THEN
+		RAISE EXCEPTION 'the view of mapping "%" does not exist',
+			(SELECT x.name FROM erpcrm.mapping x WHERE x.mapping_id = p_mapping_id)
+			USING ERRCODE = 'undefined_table',
+				  DETAIL = pg_catalog.format('erpcrm.status says: %s.', erpcrm._mapping_problem(p_mapping_id)),
+				  HINT = 'Create the view again under that name, or define the mapping again with erpcrm.map().';
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._require_view(integer) FROM PUBLIC;
+
+/*
+ * resync(mapping, force): every key of the mapping is looked at again.
+ * force (the default, as before 1.3) sends every key; force => false sends
+ * only the keys whose rows differ from what HubSpot accepted.
+ */
+
+/*
+ * Refresh.  One step looks at up to p_n keys of sync_state after p_after
+ * (in key order, by the primary key) and dirties those whose rows differ
+ * from their fingerprint: synced keys whose row changed or left the view,
+ * archived keys back in the view.  Keys in flight, pending, failed or
+ * discarded are left as they are.  Keys new to the view are found by
+ * _refresh_joined.  The worker runs each step in its own transaction.
+ */
+CREATE FUNCTION erpcrm._refresh_step(p_mapping_id integer, p_after text, p_n integer,
+									 OUT last_key text, OUT dirtied bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+	keys text[];
+	changed text[];
+BEGIN
+	dirtied := 0;
+	/* the step's last key, and its keys whose state refresh looks at */
+	SELECT pg_catalog.max(x.erp_id),
+		   pg_catalog.array_agg(x.erp_id) FILTER (WHERE x.state IN ('synced', 'archived'))
+	  INTO last_key, keys
+	  FROM (SELECT s.erp_id, s.state FROM erpcrm.sync_state s
+			 WHERE s.mapping_id = p_mapping_id AND (p_after IS NULL OR s.erp_id > p_after)
+			 ORDER BY s.erp_id
+			 LIMIT p_n) AS x;
+	IF keys IS NULL THEN
+		RETURN;
+	END IF;
+	/* the keys that differ, by a join of the step's keys with their rows */
+	changed := ARRAY(
+		WITH f AS MATERIALIZED (SELECT * FROM erpcrm._fingerprints(p_mapping_id, keys))
+		SELECT s.erp_id
+		  FROM pg_catalog.unnest(keys) AS k(erp_id)
+		  JOIN erpcrm.sync_state s ON s.mapping_id = p_mapping_id AND s.erp_id = k.erp_id
+		  LEFT JOIN f ON f.erp_id = k.erp_id
+		 WHERE CASE WHEN s.state = 'archived' THEN f.erp_id IS NOT NULL
+					WHEN f.erp_id IS NOT NULL
+					THEN s.fingerprint IS NULL OR f.fingerprint IS NULL
+						 OR s.fingerprint <> f.fingerprint
+					ELSE COALESCE(s.in_erp, true) END);
+	IF pg_catalog.cardinality(changed) = 0 THEN
+		RETURN;
+	END IF;
+	UPDATE erpcrm.sync_state s
+	   SET change_seq = s.change_seq + 1, state = 'pending', attempts = 0,
+		   next_attempt_at = pg_catalog.now(),
+		   dirty_since = COALESCE(s.dirty_since, pg_catalog.now())
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (changed)
+	   AND s.state IN ('synced', 'archived');
+	GET DIAGNOSTICS dirtied = ROW_COUNT;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._refresh_step(integer, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._refresh_step(integer, text, integer) TO erpcrm_admin;
+
+/* Keys in the view that erpcrm does not know yet (one read of the view's keys). */
+CREATE FUNCTION erpcrm._refresh_joined(p_mapping_id integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping;
+	n bigint;
+BEGIN
+	SELECT * INTO m FROM erpcrm.mapping x WHERE x.mapping_id = p_mapping_id;
+	IF NOT FOUND OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = m.source) THEN
+		RETURN 0;
+	END IF;
+	INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id)
+	SELECT p_mapping_id, k.k
+	  FROM erpcrm._view_keys_all(m.source, m.owner) AS k(k)
+	 WHERE k.k IS NOT NULL AND pg_catalog.octet_length(k.k) <= 2048
+	   AND NOT EXISTS (SELECT FROM erpcrm.sync_state x
+					    WHERE x.mapping_id = p_mapping_id AND x.erp_id = k.k)
+	ON CONFLICT (mapping_id, erp_id) DO NOTHING;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._refresh_joined(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._refresh_joined(integer) TO erpcrm_admin;
+
+/* The worker: a refresh of the mapping ended, having dirtied n keys. */
+CREATE FUNCTION erpcrm._refreshed(p_mapping_id integer, p_n bigint)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO erpcrm.fingerprint_stat AS f (mapping_id, refreshed_at, refresh_dirtied)
+	VALUES (p_mapping_id, pg_catalog.now(), p_n)
+	ON CONFLICT (mapping_id) DO UPDATE
+	   SET refreshed_at = excluded.refreshed_at, refresh_dirtied = excluded.refresh_dirtied;
+$$;
+REVOKE ALL ON FUNCTION erpcrm._refreshed(integer, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._refreshed(integer, bigint) TO erpcrm_admin;
+
+CREATE FUNCTION erpcrm.refresh(mapping text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(refresh.mapping);
+	n bigint;
+	step record;
+	after text;
+BEGIN
+	PERFORM erpcrm._require_view(m.mapping_id);
+	n := erpcrm._refresh_joined(m.mapping_id);
+	LOOP
+		step := erpcrm._refresh_step(m.mapping_id, after, 1000);
+		EXIT WHEN step.last_key IS NULL;
+		n := n + step.dirtied;
+		after := step.last_key;
+	END LOOP;
+	PERFORM erpcrm._refreshed(m.mapping_id, n);
+	IF n > 0 THEN
+		PERFORM erpcrm._wake();
+	END IF;
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION erpcrm.refresh(text) IS 'compare a mapping''s view with the fingerprints of what HubSpot holds and mark dirty only the keys whose rows differ, left the view or joined it; returns how many';
+REVOKE ALL ON FUNCTION erpcrm.refresh(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.refresh(text) TO erpcrm_admin;
+
+CREATE FUNCTION erpcrm.set_refresh(mapping text, refresh_every interval)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(set_refresh.mapping);
+BEGIN
+	IF refresh_every IS NOT NULL AND refresh_every <= interval '0' THEN
+		RAISE EXCEPTION 'refresh_every of mapping "%" must be a positive interval', m.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give an interval such as ''1 hour'', or NULL to stop refreshing.';
+	END IF;
+	UPDATE erpcrm.mapping x SET refresh_every = set_refresh.refresh_every
+	 WHERE x.mapping_id = m.mapping_id;
+	PERFORM erpcrm._wake();
+END
+$$;
+COMMENT ON FUNCTION erpcrm.set_refresh(text, interval) IS 'let the worker run erpcrm.refresh() of the mapping this often (NULL: never), for views whose rows change with time';
+REVOKE ALL ON FUNCTION erpcrm.set_refresh(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.set_refresh(text, interval) TO erpcrm_admin;
+
+/* The worker: the mapping whose refresh is due first, if any. */
+CREATE FUNCTION erpcrm._refresh_due()
+RETURNS integer
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT m.mapping_id
+	  FROM erpcrm.mapping m LEFT JOIN erpcrm.fingerprint_stat f USING (mapping_id)
+	 WHERE m.refresh_every IS NOT NULL AND NOT m.paused
+	   AND (f.refreshed_at IS NULL OR f.refreshed_at + m.refresh_every <= now())
+	 ORDER BY f.refreshed_at NULLS FIRST, m.mapping_id
+	 LIMIT 1;
+END;
+REVOKE ALL ON FUNCTION erpcrm._refresh_due() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._refresh_due() TO erpcrm_admin;
+
+
+
 -- ===================================================================
 -- drift: reconcile
 -- ===================================================================
+
+/*
+ * Drift (issue 13, point 3): erpcrm.reconcile(mapping) reads HubSpot back
+ * and reports in erpcrm.drift what differs from what erpcrm sent: objects
+ * missing (deleted or merged by hand), ERP-owned properties edited by hand,
+ * associations removed, and HubSpot records carrying an ERP id that no
+ * mapping of their object type knows.  The calls are made by the worker,
+ * which is the only process that calls HubSpot in the background: a run is
+ * a row of erpcrm.reconcile_run that the worker takes up when no key is due,
+ * one batch of keys at a time, within the rate limit and the run's budget
+ * of calls.  repair => true sends again what erpcrm owns; records with
+ * unknown ERP ids are only reported.
+ */
+
+CREATE TABLE erpcrm.reconcile_run (
+	run_id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
+	repair			boolean NOT NULL DEFAULT false,
+	budget			integer NOT NULL CHECK (budget > 0),
+	requested_by	text NOT NULL,
+	requested_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	started_at		timestamptz,
+	finished_at		timestamptz,
+	state			text NOT NULL DEFAULT 'queued'
+					CHECK (state IN ('queued', 'running', 'done', 'budget_spent', 'cancelled', 'failed')),
+	phase			text NOT NULL DEFAULT 'objects'
+					CHECK (phase IN ('objects', 'unknown')),
+	start_after		text NOT NULL DEFAULT '',
+	cursor			text NOT NULL DEFAULT '',
+	search_after	text NOT NULL DEFAULT '0',
+	keys_total		bigint,
+	keys_checked	bigint NOT NULL DEFAULT 0,
+	records_scanned bigint NOT NULL DEFAULT 0,
+	calls			integer NOT NULL DEFAULT 0,
+	found			integer NOT NULL DEFAULT 0,
+	requeued		integer NOT NULL DEFAULT 0,
+	detail			text
+);
+CREATE INDEX reconcile_run_mapping ON erpcrm.reconcile_run (mapping_id, run_id);
+CREATE UNIQUE INDEX reconcile_run_active ON erpcrm.reconcile_run (mapping_id)
+	WHERE state IN ('queued', 'running');
+COMMENT ON TABLE erpcrm.reconcile_run IS 'reconciles of a mapping with HubSpot, asked for by erpcrm.reconcile() or reconcile_every, run by the worker';
+
+CREATE TABLE erpcrm.drift_item (
+	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
+	run_id			bigint NOT NULL REFERENCES erpcrm.reconcile_run ON DELETE CASCADE,
+	erp_id			text NOT NULL,
+	hubspot_id		text,
+	kind			text NOT NULL
+					CHECK (kind IN ('missing', 'edited', 'association_removed', 'unknown_erp_id')),
+	property		text,
+	erp_value		text,
+	hubspot_value	text,
+	detail			text,
+	found_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	requeued_at		timestamptz
+);
+CREATE INDEX drift_item_key ON erpcrm.drift_item (mapping_id, erp_id);
+COMMENT ON TABLE erpcrm.drift_item IS 'what the latest reconcile of each key found different in HubSpot';
+
+/*
+ * Where HubSpot differs from the ERP, as the latest check of each key (and
+ * each HubSpot record) found it.  status: found; requeued (repair sent the
+ * key again, not delivered yet); repaired (delivered since); reported (an
+ * unknown ERP id: never changed by erpcrm).
+ */
+CREATE VIEW erpcrm.drift AS
+SELECT m.name AS mapping,
+	   d.erp_id,
+	   d.hubspot_id,
+	   d.kind,
+	   d.property,
+	   d.erp_value,
+	   d.hubspot_value,
+	   d.detail,
+	   d.found_at,
+	   CASE WHEN d.kind = 'unknown_erp_id' THEN 'reported'
+			WHEN d.requeued_at IS NULL THEN 'found'
+			WHEN s.state = 'synced' AND s.last_synced_at >= d.requeued_at THEN 'repaired'
+			ELSE 'requeued' END AS status,
+	   d.run_id
+  FROM erpcrm.drift_item d
+  JOIN erpcrm.mapping m ON m.mapping_id = d.mapping_id
+  LEFT JOIN erpcrm.sync_state s ON s.mapping_id = d.mapping_id AND s.erp_id = d.erp_id
+								 AND d.kind <> 'unknown_erp_id';
+COMMENT ON VIEW erpcrm.drift IS 'where HubSpot differs from what erpcrm sent, as erpcrm.reconcile() found it';
+
+/* The runs, with their progress. */
+CREATE VIEW erpcrm.reconcile_runs AS
+SELECT r.run_id,
+	   m.name AS mapping,
+	   r.state,
+	   r.phase,
+	   r.repair,
+	   r.requested_by,
+	   r.requested_at,
+	   r.started_at,
+	   r.finished_at,
+	   r.keys_checked,
+	   r.keys_total,
+	   r.records_scanned,
+	   r.calls,
+	   r.budget,
+	   r.found,
+	   r.requeued,
+	   NULLIF(r.start_after, '') AS started_after,
+	   r.detail
+  FROM erpcrm.reconcile_run r
+  JOIN erpcrm.mapping m ON m.mapping_id = r.mapping_id;
+COMMENT ON VIEW erpcrm.reconcile_runs IS 'each reconcile of a mapping with HubSpot: state, progress, calls spent, drift found';
+
+/*
+ * A run that stopped on its budget is continued by the next run of the
+ * mapping, where it stopped, so that a small budget given every day still
+ * covers every key in time.
+ */
+CREATE FUNCTION erpcrm._reconcile_queue(p_mapping_id integer, p_repair boolean,
+										p_budget integer, p_requested_by text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	prev erpcrm.reconcile_run;
+	id bigint;
+BEGIN
+	SELECT * INTO prev FROM erpcrm.reconcile_run r
+	 WHERE r.mapping_id = p_mapping_id AND r.state IN ('done', 'budget_spent', 'cancelled', 'failed')
+	 ORDER BY r.run_id DESC LIMIT 1;
+	INSERT INTO erpcrm.reconcile_run (mapping_id, repair, budget, requested_by,
+									  phase, start_after, cursor, search_after)
+	VALUES (p_mapping_id, p_repair, p_budget, p_requested_by,
+			CASE WHEN prev.state = 'budget_spent' THEN prev.phase ELSE 'objects' END,
+			CASE WHEN prev.state = 'budget_spent' AND prev.phase = 'objects' THEN prev.cursor ELSE '' END,
+			CASE WHEN prev.state = 'budget_spent' AND prev.phase = 'objects' THEN prev.cursor ELSE '' END,
+			CASE WHEN prev.state = 'budget_spent' AND prev.phase = 'unknown' THEN prev.search_after ELSE '0' END)
+	RETURNING run_id INTO id;
+	PERFORM erpcrm._wake();
+	RETURN id;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._reconcile_queue(integer, boolean, integer, text) FROM PUBLIC;
+
+CREATE FUNCTION erpcrm.reconcile(mapping text, repair boolean DEFAULT false,
+								 budget integer DEFAULT 1000)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(reconcile.mapping);
+	active bigint;
+	need integer;
+BEGIN
+	IF reconcile.repair IS NULL THEN
+		RAISE EXCEPTION 'repair must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	/* one batch read, one read of the missing by id, one per association */
+	need := 2 + (SELECT count(*) FROM erpcrm.association a
+				  WHERE a.mapping_id = m.mapping_id AND a.as_property IS NULL);
+	IF reconcile.budget IS NULL OR reconcile.budget < need THEN
+		RAISE EXCEPTION 'a budget of % calls is too small to reconcile mapping "%"', reconcile.budget, m.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = pg_catalog.format('One batch of up to 100 keys of this mapping takes up to %s calls.', need);
+	END IF;
+	SELECT r.run_id INTO active FROM erpcrm.reconcile_run r
+	 WHERE r.mapping_id = m.mapping_id AND r.state IN ('queued', 'running');
+	IF FOUND THEN
+		RAISE EXCEPTION 'mapping "%" is being reconciled already (run %)', m.name, active
+			USING ERRCODE = 'object_in_use',
+				  HINT = 'Follow it in erpcrm.reconcile_runs, or stop it with erpcrm.cancel_reconcile().';
+	END IF;
+	RETURN erpcrm._reconcile_queue(m.mapping_id, reconcile.repair, reconcile.budget,
+								   erpcrm._caller()::text);
+END
+$$;
+COMMENT ON FUNCTION erpcrm.reconcile(text, boolean, integer) IS 'ask the worker to compare HubSpot with what erpcrm sent for a mapping, within a budget of calls; the findings go to erpcrm.drift; repair sends again what erpcrm owns; returns the run id';
+REVOKE ALL ON FUNCTION erpcrm.reconcile(text, boolean, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.reconcile(text, boolean, integer) TO erpcrm_admin;
+
+CREATE FUNCTION erpcrm.cancel_reconcile(mapping text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(cancel_reconcile.mapping);
+BEGIN
+	UPDATE erpcrm.reconcile_run r
+	   SET state = 'cancelled', finished_at = pg_catalog.now(),
+		   detail = pg_catalog.format('cancelled by %s', erpcrm._caller())
+	 WHERE r.mapping_id = m.mapping_id AND r.state IN ('queued', 'running');
+	RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION erpcrm.cancel_reconcile(text) IS 'stop the reconcile of a mapping that is queued or running; what it found stays in erpcrm.drift';
+REVOKE ALL ON FUNCTION erpcrm.cancel_reconcile(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.cancel_reconcile(text) TO erpcrm_admin;
+
+/*
+ * The worker: queue the runs that reconcile_every makes due, and take the
+ * oldest queued or running run (one at a time).
+ */
+CREATE FUNCTION erpcrm._reconcile_next()
+RETURNS SETOF erpcrm.reconcile_run
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m record;
+	r erpcrm.reconcile_run;
+BEGIN
+	FOR m IN
+		SELECT x.mapping_id FROM erpcrm.mapping x
+		 WHERE x.reconcile_every IS NOT NULL
+		   AND NOT EXISTS (SELECT FROM erpcrm.reconcile_run q
+							WHERE q.mapping_id = x.mapping_id
+							  AND (q.state IN ('queued', 'running')
+								   OR q.requested_at > pg_catalog.now() - x.reconcile_every))
+	LOOP
+		PERFORM erpcrm._reconcile_queue(m.mapping_id, false, 1000, 'reconcile_every');
+	END LOOP;
+	SELECT * INTO r FROM erpcrm.reconcile_run q
+	 WHERE q.state IN ('queued', 'running')
+	 ORDER BY q.run_id LIMIT 1
+	   FOR UPDATE;
+	IF NOT FOUND THEN
+		RETURN;
+	END IF;
+	IF r.state = 'queued' THEN
+		UPDATE erpcrm.reconcile_run q
+		   SET state = 'running', started_at = pg_catalog.now(),
+			   keys_total = (SELECT count(*) FROM erpcrm.sync_state s
+							  WHERE s.mapping_id = r.mapping_id AND s.state = 'synced'
+								AND s.hubspot_id IS NOT NULL)
+		 WHERE q.run_id = r.run_id
+		RETURNING * INTO r;
+	END IF;
+	RETURN NEXT r;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._reconcile_next() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._reconcile_next() TO erpcrm_admin;
+
+/*
+ * The next keys a run checks: delivered, not dirty, after its cursor, in
+ * the primary key's order.
+ */
+CREATE FUNCTION erpcrm._reconcile_keys(p_run_id bigint, n integer)
+RETURNS TABLE (erp_id text, hubspot_id text, change_seq bigint)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT s.erp_id, s.hubspot_id, s.change_seq
+	  FROM erpcrm.reconcile_run r
+	  JOIN erpcrm.sync_state s ON s.mapping_id = r.mapping_id AND s.erp_id > r.cursor
+	 WHERE r.run_id = p_run_id AND s.state = 'synced' AND s.hubspot_id IS NOT NULL
+	 ORDER BY s.erp_id
+	 LIMIT n;
+END;
+REVOKE ALL ON FUNCTION erpcrm._reconcile_keys(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._reconcile_keys(bigint, integer) TO erpcrm_admin;
+
+/*
+ * One batch of a run checked: its keys' earlier findings are replaced by
+ * these, of the keys that did not change meanwhile (a key dirtied while
+ * HubSpot was read will be sent anyway).  With repair, the keys with drift
+ * are sent again, as requeue() does.  p_last NULL: no keys are left, the
+ * run goes on to the records with unknown ERP ids.
+ */
+CREATE FUNCTION erpcrm._reconcile_checked(p_run_id bigint, p_calls integer,
+										  p_erp_ids text[], p_seqs bigint[], p_last text,
+										  p_kinds text[], p_keys text[], p_hubspot_ids text[],
+										  p_properties text[], p_erp_values text[],
+										  p_hubspot_values text[], p_details text[])
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r erpcrm.reconcile_run;
+	n integer;
+	q integer := 0;
+	same text[];
+	fix text[];
+BEGIN
+	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
+	IF NOT FOUND OR r.state <> 'running' THEN
+		RETURN 0;				/* cancelled meanwhile */
+	END IF;
+	/* the keys that are as they were when HubSpot was read */
+	same := ARRAY(
+		SELECT k.erp_id FROM unnest(p_erp_ids, p_seqs) AS k(erp_id, seq)
+		  JOIN erpcrm.sync_state s ON s.mapping_id = r.mapping_id AND s.erp_id = k.erp_id
+		 WHERE s.state = 'synced' AND s.change_seq = k.seq);
+	DELETE FROM erpcrm.drift_item d
+	 WHERE d.mapping_id = r.mapping_id AND d.kind <> 'unknown_erp_id'
+	   AND d.erp_id = ANY (same);
+	INSERT INTO erpcrm.drift_item (mapping_id, run_id, erp_id, hubspot_id, kind, property,
+								   erp_value, hubspot_value, detail)
+	SELECT r.mapping_id, p_run_id, f.erp_id, f.hubspot_id, f.kind, f.property,
+		   f.erp_value, f.hubspot_value, f.detail
+	  FROM unnest(p_kinds, p_keys, p_hubspot_ids, p_properties, p_erp_values,
+				  p_hubspot_values, p_details)
+		   AS f(kind, erp_id, hubspot_id, property, erp_value, hubspot_value, detail)
+	 WHERE f.erp_id = ANY (same);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	IF r.repair AND n > 0 THEN
+		/*
+		 * What erpcrm owns is sent again: a missing object is upserted anew,
+		 * edited properties are written again, and a key whose association
+		 * was removed forgets that it made it, so that it is made again.  A
+		 * record that lost its ERP id is left alone: an upsert would make a
+		 * second record beside it.
+		 */
+		fix := ARRAY(
+			SELECT DISTINCT f.erp_id
+			  FROM unnest(p_kinds, p_keys, p_properties) AS f(kind, erp_id, property)
+			  JOIN erpcrm.mapping m ON m.mapping_id = r.mapping_id
+			 WHERE f.erp_id = ANY (same)
+			   AND NOT (f.kind = 'edited' AND f.property = m.id_property));
+		UPDATE erpcrm.sync_state s
+		   SET state = 'pending', attempts = 0, next_attempt_at = pg_catalog.now(),
+			   change_seq = s.change_seq + 1, dirty_since = COALESCE(s.dirty_since, pg_catalog.now()),
+			   fingerprint = NULL,	/* fp: HubSpot no longer holds what it accepted */
+			   assoc_state = CASE WHEN s.erp_id = ANY (
+									ARRAY(SELECT f.erp_id FROM unnest(p_kinds, p_keys) AS f(kind, erp_id)
+										   WHERE f.kind = 'association_removed'))
+								  THEN NULL ELSE s.assoc_state END
+		 WHERE s.mapping_id = r.mapping_id AND s.state = 'synced' AND s.erp_id = ANY (fix);
+		GET DIAGNOSTICS q = ROW_COUNT;
+		UPDATE erpcrm.drift_item d SET requeued_at = pg_catalog.now()
+		 WHERE d.run_id = p_run_id AND d.mapping_id = r.mapping_id AND d.erp_id = ANY (fix);
+		PERFORM erpcrm._wake();
+	END IF;
+	UPDATE erpcrm.reconcile_run x
+	   SET calls = x.calls + p_calls,
+		   keys_checked = x.keys_checked + COALESCE(pg_catalog.cardinality(p_erp_ids), 0),
+		   found = x.found + n, requeued = x.requeued + q,
+		   cursor = COALESCE(p_last, x.cursor),
+		   phase = CASE WHEN p_last IS NULL THEN 'unknown' ELSE x.phase END
+	 WHERE x.run_id = p_run_id;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._reconcile_checked(bigint, integer, text[], bigint[], text, text[], text[],
+												 text[], text[], text[], text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._reconcile_checked(bigint, integer, text[], bigint[], text, text[], text[],
+													text[], text[], text[], text[], text[]) TO erpcrm_admin;
+
+/*
+ * Of these ERP ids found on HubSpot records, the ones no mapping of the
+ * run's object type and id property has ever sent (several mappings can
+ * share one: invoices, orders and offers are all deals).
+ */
+CREATE FUNCTION erpcrm._reconcile_strangers(p_run_id bigint, p_erp_ids text[])
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT DISTINCT k.erp_id FROM unnest(p_erp_ids) AS k(erp_id)
+	 WHERE NOT EXISTS (
+		SELECT FROM erpcrm.reconcile_run r
+		  JOIN erpcrm.mapping m ON m.mapping_id = r.mapping_id
+		  JOIN erpcrm.mapping o ON o.object_type = m.object_type AND o.id_property = m.id_property
+		  JOIN erpcrm.sync_state s ON s.mapping_id = o.mapping_id AND s.erp_id = k.erp_id
+		 WHERE r.run_id = p_run_id);
+END;
+REVOKE ALL ON FUNCTION erpcrm._reconcile_strangers(bigint, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._reconcile_strangers(bigint, text[]) TO erpcrm_admin;
+
+/*
+ * One page of HubSpot's records that carry the id property, those with ids
+ * above p_after up to p_last, checked: their earlier findings are replaced.
+ * p_last NULL: the last page; the run is done.
+ */
+CREATE FUNCTION erpcrm._reconcile_scanned(p_run_id bigint, p_calls integer, p_scanned integer,
+										  p_last text, p_hubspot_ids text[], p_erp_ids text[])
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r erpcrm.reconcile_run;
+	n integer;
+BEGIN
+	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
+	IF NOT FOUND OR r.state <> 'running' THEN
+		RETURN 0;
+	END IF;
+	DELETE FROM erpcrm.drift_item d
+	 WHERE d.mapping_id = r.mapping_id AND d.kind = 'unknown_erp_id'
+	   AND d.hubspot_id ~ '^[0-9]+$'
+	   AND d.hubspot_id::numeric > r.search_after::numeric
+	   AND (p_last IS NULL OR d.hubspot_id::numeric <= p_last::numeric);
+	INSERT INTO erpcrm.drift_item (mapping_id, run_id, erp_id, hubspot_id, kind, property,
+								   hubspot_value, detail)
+	SELECT r.mapping_id, p_run_id, f.erp_id, f.hubspot_id, 'unknown_erp_id', m.id_property,
+		   f.erp_id, 'no mapping of this object type knows this ERP id; erpcrm leaves the record alone'
+	  FROM unnest(p_hubspot_ids, p_erp_ids) AS f(hubspot_id, erp_id)
+	  JOIN erpcrm.mapping m ON m.mapping_id = r.mapping_id;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	UPDATE erpcrm.reconcile_run x
+	   SET calls = x.calls + p_calls, records_scanned = x.records_scanned + p_scanned,
+		   found = x.found + n,
+		   search_after = COALESCE(p_last, x.search_after),
+		   state = CASE WHEN p_last IS NULL THEN 'done' ELSE x.state END,
+		   finished_at = CASE WHEN p_last IS NULL THEN pg_catalog.now() END,
+		   detail = CASE WHEN p_last IS NULL
+						 THEN pg_catalog.format('%s keys and %s HubSpot records checked',
+												x.keys_checked, x.records_scanned + p_scanned) END
+	 WHERE x.run_id = p_run_id;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._reconcile_scanned(bigint, integer, integer, text, text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._reconcile_scanned(bigint, integer, integer, text, text[], text[]) TO erpcrm_admin;
+
+/* A run stops: its budget is spent, or it cannot go on (detail says why). */
+CREATE FUNCTION erpcrm._reconcile_stop(p_run_id bigint, p_calls integer, p_state text, p_detail text)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	UPDATE erpcrm.reconcile_run x
+	   SET calls = x.calls + p_calls, state = p_state, detail = p_detail,
+		   finished_at = pg_catalog.now()
+	 WHERE x.run_id = p_run_id AND x.state = 'running';
+END;
+REVOKE ALL ON FUNCTION erpcrm._reconcile_stop(bigint, integer, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._reconcile_stop(bigint, integer, text, text) TO erpcrm_admin;
+
+REVOKE ALL ON erpcrm.reconcile_run, erpcrm.reconcile_run_run_id_seq, erpcrm.drift_item,
+	erpcrm.drift, erpcrm.reconcile_runs FROM PUBLIC;
+GRANT SELECT ON erpcrm.drift, erpcrm.reconcile_runs, erpcrm.reconcile_run, erpcrm.drift_item
+	TO erpcrm_monitor, pg_monitor;
 
 -- ===================================================================
 -- back: the way back (subscriptions and inbox)
@@ -3139,6 +3935,7 @@ DECLARE
 	changed text[];
 	hid text;
 	modified timestamptz;
+	first_ms bigint;
 	last_ms bigint;
 	last_id bigint;
 	n integer := 0;
@@ -3171,6 +3968,7 @@ BEGIN
 		props := COALESCE(r -> 'properties', '{}');
 		modified := COALESCE(props ->> mp, r ->> 'updatedAt')::timestamptz;
 		last_ms := floor(extract(epoch FROM modified) * 1000);
+		first_ms := COALESCE(first_ms, last_ms);
 		last_id := hid::bigint;
 		CONTINUE WHEN EXISTS (SELECT FROM erpcrm.inbox x
 							   WHERE x.subscription_id = s.subscription_id
@@ -3210,8 +4008,9 @@ BEGIN
 		UPDATE erpcrm.subscription_cursor
 		   SET modified_at = erpcrm._ms_time(to_ms), caught_up_to = erpcrm._ms_time(to_ms)
 		 WHERE subscription_id = s.subscription_id;
-	ELSIF last_ms <= from_ms THEN
-		UPDATE erpcrm.subscription_cursor SET tie_id = 0
+	ELSIF first_ms = last_ms THEN
+		/* a page of one millisecond: read it by id */
+		UPDATE erpcrm.subscription_cursor SET modified_at = erpcrm._ms_time(last_ms), tie_id = 0
 		 WHERE subscription_id = s.subscription_id;
 	ELSE
 		UPDATE erpcrm.subscription_cursor SET modified_at = erpcrm._ms_time(last_ms)

@@ -155,6 +155,22 @@ sub mock_post
 	return $r->{content} ? $json->decode($r->{content}) : undef;
 }
 
+# An edit by hand in HubSpot through the mock's control API, e.g.
+# mock_patch("/_mock/objects/deals/$id", { properties => { dealstage =>
+# 'closedwon' } }): validated, recorded in the property's history as made
+# in HubSpot's screens (sourceType CRM_UI), no API call counted.
+sub mock_patch
+{
+	my ($path, $body) = @_;
+	my $r = $http->request('PATCH', "http://127.0.0.1:$mock_port$path",
+		{
+			headers => { 'Content-Type' => 'application/json' },
+			content => $json->encode($body // {})
+		});
+	die "mock PATCH $path: $r->{status} $r->{content}" unless $r->{success};
+	return $json->decode($r->{content});
+}
+
 # A node with erpcrm preloaded, its worker serving database "postgres".
 sub erpcrm_node
 {
@@ -365,6 +381,20 @@ sub state_ok
 	my @problems = compare_state($node, %opt);
 	diag(join("\n", @problems)) if @problems;
 	return ok(!@problems, $name);
+}
+
+# The mock's sequence number of the last call it saw, and the CRM calls
+# (objects, associations) it saw after a given one: what a step cost.
+sub mock_last_seq
+{
+	return mock_get('/_mock/requests')->{lastSeq} // 0;
+}
+
+sub crm_calls_since
+{
+	my ($since) = @_;
+	my $r = mock_get('/_mock/requests?since=' . ($since // 0));
+	return grep { $_->{path} =~ m{^/crm/v[34]/(objects|associations)} } @{ $r->{results} };
 }
 
 1;

@@ -11,6 +11,7 @@
 # (the list is at the top of tests/bench/bench.py).  BENCH_ONLY=capture or
 # BENCH_ONLY=delivery runs one half, BENCH_ONLY=scale the scaling runs only,
 # BENCH_ONLY=reach delivery from 1, 4 and 16 databases (tests/bench/databases.py).
+# BENCH_ONLY=fingerprints the calls saved by fingerprints and refresh.
 # PG_CONFIG picks the PostgreSQL (default: the system's PostgreSQL 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ use_pg_config
 revision() {
 	local rev dirty
 	rev=$(git rev-parse --short HEAD 2>/dev/null) || { echo "unknown (no git)"; return; }
-	dirty=$(git status --porcelain -- extension worker sql erpcrm.control Makefile 2>/dev/null)
+	dirty=$(git status --porcelain -- extension worker hubspot sql erpcrm.control Makefile 2>/dev/null)
 	if [ -n "$dirty" ]; then
 		echo "$rev + uncommitted changes"
 	else

@@ -85,4 +85,7 @@ extern uint64 erpcrm_owner_misses;
 /* worker.c: the mappings and their associations, in dependency order */
 extern List *erpcrm_read_mappings(MemoryContext cxt);
 
+/* reconcile.c: one step of the oldest reconcile run; false: none to do */
+extern bool erpcrm_reconcile_work(List *mappings, DeliveryOutcome *outcome);
+
 #endif							/* ERPCRM_DELIVERY_H */

@@ -9,6 +9,9 @@
  *	  gives NULL and is counted; the worker records the count per mapping
  *	  after each batch (erpcrm.status.unknown_owners).
  *
+ *	  erpcrm_refresh_owners(): the worker's copy of HubSpot's owners,
+ *	  read through the calls of a delivery batch (send.c, record.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -17,8 +20,10 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 
-#include "delivery.h"
+#include "activity.h"
+#include "delivery_int.h"
 #include "erpcrm.h"
 
 uint64		erpcrm_owner_misses = 0;
@@ -73,4 +78,97 @@ erpcrm_owner_id_v1(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	}
 	PG_RETURN_TEXT_P(result);
+}
+
+/* ----------------------------------------------------------------
+ * HubSpot's owners, for erpcrm.owner_id()
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Read every owner, active ones (archived=false) then deactivated ones
+ * (archived=true), 100 a page, and replace erpcrm.hubspot_owner with them
+ * in one transaction.  The calls count in the rate limit and go into
+ * erpcrm.api_log.  When a page cannot be read the copy is left as it was.
+ */
+bool
+erpcrm_refresh_owners(void)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "erpcrm owners",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	Batch		b;
+	DeliveryOutcome outcome;
+	MappingDef	none;
+	List	   *ids = NIL,
+			   *emails = NIL,
+			   *archived = NIL;
+	bool		ok = true;
+
+	memset(&b, 0, sizeof(b));
+	memset(&outcome, 0, sizeof(outcome));
+	memset(&none, 0, sizeof(none));
+	none.name = "owners";
+	none.v11 = none.v12 = true;
+	b.mapping = &none;
+	b.outcome = &outcome;
+	b.cxt = cxt;
+
+	for (int pass = 0; pass < 2 && ok; pass++)
+	{
+		char	   *after = NULL;
+
+		do
+		{
+			HsResponse	resp;
+			int			n;
+			char	  **pid;
+			char	  **pem;
+			bool	   *par;
+			char	   *next = NULL;
+			char	   *path = psprintf("%s?limit=100&archived=%s%s%s", HS_OWNERS_PATH,
+										pass ? "true" : "false",
+										after ? "&after=" : "", after ? after : "");
+
+			call_hubspot(&b, "GET", path, NULL, 0, &resp);
+			if (outcome.blocked_until != 0 || resp.transport_error != 0 ||
+				resp.status != 200 ||
+				!hs_parse_owners(resp.body, resp.body_len, &n, &pid, &pem, &par, &next))
+			{
+				ereport(LOG,
+						(errmsg("erpcrm worker: could not read HubSpot's owners: %s",
+								resp.transport_error ? resp.transport_message :
+								psprintf("GET %s answered %ld", HS_OWNERS_PATH, resp.status)),
+						 errdetail("erpcrm.owner_id() answers from the copy it has until the next refresh.")));
+				ok = false;
+				break;
+			}
+			for (int i = 0; i < n; i++)
+			{
+				ids = lappend(ids, pid[i]);
+				emails = lappend(emails, pem[i]);
+				archived = lappend(archived, par[i] ? "true" : "false");
+			}
+			after = next;
+		} while (after != NULL);
+	}
+
+	erpcrm_begin_step("erpcrm: recording HubSpot's owners");
+	if (ok)
+	{
+		Oid			types[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+		Datum		args[3];
+
+		args[0] = text_array(ids);
+		args[1] = text_array(emails);
+		args[2] = text_array(archived);
+		if (SPI_execute_with_args("SELECT erpcrm._owners_refreshed($1, $2, $3)",
+								  3, types, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._owners_refreshed failed");
+	}
+	record_calls(&b);
+	erpcrm_end_step();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	return ok;
 }

@@ -50,6 +50,7 @@
 #include "activity.h"
 #include "client.h"
 #include "delivery.h"
+#include "refresh.h"
 #include "erpcrm.h"
 #include "hubspot.h"
 #include "subscribe.h"
@@ -291,33 +292,6 @@ erpcrm_read_mappings(MemoryContext cxt)
 	return result;
 }
 
-/* Run a few statements in a transaction of their own. */
-static MemoryContext step_caller_cxt = NULL;
-
-static bool
-begin_step(const char *activity)
-{
-	step_caller_cxt = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-	return true;
-}
-
-static void
-end_step(void)
-{
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-	/* the commit leaves us in TopMemoryContext: go back */
-	MemoryContextSwitchTo(step_caller_cxt);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 static bool
 extension_ready(void)
 {
@@ -337,10 +311,10 @@ extension_ready(void)
 static void
 run_step(const char *activity, const char *sql)
 {
-	begin_step(activity);
+	erpcrm_begin_step(activity);
 	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "%s failed", sql);
-	end_step();
+	erpcrm_end_step();
 }
 
 /* Is this erpcrm function installed (the SQL may be older than us)? */
@@ -362,14 +336,14 @@ has_function(const char *signature)
 static void
 fold(void)
 {
-	begin_step("erpcrm: folding the outbox");
+	erpcrm_begin_step("erpcrm: folding the outbox");
 	/* 1.2: sources found again by name, key queries of watches resolved */
 	if (has_function("erpcrm._before_fold()") &&
 		SPI_execute("SELECT erpcrm._before_fold()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._before_fold() failed");
 	if (SPI_execute("SELECT erpcrm._fold()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._fold() failed");
-	end_step();
+	erpcrm_end_step();
 }
 
 /*
@@ -383,7 +357,7 @@ mapping_problems(void)
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *result;
 
-	begin_step("erpcrm: checking mappings");
+	erpcrm_begin_step("erpcrm: checking mappings");
 	initStringInfo(&buf);
 	if (has_function("erpcrm._mapping_problem(integer)"))
 	{
@@ -396,7 +370,7 @@ mapping_problems(void)
 							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 	}
 	result = MemoryContextStrdup(caller, buf.data);
-	end_step();
+	erpcrm_end_step();
 	return result;
 }
 
@@ -451,12 +425,55 @@ owners_table_exists(void)
 {
 	bool		exists;
 
-	begin_step("erpcrm: looking for the owners cache");
+	erpcrm_begin_step("erpcrm: looking for the owners cache");
 	exists = SPI_execute("SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
 					" ON n.oid = c.relnamespace WHERE n.nspname = 'erpcrm' AND c.relname = 'hubspot_owner'",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1;
-	end_step();
+	erpcrm_end_step();
 	return exists;
+}
+
+/*
+ * After a batch (or a reconcile step, mapping NULL): does HubSpot want the
+ * worker to stop sending for a while?  Then show why, and set *delay.
+ */
+static bool
+must_back_off(DeliveryOutcome *out, const char *mapping, long *delay)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (out->auth_failed)
+	{
+		auth_blocked_until = TimestampTzPlusMilliseconds(now, erpcrm_auth_retry_ms);
+		enter_backoff(ERPCRM_WORKER_AUTH_FAILED, out->auth_message, auth_blocked_until);
+		ereport(LOG,
+				(errmsg("erpcrm worker stops sending: %s", out->auth_message),
+				 errhint("Fix erpcrm.token or erpcrm.token_file and reload the configuration.")));
+		*delay = ms_until(auth_blocked_until, now);
+		return true;
+	}
+	if (out->blocked_until > now)
+	{
+		enter_backoff(ERPCRM_WORKER_RATE_LIMITED, "HubSpot's rate limit is exhausted",
+					  out->blocked_until);
+		backoff_until = out->blocked_until;
+		*delay = ms_until(backoff_until, now);
+		return true;
+	}
+	if (out->transient)
+	{
+		consecutive_failures++;
+		*delay = (long) erpcrm_retry_base_ms << Min(consecutive_failures - 1, 20);
+		*delay = Min(*delay, (long) erpcrm_retry_max_ms);
+		*delay = *delay * (3 + (random() % 3)) / 4;
+		backoff_until = TimestampTzPlusMilliseconds(now, *delay);
+		enter_backoff(ERPCRM_WORKER_BACKING_OFF,
+					  mapping ? psprintf("mapping \"%s\": %s", mapping, out->transient_message) :
+					  pstrdup(out->transient_message),
+					  backoff_until);
+		return true;
+	}
+	return false;
 }
 
 /*
@@ -471,6 +488,7 @@ run_cycle(void)
 	TimestampTz next_due;
 	TimestampTz now;
 	bool		any;
+	long		delay;
 	PullOutcome pulled;
 
 	MemoryContextReset(cycle_cxt);
@@ -489,9 +507,9 @@ run_cycle(void)
 	erpcrm_worker_step("folding the outbox");
 	fold();
 	erpcrm_worker_step("loading the mappings");
-	begin_step("erpcrm: loading mappings");
+	erpcrm_begin_step("erpcrm: loading mappings");
 	mappings = load_mappings(&paused, &next_due);
-	end_step();
+	erpcrm_end_step();
 	erpcrm_worker_step(NULL);
 
 	if (paused)
@@ -524,6 +542,11 @@ run_cycle(void)
 		}
 	}
 
+	/* 1.3: refreshes of mappings that have refresh_every, a few steps a cycle */
+	erpcrm_worker_step("refreshing a mapping");
+	erpcrm_refresh_some();
+	erpcrm_worker_step(NULL);
+
 	do
 	{
 		ListCell   *lc;
@@ -552,37 +575,8 @@ run_cycle(void)
 				erpcrm_shared->objects_sent += out.synced;
 				SpinLockRelease(&erpcrm_shared->mutex);
 			}
-			now = GetCurrentTimestamp();
-			if (out.auth_failed)
-			{
-				auth_blocked_until = TimestampTzPlusMilliseconds(now, erpcrm_auth_retry_ms);
-				enter_backoff(ERPCRM_WORKER_AUTH_FAILED, out.auth_message, auth_blocked_until);
-				ereport(LOG,
-						(errmsg("erpcrm worker stops sending: %s", out.auth_message),
-						 errhint("Fix erpcrm.token or erpcrm.token_file and reload the configuration.")));
-				return ms_until(auth_blocked_until, now);
-			}
-			if (out.blocked_until > now)
-			{
-				enter_backoff(ERPCRM_WORKER_RATE_LIMITED, "HubSpot's rate limit is exhausted",
-							  out.blocked_until);
-				backoff_until = out.blocked_until;
-				return ms_until(backoff_until, now);
-			}
-			if (out.transient)
-			{
-				long		delay;
-
-				consecutive_failures++;
-				delay = (long) erpcrm_retry_base_ms << Min(consecutive_failures - 1, 20);
-				delay = Min(delay, (long) erpcrm_retry_max_ms);
-				delay = delay * (3 + (random() % 3)) / 4;
-				backoff_until = TimestampTzPlusMilliseconds(now, delay);
-				enter_backoff(ERPCRM_WORKER_BACKING_OFF,
-							  psprintf("mapping \"%s\": %s", m->name, out.transient_message),
-							  backoff_until);
+			if (must_back_off(&out, m->name, &delay))
 				return delay;
-			}
 			if (ConfigReloadPending)
 				return 0;
 		}
@@ -599,11 +593,28 @@ run_cycle(void)
 			fold();
 	} while (any);
 
+	/*
+	 * Nothing is due: one step of a reconcile (1.3), if one was asked for.
+	 * The next cycle folds and delivers before the step after it.
+	 */
+	{
+		DeliveryOutcome out;
+		bool		worked;
+
+		erpcrm_worker_step("reconciling with HubSpot");
+		worked = erpcrm_reconcile_work(mappings, &out);
+		erpcrm_worker_step(NULL);
+		if (must_back_off(&out, NULL, &delay))
+			return delay;
+		if (worked)
+			return 0;
+	}
+
 	/* nothing due now: sleep until the next retry or the poll */
-	begin_step("erpcrm: planning");
+	erpcrm_begin_step("erpcrm: planning");
 	MemoryContextReset(cycle_cxt);
 	mappings = load_mappings(&paused, &next_due);
-	end_step();
+	erpcrm_end_step();
 	/* idle, but what stops a mapping stays in sight */
 	erpcrm_set_state(ERPCRM_WORKER_IDLE, mapping_problems());
 	now = GetCurrentTimestamp();

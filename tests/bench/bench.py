@@ -55,6 +55,7 @@ SETTINGS = {
     "BENCH_SCALE_CHURN_ROUNDS": (7, 2, "and at least this many times (a week of daily changes), up to BENCH_SCALE_CHURN_MAX_KEYS keys"),
     "BENCH_SCALE_CHURN_MAX_KEYS": (100000, 50000, "larger runs send their keys for BENCH_SCALE_MIN_SECONDS only"),
     "BENCH_SCALE_LAT_COMMITS": (200, 50, "single-row commits timed after each scaling run"),
+    "BENCH_FP_KEYS": (100000, 10000, "keys of the fingerprint and refresh runs"),
 }
 # keys of the scaling runs (comma-separated list)
 SCALE_KEYS = ("10000,100000,1000000", "10000,50000")
@@ -672,6 +673,88 @@ def delivery(pg, mock, res):
 
 
 
+def fingerprints(pg, mock, res):
+    """
+    Calls saved by fingerprints: the keys of a mapping are delivered, then
+    every ERP row is updated in a column the view does not use, then the
+    mapping is refreshed with nothing changed.  Both should cost 0 calls.
+    """
+    n = setting("BENCH_FP_KEYS")
+    mock.reset(max_per_window=0)
+    pg.sql("postgres", """
+CREATE TABLE bench.fp_customers (LIKE bench.customers INCLUDING ALL);
+ALTER TABLE bench.fp_customers ADD COLUMN notes text;
+INSERT INTO bench.fp_customers SELECT c.*, NULL FROM bench.customers c WHERE c.id <= %d;
+INSERT INTO bench.fp_customers (id, name, nip, domain, price_level, credit_limit, customer_since, vip)
+SELECT i, 'Customer ' || i, lpad(i::text, 10, '0'), 'c' || i || '.example.pl', 'A', 1000, date '2020-01-01', false
+  FROM generate_series((SELECT coalesce(max(id), 0) + 1 FROM bench.fp_customers), %d) i;
+CREATE VIEW bench.hs_fp_companies AS
+SELECT id AS erp_id, name, nip, domain, price_level, credit_limit, customer_since, vip
+  FROM bench.fp_customers WHERE active;
+SELECT erpcrm.map('fp_companies', 'bench.hs_fp_companies', 'companies');
+SELECT erpcrm.watch('fp_companies', 'bench.fp_customers', 'id');
+""" % (n, n))
+
+    def settled(extra=""):
+        deadline = time.time() + 1800
+        while time.time() < deadline:
+            out = pg.sql("postgres", "SELECT pending + in_flight + unfolded = 0 %s"
+                         " FROM erpcrm.status WHERE mapping = 'fp_companies'" % extra)
+            if out == "t":
+                return True
+            time.sleep(0.25)
+        raise RuntimeError("fingerprints: the mapping did not settle")
+
+    def crm_calls(since):
+        return sum(1 for e in mock.requests(since)["results"]
+                   if e["path"].startswith("/crm/"))
+
+    log("fingerprints: first delivery of %d keys" % n)
+    seq = mock.requests()["lastSeq"]
+    t0 = time.time()
+    pg.sql("postgres", "SELECT erpcrm.resync('fp_companies')")
+    settled("AND synced = %d" % n)
+    t_first = time.time() - t0
+    first_calls = crm_calls(seq)
+
+    log("fingerprints: %d ERP updates of a column the view does not use" % n)
+    seq = mock.requests()["lastSeq"]
+    u0 = int(pg.sql("postgres", "SELECT unchanged FROM erpcrm.status WHERE mapping = 'fp_companies'"))
+    t0 = time.time()
+    pg.sql("postgres", "UPDATE bench.fp_customers SET notes = 'touched'")
+    settled("AND unchanged >= %d" % (u0 + n))
+    t_updates = time.time() - t0
+    u1 = int(pg.sql("postgres", "SELECT unchanged FROM erpcrm.status WHERE mapping = 'fp_companies'"))
+    update_calls = crm_calls(seq)
+
+    log("fingerprints: refresh of %d unchanged rows" % n)
+    seq = mock.requests()["lastSeq"]
+    t0 = time.time()
+    dirtied = int(pg.sql("postgres", "SELECT erpcrm.refresh('fp_companies')"))
+    t_refresh = time.time() - t0
+    settled()
+    refresh_calls = crm_calls(seq)
+
+    log("fingerprints: one changed row among them")
+    pg.sql("postgres", "UPDATE bench.fp_customers SET name = name || ' (renamed)' WHERE id = 1")
+    seq = mock.requests()["lastSeq"]
+    t0 = time.time()
+    settled("AND unchanged >= 0")
+    while crm_calls(seq) == 0 and time.time() - t0 < 180:
+        time.sleep(0.1)
+    changed_calls = crm_calls(seq)
+
+    res["fingerprints"] = {
+        "n": n, "first_calls": first_calls, "t_first": t_first, "updates": n, "update_calls": update_calls,
+        "unchanged": u1 - u0, "t_updates": t_updates, "refresh_dirtied": dirtied,
+        "t_refresh": t_refresh, "refresh_calls": refresh_calls,
+        "changed_calls": changed_calls,
+    }
+    log("fingerprints: %d updates -> %d calls (%.1f s); refresh %.1f s, %d marked, %d calls"
+        % (n, update_calls, t_updates, t_refresh, dirtied, refresh_calls))
+    pg.sql("postgres", "SELECT erpcrm.unmap('fp_companies')")
+
+
 def latency_probe(pg, mock, commits):
     """Commit -> request latency of single-row commits at BENCH_LAT_RATE/s."""
     mock.reset(max_per_window=0, log_bodies=True)
@@ -1049,6 +1132,24 @@ def table(res):
                 met_lat = "yes" if l["p50"] <= 20 and l["p95"] <= 100 else "NO"
             line("commit -> request p50 / p95 / max [ms]",
                  "%.1f/%.1f/%.1f" % (l["p50"], l["p95"], l["max"]), goal_lat, met_lat)
+    if res.get("fingerprints"):
+        f = res["fingerprints"]
+        w("6. fingerprints and refresh: a mapping of %s keys delivered (%d calls, %.1f s),"
+          " then one UPDATE of every ERP row in a column the view does not use, then"
+          % ("{:,}".format(f["n"]), f["first_calls"], f["t_first"]))
+        w("   erpcrm.refresh() with nothing changed, then one real change")
+        line("%s ERP updates of unused columns: HubSpot calls [calls]" % "{:,}".format(f["updates"]),
+             "%d (%d saved)" % (f["update_calls"], f["first_calls"] - f["update_calls"]),
+             "0", "yes" if f["update_calls"] == 0 else "NO")
+        line("   keys recorded without a call / time until all were [keys / s]",
+             "%d / %.1f" % (f["unchanged"], f["t_updates"]))
+        line("refresh of %s unchanged rows: time [s]" % "{:,}".format(f["n"]),
+             "%.1f" % f["t_refresh"])
+        line("refresh of unchanged rows: keys marked / HubSpot calls",
+             "%d / %d" % (f["refresh_dirtied"], f["refresh_calls"]), "0 / 0",
+             "yes" if f["refresh_dirtied"] == 0 and f["refresh_calls"] == 0 else "NO")
+        line("one real change afterwards: HubSpot calls", "%d" % f["changed_calls"], "1",
+             "yes" if f["changed_calls"] == 1 else "NO")
     w("-" * len(hdr))
     w("sizes: " + ", ".join("%s=%d" % (k, setting(k)) for k in SETTINGS)
       + ", BENCH_SCALE_KEYS=" + ",".join(str(k) for k in scale_keys()))
@@ -1059,7 +1160,9 @@ def table(res):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--only", choices=["capture", "delivery", "scale", "reach"], default=None)
+    ap.add_argument("--only", choices=["capture", "delivery", "scale", "fingerprints",
+                                       "reach"],
+                    default=None)
     args = ap.parse_args()
 
     if args.only == "reach":
@@ -1101,6 +1204,10 @@ def main():
             a = meter.snapshot()
             scale(pg, mock, res)
             res["load"]["scale"] = meter.between(a, meter.snapshot())
+        if args.only in (None, "fingerprints"):
+            a = meter.snapshot()
+            fingerprints(pg, mock, res)
+            res["load"]["fingerprints"] = meter.between(a, meter.snapshot())
         for phase, (other, steal) in res["load"].items():
             if other > 0.1:
                 log("WARNING: other processes used %.2f cores during the %s "

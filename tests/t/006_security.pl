@@ -488,6 +488,9 @@ SELECT format('SELECT %s(%s)', p.oid::regproc,
 			WHEN 'regrole'::regtype THEN quote_literal('mallory')
 			WHEN 'text[]'::regtype THEN quote_literal('{1}')
 			WHEN 'integer[]'::regtype THEN quote_literal('{1}')
+			WHEN 'bigint[]'::regtype THEN quote_literal('{1}')
+			WHEN 'jsonb'::regtype THEN quote_literal('{}')
+			WHEN 'regprocedure'::regtype THEN quote_literal('erpcrm._wake()')
 			WHEN 'boolean'::regtype THEN 'false'
 			WHEN 'interval'::regtype THEN quote_literal('1s')
 			WHEN 'timestamptz'::regtype THEN 'now()'

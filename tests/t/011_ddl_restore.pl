@@ -147,10 +147,11 @@ my ($bench_out, $bench_err) = ('', '');
 my $bench = IPC::Run::start(
 	[ 'pgbench', '-n', '-c', '4', '-T', '40', '-f', $script, $new->connstr('postgres') ],
 	'>', \$bench_out, '2>', \$bench_err);
-# the ERP's sessions write between every two DDL commands (pgbench runs
-# long enough for the DDL of a loaded machine: the last write must come
-# after the last DDL, since a rewriting ALTER TABLE is not MVCC-safe for a
-# view that reads the table through a function)
+# the ERP's sessions write between every two DDL commands (a rewriting
+# ALTER TABLE is not MVCC-safe: the worker locks the watched tables before
+# it reads the view, so that no batch is read from a table a DDL rewrote
+# after the read's snapshot, and recorded as synced; t/043 holds the race
+# still)
 my $written = sub {
 	$new->safe_psql('postgres', 'SELECT count(*) + coalesce(sum(qty), 0) FROM erp.move_lines') };
 my $before = $written->();

@@ -9,7 +9,6 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use HTTP::Tiny;
 use JSON::PP;
 use ErpcrmTest;
 
@@ -24,29 +23,18 @@ restart_after_crash = on
 load_erp($node);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-# A salesperson's edits in HubSpot (through its API, as its UI does)
-my $http = HTTP::Tiny->new(timeout => 10);
-my $json = JSON::PP->new->canonical;
-sub hubspot
-{
-	my ($method, $path, $body) = @_;
-	my $r = $http->request($method, 'http://127.0.0.1:' . ErpcrmTest::mock_port() . $path,
-		{ headers => { Authorization => 'Bearer test-token', 'Content-Type' => 'application/json' },
-		  content => $json->encode($body) });
-	die "HubSpot $method $path: $r->{status} $r->{content}" unless $r->{success};
-	return $json->decode($r->{content});
-}
+# A salesperson's edits in HubSpot's screens (the mock's control API)
 sub new_deal
 {
 	my ($name, $stage, $amount) = @_;
-	return hubspot('POST', '/crm/v3/objects/deals',
+	return ErpcrmTest::mock_post('/_mock/objects/deals',
 		{ properties => { dealname => $name, dealstage => $stage, pipeline => 'default',
 						  amount => $amount } })->{id};
 }
 sub move_deal
 {
 	my ($id, %props) = @_;
-	hubspot('PATCH', "/crm/v3/objects/deals/$id", { properties => \%props });
+	ErpcrmTest::mock_patch("/_mock/objects/deals/$id", { properties => \%props });
 }
 
 # The ERP's side: orders, and the handler the integration role owns

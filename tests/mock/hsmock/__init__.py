@@ -38,9 +38,12 @@ Where things live:
     handler.py        the HTTP handler: faults, authentication, rate
                       limits, the request log
     control.py        the control API under /_mock/ (documented there)
+    byhand.py         edits by hand for the control API: create, edit,
+                      delete, merge, association removal
     server.py         the server and the command line
 
 A new endpoint goes into the module of its family: a method answering
 (status, body) or raising errors.ApiError, reached from that family's
-route_* method.  A new control call goes into control.py.
+route_* method.  A new control call goes into control.py, and is
+documented in its header.
 """

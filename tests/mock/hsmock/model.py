@@ -7,6 +7,7 @@ scopes; the limits HubSpot documents; value formats and small helpers.
 """
 
 import datetime
+import functools
 import json
 import re
 import time
@@ -252,8 +253,10 @@ def now_iso(t=None):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + ".%03dZ" % ms
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def iso_ms(v):
-    """Epoch milliseconds of an ISO 8601 date-time (or of epoch ms), or None."""
+    """Epoch milliseconds of an ISO 8601 date-time (or of epoch ms), or None.
+    Cached: a search compares every object's date with its filters."""
     v = str(v)
     if EPOCH_RE.match(v):
         return int(v)

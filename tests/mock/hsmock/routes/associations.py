@@ -212,8 +212,12 @@ class AssociationRoutes(BatchRoutes):
             check_keys(inp, {"id", "after"}, "PublicFetchAssociationsBatchRequest")
             fid = str(inp.get("id"))
             m = st.assoc.get((ft, fid, tt), {})
+            # an unlabelled type has no label (optional in HubSpot's model)
             to = [{"toObjectId": str(k),
-                   "associationTypes": st.types_out(ft, tt, v)}
+                   "associationTypes": [
+                       {x: y for x, y in spec.items()
+                        if x != "label" or y is not None}
+                       for spec in st.types_out(ft, tt, v)]}
                   for k, v in m.items() if v and st.exists(tt, k)]
             if not to:
                 errs.append(InputError(

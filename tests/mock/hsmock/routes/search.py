@@ -4,6 +4,7 @@ search.py - /crm/v3/objects/{type}/search: filters, sorts, paging, the
 handler.py.
 """
 
+import functools
 import time
 from decimal import Decimal, InvalidOperation
 
@@ -108,18 +109,8 @@ class SearchRoutes:
         if v is None:
             return (0, Decimal(0), "")
         d = self.st.props[t].get(name)
-        typ = d["type"] if d else "string"
-        if name == "hs_object_id" or typ == "number":
-            try:
-                return (1, Decimal(v), "")
-            except InvalidOperation:
-                pass
-        if typ in ("date", "datetime"):
-            # dates compare as instants, whether given as ISO or epoch ms
-            ms = iso_ms(v)
-            if ms is not None:
-                return (1, Decimal(ms), "")
-        return (1, Decimal(0), str(v).lower())
+        return _typed_key(name == "hs_object_id" or (d and d["type"] == "number"),
+                          d["type"] if d else "string", str(v))
 
     def _match(self, t, o, f):
         name, op = f["propertyName"], f["operator"]
@@ -156,3 +147,20 @@ class SearchRoutes:
         if op == "BETWEEN":
             return b <= a <= self._key(t, name, str(f.get("highValue")))
         return False
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _typed_key(numeric, typ, v):
+    """How search orders and compares a value of this type (cached: a
+    search compares every object with its filters, and sorts them)."""
+    if numeric:
+        try:
+            return (1, Decimal(v), "")
+        except InvalidOperation:
+            pass
+    if typ in ("date", "datetime"):
+        # dates compare as instants, whether given as ISO or epoch ms
+        ms = iso_ms(v)
+        if ms is not None:
+            return (1, Decimal(ms), "")
+    return (1, Decimal(0), v.lower())
