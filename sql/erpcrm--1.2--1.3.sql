@@ -1854,7 +1854,8 @@ REVOKE ALL ON erpcrm.workers FROM PUBLIC;
 
 /*
  * HubSpot's native orders (0-123) are a mapping target by name: map()
- * accepts 'orders' (restated with that one change).
+ * accepts 'orders' (restated after Part 4's, with reconcile_every: both
+ * changes).
  */
 CREATE OR REPLACE FUNCTION erpcrm.map(
 	name text,
@@ -1862,7 +1863,8 @@ CREATE OR REPLACE FUNCTION erpcrm.map(
 	object_type text,
 	id_property text DEFAULT 'erp_id',
 	on_delete text DEFAULT 'archive',
-	batch_size integer DEFAULT NULL)
+	batch_size integer DEFAULT NULL,
+	reconcile_every interval DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1903,6 +1905,11 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'HubSpot accepts at most 100 inputs per batch call.';
 	END IF;
+	IF reconcile_every IS NOT NULL AND reconcile_every < interval '1 minute' THEN
+		RAISE EXCEPTION 'reconcile_every % is too short', reconcile_every
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Reconcile at most once a minute; once a day is usual.';
+	END IF;
 	IF NOT has_table_privilege(erpcrm._caller(), source, 'SELECT') THEN
 		RAISE EXCEPTION 'permission denied for relation %', source
 			USING ERRCODE = 'insufficient_privilege',
@@ -1924,12 +1931,15 @@ BEGIN
 		UPDATE erpcrm.mapping m
 		   SET source = map.source, object_type = map.object_type,
 			   id_property = map.id_property, on_delete = map.on_delete,
-			   batch_size = map.batch_size, owner = erpcrm._caller()
+			   batch_size = map.batch_size, owner = erpcrm._caller(),
+			   reconcile_every = map.reconcile_every
 		 WHERE m.mapping_id = old.mapping_id;
 		id := old.mapping_id;
 	ELSE
-		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner)
-		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller())
+		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner,
+									reconcile_every)
+		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller(),
+				reconcile_every)
 		RETURNING mapping_id INTO id;
 	END IF;
 	RETURN id;
