@@ -37,6 +37,7 @@ OBJS = \
 	worker/values.o \
 	worker/client.o \
 	worker/activity.o \
+	worker/backoff.o \
 	hubspot/http.o \
 	hubspot/json.o \
 	hubspot/ratelimit.o \
@@ -61,6 +62,8 @@ REGRESS += badrows
 # part 5: links, corrections, HubSpot set-up
 # part 6: packaging and contract
 REGRESS += preview
+# 1.3, struct: the one backoff formula
+REGRESS += backoff
 # 1.3, the way back: subscriptions and the inbox
 REGRESS += subscribe
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \

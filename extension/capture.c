@@ -161,28 +161,30 @@ keys_equal(text *a, text *b)
 		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
 }
 
+/* Is one column the same, byte for byte, in both rows? */
+static bool
+column_same(TupleTableSlot *a, TupleTableSlot *b, AttrNumber attno)
+{
+	Form_pg_attribute att = TupleDescAttr(a->tts_tupleDescriptor, attno - 1);
+	bool		anull;
+	bool		bnull;
+	Datum		av = slot_getattr(a, attno, &anull);
+	Datum		bv = slot_getattr(b, attno, &bnull);
+
+	if (anull != bnull)
+		return false;
+	return anull || datumIsEqual(av, bv, att->attbyval, att->attlen);
+}
+
 /* Are the columns the key is computed from the same in both rows? */
 static bool
 key_columns_same(WatchEntry *entry, TupleTableSlot *a, TupleTableSlot *b)
 {
-	TupleDesc	desc = a->tts_tupleDescriptor;
-
 	if (entry->nkey_cols < 0)
 		return false;
 	for (int i = 0; i < entry->nkey_cols; i++)
-	{
-		AttrNumber	attno = entry->key_cols[i];
-		Form_pg_attribute att = TupleDescAttr(desc, attno - 1);
-		bool		anull;
-		bool		bnull;
-		Datum		av = slot_getattr(a, attno, &anull);
-		Datum		bv = slot_getattr(b, attno, &bnull);
-
-		if (anull != bnull)
+		if (!column_same(a, b, entry->key_cols[i]))
 			return false;
-		if (!anull && !datumIsEqual(av, bv, att->attbyval, att->attlen))
-			return false;
-	}
 	return true;
 }
 
@@ -219,16 +221,9 @@ slots_identical(TupleTableSlot *a, TupleTableSlot *b)
 
 	slot_getallattrs(a);
 	slot_getallattrs(b);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (a->tts_isnull[i] != b->tts_isnull[i])
+	for (int i = 1; i <= desc->natts; i++)
+		if (!column_same(a, b, i))
 			return false;
-		if (!a->tts_isnull[i] &&
-			!datumIsEqual(a->tts_values[i], b->tts_values[i], att->attbyval, att->attlen))
-			return false;
-	}
 	return true;
 }
 

@@ -13,6 +13,59 @@
 -- Part 1: layers (one step helper, one backoff formula)
 -- ===================================================================
 
+/*
+ * The one retry formula (C, worker/backoff.c), also the worker's own: after
+ * the p_attempt-th failure in a row, min(p_retry_max, p_retry_base *
+ * 2^(p_attempt - 1)) with +-25% jitter.
+ */
+CREATE FUNCTION erpcrm._backoff(p_retry_base interval, p_retry_max interval,
+								p_attempt integer)
+RETURNS interval
+AS 'MODULE_PATHNAME', 'erpcrm_backoff_v1'
+LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION erpcrm._backoff(interval, interval, integer) FROM PUBLIC;
+
+/*
+ * Keys that HubSpot refused or that could not be sent.
+ *   retry_base NULL: the keys are failed, parked until requeued or changed
+ *                    in the ERP again;
+ *   retry_max NULL:  pending again after exactly retry_base, no attempt
+ *                    counted (rate limits, waiting for a dependency, auth);
+ *   otherwise:       pending again after erpcrm._backoff() (retry_base *
+ *                    2^attempts, at most retry_max, with +-25% jitter); one
+ *                    more attempt.
+ * A key that changed in the ERP while in flight is pending again at once.
+ */
+CREATE OR REPLACE FUNCTION erpcrm._error(p_mapping_id integer, p_erp_ids text[],
+							  p_http_status integer, p_category text, p_message text,
+							  p_correlation_id text,
+							  p_retry_base interval, p_retry_max interval)
+RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	WITH u AS (
+		UPDATE erpcrm.sync_state s
+		   SET state = CASE WHEN s.change_seq <> s.sent_seq THEN 'pending'
+							WHEN p_retry_base IS NULL THEN 'failed' ELSE 'pending' END,
+			   attempts = s.attempts + CASE WHEN p_retry_base IS NOT NULL AND p_retry_max IS NULL
+											THEN 0 ELSE 1 END,
+			   next_attempt_at = CASE
+					WHEN s.change_seq <> s.sent_seq OR p_retry_base IS NULL THEN now()
+					WHEN p_retry_max IS NULL THEN now() + p_retry_base
+					ELSE now() + erpcrm._backoff(p_retry_base, p_retry_max, s.attempts + 1) END,
+			   http_status = p_http_status,
+			   error_category = p_category,
+			   error_message = p_message,
+			   correlation_id = p_correlation_id,
+			   error_at = now()
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+		   AND s.state = 'in_flight'
+		RETURNING 1)
+	SELECT count(*) FROM u;
+END;
+
 -- ===================================================================
 -- Part 2: flat cost at scale (fewer row versions per key)
 -- ===================================================================

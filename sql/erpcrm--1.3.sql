@@ -1743,13 +1743,25 @@ END
 $$;
 
 /*
+ * The one retry formula (C, worker/backoff.c), also the worker's own: after
+ * the p_attempt-th failure in a row, min(p_retry_max, p_retry_base *
+ * 2^(p_attempt - 1)) with +-25% jitter.
+ */
+CREATE FUNCTION erpcrm._backoff(p_retry_base interval, p_retry_max interval,
+								p_attempt integer)
+RETURNS interval
+AS 'MODULE_PATHNAME', 'erpcrm_backoff_v1'
+LANGUAGE C STRICT;
+
+/*
  * Keys that HubSpot refused or that could not be sent.
  *   retry_base NULL: the keys are failed, parked until requeued or changed
  *                    in the ERP again;
  *   retry_max NULL:  pending again after exactly retry_base, no attempt
  *                    counted (rate limits, waiting for a dependency, auth);
- *   otherwise:       pending again after retry_base * 2^attempts (at most
- *                    retry_max), with +-25% jitter; one more attempt.
+ *   otherwise:       pending again after erpcrm._backoff() (retry_base *
+ *                    2^attempts, at most retry_max, with +-25% jitter); one
+ *                    more attempt.
  * A key that changed in the ERP while in flight is pending again at once.
  */
 CREATE FUNCTION erpcrm._error(p_mapping_id integer, p_erp_ids text[],
@@ -1770,8 +1782,7 @@ BEGIN ATOMIC
 			   next_attempt_at = CASE
 					WHEN s.change_seq <> s.sent_seq OR p_retry_base IS NULL THEN now()
 					WHEN p_retry_max IS NULL THEN now() + p_retry_base
-					ELSE now() + LEAST(p_retry_max, p_retry_base * power(2, LEAST(s.attempts, 30)))
-								 * (0.75 + 0.5 * random()) END,
+					ELSE now() + erpcrm._backoff(p_retry_base, p_retry_max, s.attempts + 1) END,
 			   http_status = p_http_status,
 			   error_category = p_category,
 			   error_message = p_message,

@@ -57,30 +57,6 @@ typedef struct DueSubscription
 	bool		pull;
 } DueSubscription;
 
-static MemoryContext step_caller = NULL;
-
-static void
-pull_begin(const char *activity)
-{
-	step_caller = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-pull_end(void)
-{
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(step_caller);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 /*
  * Calls of pulls started in the last 10 s, and a little more: HubSpot
  * counts a call when it arrives, a little after it started.
@@ -282,7 +258,7 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 		return true;
 	}
 
-	pull_begin("erpcrm: asking for a subscription's changes");
+	erpcrm_begin_step("erpcrm: asking for a subscription's changes");
 	args[0] = Int32GetDatum(sub->id);
 	args[1] = Int32GetDatum(erpcrm_pull_settle_ms);
 	args[2] = Int32GetDatum(erpcrm_pull_page_size);
@@ -294,7 +270,7 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 	if (!isnull)
 		request = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0],
 														SPI_tuptable->tupdesc, 1));
-	pull_end();
+	erpcrm_end_step();
 	if (request == NULL)
 		return false;			/* nothing settled since the cursor */
 
@@ -302,7 +278,7 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 	search(path, request, &resp, &called_at);
 	problem = search_problem(&resp);
 
-	pull_begin("erpcrm: handing HubSpot's changes to a subscription's handler");
+	erpcrm_begin_step("erpcrm: handing HubSpot's changes to a subscription's handler");
 	log_call(sub->id, called_at, path, &resp);
 	if (problem == NULL)
 	{
@@ -323,7 +299,7 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 	}
 	else
 		pull_failed(sub->id, problem);
-	pull_end();
+	erpcrm_end_step();
 
 	if (problem != NULL)
 	{
@@ -365,9 +341,9 @@ pull_page_guarded(DueSubscription *sub, bool outbound_busy, bool *stop, long *wa
 		edata->elevel = LOG;
 		ThrowErrorData(edata);
 		why = psprintf("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode));
-		pull_begin("erpcrm: recording a failed pull");
+		erpcrm_begin_step("erpcrm: recording a failed pull");
 		pull_failed(sub->id, why);
-		pull_end();
+		erpcrm_end_step();
 		more = false;
 	}
 	PG_END_TRY();
@@ -391,7 +367,7 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 	MemoryContextSwitchTo(cxt);
 
 	erpcrm_worker_step("handing over changes");
-	pull_begin("erpcrm: looking for subscriptions");
+	erpcrm_begin_step("erpcrm: looking for subscriptions");
 	/* SQL older than 1.3 has no subscriptions */
 	installed = SPI_execute("SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
 							" ON n.oid = p.pronamespace"
@@ -430,7 +406,7 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 			}
 		}
 	}
-	pull_end();
+	erpcrm_end_step();
 
 	foreach(lc, due)
 	{

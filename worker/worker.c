@@ -48,6 +48,7 @@
 #include "utils/relcache.h"
 
 #include "activity.h"
+#include "backoff.h"
 #include "client.h"
 #include "delivery.h"
 #include "refresh.h"
@@ -463,9 +464,8 @@ must_back_off(DeliveryOutcome *out, const char *mapping, long *delay)
 	if (out->transient)
 	{
 		consecutive_failures++;
-		*delay = (long) erpcrm_retry_base_ms << Min(consecutive_failures - 1, 20);
-		*delay = Min(*delay, (long) erpcrm_retry_max_ms);
-		*delay = *delay * (3 + (random() % 3)) / 4;
+		*delay = (long) erpcrm_backoff_ms(erpcrm_retry_base_ms, erpcrm_retry_max_ms,
+										  consecutive_failures);
 		backoff_until = TimestampTzPlusMilliseconds(now, *delay);
 		enter_backoff(ERPCRM_WORKER_BACKING_OFF,
 					  mapping ? psprintf("mapping \"%s\": %s", mapping, out->transient_message) :
@@ -830,8 +830,8 @@ erpcrm_worker_main(Datum main_arg)
 				erpcrm_worker_step(NULL);
 				FreeErrorData(edata);
 				consecutive_failures++;
-				sleep_ms = Min((long) erpcrm_retry_base_ms << Min(consecutive_failures, 10),
-							   (long) erpcrm_retry_max_ms);
+				sleep_ms = (long) erpcrm_backoff_ms(erpcrm_retry_base_ms, erpcrm_retry_max_ms,
+													consecutive_failures);
 				backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
 				enter_backoff(ERPCRM_WORKER_BACKING_OFF, detail, backoff_until);
 				pfree(detail);

@@ -169,7 +169,7 @@ is($node->safe_psql('postgres',
 $node->safe_psql('postgres', 'CREATE ROLE exporter LOGIN IN ROLE erpcrm_monitor');
 my $yaml = slurp_file(dirname(__FILE__) . '/../../monitoring/postgres_exporter.yaml');
 my @queries = $yaml =~ /^  query: "(.*)"$/mg;
-is(scalar(@queries), 4, 'the exporter file has its four queries');
+is(scalar(@queries), 5, 'the exporter file has its five queries');
 for my $block (split /^(?=\S)/m, $yaml)
 {
 	next unless $block =~ /^(\w+):\n  query: "(.*)"$/m;

@@ -34,15 +34,14 @@ my $seq0 = mock_get('/_mock/requests')->{lastSeq} // 0;
 my $rows = $node->safe_psql('postgres', q{
 SELECT count(*) FROM erpcrm.check_connection();
 SELECT count(*) FROM erpcrm.check_connection();});
-my $session_calls = grep { 1 } @{ mock_get("/_mock/requests?since=$seq0")->{results} };
+# (the worker's own refresh of HubSpot's owners, also with no mapping, may
+# run at the same time: its calls are left out on both sides)
+my $session_calls = grep { $_->{path} !~ m{^/crm/v3/owners} }
+  @{ mock_get("/_mock/requests?since=$seq0")->{results} };
 cmp_ok($session_calls, '>=', 4, "two check_connection() made $session_calls calls");
-# (the worker's copy of HubSpot's owners is read with no mapping too: the
-# worker may do that at any time, so its calls are not counted here)
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM erpcrm.api_log WHERE mapping IS NULL AND path NOT LIKE '/crm/v3/owners%'"),
-	scalar(grep { $_->{path} !~ m{^/crm/v3/owners} }
-		@{ mock_get("/_mock/requests?since=$seq0")->{results} }),
-	'each is in erpcrm.api_log, with no mapping');
+	$session_calls, 'each is in erpcrm.api_log, with no mapping');
 like($node->safe_psql('postgres',
 	"SELECT string_agg(DISTINCT path, ',') FROM erpcrm.api_log WHERE mapping IS NULL"),
 	qr{/account-info/v3/details}, 'by path');
