@@ -30,6 +30,7 @@ OBJS = \
 	worker/preview.o \
 	worker/fingerprint.o \
 	worker/fphash.o \
+	worker/forget.o \
 	worker/refresh.o \
 	worker/owners.o \
 	worker/reconcile.o \

@@ -13,7 +13,9 @@
 # with thousands of rows (tests/demo/data.sql); erpcrm.check_connection()
 # and erpcrm.setup_hubspot(); the initial load, live; one invoice line that
 # HubSpot refuses, fixed and requeued; a business day of ERP changes
-# (tests/demo/burst.sql), live; what HubSpot holds at the end, and a check
+# (tests/demo/burst.sql), live; the way back (examples/subscriptions.sql: a
+# deal won by hand becomes an ERP order, whose status and invoice go back
+# onto that deal); what HubSpot holds at the end, and a check
 # that it holds what the ERP's views say.
 #
 # HubSpot is a local mock (tests/mock/hubspot_mock.py) with the Free tier's
@@ -208,6 +210,8 @@ run_demo() {
 	echo "    the corrected invoice $corrected in HubSpot (correction KOR/D/1: goods returned):"
 	echo "      before: $before"
 	echo "      after:  $(deal_now "$corrected")"
+	[ "$target" = hubspot ] || way_back
+
 
 	# --- the result -----------------------------------------------------------------
 	say "erpcrm.status"
@@ -302,6 +306,8 @@ start_cluster() {
 		echo "erpcrm.retry_base = '200ms'"
 		echo "erpcrm.retry_max = '5s'"
 		echo "erpcrm.poll_interval = '1s'"
+		echo "erpcrm.pull_interval = '1s'"
+		echo "erpcrm.pull_settle = '2s'"
 	} >>"$work/data/postgresql.conf"
 	grep -E '^(shared_preload|erpcrm\.)' "$work/data/postgresql.conf" | sed 's/^/    /'
 	echo "    (batches of up to 100 inputs, erpcrm.batch_size's default; at most 80 calls"
@@ -361,6 +367,43 @@ made_by_hand() {
 		"$(printf '"%s",' "${deals[@]}" | sed 's/,$//')" >"$work/handmade.json"
 }
 json_id() { python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'; }
+
+# The way back (examples/subscriptions.sql): a deal sales moves to won by
+# hand becomes an ERP order carrying the deal's id; the order's number and
+# status go back onto that deal, and its invoice becomes an invoice deal
+# associated to it.
+way_back() {
+	local d order t0 inv
+	say "The way back: the ERP subscribes to won deals (examples/subscriptions.sql)"
+	psql_q -f "$src/examples/subscriptions.sql" >/dev/null
+	d=$(mock POST /_mock/objects/deals '{"properties": {"dealname": "Gamma-Stal: regały (wygrana)",
+		"pipeline": "default", "dealstage": "contractsent", "amount": "48000"}}' | json_id)
+	mock PATCH "/_mock/objects/deals/$d" '{"properties": {"dealstage": "closedwon"}}' >/dev/null
+	echo "    sales moves deal #$d \"Gamma-Stal: regały (wygrana)\" to closedwon, by hand"
+	t0=$SECONDS
+	until [ "$(psql_v "SELECT count(*) FROM erp.orders WHERE hubspot_deal_id = '$d'")" = 1 ]; do
+		[ $((SECONDS - t0)) -lt 60 ] || die "the won deal did not become an order"
+		sleep 0.5
+	done
+	order=$(psql_v "SELECT id FROM erp.orders WHERE hubspot_deal_id = '$d'")
+	echo "    erp.deal_won made order $(psql_v "SELECT number || ' (' || status || ', ' || total || ' PLN)'
+		FROM erp.orders WHERE id = $order") with hubspot_deal_id $d, after $((SECONDS - t0)) s"
+	inv=$(psql_v "SELECT max(id) + 1 FROM erp.invoices")
+	psql_q -c "INSERT INTO erp.invoices (id, number, customer_id, order_id, issued_on, due_on, net, gross)
+		VALUES ($inv, 'FV/HS/$inv', 1, $order, current_date, current_date + 14, 39024.39, 48000)"
+	echo "    the ERP invoices the order: FV/HS/$inv"
+	monitor "the order and its invoice" "$sync_timeout"
+	echo "    deal #$d in HubSpot now: $(mock GET /_mock/objects/deals | python3 -c '
+import json, sys
+d = [o for o in json.load(sys.stdin)["results"] if o["id"] == sys.argv[1]][0]["properties"]
+print("%s, stage %s, order %s: %s" % (d.get("dealname"), d.get("dealstage"), d.get("order_number"), d.get("order_status")))' "$d")"
+	echo "    invoice deal FV-$inv associated to it: $(mock GET /_mock/associations | python3 -c '
+import json, sys
+deals = json.load(sys.stdin)["results"]
+print("yes" if any(a["fromType"] == "deals" and a["toType"] == "deals" and a["toId"] == sys.argv[1] for a in deals) else "NO")' "$d")"
+	psql_t -c "SELECT subscription, handled, echoes, pending, parked, round(extract(epoch FROM lag)) AS lag_s
+		FROM erpcrm.subscriptions ORDER BY 1"
+}
 
 # The line HubSpot refused: in erpcrm.failures with HubSpot's words; the
 # rest of its batch was delivered.  Then the cause is fixed and the line
@@ -527,7 +570,7 @@ make_work() {
 	cp "$top/tests/demo.sh" "$top/tests/mock/hubspot_mock.py" "$top"/tests/demo/*.sql \
 		"$top/tests/demo/hubspot.py" "$work/src/"
 	cp -r "$top/tests/mock/hsmock" "$work/src/"
-	cp "$top/examples/erp.sql" "$top/examples/mappings.sql" "$work/src/examples/"
+	cp "$top/examples/erp.sql" "$top/examples/mappings.sql" "$top/examples/subscriptions.sql" "$work/src/examples/"
 }
 
 # Run the demo (the command given) and wait for it.  A signal to this shell

@@ -30,13 +30,14 @@
 #include "activity.h"
 #include "delivery_int.h"
 #include "fingerprint.h"
+#include "forget.h"
 #include "erpcrm.h"
 #include "values.h"
 
 static SPIPlanPtr claim_plan = NULL;
 
 static char *
-build_read_query(MappingDef *m, bool links12)
+build_read_query(MappingDef *m, bool links12, bool forget13)
 {
 	StringInfoData q;
 
@@ -62,11 +63,18 @@ build_read_query(MappingDef *m, bool links12)
 		appendStringInfo(&q,
 						 " FROM erpcrm.sync_state s"
 						 " WHERE s.mapping_id = %d AND s.erp_id = (v.%s)::text),"
-						 " CASE WHEN v.%s IS NULL OR EXISTS (SELECT FROM %s AS t"
-						 "  WHERE (t.erp_id)::text = (v.%s)::text) THEN NULL ELSE '' END)"
-						 " AS __erpcrm_assoc_%d",
+						 " CASE WHEN v.%s IS NULL OR (EXISTS (SELECT FROM %s AS t"
+						 "  WHERE (t.erp_id)::text = (v.%s)::text)",
 						 m->assoc[i].target_id, col, col,
-						 m->assoc[i].target_source, col, i);
+						 m->assoc[i].target_source, col);
+		/* 1.3: a target erased with erpcrm.forget() is nothing to link to */
+		if (forget13)
+			appendStringInfo(&q,
+							 " AND NOT EXISTS (SELECT FROM erpcrm.forgotten f"
+							 "  WHERE f.mapping_id = %d"
+							 "  AND f.key_hash = erpcrm._key_hash((v.%s)::text))",
+							 m->assoc[i].target_id, col);
+		appendStringInfo(&q, ") THEN NULL ELSE '' END) AS __erpcrm_assoc_%d", i);
 	}
 	if (m->v11 && m->nassoc > 0)
 		appendStringInfo(&q,
@@ -457,6 +465,7 @@ claim_and_read(Batch *b, int limit)
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s",
 													b->nkeys, b->mapping->source));
 	erpcrm_worker_step("reading its view");
+	erpcrm_drop_forgotten(b);
 	read_rows(b);
 	erpcrm_fingerprint_keys(b);
 	erpcrm_end_step();
@@ -666,7 +675,14 @@ read_rows(Batch *b)
 														  makeString("_links_done")),
 											   4, types, true));
 	}
-	query = build_read_query(m, b->links12);
+	{
+		Oid			types[1] = {TEXTOID};
+
+		b->forget13 = OidIsValid(LookupFuncName(list_make2(makeString("erpcrm"),
+														   makeString("_key_hash")),
+												1, types, true));
+	}
+	query = build_read_query(m, b->links12, b->forget13);
 	{
 		SPIPlanPtr	plan;
 		ErpcrmSavedUser saved;

@@ -33,6 +33,7 @@ typedef enum KeyOutcome
 	KO_RETRY,					/* transient: backoff */
 	KO_WAIT,					/* waits for another object or the limit */
 	KO_UNCHANGED,				/* HubSpot holds its content: no call (1.3) */
+	KO_FORGOTTEN,				/* erased with erpcrm.forget(): dropped (1.3) */
 } KeyOutcome;
 
 typedef struct BatchKey
@@ -95,6 +96,7 @@ typedef struct Batch
 	uint64		owner_misses;	/* rows read whose owner e-mail is unknown */
 	bool		fingerprints13; /* the installed SQL keeps fingerprints (1.3) */
 	int			unchanged;		/* keys recorded without a call */
+	bool		forget13;		/* the installed SQL keeps tombstones (1.3) */
 	MemoryContext cxt;			/* the batch's memory */
 } Batch;
 

@@ -356,6 +356,9 @@ record_batch(Batch *b)
 				b->outcome->synced++;
 				done[i] = true;
 				break;
+			case KO_FORGOTTEN:
+				done[i] = true; /* its sync state is gone already */
+				break;
 			case KO_UNCHANGED:
 				synced = lappend(synced, key->erp_id);
 				synced_hs = lappend(synced_hs, key->hubspot_id);

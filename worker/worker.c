@@ -51,6 +51,7 @@
 #include "backoff.h"
 #include "client.h"
 #include "delivery.h"
+#include "forget.h"
 #include "refresh.h"
 #include "erpcrm.h"
 #include "hubspot.h"
@@ -545,6 +546,11 @@ run_cycle(void)
 	/* 1.3: refreshes of mappings that have refresh_every, a few steps a cycle */
 	erpcrm_worker_step("refreshing a mapping");
 	erpcrm_refresh_some();
+	erpcrm_worker_step(NULL);
+
+	/* 1.3: erasures asked with erpcrm.forget() */
+	erpcrm_worker_step("erasing in HubSpot");
+	erpcrm_erase_some();
 	erpcrm_worker_step(NULL);
 
 	do
