@@ -79,9 +79,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# PGXS does not track headers: every object depends on all of erpcrm's, so
-# that a changed struct never leaves objects built with its old layout
-$(OBJS): $(wildcard $(srcdir)/extension/*.h $(srcdir)/worker/*.h $(srcdir)/hubspot/*.h)
+# Every object is rebuilt when a header changes (PGXS tracks no headers
+# unless PostgreSQL was configured with --enable-depend).
+$(OBJS): $(wildcard extension/*.h worker/*.h hubspot/*.h)
 
 # -Werror is for erpcrm's own warnings.  PostgreSQL's CFLAGS and headers are
 # written for the compiler it was built with (gcc on Debian): with clang,

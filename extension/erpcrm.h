@@ -15,7 +15,7 @@
 #include "storage/latch.h"
 #include "storage/spin.h"
 
-#define ERPCRM_VERSION "1.2"
+#define ERPCRM_VERSION "1.3"
 
 /* ----------------------------------------------------------------
  * guc.c: settings (postgresql.conf, prefix erpcrm.)

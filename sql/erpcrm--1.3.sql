@@ -4055,7 +4055,9 @@ $$;
 /*
  * Hand the pending changes of a subscription to its handler, one
  * subtransaction each: an error parks that change with the SQL error, and
- * the others go on.  Returns how many were handled without error.
+ * the others go on.  Returns how many were handled without error.  Any
+ * error: WHEN OTHERS alone lets a handler's query_canceled or
+ * assert_failure through, which would stop the subscription at that page.
  */
 CREATE FUNCTION erpcrm._hand_over(p_subscription_id integer)
 RETURNS integer
@@ -4089,7 +4091,7 @@ BEGIN
 				   error_hint = NULL, error_context = NULL
 			 WHERE x.change_id = i.change_id;
 			n := n + 1;
-		EXCEPTION WHEN OTHERS THEN
+		EXCEPTION WHEN OTHERS OR query_canceled OR assert_failure THEN
 			GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 				e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
 				e_context = PG_EXCEPTION_CONTEXT;

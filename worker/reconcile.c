@@ -29,6 +29,8 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -304,23 +306,37 @@ canonical_time(const char *s, bool as_date)
 /*
  * Does HubSpot hold what erpcrm sends?  An absent value is "" (erpcrm
  * sends "" for NULL, which clears the property); numbers compare as
- * numbers, dates and datetimes as instants, booleans without case.
+ * numbers, dates and datetimes as instants, booleans without case; HubSpot
+ * keeps e-mail addresses and domains in lower case, and text without
+ * leading or trailing white space.
  */
 static bool
-same_value(const char *sent, const char *held)
+same_value(const char *property, const char *sent, const char *held)
 {
 	char	   *a;
 	char	   *b;
 	bool		date;
+	size_t		len;
 
 	if (held == NULL)
 		held = "";
 	if (strcmp(sent, held) == 0)
 		return true;
+	/* white space HubSpot trims */
+	while (isspace((unsigned char) *sent))
+		sent++;
+	len = strlen(sent);
+	while (len > 0 && isspace((unsigned char) sent[len - 1]))
+		len--;
+	sent = pnstrdup(sent, len);
+	if (strcmp(sent, held) == 0)
+		return true;
 	if (sent[0] == '\0' || held[0] == '\0')
 		return false;
 	if (pg_strcasecmp(sent, held) == 0 &&
-		(pg_strcasecmp(sent, "true") == 0 || pg_strcasecmp(sent, "false") == 0))
+		(pg_strcasecmp(sent, "true") == 0 || pg_strcasecmp(sent, "false") == 0 ||
+		 strcmp(property, "email") == 0 || strcmp(property, "domain") == 0 ||
+		 strcmp(property, "website") == 0))
 		return true;
 	date = strlen(sent) == 10;
 	if ((a = canonical_time(sent, date)) != NULL)
@@ -693,7 +709,7 @@ objects_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 				/* an empty owner is taken from an associated record */
 				if (p == owner_prop && inherit && sent[0] == '\0')
 					continue;
-				if (!same_value(sent, held))
+				if (!same_value(names[p], sent, held))
 					found(&f, "edited", rows[i].erp_id, held_ids[i], names[p], sent,
 						  held ? held : "", "changed in HubSpot since erpcrm wrote it");
 			}

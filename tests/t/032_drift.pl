@@ -11,10 +11,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use ErpcrmTest;
-use HTTP::Tiny;
-use JSON::PP;
 
-my $port = start_mock();
+start_mock();
 my $node = erpcrm_node('drift');
 load_erp($node);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
@@ -31,9 +29,6 @@ SELECT erpcrm.resync('contacts');
 SELECT erpcrm.resync('products');
 });
 ok(wait_synced($node), 'the ERP is delivered');
-
-my $http = HTTP::Tiny->new(timeout => 30);
-my $json = JSON::PP->new->canonical;
 
 sub hs_id { return sql("SELECT hubspot_id FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id) WHERE m.name = '$_[0]' AND s.erp_id = '$_[1]'"); }
 
@@ -63,24 +58,15 @@ is(sql("SELECT count(*) FROM erpcrm.api_log WHERE mapping = 'companies'") - $cal
 	'the calls are in erpcrm.api_log under the mapping');
 
 # 2. Each kind of drift, by hand in HubSpot (the mock's control API)
-sub byhand
-{
-	my ($method, $path, $body) = @_;
-	my $r = $http->request($method, "http://127.0.0.1:$port/_mock$path",
-		{ headers => { 'Content-Type' => 'application/json' },
-		  $body ? (content => $json->encode($body)) : () });
-	die "by hand $method $path: $r->{status} $r->{content}" unless $r->{success};
-	return $r->{content} ? $json->decode($r->{content}) : undef;
-}
-byhand('PATCH', '/objects/companies/' . hs_id('companies', '5'),
+ErpcrmTest::mock_patch('/_mock/objects/companies/' . hs_id('companies', '5'),
 	{ properties => { name => 'Firm Five (renamed by sales)', credit_limit => '1005.5' } });
-byhand('PATCH', '/objects/companies/' . hs_id('companies', '6'),
-	{ properties => { customer_since => '2020-01-07', vip => '' } });
-byhand('DELETE', '/objects/companies/' . hs_id('companies', '107'));
+ErpcrmTest::mock_patch('/_mock/objects/companies/' . hs_id('companies', '6'),
+	{ properties => { customer_since => '2020-01-07', vip => '', domain => 'FIRM6.example' } });
+ErpcrmTest::mock_delete('/_mock/objects/companies/' . hs_id('companies', '107'));
 my ($old108, $old109) = (hs_id('companies', '108'), hs_id('companies', '109'));
-my $merged = byhand('POST', '/merge/companies', { primaryObjectId => $old109, objectIdToMerge => $old108 })->{id};
-byhand('POST', '/objects/companies', { properties => { name => 'Stranger', erp_id => '9999' } });
-byhand('DELETE', '/associations/contacts/' . hs_id('contacts', '3') . '/companies/' . hs_id('companies', '3'));
+my $merged = ErpcrmTest::mock_post('/_mock/merge/companies', { primaryObjectId => $old109, objectIdToMerge => $old108 })->{id};
+ErpcrmTest::mock_post('/_mock/objects/companies', { properties => { name => 'Stranger', erp_id => '9999' } });
+ErpcrmTest::mock_delete('/_mock/associations/contacts/' . hs_id('contacts', '3') . '/companies/' . hs_id('companies', '3'));
 $run = sql("SELECT erpcrm.reconcile('companies')");
 is(run_ends($run), 'done', 'the companies are reconciled');
 is(sql("SELECT string_agg(erp_id || ' ' || kind || ' ' || COALESCE(property, '-') || ' ' || COALESCE(erp_value, '-') || ' -> ' || COALESCE(hubspot_value, '-'), E'\n' ORDER BY erp_id, property) FROM erpcrm.drift WHERE mapping = 'companies'"),
@@ -91,7 +77,7 @@ is(sql("SELECT string_agg(erp_id || ' ' || kind || ' ' || COALESCE(property, '-'
 		'5 edited name Firm 5 -> Firm Five (renamed by sales)',
 		"6 edited vip true -> ",
 		'9999 unknown_erp_id erp_id - -> 9999'),
-	'a renamed company, a property cleared, a deleted company, two merged ones and a stranger; equal numbers and dates are not drift');
+	'a renamed company, a property cleared, a deleted company, two merged ones and a stranger; equal numbers, dates, and a domain in capitals are not drift');
 is(sql("SELECT detail FROM erpcrm.drift WHERE erp_id = '108'"), "merged into HubSpot record $merged by hand",
 	'the company merged away says into which record');
 is(sql("SELECT detail FROM erpcrm.drift WHERE erp_id = '107'"),
