@@ -18,8 +18,11 @@ OBJS = \
 	extension/shmem.o \
 	extension/setup.o \
 	extension/owner.o \
+	extension/portal.o \
 	extension/subscribe.o \
 	worker/worker.o \
+	worker/launcher.o \
+	worker/limiter.o \
 	worker/delivery.o \
 	worker/claim.o \
 	worker/send.o \
@@ -38,7 +41,8 @@ OBJS = \
 	worker/backoff.o \
 	hubspot/http.o \
 	hubspot/json.o \
-	hubspot/ratelimit.o
+	hubspot/ratelimit.o \
+	hubspot/paths.o
 
 DATA = $(wildcard sql/erpcrm--*.sql)
 PGFILEDESC = "erpcrm - ERP to HubSpot CRM sync"

@@ -45,6 +45,15 @@ CREATE TABLE erp.orders (
 	hubspot_deal_id	text					-- the sales deal the order came from
 );
 
+CREATE TABLE erp.order_lines (
+	order_id		integer NOT NULL REFERENCES erp.orders ON DELETE CASCADE,
+	line_no			integer NOT NULL,
+	sku				text NOT NULL,
+	qty				numeric(12,3) NOT NULL,
+	unit_price		numeric(12,2) NOT NULL,
+	PRIMARY KEY (order_id, line_no)
+);
+
 CREATE TABLE erp.invoices (
 	id				integer PRIMARY KEY,
 	number			text NOT NULL,

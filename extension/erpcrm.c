@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * erpcrm.c
- *	  Module entry point: settings, shared memory and the background worker
- *	  are set up here when the library is preloaded.
+ *	  Module entry point: settings, shared memory and the launcher of the
+ *	  background workers are set up here when the library is preloaded.
  *
  * Without shared_preload_libraries the SQL surface and the capture triggers
  * still work (changes are recorded), but nothing is delivered.
@@ -37,5 +37,6 @@ _PG_init(void)
 		return;
 
 	erpcrm_request_shmem();
-	erpcrm_register_worker();
+	erpcrm_register_launcher();
+	erpcrm_install_utility_hook();
 }

@@ -37,9 +37,26 @@ extern int	erpcrm_max_attempts;
 extern int	erpcrm_auth_retry_ms;
 extern int	erpcrm_poll_interval_ms;
 extern int	erpcrm_api_log_retention_min;
+extern char *erpcrm_api_version;
 
 extern void erpcrm_define_settings(void);
 extern char *erpcrm_read_token(void);
+extern void erpcrm_redact_also(const char *secret);
+
+/* ----------------------------------------------------------------
+ * portal.c: the HubSpot portal of this database (erpcrm.portal)
+ * ----------------------------------------------------------------
+ */
+typedef struct ErpcrmPortalConfig
+{
+	char	   *hubspot_url;	/* the database's, else erpcrm.hubspot_url */
+	char	   *token_file;		/* the database's, else NULL */
+	int			max_calls_per_10s;	/* the database's, else the setting */
+	bool		own;			/* a row in erpcrm.portal says so */
+} ErpcrmPortalConfig;
+
+extern void erpcrm_portal_config(ErpcrmPortalConfig *config);
+extern const char *erpcrm_token_source(void);
 
 /* ----------------------------------------------------------------
  * shmem.c: the worker's shared state, wake-up on commit
@@ -61,9 +78,18 @@ typedef enum ErpcrmWorkerState
 
 #define ERPCRM_SESSION_CALLS 128
 
+/*
+ * One delivery worker's slot (one per database served).  The launcher
+ * assigns it; the worker fills in the rest.  Each slot has its own mutex.
+ */
 typedef struct ErpcrmShared
 {
 	slock_t		mutex;
+	bool		in_use;			/* assigned to a database by the launcher */
+	bool		probe;			/* started only to see whether erpcrm is there */
+	bool		no_extension;	/* the worker found no erpcrm and left */
+	Oid			role_oid;		/* role the worker connects as (0: bootstrap) */
+	char		database_name[NAMEDATALEN];
 	pid_t		worker_pid;
 	Oid			database_oid;	/* database the worker serves */
 	Latch	   *worker_latch;
@@ -78,21 +104,53 @@ typedef struct ErpcrmShared
 	uint64		calls;
 	uint64		rate_limited;
 	uint64		objects_sent;
-	bool		role_ready;		/* erpcrm.role was seen to exist, with LOGIN */
 	bool		retry_now;		/* erpcrm.retry_now(): end any back-off */
+	bool		portal_changed; /* erpcrm.portal changed: read it again */
+	bool		restart_at_once;	/* left for a new setting: start again now */
+	int			limiter;		/* index of the portal limiter used, -1 none */
+	int			max_calls;		/* this database's budget per 10 s */
 	/* start times of HubSpot calls made by sessions, for the worker's limiter */
 	uint64		session_seq;	/* how many so far */
 	TimestampTz session_calls[ERPCRM_SESSION_CALLS];
 } ErpcrmShared;
 
+/* Databases whose CREATE EXTENSION committed, for the launcher to look at. */
+#define ERPCRM_PROBE_QUEUE 32
+
+/* The launcher's shared state, and every worker slot. */
+typedef struct ErpcrmCluster
+{
+	slock_t		mutex;
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	TimestampTz launcher_started_at;
+	int			wanted;			/* databases that need a worker */
+	int			refused;		/* of those, how many found no free slot */
+	int			nprobe;			/* databases queued to look at */
+	Oid			probe_queue[ERPCRM_PROBE_QUEUE];
+	bool		probe_all;		/* the queue overflowed: look at all */
+	char		launcher_detail[256];	/* why no worker can start, or "" */
+	Oid			hold_database;	/* DROP/ALTER DATABASE: keep off it... */
+	TimestampTz hold_until;		/* ...until then */
+	int			nslots;
+	ErpcrmShared slots[FLEXIBLE_ARRAY_MEMBER];
+} ErpcrmCluster;
+
+extern ErpcrmCluster *erpcrm_cluster;
+
+/* The slot of this worker process (NULL elsewhere). */
 extern ErpcrmShared *erpcrm_shared;
 
 extern void erpcrm_request_shmem(void);
 extern void erpcrm_wake_at_commit(void);
 extern void erpcrm_set_state(ErpcrmWorkerState state, const char *detail);
+extern void erpcrm_set_slot_state(ErpcrmShared *slot, ErpcrmWorkerState state,
+								  const char *detail);
 extern void erpcrm_clip(char *dst, const char *src, size_t size);
 extern void erpcrm_note_session_call(TimestampTz started);
 extern int	erpcrm_take_session_calls(uint64 *seen, TimestampTz *calls);
+extern ErpcrmShared *erpcrm_slot_for_database(Oid dboid, bool fallback);
+extern void erpcrm_notify_launcher(Oid dboid);
 
 /* ----------------------------------------------------------------
  * owner.c: reading mapping views as the mapping's owner
@@ -115,7 +173,24 @@ extern Oid	erpcrm_asking_role(void);
  * worker/worker.c
  * ----------------------------------------------------------------
  */
-extern void erpcrm_register_worker(void);
 extern PGDLLEXPORT void erpcrm_worker_main(Datum main_arg);
+
+/* ----------------------------------------------------------------
+ * worker/limiter.c: one rate limiter per portal, in shared memory
+ * ----------------------------------------------------------------
+ */
+extern Size erpcrm_limiters_shmem_size(void);
+extern void erpcrm_limiters_shmem_request(void);
+extern void erpcrm_limiters_shmem_init(void);
+extern void erpcrm_limiter_attach(const char *url, const char *token, int budget);
+extern void erpcrm_limiter_detach(void);
+
+/* ----------------------------------------------------------------
+ * worker/launcher.c: one delivery worker per database
+ * ----------------------------------------------------------------
+ */
+extern void erpcrm_register_launcher(void);
+extern void erpcrm_install_utility_hook(void);
+extern PGDLLEXPORT void erpcrm_launcher_main(Datum main_arg);
 
 #endif							/* ERPCRM_H */

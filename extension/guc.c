@@ -12,9 +12,11 @@
 
 #include "storage/fd.h"
 #include "utils/elog.h"
+#include "utils/memutils.h"
 #include "utils/guc.h"
 
 #include "erpcrm.h"
+#include "hubspot.h"
 #include "subscribe.h"
 
 char	   *erpcrm_database = NULL;
@@ -33,6 +35,7 @@ int			erpcrm_max_attempts = 10;
 int			erpcrm_auth_retry_ms = 300000;
 int			erpcrm_poll_interval_ms = 10000;
 int			erpcrm_api_log_retention_min = 1440;
+char	   *erpcrm_api_version = NULL;
 
 /*
  * SHOW and pg_settings never see the token itself, whoever asks: only
@@ -91,7 +94,36 @@ check_url(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+static bool
+check_api_version(char **newval, void **extra, GucSource source)
+{
+	if (hs_valid_api_version(*newval))
+		return true;
+	GUC_check_errmsg("erpcrm.api_version must be v3 or a date version such as 2026-03");
+	GUC_check_errdetail("The value given was \"%s\".", *newval);
+	return false;
+}
+
 static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/* A token this process read from a file (its database's, or the cluster's). */
+static char *redacted_token = NULL;
+
+/* Blank this secret in whatever this process logs from now on. */
+void
+erpcrm_redact_also(const char *secret)
+{
+	if (secret == NULL || strlen(secret) < 4)
+		return;
+	if (redacted_token != NULL)
+	{
+		if (strcmp(redacted_token, secret) == 0)
+			return;
+		explicit_bzero(redacted_token, strlen(redacted_token));
+		pfree(redacted_token);
+	}
+	redacted_token = MemoryContextStrdup(TopMemoryContext, secret);
+}
 
 /* Replace every occurrence of secret in *text by asterisks. */
 static void
@@ -131,6 +163,13 @@ erpcrm_emit_log_hook(ErrorData *edata)
 		redact(&edata->context, erpcrm_token);
 		redact(&edata->internalquery, erpcrm_token);
 	}
+	if (redacted_token != NULL)
+	{
+		redact(&edata->message, redacted_token);
+		redact(&edata->detail, redacted_token);
+		redact(&edata->context, redacted_token);
+		redact(&edata->internalquery, redacted_token);
+	}
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
 }
@@ -148,10 +187,10 @@ erpcrm_define_settings(void)
 	}
 
 	DefineCustomStringVariable("erpcrm.database",
-							   "Database whose outbox the erpcrm worker delivers.",
-							   "The worker restarts to connect to a new value.",
+							   "The only database erpcrm delivers from; empty means every database that has the extension.",
+							   "The launcher starts one worker per database served.",
 							   &erpcrm_database,
-							   "postgres",
+							   "",
 							   PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
 
@@ -275,6 +314,13 @@ erpcrm_define_settings(void)
 							PGC_SIGHUP, GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("erpcrm.api_version",
+							   "HubSpot API paths to call: v3 (/crm/v3, /crm/v4) or a date version (/crm/objects/2026-03, ...).",
+							   NULL,
+							   &erpcrm_api_version,
+							   "v3",
+							   PGC_SIGHUP, 0,
+							   check_api_version, NULL, NULL);
 	/* the way back: subscriptions (subscribe.c) */
 	erpcrm_define_pull_settings();
 
@@ -282,9 +328,10 @@ erpcrm_define_settings(void)
 }
 
 /*
- * The token to send: erpcrm.token, else the first line of erpcrm.token_file.
- * Returns a palloc'd string, "" when none is configured.  Errors name the
- * file, never its content.
+ * The token to send: the file erpcrm.portal names for this database, else
+ * erpcrm.token, else the first line of erpcrm.token_file.  Returns a
+ * palloc'd string, "" when none is configured.  Errors name the file, never
+ * its content; a token read from a file is blanked in this process's log.
  */
 char *
 erpcrm_read_token(void)
@@ -293,18 +340,26 @@ erpcrm_read_token(void)
 	char		buf[4096];
 	size_t		n;
 	char	   *p;
+	ErpcrmPortalConfig portal;
+	const char *path = erpcrm_token_file;
+	const char *setting = "erpcrm.token_file";
 
-	if (erpcrm_token != NULL && erpcrm_token[0] != '\0')
+	erpcrm_portal_config(&portal);
+	if (portal.token_file != NULL && portal.token_file[0] != '\0')
+	{
+		path = portal.token_file;
+		setting = "erpcrm.portal.token_file";
+	}
+	else if (erpcrm_token != NULL && erpcrm_token[0] != '\0')
 		return pstrdup(erpcrm_token);
-	if (erpcrm_token_file == NULL || erpcrm_token_file[0] == '\0')
+	if (path == NULL || path[0] == '\0')
 		return pstrdup("");
 
-	f = AllocateFile(erpcrm_token_file, "r");
+	f = AllocateFile(path, "r");
 	if (f == NULL)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open erpcrm.token_file \"%s\": %m",
-						erpcrm_token_file)));
+				 errmsg("could not open %s \"%s\": %m", setting, path)));
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	FreeFile(f);
 	buf[n] = '\0';
@@ -314,5 +369,6 @@ erpcrm_read_token(void)
 	p[strcspn(p, "\r\n \t")] = '\0';
 	p = pstrdup(p);
 	explicit_bzero(buf, sizeof(buf));
+	erpcrm_redact_also(p);
 	return p;
 }

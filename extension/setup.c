@@ -517,11 +517,13 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 	HsError		err;
 	int			nscopes = 0;
 	char	  **scopes = NULL;
+	ErpcrmPortalConfig portal;
 
 	InitMaterializedSRF(fcinfo, 0);
 	cxt.store = rsinfo->setResult;
 	cxt.desc = rsinfo->setDesc;
 
+	erpcrm_portal_config(&portal);
 	token = configure_client();
 	if (token[0] == '\0')
 	{
@@ -529,9 +531,7 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 				  "no access token: set erpcrm.token_file (or erpcrm.token) and reload");
 		return (Datum) 0;
 	}
-	check_row(&cxt, "token", true,
-			  (erpcrm_token && erpcrm_token[0]) ? "set in erpcrm.token" :
-			  psprintf("read from %s", erpcrm_token_file));
+	check_row(&cxt, "token", true, erpcrm_token_source());
 
 	/* the portal, with the token */
 	hs_http_request("GET", "/account-info/v3/details", NULL, &resp);
@@ -540,11 +540,11 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 	if (resp.transport_error != 0)
 	{
 		check_row(&cxt, "connection", false,
-				  psprintf("cannot reach %s: %s", erpcrm_hubspot_url, resp.transport_message));
+				  psprintf("cannot reach %s: %s", portal.hubspot_url, resp.transport_message));
 		explicit_bzero(token, strlen(token));
 		return (Datum) 0;
 	}
-	check_row(&cxt, "connection", true, psprintf("%s answers", erpcrm_hubspot_url));
+	check_row(&cxt, "connection", true, psprintf("%s answers", portal.hubspot_url));
 	hs_parse_error(resp.body, resp.body_len, &err);
 	if (resp.status == 401)
 		check_row(&cxt, "token valid", false,
@@ -593,6 +593,7 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 					"         WHEN 'companies' THEN 'crm.objects.companies.write'"
 					"         WHEN 'contacts' THEN 'crm.objects.contacts.write'"
 					"         WHEN 'deals' THEN 'crm.objects.deals.write'"
+					"         WHEN 'orders' THEN 'crm.objects.orders.write'"
 					"         WHEN 'products' THEN 'e-commerce'"
 					"         WHEN 'line_items' THEN 'e-commerce'"
 					"         ELSE 'crm.objects.custom.write' END,"

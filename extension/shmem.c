@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *	  The worker's shared state: its latch (so that a commit that wrote the
- *	  outbox wakes it at once), what it is doing, and its counters, read by
- *	  the erpcrm.worker view.
+ *	  The shared state of the launcher and of one slot per delivery worker:
+ *	  its latch (so that a commit that wrote the outbox wakes it at once),
+ *	  what it is doing, and its counters, read by the erpcrm.worker view (the
+ *	  worker of the current database) and erpcrm.workers (all of them).
  *
  *-------------------------------------------------------------------------
  */
@@ -22,9 +23,11 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 
 #include "erpcrm.h"
 
+ErpcrmCluster *erpcrm_cluster = NULL;
 ErpcrmShared *erpcrm_shared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -34,12 +37,22 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool wake_pending = false;
 static bool xact_callback_registered = false;
 
+/* One slot per background worker process the server can run. */
+static Size
+cluster_size(void)
+{
+	return add_size(offsetof(ErpcrmCluster, slots),
+					mul_size(sizeof(ErpcrmShared), max_worker_processes));
+}
+
 static void
 erpcrm_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(ErpcrmShared)));
+	RequestAddinShmemSpace(MAXALIGN(cluster_size()));
+	RequestAddinShmemSpace(MAXALIGN(erpcrm_limiters_shmem_size()));
+	erpcrm_limiters_shmem_request();
 }
 
 static void
@@ -51,14 +64,19 @@ erpcrm_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	erpcrm_shared = ShmemInitStruct("erpcrm", sizeof(ErpcrmShared), &found);
+	erpcrm_cluster = ShmemInitStruct("erpcrm", cluster_size(), &found);
 	if (!found)
 	{
-		memset(erpcrm_shared, 0, sizeof(ErpcrmShared));
-		SpinLockInit(&erpcrm_shared->mutex);
-		erpcrm_shared->window_remaining = -1;
-		erpcrm_shared->daily_remaining = -1;
+		memset(erpcrm_cluster, 0, cluster_size());
+		SpinLockInit(&erpcrm_cluster->mutex);
+		erpcrm_cluster->nslots = max_worker_processes;
+		for (int i = 0; i < erpcrm_cluster->nslots; i++)
+		{
+			SpinLockInit(&erpcrm_cluster->slots[i].mutex);
+			erpcrm_cluster->slots[i].limiter = -1;
+		}
 	}
+	erpcrm_limiters_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -78,14 +96,18 @@ erpcrm_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending && erpcrm_shared != NULL)
+			if (wake_pending && erpcrm_cluster != NULL)
 			{
+				ErpcrmShared *slot = erpcrm_slot_for_database(MyDatabaseId, false);
 				Latch	   *latch = NULL;
 
-				SpinLockAcquire(&erpcrm_shared->mutex);
-				if (erpcrm_shared->database_oid == MyDatabaseId)
-					latch = erpcrm_shared->worker_latch;
-				SpinLockRelease(&erpcrm_shared->mutex);
+				if (slot != NULL)
+				{
+					SpinLockAcquire(&slot->mutex);
+					if (slot->database_oid == MyDatabaseId)
+						latch = slot->worker_latch;
+					SpinLockRelease(&slot->mutex);
+				}
 				if (latch != NULL)
 					SetLatch(latch);
 			}
@@ -98,6 +120,42 @@ erpcrm_xact_callback(XactEvent event, void *arg)
 		default:
 			break;
 	}
+}
+
+/*
+ * The slot of the worker serving dboid, or NULL.  With fallback, while
+ * erpcrm.database restricts delivery to one database, the slot of that
+ * database's worker (from any database, as before there was a launcher).
+ */
+ErpcrmShared *
+erpcrm_slot_for_database(Oid dboid, bool fallback)
+{
+	ErpcrmShared *other = NULL;
+
+	if (erpcrm_cluster == NULL)
+		return NULL;
+	for (int i = 0; i < erpcrm_cluster->nslots; i++)
+	{
+		ErpcrmShared *slot = &erpcrm_cluster->slots[i];
+		bool		in_use;
+		bool		probe;
+		Oid			db;
+
+		SpinLockAcquire(&slot->mutex);
+		in_use = slot->in_use;
+		probe = slot->probe;
+		db = slot->database_oid;
+		SpinLockRelease(&slot->mutex);
+		if (!in_use || probe)
+			continue;
+		if (db == dboid)
+			return slot;
+		if (other == NULL)
+			other = slot;
+	}
+	if (fallback && erpcrm_database != NULL && erpcrm_database[0] != '\0')
+		return other;
+	return NULL;
 }
 
 /*
@@ -131,6 +189,21 @@ erpcrm_clip(char *dst, const char *src, size_t size)
 	dst[len] = '\0';
 }
 
+/*
+ * Set a slot's state and detail (the launcher, for a database it cannot
+ * serve yet).
+ */
+void
+erpcrm_set_slot_state(ErpcrmShared *slot, ErpcrmWorkerState state,
+					  const char *detail)
+{
+	ErpcrmShared *saved = erpcrm_shared;
+
+	erpcrm_shared = slot;
+	erpcrm_set_state(state, detail);
+	erpcrm_shared = saved;
+}
+
 void
 erpcrm_set_state(ErpcrmWorkerState state, const char *detail)
 {
@@ -155,14 +228,16 @@ erpcrm_set_state(ErpcrmWorkerState state, const char *detail)
 void
 erpcrm_note_session_call(TimestampTz started)
 {
-	if (erpcrm_shared == NULL)
+	ErpcrmShared *slot = erpcrm_slot_for_database(MyDatabaseId, false);
+
+	if (slot == NULL)
 		return;
-	SpinLockAcquire(&erpcrm_shared->mutex);
-	erpcrm_shared->session_calls[erpcrm_shared->session_seq % ERPCRM_SESSION_CALLS] = started;
-	erpcrm_shared->session_seq++;
-	erpcrm_shared->calls++;
-	erpcrm_shared->last_call = started;
-	SpinLockRelease(&erpcrm_shared->mutex);
+	SpinLockAcquire(&slot->mutex);
+	slot->session_calls[slot->session_seq % ERPCRM_SESSION_CALLS] = started;
+	slot->session_seq++;
+	slot->calls++;
+	slot->last_call = started;
+	SpinLockRelease(&slot->mutex);
 }
 
 /*
@@ -221,7 +296,7 @@ Datum
 erpcrm_wake_v1(PG_FUNCTION_ARGS)
 {
 	erpcrm_wake_at_commit();
-	PG_RETURN_BOOL(erpcrm_shared != NULL);
+	PG_RETURN_BOOL(erpcrm_cluster != NULL);
 }
 
 /*
@@ -234,13 +309,14 @@ Datum
 erpcrm_retry_now_v1(PG_FUNCTION_ARGS)
 {
 	Latch	   *latch;
+	ErpcrmShared *slot = erpcrm_slot_for_database(MyDatabaseId, true);
 
-	if (erpcrm_shared == NULL)
+	if (slot == NULL)
 		PG_RETURN_BOOL(false);
-	SpinLockAcquire(&erpcrm_shared->mutex);
-	erpcrm_shared->retry_now = true;
-	latch = erpcrm_shared->worker_latch;
-	SpinLockRelease(&erpcrm_shared->mutex);
+	SpinLockAcquire(&slot->mutex);
+	slot->retry_now = true;
+	latch = slot->worker_latch;
+	SpinLockRelease(&slot->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
 	PG_RETURN_BOOL(latch != NULL);
@@ -254,23 +330,86 @@ erpcrm_caller_v1(PG_FUNCTION_ARGS)
 	PG_RETURN_OID(erpcrm_asking_role());
 }
 
+/*
+ * One row of erpcrm.worker / erpcrm.workers from a copy of a slot (NULL:
+ * no worker serves this database).
+ */
+#define WORKER_COLS 13
+static void
+worker_row(ErpcrmShared *snap, Datum *values, bool *nulls)
+{
+	char	   *dbname = NULL;
+
+	memset(nulls, 0, sizeof(bool) * WORKER_COLS);
+	if (snap == NULL)
+	{
+		for (int i = 0; i < WORKER_COLS; i++)
+			nulls[i] = true;
+		dbname = get_database_name(MyDatabaseId);
+		values[1] = DirectFunctionCall1(namein, CStringGetDatum(dbname ? dbname : ""));
+		nulls[1] = false;
+		values[2] = CStringGetTextDatum("stopped");
+		nulls[2] = false;
+		if (erpcrm_cluster->launcher_pid == 0)
+			values[3] = CStringGetTextDatum("the erpcrm launcher is not running");
+		else if (erpcrm_cluster->launcher_detail[0] != '\0')
+		{
+			char		detail[sizeof(erpcrm_cluster->launcher_detail)];
+
+			SpinLockAcquire(&erpcrm_cluster->mutex);
+			strlcpy(detail, erpcrm_cluster->launcher_detail, sizeof(detail));
+			SpinLockRelease(&erpcrm_cluster->mutex);
+			values[3] = CStringGetTextDatum(detail);
+			values[2] = CStringGetTextDatum("not configured");
+		}
+		else if (erpcrm_database != NULL && erpcrm_database[0] != '\0')
+			values[3] = CStringGetTextDatum(psprintf("erpcrm.database restricts delivery to database \"%s\"",
+													 erpcrm_database));
+		else
+			values[3] = CStringGetTextDatum("no worker serves this database yet");
+		nulls[3] = false;
+		return;
+	}
+
+	values[0] = Int32GetDatum(snap->worker_pid);
+	nulls[0] = (snap->worker_pid == 0);
+	if (OidIsValid(snap->database_oid))
+		dbname = get_database_name(snap->database_oid);
+	values[1] = DirectFunctionCall1(namein,
+									CStringGetDatum(dbname ? dbname : snap->database_name));
+	values[2] = CStringGetTextDatum(state_name(snap->state));
+	values[3] = CStringGetTextDatum(snap->detail);
+#define TS(i, v) do { values[i] = TimestampTzGetDatum(v); nulls[i] = ((v) == 0); } while (0)
+	TS(4, snap->started_at);
+	TS(5, snap->last_wake);
+	TS(6, snap->last_call);
+	TS(7, snap->backoff_until);
+#undef TS
+	values[8] = Int64GetDatum(snap->window_remaining);
+	nulls[8] = snap->window_remaining < 0;
+	values[9] = Int64GetDatum(snap->daily_remaining);
+	nulls[9] = snap->daily_remaining < 0;
+	values[10] = Int64GetDatum((int64) snap->calls);
+	values[11] = Int64GetDatum((int64) snap->rate_limited);
+	values[12] = Int64GetDatum((int64) snap->objects_sent);
+}
+
 PG_FUNCTION_INFO_V1(erpcrm_worker_state_v1);
 Datum
 erpcrm_worker_state_v1(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[13];
-	bool		nulls[13];
+	Datum		values[WORKER_COLS];
+	bool		nulls[WORKER_COLS];
+	ErpcrmShared *slot;
 	ErpcrmShared snap;
-	char	   *dbname;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
-	memset(nulls, 0, sizeof(nulls));
-	if (erpcrm_shared == NULL)
+	if (erpcrm_cluster == NULL)
 	{
-		for (int i = 0; i < 13; i++)
+		for (int i = 0; i < WORKER_COLS; i++)
 			nulls[i] = true;
 		values[2] = CStringGetTextDatum("not loaded");
 		nulls[2] = false;
@@ -279,33 +418,99 @@ erpcrm_worker_state_v1(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 	}
 
-	SpinLockAcquire(&erpcrm_shared->mutex);
-	memcpy(&snap, erpcrm_shared, sizeof(snap));
-	SpinLockRelease(&erpcrm_shared->mutex);
-
-	values[0] = Int32GetDatum(snap.worker_pid);
-	nulls[0] = (snap.worker_pid == 0);
-	dbname = OidIsValid(snap.database_oid) ? get_database_name(snap.database_oid) : NULL;
-	if (dbname)
-		values[1] = CStringGetDatum(dbname);
-	else
-		values[1] = CStringGetDatum(erpcrm_database ? erpcrm_database : "");
-	values[1] = DirectFunctionCall1(namein, values[1]);
-	values[2] = CStringGetTextDatum(state_name(snap.state));
-	values[3] = CStringGetTextDatum(snap.detail);
-#define TS(i, v) do { values[i] = TimestampTzGetDatum(v); nulls[i] = ((v) == 0); } while (0)
-	TS(4, snap.started_at);
-	TS(5, snap.last_wake);
-	TS(6, snap.last_call);
-	TS(7, snap.backoff_until);
-#undef TS
-	values[8] = Int64GetDatum(snap.window_remaining);
-	nulls[8] = snap.window_remaining < 0;
-	values[9] = Int64GetDatum(snap.daily_remaining);
-	nulls[9] = snap.daily_remaining < 0;
-	values[10] = Int64GetDatum((int64) snap.calls);
-	values[11] = Int64GetDatum((int64) snap.rate_limited);
-	values[12] = Int64GetDatum((int64) snap.objects_sent);
-
+	slot = erpcrm_slot_for_database(MyDatabaseId, true);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		memcpy(&snap, slot, sizeof(snap));
+		SpinLockRelease(&slot->mutex);
+	}
+	worker_row(slot ? &snap : NULL, values, nulls);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * erpcrm._workers(): every database the launcher serves or means to serve,
+ * for erpcrm.workers (superusers only: it names every database).
+ */
+PG_FUNCTION_INFO_V1(erpcrm_workers_v1);
+Datum
+erpcrm_workers_v1(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		values[WORKER_COLS + 1];
+	bool		nulls[WORKER_COLS + 1];
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (erpcrm_cluster == NULL)
+		return (Datum) 0;
+	for (int i = 0; i < erpcrm_cluster->nslots; i++)
+	{
+		ErpcrmShared *slot = &erpcrm_cluster->slots[i];
+		ErpcrmShared snap;
+
+		SpinLockAcquire(&slot->mutex);
+		memcpy(&snap, slot, sizeof(snap));
+		SpinLockRelease(&slot->mutex);
+		if (!snap.in_use || snap.probe)
+			continue;
+		worker_row(&snap, values, nulls);
+		/* which databases share a rate limiter (one per HubSpot token) */
+		values[WORKER_COLS] = Int32GetDatum(snap.limiter);
+		nulls[WORKER_COLS] = snap.limiter < 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * erpcrm._launcher_notify(): called by the install and update scripts, so
+ * that the launcher starts a worker for this database as soon as the
+ * CREATE EXTENSION commits (it looks again at the database then).
+ */
+static bool notify_pending = false;
+
+static void
+notify_xact_callback(XactEvent event, void *arg)
+{
+	if (!notify_pending)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		erpcrm_notify_launcher(MyDatabaseId);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		notify_pending = false;
+}
+
+void
+erpcrm_notify_launcher(Oid dboid)
+{
+	Latch	   *latch;
+
+	if (erpcrm_cluster == NULL)
+		return;
+	SpinLockAcquire(&erpcrm_cluster->mutex);
+	if (erpcrm_cluster->nprobe < ERPCRM_PROBE_QUEUE)
+		erpcrm_cluster->probe_queue[erpcrm_cluster->nprobe++] = dboid;
+	else
+		erpcrm_cluster->probe_all = true;
+	latch = erpcrm_cluster->launcher_latch;
+	SpinLockRelease(&erpcrm_cluster->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+PG_FUNCTION_INFO_V1(erpcrm_launcher_notify_v1);
+Datum
+erpcrm_launcher_notify_v1(PG_FUNCTION_ARGS)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		RegisterXactCallback(notify_xact_callback, NULL);
+		registered = true;
+	}
+	notify_pending = true;
+	PG_RETURN_BOOL(erpcrm_cluster != NULL);
 }

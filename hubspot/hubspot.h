@@ -22,11 +22,30 @@
 
 #include "datatype/timestamp.h"
 
-/* The one place the API path prefixes are spelled. */
-#define HS_OBJECTS_PREFIX		"/crm/v3/objects"
-#define HS_ASSOCIATIONS_PREFIX	"/crm/v4/associations"
-#define HS_PROPERTIES_PREFIX	"/crm/v3/properties"
-#define HS_PIPELINES_PREFIX		"/crm/v3/pipelines"
+/*
+ * paths.c: the one place the API path prefixes are spelled, for the API
+ * version in use (/crm/v3 and /crm/v4, or a date-versioned family such as
+ * /crm/objects/2026-03).
+ */
+typedef enum HsFamily
+{
+	HS_FAMILY_OBJECTS,
+	HS_FAMILY_ASSOCIATIONS,
+	HS_FAMILY_PROPERTIES,
+	HS_FAMILY_PIPELINES,
+	HS_FAMILY_OWNERS,
+	HS_FAMILY_COUNT
+} HsFamily;
+
+extern bool hs_valid_api_version(const char *version);
+extern bool hs_set_api_version(const char *version);
+extern const char *hs_prefix(HsFamily family);
+
+#define HS_OBJECTS_PREFIX		hs_prefix(HS_FAMILY_OBJECTS)
+#define HS_ASSOCIATIONS_PREFIX	hs_prefix(HS_FAMILY_ASSOCIATIONS)
+#define HS_PROPERTIES_PREFIX	hs_prefix(HS_FAMILY_PROPERTIES)
+#define HS_PIPELINES_PREFIX		hs_prefix(HS_FAMILY_PIPELINES)
+/* (no date-versioned twin is documented) */
 #define HS_PIPELINE_LIMITS_PATH	"/crm/v3/limits/pipelines"
 
 /* HubSpot's documented maximum number of inputs per batch call. */
@@ -206,7 +225,7 @@ extern bool hs_parse_string_list(const char *body, size_t len,
 extern char *hs_token_info_body(const char *token);
 
 /* One page of GET /crm/v3/owners (erpcrm.owner_id's cache). */
-#define HS_OWNERS_PATH			"/crm/v3/owners"
+#define HS_OWNERS_PATH			hs_prefix(HS_FAMILY_OWNERS)
 extern bool hs_parse_owners(const char *body, size_t len, int *n, char ***ids,
 							char ***emails, bool **archived, char **after);
 
@@ -232,10 +251,24 @@ extern bool hs_parse_error(const char *body, size_t len, HsError *out);
  * ratelimit.c: client-side limit per rolling window, 429 handling
  * ----------------------------------------------------------------
  */
+/*
+ * The limiter's state is the process's own unless hs_rate_use() names
+ * another (one in shared memory, shared by the processes that call with
+ * the same token), with a lock to take around every function below.
+ */
+typedef struct HsRateState HsRateState;
+typedef void (*HsRateLock) (bool acquire);
+extern size_t hs_rate_state_size(void);
+extern void hs_rate_state_init(HsRateState *state);
+extern void hs_rate_use(HsRateState *state, HsRateLock lock);
+
 extern void hs_rate_configure(int calls_per_window, int window_ms);
 
 /* Milliseconds to wait before the next call may start (0 = go now). */
 extern long hs_rate_delay_ms(TimestampTz now);
+
+/* The same, and when it is 0 the call is accounted at once (atomically). */
+extern long hs_rate_take(TimestampTz now);
 
 /* Account one call started at now. */
 extern void hs_rate_note_call(TimestampTz now);

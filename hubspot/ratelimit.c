@@ -16,12 +16,13 @@
  * 4. The daily budget: when X-HubSpot-RateLimit-Daily-Remaining was 0, wait
  *	  until HubSpot's next daily reset: midnight in the portal's time zone,
  *	  which the caller learns from HubSpot and passes to
- *	  hs_rate_set_daily_reset(); until it does, the next midnight UTC.  A
+ *	  rate_set_daily_reset(); until it does, the next midnight UTC.  A
  *	  later answer showing a remaining budget > 0 lifts the block.
  *
  * Pure logic on TimestampTz values (int64 microseconds since 2000-01-01
  * UTC): no I/O and no calls into the backend, so that a unit test can link
- * this file alone.  All state is static (one worker per process).
+ * this file alone.  The state is the process's own, or one the caller
+ * places elsewhere (shared memory) with hs_rate_use().
  *
  *-------------------------------------------------------------------------
  */
@@ -53,26 +54,49 @@
  */
 #define HS_OWN_WINDOW_MARGIN_US	(50 * 1000)
 
-/* our own window */
-static int	rate_capacity = 0;	/* calls_per_window; 0 = no client limit */
-static int64 rate_window_us = 0;
-static TimestampTz ring[HS_RATE_MAX_CALLS];
-static int	ring_head = 0;		/* index of the oldest kept call */
-static int	ring_count = 0;
+/*
+ * The limiter's state.  A process has one of its own; hs_rate_use() points
+ * the functions below at another, for example one in shared memory that
+ * several processes calling with the same token share (the caller then
+ * gives a lock function, taken around every public function).
+ */
+struct HsRateState
+{
+	/* our own window */
+	int			rate_capacity;	/* calls_per_window; 0 = no client limit */
+	int64		rate_window_us;
+	TimestampTz ring[HS_RATE_MAX_CALLS];
+	int			ring_head;		/* index of the oldest kept call */
+	int			ring_count;
 
-/* blocks */
-static TimestampTz blocked_until = 0;	/* by 429s; 0 = none */
-static TimestampTz daily_blocked_until = 0; /* daily budget spent */
+	/* blocks */
+	TimestampTz blocked_until;	/* by 429s; 0 = none */
+	TimestampTz daily_blocked_until;	/* daily budget spent */
 
-/* latest header values and when they were seen */
-static long last_remaining = -1;
-static TimestampTz last_remaining_at = 0;
-static long last_interval_ms = -1;
-static long last_max = -1;
-static long last_secondly_remaining = -1;
-static long last_secondly_limit = -1;	/* X-HubSpot-RateLimit-Secondly */
-static TimestampTz last_secondly_at = 0;
-static long last_daily_remaining = -1;
+	/* latest header values and when they were seen */
+	long		last_remaining;
+	TimestampTz last_remaining_at;
+	long		last_interval_ms;
+	long		last_max;
+	long		last_secondly_remaining;
+	long		last_secondly_limit;	/* X-HubSpot-RateLimit-Secondly */
+	TimestampTz last_secondly_at;
+	long		last_daily_remaining;
+
+	/* HubSpot's next daily reset, when the caller learned it (0 = unknown) */
+	TimestampTz daily_reset_at;
+};
+
+static HsRateState own_state = {
+	.last_remaining = -1,
+	.last_interval_ms = -1,
+	.last_max = -1,
+	.last_secondly_remaining = -1,
+	.last_secondly_limit = -1,
+	.last_daily_remaining = -1,
+};
+static HsRateState *rs = &own_state;
+static HsRateLock rate_lock = NULL;
 
 /* ----------------------------------------------------------------
  * Helpers
@@ -110,15 +134,12 @@ next_midnight_utc(TimestampTz t)
 	return (day + 1) * USECS_PER_DAY;
 }
 
-/* HubSpot's next daily reset, when the caller learned it (0 = unknown). */
-static TimestampTz daily_reset_at = 0;
-
 /* The next daily reset after t: the portal's, else midnight UTC. */
 static TimestampTz
 next_daily_reset(TimestampTz t)
 {
-	if (daily_reset_at > t)
-		return daily_reset_at;
+	if (rs->daily_reset_at > t)
+		return rs->daily_reset_at;
 	return next_midnight_utc(t);
 }
 
@@ -126,17 +147,17 @@ next_daily_reset(TimestampTz t)
 static TimestampTz
 ring_at(int i)
 {
-	return ring[(ring_head + i) % HS_RATE_MAX_CALLS];
+	return rs->ring[(rs->ring_head + i) % HS_RATE_MAX_CALLS];
 }
 
 /* The server's window length in ms, best guess. */
 static long
 window_ms_guess(void)
 {
-	if (last_interval_ms > 0)
-		return last_interval_ms;
-	if (rate_window_us > 0)
-		return (long) (rate_window_us / 1000);
+	if (rs->last_interval_ms > 0)
+		return rs->last_interval_ms;
+	if (rs->rate_window_us > 0)
+		return (long) (rs->rate_window_us / 1000);
 	return HS_RATE_DEFAULT_WINDOW_MS;
 }
 
@@ -160,26 +181,26 @@ server_window_free_at(void)
 	int			ours;
 	int			i;
 
-	if (last_remaining != 0)
+	if (rs->last_remaining != 0)
 		return 0;
 	interval_us = ms_to_us(window_ms_guess());
-	safe = last_remaining_at + interval_us;
+	safe = rs->last_remaining_at + interval_us;
 
-	if (last_max <= 0 || last_max > ring_count)
+	if (rs->last_max <= 0 || rs->last_max > rs->ring_count)
 		return safe;
 
 	/* count our calls in (answer - interval, answer] */
 	ours = 0;
-	for (i = ring_count - 1; i >= 0; i--)
+	for (i = rs->ring_count - 1; i >= 0; i--)
 	{
 		TimestampTz t = ring_at(i);
 
-		if (t > last_remaining_at)
+		if (t > rs->last_remaining_at)
 			continue;
-		if (t <= last_remaining_at - interval_us)
+		if (t <= rs->last_remaining_at - interval_us)
 			break;
 		ours++;
-		if (ours == last_max)
+		if (ours == rs->last_max)
 		{
 			TimestampTz freed = t + interval_us + ms_to_us(HS_RATE_MARGIN_MS);
 
@@ -190,7 +211,7 @@ server_window_free_at(void)
 }
 
 /* ----------------------------------------------------------------
- * Public functions
+ * The limiter's functions, on the state in use (rs), lock held
  * ----------------------------------------------------------------
  */
 
@@ -201,68 +222,68 @@ server_window_free_at(void)
  * HS_RATE_MAX_CALLS.  Called again (reload), the newest calls that fit are
  * kept; blocks and header values are kept too.
  */
-void
-hs_rate_configure(int calls_per_window, int window_ms)
+static void
+rate_configure(int calls_per_window, int window_ms)
 {
 	int			newcap;
 
 	if (calls_per_window <= 0 || window_ms <= 0)
 	{
-		rate_capacity = 0;
-		rate_window_us = (window_ms > 0) ? ms_to_us(window_ms) : 0;
-		ring_head = 0;
-		ring_count = 0;
+		rs->rate_capacity = 0;
+		rs->rate_window_us = (window_ms > 0) ? ms_to_us(window_ms) : 0;
+		rs->ring_head = 0;
+		rs->ring_count = 0;
 		return;
 	}
 	newcap = Min(calls_per_window, HS_RATE_MAX_CALLS);
 
 	/* keep the newest calls that fit: drop the oldest surplus */
-	if (ring_count > newcap)
+	if (rs->ring_count > newcap)
 	{
-		int			drop = ring_count - newcap;
+		int			drop = rs->ring_count - newcap;
 
-		ring_head = (ring_head + drop) % HS_RATE_MAX_CALLS;
-		ring_count = newcap;
+		rs->ring_head = (rs->ring_head + drop) % HS_RATE_MAX_CALLS;
+		rs->ring_count = newcap;
 	}
-	rate_capacity = newcap;
-	rate_window_us = ms_to_us(window_ms);
+	rs->rate_capacity = newcap;
+	rs->rate_window_us = ms_to_us(window_ms);
 }
 
 /*
  * Milliseconds to wait before the next call may start; 0 = go now.
  */
-long
-hs_rate_delay_ms(TimestampTz now)
+static long
+rate_delay_ms(TimestampTz now)
 {
 	int64		wait_us = 0;
 	TimestampTz t;
 
 	/* 1. our own window: the window is (now - window, now] */
-	if (rate_capacity > 0)
+	if (rs->rate_capacity > 0)
 	{
-		while (ring_count > 0 &&
-			   ring_at(0) <= now - rate_window_us - HS_OWN_WINDOW_MARGIN_US)
+		while (rs->ring_count > 0 &&
+			   ring_at(0) <= now - rs->rate_window_us - HS_OWN_WINDOW_MARGIN_US)
 		{
-			ring_head = (ring_head + 1) % HS_RATE_MAX_CALLS;
-			ring_count--;
+			rs->ring_head = (rs->ring_head + 1) % HS_RATE_MAX_CALLS;
+			rs->ring_count--;
 		}
-		if (ring_count >= rate_capacity)
+		if (rs->ring_count >= rs->rate_capacity)
 		{
 			/* the oldest of the last rate_capacity calls must leave first */
-			t = ring_at(ring_count - rate_capacity);
-			wait_us = Max(wait_us, t + rate_window_us + HS_OWN_WINDOW_MARGIN_US - now);
+			t = ring_at(rs->ring_count - rs->rate_capacity);
+			wait_us = Max(wait_us, t + rs->rate_window_us + HS_OWN_WINDOW_MARGIN_US - now);
 		}
 	}
 
 	/* 2. a 429 */
-	if (blocked_until > now)
-		wait_us = Max(wait_us, blocked_until - now);
+	if (rs->blocked_until > now)
+		wait_us = Max(wait_us, rs->blocked_until - now);
 
 	/* 3. the server's window, as last seen */
 	t = server_window_free_at();
 	if (t > now)
 		wait_us = Max(wait_us, t - now);
-	if (last_secondly_limit > 0 && ring_count >= last_secondly_limit)
+	if (rs->last_secondly_limit > 0 && rs->ring_count >= rs->last_secondly_limit)
 	{
 		/*
 		 * HubSpot's per-second limit: pace our own calls to it (the oldest
@@ -270,21 +291,21 @@ hs_rate_delay_ms(TimestampTz now)
 		 * margin), instead of pausing a whole second whenever an answer says
 		 * none are left.
 		 */
-		t = ring_at(ring_count - last_secondly_limit) + USECS_PER_SEC +
+		t = ring_at(rs->ring_count - rs->last_secondly_limit) + USECS_PER_SEC +
 			HS_OWN_WINDOW_MARGIN_US;
 		if (t > now)
 			wait_us = Max(wait_us, t - now);
 	}
-	else if (last_secondly_remaining == 0)
+	else if (rs->last_secondly_remaining == 0)
 	{
-		t = last_secondly_at + USECS_PER_SEC;
+		t = rs->last_secondly_at + USECS_PER_SEC;
 		if (t > now)
 			wait_us = Max(wait_us, t - now);
 	}
 
 	/* 4. the daily budget */
-	if (daily_blocked_until > now)
-		wait_us = Max(wait_us, daily_blocked_until - now);
+	if (rs->daily_blocked_until > now)
+		wait_us = Max(wait_us, rs->daily_blocked_until - now);
 
 	return us_to_ms_ceil(wait_us);
 }
@@ -293,29 +314,29 @@ hs_rate_delay_ms(TimestampTz now)
  * Account one call started at now.  Start times are kept in order: a clock
  * that went backwards is taken as the newest time seen.
  */
-void
-hs_rate_note_call(TimestampTz now)
+static void
+rate_note_call(TimestampTz now)
 {
 	int			tail;
 
-	if (rate_capacity <= 0)
+	if (rs->rate_capacity <= 0)
 		return;
-	if (ring_count > 0)
+	if (rs->ring_count > 0)
 	{
-		TimestampTz newest = ring_at(ring_count - 1);
+		TimestampTz newest = ring_at(rs->ring_count - 1);
 
 		if (now < newest)
 			now = newest;
 	}
-	if (ring_count >= rate_capacity)
+	if (rs->ring_count >= rs->rate_capacity)
 	{
 		/* full: the oldest is overwritten */
-		ring_head = (ring_head + 1) % HS_RATE_MAX_CALLS;
-		ring_count--;
+		rs->ring_head = (rs->ring_head + 1) % HS_RATE_MAX_CALLS;
+		rs->ring_count--;
 	}
-	tail = (ring_head + ring_count) % HS_RATE_MAX_CALLS;
-	ring[tail] = now;
-	ring_count++;
+	tail = (rs->ring_head + rs->ring_count) % HS_RATE_MAX_CALLS;
+	rs->ring[tail] = now;
+	rs->ring_count++;
 }
 
 /*
@@ -323,34 +344,34 @@ hs_rate_note_call(TimestampTz now)
  * learnt before, so that an answer without headers (search, OAuth) does not
  * erase a known state.
  */
-void
-hs_rate_note_response(const HsResponse *resp, TimestampTz now)
+static void
+rate_note_response(const HsResponse *resp, TimestampTz now)
 {
 	if (resp == NULL)
 		return;
 	if (resp->rl_interval_ms > 0)
-		last_interval_ms = resp->rl_interval_ms;
+		rs->last_interval_ms = resp->rl_interval_ms;
 	if (resp->rl_max > 0)
-		last_max = resp->rl_max;
+		rs->last_max = resp->rl_max;
 	if (resp->rl_remaining >= 0)
 	{
-		last_remaining = resp->rl_remaining;
-		last_remaining_at = now;
+		rs->last_remaining = resp->rl_remaining;
+		rs->last_remaining_at = now;
 	}
 	if (resp->rl_secondly > 0)
-		last_secondly_limit = resp->rl_secondly;
+		rs->last_secondly_limit = resp->rl_secondly;
 	if (resp->rl_secondly_remaining >= 0)
 	{
-		last_secondly_remaining = resp->rl_secondly_remaining;
-		last_secondly_at = now;
+		rs->last_secondly_remaining = resp->rl_secondly_remaining;
+		rs->last_secondly_at = now;
 	}
 	if (resp->rl_daily_remaining >= 0)
 	{
-		last_daily_remaining = resp->rl_daily_remaining;
+		rs->last_daily_remaining = resp->rl_daily_remaining;
 		if (resp->rl_daily_remaining == 0)
-			daily_blocked_until = next_daily_reset(now);
+			rs->daily_blocked_until = next_daily_reset(now);
 		else
-			daily_blocked_until = 0;
+			rs->daily_blocked_until = 0;
 	}
 }
 
@@ -359,13 +380,13 @@ hs_rate_note_response(const HsResponse *resp, TimestampTz now)
  * until the window policy_name names has passed.  Returns the time until
  * which calls are blocked (the later of this and any earlier block).
  */
-TimestampTz
-hs_rate_note_429(const HsResponse *resp, const char *policy_name,
+static TimestampTz
+rate_note_429(const HsResponse *resp, const char *policy_name,
 				 TimestampTz now)
 {
 	TimestampTz until;
 
-	hs_rate_note_response(resp, now);
+	rate_note_response(resp, now);
 
 	if (resp != NULL && resp->retry_after_ms >= 0)
 		until = now + ms_to_us(Min(resp->retry_after_ms, HS_RATE_MAX_DELAY_MS));
@@ -388,51 +409,181 @@ hs_rate_note_429(const HsResponse *resp, const char *policy_name,
 		 * Kept as a daily block only, so that an answer showing a daily
 		 * budget again (e.g. the portal's midnight came first) lifts it.
 		 */
-		daily_blocked_until = Max(daily_blocked_until, next_daily_reset(now));
-		return Max(blocked_until, daily_blocked_until);
+		rs->daily_blocked_until = Max(rs->daily_blocked_until, next_daily_reset(now));
+		return Max(rs->blocked_until, rs->daily_blocked_until);
 	}
 	else
 	{
 		long		ms;
 
-		ms = (rate_window_us > 0) ? (long) (rate_window_us / 1000) :
+		ms = (rs->rate_window_us > 0) ? (long) (rs->rate_window_us / 1000) :
 			HS_RATE_DEFAULT_WINDOW_MS;
 		until = now + ms_to_us(ms);
 	}
 
-	blocked_until = Max(blocked_until, until);
-	return blocked_until;
+	rs->blocked_until = Max(rs->blocked_until, until);
+	return rs->blocked_until;
 }
 
-long
-hs_rate_window_remaining(void)
+static long
+rate_window_remaining(void)
 {
-	return last_remaining;
+	return rs->last_remaining;
 }
 
 /*
  * HubSpot's next daily reset (midnight in the portal's time zone), learned
  * by the caller.  A daily block in force moves to it.
  */
-void
-hs_rate_set_daily_reset(TimestampTz reset, TimestampTz now)
+static void
+rate_set_daily_reset(TimestampTz reset, TimestampTz now)
 {
 	if (reset <= now)
 		return;
-	daily_reset_at = reset;
-	if (daily_blocked_until > now)
-		daily_blocked_until = reset;
+	rs->daily_reset_at = reset;
+	if (rs->daily_blocked_until > now)
+		rs->daily_blocked_until = reset;
 }
 
 /* When the learned reset has passed (or none was learned): 0. */
+static TimestampTz
+rate_daily_reset(TimestampTz now)
+{
+	return rs->daily_reset_at > now ? rs->daily_reset_at : 0;
+}
+
+static long
+rate_daily_remaining(void)
+{
+	return rs->last_daily_remaining;
+}
+
+/* ----------------------------------------------------------------
+ * Public functions: the above, under the lock of the state in use
+ * ----------------------------------------------------------------
+ */
+
+#define LOCKED(expr) \
+	do { \
+		if (rate_lock) \
+			rate_lock(true); \
+		expr; \
+		if (rate_lock) \
+			rate_lock(false); \
+	} while (0)
+
+/* Bytes a limiter's state takes (to place one in shared memory). */
+size_t
+hs_rate_state_size(void)
+{
+	return sizeof(HsRateState);
+}
+
+/* A new limiter's state: no limit, no calls, nothing learnt. */
+void
+hs_rate_state_init(HsRateState *state)
+{
+	memset(state, 0, sizeof(*state));
+	state->last_remaining = -1;
+	state->last_interval_ms = -1;
+	state->last_max = -1;
+	state->last_secondly_remaining = -1;
+	state->last_secondly_limit = -1;
+	state->last_daily_remaining = -1;
+}
+
+/*
+ * Use this state from now on (NULL: the process's own), with this lock
+ * taken around every public function (NULL: none, the caller holds it or
+ * the state is the process's alone).
+ */
+void
+hs_rate_use(HsRateState *state, HsRateLock lock)
+{
+	rs = state != NULL ? state : &own_state;
+	rate_lock = lock;
+}
+
+void
+hs_rate_configure(int calls_per_window, int window_ms)
+{
+	LOCKED(rate_configure(calls_per_window, window_ms));
+}
+
+long
+hs_rate_delay_ms(TimestampTz now)
+{
+	long		result;
+
+	LOCKED(result = rate_delay_ms(now));
+	return result;
+}
+
+/*
+ * Milliseconds to wait before the next call may start; when 0, the call is
+ * accounted at once, so that processes sharing the state never both take
+ * the last place of a window.
+ */
+long
+hs_rate_take(TimestampTz now)
+{
+	long		result;
+
+	LOCKED(result = rate_delay_ms(now); if (result == 0) rate_note_call(now));
+	return result;
+}
+
+void
+hs_rate_note_call(TimestampTz now)
+{
+	LOCKED(rate_note_call(now));
+}
+
+void
+hs_rate_note_response(const HsResponse *resp, TimestampTz now)
+{
+	LOCKED(rate_note_response(resp, now));
+}
+
+TimestampTz
+hs_rate_note_429(const HsResponse *resp, const char *policy_name,
+				 TimestampTz now)
+{
+	TimestampTz result;
+
+	LOCKED(result = rate_note_429(resp, policy_name, now));
+	return result;
+}
+
+long
+hs_rate_window_remaining(void)
+{
+	long		result;
+
+	LOCKED(result = rate_window_remaining());
+	return result;
+}
+
+void
+hs_rate_set_daily_reset(TimestampTz reset, TimestampTz now)
+{
+	LOCKED(rate_set_daily_reset(reset, now));
+}
+
 TimestampTz
 hs_rate_daily_reset(TimestampTz now)
 {
-	return daily_reset_at > now ? daily_reset_at : 0;
+	TimestampTz result;
+
+	LOCKED(result = rate_daily_reset(now));
+	return result;
 }
 
 long
 hs_rate_daily_remaining(void)
 {
-	return last_daily_remaining;
+	long		result;
+
+	LOCKED(result = rate_daily_remaining());
+	return result;
 }

@@ -563,12 +563,12 @@ BEGIN
 		RAISE EXCEPTION 'the source of mapping "%" must not be null', name
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF object_type IS NULL OR NOT (object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items')
+	IF object_type IS NULL OR NOT (object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items', 'orders')
 			OR object_type ~ '^[0-9]+-[0-9]+$'
 			OR object_type ~ '^p[0-9]+_[a-z][a-z0-9_]*$') THEN
 		RAISE EXCEPTION 'unknown HubSpot object type "%"', object_type
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use companies, contacts, products, deals, line_items, or a custom object type id such as 2-1234567.';
+				  HINT = 'Use companies, contacts, products, deals, line_items, orders, or a custom object type id such as 2-1234567.';
 	END IF;
 	IF id_property IS NULL OR NOT erpcrm._valid_property_name(id_property) THEN
 		RAISE EXCEPTION 'invalid id property "%"', id_property
@@ -4359,3 +4359,68 @@ GRANT EXECUTE ON FUNCTION
 -- ===================================================================
 -- reach: many databases, native objects, API versions
 -- ===================================================================
+
+/*
+ * The HubSpot portal of this database, when it is not the cluster's: its
+ * API URL, the file that holds its token, its call budget.  NULL columns
+ * fall back on erpcrm.hubspot_url, erpcrm.token / erpcrm.token_file and
+ * erpcrm.max_calls_per_10s.  Superusers only: nobody else can read or
+ * change it.  It names a file, never a token (a token in a table would
+ * travel in dumps, backups and replicas).  A change wakes the worker.
+ */
+CREATE TABLE erpcrm.portal (
+	only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+	hubspot_url text
+		CHECK (hubspot_url ~ '^https?://[^/]' AND hubspot_url !~ '/$'),
+	token_file text CHECK (token_file ~ '^/'),
+	max_calls_per_10s integer CHECK (max_calls_per_10s BETWEEN 1 AND 10000)
+);
+COMMENT ON TABLE erpcrm.portal IS 'this database''s HubSpot portal (superusers only): API URL, token file, call budget; NULL means the cluster''s setting';
+REVOKE ALL ON erpcrm.portal FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('erpcrm.portal', '');
+
+CREATE FUNCTION erpcrm._portal_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'erpcrm_portal_changed_v1'
+LANGUAGE C;
+COMMENT ON FUNCTION erpcrm._portal_changed() IS 'trigger: a change of erpcrm.portal makes the worker read it again at commit';
+REVOKE ALL ON FUNCTION erpcrm._portal_changed() FROM PUBLIC;
+
+CREATE TRIGGER portal_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON erpcrm.portal
+	FOR EACH STATEMENT EXECUTE FUNCTION erpcrm._portal_changed();
+
+/* Every worker of the cluster, from the launcher's shared memory. */
+CREATE FUNCTION erpcrm._workers(
+	OUT pid integer,
+	OUT database name,
+	OUT state text,
+	OUT detail text,
+	OUT started_at timestamptz,
+	OUT last_wake timestamptz,
+	OUT last_call timestamptz,
+	OUT backoff_until timestamptz,
+	OUT window_remaining bigint,
+	OUT daily_remaining bigint,
+	OUT calls bigint,
+	OUT rate_limited bigint,
+	OUT objects_sent bigint,
+	OUT limiter integer)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'erpcrm_workers_v1'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION erpcrm._workers() FROM PUBLIC;
+
+CREATE VIEW erpcrm.workers AS
+SELECT * FROM erpcrm._workers();
+COMMENT ON VIEW erpcrm.workers IS 'every erpcrm worker of the cluster, one per database served (superusers only: it names every database)';
+REVOKE ALL ON erpcrm.workers FROM PUBLIC;
+
+/* The launcher starts a worker here as soon as this script commits. */
+CREATE FUNCTION erpcrm._launcher_notify()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'erpcrm_launcher_notify_v1'
+LANGUAGE C;
+COMMENT ON FUNCTION erpcrm._launcher_notify() IS 'install and update scripts: the launcher looks at this database when the transaction commits';
+REVOKE ALL ON FUNCTION erpcrm._launcher_notify() FROM PUBLIC;
+SELECT erpcrm._launcher_notify();

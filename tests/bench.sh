@@ -10,6 +10,7 @@
 # Sizes: BENCH_QUICK=1 for a quick run; BENCH_SECONDS, BENCH_COMPANIES, ...
 # (the list is at the top of tests/bench/bench.py).  BENCH_ONLY=capture or
 # BENCH_ONLY=delivery runs one half, BENCH_ONLY=scale the scaling runs only,
+# BENCH_ONLY=reach delivery from 1, 4 and 16 databases (tests/bench/databases.py).
 # BENCH_ONLY=fingerprints the calls saved by fingerprints and refresh.
 # PG_CONFIG picks the PostgreSQL (default: the system's PostgreSQL 15).
 set -euo pipefail

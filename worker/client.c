@@ -25,14 +25,19 @@ void
 erpcrm_configure_http(const char *token)
 {
 	HsHttpConfig config;
+	ErpcrmPortalConfig portal;
 
-	config.base_url = erpcrm_hubspot_url;
+	/* this database's portal (erpcrm.portal), else the cluster's */
+	erpcrm_portal_config(&portal);
+	config.base_url = portal.hubspot_url;
 	config.token = token;
 	config.ca_file = erpcrm_ca_file;
 	config.connect_timeout_ms = erpcrm_connect_timeout_ms;
 	config.timeout_ms = erpcrm_request_timeout_ms;
 	config.user_agent = ERPCRM_USER_AGENT;
 	hs_http_configure(&config);
+	/* the API paths: /crm/v3 or a date-versioned family */
+	(void) hs_set_api_version(erpcrm_api_version);
 }
 
 /* The worker made a call: count it for erpcrm.worker. */

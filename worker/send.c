@@ -136,7 +136,8 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		/* calls sessions made count in the same budget */
 		erpcrm_worker_absorb_session_calls();
 		now = GetCurrentTimestamp();
-		delay = hs_rate_delay_ms(now);
+		/* a place in the window is taken at once (databases may share it) */
+		delay = hs_rate_take(now);
 
 		if (delay > 0)
 		{
@@ -157,7 +158,6 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		erpcrm_worker_step("calling HubSpot");
 		pgstat_report_activity(STATE_RUNNING,
 							   psprintf("erpcrm: %s %s (%d inputs)", method, path, ninputs));
-		hs_rate_note_call(now);
 		hs_http_request(method, path, body, resp);
 		if (resp->aborted)
 			CHECK_FOR_INTERRUPTS();

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The erpcrm background worker: one per cluster, serving the database
- *	  named by erpcrm.database.  Its loop:
+ *	  The erpcrm delivery worker: one per database, started by the launcher
+ *	  (launcher.c) in a slot of shared memory it assigned.  Its loop:
  *
  *		wait on the latch (set by any commit that wrote the outbox, or the
  *		poll interval) -> fold the outbox -> for each mapping in dependency
@@ -68,6 +68,8 @@ static bool token_missing = false;
 
 static MemoryContext cycle_cxt = NULL;
 
+static bool leave_if_no_extension(void);
+
 /*
  * What the worker is doing, for the context of its errors and for
  * erpcrm.worker.detail: a failed cycle names the mapping and the step.
@@ -96,28 +98,13 @@ enter_backoff(ErpcrmWorkerState state, const char *detail, TimestampTz until)
 	SpinLockRelease(&erpcrm_shared->mutex);
 }
 
-void
-erpcrm_register_worker(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	strlcpy(worker.bgw_library_name, "erpcrm", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "erpcrm_worker_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "erpcrm worker", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "erpcrm worker", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
-}
-
 static void
 worker_exit(int code, Datum arg)
 {
 	hs_http_cleanup();
 	if (erpcrm_shared == NULL)
 		return;
+	erpcrm_limiter_detach();
 	SpinLockAcquire(&erpcrm_shared->mutex);
 	erpcrm_shared->worker_pid = 0;
 	erpcrm_shared->worker_latch = NULL;
@@ -132,6 +119,11 @@ configure_client(void)
 {
 	char	   *token = NULL;
 	MemoryContext old = CurrentMemoryContext;
+	ErpcrmPortalConfig portal;
+
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->portal_changed = false;
+	SpinLockRelease(&erpcrm_shared->mutex);
 
 	PG_TRY();
 	{
@@ -152,10 +144,11 @@ configure_client(void)
 
 	token_missing = (token[0] == '\0');
 	erpcrm_configure_http(token);
+	/* databases that send with the same token share one limiter */
+	erpcrm_portal_config(&portal);
+	erpcrm_limiter_attach(portal.hubspot_url, token, portal.max_calls_per_10s);
 	explicit_bzero(token, strlen(token));
 	pfree(token);
-
-	hs_rate_configure(erpcrm_max_calls_per_10s, 10000);
 }
 
 /* Load the mappings in dependency order (targets before their users). */
@@ -505,6 +498,7 @@ run_cycle(void)
 
 	if (!extension_ready())
 	{
+		(void) leave_if_no_extension();
 		erpcrm_set_state(ERPCRM_WORKER_NOT_CONFIGURED,
 						 "extension erpcrm is not installed in this database");
 		return erpcrm_poll_interval_ms;
@@ -637,134 +631,89 @@ run_cycle(void)
 }
 
 /*
- * erpcrm.role names a role that does not exist yet, or cannot log in (a
- * background worker needs LOGIN), or erpcrm.database a database that does
- * not exist yet: rather than fail to connect every few seconds, wait for
- * them, connected to no database, and say so in erpcrm.worker.  Once it is there, exit so that the postmaster starts the
- * worker again, as that role.
+ * The launcher asks for a new worker when erpcrm.role changes, or when
+ * erpcrm.database no longer names this database: leave for it.
  */
-/*
- * Whether a database of this name exists, read without a database of our
- * own.  get_database_oid() would open pg_database's index, and building
- * that index's relcache entry reads pg_class, which a process connected to
- * no database cannot do until the shared relcache init file exists (right
- * after a restart it does not).  Like PostgreSQL's own start-up, use the
- * index only once the shared catalogs' entries are built.
- */
-static bool
-database_exists(const char *name)
+static void
+leave_if_settings_changed(void)
 {
-	Relation	rel;
-	SysScanDesc scan;
-	ScanKeyData key;
-	bool		found;
-
-	ScanKeyInit(&key, Anum_pg_database_datname, BTEqualStrategyNumber,
-				F_NAMEEQ, CStringGetDatum(name));
-	rel = table_open(DatabaseRelationId, AccessShareLock);
-	scan = systable_beginscan(rel, DatabaseNameIndexId,
-							  criticalSharedRelcachesBuilt, NULL, 1, &key);
-	found = HeapTupleIsValid(systable_getnext(scan));
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return found;
+	if (strcmp(connected_role, erpcrm_role) == 0 &&
+		(erpcrm_database[0] == '\0' || strcmp(connected_database, erpcrm_database) == 0))
+		return;
+	ereport(LOG,
+			(errmsg("erpcrm worker for database \"%s\" leaves to apply erpcrm.database or erpcrm.role",
+					connected_database)));
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->restart_at_once = true;
+	SpinLockRelease(&erpcrm_shared->mutex);
+	proc_exit(0);
 }
 
-static void
-wait_for_role(void)
+/*
+ * This database has no erpcrm (any more): without erpcrm.database, the
+ * launcher starts a worker only where the extension is, so leave and say
+ * so.  With it, stay and say so in erpcrm.worker, as before 1.3.
+ */
+static bool
+leave_if_no_extension(void)
 {
+	if (erpcrm_database[0] != '\0')
+		return false;
 	SpinLockAcquire(&erpcrm_shared->mutex);
-	erpcrm_shared->worker_pid = MyProcPid;
-	erpcrm_shared->worker_latch = MyLatch;
-	erpcrm_shared->database_oid = InvalidOid;
-	erpcrm_shared->started_at = GetCurrentTimestamp();
+	erpcrm_shared->no_extension = true;
 	SpinLockRelease(&erpcrm_shared->mutex);
-
-	for (;;)
-	{
-		HeapTuple	tup;
-		bool		exists;
-		bool		can_login = false;
-		bool		db_exists;
-
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			if (strcmp(connected_database, erpcrm_database) != 0 ||
-				strcmp(connected_role, erpcrm_role) != 0)
-				proc_exit(1);
-		}
-
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		tup = SearchSysCache1(AUTHNAME, CStringGetDatum(connected_role));
-		exists = HeapTupleIsValid(tup);
-		if (exists)
-		{
-			can_login = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
-			ReleaseSysCache(tup);
-		}
-		db_exists = database_exists(connected_database);
-		CommitTransactionCommand();
-
-		if (exists && can_login && db_exists)
-		{
-			SpinLockAcquire(&erpcrm_shared->mutex);
-			erpcrm_shared->role_ready = true;
-			SpinLockRelease(&erpcrm_shared->mutex);
-			ereport(LOG,
-					(errmsg("erpcrm worker restarts as role \"%s\"", connected_role)));
-			proc_exit(1);
-		}
-		erpcrm_set_state(ERPCRM_WORKER_NOT_CONFIGURED,
-						 !exists ?
-						 psprintf("waiting for role \"%s\" (erpcrm.role) to be created", connected_role) :
-						 !can_login ?
-						 psprintf("waiting for role \"%s\" (erpcrm.role) to have LOGIN", connected_role) :
-						 psprintf("waiting for database \"%s\" (erpcrm.database) to be created", connected_database));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
+	proc_exit(0);
+	return true;
 }
 
 void
 erpcrm_worker_main(Datum main_arg)
 {
-	bool		role_ready;
+	int			slotno = DatumGetInt32(main_arg);
+	Oid			dboid;
+	Oid			roleoid;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
+	if (erpcrm_cluster == NULL || slotno < 0 || slotno >= erpcrm_cluster->nslots)
+		elog(FATAL, "erpcrm worker started without a slot");
+	erpcrm_shared = &erpcrm_cluster->slots[slotno];
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	dboid = erpcrm_shared->database_oid;
+	roleoid = erpcrm_shared->role_oid;
+	SpinLockRelease(&erpcrm_shared->mutex);
+
 	before_shmem_exit(worker_exit, (Datum) 0);
 
-	connected_database = MemoryContextStrdup(TopMemoryContext, erpcrm_database);
+	BackgroundWorkerInitializeConnectionByOid(dboid, roleoid, 0);
+
+	/* what it connected with: a change of either needs a new worker */
 	connected_role = MemoryContextStrdup(TopMemoryContext, erpcrm_role);
-
-	/* a role that was seen is used once; a failure to connect looks again */
-	SpinLockAcquire(&erpcrm_shared->mutex);
-	role_ready = erpcrm_shared->role_ready;
-	erpcrm_shared->role_ready = false;
-	SpinLockRelease(&erpcrm_shared->mutex);
-	if (connected_role[0] != '\0' && !role_ready)
-	{
-		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-		wait_for_role();
-	}
-
-	BackgroundWorkerInitializeConnection(connected_database,
-										 connected_role[0] ? connected_role : NULL,
-										 0);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	connected_database = MemoryContextStrdup(TopMemoryContext,
+											 get_database_name(MyDatabaseId));
+	CommitTransactionCommand();
 
 	SpinLockAcquire(&erpcrm_shared->mutex);
 	erpcrm_shared->worker_pid = MyProcPid;
 	erpcrm_shared->worker_latch = MyLatch;
 	erpcrm_shared->database_oid = MyDatabaseId;
-	erpcrm_shared->started_at = GetCurrentTimestamp();
+	strlcpy(erpcrm_shared->database_name, connected_database, NAMEDATALEN);
 	erpcrm_shared->state = ERPCRM_WORKER_STARTING;
+	strlcpy(erpcrm_shared->detail, "", sizeof(erpcrm_shared->detail));
+	SpinLockRelease(&erpcrm_shared->mutex);
+
+	leave_if_settings_changed();
+	if (!extension_ready())
+		(void) leave_if_no_extension();
+
+	/* going: the launcher counts it as served from now on */
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->probe = false;
+	erpcrm_shared->started_at = GetCurrentTimestamp();
 	SpinLockRelease(&erpcrm_shared->mutex);
 
 	/* the worker's SQL names everything with its schema */
@@ -802,15 +751,17 @@ erpcrm_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			if (strcmp(connected_database, erpcrm_database) != 0 ||
-				strcmp(connected_role, erpcrm_role) != 0)
-			{
-				ereport(LOG,
-						(errmsg("erpcrm worker restarts to apply erpcrm.database or erpcrm.role")));
-				proc_exit(1);
-			}
+			leave_if_settings_changed();
 			configure_client();
 			/* a reload is the DBA saying "try again now" */
+			auth_blocked_until = 0;
+			backoff_until = 0;
+			consecutive_failures = 0;
+		}
+		if (erpcrm_shared->portal_changed)
+		{
+			/* erpcrm.portal changed: as a reload does */
+			configure_client();
 			auth_blocked_until = 0;
 			backoff_until = 0;
 			consecutive_failures = 0;

@@ -1160,9 +1160,16 @@ def table(res):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--only", choices=["capture", "delivery", "scale", "fingerprints"],
+    ap.add_argument("--only", choices=["capture", "delivery", "scale", "fingerprints",
+                                       "reach"],
                     default=None)
     args = ap.parse_args()
+
+    if args.only == "reach":
+        # many databases, one worker each: a cluster of its own (databases.py)
+        import databases
+        databases.main(args.out)
+        return
 
     if setting("BENCH_WAIT_QUIET") > 0:
         wait_quiet(setting("BENCH_WAIT_QUIET"))

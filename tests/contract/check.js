@@ -296,6 +296,27 @@ function check(set, t, v, where, errs, extra)
 /* ---- traffic ------------------------------------------------------------ */
 
 /*
+ * HubSpot's date-versioned families (/crm/objects/2026-03/..., see
+ * ../shared/HUBSPOT.md, "Versions") take and give what their /crm/v3 and
+ * /crm/v4 twins do; the client knows only the twins, so a date-versioned
+ * call is checked as its twin.  Returns [path, version or null].
+ */
+const DATEVER_FAMILIES = { objects: 'v3', properties: 'v3', pipelines: 'v3', owners: 'v3', associations: 'v4' };
+
+function undated(p)
+{
+	const m = /^\/crm\/([a-z]+)\/(\d{4}-\d{2})(\/.*)?$/.exec(p);
+	if (!m || !(m[1] in DATEVER_FAMILIES))
+		return [p, null];
+	let ver = DATEVER_FAMILIES[m[1]];
+	const rest = m[3] || '';
+	/* /crm/objects/{v}/{type}/{id}/associations/... is a v4 call */
+	if (m[1] === 'objects' && /^\/[^/]+\/[^/]+\/associations(\/|$)/.test(rest))
+		ver = 'v4';
+	return [`/crm/${ver}/${m[1]}${rest}`, m[2]];
+}
+
+/*
  * The endpoints a call may be: those of its path with the fewest
  * placeholders (the client has, say, both /crm/v3/objects/{objectType}/...
  * and /crm/v3/objects/companies/...), and the most general template, which
@@ -386,6 +407,7 @@ function main(argv)
 	const version = require(path.join(clientRoot(), 'package.json')).version;
 	const seen = new Map();		/* key -> {method, template, request, n, statuses} */
 	const unmodelled = new Map();
+	const versions = new Map();	/* date version -> calls checked as twins */
 	const problems = [];
 	let exchanges = 0;
 	for (const f of files)
@@ -396,7 +418,10 @@ function main(argv)
 			if (x.path.startsWith('/_mock'))
 				continue;
 			exchanges++;
-			const p = x.path.replace(/\?.*/, '');
+			const called = x.path.replace(/\?.*/, '');
+			const [p, datever] = undated(called);
+			if (datever)
+				versions.set(datever, (versions.get(datever) || 0) + 1);
 			const skip = UNMODELLED.find(([m, q]) => m === x.method && q === p);
 			if (skip)
 			{
@@ -404,7 +429,7 @@ function main(argv)
 				continue;
 			}
 			const { hits: cands, name } = candidates(endpoints, x.method, p);
-			const where = `${path.basename(f)} #${x.seq} ${x.method} ${p} -> ${x.status}`;
+			const where = `${path.basename(f)} #${x.seq} ${x.method} ${called} -> ${x.status}`;
 			if (cands.length === 0)
 			{
 				problems.push(`${where}: no such endpoint in HubSpot's client`);
@@ -445,6 +470,8 @@ function main(argv)
 		}
 		for (const [key, n] of [...unmodelled.entries()].sort())
 			console.log(`  ${key}: ${n}, not checked: ${UNMODELLED.find(u => key === `${u[0]} ${u[1]}`)[2]}`);
+		for (const [v, n] of [...versions.entries()].sort())
+			console.log(`  date-versioned ${v}: ${n} call(s), checked as their /crm/v3 and /crm/v4 twins`);
 	}
 	for (const p of problems)
 		console.log('CONTRACT: ' + p);

@@ -1063,6 +1063,60 @@ class MockTest(unittest.TestCase):
             proc.stdout.close()
             proc.stderr.close()
 
+    # -- native orders (0-123) and date-versioned paths ----------------------
+
+    def test_orders_pipeline_and_associations(self):
+        self.ctl("POST", "/_mock/config",
+                 {"unique_properties": {"orders": ["erp_id"]}})
+        st, out, _ = self.call("GET", "/crm/v3/pipelines/orders")
+        self.assertEqual(st, 200, out)
+        pipeline = out["results"][0]
+        stages = [x["id"] for x in pipeline["stages"]]
+        self.assertIn("shipped", stages)
+        st, out, _ = self.upsert("orders", [
+            ("Z-1", {"hs_order_name": "Z-1", "hs_pipeline_stage": "shipped"})])
+        self.assertEqual(st, 200, out)
+        order = out["results"][0]
+        self.assertEqual(order["properties"]["hs_pipeline"], pipeline["id"],
+                         "a stage without a pipeline means the default one")
+        st, out, _ = self.upsert("orders", [
+            ("Z-2", {"hs_order_name": "Z-2", "hs_pipeline_stage": "lost"})])
+        self.assertEqual(st, 400, out)
+        self.assert_error_shape(out, "VALIDATION_ERROR")
+        st, deal, _ = self.upsert("deals", [("D-1", {"dealname": "D-1"})])
+        st, out, _ = self.call(
+            "POST", "/crm/v4/associations/orders/deals/batch/associate/default",
+            {"inputs": [{"from": {"id": order["id"]},
+                         "to": {"id": deal["results"][0]["id"]}}]})
+        self.assertEqual(st, 200, out)
+        got = [(x["fromType"], x["toType"])
+               for x in self.ctl("GET", "/_mock/associations")["results"]]
+        self.assertIn(("orders", "deals"), got)
+        self.assertIn(("deals", "orders"), got)
+
+    def test_date_versioned_paths(self):
+        st, out, _ = self.call(
+            "POST", "/crm/objects/2026-03/companies/batch/upsert",
+            {"inputs": [{"idProperty": "erp_id", "id": "V-1",
+                         "properties": {"name": "Versioned"}}]})
+        self.assertEqual(st, 200, out)
+        company = out["results"][0]["id"]
+        st, out, _ = self.upsert("contacts", [("V-2", {"firstname": "A"})])
+        contact = out["results"][0]["id"]
+        st, out, _ = self.call(
+            "POST", "/crm/associations/2026-03/contacts/companies/batch/"
+            "associate/default",
+            {"inputs": [{"from": {"id": contact}, "to": {"id": company}}]})
+        self.assertEqual(st, 200, out)
+        st, out, _ = self.call("GET", "/crm/properties/2026-03/companies")
+        self.assertEqual(st, 200, out)
+        st, out, _ = self.call("GET", "/crm/pipelines/2026-03/deals")
+        self.assertEqual(st, 200, out)
+        log = self.ctl("GET", "/_mock/requests")["results"]
+        self.assertIn("/crm/objects/2026-03/companies/batch/upsert",
+                      [x["path"] for x in log],
+                      "the log keeps the path as it was called")
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

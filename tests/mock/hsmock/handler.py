@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 
 from .control import ControlApi
 from .errors import ApiError, bad_json
-from .model import jdump, next_midnight_portal
+from .model import jdump, next_midnight_portal, undated
 from .routes.account import schema_scope, type_scope
 from .state import LOCK
 
@@ -139,7 +139,9 @@ class Handler(ControlApi, BaseHTTPRequestHandler):
         api = self.server.api
         faults = st.faults
         hdrs = [("X-HubSpot-Correlation-Id", cid)]
-        parts = [unquote(x) for x in path.strip("/").split("/") if x]
+        # a date-versioned path answers as its /crm/v3 (v4) twin; the log
+        # keeps the path as it was called
+        parts = undated([unquote(x) for x in path.strip("/").split("/") if x])
         down = faults.get("down")
         if down:
             status = 0 if down == "refuse" else int(down)

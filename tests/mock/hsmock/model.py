@@ -27,9 +27,12 @@ PORTAL_ID = 12345678
 # Static description of the standard objects
 # ---------------------------------------------------------------------------
 
-STANDARD_TYPES = ["contacts", "companies", "deals", "products", "line_items"]
+# orders: HubSpot's native order object (0-123), for commerce systems and
+# ERPs; line items, contacts, companies and deals are associated to it.
+STANDARD_TYPES = ["contacts", "companies", "deals", "products", "line_items",
+                  "orders"]
 TYPE_IDS = {"contacts": "0-1", "companies": "0-2", "deals": "0-3",
-            "products": "0-7", "line_items": "0-8"}
+            "products": "0-7", "line_items": "0-8", "orders": "0-123"}
 TYPE_ALIASES = {}
 for _t, _id in TYPE_IDS.items():
     TYPE_ALIASES[_t] = _t
@@ -40,10 +43,11 @@ TYPE_ALIASES["line_item"] = "line_items"
 TYPE_ALIASES["lineitem"] = "line_items"
 TYPE_ALIASES["lineitems"] = "line_items"
 SINGULAR = {"contacts": "contact", "companies": "company", "deals": "deal",
-            "products": "product", "line_items": "line item"}
+            "products": "product", "line_items": "line item",
+            "orders": "order"}
 GROUPS = {"contacts": "contactinformation", "companies": "companyinformation",
           "deals": "dealinformation", "products": "productinformation",
-          "line_items": "lineiteminformation"}
+          "line_items": "lineiteminformation", "orders": "orderinformation"}
 
 LIFECYCLE = ["subscriber", "lead", "marketingqualifiedlead",
              "salesqualifiedlead", "opportunity", "customer", "evangelist",
@@ -85,6 +89,22 @@ STANDARD_PROPS = {
         "hs_position_on_quote": "number", "amount": "number",
         "description": "string", "hs_sku": "string",
     },
+    "orders": {
+        "hs_order_name": "string", "hs_currency_code": "enumeration",
+        "hs_pipeline": "enumeration", "hs_pipeline_stage": "enumeration",
+        "hs_external_order_id": "string", "hs_source_store": "string",
+        "hs_subtotal_price": "number", "hs_total_price": "number",
+        "hs_tax": "number", "hs_shipping_cost": "number",
+        "hs_order_discount": "number", "hs_fulfillment_status": "string",
+        "hs_payment_status": "string", "hs_shipping_tracking_number": "string",
+        "hs_shipping_address_street": "string",
+        "hs_shipping_address_city": "string",
+        "hs_shipping_address_postal_code": "string",
+        "hs_shipping_address_country": "string",
+        "hs_billing_address_email": "string",
+        "hs_external_created_date": "datetime", "hs_order_note": "string",
+        "hubspot_owner_id": "enumeration",
+    },
 }
 STANDARD_OPTIONS = {
     "lifecyclestage": LIFECYCLE,
@@ -116,6 +136,8 @@ DEFAULT_READ_PROPS = {
     "line_items": ["amount", "createdate", "hs_lastmodifieddate",
                    "hs_object_id", "hs_product_id", "name", "price",
                    "quantity"],
+    "orders": ["createdate", "hs_lastmodifieddate", "hs_object_id",
+               "hs_order_name", "hs_pipeline", "hs_pipeline_stage"],
 }
 
 FIELD_TYPES = {
@@ -143,6 +165,19 @@ DEFAULT_STAGES = [
     ("closedlost", "Closed Lost", "0.0", "true"),
 ]
 
+# The order pipeline every portal has (orders: hs_pipeline, stage ids in
+# hs_pipeline_stage).  HubSpot gives it a generated id; the mock's is fixed.
+ORDER_PIPELINE_ID = "14a2e10e-5471-408a-906e-c51f3b04369e"
+ORDER_STAGES = [
+    ("checkout_abandoned", "Checkout Abandoned"),
+    ("checkout_pending", "Checkout Pending"),
+    ("checkout_completed", "Checkout Completed"),
+    ("processed", "Processed"),
+    ("shipped", "Shipped"),
+    ("cancelled", "Cancelled"),
+    ("refunded", "Refunded"),
+]
+
 # (from, to, category, typeId, label, inverse typeId)
 HUBSPOT_ASSOC_DEFS = [
     ("contacts", "companies", 279, None, 280),
@@ -160,6 +195,16 @@ HUBSPOT_ASSOC_DEFS = [
     ("deals", "deals", 451, None, 451),
     ("companies", "companies", 13, "Parent Company", 14),
     ("companies", "companies", 14, "Child Company", 13),
+    # orders (their type ids are the mock's: erpcrm associates orders with
+    # HubSpot's default association, which names no type id)
+    ("orders", "contacts", 507, None, 508),
+    ("contacts", "orders", 508, None, 507),
+    ("orders", "companies", 509, None, 510),
+    ("companies", "orders", 510, None, 509),
+    ("orders", "deals", 511, None, 512),
+    ("deals", "orders", 512, None, 511),
+    ("orders", "line_items", 513, None, 514),
+    ("line_items", "orders", 514, None, 513),
 ]
 
 DEFAULT_OWNERS = [
@@ -180,6 +225,24 @@ EPOCH_RE = re.compile(r"^-?\d{1,15}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PROPNAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 DATEVER_RE = re.compile(r"^\d{4}-\d{2}$")
+
+# Date-versioned families (/crm/objects/2026-03/...) and the /crm/v3 or
+# /crm/v4 paths they answer as (HubSpot serves both).
+DATEVER_FAMILIES = {"objects": "v3", "properties": "v3", "pipelines": "v3",
+                    "owners": "v3", "associations": "v4"}
+
+
+def undated(parts):
+    """A date-versioned path's parts, as the /crm/v3 (v4) path's."""
+    if len(parts) >= 3 and parts[0] == "crm" and \
+            parts[1] in DATEVER_FAMILIES and DATEVER_RE.match(parts[2]):
+        ver = DATEVER_FAMILIES[parts[1]]
+        # /crm/objects/{v}/{type}/{id}/associations/... is the v4 one
+        if parts[1] == "objects" and len(parts) >= 6 and \
+                parts[5] == "associations":
+            ver = "v4"
+        return ["crm", ver, parts[1]] + parts[3:]
+    return parts
 
 
 def now_iso(t=None):

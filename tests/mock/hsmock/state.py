@@ -20,6 +20,7 @@ from .errors import ApiError, InputError, bad_json, perr, \
     prop_errors_input
 from .model import (DATE_RE, DATETIME_RE, DEFAULT_OWNERS, DEFAULT_READ_PROPS,
                     DEFAULT_STAGES, EMAIL_RE, EPOCH_RE, FIELD_TYPES,
+                    ORDER_PIPELINE_ID, ORDER_STAGES,
                     FIRST_OBJECT_ID, GROUPS, HUBSPOT_ASSOC_DEFS, NUMBER_RE,
                     READ_ONLY, SINGULAR, STANDARD_OPTIONS, STANDARD_PROPS,
                     STANDARD_TYPES, SYSTEM_PROPS, TYPE_ALIASES,
@@ -139,6 +140,10 @@ class State:
               "metadata": {"isClosed": closed, "probability": prob}}
              for i, (sid, lab, prob, closed) in enumerate(DEFAULT_STAGES)],
             t0)}
+        self.order_pipelines = {ORDER_PIPELINE_ID: self._pipeline(
+            ORDER_PIPELINE_ID, "Orders Pipeline", 0,
+            [{"id": sid, "label": lab, "displayOrder": i, "metadata": {}}
+             for i, (sid, lab) in enumerate(ORDER_STAGES)], t0)}
         self.owners = [
             {"id": oid, "email": em, "type": "PERSON", "firstName": fn,
              "lastName": ln, "userId": uid, "userIdIncludingInactive": uid,
@@ -519,6 +524,14 @@ class State:
                     allowed = self.owner_ids()
                 elif t == "deals" and name == "pipeline":
                     allowed = list(self.pipelines)
+                elif t == "orders" and name == "hs_pipeline":
+                    allowed = list(self.order_pipelines)
+                elif t == "orders" and name == "hs_pipeline_stage":
+                    pid = props.get("hs_pipeline") or (
+                        obj["properties"].get("hs_pipeline") if obj else None
+                    ) or ORDER_PIPELINE_ID
+                    pl = self.order_pipelines.get(pid)
+                    allowed = [s["id"] for s in pl["stages"]] if pl else []
                 elif t == "deals" and name == "dealstage":
                     pid = props.get("pipeline") or (
                         obj["properties"].get("pipeline") if obj else None
@@ -767,6 +780,9 @@ class State:
         if t == "deals" and "pipeline" not in props and \
                 props.get("dealstage"):
             props["pipeline"] = "default"
+        if t == "orders" and "hs_pipeline" not in props and \
+                props.get("hs_pipeline_stage"):
+            props["hs_pipeline"] = ORDER_PIPELINE_ID
         self.objects[t][oid] = obj
         self.apply(t, obj, props, ts, source)
         return obj

@@ -15,7 +15,7 @@ def type_scope(t, write, granular=False):
     rw = "write" if write else "read"
     if t in ("products", "line_items"):
         return "crm.objects.%s.%s" % (t, rw) if granular else "e-commerce"
-    if t in ("contacts", "companies", "deals"):
+    if t in ("contacts", "companies", "deals", "orders"):
         return "crm.objects.%s.%s" % (t, rw)
     return "crm.objects.custom.%s" % rw
 
@@ -24,7 +24,7 @@ def schema_scope(t, write, granular=False):
     rw = "write" if write else "read"
     if t in ("products", "line_items"):
         return "crm.objects.%s.%s" % (t, rw) if granular else "e-commerce"
-    if t in ("contacts", "companies", "deals"):
+    if t in ("contacts", "companies", "deals", "orders"):
         return "crm.schemas.%s.%s" % (t, rw)
     return "crm.schemas.custom.%s" % rw
 

@@ -45,15 +45,17 @@ class SchemaRoutes:
         """/crm/v3/pipelines/{type}/..."""
         n = len(p)
         t = self.st.resolve_type(p[3])
-        if t != "deals":
+        if t not in ("deals", "orders"):
             raise ApiError(400, "VALIDATION_ERROR",
-                           "The mock only knows deal pipelines")
+                           "The mock only knows deal and order pipelines")
+        pipelines = self.st.pipelines if t == "deals" \
+            else self.st.order_pipelines
         if n == 4 and method == "GET":
-            return 200, {"results": list(self.st.pipelines.values())}
-        if n == 4 and method == "POST":
+            return 200, {"results": list(pipelines.values())}
+        if n == 4 and method == "POST" and t == "deals":
             return self.pipeline_create(body)
         if n in (5, 6):
-            pl = self.st.pipelines.get(p[4])
+            pl = pipelines.get(p[4])
             if pl is None:
                 raise ApiError(404, "OBJECT_NOT_FOUND",
                                "Unable to find pipeline %s" % p[4])

@@ -1,0 +1,138 @@
+# ERP orders as HubSpot's native orders (0-123): examples/orders_native.sql
+# next to the deal variant of examples/mappings.sql.  Order properties and
+# stages, line items of the order, associations to the company, the buyer
+# and the sales deal the order came from; then the same through HubSpot's
+# date-versioned paths (erpcrm.api_version = '2026-03').
+use strict;
+use warnings;
+use File::Basename qw(dirname);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use ErpcrmTest;
+
+start_mock(config => { max_per_window => 0, daily_limit => 0 });
+my $node = erpcrm_node('orders');
+my $examples = dirname(__FILE__) . '/../../examples';
+$node->safe_psql('postgres', 'CREATE EXTENSION erpcrm');
+$node->safe_psql('postgres', slurp_file("$examples/erp.sql"));
+$node->safe_psql('postgres', slurp_file("$examples/mappings.sql"));
+$node->safe_psql('postgres', slurp_file("$examples/orders_native.sql"));
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+sub objects
+{
+	my ($type) = @_;
+	return [ grep { !$_->{archived} } @{ ErpcrmTest::mock_get("/_mock/objects/$type")->{results} } ];
+}
+sub by_erp_id
+{
+	my ($type, $key) = @_;
+	my ($o) = grep { ($_->{properties}{erp_id} // '') eq $key } @{ objects($type) };
+	return $o;
+}
+sub associated
+{
+	my ($from_type, $from, $to_type, $to) = @_;
+	return 0 unless defined $from && defined $to;
+	for my $a (@{ ErpcrmTest::mock_get('/_mock/associations')->{results} })
+	{
+		return 1 if $a->{fromType} eq $from_type && $a->{toType} eq $to_type
+		  && $a->{fromId} eq $from && $a->{toId} eq $to;
+	}
+	return 0;
+}
+
+like(sql("SELECT \"check\" || '|' || ok || '|' || detail FROM erpcrm.check_connection()"),
+	qr/^scope crm.objects.orders.write\|true\|granted; mappings orders need it/m,
+	'check_connection names the scope native orders need');
+my $setup = sql("SELECT object_type, kind, name, result FROM erpcrm.setup_hubspot() ORDER BY 1, 2, 3");
+like($setup, qr/^orders\|unique property\|erp_id\|created$/m,
+	'set-up creates the unique id property of orders');
+unlike($setup, qr/error/, 'set-up reports no error');
+
+my $deal_hs = ErpcrmTest::mock_post('/_mock/objects/deals',
+	{ properties => { dealname => 'Gamma: regały', pipeline => 'default',
+		dealstage => 'qualifiedtobuy', amount => '3000' } })->{id};
+sql(qq{
+INSERT INTO erp.customers VALUES
+	(2, 'Beta S.A.', '113-000-00-00', 'beta.pl', 'B', 10000, true),
+	(3, 'Gamma sp.j.', '777-000-00-01', 'gamma.pl', 'C', 5000, true);
+INSERT INTO erp.persons VALUES (2, 3, 'ola\@gamma.pl', 'Aleksandra', 'Lis', NULL);
+INSERT INTO erp.products VALUES
+	('P-1', 'Regał magazynowy', 1200, 1100, 1150, 1190, 800, true),
+	('P-2', 'Półka', 150, 130, 140, 145, 90, true),
+	('P-3', 'Wózek paletowy', 2500, 2300, 2400, 2450, 1900, true);
+INSERT INTO erp.orders VALUES
+	(10, 'ZAM/10/2026', 3, '2026-11-02', 'in_progress', 3000, 'sales', '$deal_hs'),
+	(11, 'ZAM/11/2026', 2, '2026-11-03', 'awaiting_payment', 300, 'b2b', NULL);
+INSERT INTO erp.order_lines VALUES
+	(10, 1, 'P-1', 2, 1200), (10, 2, 'P-2', 4, 150), (11, 1, 'P-2', 2, 150);
+});
+ok(wait_synced($node), 'orders, their lines and everything they link to are delivered');
+is(sql('SELECT count(*) FROM erpcrm.failures'), '0', 'nothing failed');
+
+my $o10 = by_erp_id('orders', 'ZAM-10');
+my $o11 = by_erp_id('orders', 'ZAM-11');
+ok($o10 && $o11, 'both orders are native HubSpot orders');
+is(join('|', map { $o10->{properties}{$_} // '' } qw(hs_order_name hs_currency_code hs_total_price hs_pipeline_stage)),
+	'ZAM/10/2026|PLN|3000.00|processed', 'with their properties and order stage');
+ok($o10->{properties}{hs_pipeline}, 'in the order pipeline');
+is($o11->{properties}{hs_pipeline_stage}, 'checkout_completed', 'an order awaiting payment has its own stage');
+ok(associated('orders', $o10->{id}, 'companies', by_erp_id('companies', '3')->{id}),
+	'the order is associated to its company');
+ok(associated('orders', $o10->{id}, 'contacts', by_erp_id('contacts', '2')->{id}),
+	'and to the buyer');
+ok(associated('orders', $o10->{id}, 'deals', $deal_hs),
+	'and to the sales deal it came from');
+is(by_erp_id('deals', 'ZAM-10')->{id}, $deal_hs,
+	'the sales deal is updated, never created again under the order\'s key');
+my $l1 = by_erp_id('line_items', 'ZAM-10/1');
+ok($l1 && associated('line_items', $l1->{id}, 'orders', $o10->{id}),
+	'an order line is a line item of the order');
+is($l1->{properties}{hs_product_id}, by_erp_id('products', 'P-1')->{id},
+	'pointing at its product');
+ok(by_erp_id('deals', 'ZAM-11'), 'the B2B order is also a deal (the deal variant runs beside)');
+
+my @paths = map { $_->{path} } @{ ErpcrmTest::mock_get('/_mock/requests')->{results} };
+ok((grep { m{^/crm/v3/objects/orders/batch/upsert} } @paths),
+	'erpcrm.api_version v3 (the default): /crm/v3/objects/orders');
+
+# --- the date-versioned paths
+my ($ret, $out, $err) = $node->psql('postgres', "ALTER SYSTEM SET erpcrm.api_version = '2026-13'");
+like($err, qr/erpcrm.api_version must be v3 or a date version such as 2026-03/,
+	'an API version that is no date is refused');
+my $since = ErpcrmTest::mock_get('/_mock/requests?since=0')->{lastSeq};
+sql("ALTER SYSTEM SET erpcrm.api_version = '2026-03'");
+sql('SELECT pg_reload_conf()');
+# a new session sees the new value once the postmaster has read it and
+# signalled the worker: the worker's next wake-up after that reads it first
+ok(poll_until('the new setting', sub { sql('SHOW erpcrm.api_version') eq '2026-03' }, 10),
+	'the setting is reloaded');
+my $seen = sql('SELECT clock_timestamp()');
+ok(poll_until('the worker awake since', sub {
+	sql("SELECT last_wake > '$seen' FROM erpcrm.worker") eq 't' }, 30),
+	'the worker woke up since');
+sql(q{
+UPDATE erp.orders SET status = 'fulfilled' WHERE id = 10;
+INSERT INTO erp.order_lines VALUES (10, 3, 'P-3', 1, 2500);
+});
+ok(wait_synced($node), 'changes are delivered through the date-versioned paths');
+my @new = map { $_->{path} } @{ ErpcrmTest::mock_get("/_mock/requests?since=$since")->{results} };
+ok((grep { m{^/crm/objects/2026-03/orders/batch/} } @new),
+	'orders are written to /crm/objects/2026-03/orders');
+ok((grep { m{^/crm/associations/2026-03/line_items/orders/batch/} } @new),
+	'associations go to /crm/associations/2026-03');
+is(join(', ', grep { m{^/crm/v[34]/} } @new), '',
+	'and nothing goes to /crm/v3 or /crm/v4 any more');
+is(by_erp_id('orders', 'ZAM-10')->{properties}{hs_pipeline_stage}, 'shipped',
+	'the order moved to its new stage');
+my $l3 = by_erp_id('line_items', 'ZAM-10/3');
+ok($l3 && associated('line_items', $l3->{id}, 'orders', $o10->{id}),
+	'the new line is a line item of the same order');
+is(scalar(grep { ($_->{properties}{erp_id} // '') =~ /^ZAM-/ } @{ objects('orders') }), 2,
+	'no order was created twice');
+sql('ALTER SYSTEM RESET erpcrm.api_version');
+sql('SELECT pg_reload_conf()');
+$node->stop;
+done_testing();
