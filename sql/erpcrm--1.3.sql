@@ -3132,10 +3132,14 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	/* the keys with a tombstone first, then their rows by the primary key */
 	DELETE FROM erpcrm.sync_state s
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-	   AND EXISTS (SELECT FROM erpcrm.forgotten f
-				    WHERE f.mapping_id = p_mapping_id AND f.key_hash = erpcrm._key_hash(s.erp_id))
+	 WHERE s.mapping_id = p_mapping_id
+	   AND s.erp_id = ANY (ARRAY(
+			SELECT k.k FROM pg_catalog.unnest(p_erp_ids) AS k(k)
+			 WHERE EXISTS (SELECT FROM erpcrm.forgotten f
+							WHERE f.mapping_id = p_mapping_id
+							  AND f.key_hash = erpcrm._key_hash(k.k))))
 	RETURNING s.erp_id;
 $$;
 REVOKE ALL ON FUNCTION erpcrm._drop_forgotten(integer, text[]) FROM PUBLIC;
