@@ -24,6 +24,7 @@ OBJS = \
 	worker/launcher.o \
 	worker/limiter.o \
 	worker/delivery.o \
+	worker/pipeline.o \
 	worker/claim.o \
 	worker/send.o \
 	worker/record.o \

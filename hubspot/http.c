@@ -10,6 +10,13 @@
  * look at ProcDiePending / ShutdownRequestPending.  The connection cache
  * lives in the multi handle, so connections survive from call to call.
  *
+ * A call can be made in two halves (hs_http_start, then hs_http_finish),
+ * so that the caller works while the request is on the wire: the worker
+ * records and claims batches in its database meanwhile.  hs_http_progress
+ * moves the transfer on without waiting (curl_multi_perform), between the
+ * caller's steps.  One request is on the wire at a time: the rate limiter
+ * grants a request before it starts, and none starts while another runs.
+ *
  * libcurl callbacks must never palloc, elog or otherwise longjmp: they
  * collect the body into a malloc'd buffer and the headers into the caller's
  * HsResponse, and everything is turned into palloc'd memory only after the
@@ -78,6 +85,26 @@ static struct curl_slist *hdrs_nobody = NULL;
 
 /* The in-flight body buffer, so that a leak after an ERROR is recovered. */
 static HsBuffer inflight = {NULL, 0, 0, false, false};
+
+/*
+ * The request on the wire, between hs_http_start and hs_http_finish.  The
+ * caller keeps the HsResponse (the header callback fills it) and the body
+ * (libcurl does not copy it) until hs_http_finish.
+ */
+typedef struct HsTransfer
+{
+	bool		active;			/* started, not finished */
+	bool		done;			/* the transfer has ended */
+	CURLcode	result;			/* its result, once done */
+	const char *why;			/* a static text about a failure, or NULL */
+	bool		aborted;		/* ended by a stop request */
+	char	   *url;			/* palloc'd, in the caller's context */
+	const char *method;
+	const char *path;
+	HsResponse *resp;
+} HsTransfer;
+
+static HsTransfer xfer;
 
 static char errbuf[CURL_ERROR_SIZE];
 
@@ -657,6 +684,7 @@ hs_http_cleanup(void)
 
 	free(inflight.data);
 	memset(&inflight, 0, sizeof(inflight));
+	memset(&xfer, 0, sizeof(xfer));
 
 	if (curl_initialized)
 		curl_global_cleanup();
@@ -765,101 +793,107 @@ set_options(const char *method, const char *url, const char *body,
 }
 
 /*
- * Run the transfer on the multi handle, in slices of HS_POLL_MS, until it
- * ends or a stop is requested.  Returns the transfer's CURLcode.
+ * Let the transfer on the multi handle go as far as it can without
+ * waiting.  Returns true once it has ended (xfer.result says how).
  */
-static CURLcode
-run_transfer(bool *aborted, const char **why)
+static bool
+transfer_perform(void)
 {
 	CURLMcode	mc;
-	CURLcode	result = CURLE_OK;
-	int			running = 1;
-	bool		done = false;
+	CURLMsg    *msg;
+	int			queued;
+	int			running = 0;
 
-	*why = NULL;
-	mc = curl_multi_add_handle(hs_multi, hs_easy);
+	if (xfer.done)
+		return true;
+	mc = curl_multi_perform(hs_multi, &running);
 	if (mc != CURLM_OK)
 	{
-		*why = curl_multi_strerror(mc);
-		return CURLE_FAILED_INIT;
+		xfer.why = curl_multi_strerror(mc);
+		xfer.result = (mc == CURLM_OUT_OF_MEMORY) ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+		xfer.done = true;
+		return true;
 	}
-	easy_in_multi = true;
-
-	while (!done)
+	while ((msg = curl_multi_info_read(hs_multi, &queued)) != NULL)
 	{
-		CURLMsg    *msg;
-		int			queued;
+		if (msg->msg == CURLMSG_DONE && msg->easy_handle == hs_easy)
+		{
+			xfer.result = msg->data.result;
+			xfer.done = true;
+		}
+	}
+	if (!xfer.done && running == 0)
+	{
+		xfer.why = "transfer ended without a result";
+		xfer.result = CURLE_FAILED_INIT;
+		xfer.done = true;
+	}
+	return xfer.done;
+}
 
-		mc = curl_multi_perform(hs_multi, &running);
-		if (mc != CURLM_OK)
-		{
-			*why = curl_multi_strerror(mc);
-			result = (mc == CURLM_OUT_OF_MEMORY) ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
-			break;
-		}
-		while ((msg = curl_multi_info_read(hs_multi, &queued)) != NULL)
-		{
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == hs_easy)
-			{
-				result = msg->data.result;
-				done = true;
-			}
-		}
-		if (done)
-			break;
-		if (running == 0)
-		{
-			*why = "transfer ended without a result";
-			result = CURLE_FAILED_INIT;
-			break;
-		}
+/*
+ * Wait for the transfer to end, in slices of HS_POLL_MS, or until a stop is
+ * requested or the postmaster is gone.
+ */
+static void
+transfer_wait(void)
+{
+	while (!transfer_perform())
+	{
+		CURLMcode	mc;
+
 		if (stop_requested())
 		{
-			*aborted = true;
-			result = CURLE_ABORTED_BY_CALLBACK;
+			xfer.aborted = true;
+			xfer.result = CURLE_ABORTED_BY_CALLBACK;
+			xfer.done = true;
 			break;
 		}
 		if (!PostmasterIsAlive())
 		{
-			*aborted = true;
-			*why = "postmaster exited";
-			result = CURLE_ABORTED_BY_CALLBACK;
+			xfer.aborted = true;
+			xfer.why = "postmaster exited";
+			xfer.result = CURLE_ABORTED_BY_CALLBACK;
+			xfer.done = true;
 			break;
 		}
 		mc = curl_multi_poll(hs_multi, NULL, 0, HS_POLL_MS, NULL);
 		if (mc != CURLM_OK)
 		{
-			*why = curl_multi_strerror(mc);
-			result = CURLE_FAILED_INIT;
+			xfer.why = curl_multi_strerror(mc);
+			xfer.result = CURLE_FAILED_INIT;
+			xfer.done = true;
 			break;
 		}
 	}
-
-	/*
-	 * Detaching keeps a healthy connection in the multi handle's cache for
-	 * the next call; an interrupted one is closed.
-	 */
-	curl_multi_remove_handle(hs_multi, hs_easy);
-	easy_in_multi = false;
-	return result;
 }
 
 /*
- * Send one request.  method is GET, POST, PATCH, PUT or DELETE; path is
- * appended to the base URL; body (JSON) may be NULL.  resp is filled in
- * every case; resp->transport_error != 0 means no usable answer (and then
- * resp->body is "").
+ * Take the easy handle off the multi handle.  Detaching keeps a healthy
+ * connection in the multi handle's cache for the next call; an interrupted
+ * one is closed.
  */
-void
-hs_http_request(const char *method, const char *path, const char *body,
-				HsResponse *resp)
+static void
+transfer_detach(void)
 {
-	char	   *url;
+	if (easy_in_multi)
+		curl_multi_remove_handle(hs_multi, hs_easy);
+	easy_in_multi = false;
+}
+
+/*
+ * Start one request: method is GET, POST, PATCH, PUT or DELETE; path is
+ * appended to the base URL; body (JSON) may be NULL.  Returns true when the
+ * request is on its way: hs_http_finish then fills resp, which the caller
+ * keeps, with body, until then.  Returns false when it could not start
+ * (resp says why: resp->transport_error != 0, resp->body "").
+ */
+bool
+hs_http_start(const char *method, const char *path, const char *body,
+			  HsResponse *resp)
+{
 	CURLcode	rc;
-	const char *why = NULL;
-	bool		aborted = false;
-	long		status = 0;
-	curl_off_t	total_us = 0;
+	CURLMcode	mc;
 
 	memset(resp, 0, sizeof(*resp));
 	reset_header_fields(resp);
@@ -875,19 +909,13 @@ hs_http_request(const char *method, const char *path, const char *body,
 		hs_http_init();
 
 	/* recover from a previous call left by an ERROR */
-	if (easy_in_multi)
-	{
-		curl_multi_remove_handle(hs_multi, hs_easy);
-		easy_in_multi = false;
-	}
-	free(inflight.data);
-	memset(&inflight, 0, sizeof(inflight));
+	hs_http_abandon();
 
 	if (cfg_base_url == NULL || hdrs_body == NULL || hdrs_nobody == NULL)
 	{
 		set_transport_error(resp, CURLE_FAILED_INIT,
 							"HTTP client not configured");
-		return;
+		return false;
 	}
 
 	/* a stop already requested: do not even start */
@@ -898,26 +926,103 @@ hs_http_request(const char *method, const char *path, const char *body,
 		resp->aborted = true;
 		set_transport_error(resp, CURLE_ABORTED_BY_CALLBACK,
 							"interrupted by a stop request");
-		return;
+		return false;
 	}
 
 	if (hs_call_hook)
 		hs_call_hook(method, path, NULL);
 
 	/* palloc before anything malloc'd exists, so an ERROR here leaks nothing */
-	url = psprintf("%s%s", cfg_base_url, path ? path : "");
+	xfer.url = psprintf("%s%s", cfg_base_url, path ? path : "");
+	xfer.method = method;
+	xfer.path = path;
+	xfer.resp = resp;
+	xfer.done = false;
+	xfer.aborted = false;
+	xfer.why = NULL;
+	xfer.result = CURLE_OK;
 
 	errbuf[0] = '\0';
-	rc = set_options(method, url, body, &inflight, resp, &aborted);
+	rc = set_options(method, xfer.url, body, &inflight, resp, &xfer.aborted);
 	if (rc != CURLE_OK)
-		why = curl_easy_strerror(rc);
+	{
+		xfer.why = curl_easy_strerror(rc);
+		xfer.result = rc;
+		xfer.done = true;
+	}
+	else if ((mc = curl_multi_add_handle(hs_multi, hs_easy)) != CURLM_OK)
+	{
+		xfer.why = curl_multi_strerror(mc);
+		xfer.result = CURLE_FAILED_INIT;
+		xfer.done = true;
+	}
 	else
 	{
-		/* pg_stat_activity shows the wait: wait_event_type "Extension" */
-		pgstat_report_wait_start(PG_WAIT_EXTENSION);
-		rc = run_transfer(&aborted, &why);
-		pgstat_report_wait_end();
+		easy_in_multi = true;
+		/* on its way: as far as it goes without waiting */
+		(void) transfer_perform();
 	}
+	xfer.active = true;
+	return true;
+}
+
+/*
+ * Move the request started by hs_http_start on without waiting, between
+ * other work.  Returns true once it has ended (or when none is on the wire).
+ */
+bool
+hs_http_progress(void)
+{
+	if (!xfer.active)
+		return true;
+	return transfer_perform();
+}
+
+/*
+ * Drop the request on the wire, if any, without its answer (after an ERROR
+ * in the caller's work, or before the next request).  HubSpot may still
+ * carry it out.
+ */
+void
+hs_http_abandon(void)
+{
+	if (hs_multi != NULL && hs_easy != NULL)
+		transfer_detach();
+	free(inflight.data);
+	memset(&inflight, 0, sizeof(inflight));
+	memset(&xfer, 0, sizeof(xfer));
+}
+
+/*
+ * Wait for the answer of the request hs_http_start started and fill its
+ * HsResponse.  A stop request or the postmaster's exit ends the wait (the
+ * response is then "aborted").
+ */
+void
+hs_http_finish(void)
+{
+	HsResponse *resp = xfer.resp;
+	const char *method = xfer.method;
+	const char *path = xfer.path;
+	char	   *url = xfer.url;
+	CURLcode	rc;
+	const char *why;
+	bool		aborted;
+	long		status = 0;
+	curl_off_t	total_us = 0;
+
+	if (!xfer.active)
+		elog(ERROR, "erpcrm: no HubSpot request to finish");
+
+	/* pg_stat_activity shows the wait: wait_event_type "Extension" */
+	pgstat_report_wait_start(PG_WAIT_EXTENSION);
+	transfer_wait();
+	pgstat_report_wait_end();
+	transfer_detach();
+	rc = xfer.result;
+	why = xfer.why;
+	aborted = xfer.aborted;
+	memset(&xfer, 0, sizeof(xfer));
 
 	curl_easy_getinfo(hs_easy, CURLINFO_RESPONSE_CODE, &status);
 	resp->status = status;
@@ -981,4 +1086,17 @@ hs_http_request(const char *method, const char *path, const char *body,
 	pfree(url);
 	if (hs_call_hook)
 		hs_call_hook(method, path, resp);
+}
+
+/*
+ * Send one request and wait for its answer (hs_http_start, then
+ * hs_http_finish).  resp is filled in every case; resp->transport_error != 0
+ * means no usable answer (and then resp->body is "").
+ */
+void
+hs_http_request(const char *method, const char *path, const char *body,
+				HsResponse *resp)
+{
+	if (hs_http_start(method, path, body, resp))
+		hs_http_finish();
 }

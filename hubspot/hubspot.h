@@ -52,7 +52,7 @@ extern const char *hs_prefix(HsFamily family);
 #define HS_MAX_BATCH			100
 
 /* ----------------------------------------------------------------
- * http.c: one reused libcurl easy handle (keep-alive)
+ * http.c: one reused libcurl easy handle (keep-alive), one request at a time
  * ----------------------------------------------------------------
  */
 typedef struct HsHttpConfig
@@ -101,6 +101,19 @@ extern HsCallHook hs_call_hook;
 
 extern void hs_http_request(const char *method, const char *path,
 							const char *body, HsResponse *resp);
+
+/*
+ * The same call in halves, to work while it is on the wire: hs_http_start
+ * (false: it did not start, resp says why), hs_http_progress between the
+ * caller's steps (true once it has ended), hs_http_finish to wait for the
+ * answer in resp.  resp and body must live until hs_http_finish.  One
+ * request is on the wire at a time; hs_http_abandon drops it unanswered.
+ */
+extern bool hs_http_start(const char *method, const char *path,
+						  const char *body, HsResponse *resp);
+extern bool hs_http_progress(void);
+extern void hs_http_finish(void);
+extern void hs_http_abandon(void);
 
 /* ----------------------------------------------------------------
  * json.c: request bodies and response parsing with cJSON

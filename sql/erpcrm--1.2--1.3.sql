@@ -70,6 +70,31 @@ END;
 -- Part 2: flat cost at scale (fewer row versions per key)
 -- ===================================================================
 
+/*
+ * Keys the worker claimed ahead (while the batch before them was on the
+ * wire) and does not send after all, because it backs off (HubSpot's rate
+ * limit, a refused token, an outage): pending again, as if never claimed.
+ * No attempt is counted and their last error stays.  A key that changed
+ * meanwhile is pending anyway.
+ */
+CREATE FUNCTION erpcrm._unclaim(p_mapping_id integer, p_erp_ids text[])
+RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	WITH u AS (
+		UPDATE erpcrm.sync_state s
+		   SET state = 'pending'
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+		   AND s.state = 'in_flight'
+		RETURNING 1)
+	SELECT count(*) FROM u;
+END;
+COMMENT ON FUNCTION erpcrm._unclaim(integer, text[]) IS 'worker: give back keys claimed ahead and not sent';
+REVOKE ALL ON FUNCTION erpcrm._unclaim(integer, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm._unclaim(integer, text[]) TO erpcrm_admin;
+
 -- ===================================================================
 -- Part 3: fingerprints, refresh and erasure
 -- ===================================================================

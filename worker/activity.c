@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * activity.c
- *	  What the worker is doing: the step that the context of its errors
- *	  and erpcrm.worker.detail name, its transactions (one per step), and
+ *	  What the worker is doing: the mapping and the step that the context
+ *	  of its errors and erpcrm.worker.detail name, its transactions (one per step), and
  *	  its interruptible waits.
  *
  *-------------------------------------------------------------------------
@@ -19,6 +19,7 @@
 #include "activity.h"
 
 static const char *cur_step = NULL;
+static const char *cur_mapping = NULL;
 
 /* the memory context the current transaction step was begun in */
 static MemoryContext step_caller_cxt = NULL;
@@ -34,6 +35,22 @@ const char *
 erpcrm_worker_current_step(void)
 {
 	return cur_step;
+}
+
+/*
+ * Name the mapping whose batch the worker works on (NULL: none).  With
+ * batches overlapping (pipeline.c), it is the one of the step at hand.
+ */
+void
+erpcrm_worker_mapping(const char *mapping)
+{
+	cur_mapping = mapping;
+}
+
+const char *
+erpcrm_worker_current_mapping(void)
+{
+	return cur_mapping;
 }
 
 /* Wait on the latch for up to ms, waking for commits, signals, reloads. */

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * activity.h
- *	  What the worker is doing (activity.c): the step its errors and
- *	  erpcrm.worker name, a transaction per step, and its waits on the
- *	  latch.  Used by the loop (worker.c) and the steps of a delivery alike.
+ *	  What the worker is doing (activity.c): the mapping and step its
+ *	  errors and erpcrm.worker name, a transaction per step, and its waits
+ *	  on the latch.  Used by the loop (worker.c) and the steps of a delivery alike.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,6 +14,8 @@
 
 extern void erpcrm_worker_step(const char *step);
 extern const char *erpcrm_worker_current_step(void);
+extern void erpcrm_worker_mapping(const char *mapping);
+extern const char *erpcrm_worker_current_mapping(void);
 extern void erpcrm_worker_sleep(long ms, uint32 wait_event_info);
 extern void erpcrm_begin_step(const char *activity);
 extern void erpcrm_end_step(void);

@@ -462,6 +462,15 @@ claim_and_read(Batch *b, int limit)
 		return false;
 	}
 
+	/* 1.3 SQL gives keys claimed ahead back (pipeline.c) */
+	{
+		Oid			types[2] = {INT4OID, TEXTARRAYOID};
+
+		b->unclaim13 = OidIsValid(LookupFuncName(list_make2(makeString("erpcrm"),
+															makeString("_unclaim")),
+												 2, types, true));
+	}
+
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: reading %d rows of %s",
 													b->nkeys, b->mapping->source));
 	erpcrm_worker_step("reading its view");

@@ -13,8 +13,10 @@
  *		 (erpcrm._done, erpcrm._error) and every call (erpcrm._log_call).
  *
  * HubSpot's refusals of single inputs are rows in sync_state, not ERRORs.
- * Everything is allocated in a memory context that is deleted after the
- * batch.  What the steps share is in delivery_int.h.
+ * Everything is allocated in a memory context of the batch, emptied after
+ * it is recorded.  pipeline.c runs batches one after the other and lets
+ * them overlap: the steps 3 and 1 of the batches around one run while its
+ * calls are on the wire.  What the steps share is in delivery_int.h.
  *
  *-------------------------------------------------------------------------
  */
@@ -62,6 +64,16 @@ truncate_message(const char *s)
  * ----------------------------------------------------------------
  */
 
+/* How many keys a batch of this mapping takes. */
+int
+batch_limit(MappingDef *m)
+{
+	int			limit = m->batch_size > 0 ?
+		Min(m->batch_size, erpcrm_batch_size) : erpcrm_batch_size;
+
+	return Min(limit, HS_MAX_BATCH);
+}
+
 /*
  * May the batch go on calling HubSpot?  Not once HubSpot refused the token
  * (401, 403) or the rate limit stopped it: the keys not sent yet wait.
@@ -72,49 +84,29 @@ may_go_on(const DeliveryOutcome *outcome)
 	return !outcome->auth_failed && outcome->blocked_until == 0;
 }
 
+/*
+ * Step 2: send the keys claimed and read (b->keys), in the batch's memory
+ * context, with no transaction open.  Every key has its outcome after it.
+ */
 void
-erpcrm_deliver_batch(MappingDef *m, DeliveryOutcome *outcome)
+send_batch(Batch *b)
 {
-	static MemoryContext batch_cxt = NULL;
-	MemoryContext old;
-	Batch		b;
+	DeliveryOutcome *outcome = b->outcome;
 	BatchKey  **upserts;
 	BatchKey  **updates;
 	BatchKey  **archives;
 	int			nup = 0,
 				nupd = 0,
 				narch = 0;
-	int			limit = m->batch_size > 0 ? Min(m->batch_size, erpcrm_batch_size) : erpcrm_batch_size;
 
-	memset(outcome, 0, sizeof(*outcome));
-	/* one context for every batch, emptied before and after each */
-	if (batch_cxt == NULL)
-		batch_cxt = AllocSetContextCreate(TopMemoryContext, "erpcrm batch",
-										  ALLOCSET_DEFAULT_SIZES);
-	MemoryContextReset(batch_cxt);
-	old = MemoryContextSwitchTo(batch_cxt);
+	upserts = palloc(sizeof(BatchKey *) * b->nkeys);
+	updates = palloc(sizeof(BatchKey *) * b->nkeys);
+	archives = palloc(sizeof(BatchKey *) * b->nkeys);
+	classify_keys(b, upserts, &nup, updates, &nupd, archives, &narch);
 
-	memset(&b, 0, sizeof(b));
-	b.mapping = m;
-	b.outcome = outcome;
-	b.cxt = batch_cxt;
-
-	if (!claim_and_read(&b, Min(limit, HS_MAX_BATCH)))
-	{
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(batch_cxt);
-		return;
-	}
-	outcome->claimed = b.nkeys;
-
-	upserts = palloc(sizeof(BatchKey *) * b.nkeys);
-	updates = palloc(sizeof(BatchKey *) * b.nkeys);
-	archives = palloc(sizeof(BatchKey *) * b.nkeys);
-	classify_keys(&b, upserts, &nup, updates, &nupd, archives, &narch);
-
-	inherit_owners(&b);
+	inherit_owners(b);
 	if (may_go_on(outcome))
-		match_existing(&b, upserts, &nup, updates, &nupd);
+		match_existing(b, upserts, &nup, updates, &nupd);
 	/* keys that inherit_owners or match_existing gave an outcome stay out */
 	{
 		int			k = 0;
@@ -130,27 +122,22 @@ erpcrm_deliver_batch(MappingDef *m, DeliveryOutcome *outcome)
 		nupd = k;
 	}
 	if (may_go_on(outcome))
-		send_objects(&b, upserts, nup, false);
+		send_objects(b, upserts, nup, false);
 	if (may_go_on(outcome))
-		send_objects(&b, updates, nupd, true);
+		send_objects(b, updates, nupd, true);
 	if (may_go_on(outcome))
-		send_archives(&b, archives, narch);
+		send_archives(b, archives, narch);
 	if (may_go_on(outcome))
-		send_associations(&b);
+		send_associations(b);
 
 	/* keys not sent because HubSpot stopped us wait for it */
-	for (int i = 0; i < b.nkeys; i++)
-		if (b.keys[i].outcome == KO_NONE && !may_go_on(outcome))
+	for (int i = 0; i < b->nkeys; i++)
+		if (b->keys[i].outcome == KO_NONE && !may_go_on(outcome))
 		{
-			set_outcome(&b.keys[i], KO_WAIT, 0, outcome->auth_failed ? "AUTH" : "RATE_LIMIT",
+			set_outcome(&b->keys[i], KO_WAIT, 0, outcome->auth_failed ? "AUTH" : "RATE_LIMIT",
 						outcome->auth_failed ? outcome->auth_message : "waiting for HubSpot's rate limit",
 						NULL);
-			b.keys[i].wait_ms = outcome->auth_failed ? 1000 :
+			b->keys[i].wait_ms = outcome->auth_failed ? 1000 :
 				Max(1000, (outcome->blocked_until - GetCurrentTimestamp()) / 1000);
 		}
-
-	record_batch(&b);
-
-	MemoryContextSwitchTo(old);
-	MemoryContextReset(batch_cxt);
 }

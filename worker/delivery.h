@@ -58,8 +58,18 @@ typedef struct DeliveryOutcome
 	TimestampTz blocked_until;	/* rate limited until then (0 = not) */
 } DeliveryOutcome;
 
-extern void erpcrm_deliver_batch(MappingDef *mapping,
-								 DeliveryOutcome *outcome);
+/*
+ * pipeline.c: the turn of the mapping at position pos of order (the
+ * mappings the worker delivers, in dependency order, round after round):
+ * one batch, overlapped with its neighbours.  outcome->synced counts the
+ * keys of the batches recorded during the turn.  The worker flushes the
+ * pipeline (records what was sent, gives back what was claimed ahead; true
+ * when there was any) before it does anything else, and forgets it after
+ * an ERROR (the keys in flight are then recovered by erpcrm._recover).
+ */
+extern void erpcrm_deliver_batch(List *order, int pos, DeliveryOutcome *outcome);
+extern bool erpcrm_delivery_flush(DeliveryOutcome *outcome);
+extern void erpcrm_delivery_forget(void);
 
 /* One request erpcrm.preview() shows, or (method NULL) what a key waits for. */
 typedef struct PreviewStep

@@ -8,6 +8,8 @@
  *	  claim.c		1. claim due keys, read their rows from the mapping view
  *	  send.c		2. send them to HubSpot (objects, archives, associations)
  *	  record.c		3. record every key's outcome and every call
+ *	  pipeline.c	batches in a row: 3 and 1 of the neighbours while one
+ *					batch's call is on the wire
  *
  *	  preview.c (erpcrm.preview()) and owners.c (HubSpot's owners) use the
  *	  same steps.
@@ -97,6 +99,7 @@ typedef struct Batch
 	bool		fingerprints13; /* the installed SQL keeps fingerprints (1.3) */
 	int			unchanged;		/* keys recorded without a call */
 	bool		forget13;		/* the installed SQL keeps tombstones (1.3) */
+	bool		unclaim13;		/* the installed SQL gives keys back (1.3) */
 	MemoryContext cxt;			/* the batch's memory */
 } Batch;
 
@@ -107,6 +110,8 @@ typedef struct Batch
 #define INPUT_FAILING "HubSpot fails on this input alone: "
 
 /* delivery.c */
+extern int	batch_limit(MappingDef *m);
+extern void send_batch(Batch *b);
 extern void set_outcome(BatchKey *key, KeyOutcome outcome, int status,
 						const char *category, const char *message,
 						const char *correlation_id);
@@ -141,5 +146,8 @@ extern void mark_input_failing(BatchKey *key);
 extern void record_batch(Batch *b);
 extern void record_calls(Batch *b);
 extern Datum text_array(List *strings);
+
+/* pipeline.c: the work done while a call of batch b is on the wire */
+extern bool erpcrm_while_on_the_wire(Batch *b);
 
 #endif							/* ERPCRM_DELIVERY_INT_H */

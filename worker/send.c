@@ -132,6 +132,7 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		TimestampTz now;
 		long		delay;
 		CallLog    *log;
+		char	   *activity;
 
 		/* calls sessions made count in the same budget */
 		erpcrm_worker_absorb_session_calls();
@@ -156,9 +157,22 @@ call_hubspot(Batch *b, const char *method, const char *path,
 
 		erpcrm_set_state(ERPCRM_WORKER_SENDING, path);
 		erpcrm_worker_step("calling HubSpot");
-		pgstat_report_activity(STATE_RUNNING,
-							   psprintf("erpcrm: %s %s (%d inputs)", method, path, ninputs));
-		hs_http_request(method, path, body, resp);
+		activity = psprintf("erpcrm: %s %s (%d inputs)", method, path, ninputs);
+		pgstat_report_activity(STATE_RUNNING, activity);
+		if (hs_http_start(method, path, body, resp))
+		{
+			/*
+			 * On the wire: the batches before and after this one are
+			 * recorded and claimed meanwhile (pipeline.c), then the answer
+			 * is awaited.
+			 */
+			if (erpcrm_while_on_the_wire(b))
+			{
+				erpcrm_worker_step("calling HubSpot");
+				pgstat_report_activity(STATE_RUNNING, activity);
+			}
+			hs_http_finish();
+		}
 		if (resp->aborted)
 			CHECK_FOR_INTERRUPTS();
 		log = palloc0(sizeof(CallLog));

@@ -72,14 +72,14 @@ static bool leave_if_no_extension(void);
 
 /*
  * What the worker is doing, for the context of its errors and for
- * erpcrm.worker.detail: a failed cycle names the mapping and the step.
+ * erpcrm.worker.detail: a failed cycle names the mapping and the step
+ * (activity.c).
  */
-static const char *cur_mapping = NULL;
-
 static void
 worker_error_context(void *arg)
 {
 	const char *cur_step = erpcrm_worker_current_step();
+	const char *cur_mapping = erpcrm_worker_current_mapping();
 
 	if (cur_mapping != NULL)
 		errcontext("erpcrm worker, mapping \"%s\", %s",
@@ -477,6 +477,63 @@ must_back_off(DeliveryOutcome *out, const char *mapping, long *delay)
 	return false;
 }
 
+/* Can the worker deliver this mapping's keys now? */
+static bool
+deliverable(List *mappings, MappingDef *m)
+{
+	/* no source, or no erp_id: see mapping_problems() */
+	return !m->paused && m->erp_id_type != NULL && !target_missing(mappings, m);
+}
+
+/*
+ * The mappings the worker delivers in this cycle, in dependency order
+ * (targets first): it delivers them round after round, one batch each.
+ */
+static List *
+deliverable_order(List *mappings)
+{
+	List	   *order = NIL;
+	ListCell   *lc;
+
+	foreach(lc, mappings)
+	{
+		MappingDef *m = lfirst(lc);
+
+		if (deliverable(mappings, m))
+			order = lappend(order, m);
+	}
+	return order;
+}
+
+/* Keys delivered: count them, and HubSpot is reachable again. */
+static void
+count_delivered(DeliveryOutcome *out)
+{
+	if (out->synced <= 0)
+		return;
+	consecutive_failures = 0;
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->objects_sent += out->synced;
+	SpinLockRelease(&erpcrm_shared->mutex);
+}
+
+/*
+ * The batch sent is recorded, the one claimed ahead given back; true when
+ * there was any.
+ */
+static bool
+flush_deliveries(void)
+{
+	DeliveryOutcome out;
+	bool		any;
+
+	erpcrm_worker_step("recording the results");
+	any = erpcrm_delivery_flush(&out);
+	erpcrm_worker_step(NULL);
+	count_delivered(&out);
+	return any;
+}
+
 /*
  * One cycle: fold, then batches for every mapping in dependency order,
  * round after round while keys are due.  Returns how long to sleep.
@@ -485,6 +542,7 @@ static long
 run_cycle(void)
 {
 	List	   *mappings;
+	List	   *order;
 	bool		paused;
 	TimestampTz next_due;
 	TimestampTz now;
@@ -504,7 +562,7 @@ run_cycle(void)
 		return erpcrm_poll_interval_ms;
 	}
 
-	cur_mapping = NULL;
+	erpcrm_worker_mapping(NULL);
 	erpcrm_worker_step("folding the outbox");
 	fold();
 	erpcrm_worker_step("loading the mappings");
@@ -553,38 +611,36 @@ run_cycle(void)
 	erpcrm_erase_some();
 	erpcrm_worker_step(NULL);
 
+	order = deliverable_order(mappings);
 	do
 	{
 		ListCell   *lc;
 
 		any = false;
-		foreach(lc, mappings)
+		foreach(lc, order)
 		{
 			MappingDef *m = lfirst(lc);
 			DeliveryOutcome out;
 
-			if (m->paused)
-				continue;
-			if (m->erp_id_type == NULL || target_missing(mappings, m))
-				continue;		/* no source, or no erp_id: see mapping_problems() */
-			cur_mapping = m->name;
+			erpcrm_worker_mapping(m->name);
 			erpcrm_worker_step("delivering a batch");
-			erpcrm_deliver_batch(m, &out);
-			cur_mapping = NULL;
+			/* the batch after it may be claimed while it is on the wire */
+			erpcrm_deliver_batch(order, foreach_current_index(lc), &out);
+			erpcrm_worker_mapping(NULL);
 			erpcrm_worker_step(NULL);
 			if (out.claimed > 0)
 				any = true;
-			if (out.synced > 0)
-			{
-				consecutive_failures = 0;
-				SpinLockAcquire(&erpcrm_shared->mutex);
-				erpcrm_shared->objects_sent += out.synced;
-				SpinLockRelease(&erpcrm_shared->mutex);
-			}
+			count_delivered(&out);
 			if (must_back_off(&out, m->name, &delay))
+			{
+				flush_deliveries();
 				return delay;
+			}
 			if (ConfigReloadPending)
+			{
+				flush_deliveries();
 				return 0;
+			}
 		}
 
 		/*
@@ -594,6 +650,9 @@ run_cycle(void)
 		erpcrm_worker_step(NULL);
 		erpcrm_pull(any, &pulled);
 		if (pulled.more && pulled.next_ms == 0)
+			any = true;
+		/* the last batch recorded: keys changed in flight are due again */
+		if (!any && flush_deliveries())
 			any = true;
 		if (any)
 			fold();
@@ -824,17 +883,20 @@ erpcrm_worker_main(Datum main_arg)
 				edata->elevel = LOG;
 				ThrowErrorData(edata);
 
-				if (cur_mapping != NULL)
+				if (erpcrm_worker_current_mapping() != NULL)
 					detail = psprintf("mapping \"%s\", %s: %s (SQLSTATE %s)",
-									  cur_mapping, cur_step ? cur_step : "delivering",
+									  erpcrm_worker_current_mapping(),
+									  cur_step ? cur_step : "delivering",
 									  edata->message, unpack_sql_state(edata->sqlerrcode));
 				else
 					detail = psprintf("%s%s%s (SQLSTATE %s)",
 									  cur_step ? cur_step : "", cur_step ? ": " : "",
 									  edata->message, unpack_sql_state(edata->sqlerrcode));
-				cur_mapping = NULL;
+				erpcrm_worker_mapping(NULL);
 				erpcrm_worker_step(NULL);
 				FreeErrorData(edata);
+				/* batches in flight are dropped: recover() below resends them */
+				erpcrm_delivery_forget();
 				consecutive_failures++;
 				sleep_ms = (long) erpcrm_backoff_ms(erpcrm_retry_base_ms, erpcrm_retry_max_ms,
 													consecutive_failures);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "miscadmin.h"
 
@@ -104,6 +105,45 @@ main(int argc, char **argv)
 	CHECK(r.status == 200 && strstr(r.body, "\"method\": \"PUT\"") != NULL);
 	hs_http_request("POST", "/echo", NULL, &r);
 	CHECK(r.status == 200 && strstr(r.body, "\"method\": \"POST\"") != NULL);
+
+	/*
+	 * In halves, with work in between: the request goes on without a wait
+	 * (progress), the answer is the same as in one call, on the same
+	 * connection.
+	 */
+	{
+		char		body[] = "{\"half\":2}";
+		int			steps = 0;
+
+		CHECK(hs_http_progress());	/* nothing on the wire */
+		CHECK(hs_http_start("POST", "/echo", body, &r));
+		while (!hs_http_progress() && steps < 2000)
+		{
+			usleep(1000);		/* the caller's own work */
+			steps++;
+		}
+		CHECK(steps < 2000);
+		hs_http_finish();
+		printf("halves: %ld after %d steps\n", r.status, steps);
+		CHECK(r.status == 200 && r.transport_error == 0);
+		CHECK(strstr(r.body, "\"body\": \"{\\\"half\\\":2}\"") != NULL);
+		p = strstr(r.body, "\"port\": ");
+		CHECK(p != NULL && strncmp(p, port1, strlen(port1)) == 0);
+		CHECK(r.rl_remaining == 99);
+	}
+
+	/* a request abandoned on the wire: the next one is not disturbed */
+	{
+		double		t0 = now_ms();
+
+		CHECK(hs_http_start("GET", "/slow", NULL, &r));
+		CHECK(!hs_http_progress());
+		hs_http_abandon();
+		CHECK(hs_http_progress());
+		hs_http_request("GET", "/echo", NULL, &r);
+		printf("after abandon: %ld in %.0f ms\n", r.status, now_ms() - t0);
+		CHECK(r.status == 200 && r.transport_error == 0 && now_ms() - t0 < 4000);
+	}
 
 	/* 429 with Retry-After; headers of the previous call do not leak */
 	hs_http_request("POST", "/429", "{}", &r);
