@@ -1357,6 +1357,7 @@ CREATE TABLE erpcrm.inbox (
 );
 CREATE INDEX inbox_pending ON erpcrm.inbox (subscription_id, change_id) WHERE state = 'pending';
 CREATE INDEX inbox_parked ON erpcrm.inbox (subscription_id) WHERE state = 'parked';
+CREATE INDEX inbox_handled ON erpcrm.inbox (handled_at) WHERE state IN ('done', 'discarded');
 COMMENT ON TABLE erpcrm.inbox IS 'HubSpot changes received for a subscription, and what its handler made of them';
 
 /* Calls made for a subscription (its share of the API budget). */
@@ -1806,8 +1807,7 @@ $$;
  * wrote, or of a property the ERP owns), is not handed over.  Returns
  * whether more changes wait (the page was full).
  */
-CREATE FUNCTION erpcrm._receive(p_subscription_id integer, p_request jsonb, p_answer jsonb,
-								p_retention interval DEFAULT '7 days')
+CREATE FUNCTION erpcrm._receive(p_subscription_id integer, p_request jsonb, p_answer jsonb)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1911,17 +1911,38 @@ BEGIN
 	 WHERE subscription_id = s.subscription_id;
 
 	PERFORM erpcrm._hand_over(s.subscription_id);
-
-	/* history: handled changes older than the retention, but each object's latest */
-	IF random() < 0.01 THEN
-		DELETE FROM erpcrm.inbox x
-		 WHERE x.subscription_id = s.subscription_id AND x.state IN ('done', 'discarded')
-		   AND x.handled_at < now() - p_retention
-		   AND EXISTS (SELECT FROM erpcrm.inbox y
-						WHERE y.subscription_id = x.subscription_id AND y.hubspot_id = x.hubspot_id
-						  AND y.modified_at > x.modified_at);
-	END IF;
 	RETURN n >= page_size;
+END
+$$;
+
+/*
+ * The inbox's history, pruned by the worker in steps of at most p_limit
+ * rows: changes handled or discarded longer than erpcrm.inbox_retention
+ * ago, but the latest change of each object, which tells the next one what
+ * changed.  Parked and pending changes stay until they are handled,
+ * requeued or discarded.  Returns how many were deleted.
+ */
+CREATE FUNCTION erpcrm._prune_inbox(p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	retention interval := COALESCE(NULLIF(current_setting('erpcrm.inbox_retention', true), ''), '7d')::interval;
+	n integer;
+BEGIN
+	DELETE FROM erpcrm.inbox x
+	 WHERE x.change_id IN (
+		SELECT o.change_id FROM erpcrm.inbox o
+		 WHERE o.state IN ('done', 'discarded') AND o.handled_at < now() - retention
+		   AND EXISTS (SELECT FROM erpcrm.inbox y
+						WHERE y.subscription_id = o.subscription_id AND y.hubspot_id = o.hubspot_id
+						  AND y.modified_at > o.modified_at)
+		 ORDER BY o.handled_at
+		 LIMIT GREATEST(p_limit, 0));
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
 END
 $$;
 
@@ -2238,8 +2259,8 @@ REVOKE ALL ON FUNCTION erpcrm._subscription(text), erpcrm._modified_property(tex
 	erpcrm.requeue_change(bigint), erpcrm.requeue_parked(text), erpcrm.discard_change(bigint),
 	erpcrm._sent_properties(integer), erpcrm._erp_owned(text, text, jsonb), erpcrm._ms_time(bigint),
 	erpcrm._pull_request(integer, integer, integer), erpcrm._hand_over(integer),
-	erpcrm._receive(integer, jsonb, jsonb, interval), erpcrm._pull_failed(integer, text),
-	erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(),
+	erpcrm._receive(integer, jsonb, jsonb), erpcrm._pull_failed(integer, text),
+	erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(), erpcrm._prune_inbox(integer),
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
 	erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change),
 	erpcrm._check_hand_over(text, regrole), erpcrm._role_exists(oid), erpcrm._owned_by(oid),
@@ -2248,8 +2269,9 @@ GRANT EXECUTE ON FUNCTION
 	erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz),
 	erpcrm.unsubscribe(text), erpcrm.pause_subscription(text), erpcrm.resume_subscription(text),
 	erpcrm.requeue_change(bigint), erpcrm.requeue_parked(text), erpcrm.discard_change(bigint),
-	erpcrm._pull_request(integer, integer, integer), erpcrm._receive(integer, jsonb, jsonb, interval),
+	erpcrm._pull_request(integer, integer, integer), erpcrm._receive(integer, jsonb, jsonb),
 	erpcrm._pull_failed(integer, text), erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(),
+	erpcrm._prune_inbox(integer),
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
 	erpcrm.reassign_owned(regrole, regrole)
 	TO erpcrm_admin;

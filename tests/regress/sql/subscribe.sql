@@ -253,6 +253,22 @@ SELECT erpcrm.subscribe('won', 'companies', '{name}', NULL, 'sub.on_won(erpcrm.h
 RESET ROLE;
 SELECT cursor = :'before' AS cursor_kept, properties, filter FROM erpcrm.subscriptions;
 
+-- the inbox's history: changes handled or discarded longer than
+-- erpcrm.inbox_retention ago (7d here) are deleted by the worker, a bounded
+-- step at a time, but each object's latest change (the next one's base)
+-- and parked changes stay
+INSERT INTO erpcrm.inbox (subscription_id, hubspot_id, modified_at, properties, changed, state, handled_at)
+VALUES (:won, '900', '2025-01-01', '{}', '{}', 'done', now() - interval '8 days'),
+	   (:won, '900', '2025-01-02', '{}', '{}', 'done', now() - interval '9 days'),
+	   (:won, '900', '2025-01-03', '{}', '{}', 'done', now() - interval '8 days'),
+	   (:won, '900', '2024-12-01', '{}', '{}', 'parked', now() - interval '30 days'),
+	   (:won, '901', '2025-01-01', '{}', '{}', 'discarded', now() - interval '8 days'),
+	   (:won, '901', '2025-01-02', '{}', '{}', 'done', now() - interval '1 day');
+SELECT erpcrm._prune_inbox(2) AS first_step, erpcrm._prune_inbox(1000) AS second_step,
+	   erpcrm._prune_inbox(1000) AS third_step;
+SELECT hubspot_id, modified_at, state FROM erpcrm.inbox WHERE hubspot_id IN ('900', '901')
+ ORDER BY hubspot_id, modified_at;
+
 -- dead owners.  DROP ROLE refuses the owner of erpcrm objects in this
 -- database, as PostgreSQL refuses the owner of a table; REASSIGN OWNED
 -- hands them on with the role's tables and functions
