@@ -85,6 +85,9 @@ refuse_drop_role(DropRoleStmt *stmt)
 
 	if (!OidIsValid(get_extension_oid("erpcrm", true)))
 		return;
+	/* who may not drop roles hears that from PostgreSQL, not what they own */
+	if (!has_createrole_privilege(GetUserId()))
+		return;
 	as_bootstrap_begin(&saved);
 	if (owners_known())
 	{
