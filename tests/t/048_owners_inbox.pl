@@ -32,20 +32,24 @@ sub new_deal
 						  amount => '1' } })->{id};
 }
 
-# Two integration roles; erp_leaver owns nothing PostgreSQL knows of (so
-# that another database can drop it), only a subscription and a mapping.
+# Two integration roles; erp_leaver owns nothing PostgreSQL knows of, and
+# holds no grant (so that another database can drop it), only a
+# subscription and a mapping: the handler and the view are in a schema
+# everyone may use.
 sql(q{
 CREATE ROLE erp_keeper LOGIN IN ROLE erpcrm_admin;
 CREATE ROLE erp_leaver LOGIN IN ROLE erpcrm_admin;
+CREATE SCHEMA hooks;
+GRANT USAGE ON SCHEMA hooks TO PUBLIC;
 CREATE TABLE erp.took (sub text, hubspot_id text, dealname text);
-CREATE FUNCTION erp.took(c erpcrm.hubspot_change) RETURNS void
+CREATE FUNCTION hooks.took(c erpcrm.hubspot_change) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
 BEGIN ATOMIC
 	INSERT INTO erp.took VALUES (c.subscription, c.hubspot_id, c.properties ->> 'dealname');
 END;
 CREATE TABLE erp.gadgets (sku text PRIMARY KEY, name text);
-CREATE VIEW erp.hs_gadgets AS SELECT sku AS erp_id, name, sku AS hs_sku FROM erp.gadgets;
-GRANT SELECT ON erp.hs_gadgets TO PUBLIC;
+CREATE VIEW hooks.hs_gadgets AS SELECT sku AS erp_id, name, sku AS hs_sku FROM erp.gadgets;
+GRANT SELECT ON hooks.hs_gadgets TO PUBLIC;
 });
 for my $who (qw(keeper leaver))
 {
@@ -53,12 +57,12 @@ for my $who (qw(keeper leaver))
 SET ROLE erp_$who;
 SELECT erpcrm.subscribe('${who}_deals', 'deals', '{dealname}',
 	'[{"propertyName": "dealstage", "operator": "EQ", "value": "closedwon"}]',
-	'erp.took(erpcrm.hubspot_change)');
+	'hooks.took(erpcrm.hubspot_change)');
 });
 }
 $node->safe_psql('postgres', q{
 SET ROLE erp_leaver;
-SELECT erpcrm.map('gadgets', 'erp.hs_gadgets', 'products');
+SELECT erpcrm.map('gadgets', 'hooks.hs_gadgets', 'products');
 });
 sql(q{SELECT erpcrm.watch('gadgets', 'erp.gadgets', 'sku')});
 
@@ -123,7 +127,7 @@ is(scalar(grep { ($_->{properties}{erp_id} // '') eq 'G-1' }
 		  @{ mock_get('/_mock/objects/products')->{results} }), 1,
 	'what waited reaches HubSpot');
 is(sql("SELECT string_agg(DISTINCT owner, ',') || ' ' || bool_or(owner_dropped) FROM erpcrm.subscriptions"),
-	'erp_keeper f', 'both subscriptions belong to erp_keeper now');
+	'erp_keeper false', 'both subscriptions belong to erp_keeper now');
 
 # --- the inbox's history: handled changes past the retention (1 minute)
 # are pruned by the worker; parked ones and each object's latest stay
@@ -142,7 +146,7 @@ ok(poll_until('the worker to prune the history', sub {
 	'handled changes past erpcrm.inbox_retention are pruned, over several rounds');
 is(sql(q{SELECT count(DISTINCT hubspot_id) || ' ' || bool_and(modified_at >= '2025-01-02 16:00+00')
 		   FROM erpcrm.inbox WHERE hubspot_id LIKE 'old-%' AND state = 'done'}),
-	'50 t', 'the latest change of each object stays');
+	'50 true', 'the latest change of each object stays');
 is(sql("SELECT count(*) FROM erpcrm.parked_changes WHERE hubspot_id = 'old-0'"), '1',
 	'a parked change stays, however old');
 is(sql("SELECT count(*) FROM erp.took WHERE hubspot_id = '$deal'"), '2',

@@ -62,6 +62,8 @@ my $pulls = $old->safe_psql('postgres', "SELECT count(*) FROM erpcrm.api_log WHE
 ok(poll_until('two more pulls', sub {
 	$old->safe_psql('postgres', "SELECT count(*) FROM erpcrm.api_log WHERE path LIKE '%/search'") >= $pulls + 2 }),
 	'the worker pulled again');
+# paused, so that the cursor stands still from here to the check after
+# the restore (a pull moves it on even when it finds nothing)
 $old->safe_psql('postgres', "SELECT erpcrm.pause_subscription('won_deals')");
 my $state_query = q{
 SELECT s.subscription || ' ' || s.owner || ' ' || s.cursor || ' ' || s.caught_up_to || ' '
@@ -70,7 +72,6 @@ SELECT s.subscription || ' ' || s.owner || ' ' || s.cursor || ' ' || s.caught_up
 my $state = $old->safe_psql('postgres', $state_query);
 my $inbox_query = q{SELECT string_agg(change_id || ':' || hubspot_id || ':' || state, ',' ORDER BY change_id) FROM erpcrm.inbox};
 my $inbox = $old->safe_psql('postgres', $inbox_query);
-$old->safe_psql('postgres', "SELECT erpcrm.resume_subscription('won_deals')");
 
 # dump; the roles first (pg_dumpall --globals-only), as the runbook says
 my $dump = $old->basedir . '/erp.dump';
@@ -89,6 +90,8 @@ sub sql { return $new->safe_psql('postgres', $_[0]); }
 is(sql($state_query), $state,
 	'the subscription, its owner, its cursor, its counts and its parked change came along');
 is(sql($inbox_query), $inbox, 'the inbox came along, change by change');
+is(sql("SELECT paused FROM erpcrm.subscriptions"), 't', 'paused, as it was');
+sql("SELECT erpcrm.resume_subscription('won_deals')");
 
 # the restored worker goes on from the cursor
 my $after = new_deal('Paper');
