@@ -40,7 +40,8 @@ class Config:
               "required_properties", "deal_pipeline_limit",
               "order_pipeline_limit", "order_type_name",
               "granular_scopes", "merge_new_id", "merged_ids",
-              "gdpr_blocks_email", "contacts_hs_lastmodifieddate"}
+              "gdpr_blocks_email", "contacts_hs_lastmodifieddate",
+              "error_context_ids", "null_properties"}
 
     def __init__(self, tokens):
         self.tokens = list(tokens)
@@ -71,6 +72,8 @@ class Config:
         self.merged_ids = "follow"
         self.gdpr_blocks_email = False
         self.contacts_hs_lastmodifieddate = False
+        self.error_context_ids = True
+        self.null_properties = False
 
     def public(self):
         return {"tokens": self.tokens, "max_per_window": self.max_per_window,
@@ -94,7 +97,9 @@ class Config:
                 "merged_ids": self.merged_ids,
                 "gdpr_blocks_email": self.gdpr_blocks_email,
                 "contacts_hs_lastmodifieddate":
-                    self.contacts_hs_lastmodifieddate}
+                    self.contacts_hs_lastmodifieddate,
+                "error_context_ids": self.error_context_ids,
+                "null_properties": self.null_properties}
 
 
 FAULT_KEYS = {"down", "slow_ms", "error_share", "malformed_share",
@@ -284,7 +289,8 @@ class State:
         for k in ("log_bodies", "shuffle_results", "search_counts_in_window",
                   "upsert_whole_batch", "unique_reuse_after_archive",
                   "granular_scopes", "merge_new_id", "gdpr_blocks_email",
-                  "contacts_hs_lastmodifieddate"):
+                  "contacts_hs_lastmodifieddate", "error_context_ids",
+                  "null_properties"):
             if k in c:
                 setattr(cfg, k, bool(c[k]))
         if "order_type_name" in c:
@@ -831,9 +837,11 @@ class State:
             props = DEFAULT_READ_PROPS.get(
                 t, ["createdate", "hs_lastmodifieddate", "hs_object_id"])
         if props is not None:
-            # HubSpot's properties are strings: unset ones are left out
+            # HubSpot's properties are strings; a requested one that is
+            # unset is left out, or (null_properties) answered as null, as
+            # HubSpot's schema allows ("string | null")
             pd = {k: v for k, v in ((k, self.getprop(obj, k)) for k in props)
-                  if v is not None}
+                  if v is not None or self.cfg.null_properties}
         else:
             pd = dict(obj["properties"])
             for k in echo:
