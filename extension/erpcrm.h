@@ -53,6 +53,7 @@ typedef struct ErpcrmPortalConfig
 	char	   *token_file;		/* the database's, else NULL */
 	int			max_calls_per_10s;	/* the database's, else the setting */
 	char	   *api_version;	/* the database's, else erpcrm.api_version */
+	bool		own_api_version;	/* api_version is the database's */
 	bool		own;			/* a row in erpcrm.portal says so */
 } ErpcrmPortalConfig;
 

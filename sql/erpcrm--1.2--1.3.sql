@@ -212,6 +212,141 @@ $$;
 -- Part 2: flat cost at scale (fewer row versions per key)
 -- ===================================================================
 
+/* The dependents of a target whose HubSpot id changed or that was archived
+ * are found by the associations they hold (column=hubspot id), not by
+ * reading the dependent mapping whole. */
+CREATE INDEX sync_state_assoc ON erpcrm.sync_state
+	USING gin (pg_catalog.string_to_array(assoc_state, ';'))
+	WHERE assoc_state IS NOT NULL;
+
+/*
+ * Dependents of a target mapping linked to any of these HubSpot ids: sent
+ * again (in flight too when p_in_flight).  One association at a time, found
+ * through sync_state_assoc by the "column=hubspot id" entries of their
+ * assoc_state, never by reading the dependent mapping whole.
+ */
+CREATE FUNCTION erpcrm._redirty_linked(p_target_id integer, p_hubspot_ids text[], p_in_flight boolean)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint := 0;
+	k bigint;
+	dep record;
+	links text[];
+BEGIN
+	FOR dep IN SELECT a.mapping_id, a.column_name FROM erpcrm.association a
+				WHERE a.target_id = p_target_id LOOP
+		links := ARRAY(SELECT dep.column_name || '=' || o.id
+						 FROM pg_catalog.unnest(p_hubspot_ids) AS o(id));
+		UPDATE erpcrm.sync_state r
+		   SET change_seq = r.change_seq + 1,
+			   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+			   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+			   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE pg_catalog.now() END,
+			   dirty_since = COALESCE(r.dirty_since, pg_catalog.now())
+		 WHERE pg_catalog.string_to_array(r.assoc_state, ';') OPERATOR(pg_catalog.&&) links
+		   AND r.assoc_state IS NOT NULL
+		   /* (+ 0: not by the primary key, which reads the mapping whole) */
+		   AND r.mapping_id + 0 = dep.mapping_id
+		   AND (r.state IN ('synced', 'failed', 'pending') OR (p_in_flight AND r.state = 'in_flight'));
+		GET DIAGNOSTICS k = ROW_COUNT;
+		n := n + k;
+	END LOOP;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._redirty_linked(integer, text[], boolean) FROM PUBLIC;
+
+/* The dependents of a key whose HubSpot id changed, and those linked to a
+ * key archived now, are found through sync_state_assoc. */
+CREATE OR REPLACE FUNCTION erpcrm._redirty_dependents(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old_ids text[];
+	n bigint := 0;
+BEGIN
+	IF NOT EXISTS (SELECT FROM erpcrm.association a WHERE a.target_id = p_mapping_id) THEN
+		RETURN 0;
+	END IF;
+	SELECT pg_catalog.array_agg(s.hubspot_id) INTO old_ids
+	  FROM erpcrm.sync_state s
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.hubspot_id IS NOT NULL
+	   AND s.hubspot_id <> p_hubspot_ids[pg_catalog.array_position(p_erp_ids, s.erp_id)];
+	IF old_ids IS NULL THEN
+		RETURN 0;
+	END IF;
+	RETURN erpcrm._redirty_linked(p_mapping_id, old_ids, false);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION erpcrm._links_done(p_mapping_id integer, p_synced text[], p_unlinked text[],
+								   p_archived text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint := 0;
+	k bigint;
+	archived_ids text[];
+	dep record;
+BEGIN
+	/* by primary key lookups only (part 4): no join to hash the mapping */
+	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
+		UPDATE erpcrm.sync_state s
+		   SET unlinked = p_unlinked[array_position(p_synced, s.erp_id)]::jsonb, archived_at = NULL
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_synced)
+		   AND (s.unlinked IS DISTINCT FROM p_unlinked[array_position(p_synced, s.erp_id)]::jsonb
+				OR s.archived_at IS NOT NULL);
+	END IF;
+	IF p_archived IS NOT NULL AND cardinality(p_archived) > 0 THEN
+		WITH u AS (
+			UPDATE erpcrm.sync_state s
+			   SET archived_at = COALESCE(s.archived_at, now()), unlinked = NULL
+			 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_archived)
+			RETURNING s.hubspot_id)
+		SELECT array_agg(u.hubspot_id) INTO archived_ids FROM u WHERE u.hubspot_id IS NOT NULL;
+	END IF;
+	IF NOT EXISTS (SELECT FROM erpcrm.association a WHERE a.target_id = p_mapping_id) THEN
+		RETURN 0;
+	END IF;
+
+	/* dependents linked to an object that is archived now lose the link */
+	IF archived_ids IS NOT NULL THEN
+		n := n + erpcrm._redirty_linked(p_mapping_id, archived_ids, true);
+	END IF;
+
+	/* dependents sent without a link to a key that is in HubSpot now get it */
+	/* (one association at a time: the dependents' unlinked keys are read
+	 * through sync_state_unlinked, never the dependent mapping whole) */
+	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
+		FOR dep IN SELECT a.mapping_id, a.column_name FROM erpcrm.association a
+					WHERE a.target_id = p_mapping_id LOOP
+			UPDATE erpcrm.sync_state r
+			   SET change_seq = r.change_seq + 1,
+				   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+				   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+				   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
+				   dirty_since = COALESCE(r.dirty_since, now())
+			 WHERE r.mapping_id = dep.mapping_id
+			   AND r.unlinked IS NOT NULL
+			   AND r.unlinked ->> dep.column_name = ANY (p_synced)
+			   AND r.state IN ('synced', 'failed', 'pending', 'in_flight');
+			GET DIAGNOSTICS k = ROW_COUNT;
+			n := n + k;
+		END LOOP;
+	END IF;
+	RETURN n;
+END
+$$;
+
 -- ===================================================================
 -- Part 3: fingerprints, refresh and erasure
 -- ===================================================================

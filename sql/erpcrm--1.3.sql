@@ -1641,18 +1641,7 @@ BEGIN
 	IF old_ids IS NULL THEN
 		RETURN 0;
 	END IF;
-	UPDATE erpcrm.sync_state r
-	   SET change_seq = r.change_seq + 1,
-		   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
-		   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
-		   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE pg_catalog.now() END,
-		   dirty_since = COALESCE(r.dirty_since, pg_catalog.now())
-	  FROM erpcrm.association a, pg_catalog.unnest(old_ids) AS o(id)
-	 WHERE a.target_id = p_mapping_id AND r.mapping_id = a.mapping_id
-	   AND r.state IN ('synced', 'failed', 'pending')
-	   AND pg_catalog.strpos(';' || r.assoc_state || ';', ';' || a.column_name || '=' || o.id || ';') > 0;
-	GET DIAGNOSTICS n = ROW_COUNT;
-	RETURN n;
+	RETURN erpcrm._redirty_linked(p_mapping_id, old_ids, false);
 END
 $$;
 
@@ -1872,18 +1861,7 @@ BEGIN
 
 	/* dependents linked to an object that is archived now lose the link */
 	IF archived_ids IS NOT NULL THEN
-		UPDATE erpcrm.sync_state r
-		   SET change_seq = r.change_seq + 1,
-			   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
-			   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
-			   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
-			   dirty_since = COALESCE(r.dirty_since, now())
-		  FROM erpcrm.association a, unnest(archived_ids) AS o(id)
-		 WHERE a.target_id = p_mapping_id AND r.mapping_id = a.mapping_id
-		   AND r.state IN ('synced', 'failed', 'pending', 'in_flight')
-		   AND strpos(';' || r.assoc_state || ';', ';' || a.column_name || '=' || o.id || ';') > 0;
-		GET DIAGNOSTICS k = ROW_COUNT;
-		n := n + k;
+		n := n + erpcrm._redirty_linked(p_mapping_id, archived_ids, true);
 	END IF;
 
 	/* dependents sent without a link to a key that is in HubSpot now get it */
@@ -2636,6 +2614,53 @@ REVOKE ALL ON FUNCTION erpcrm._dirty(integer, text[]) FROM PUBLIC;
 -- ===================================================================
 -- scale: flat cost at scale (fewer row versions per key)
 -- ===================================================================
+
+/* The dependents of a target whose HubSpot id changed or that was archived
+ * are found by the associations they hold (column=hubspot id), not by
+ * reading the dependent mapping whole. */
+CREATE INDEX sync_state_assoc ON erpcrm.sync_state
+	USING gin (pg_catalog.string_to_array(assoc_state, ';'))
+	WHERE assoc_state IS NOT NULL;
+
+/*
+ * Dependents of a target mapping linked to any of these HubSpot ids: sent
+ * again (in flight too when p_in_flight).  One association at a time, found
+ * through sync_state_assoc by the "column=hubspot id" entries of their
+ * assoc_state, never by reading the dependent mapping whole.
+ */
+CREATE FUNCTION erpcrm._redirty_linked(p_target_id integer, p_hubspot_ids text[], p_in_flight boolean)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint := 0;
+	k bigint;
+	dep record;
+	links text[];
+BEGIN
+	FOR dep IN SELECT a.mapping_id, a.column_name FROM erpcrm.association a
+				WHERE a.target_id = p_target_id LOOP
+		links := ARRAY(SELECT dep.column_name || '=' || o.id
+						 FROM pg_catalog.unnest(p_hubspot_ids) AS o(id));
+		UPDATE erpcrm.sync_state r
+		   SET change_seq = r.change_seq + 1,
+			   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+			   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+			   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE pg_catalog.now() END,
+			   dirty_since = COALESCE(r.dirty_since, pg_catalog.now())
+		 WHERE pg_catalog.string_to_array(r.assoc_state, ';') OPERATOR(pg_catalog.&&) links
+		   AND r.assoc_state IS NOT NULL
+		   /* (+ 0: not by the primary key, which reads the mapping whole) */
+		   AND r.mapping_id + 0 = dep.mapping_id
+		   AND (r.state IN ('synced', 'failed', 'pending') OR (p_in_flight AND r.state = 'in_flight'));
+		GET DIAGNOSTICS k = ROW_COUNT;
+		n := n + k;
+	END LOOP;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._redirty_linked(integer, text[], boolean) FROM PUBLIC;
 
 -- ===================================================================
 -- fp: fingerprints, refresh and erasure
