@@ -195,4 +195,12 @@ extern void erpcrm_register_launcher(void);
 extern void erpcrm_install_utility_hook(void);
 extern PGDLLEXPORT void erpcrm_launcher_main(Datum main_arg);
 
+/* ----------------------------------------------------------------
+ * roles.c: DROP ROLE and REASSIGN OWNED for the owners of erpcrm's objects
+ * ----------------------------------------------------------------
+ */
+struct Node;
+extern void erpcrm_roles_before(struct Node *parsetree);
+extern void erpcrm_roles_after(struct Node *parsetree);
+
 #endif							/* ERPCRM_H */
