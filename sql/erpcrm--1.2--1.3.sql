@@ -1317,7 +1317,10 @@ REVOKE ALL ON erpcrm.reconcile_run, erpcrm.reconcile_run_run_id_seq, erpcrm.drif
 GRANT SELECT ON erpcrm.drift, erpcrm.reconcile_runs, erpcrm.reconcile_run, erpcrm.drift_item
 	TO erpcrm_monitor, pg_monitor;
 
-/* map() learns reconcile_every */
+/*
+ * map(), restated once for all of 1.3: it learns reconcile_every (drift,
+ * here) and accepts HubSpot's native orders (0-123) by name (reach).
+ */
 DROP FUNCTION erpcrm.map(text, regclass, text, text, text, integer);
 CREATE FUNCTION erpcrm.map(
 	name text,
@@ -1345,12 +1348,12 @@ BEGIN
 		RAISE EXCEPTION 'the source of mapping "%" must not be null', name
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF object_type IS NULL OR NOT (object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items')
+	IF object_type IS NULL OR NOT (object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items', 'orders')
 			OR object_type ~ '^[0-9]+-[0-9]+$'
 			OR object_type ~ '^p[0-9]+_[a-z][a-z0-9_]*$') THEN
 		RAISE EXCEPTION 'unknown HubSpot object type "%"', object_type
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use companies, contacts, products, deals, line_items, or a custom object type id such as 2-1234567.';
+				  HINT = 'Use companies, contacts, products, deals, line_items, orders, or a custom object type id such as 2-1234567.';
 	END IF;
 	IF id_property IS NULL OR NOT erpcrm._valid_property_name(id_property) THEN
 		RAISE EXCEPTION 'invalid id property "%"', id_property
@@ -2236,99 +2239,7 @@ SELECT * FROM erpcrm._workers();
 COMMENT ON VIEW erpcrm.workers IS 'every erpcrm worker of the cluster, one per database served (superusers only: it names every database)';
 REVOKE ALL ON erpcrm.workers FROM PUBLIC;
 
-/*
- * HubSpot's native orders (0-123) are a mapping target by name: map()
- * accepts 'orders' (restated after Part 4's, with reconcile_every: both
- * changes).
- */
-CREATE OR REPLACE FUNCTION erpcrm.map(
-	name text,
-	source regclass,
-	object_type text,
-	id_property text DEFAULT 'erp_id',
-	on_delete text DEFAULT 'archive',
-	batch_size integer DEFAULT NULL,
-	reconcile_every interval DEFAULT NULL)
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	old erpcrm.mapping;
-	id integer;
-BEGIN
-	IF name IS NULL OR length(name) NOT BETWEEN 1 AND 63 THEN
-		RAISE EXCEPTION 'invalid mapping name'
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'A mapping name is between 1 and 63 characters long.';
-	END IF;
-	IF source IS NULL THEN
-		RAISE EXCEPTION 'the source of mapping "%" must not be null', name
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF object_type IS NULL OR NOT (object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items', 'orders')
-			OR object_type ~ '^[0-9]+-[0-9]+$'
-			OR object_type ~ '^p[0-9]+_[a-z][a-z0-9_]*$') THEN
-		RAISE EXCEPTION 'unknown HubSpot object type "%"', object_type
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use companies, contacts, products, deals, line_items, orders, or a custom object type id such as 2-1234567.';
-	END IF;
-	IF id_property IS NULL OR NOT erpcrm._valid_property_name(id_property) THEN
-		RAISE EXCEPTION 'invalid id property "%"', id_property
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'The id property is a HubSpot property with unique values, such as erp_id.';
-	END IF;
-	IF on_delete IS NULL OR on_delete NOT IN ('archive', 'keep') THEN
-		RAISE EXCEPTION 'invalid on_delete action "%"', on_delete
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use archive (archive the HubSpot object when its key leaves the view) or keep.';
-	END IF;
-	IF batch_size IS NOT NULL AND batch_size NOT BETWEEN 1 AND 100 THEN
-		RAISE EXCEPTION 'batch size % is out of range', batch_size
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'HubSpot accepts at most 100 inputs per batch call.';
-	END IF;
-	IF reconcile_every IS NOT NULL AND reconcile_every < interval '1 minute' THEN
-		RAISE EXCEPTION 'reconcile_every % is too short', reconcile_every
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Reconcile at most once a minute; once a day is usual.';
-	END IF;
-	IF NOT has_table_privilege(erpcrm._caller(), source, 'SELECT') THEN
-		RAISE EXCEPTION 'permission denied for relation %', source
-			USING ERRCODE = 'insufficient_privilege',
-				  DETAIL = 'Whoever defines a mapping must be able to read its source.';
-	END IF;
-
-	PERFORM erpcrm._check_source(source, id_property);
-
-	SELECT * INTO old FROM erpcrm.mapping m WHERE m.name = map.name FOR UPDATE;
-	IF FOUND THEN
-		IF old.object_type <> map.object_type
-			AND EXISTS (SELECT FROM erpcrm.sync_state s
-						 WHERE s.mapping_id = old.mapping_id AND s.hubspot_id IS NOT NULL) THEN
-			RAISE EXCEPTION 'cannot change the object type of mapping "%" from % to %', name, old.object_type, object_type
-				USING ERRCODE = 'object_in_use',
-					  DETAIL = 'Objects of this mapping already exist in HubSpot.',
-					  HINT = 'Drop the mapping with erpcrm.unmap() and define a new one.';
-		END IF;
-		UPDATE erpcrm.mapping m
-		   SET source = map.source, object_type = map.object_type,
-			   id_property = map.id_property, on_delete = map.on_delete,
-			   batch_size = map.batch_size, owner = erpcrm._caller(),
-			   reconcile_every = map.reconcile_every
-		 WHERE m.mapping_id = old.mapping_id;
-		id := old.mapping_id;
-	ELSE
-		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner,
-									reconcile_every)
-		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller(),
-				reconcile_every)
-		RETURNING mapping_id INTO id;
-	END IF;
-	RETURN id;
-END
-$$;
+/* map() accepts HubSpot's native orders (0-123) by name: see Part 4, where map() is restated. */
 
 /* The launcher starts a worker here as soon as this script commits. */
 CREATE FUNCTION erpcrm._launcher_notify()
