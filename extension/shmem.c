@@ -33,8 +33,8 @@ ErpcrmShared *erpcrm_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* This backend's transaction wrote the outbox: wake the worker at commit. */
-static bool wake_pending = false;
+/* What this backend's transaction asks for at commit (ERPCRM_AT_COMMIT_*). */
+static int	at_commit = 0;
 static bool xact_callback_registered = false;
 
 /* One slot per background worker process the server can run. */
@@ -89,37 +89,78 @@ erpcrm_request_shmem(void)
 	shmem_startup_hook = erpcrm_shmem_startup;
 }
 
+/*
+ * Wake this database's worker; with portal_changed, it reads erpcrm.portal
+ * again first.
+ */
 static void
-erpcrm_xact_callback(XactEvent event, void *arg)
+wake_worker(bool portal_changed)
 {
+	ErpcrmShared *slot = erpcrm_slot_for_database(MyDatabaseId, false);
+	Latch	   *latch = NULL;
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	if (slot->database_oid == MyDatabaseId)
+	{
+		if (portal_changed)
+			slot->portal_changed = true;
+		latch = slot->worker_latch;
+	}
+	SpinLockRelease(&slot->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
+ * The one transaction callback: at COMMIT it does what the transaction
+ * asked for; at ABORT it forgets it.
+ */
+static void
+at_commit_callback(XactEvent event, void *arg)
+{
+	int			what = at_commit;
+
+	if (what == 0)
+		return;
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending && erpcrm_cluster != NULL)
-			{
-				ErpcrmShared *slot = erpcrm_slot_for_database(MyDatabaseId, false);
-				Latch	   *latch = NULL;
-
-				if (slot != NULL)
-				{
-					SpinLockAcquire(&slot->mutex);
-					if (slot->database_oid == MyDatabaseId)
-						latch = slot->worker_latch;
-					SpinLockRelease(&slot->mutex);
-				}
-				if (latch != NULL)
-					SetLatch(latch);
-			}
-			wake_pending = false;
+			at_commit = 0;
+			if (erpcrm_cluster == NULL)
+				break;
+			if (what & (ERPCRM_AT_COMMIT_WAKE | ERPCRM_AT_COMMIT_PORTAL))
+				wake_worker((what & ERPCRM_AT_COMMIT_PORTAL) != 0);
+			if (what & ERPCRM_AT_COMMIT_LAUNCHER)
+				erpcrm_notify_launcher(MyDatabaseId);
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			wake_pending = false;
+			at_commit = 0;
 			break;
 		default:
 			break;
 	}
+}
+
+/*
+ * Ask for what (ERPCRM_AT_COMMIT_*) at the commit of the current
+ * transaction: nothing happens if it aborts.  Called on the trigger path:
+ * costs a flag test after the first call.
+ */
+void
+erpcrm_at_commit(int what)
+{
+	if ((at_commit & what) == what)
+		return;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(at_commit_callback, NULL);
+		xact_callback_registered = true;
+	}
+	at_commit |= what;
 }
 
 /*
@@ -156,22 +197,6 @@ erpcrm_slot_for_database(Oid dboid, bool fallback)
 	if (fallback && erpcrm_database != NULL && erpcrm_database[0] != '\0')
 		return other;
 	return NULL;
-}
-
-/*
- * Called on the trigger path: costs a flag test after the first call.
- */
-void
-erpcrm_wake_at_commit(void)
-{
-	if (wake_pending)
-		return;
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(erpcrm_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-	wake_pending = true;
 }
 
 /*
@@ -295,7 +320,7 @@ PG_FUNCTION_INFO_V1(erpcrm_wake_v1);
 Datum
 erpcrm_wake_v1(PG_FUNCTION_ARGS)
 {
-	erpcrm_wake_at_commit();
+	erpcrm_at_commit(ERPCRM_AT_COMMIT_WAKE);
 	PG_RETURN_BOOL(erpcrm_cluster != NULL);
 }
 
@@ -468,20 +493,6 @@ erpcrm_workers_v1(PG_FUNCTION_ARGS)
  * that the launcher starts a worker for this database as soon as the
  * CREATE EXTENSION commits (it looks again at the database then).
  */
-static bool notify_pending = false;
-
-static void
-notify_xact_callback(XactEvent event, void *arg)
-{
-	if (!notify_pending)
-		return;
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-		erpcrm_notify_launcher(MyDatabaseId);
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		notify_pending = false;
-}
-
 void
 erpcrm_notify_launcher(Oid dboid)
 {
@@ -504,13 +515,6 @@ PG_FUNCTION_INFO_V1(erpcrm_launcher_notify_v1);
 Datum
 erpcrm_launcher_notify_v1(PG_FUNCTION_ARGS)
 {
-	static bool registered = false;
-
-	if (!registered)
-	{
-		RegisterXactCallback(notify_xact_callback, NULL);
-		registered = true;
-	}
-	notify_pending = true;
+	erpcrm_at_commit(ERPCRM_AT_COMMIT_LAUNCHER);
 	PG_RETURN_BOOL(erpcrm_cluster != NULL);
 }
