@@ -24,6 +24,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
+#include "utils/typcache.h"
 
 #include "erpcrm.h"
 
@@ -463,16 +464,21 @@ Datum
 erpcrm_workers_v1(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		values[WORKER_COLS + 1];
-	bool		nulls[WORKER_COLS + 1];
+	TupleDesc	workerdesc;
+	Datum		values[WORKER_COLS];
+	bool		nulls[WORKER_COLS];
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (erpcrm_cluster == NULL)
 		return (Datum) 0;
+	/* each row is a row of erpcrm.worker, and the worker's limiter */
+	workerdesc = lookup_rowtype_tupdesc_copy(TupleDescAttr(rsinfo->setDesc, 0)->atttypid, -1);
 	for (int i = 0; i < erpcrm_cluster->nslots; i++)
 	{
 		ErpcrmShared *slot = &erpcrm_cluster->slots[i];
 		ErpcrmShared snap;
+		Datum		row[2];
+		bool		rownulls[2] = {false, false};
 
 		SpinLockAcquire(&slot->mutex);
 		memcpy(&snap, slot, sizeof(snap));
@@ -480,10 +486,11 @@ erpcrm_workers_v1(PG_FUNCTION_ARGS)
 		if (!snap.in_use || snap.probe)
 			continue;
 		worker_row(&snap, values, nulls);
+		row[0] = HeapTupleGetDatum(heap_form_tuple(workerdesc, values, nulls));
 		/* which databases share a rate limiter (one per HubSpot token) */
-		values[WORKER_COLS] = Int32GetDatum(snap.limiter);
-		nulls[WORKER_COLS] = snap.limiter < 0;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		row[1] = Int32GetDatum(snap.limiter);
+		rownulls[1] = snap.limiter < 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, rownulls);
 	}
 	return (Datum) 0;
 }

@@ -2213,29 +2213,18 @@ CREATE TRIGGER portal_changed
 	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON erpcrm.portal
 	FOR EACH STATEMENT EXECUTE FUNCTION erpcrm._portal_changed();
 
-/* Every worker of the cluster, from the launcher's shared memory. */
-CREATE FUNCTION erpcrm._workers(
-	OUT pid integer,
-	OUT database name,
-	OUT state text,
-	OUT detail text,
-	OUT started_at timestamptz,
-	OUT last_wake timestamptz,
-	OUT last_call timestamptz,
-	OUT backoff_until timestamptz,
-	OUT window_remaining bigint,
-	OUT daily_remaining bigint,
-	OUT calls bigint,
-	OUT rate_limited bigint,
-	OUT objects_sent bigint,
-	OUT limiter integer)
+/*
+ * Every worker of the cluster, from the launcher's shared memory: its row
+ * as erpcrm.worker shows it, and the rate limiter it shares.
+ */
+CREATE FUNCTION erpcrm._workers(OUT worker erpcrm.worker, OUT limiter integer)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'erpcrm_workers_v1'
 LANGUAGE C;
 REVOKE ALL ON FUNCTION erpcrm._workers() FROM PUBLIC;
 
 CREATE VIEW erpcrm.workers AS
-SELECT * FROM erpcrm._workers();
+SELECT (w.worker).*, w.limiter FROM erpcrm._workers() AS w;
 COMMENT ON VIEW erpcrm.workers IS 'every erpcrm worker of the cluster, one per database served (superusers only: it names every database)';
 REVOKE ALL ON erpcrm.workers FROM PUBLIC;
 
