@@ -879,7 +879,7 @@ GRANT EXECUTE ON FUNCTION erpcrm._drop_forgotten(integer, text[]) TO erpcrm_admi
  */
 ALTER TABLE erpcrm.mapping ADD COLUMN reconcile_every interval
 	CHECK (reconcile_every >= interval '1 minute');
-COMMENT ON COLUMN erpcrm.mapping.reconcile_every IS 'the worker reconciles the mapping with HubSpot this often (NULL: only when erpcrm.reconcile() is called)';
+COMMENT ON COLUMN erpcrm.mapping.reconcile_every IS 'the worker reconciles the mapping with HubSpot this often (NULL: only when erpcrm.reconcile() is called); set with erpcrm.set_reconcile()';
 
 CREATE TABLE erpcrm.reconcile_run (
 	run_id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -1318,101 +1318,33 @@ GRANT SELECT ON erpcrm.drift, erpcrm.reconcile_runs, erpcrm.reconcile_run, erpcr
 	TO erpcrm_monitor, pg_monitor;
 
 /*
- * map(), restated once for all of 1.3: it learns reconcile_every (drift,
- * here) and accepts HubSpot's native orders (0-123) by name (reach).
+ * reconcile_every is set like the other per-mapping settings (set_match,
+ * set_refresh): map() keeps the arguments of 1.2 (it is restated in Part 6)
+ * and leaves it alone when a mapping is redefined.
  */
-DROP FUNCTION erpcrm.map(text, regclass, text, text, text, integer);
-CREATE FUNCTION erpcrm.map(
-	name text,
-	source regclass,
-	object_type text,
-	id_property text DEFAULT 'erp_id',
-	on_delete text DEFAULT 'archive',
-	batch_size integer DEFAULT NULL,
-	reconcile_every interval DEFAULT NULL)
-RETURNS integer
+CREATE FUNCTION erpcrm.set_reconcile(mapping text, reconcile_every interval)
+RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	old erpcrm.mapping;
-	id integer;
+	m erpcrm.mapping := erpcrm._mapping(set_reconcile.mapping);
 BEGIN
-	IF name IS NULL OR length(name) NOT BETWEEN 1 AND 63 THEN
-		RAISE EXCEPTION 'invalid mapping name'
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'A mapping name is between 1 and 63 characters long.';
-	END IF;
-	IF source IS NULL THEN
-		RAISE EXCEPTION 'the source of mapping "%" must not be null', name
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF object_type IS NULL OR NOT (object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items', 'orders')
-			OR object_type ~ '^[0-9]+-[0-9]+$'
-			OR object_type ~ '^p[0-9]+_[a-z][a-z0-9_]*$') THEN
-		RAISE EXCEPTION 'unknown HubSpot object type "%"', object_type
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use companies, contacts, products, deals, line_items, orders, or a custom object type id such as 2-1234567.';
-	END IF;
-	IF id_property IS NULL OR NOT erpcrm._valid_property_name(id_property) THEN
-		RAISE EXCEPTION 'invalid id property "%"', id_property
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'The id property is a HubSpot property with unique values, such as erp_id.';
-	END IF;
-	IF on_delete IS NULL OR on_delete NOT IN ('archive', 'keep') THEN
-		RAISE EXCEPTION 'invalid on_delete action "%"', on_delete
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use archive (archive the HubSpot object when its key leaves the view) or keep.';
-	END IF;
-	IF batch_size IS NOT NULL AND batch_size NOT BETWEEN 1 AND 100 THEN
-		RAISE EXCEPTION 'batch size % is out of range', batch_size
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'HubSpot accepts at most 100 inputs per batch call.';
-	END IF;
 	IF reconcile_every IS NOT NULL AND reconcile_every < interval '1 minute' THEN
-		RAISE EXCEPTION 'reconcile_every % is too short', reconcile_every
+		RAISE EXCEPTION 'reconcile_every of mapping "%" is too short', m.name
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Reconcile at most once a minute; once a day is usual.';
+				  DETAIL = format('It is %s; the shortest is 1 minute.', reconcile_every),
+				  HINT = 'Reconcile at most once a minute; once a day is usual. NULL stops it.';
 	END IF;
-	IF NOT has_table_privilege(erpcrm._caller(), source, 'SELECT') THEN
-		RAISE EXCEPTION 'permission denied for relation %', source
-			USING ERRCODE = 'insufficient_privilege',
-				  DETAIL = 'Whoever defines a mapping must be able to read its source.';
-	END IF;
-
-	PERFORM erpcrm._check_source(source, id_property);
-
-	SELECT * INTO old FROM erpcrm.mapping m WHERE m.name = map.name FOR UPDATE;
-	IF FOUND THEN
-		IF old.object_type <> map.object_type
-			AND EXISTS (SELECT FROM erpcrm.sync_state s
-						 WHERE s.mapping_id = old.mapping_id AND s.hubspot_id IS NOT NULL) THEN
-			RAISE EXCEPTION 'cannot change the object type of mapping "%" from % to %', name, old.object_type, object_type
-				USING ERRCODE = 'object_in_use',
-					  DETAIL = 'Objects of this mapping already exist in HubSpot.',
-					  HINT = 'Drop the mapping with erpcrm.unmap() and define a new one.';
-		END IF;
-		UPDATE erpcrm.mapping m
-		   SET source = map.source, object_type = map.object_type,
-			   id_property = map.id_property, on_delete = map.on_delete,
-			   batch_size = map.batch_size, owner = erpcrm._caller(),
-			   reconcile_every = map.reconcile_every
-		 WHERE m.mapping_id = old.mapping_id;
-		id := old.mapping_id;
-	ELSE
-		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner,
-									reconcile_every)
-		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller(),
-				reconcile_every)
-		RETURNING mapping_id INTO id;
-	END IF;
-	RETURN id;
+	UPDATE erpcrm.mapping x SET reconcile_every = set_reconcile.reconcile_every
+	 WHERE x.mapping_id = m.mapping_id;
+	PERFORM erpcrm._wake();
 END
 $$;
-COMMENT ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer, interval) IS 'define (or redefine) a mapping: a view whose rows become HubSpot objects';
-REVOKE ALL ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer, interval) TO erpcrm_admin;
+COMMENT ON FUNCTION erpcrm.set_reconcile(text, interval) IS 'let the worker reconcile the mapping with HubSpot this often (NULL: never), reporting only, with reconcile()''s default budget';
+REVOKE ALL ON FUNCTION erpcrm.set_reconcile(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.set_reconcile(text, interval) TO erpcrm_admin;
 
 -- ===================================================================
 -- Part 5: the way back (subscriptions and inbox)
@@ -2228,7 +2160,89 @@ SELECT (w.worker).*, w.limiter FROM erpcrm._workers() AS w;
 COMMENT ON VIEW erpcrm.workers IS 'every erpcrm worker of the cluster, one per database served (superusers only: it names every database)';
 REVOKE ALL ON erpcrm.workers FROM PUBLIC;
 
-/* map() accepts HubSpot's native orders (0-123) by name: see Part 4, where map() is restated. */
+/*
+ * map(), restated once for all of 1.3: it accepts HubSpot's native orders
+ * (0-123) by name.  Its arguments are those of 1.2.
+ */
+CREATE OR REPLACE FUNCTION erpcrm.map(
+	name text,
+	source regclass,
+	object_type text,
+	id_property text DEFAULT 'erp_id',
+	on_delete text DEFAULT 'archive',
+	batch_size integer DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old erpcrm.mapping;
+	id integer;
+BEGIN
+	IF name IS NULL OR length(name) NOT BETWEEN 1 AND 63 THEN
+		RAISE EXCEPTION 'invalid mapping name'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A mapping name is between 1 and 63 characters long.';
+	END IF;
+	IF source IS NULL THEN
+		RAISE EXCEPTION 'the source of mapping "%" must not be null', name
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF object_type IS NULL OR NOT (object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items', 'orders')
+			OR object_type ~ '^[0-9]+-[0-9]+$'
+			OR object_type ~ '^p[0-9]+_[a-z][a-z0-9_]*$') THEN
+		RAISE EXCEPTION 'unknown HubSpot object type "%"', object_type
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use companies, contacts, products, deals, line_items, orders, or a custom object type id such as 2-1234567.';
+	END IF;
+	IF id_property IS NULL OR NOT erpcrm._valid_property_name(id_property) THEN
+		RAISE EXCEPTION 'invalid id property "%"', id_property
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The id property is a HubSpot property with unique values, such as erp_id.';
+	END IF;
+	IF on_delete IS NULL OR on_delete NOT IN ('archive', 'keep') THEN
+		RAISE EXCEPTION 'invalid on_delete action "%"', on_delete
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use archive (archive the HubSpot object when its key leaves the view) or keep.';
+	END IF;
+	IF batch_size IS NOT NULL AND batch_size NOT BETWEEN 1 AND 100 THEN
+		RAISE EXCEPTION 'batch size % is out of range', batch_size
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'HubSpot accepts at most 100 inputs per batch call.';
+	END IF;
+	IF NOT has_table_privilege(erpcrm._caller(), source, 'SELECT') THEN
+		RAISE EXCEPTION 'permission denied for relation %', source
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Whoever defines a mapping must be able to read its source.';
+	END IF;
+
+	PERFORM erpcrm._check_source(source, id_property);
+
+	SELECT * INTO old FROM erpcrm.mapping m WHERE m.name = map.name FOR UPDATE;
+	IF FOUND THEN
+		IF old.object_type <> map.object_type
+			AND EXISTS (SELECT FROM erpcrm.sync_state s
+						 WHERE s.mapping_id = old.mapping_id AND s.hubspot_id IS NOT NULL) THEN
+			RAISE EXCEPTION 'cannot change the object type of mapping "%" from % to %', name, old.object_type, object_type
+				USING ERRCODE = 'object_in_use',
+					  DETAIL = 'Objects of this mapping already exist in HubSpot.',
+					  HINT = 'Drop the mapping with erpcrm.unmap() and define a new one.';
+		END IF;
+		UPDATE erpcrm.mapping m
+		   SET source = map.source, object_type = map.object_type,
+			   id_property = map.id_property, on_delete = map.on_delete,
+			   batch_size = map.batch_size, owner = erpcrm._caller()
+		 WHERE m.mapping_id = old.mapping_id;
+		id := old.mapping_id;
+	ELSE
+		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner)
+		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller())
+		RETURNING mapping_id INTO id;
+	END IF;
+	RETURN id;
+END
+$$;
 
 /* The launcher starts a worker here as soon as this script commits. */
 CREATE FUNCTION erpcrm._launcher_notify()

@@ -99,7 +99,7 @@ COMMENT ON COLUMN erpcrm.mapping.owner IS 'the role that defined the mapping; it
 COMMENT ON COLUMN erpcrm.mapping.source_name IS 'the source''s qualified name: a source dropped and created again under this name is found again';
 COMMENT ON COLUMN erpcrm.mapping.fingerprint_epoch IS 'part of every fingerprint of the mapping; erpcrm.resync(force => true) changes it so that every key is sent';
 COMMENT ON COLUMN erpcrm.mapping.refresh_every IS 'the worker runs erpcrm.refresh() of the mapping this often (NULL: never); set with erpcrm.set_refresh()';
-COMMENT ON COLUMN erpcrm.mapping.reconcile_every IS 'the worker reconciles the mapping with HubSpot this often (NULL: only when erpcrm.reconcile() is called)';
+COMMENT ON COLUMN erpcrm.mapping.reconcile_every IS 'the worker reconciles the mapping with HubSpot this often (NULL: only when erpcrm.reconcile() is called); set with erpcrm.set_reconcile()';
 
 /*
  * An association is a view column holding the erp_id of another mapping's
@@ -543,8 +543,7 @@ CREATE FUNCTION erpcrm.map(
 	object_type text,
 	id_property text DEFAULT 'erp_id',
 	on_delete text DEFAULT 'archive',
-	batch_size integer DEFAULT NULL,
-	reconcile_every interval DEFAULT NULL)
+	batch_size integer DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -585,11 +584,6 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'HubSpot accepts at most 100 inputs per batch call.';
 	END IF;
-	IF reconcile_every IS NOT NULL AND reconcile_every < interval '1 minute' THEN
-		RAISE EXCEPTION 'reconcile_every % is too short', reconcile_every
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Reconcile at most once a minute; once a day is usual.';
-	END IF;
 	IF NOT has_table_privilege(erpcrm._caller(), source, 'SELECT') THEN
 		RAISE EXCEPTION 'permission denied for relation %', source
 			USING ERRCODE = 'insufficient_privilege',
@@ -611,21 +605,18 @@ BEGIN
 		UPDATE erpcrm.mapping m
 		   SET source = map.source, object_type = map.object_type,
 			   id_property = map.id_property, on_delete = map.on_delete,
-			   batch_size = map.batch_size, owner = erpcrm._caller(),
-			   reconcile_every = map.reconcile_every
+			   batch_size = map.batch_size, owner = erpcrm._caller()
 		 WHERE m.mapping_id = old.mapping_id;
 		id := old.mapping_id;
 	ELSE
-		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner,
-									reconcile_every)
-		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller(),
-				reconcile_every)
+		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner)
+		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller())
 		RETURNING mapping_id INTO id;
 	END IF;
 	RETURN id;
 END
 $$;
-COMMENT ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer, interval) IS 'define (or redefine) a mapping: a view whose rows become HubSpot objects';
+COMMENT ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer) IS 'define (or redefine) a mapping: a view whose rows become HubSpot objects';
 
 /* The source's name follows the source. */
 CREATE FUNCTION erpcrm._mapping_source_name()
@@ -2530,7 +2521,7 @@ GRANT EXECUTE ON FUNCTION erpcrm._worker_state(), erpcrm.key_status(text, text),
 	TO erpcrm_monitor, pg_monitor;
 
 GRANT EXECUTE ON FUNCTION
-	erpcrm.map(text, regclass, text, text, text, integer, interval),
+	erpcrm.map(text, regclass, text, text, text, integer),
 	erpcrm.unmap(text),
 	erpcrm.set_match(text, text),
 	erpcrm.associate(text, text, text, integer, text, text, boolean),
@@ -3246,6 +3237,34 @@ SELECT r.run_id,
   FROM erpcrm.reconcile_run r
   JOIN erpcrm.mapping m ON m.mapping_id = r.mapping_id;
 COMMENT ON VIEW erpcrm.reconcile_runs IS 'each reconcile of a mapping with HubSpot: state, progress, calls spent, drift found';
+
+/*
+ * reconcile_every is set like the other per-mapping settings (set_match,
+ * set_refresh): map() leaves it alone when a mapping is redefined.
+ */
+CREATE FUNCTION erpcrm.set_reconcile(mapping text, reconcile_every interval)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(set_reconcile.mapping);
+BEGIN
+	IF reconcile_every IS NOT NULL AND reconcile_every < interval '1 minute' THEN
+		RAISE EXCEPTION 'reconcile_every of mapping "%" is too short', m.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('It is %s; the shortest is 1 minute.', reconcile_every),
+				  HINT = 'Reconcile at most once a minute; once a day is usual. NULL stops it.';
+	END IF;
+	UPDATE erpcrm.mapping x SET reconcile_every = set_reconcile.reconcile_every
+	 WHERE x.mapping_id = m.mapping_id;
+	PERFORM erpcrm._wake();
+END
+$$;
+COMMENT ON FUNCTION erpcrm.set_reconcile(text, interval) IS 'let the worker reconcile the mapping with HubSpot this often (NULL: never), reporting only, with reconcile()''s default budget';
+REVOKE ALL ON FUNCTION erpcrm.set_reconcile(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.set_reconcile(text, interval) TO erpcrm_admin;
 
 /*
  * A run that stopped on its budget is continued by the next run of the
