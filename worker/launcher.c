@@ -90,6 +90,7 @@ typedef struct DbEntry
 	TimestampTz unwanted_since; /* the settings stopped wanting it, or 0 */
 	bool		refused;		/* no background worker slot was free */
 	bool		refused_logged; /* the log said max_worker_processes */
+	bool		notified;		/* CREATE EXTENSION said so while it was probed */
 } DbEntry;
 
 static List *databases = NIL;	/* of DbEntry, in TopMemoryContext */
@@ -472,12 +473,18 @@ take_probe_queue(void)
 		DbEntry    *e = lfirst(lc);
 		bool		again = all;
 
-		if (e->status != DB_NO_EXTENSION)
-			continue;
 		for (int i = 0; i < n; i++)
 			if (queue[i] == e->oid)
 				again = true;
-		if (again)
+		if (!again)
+			continue;
+		/*
+		 * A probe that started before the CREATE EXTENSION committed may
+		 * still say "no extension": it is not believed (worker_stopped()).
+		 */
+		if (e->running)
+			e->notified = true;
+		if (e->status == DB_NO_EXTENSION)
 		{
 			e->status = DB_UNKNOWN;
 			e->start_after = 0;
@@ -525,10 +532,12 @@ worker_stopped(DbEntry *e, TimestampTz now)
 	{
 		e->status = DB_NO_EXTENSION;
 		e->failures = 0;
-		e->start_after = TimestampTzPlusMilliseconds(now, REPROBE_MS);
+		e->start_after = e->notified ? 0 : TimestampTzPlusMilliseconds(now, REPROBE_MS);
+		e->notified = false;
 		free_slot(e);
 		return;
 	}
+	e->notified = false;
 	if (got_going)
 	{
 		e->failures = 0;
