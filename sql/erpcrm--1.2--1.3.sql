@@ -619,55 +619,7 @@ END;
 REVOKE ALL ON FUNCTION erpcrm._refresh_due() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._refresh_due() TO erpcrm_admin;
 
-/* erpcrm.status gains unchanged and last_refresh (1.2's view, restated with two more columns at the end). */
-CREATE OR REPLACE VIEW erpcrm.status AS
-SELECT m.name AS mapping,
-	   m.object_type,
-	   COALESCE((SELECT format('%I.%I', n.nspname, c.relname)
-				   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-				  WHERE c.oid = m.source), m.source_name) AS source,
-	   m.paused OR c.paused AS paused,
-	   COALESCE(o.n, 0) + COALESCE(f.n, 0) AS unfolded,
-	   COALESCE(s.pending, 0) AS pending,
-	   COALESCE(s.in_flight, 0) AS in_flight,
-	   COALESCE(s.failed, 0) AS failed,
-	   COALESCE(s.synced, 0) AS synced,
-	   COALESCE(s.archived, 0) AS archived,
-	   pg_catalog.now() - s.oldest_dirty AS oldest_pending_age,
-	   s.last_success,
-	   round(COALESCE(s.recent, 0) / 60.0, 1) AS per_second,
-	   CASE WHEN COALESCE(s.pending, 0) + COALESCE(s.in_flight, 0) = 0 THEN interval '0'
-			WHEN COALESCE(s.recent, 0) = 0 THEN NULL
-			ELSE make_interval(secs => (s.pending + s.in_flight) / (s.recent / 60.0))
-	   END AS time_left,
-	   erpcrm._mapping_problem(m.mapping_id) AS problem,
-	   COALESCE(om.unknown_owners, 0) AS unknown_owners,
-	   COALESCE(fs.unchanged, 0) AS unchanged,
-	   fs.refreshed_at AS last_refresh
-  FROM erpcrm.mapping m
- CROSS JOIN erpcrm.control c
-  LEFT JOIN (SELECT mapping_id,
-					count(*) FILTER (WHERE state = 'pending') AS pending,
-					count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
-					count(*) FILTER (WHERE state = 'failed') AS failed,
-					count(*) FILTER (WHERE state = 'synced') AS synced,
-					count(*) FILTER (WHERE state = 'archived') AS archived,
-					min(dirty_since) FILTER (WHERE state IN ('pending', 'in_flight')) AS oldest_dirty,
-					max(last_synced_at) AS last_success,
-					count(*) FILTER (WHERE last_synced_at > pg_catalog.now() - interval '1 minute') AS recent
-			   FROM erpcrm.sync_state GROUP BY mapping_id) s
-	ON s.mapping_id = m.mapping_id
-  LEFT JOIN (SELECT mapping_id, sum(COALESCE(pg_catalog.cardinality(erp_ids), 1)) AS n
-			   FROM erpcrm.outbox GROUP BY mapping_id) o
-	ON o.mapping_id = m.mapping_id
-  LEFT JOIN (SELECT w.mapping_id, sum(COALESCE(pg_catalog.cardinality(x.erp_ids), 1)) AS n
-			   FROM erpcrm.fan_out x JOIN erpcrm.watch w USING (watch_id) GROUP BY w.mapping_id) f
-	ON f.mapping_id = m.mapping_id
-  LEFT JOIN erpcrm.owner_miss om ON om.mapping_id = m.mapping_id
-  LEFT JOIN erpcrm.fingerprint_stat fs ON fs.mapping_id = m.mapping_id
- ORDER BY m.name;
-COMMENT ON COLUMN erpcrm.status.unchanged IS 'dirtied keys recorded as synced without a call, because HubSpot already holds their content (fingerprints)';
-COMMENT ON COLUMN erpcrm.status.last_refresh IS 'when the last erpcrm.refresh() of the mapping ended (by a DBA or the worker)';
+/* erpcrm.status gains unchanged and last_refresh: restated once, in Part 4 (with drift). */
 
 /*
  * Erasure (GDPR / RODO).  erpcrm.forget(mapping, erp_id) records a
@@ -953,6 +905,64 @@ SELECT m.name AS mapping,
   LEFT JOIN erpcrm.sync_state s ON s.mapping_id = d.mapping_id AND s.erp_id = d.erp_id
 								 AND d.kind <> 'unknown_erp_id';
 COMMENT ON VIEW erpcrm.drift IS 'where HubSpot differs from what erpcrm sent, as erpcrm.reconcile() found it';
+
+/*
+ * erpcrm.status, restated once for all of 1.3: 1.2's view with three more
+ * columns at the end, unchanged and last_refresh (Part 3) and drift.
+ */
+CREATE OR REPLACE VIEW erpcrm.status AS
+SELECT m.name AS mapping,
+	   m.object_type,
+	   COALESCE((SELECT format('%I.%I', n.nspname, c.relname)
+				   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+				  WHERE c.oid = m.source), m.source_name) AS source,
+	   m.paused OR c.paused AS paused,
+	   COALESCE(o.n, 0) + COALESCE(f.n, 0) AS unfolded,
+	   COALESCE(s.pending, 0) AS pending,
+	   COALESCE(s.in_flight, 0) AS in_flight,
+	   COALESCE(s.failed, 0) AS failed,
+	   COALESCE(s.synced, 0) AS synced,
+	   COALESCE(s.archived, 0) AS archived,
+	   pg_catalog.now() - s.oldest_dirty AS oldest_pending_age,
+	   s.last_success,
+	   round(COALESCE(s.recent, 0) / 60.0, 1) AS per_second,
+	   CASE WHEN COALESCE(s.pending, 0) + COALESCE(s.in_flight, 0) = 0 THEN interval '0'
+			WHEN COALESCE(s.recent, 0) = 0 THEN NULL
+			ELSE make_interval(secs => (s.pending + s.in_flight) / (s.recent / 60.0))
+	   END AS time_left,
+	   erpcrm._mapping_problem(m.mapping_id) AS problem,
+	   COALESCE(om.unknown_owners, 0) AS unknown_owners,
+	   COALESCE(fs.unchanged, 0) AS unchanged,
+	   fs.refreshed_at AS last_refresh,
+	   COALESCE(dr.n, 0) AS drift
+  FROM erpcrm.mapping m
+ CROSS JOIN erpcrm.control c
+  LEFT JOIN (SELECT mapping_id,
+					count(*) FILTER (WHERE state = 'pending') AS pending,
+					count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+					count(*) FILTER (WHERE state = 'failed') AS failed,
+					count(*) FILTER (WHERE state = 'synced') AS synced,
+					count(*) FILTER (WHERE state = 'archived') AS archived,
+					min(dirty_since) FILTER (WHERE state IN ('pending', 'in_flight')) AS oldest_dirty,
+					max(last_synced_at) AS last_success,
+					count(*) FILTER (WHERE last_synced_at > pg_catalog.now() - interval '1 minute') AS recent
+			   FROM erpcrm.sync_state GROUP BY mapping_id) s
+	ON s.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT mapping_id, sum(COALESCE(pg_catalog.cardinality(erp_ids), 1)) AS n
+			   FROM erpcrm.outbox GROUP BY mapping_id) o
+	ON o.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT w.mapping_id, sum(COALESCE(pg_catalog.cardinality(x.erp_ids), 1)) AS n
+			   FROM erpcrm.fan_out x JOIN erpcrm.watch w USING (watch_id) GROUP BY w.mapping_id) f
+	ON f.mapping_id = m.mapping_id
+  LEFT JOIN erpcrm.owner_miss om ON om.mapping_id = m.mapping_id
+  LEFT JOIN erpcrm.fingerprint_stat fs ON fs.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT d.mapping, count(*) AS n FROM erpcrm.drift d
+			  WHERE d.status <> 'repaired' GROUP BY d.mapping) dr
+	ON dr.mapping = m.name
+ ORDER BY m.name;
+COMMENT ON COLUMN erpcrm.status.unchanged IS 'dirtied keys recorded as synced without a call, because HubSpot already holds their content (fingerprints)';
+COMMENT ON COLUMN erpcrm.status.last_refresh IS 'when the last erpcrm.refresh() of the mapping ended (by a DBA or the worker)';
+COMMENT ON COLUMN erpcrm.status.drift IS 'findings of the latest erpcrm.reconcile() of the mapping not repaired yet (rows of erpcrm.drift whose status is not repaired)';
 
 /* The runs, with their progress. */
 CREATE VIEW erpcrm.reconcile_runs AS

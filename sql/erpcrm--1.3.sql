@@ -308,6 +308,53 @@ CREATE TABLE erpcrm.fingerprint_stat (
 	refresh_dirtied	bigint NOT NULL DEFAULT 0
 );
 
+/* Drift: reconciles of a mapping with HubSpot, and what they found. */
+CREATE TABLE erpcrm.reconcile_run (
+	run_id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
+	repair			boolean NOT NULL DEFAULT false,
+	budget			integer NOT NULL CHECK (budget > 0),
+	requested_by	text NOT NULL,
+	requested_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	started_at		timestamptz,
+	finished_at		timestamptz,
+	state			text NOT NULL DEFAULT 'queued'
+					CHECK (state IN ('queued', 'running', 'done', 'budget_spent', 'cancelled', 'failed')),
+	phase			text NOT NULL DEFAULT 'objects'
+					CHECK (phase IN ('objects', 'unknown')),
+	start_after		text NOT NULL DEFAULT '',
+	cursor			text NOT NULL DEFAULT '',
+	search_after	text NOT NULL DEFAULT '0',
+	keys_total		bigint,
+	keys_checked	bigint NOT NULL DEFAULT 0,
+	records_scanned bigint NOT NULL DEFAULT 0,
+	calls			integer NOT NULL DEFAULT 0,
+	found			integer NOT NULL DEFAULT 0,
+	requeued		integer NOT NULL DEFAULT 0,
+	detail			text
+);
+CREATE INDEX reconcile_run_mapping ON erpcrm.reconcile_run (mapping_id, run_id);
+CREATE UNIQUE INDEX reconcile_run_active ON erpcrm.reconcile_run (mapping_id)
+	WHERE state IN ('queued', 'running');
+COMMENT ON TABLE erpcrm.reconcile_run IS 'reconciles of a mapping with HubSpot, asked for by erpcrm.reconcile() or reconcile_every, run by the worker';
+
+CREATE TABLE erpcrm.drift_item (
+	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
+	run_id			bigint NOT NULL REFERENCES erpcrm.reconcile_run ON DELETE CASCADE,
+	erp_id			text NOT NULL,
+	hubspot_id		text,
+	kind			text NOT NULL
+					CHECK (kind IN ('missing', 'edited', 'association_removed', 'unknown_erp_id')),
+	property		text,
+	erp_value		text,
+	hubspot_value	text,
+	detail			text,
+	found_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	requeued_at		timestamptz
+);
+CREATE INDEX drift_item_key ON erpcrm.drift_item (mapping_id, erp_id);
+COMMENT ON TABLE erpcrm.drift_item IS 'what the latest reconcile of each key found different in HubSpot';
+
 /* pg_dump keeps the definitions and the state, and the identity sequences
  * go along; the control row is made by the install script, so the dump
  * leaves it out. */
@@ -2408,6 +2455,33 @@ $$;
 COMMENT ON FUNCTION erpcrm._mapping_problem(integer) IS 'what keeps a mapping from capturing or delivering, in plain words, or NULL';
 
 /*
+ * Where HubSpot differs from the ERP, as the latest check of each key (and
+ * each HubSpot record) found it.  status: found; requeued (repair sent the
+ * key again, not delivered yet); repaired (delivered since); reported (an
+ * unknown ERP id: never changed by erpcrm).
+ */
+CREATE VIEW erpcrm.drift AS
+SELECT m.name AS mapping,
+	   d.erp_id,
+	   d.hubspot_id,
+	   d.kind,
+	   d.property,
+	   d.erp_value,
+	   d.hubspot_value,
+	   d.detail,
+	   d.found_at,
+	   CASE WHEN d.kind = 'unknown_erp_id' THEN 'reported'
+			WHEN d.requeued_at IS NULL THEN 'found'
+			WHEN s.state = 'synced' AND s.last_synced_at >= d.requeued_at THEN 'repaired'
+			ELSE 'requeued' END AS status,
+	   d.run_id
+  FROM erpcrm.drift_item d
+  JOIN erpcrm.mapping m ON m.mapping_id = d.mapping_id
+  LEFT JOIN erpcrm.sync_state s ON s.mapping_id = d.mapping_id AND s.erp_id = d.erp_id
+								 AND d.kind <> 'unknown_erp_id';
+COMMENT ON VIEW erpcrm.drift IS 'where HubSpot differs from what erpcrm sent, as erpcrm.reconcile() found it';
+
+/*
  * One row per mapping, in a stable order (by name): where its keys stand,
  * the rate and time left of a backfill, what is wrong with it, and rows
  * whose owner's e-mail matched no HubSpot owner.  The source is named even
@@ -2436,7 +2510,8 @@ SELECT m.name AS mapping,
 	   erpcrm._mapping_problem(m.mapping_id) AS problem,
 	   COALESCE(om.unknown_owners, 0) AS unknown_owners,
 	   COALESCE(fs.unchanged, 0) AS unchanged,
-	   fs.refreshed_at AS last_refresh
+	   fs.refreshed_at AS last_refresh,
+	   COALESCE(dr.n, 0) AS drift
   FROM erpcrm.mapping m
  CROSS JOIN erpcrm.control c
   LEFT JOIN (SELECT mapping_id,
@@ -2458,10 +2533,14 @@ SELECT m.name AS mapping,
 	ON f.mapping_id = m.mapping_id
   LEFT JOIN erpcrm.owner_miss om ON om.mapping_id = m.mapping_id
   LEFT JOIN erpcrm.fingerprint_stat fs ON fs.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT d.mapping, count(*) AS n FROM erpcrm.drift d
+			  WHERE d.status <> 'repaired' GROUP BY d.mapping) dr
+	ON dr.mapping = m.name
  ORDER BY m.name;
 COMMENT ON VIEW erpcrm.status IS 'per mapping: how many keys are pending, in flight, failed, synced, archived, and what is wrong with it';
 COMMENT ON COLUMN erpcrm.status.unchanged IS 'dirtied keys recorded as synced without a call, because HubSpot already holds their content (fingerprints)';
 COMMENT ON COLUMN erpcrm.status.last_refresh IS 'when the last erpcrm.refresh() of the mapping ended (by a DBA or the worker)';
+COMMENT ON COLUMN erpcrm.status.drift IS 'findings of the latest erpcrm.reconcile() of the mapping not repaired yet (rows of erpcrm.drift whose status is not repaired)';
 COMMENT ON COLUMN erpcrm.status.unknown_owners IS 'rows read since the last refresh of HubSpot''s owners whose e-mail (erpcrm.owner_id) matched no active owner';
 
 CREATE VIEW erpcrm.failures AS
@@ -3141,78 +3220,11 @@ GRANT EXECUTE ON FUNCTION erpcrm._drop_forgotten(integer, text[]) TO erpcrm_admi
  * unknown ERP ids are only reported.
  */
 
-CREATE TABLE erpcrm.reconcile_run (
-	run_id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
-	repair			boolean NOT NULL DEFAULT false,
-	budget			integer NOT NULL CHECK (budget > 0),
-	requested_by	text NOT NULL,
-	requested_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	started_at		timestamptz,
-	finished_at		timestamptz,
-	state			text NOT NULL DEFAULT 'queued'
-					CHECK (state IN ('queued', 'running', 'done', 'budget_spent', 'cancelled', 'failed')),
-	phase			text NOT NULL DEFAULT 'objects'
-					CHECK (phase IN ('objects', 'unknown')),
-	start_after		text NOT NULL DEFAULT '',
-	cursor			text NOT NULL DEFAULT '',
-	search_after	text NOT NULL DEFAULT '0',
-	keys_total		bigint,
-	keys_checked	bigint NOT NULL DEFAULT 0,
-	records_scanned bigint NOT NULL DEFAULT 0,
-	calls			integer NOT NULL DEFAULT 0,
-	found			integer NOT NULL DEFAULT 0,
-	requeued		integer NOT NULL DEFAULT 0,
-	detail			text
-);
-CREATE INDEX reconcile_run_mapping ON erpcrm.reconcile_run (mapping_id, run_id);
-CREATE UNIQUE INDEX reconcile_run_active ON erpcrm.reconcile_run (mapping_id)
-	WHERE state IN ('queued', 'running');
-COMMENT ON TABLE erpcrm.reconcile_run IS 'reconciles of a mapping with HubSpot, asked for by erpcrm.reconcile() or reconcile_every, run by the worker';
-
-CREATE TABLE erpcrm.drift_item (
-	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
-	run_id			bigint NOT NULL REFERENCES erpcrm.reconcile_run ON DELETE CASCADE,
-	erp_id			text NOT NULL,
-	hubspot_id		text,
-	kind			text NOT NULL
-					CHECK (kind IN ('missing', 'edited', 'association_removed', 'unknown_erp_id')),
-	property		text,
-	erp_value		text,
-	hubspot_value	text,
-	detail			text,
-	found_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	requeued_at		timestamptz
-);
-CREATE INDEX drift_item_key ON erpcrm.drift_item (mapping_id, erp_id);
-COMMENT ON TABLE erpcrm.drift_item IS 'what the latest reconcile of each key found different in HubSpot';
-
 /*
- * Where HubSpot differs from the ERP, as the latest check of each key (and
- * each HubSpot record) found it.  status: found; requeued (repair sent the
- * key again, not delivered yet); repaired (delivered since); reported (an
- * unknown ERP id: never changed by erpcrm).
+ * erpcrm.reconcile_run and erpcrm.drift_item are created with the other
+ * tables of state, and erpcrm.drift with the monitoring views, above:
+ * erpcrm.status counts drift.
  */
-CREATE VIEW erpcrm.drift AS
-SELECT m.name AS mapping,
-	   d.erp_id,
-	   d.hubspot_id,
-	   d.kind,
-	   d.property,
-	   d.erp_value,
-	   d.hubspot_value,
-	   d.detail,
-	   d.found_at,
-	   CASE WHEN d.kind = 'unknown_erp_id' THEN 'reported'
-			WHEN d.requeued_at IS NULL THEN 'found'
-			WHEN s.state = 'synced' AND s.last_synced_at >= d.requeued_at THEN 'repaired'
-			ELSE 'requeued' END AS status,
-	   d.run_id
-  FROM erpcrm.drift_item d
-  JOIN erpcrm.mapping m ON m.mapping_id = d.mapping_id
-  LEFT JOIN erpcrm.sync_state s ON s.mapping_id = d.mapping_id AND s.erp_id = d.erp_id
-								 AND d.kind <> 'unknown_erp_id';
-COMMENT ON VIEW erpcrm.drift IS 'where HubSpot differs from what erpcrm sent, as erpcrm.reconcile() found it';
 
 /* The runs, with their progress. */
 CREATE VIEW erpcrm.reconcile_runs AS

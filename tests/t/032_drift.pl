@@ -83,6 +83,8 @@ is(sql("SELECT detail FROM erpcrm.drift WHERE erp_id = '108'"), "merged into Hub
 is(sql("SELECT detail FROM erpcrm.drift WHERE erp_id = '107'"),
 	'deleted in HubSpot (or merged into a record that does not carry this ERP id)', 'the missing one says why');
 is(sql("SELECT status FROM erpcrm.drift WHERE erp_id = '9999'"), 'reported', 'an unknown ERP id is only reported');
+is(sql("SELECT drift FROM erpcrm.status WHERE mapping = 'companies'"), '6',
+	'erpcrm.status counts the six findings of the companies');
 
 $run = sql("SELECT erpcrm.reconcile('contacts')");
 is(run_ends($run), 'done', 'the contacts are reconciled');
@@ -98,6 +100,8 @@ is(run_ends($run), 'done', 'a repairing run of contacts ends');
 ok(wait_synced($node), 'the repairs are delivered');
 ok(poll_until('repaired', sub { sql("SELECT count(*) FROM erpcrm.drift WHERE status NOT IN ('repaired', 'reported')") eq '0' }),
 	'every finding erpcrm owns shows as repaired');
+is(sql("SELECT string_agg(mapping || ' ' || drift, ',' ORDER BY mapping) FROM erpcrm.status WHERE mapping IN ('companies', 'contacts')"),
+	'companies 1,contacts 0', 'erpcrm.status counts only what is not repaired: the stranger, reported');
 my ($stranger) = grep { ($_->{properties}{erp_id} // '') eq '9999' && !$_->{archived} }
   @{ ErpcrmTest::mock_get('/_mock/objects/companies')->{results} };
 ok($stranger, 'the record with an unknown ERP id was left alone');
