@@ -6,7 +6,9 @@
 # there before erpcrm: no extra grant, the views in a schema that is not
 # public, the worker's role exactly as written.  It must end with the
 # objects in HubSpot (the mock).  Only two settings are added after the
-# README's own: the mock's URL and the path of the token file.
+# README's own: the mock's URL and the path of the token file.  Then the
+# blocks of the operations runbook (erasure, drift, refresh; indented in
+# their list items) run against that set-up, and do what the runbook says.
 use strict;
 use warnings;
 use File::Basename qw(dirname);
@@ -20,7 +22,8 @@ my $readme = slurp_file(dirname(__FILE__) . '/../../README.md');
 my %section_of = (
 	'## Installation' => 'install',
 	'## Security' => 'security',
-	'### Worked example' => 'example');
+	'### Worked example' => 'example',
+	'## Operations runbook' => 'runbook');
 my (%blocks, $section, $marker);
 my @lines = split /\n/, $readme;
 for (my $i = 0; $i < @lines; $i++)
@@ -36,17 +39,19 @@ for (my $i = 0; $i < @lines; $i++)
 		}
 		next;
 	}
-	if ($line =~ /^<!-- readme-test: (.+?) -->$/)
+	if ($line =~ /^(\s*)<!-- readme-test: (.+?) -->$/)
 	{
-		$marker = $1;
+		my $indent = $1;
+		$marker = $2;
 		die "README.md line " . ($i + 1) . ": a readme-test marker outside the tested sections"
 		  unless defined $section;
 		die "README.md line " . ($i + 2) . ": a readme-test marker must precede a fenced block"
-		  unless ($lines[ $i + 1 ] // '') =~ /^```/;
+		  unless ($lines[ $i + 1 ] // '') =~ /^\Q$indent\E```/;
 		my @body;
-		for ($i += 2; $i < @lines && $lines[$i] !~ /^```\s*$/; $i++)
+		for ($i += 2; $i < @lines && $lines[$i] !~ /^\s*```\s*$/; $i++)
 		{
-			push @body, $lines[$i];
+			(my $l = $lines[$i]) =~ s/^\Q$indent\E//;
+			push @body, $l;
 		}
 		push @{ $blocks{$section} }, { kind => $marker, text => join("\n", @body) . "\n" };
 	}
@@ -55,6 +60,7 @@ my @run = map { @{ $blocks{$_} // [] } } qw(install security example);
 is(scalar(@{ $blocks{install} // [] }), 2, 'the installation section marks its two blocks');
 ok(scalar(@{ $blocks{security} // [] }) >= 1, 'the security section marks its block');
 is(scalar(@{ $blocks{example} // [] }), 1, 'the worked example marks its block');
+is(scalar(@{ $blocks{runbook} // [] }), 4, 'the runbook marks its erasure, drift and refresh blocks');
 my @conf = grep { $_->{kind} eq 'postgresql.conf' } @run;
 is(scalar(@conf), 1, 'one postgresql.conf block');
 like($conf[0]{text}, qr/^erpcrm\.role\s*=/m, 'which sets erpcrm.role');
@@ -151,6 +157,37 @@ is($node->safe_psql('erp', "SELECT erpcrm.wait_for_sync('60 seconds')"), 't', 'a
 my ($alfa) = grep { ($_->{properties}{erp_id} // '') eq '1' }
   @{ mock_get('/_mock/objects/companies')->{results} };
 is($alfa->{properties}{name}, 'Alfa Polska', 'and HubSpot has it');
+
+# --- the runbook's blocks, word for word, on the README's set-up
+for my $b (@{ $blocks{runbook} })
+{
+	my ($role) = $b->{kind} =~ /^sql as (\S+)$/ or die "runbook block: $b->{kind}";
+	$n++;
+	my ($ret, $out, $err) = $node->psql('erp', $b->{text},
+		on_error_stop => 1,
+		extra_params => $role eq 'superuser' ? [] : [ '-U', $role ]);
+	ok($ret == 0, "README block $n (runbook) runs as $role")
+	  or diag("$b->{text}\n$err");
+}
+# a customer asked to be forgotten
+ok(poll_until('the erasure', sub {
+	$node->safe_psql('erp', 'SELECT outcome FROM erpcrm.erasures') eq 'erased' }, 60),
+	'the erasure of contact 10 ends as erased');
+ok(!(grep { ($_->{properties}{erp_id} // '') eq '10' } @{ mock_get('/_mock/objects/contacts')->{results} }),
+	'and the contact is gone from HubSpot');
+# HubSpot was edited by hand (here: it was not)
+ok(poll_until('the reconcile', sub {
+	$node->safe_psql('erp', "SELECT state FROM erpcrm.reconcile_runs WHERE mapping = 'companies'") eq 'done' }, 60),
+	'the reconcile of the companies ends');
+is($node->safe_psql('erp', q{
+SELECT (SELECT count(*) FROM erpcrm.drift) || ' ' || drift || ' ' || m.reconcile_every
+  FROM erpcrm.status s JOIN erpcrm.mapping m ON m.name = s.mapping WHERE s.mapping = 'companies'}),
+	'0 0 1 day', 'no drift found, none counted in erpcrm.status, and a reconcile every day');
+# a view changed
+is($node->safe_psql('erp', q{
+SELECT m.refresh_every || ' ' || f.refresh_dirtied
+  FROM erpcrm.mapping m JOIN erpcrm.fingerprint_stat f USING (mapping_id) WHERE m.name = 'companies'}),
+	'01:00:00 0', 'the refresh of the companies marked no key, and they are refreshed every hour');
 
 $node->stop;
 done_testing();
