@@ -52,6 +52,7 @@ typedef struct ErpcrmPortalConfig
 	char	   *hubspot_url;	/* the database's, else erpcrm.hubspot_url */
 	char	   *token_file;		/* the database's, else NULL */
 	int			max_calls_per_10s;	/* the database's, else the setting */
+	char	   *api_version;	/* the database's, else erpcrm.api_version */
 	bool		own;			/* a row in erpcrm.portal says so */
 } ErpcrmPortalConfig;
 

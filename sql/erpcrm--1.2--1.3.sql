@@ -2128,9 +2128,10 @@ GRANT EXECUTE ON FUNCTION
 /*
  * The HubSpot portal of this database, when it is not the cluster's: its
  * API URL, the file that holds its token, its call budget.  NULL columns
- * fall back on erpcrm.hubspot_url, erpcrm.token / erpcrm.token_file and
- * erpcrm.max_calls_per_10s.  Superusers only: nobody else can read or
- * change it.  It names a file, never a token (a token in a table would
+ * fall back on erpcrm.hubspot_url, erpcrm.token / erpcrm.token_file,
+ * erpcrm.max_calls_per_10s and erpcrm.api_version (a portal may be on
+ * another API family than the cluster's).  Superusers only: nobody else
+ * can read or change it.  It names a file, never a token (a token in a table would
  * travel in dumps, backups and replicas).  A change wakes the worker.
  */
 CREATE TABLE erpcrm.portal (
@@ -2138,9 +2139,11 @@ CREATE TABLE erpcrm.portal (
 	hubspot_url text
 		CHECK (hubspot_url ~ '^https?://[^/]' AND hubspot_url !~ '/$'),
 	token_file text CHECK (token_file ~ '^/'),
-	max_calls_per_10s integer CHECK (max_calls_per_10s BETWEEN 1 AND 10000)
+	max_calls_per_10s integer CHECK (max_calls_per_10s BETWEEN 1 AND 10000),
+	/* v3 (/crm/v3, /crm/v4) or a date version such as 2026-03 */
+	api_version text CHECK (api_version ~ '^(v3|[0-9]{4}-(0[1-9]|1[0-2]))$')
 );
-COMMENT ON TABLE erpcrm.portal IS 'this database''s HubSpot portal (superusers only): API URL, token file, call budget; NULL means the cluster''s setting';
+COMMENT ON TABLE erpcrm.portal IS 'this database''s HubSpot portal (superusers only): API URL, token file, call budget, API version; NULL means the cluster''s setting';
 REVOKE ALL ON erpcrm.portal FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('erpcrm.portal', '');
 
@@ -2253,6 +2256,36 @@ BEGIN
 	RETURN id;
 END
 $$;
+
+/*
+ * Native orders have pipelines too: setup_hubspot() creates or finds the
+ * order pipeline by label and records its stage ids beside the invoice
+ * pipeline's (object_type says whose), for erpcrm.stage_id() in views.
+ */
+ALTER TABLE erpcrm.pipeline_stage ADD COLUMN object_type text NOT NULL DEFAULT 'deals';
+COMMENT ON FUNCTION erpcrm.stage_id(text, text) IS 'HubSpot id of a deal or order stage prepared by erpcrm.setup_hubspot(), for mapping views';
+COMMENT ON FUNCTION erpcrm.pipeline_id(text) IS 'HubSpot id of a deal or order pipeline prepared by erpcrm.setup_hubspot(), for mapping views';
+
+DROP FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[]);
+CREATE FUNCTION erpcrm.setup_hubspot(
+	pipeline text DEFAULT 'Invoices (ERP)',
+	stages text[] DEFAULT '{Issued,Partially paid,Paid,Overdue,Corrected}',
+	won_stages text[] DEFAULT '{Paid}',
+	lost_stages text[] DEFAULT '{Corrected}',
+	order_pipeline text DEFAULT 'Orders (ERP)',
+	order_stages text[] DEFAULT '{In progress,Partially fulfilled,Fulfilled,Awaiting payment,Delayed}',
+	OUT object_type text,
+	OUT kind text,
+	OUT name text,
+	OUT result text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'erpcrm_setup_hubspot_v1'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[], text, text[]) IS 'prepare the HubSpot portal for the mappings: unique id properties, custom properties, property group, the invoice pipeline, the order pipeline when orders are mapped';
+REVOKE ALL ON FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[], text, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[], text, text[]) TO erpcrm_admin;
 
 /* The launcher starts a worker here as soon as this script commits. */
 CREATE FUNCTION erpcrm._launcher_notify()

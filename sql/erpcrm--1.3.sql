@@ -168,7 +168,9 @@ CREATE TABLE erpcrm.pipeline_stage (
 	pipeline_id		text NOT NULL,
 	stage_id		text NOT NULL,
 	display_order	integer NOT NULL,
-	PRIMARY KEY (pipeline, stage)
+	PRIMARY KEY (pipeline, stage),
+	/* deals (the invoice pipeline) or orders (the order pipeline) */
+	object_type		text NOT NULL DEFAULT 'deals'
 );
 COMMENT ON TABLE erpcrm.pipeline_stage IS 'HubSpot ids of the pipelines and stages erpcrm.setup_hubspot() prepared';
 
@@ -2326,7 +2328,7 @@ AS $$
 	SELECT p.stage_id FROM erpcrm.pipeline_stage p
 	 WHERE p.pipeline = stage_id.pipeline AND p.stage = stage_id.stage;
 $$;
-COMMENT ON FUNCTION erpcrm.stage_id(text, text) IS 'HubSpot id of a deal stage prepared by erpcrm.setup_hubspot(), for mapping views';
+COMMENT ON FUNCTION erpcrm.stage_id(text, text) IS 'HubSpot id of a deal or order stage prepared by erpcrm.setup_hubspot(), for mapping views';
 
 CREATE FUNCTION erpcrm.pipeline_id(pipeline text)
 RETURNS text
@@ -2337,7 +2339,7 @@ AS $$
 	SELECT min(p.pipeline_id) FROM erpcrm.pipeline_stage p
 	 WHERE p.pipeline = pipeline_id.pipeline;
 $$;
-COMMENT ON FUNCTION erpcrm.pipeline_id(text) IS 'HubSpot id of a deal pipeline prepared by erpcrm.setup_hubspot(), for mapping views';
+COMMENT ON FUNCTION erpcrm.pipeline_id(text) IS 'HubSpot id of a deal or order pipeline prepared by erpcrm.setup_hubspot(), for mapping views';
 
 CREATE FUNCTION erpcrm.owner_id(email text)
 RETURNS text
@@ -2359,6 +2361,8 @@ CREATE FUNCTION erpcrm.setup_hubspot(
 	stages text[] DEFAULT '{Issued,Partially paid,Paid,Overdue,Corrected}',
 	won_stages text[] DEFAULT '{Paid}',
 	lost_stages text[] DEFAULT '{Corrected}',
+	order_pipeline text DEFAULT 'Orders (ERP)',
+	order_stages text[] DEFAULT '{In progress,Partially fulfilled,Fulfilled,Awaiting payment,Delayed}',
 	OUT object_type text,
 	OUT kind text,
 	OUT name text,
@@ -2368,7 +2372,7 @@ AS 'MODULE_PATHNAME', 'erpcrm_setup_hubspot_v1'
 LANGUAGE C
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[]) IS 'prepare the HubSpot portal for the mappings: unique id properties, custom properties, property group, the invoice pipeline';
+COMMENT ON FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[], text, text[]) IS 'prepare the HubSpot portal for the mappings: unique id properties, custom properties, property group, the invoice pipeline, the order pipeline when orders are mapped';
 
 /* Is HubSpot reachable, is the token right? */
 CREATE FUNCTION erpcrm.check_connection(OUT "check" text, OUT ok boolean, OUT detail text)
@@ -2621,7 +2625,7 @@ GRANT EXECUTE ON FUNCTION
 	erpcrm.pipeline_id(text),
 	/* like erpcrm.hubspot_id(): for the roles that define mappings */
 	erpcrm.owner_id(text),
-	erpcrm.setup_hubspot(text, text[], text[], text[]),
+	erpcrm.setup_hubspot(text, text[], text[], text[], text, text[]),
 	erpcrm.check_connection(),
 	/* the worker's */
 	erpcrm._before_fold(),
@@ -4389,9 +4393,10 @@ GRANT EXECUTE ON FUNCTION
 /*
  * The HubSpot portal of this database, when it is not the cluster's: its
  * API URL, the file that holds its token, its call budget.  NULL columns
- * fall back on erpcrm.hubspot_url, erpcrm.token / erpcrm.token_file and
- * erpcrm.max_calls_per_10s.  Superusers only: nobody else can read or
- * change it.  It names a file, never a token (a token in a table would
+ * fall back on erpcrm.hubspot_url, erpcrm.token / erpcrm.token_file,
+ * erpcrm.max_calls_per_10s and erpcrm.api_version (a portal may be on
+ * another API family than the cluster's).  Superusers only: nobody else
+ * can read or change it.  It names a file, never a token (a token in a table would
  * travel in dumps, backups and replicas).  A change wakes the worker.
  */
 CREATE TABLE erpcrm.portal (
@@ -4399,9 +4404,11 @@ CREATE TABLE erpcrm.portal (
 	hubspot_url text
 		CHECK (hubspot_url ~ '^https?://[^/]' AND hubspot_url !~ '/$'),
 	token_file text CHECK (token_file ~ '^/'),
-	max_calls_per_10s integer CHECK (max_calls_per_10s BETWEEN 1 AND 10000)
+	max_calls_per_10s integer CHECK (max_calls_per_10s BETWEEN 1 AND 10000),
+	/* v3 (/crm/v3, /crm/v4) or a date version such as 2026-03 */
+	api_version text CHECK (api_version ~ '^(v3|[0-9]{4}-(0[1-9]|1[0-2]))$')
 );
-COMMENT ON TABLE erpcrm.portal IS 'this database''s HubSpot portal (superusers only): API URL, token file, call budget; NULL means the cluster''s setting';
+COMMENT ON TABLE erpcrm.portal IS 'this database''s HubSpot portal (superusers only): API URL, token file, call budget, API version; NULL means the cluster''s setting';
 REVOKE ALL ON erpcrm.portal FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('erpcrm.portal', '');
 

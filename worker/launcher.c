@@ -90,7 +90,8 @@ typedef struct DbEntry
 	TimestampTz unwanted_since; /* the settings stopped wanting it, or 0 */
 	bool		refused;		/* no background worker slot was free */
 	bool		refused_logged; /* the log said max_worker_processes */
-	bool		notified;		/* CREATE EXTENSION said so while it was probed */
+	bool		recheck;		/* CREATE EXTENSION committed while its worker
+								 * ran: if it found no erpcrm, look again */
 } DbEntry;
 
 static List *databases = NIL;	/* of DbEntry, in TopMemoryContext */
@@ -476,15 +477,20 @@ take_probe_queue(void)
 		for (int i = 0; i < n; i++)
 			if (queue[i] == e->oid)
 				again = true;
-		if (!again)
+		if (again && e->running)
+		{
+			/*
+			 * A worker looking for erpcrm may have looked before the
+			 * CREATE EXTENSION committed (a database created just before):
+			 * should it say "no extension", look again at once instead of
+			 * in 10 minutes.
+			 */
+			e->recheck = true;
 			continue;
-		/*
-		 * A probe that started before the CREATE EXTENSION committed may
-		 * still say "no extension": it is not believed (worker_stopped()).
-		 */
-		if (e->running)
-			e->notified = true;
-		if (e->status == DB_NO_EXTENSION)
+		}
+		if (e->status != DB_NO_EXTENSION)
+			continue;
+		if (again)
 		{
 			e->status = DB_UNKNOWN;
 			e->start_after = 0;
@@ -530,14 +536,14 @@ worker_stopped(DbEntry *e, TimestampTz now)
 
 	if (no_ext)
 	{
-		e->status = DB_NO_EXTENSION;
+		e->status = e->recheck ? DB_UNKNOWN : DB_NO_EXTENSION;
 		e->failures = 0;
-		e->start_after = e->notified ? 0 : TimestampTzPlusMilliseconds(now, REPROBE_MS);
-		e->notified = false;
+		e->start_after = e->recheck ? 0 : TimestampTzPlusMilliseconds(now, REPROBE_MS);
+		e->recheck = false;
 		free_slot(e);
 		return;
 	}
-	e->notified = false;
+	e->recheck = false;
 	if (got_going)
 	{
 		e->failures = 0;

@@ -165,6 +165,57 @@ class MockTest(unittest.TestCase):
         self.assertEqual([x["properties"]["erp_id"] for x in out["results"]],
                          ["K-1"])
 
+    def test_error_context_without_ids(self):
+        # error_context_ids false: a 207's errors say which property, not
+        # which input (HubSpot does not document that they name the input)
+        self.ctl("POST", "/_mock/config", {"error_context_ids": False})
+        st, out, _ = self.upsert("companies", [
+            ("K-1", {"name": "a"}), ("K-2", {"numberofemployees": "many"})])
+        self.assertEqual(st, 207, out)
+        self.assertEqual(out["errors"][0]["context"],
+                         {"propertyName": ["numberofemployees"]})
+        self.assertEqual(out["errors"][0]["links"], {})
+        st, out, _ = self.upsert("companies", [("K-2", {"foo": "x"})])
+        self.assertEqual(st, 400, out)
+        self.assertEqual(out["context"], {"propertyName": ["foo"]})
+        self.assertNotIn("ids", json.dumps(out))
+
+    def test_null_properties(self):
+        self.upsert("companies", [("K-1", {"name": "a"})])
+        path = "/crm/v3/objects/companies/batch/read"
+        body = {"idProperty": "erp_id", "inputs": [{"id": "K-1"}],
+                "properties": ["name", "domain"], "propertiesWithHistory": []}
+        st, out, _ = self.call("POST", path, body)
+        self.assertEqual(st, 200, out)
+        self.assertNotIn("domain", out["results"][0]["properties"])
+        # as HubSpot's schema allows: a requested unset property is null
+        self.ctl("POST", "/_mock/config", {"null_properties": True})
+        st, out, _ = self.call("POST", path, body)
+        self.assertIsNone(out["results"][0]["properties"]["domain"])
+        self.assertEqual(out["results"][0]["properties"]["name"], "a")
+        st, out, _ = self.call("POST", "/crm/v3/objects/companies/search",
+                               {"properties": ["domain"]})
+        self.assertIsNone(out["results"][0]["properties"]["domain"])
+
+    def test_search_one_sort(self):
+        path = "/crm/v3/objects/companies/search"
+        self.ctl("POST", "/_mock/config", {"search_per_second": 0})
+        self.upsert("companies", [("K-%d" % i, {"name": "n%d" % i})
+                                  for i in range(3)])
+        for sorts, want in ((["name"], 200), (["-name"], 200),
+                            ([{"propertyName": "name",
+                               "direction": "DESCENDING"}], 200),
+                            (["name", "hs_object_id"], 400),
+                            ([{"propertyName": "name",
+                               "direction": "DOWN"}], 400),
+                            ([{"property": "name"}], 400)):
+            st, out, _ = self.call("POST", path, {"sorts": sorts,
+                                                  "properties": ["name"]})
+            self.assertEqual(st, want, (sorts, out))
+            if st == 200 and sorts != ["name"]:
+                self.assertEqual(out["results"][0]["properties"]["name"],
+                                 "n2")
+
     def test_fail_ids(self):
         self.ctl("POST", "/_mock/faults", {"fail_ids": {"ids": ["K-2"]}})
         st, out, _ = self.upsert("companies", [("K-1", {"name": "a"}),
@@ -1093,6 +1144,39 @@ class MockTest(unittest.TestCase):
                for x in self.ctl("GET", "/_mock/associations")["results"]]
         self.assertIn(("orders", "deals"), got)
         self.assertIn(("deals", "orders"), got)
+
+    def test_order_pipeline_create_and_spelling(self):
+        st, pl, _ = self.call("POST", "/crm/v3/pipelines/orders", {
+            "label": "Orders (ERP)", "displayOrder": 1,
+            "stages": [{"label": "In progress", "displayOrder": 0},
+                       {"label": "Fulfilled", "displayOrder": 1,
+                        "metadata": {}}]})
+        self.assertEqual(st, 201, pl)
+        self.assertEqual([x["label"] for x in pl["stages"]],
+                         ["In progress", "Fulfilled"])
+        self.assertRegex(pl["stages"][0]["id"], "^[0-9a-f-]{36}$",
+                         "order stages get generated ids")
+        st, out, _ = self.call("GET", "/crm/v3/pipelines/0-123")
+        self.assertIn("Orders (ERP)", [x["label"] for x in out["results"]])
+        st, out, _ = self.call("POST", "/crm/v3/pipelines/orders", {
+            "label": "Orders (ERP)", "displayOrder": 1,
+            "stages": [{"label": "X", "displayOrder": 0}]})
+        self.assertEqual(st, 409, out)
+        self.ctl("POST", "/_mock/config", {"order_pipeline_limit": 2})
+        st, out, _ = self.call("POST", "/crm/v3/pipelines/orders", {
+            "label": "More", "displayOrder": 2,
+            "stages": [{"label": "X", "displayOrder": 0}]})
+        self.assertEqual(st, 400, out)
+        # only one spelling of the order type, when the test says so
+        self.ctl("POST", "/_mock/config", {"order_type_name": "0-123"})
+        st, out, _ = self.call("GET", "/crm/v3/pipelines/orders")
+        self.assertEqual(st, 400, out)
+        self.assertIn("Unable to infer object type from: orders",
+                      out["message"])
+        st, out, _ = self.call("GET", "/crm/objects/2026-03/order")
+        self.assertEqual(st, 400, out)
+        st, out, _ = self.call("GET", "/crm/v3/pipelines/0-123")
+        self.assertEqual(st, 200, out)
 
     def test_date_versioned_paths(self):
         st, out, _ = self.call(

@@ -6,9 +6,17 @@
 # there before erpcrm: no extra grant, the views in a schema that is not
 # public, the worker's role exactly as written.  It must end with the
 # objects in HubSpot (the mock).  Only two settings are added after the
-# README's own: the mock's URL and the path of the token file.  Then the
-# blocks of the operations runbook (erasure, drift, refresh; indented in
-# their list items) run against that set-up, and do what the runbook says.
+# README's own: the mock's URL and the path of the token file.
+#
+# Then the blocks of "Many ERP databases in one cluster" and "Orders as
+# HubSpot's native orders" (marked "sql as ROLE in DATABASE") run in a
+# second ERP database, erp_north: erpcrm and its own portal row (on the
+# 2026-03 API family), its orders as native orders.  The test adds what
+# those sections take as given: erpcrm.database left empty, the portal's
+# token file where the test keeps it, a companies mapping.
+#
+# Between the two, the blocks of the operations runbook (erasure, drift,
+# refresh) run against the first set-up, and do what the runbook says.
 use strict;
 use warnings;
 use File::Basename qw(dirname);
@@ -23,7 +31,9 @@ my %section_of = (
 	'## Installation' => 'install',
 	'## Security' => 'security',
 	'### Worked example' => 'example',
-	'## Operations runbook' => 'runbook');
+	'## Operations runbook' => 'runbook',
+	'### Many ERP databases in one cluster' => 'databases',
+	'### Orders as HubSpot\'s native orders' => 'orders');
 my (%blocks, $section, $marker);
 my @lines = split /\n/, $readme;
 for (my $i = 0; $i < @lines; $i++)
@@ -39,19 +49,20 @@ for (my $i = 0; $i < @lines; $i++)
 		}
 		next;
 	}
-	if ($line =~ /^(\s*)<!-- readme-test: (.+?) -->$/)
+	# a block in a list item is indented: the marker, the fence and the
+	# lines lose that indentation
+	if ($line =~ /^( *)<!-- readme-test: (.+?) -->$/)
 	{
 		my $indent = $1;
 		$marker = $2;
 		die "README.md line " . ($i + 1) . ": a readme-test marker outside the tested sections"
 		  unless defined $section;
 		die "README.md line " . ($i + 2) . ": a readme-test marker must precede a fenced block"
-		  unless ($lines[ $i + 1 ] // '') =~ /^\Q$indent\E```/;
+		  unless ($lines[ $i + 1 ] // '') =~ /^$indent```/;
 		my @body;
-		for ($i += 2; $i < @lines && $lines[$i] !~ /^\s*```\s*$/; $i++)
+		for ($i += 2; $i < @lines && $lines[$i] !~ /^$indent```\s*$/; $i++)
 		{
-			(my $l = $lines[$i]) =~ s/^\Q$indent\E//;
-			push @body, $l;
+			push @body, $lines[$i] =~ s/^$indent//r;
 		}
 		push @{ $blocks{$section} }, { kind => $marker, text => join("\n", @body) . "\n" };
 	}
@@ -61,6 +72,11 @@ is(scalar(@{ $blocks{install} // [] }), 2, 'the installation section marks its t
 ok(scalar(@{ $blocks{security} // [] }) >= 1, 'the security section marks its block');
 is(scalar(@{ $blocks{example} // [] }), 1, 'the worked example marks its block');
 is(scalar(@{ $blocks{runbook} // [] }), 4, 'the runbook marks its erasure, drift and refresh blocks');
+is(scalar(@{ $blocks{databases} // [] }), 1, 'many databases: the portal block is marked');
+is(scalar(@{ $blocks{orders} // [] }), 1, 'native orders: the orders block is marked');
+my @north = map { @{ $blocks{$_} // [] } } qw(databases orders);
+is(scalar(grep { $_->{kind} =~ /^sql as \S+ in erp_north$/ } @north), scalar(@north),
+	'those run in the second database, erp_north');
 my @conf = grep { $_->{kind} eq 'postgresql.conf' } @run;
 is(scalar(@conf), 1, 'one postgresql.conf block');
 like($conf[0]{text}, qr/^erpcrm\.role\s*=/m, 'which sets erpcrm.role');
@@ -188,6 +204,66 @@ is($node->safe_psql('erp', q{
 SELECT m.refresh_every || ' ' || f.refresh_dirtied
   FROM erpcrm.mapping m JOIN erpcrm.fingerprint_stat f USING (mapping_id) WHERE m.name = 'companies'}),
 	'01:00:00 0', 'the refresh of the companies marked no key, and they are refreshed every hour');
+
+# --- a second company's ERP database in the same cluster
+# the test's own: every database that has erpcrm (the README: leave
+# erpcrm.database unset for that), and the second ERP's tables
+$node->safe_psql('postgres', "ALTER SYSTEM SET erpcrm.database = ''");
+$node->reload;
+$node->safe_psql('postgres', 'CREATE DATABASE erp_north');
+$node->safe_psql('erp_north', slurp_file(dirname(__FILE__) . '/../../examples/erp.sql'));
+open($fh, '>', "$dir/north.token") or die;
+print $fh "test-token\n";
+close $fh;
+chmod 0600, "$dir/north.token";
+sub run_blocks
+{
+	my ($what) = @_;
+	for my $b (@{ $blocks{$what} })
+	{
+		my ($role, $db) = $b->{kind} =~ /^sql as (\S+) in (\S+)$/;
+		$n++;
+		my ($ret, $out, $err) = $node->psql($db, $b->{text},
+			on_error_stop => 1,
+			extra_params => $role eq 'superuser' ? [] : [ '-U', $role ]);
+		ok($ret == 0, "README block $n runs in $db as " . ($role eq 'superuser' ? 'the superuser' : $role))
+		  or diag("$b->{text}\n$err");
+	}
+}
+run_blocks('databases');
+is($node->safe_psql('erp_north', 'SELECT api_version || \' \' || max_calls_per_10s FROM erpcrm.portal'),
+	'2026-03 80', 'erp_north names its portal\'s API family and budget');
+# the test's own: the portal's token file where the test keeps it, and the
+# companies the orders section takes as mapped
+$node->safe_psql('erp_north', qq{
+UPDATE erpcrm.portal SET token_file = '$dir/north.token';
+CREATE VIEW erp.hs_companies AS SELECT id AS erp_id, name FROM erp.customers WHERE active;
+SELECT erpcrm.map('companies', 'erp.hs_companies', 'companies');
+SELECT erpcrm.watch('companies', 'erp.customers', 'id');
+INSERT INTO erp.customers (id, name) VALUES (301, 'Północ Sp. z o.o.');
+INSERT INTO erp.orders (id, number, customer_id, ordered_on, status, total) VALUES
+	(30, 'ZAM/30/2026', 301, '2026-11-20', 'fulfilled', 500),
+	(31, 'ZAM/31/2026', 301, '2026-11-21', 'awaiting_payment', 120);
+});
+run_blocks('orders');
+is($node->safe_psql('erp_north', "SELECT erpcrm.wait_for_sync('60 seconds')"), 't',
+	'erp_north delivers its companies and orders');
+is($node->safe_psql('erp_north', 'SELECT count(*) FROM erpcrm.failures'), '0', 'nothing failed there');
+is($node->safe_psql('erp', q{SELECT string_agg(database::text, ',' ORDER BY database) FROM erpcrm.workers}),
+	'erp,erp_north', 'a worker for each ERP database');
+is($node->safe_psql('erp_north', q{
+SELECT string_agg(DISTINCT substring(path from '^/crm/[a-z]+/([^/?]+)'), ',')
+  FROM erpcrm.api_log WHERE path LIKE '/crm/%'}), '2026-03',
+	'erp_north calls HubSpot on its portal\'s API family only');
+my %stage = split /[|\n]/, $node->safe_psql('erp_north',
+	q{SELECT stage, stage_id FROM erpcrm.pipeline_stage WHERE pipeline = 'Orders (ERP)'});
+my ($pipeline) = grep { $_->{label} eq 'Orders (ERP)' }
+  @{ ErpcrmTest::hubspot_get('/crm/v3/pipelines/orders')->{results} };
+ok($pipeline, 'set-up made the order pipeline in HubSpot');
+my %orders = map { ($_->{properties}{erp_id} // '') => $_ } @{ mock_get('/_mock/objects/orders')->{results} };
+is(join(',', map { $orders{$_} ? $orders{$_}{properties}{hs_pipeline_stage} // '?' : 'missing' } qw(ZAM-30 ZAM-31)),
+	"$stage{Fulfilled},$stage{'Awaiting payment'}", 'HubSpot has both orders, each in its stage by label');
+is($orders{'ZAM-30'}{properties}{hs_pipeline}, $pipeline->{id}, 'in the order pipeline');
 
 $node->stop;
 done_testing();

@@ -34,6 +34,13 @@ Control API (JSON in and out; no auth; never rate limited or logged)
        deal_pipeline_limit (deal pipelines the portal may have, served by
                    GET /crm/v3/limits/pipelines and enforced on creation;
                    default 100, HubSpot Free: 1),
+       order_pipeline_limit (order pipelines the portal may have, enforced
+                   on creation only: whether GET /crm/v3/limits/pipelines
+                   lists orders is not documented; default 100),
+       order_type_name null | "orders" | "order" | "0-123" (how API paths
+                   must name native orders; null, the default, takes any;
+                   another spelling answers 400 "Unable to infer object
+                   type"),
        granular_scopes (bool: the token has crm.objects.products.* and
                    crm.objects.line_items.* instead of the legacy e-commerce)
        merge_new_id (bool, default true: a merge makes a new record with a
@@ -51,6 +58,14 @@ Control API (JSON in and out; no auth; never rate limited or logged)
                    contacts by hs_lastmodifieddate, filter or sort, sees no
                    value, as integrators report of HubSpot, where contacts
                    keep it in lastmodifieddate; true: both work)
+       error_context_ids (bool, default true: each error of a 207, and a
+                   batch refused whole, names its inputs in context.ids;
+                   false: its context only says what it is about, e.g.
+                   {"propertyName": [...]}, as HubSpot does not document
+                   that it names the input)
+       null_properties (bool, default false: a requested property that
+                   is unset is left out of answers; true: it is answered
+                   as null, as HubSpot's schema allows, "string | null")
   POST /_mock/faults              replace all faults ({} clears); GET shows
        down "refuse"|"503"|"504", slow_ms, error_share, malformed_share,
        truncated_share, reset_share (0..1), huge_body (true = 12 MB, or a

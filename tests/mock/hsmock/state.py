@@ -38,8 +38,10 @@ class Config:
               "upsert_whole_batch", "search_index_delay_ms",
               "search_max_total", "unique_reuse_after_archive",
               "required_properties", "deal_pipeline_limit",
+              "order_pipeline_limit", "order_type_name",
               "granular_scopes", "merge_new_id", "merged_ids",
-              "gdpr_blocks_email", "contacts_hs_lastmodifieddate"}
+              "gdpr_blocks_email", "contacts_hs_lastmodifieddate",
+              "error_context_ids", "null_properties"}
 
     def __init__(self, tokens):
         self.tokens = list(tokens)
@@ -58,11 +60,20 @@ class Config:
         self.unique_reuse_after_archive = True
         self.required_properties = {}
         self.deal_pipeline_limit = 100
+        self.order_pipeline_limit = 100
+        # how API paths must spell native orders (orders, order or 0-123;
+        # None: any of them).  HubSpot's reference names the paths
+        # /crm/v3/objects/orders, its guide /crm/v3/objects/order, and an
+        # object type id is accepted wherever a type is: which spellings it
+        # takes everywhere is not documented, so a test can allow one only
+        self.order_type_name = None
         self.granular_scopes = False
         self.merge_new_id = True
         self.merged_ids = "follow"
         self.gdpr_blocks_email = False
         self.contacts_hs_lastmodifieddate = False
+        self.error_context_ids = True
+        self.null_properties = False
 
     def public(self):
         return {"tokens": self.tokens, "max_per_window": self.max_per_window,
@@ -79,12 +90,16 @@ class Config:
                 "unique_reuse_after_archive": self.unique_reuse_after_archive,
                 "required_properties": self.required_properties,
                 "deal_pipeline_limit": self.deal_pipeline_limit,
+                "order_pipeline_limit": self.order_pipeline_limit,
+                "order_type_name": self.order_type_name,
                 "granular_scopes": self.granular_scopes,
                 "merge_new_id": self.merge_new_id,
                 "merged_ids": self.merged_ids,
                 "gdpr_blocks_email": self.gdpr_blocks_email,
                 "contacts_hs_lastmodifieddate":
-                    self.contacts_hs_lastmodifieddate}
+                    self.contacts_hs_lastmodifieddate,
+                "error_context_ids": self.error_context_ids,
+                "null_properties": self.null_properties}
 
 
 FAULT_KEYS = {"down", "slow_ms", "error_share", "malformed_share",
@@ -262,7 +277,8 @@ class State:
             cfg.tokens = [str(x) for x in c["tokens"]]
         for k in ("max_per_window", "window_ms", "daily_limit",
                   "search_per_second", "log_limit", "search_index_delay_ms",
-                  "search_max_total", "deal_pipeline_limit"):
+                  "search_max_total", "deal_pipeline_limit",
+                  "order_pipeline_limit"):
             if k in c:
                 setattr(cfg, k, int(c[k]))
         if "daily_used" in c:
@@ -273,9 +289,17 @@ class State:
         for k in ("log_bodies", "shuffle_results", "search_counts_in_window",
                   "upsert_whole_batch", "unique_reuse_after_archive",
                   "granular_scopes", "merge_new_id", "gdpr_blocks_email",
-                  "contacts_hs_lastmodifieddate"):
+                  "contacts_hs_lastmodifieddate", "error_context_ids",
+                  "null_properties"):
             if k in c:
                 setattr(cfg, k, bool(c[k]))
+        if "order_type_name" in c:
+            if c["order_type_name"] not in (None, "orders", "order",
+                                            "0-123"):
+                raise ApiError(400, "VALIDATION_ERROR",
+                               "order_type_name must be null, orders, order "
+                               "or 0-123")
+            cfg.order_type_name = c["order_type_name"]
         if "merged_ids" in c:
             if c["merged_ids"] not in ("follow", "404"):
                 raise ApiError(400, "VALIDATION_ERROR",
@@ -813,9 +837,11 @@ class State:
             props = DEFAULT_READ_PROPS.get(
                 t, ["createdate", "hs_lastmodifieddate", "hs_object_id"])
         if props is not None:
-            # HubSpot's properties are strings: unset ones are left out
+            # HubSpot's properties are strings; a requested one that is
+            # unset is left out, or (null_properties) answered as null, as
+            # HubSpot's schema allows ("string | null")
             pd = {k: v for k, v in ((k, self.getprop(obj, k)) for k in props)
-                  if v is not None}
+                  if v is not None or self.cfg.null_properties}
         else:
             pd = dict(obj["properties"])
             for k in echo:
