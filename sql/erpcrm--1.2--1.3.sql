@@ -1823,7 +1823,9 @@ $$;
 /*
  * Hand the pending changes of a subscription to its handler, one
  * subtransaction each: an error parks that change with the SQL error, and
- * the others go on.  Returns how many were handled without error.
+ * the others go on.  Returns how many were handled without error.  Any
+ * error: WHEN OTHERS alone lets a handler's query_canceled or
+ * assert_failure through, which would stop the subscription at that page.
  */
 CREATE FUNCTION erpcrm._hand_over(p_subscription_id integer)
 RETURNS integer
@@ -1857,7 +1859,7 @@ BEGIN
 				   error_hint = NULL, error_context = NULL
 			 WHERE x.change_id = i.change_id;
 			n := n + 1;
-		EXCEPTION WHEN OTHERS THEN
+		EXCEPTION WHEN OTHERS OR query_canceled OR assert_failure THEN
 			GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 				e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
 				e_context = PG_EXCEPTION_CONTEXT;
@@ -2306,66 +2308,3 @@ SELECT erpcrm._launcher_notify();
  */
 DROP FUNCTION erpcrm._log_call(text, text, integer, double precision, integer, text, text,
 							   integer, interval);
-
-/* ------------------------------------------------------------------
- * red: what the 1.3 review of hostile roles and handlers mended
- * ------------------------------------------------------------------
- */
-
-/*
- * Hand the pending changes of a subscription to its handler, one
- * subtransaction each: an error parks that change with the SQL error, and
- * the others go on.  Returns how many were handled without error.  Any
- * error: WHEN OTHERS alone lets a handler's query_canceled or
- * assert_failure through, which would stop the subscription at that page.
- */
-CREATE OR REPLACE FUNCTION erpcrm._hand_over(p_subscription_id integer)
-RETURNS integer
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	s erpcrm.subscription;
-	i erpcrm.inbox;
-	n integer := 0;
-	e_state text;
-	e_message text;
-	e_detail text;
-	e_hint text;
-	e_context text;
-BEGIN
-	SELECT * INTO s FROM erpcrm.subscription WHERE subscription_id = p_subscription_id;
-	IF s IS NULL OR s.paused THEN
-		RETURN 0;
-	END IF;
-	FOR i IN SELECT * FROM erpcrm.inbox x
-			  WHERE x.subscription_id = p_subscription_id AND x.state = 'pending'
-			  ORDER BY x.change_id FOR UPDATE LOOP
-		BEGIN
-			PERFORM erpcrm._run_handler(s.handler, s.owner,
-				ROW(i.change_id, s.name, s.object_type, i.hubspot_id, i.modified_at,
-					i.properties, i.changed)::erpcrm.hubspot_change);
-			UPDATE erpcrm.inbox x
-			   SET state = 'done', attempts = x.attempts + 1, handled_at = clock_timestamp(),
-				   error_sqlstate = NULL, error_message = NULL, error_detail = NULL,
-				   error_hint = NULL, error_context = NULL
-			 WHERE x.change_id = i.change_id;
-			n := n + 1;
-		EXCEPTION WHEN OTHERS OR query_canceled OR assert_failure THEN
-			GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-				e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
-				e_context = PG_EXCEPTION_CONTEXT;
-			UPDATE erpcrm.inbox x
-			   SET state = 'parked', attempts = x.attempts + 1, handled_at = clock_timestamp(),
-				   error_sqlstate = e_state, error_message = e_message,
-				   error_detail = NULLIF(e_detail, ''), error_hint = NULLIF(e_hint, ''),
-				   error_context = NULLIF(split_part(e_context,
-						E'\nSQL statement "SELECT erpcrm._run_handler', 1), '')
-			 WHERE x.change_id = i.change_id;
-		END;
-	END LOOP;
-	UPDATE erpcrm.subscription_cursor SET handled = handled + n
-	 WHERE subscription_id = p_subscription_id;
-	RETURN n;
-END
-$$;
