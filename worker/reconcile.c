@@ -106,13 +106,7 @@ read_key_rows(MappingDef *m, int n, KeyRow *rows, int *nprops, char ***names)
 	Batch		b;
 	DeliveryOutcome outcome;
 
-	memset(&b, 0, sizeof(b));
-	memset(&outcome, 0, sizeof(outcome));
-	b.mapping = m;
-	b.outcome = &outcome;
-	b.cxt = CurrentMemoryContext;
-	b.nkeys = n;
-	b.keys = palloc0(sizeof(BatchKey) * Max(n, 1));
+	init_batch(&b, m, &outcome, CurrentMemoryContext, n);
 	for (int i = 0; i < n; i++)
 	{
 		b.keys[i].erp_id = rows[i].erp_id;
@@ -142,12 +136,9 @@ read_key_rows(MappingDef *m, int n, KeyRow *rows, int *nprops, char ***names)
 static Batch *
 calls_of(MappingDef *m, DeliveryOutcome *out)
 {
-	Batch	   *b = palloc0(sizeof(Batch));
+	Batch	   *b = palloc(sizeof(Batch));
 
-	memset(out, 0, sizeof(*out));
-	b->mapping = m;
-	b->outcome = out;
-	b->cxt = CurrentMemoryContext;
+	init_batch(b, m, out, CurrentMemoryContext, 0);
 	return b;
 }
 
