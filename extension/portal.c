@@ -74,6 +74,7 @@ erpcrm_portal_config(ErpcrmPortalConfig *config)
 	config->token_file = NULL;
 	config->max_calls_per_10s = erpcrm_max_calls_per_10s;
 	config->api_version = erpcrm_api_version;
+	config->own_api_version = false;
 	config->own = false;
 
 	if (!OidIsValid(MyDatabaseId))
@@ -115,7 +116,10 @@ erpcrm_portal_config(ErpcrmPortalConfig *config)
 			if (!isnull)
 				config->max_calls_per_10s = DatumGetInt32(d);
 			if (version != NULL)
+			{
 				config->api_version = MemoryContextStrdup(caller, version);
+				config->own_api_version = true;
+			}
 		}
 		table_endscan(scan);
 		if (pushed)

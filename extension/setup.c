@@ -592,6 +592,14 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 	check_row(&cxt, "connection", true, psprintf("%s answers", portal.hubspot_url));
+	/* the API family this database's worker and sessions call */
+	check_row(&cxt, "api version", true,
+			  psprintf("%s (%s)",
+					   strcmp(portal.api_version, "v3") == 0 || portal.api_version[0] == '\0' ?
+					   "v3: /crm/v3, /crm/v4" :
+					   psprintf("%s: /crm/objects/%s, /crm/associations/%s, ...",
+								portal.api_version, portal.api_version, portal.api_version),
+					   portal.own_api_version ? "erpcrm.portal" : "erpcrm.api_version"));
 	hs_parse_error(resp.body, resp.body_len, &err);
 	if (resp.status == 401)
 		check_row(&cxt, "token valid", false,

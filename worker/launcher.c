@@ -886,12 +886,15 @@ erpcrm_utility_hook(PlannedStmt *pstmt, const char *queryString,
 		}
 	}
 
+	/* owners of erpcrm's objects (extension/roles.c) */
+	erpcrm_roles_before(parsetree);
 	if (prev_utility_hook)
 		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
 						  queryEnv, dest, qc);
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
+	erpcrm_roles_after(parsetree);
 	if (freed)
 		release_database();
 }

@@ -41,6 +41,8 @@
 #define PULL_SEARCH_SPACING_MS	250
 #define PULL_WINDOW_MS			10000
 #define PULL_RING				256
+/* inbox rows past their retention deleted per round, at most */
+#define PRUNE_STEP				1000
 
 static TimestampTz last_search = 0;
 static TimestampTz search_blocked_until = 0;
@@ -282,17 +284,14 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 	log_call(sub->id, called_at, path, &resp);
 	if (problem == NULL)
 	{
-		Oid			rtypes[4] = {INT4OID, TEXTOID, TEXTOID, INTERVALOID};
-		Datum		rargs[4];
-		Interval   *retention = palloc0(sizeof(Interval));
+		Oid			rtypes[3] = {INT4OID, TEXTOID, TEXTOID};
+		Datum		rargs[3];
 
-		retention->time = (int64) erpcrm_inbox_retention_min * 60 * USECS_PER_SEC;
 		rargs[0] = Int32GetDatum(sub->id);
 		rargs[1] = CStringGetTextDatum(request);
 		rargs[2] = CStringGetTextDatum(resp.body);
-		rargs[3] = PointerGetDatum(retention);
-		if (SPI_execute_with_args("SELECT erpcrm._receive($1, $2::jsonb, $3::jsonb, $4)",
-								  4, rtypes, rargs, NULL, false, 1) != SPI_OK_SELECT ||
+		if (SPI_execute_with_args("SELECT erpcrm._receive($1, $2::jsonb, $3::jsonb)",
+								  3, rtypes, rargs, NULL, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "erpcrm._receive failed");
 		more = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -381,6 +380,10 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 		/* requeued changes first */
 		if (SPI_execute("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._hand_over_pending failed");
+		/* the inbox's history past erpcrm.inbox_retention, a step a round */
+		if (SPI_execute("SELECT erpcrm._prune_inbox(" CppAsString2(PRUNE_STEP) ")",
+						false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._prune_inbox failed");
 		args[0] = Int32GetDatum(erpcrm_pull_interval_ms);
 		if (SPI_execute_with_args("SELECT subscription_id, name, object_type, pull"
 								  " FROM erpcrm._subscriptions_due($1)",

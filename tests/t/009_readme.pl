@@ -1,12 +1,14 @@
 # The README is the test: the blocks it marks with
 #   <!-- readme-test: postgresql.conf -->
 #   <!-- readme-test: sql as ROLE -->
-# in its installation, security and worked-example sections are run word
-# for word, in that order, on a fresh cluster whose ERP (tables only) is
-# there before erpcrm: no extra grant, the views in a schema that is not
-# public, the worker's role exactly as written.  It must end with the
-# objects in HubSpot (the mock).  Only two settings are added after the
-# README's own: the mock's URL and the path of the token file.
+# in its installation, security, worked-example and way-back sections are
+# run word for word, in that order, on a fresh cluster whose ERP (tables
+# only) is there before erpcrm: no extra grant, the views in a schema that
+# is not public, the worker's role exactly as written.  It must end with
+# the objects in HubSpot (the mock), and a deal won in HubSpot must become
+# an ERP order through the way back's subscription.  Only two settings are
+# added after the README's own: the mock's URL and the path of the token
+# file.
 #
 # Then the blocks of "Many ERP databases in one cluster" and "Orders as
 # HubSpot's native orders" (marked "sql as ROLE in DATABASE") run in a
@@ -32,6 +34,7 @@ my %section_of = (
 	'## Security' => 'security',
 	'### Worked example' => 'example',
 	'## Operations runbook' => 'runbook',
+	'### The way back' => 'wayback',
 	'### Many ERP databases in one cluster' => 'databases',
 	'### Orders as HubSpot\'s native orders' => 'orders');
 my (%blocks, $section, $marker);
@@ -67,11 +70,12 @@ for (my $i = 0; $i < @lines; $i++)
 		push @{ $blocks{$section} }, { kind => $marker, text => join("\n", @body) . "\n" };
 	}
 }
-my @run = map { @{ $blocks{$_} // [] } } qw(install security example);
+my @run = map { @{ $blocks{$_} // [] } } qw(install security example wayback);
 is(scalar(@{ $blocks{install} // [] }), 2, 'the installation section marks its two blocks');
 ok(scalar(@{ $blocks{security} // [] }) >= 1, 'the security section marks its block');
 is(scalar(@{ $blocks{example} // [] }), 1, 'the worked example marks its block');
 is(scalar(@{ $blocks{runbook} // [] }), 4, 'the runbook marks its erasure, drift and refresh blocks');
+is(scalar(@{ $blocks{wayback} // [] }), 1, 'the way back marks its subscription');
 is(scalar(@{ $blocks{databases} // [] }), 1, 'many databases: the portal block is marked');
 is(scalar(@{ $blocks{orders} // [] }), 1, 'native orders: the orders block is marked');
 my @north = map { @{ $blocks{$_} // [] } } qw(databases orders);
@@ -109,6 +113,8 @@ INSERT INTO erp.customers (id, name, nip, domain, price_level, credit_limit) VAL
 INSERT INTO erp.persons VALUES (10, 1, 'anna@alfa.pl', 'Anna', 'Nowak'),
 	(11, 2, 'jan@beta.pl', 'Jan', 'Kowalski');
 INSERT INTO erp.products VALUES ('P-1', 'Śruba M6', 0.35), ('P-2', 'Nakrętka M6', 0.12);
+-- the orders the way back's handler writes
+CREATE TABLE erp.orders (id serial PRIMARY KEY, hubspot_deal_id text UNIQUE, name text, total numeric);
 });
 
 # --- the README, word for word
@@ -166,6 +172,16 @@ my @problems = ErpcrmTest::compare_state($node, dbname => 'erp',
 ok(!@problems, 'HubSpot holds the companies, contacts and products of the README, with associations')
   or diag(join("\n", @problems));
 is(scalar(@{ mock_get('/_mock/objects/companies')->{results} }), 2, 'two companies in HubSpot');
+
+# the way back: a deal sales wins in HubSpot becomes an ERP order
+my $deal = ErpcrmTest::mock_post('/_mock/objects/deals',
+	{ properties => { dealname => 'Won in HubSpot', dealstage => 'closedwon', pipeline => 'default',
+					  amount => '1500' } })->{id};
+ok(poll_until('the won deal as an order', sub {
+	$node->safe_psql('erp', "SELECT count(*) FROM erp.orders WHERE hubspot_deal_id = '$deal'") eq '1' }, 120),
+	'the README\'s subscription turns a deal won in HubSpot into an ERP order');
+is($node->safe_psql('erp', "SELECT name || ' ' || total FROM erp.orders WHERE hubspot_deal_id = '$deal'"),
+	'Won in HubSpot 1500', 'with the deal\'s name and amount');
 
 # a change after the set-up flows too
 $node->safe_psql('erp', "UPDATE erp.customers SET name = 'Alfa Polska' WHERE id = 1");

@@ -66,6 +66,10 @@ sub synced
 	return $node->safe_psql($db, "SELECT erpcrm.wait_for_sync('60 seconds')") eq 't';
 }
 ok(synced('old') && synced('new'), 'both databases deliver');
+like($node->safe_psql('old', q{SELECT detail FROM erpcrm.check_connection() WHERE "check" = 'api version'}),
+	qr{^v3: /crm/v3, /crm/v4 \(erpcrm\.api_version\)$}, 'old: check_connection() names the cluster\'s family');
+like($node->safe_psql('new', q{SELECT detail FROM erpcrm.check_connection() WHERE "check" = 'api version'}),
+	qr{^2026-03: /crm/objects/2026-03, .* \(erpcrm\.portal\)$}, 'new: and its portal\'s');
 is($node->safe_psql('old', 'SELECT count(*) FROM erpcrm.failures') . '/'
 	. $node->safe_psql('new', 'SELECT count(*) FROM erpcrm.failures'), '0/0', 'nothing failed');
 
