@@ -8,8 +8,9 @@
  *	  cursor, in one transaction: a crash before its commit leaves the
  *	  cursor where it was, and the same changes are read again.
  *
- *	  HubSpot allows a few search calls a second (they are spaced by 250 ms
- *	  here), 200 results a page and 10,000 a query.  Every request starts at
+ *	  HubSpot allows four search calls a second (each of erpcrm's searches,
+ *	  these and the others, takes its turn: hs_rate_search_slot), 200
+ *	  results a page and 10,000 a query.  Every request starts at
  *	  the cursor (erpcrm._pull_request builds it), so no query pages past its
  *	  first page, and a millisecond holding more changes than a page is read
  *	  by object id.  The calls count in the worker's rate limiter, which
@@ -37,14 +38,11 @@
 #include "hubspot.h"
 #include "subscribe.h"
 
-/* HubSpot allows about 5 searches a second: erpcrm makes at most 4. */
-#define PULL_SEARCH_SPACING_MS	250
 #define PULL_WINDOW_MS			10000
 #define PULL_RING				256
 /* inbox rows past their retention deleted per round, at most */
 #define PRUNE_STEP				1000
 
-static TimestampTz last_search = 0;
 static TimestampTz search_blocked_until = 0;
 
 /* the starts of recent pull calls, for erpcrm.pull_share */
@@ -114,7 +112,8 @@ may_search(bool outbound_busy, long *wait_ms)
 			return false;
 		}
 	}
-	delay = PULL_SEARCH_SPACING_MS - (long) ((now - last_search) / 1000);
+	/* every search of the portal takes its turn (four a second) */
+	delay = hs_rate_search_slot(now);
 	if (delay > 0)
 		erpcrm_worker_sleep(delay, PG_WAIT_EXTENSION);
 
@@ -143,7 +142,6 @@ search(const char *path, const char *body, HsResponse *resp, TimestampTz *called
 	erpcrm_set_state(ERPCRM_WORKER_SENDING, path);
 	pgstat_report_activity(STATE_RUNNING, psprintf("erpcrm: POST %s (pulling changes)", path));
 	*called_at = now;
-	last_search = now;
 	pull_calls[pull_next] = now;
 	pull_next = (pull_next + 1) % PULL_RING;
 	hs_rate_note_call(now);
