@@ -208,6 +208,46 @@ BEGIN
 END
 $$;
 
+/* requeue() and requeue_failed(), as of 1.3: through _dirty() */
+CREATE OR REPLACE FUNCTION erpcrm.requeue(mapping text, erp_id text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(mapping);
+BEGIN
+	INSERT INTO erpcrm.outbox VALUES (m.mapping_id, requeue.erp_id);
+	PERFORM erpcrm._dirty(m.mapping_id, ARRAY[requeue.erp_id]);
+	PERFORM erpcrm._wake();
+	RETURN true;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION erpcrm.requeue_failed(mapping text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	mid integer;
+	n bigint;
+BEGIN
+	IF mapping IS NOT NULL THEN
+		mid := (erpcrm._mapping(mapping)).mapping_id;
+	END IF;
+	/* failed keys are never in flight: _dirty() makes them pending */
+	SELECT COALESCE(sum(erpcrm._dirty(f.mapping_id, f.keys)), 0) INTO n
+	  FROM (SELECT s.mapping_id, array_agg(s.erp_id) AS keys FROM erpcrm.sync_state s
+			 WHERE s.state = 'failed' AND (mid IS NULL OR s.mapping_id = mid)
+			 GROUP BY s.mapping_id) AS f;
+	PERFORM erpcrm._wake();
+	RETURN n;
+END
+$$;
+
 -- ===================================================================
 -- Part 2: flat cost at scale (fewer row versions per key)
 -- ===================================================================

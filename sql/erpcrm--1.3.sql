@@ -2028,11 +2028,7 @@ DECLARE
 	m erpcrm.mapping := erpcrm._mapping(mapping);
 BEGIN
 	INSERT INTO erpcrm.outbox VALUES (m.mapping_id, requeue.erp_id);
-	UPDATE erpcrm.sync_state s
-	   SET state = 'pending', attempts = 0, next_attempt_at = now(),
-		   change_seq = s.change_seq + 1, dirty_since = COALESCE(s.dirty_since, now())
-	 WHERE s.mapping_id = m.mapping_id AND s.erp_id = requeue.erp_id
-	   AND s.state <> 'in_flight';
+	PERFORM erpcrm._dirty(m.mapping_id, ARRAY[requeue.erp_id]);
 	PERFORM erpcrm._wake();
 	RETURN true;
 END
@@ -2052,11 +2048,11 @@ BEGIN
 	IF mapping IS NOT NULL THEN
 		mid := (erpcrm._mapping(mapping)).mapping_id;
 	END IF;
-	UPDATE erpcrm.sync_state s
-	   SET state = 'pending', attempts = 0, next_attempt_at = now(),
-		   change_seq = s.change_seq + 1, dirty_since = COALESCE(s.dirty_since, now())
-	 WHERE s.state = 'failed' AND (mid IS NULL OR s.mapping_id = mid);
-	GET DIAGNOSTICS n = ROW_COUNT;
+	/* failed keys are never in flight: _dirty() makes them pending */
+	SELECT COALESCE(sum(erpcrm._dirty(f.mapping_id, f.keys)), 0) INTO n
+	  FROM (SELECT s.mapping_id, array_agg(s.erp_id) AS keys FROM erpcrm.sync_state s
+			 WHERE s.state = 'failed' AND (mid IS NULL OR s.mapping_id = mid)
+			 GROUP BY s.mapping_id) AS f;
 	PERFORM erpcrm._wake();
 	RETURN n;
 END
