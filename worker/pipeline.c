@@ -120,11 +120,7 @@ slot_new(MappingDef *m)
 		s->cxt = AllocSetContextCreate(TopMemoryContext, "erpcrm batch",
 									   ALLOCSET_DEFAULT_SIZES);
 	MemoryContextReset(s->cxt);
-	memset(&s->b, 0, sizeof(s->b));
-	memset(&s->outcome, 0, sizeof(s->outcome));
-	s->b.mapping = m;
-	s->b.outcome = &s->outcome;
-	s->b.cxt = s->cxt;
+	init_batch(&s->b, m, &s->outcome, s->cxt, 0);
 	s->in_use = true;
 	return s;
 }
