@@ -28,7 +28,7 @@ sub sql { return $node->safe_psql('postgres', $_[0]); }
 unlike(sql("SELECT string_agg(result, ',') FROM erpcrm.setup_hubspot()"), qr/error/, 'the portal is set up');
 $node->safe_psql('postgres', slurp_file("$examples/subscriptions.sql"));
 is(sql("SELECT string_agg(subscription, ',' ORDER BY subscription) FROM erpcrm.subscriptions"),
-	'hubspot_companies,won_deals', 'the examples subscribe to won deals and to companies');
+	'hubspot_companies,hubspot_contacts,won_deals', 'the examples subscribe to won deals, to companies and to contacts');
 
 sub deal
 {
@@ -41,9 +41,14 @@ sql(q{INSERT INTO erp.customers VALUES
 	(1, 'Alfa sp. z o.o.', '526-000-12-46', 'alfa.pl', 'A', 50000, true)});
 ok(wait_synced($node), 'the ERP\'s customer is in HubSpot');
 
-# --- 1. sales moves its deal to won, by hand
+my $alfa = sql("SELECT s.hubspot_id FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id)
+	WHERE m.name = 'companies' AND s.erp_id = '1'");
+like($alfa, qr/^\d+$/, 'the customer\'s company has its HubSpot id');
+
+# --- 1. sales moves its deal, made for Alfa's company, to won, by hand
 my $deal = ErpcrmTest::mock_post('/_mock/objects/deals', { properties => {
-	dealname => 'Alfa: regały', pipeline => 'default', dealstage => 'qualifiedtobuy', amount => '10000' } })->{id};
+	dealname => 'Alfa: regały', pipeline => 'default', dealstage => 'qualifiedtobuy', amount => '10000' },
+	associations => [ { toType => 'companies', toId => $alfa } ] })->{id};
 ErpcrmTest::mock_patch("/_mock/objects/deals/$deal", { properties => { dealstage => 'closedwon' } });
 
 # --- 2. the handler makes an ERP order carrying the deal's id
@@ -52,6 +57,13 @@ ok(poll_until('the order', sub { sql("SELECT count(*) FROM erp.orders WHERE hubs
 my $order = sql("SELECT id FROM erp.orders WHERE hubspot_deal_id = '$deal'");
 is(sql("SELECT number || ' ' || status || ' ' || total FROM erp.orders WHERE id = $order"),
 	"HS/$deal in_progress 10000.00", 'with the deal\'s amount, in progress');
+is(sql("SELECT customer_id FROM erp.orders WHERE id = $order"), '1',
+	'for the ERP customer of the deal\'s company (its association, with the ERP id erpcrm knows)');
+is(sql("SELECT associations -> 'companies' -> 0 ->> 'hubspot_id' FROM erpcrm.inbox WHERE hubspot_id = '$deal' ORDER BY change_id LIMIT 1"),
+	$alfa, 'the change carried the company\'s HubSpot id');
+ok((grep { $_->{path} eq '/crm/v4/associations/deals/companies/batch/read' }
+	@{ ErpcrmTest::mock_get('/_mock/requests')->{results} }) > 0,
+	'read with HubSpot\'s v4 batch read');
 
 # --- 3. the order's status goes back onto that same deal
 ok(poll_until('the order on the deal', sub { (deal($deal)->{order_status} // '') eq 'in_progress' }),
