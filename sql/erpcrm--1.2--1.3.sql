@@ -66,6 +66,148 @@ BEGIN ATOMIC
 	SELECT count(*) FROM u;
 END;
 
+/*
+ * Mark keys of a mapping dirty: the one statement that says what "send this
+ * key again" does to sync_state (fold, resync, refresh, reconcile's repair).
+ * A new key is recorded pending.  A known key is pending again now, with no
+ * attempts counted and its dirty_since kept; a key in flight stays in flight
+ * and is sent again when its send completes (its change_seq moves on).  NULL
+ * keys are skipped; keys over 2048 bytes are parked under their stand-in.
+ * Returns how many keys were marked.
+ */
+CREATE FUNCTION erpcrm._dirty(p_mapping_id integer, p_erp_ids text[])
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	WITH ins AS (
+		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id)
+		SELECT DISTINCT p_mapping_id, k.k FROM unnest(p_erp_ids) AS k(k)
+		 WHERE octet_length(k.k) <= 2048
+		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
+			change_seq = s.change_seq + 1,
+			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'pending' END,
+			attempts = CASE WHEN s.state = 'in_flight' THEN s.attempts ELSE 0 END,
+			next_attempt_at = CASE WHEN s.state = 'in_flight' THEN s.next_attempt_at ELSE now() END,
+			dirty_since = COALESCE(s.dirty_since, now())
+		RETURNING 1)
+	SELECT (SELECT count(*) FROM ins)
+		   + CASE WHEN EXISTS (SELECT FROM unnest(p_erp_ids) AS k(k) WHERE octet_length(k.k) > 2048)
+				  THEN erpcrm._park_long_keys(p_mapping_id, p_erp_ids) ELSE 0 END;
+END;
+REVOKE ALL ON FUNCTION erpcrm._dirty(integer, text[]) FROM PUBLIC;
+
+/* resync and TRUNCATE, as of 1.3: through _dirty() */
+CREATE OR REPLACE FUNCTION erpcrm._dirty_all(p_mapping_id integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping;
+	n bigint;
+	in_view text[];
+	gone text[];
+	long_keys integer;
+BEGIN
+	SELECT * INTO m FROM erpcrm.mapping WHERE mapping_id = p_mapping_id;
+	IF NOT FOUND THEN
+		RETURN 0;
+	END IF;
+	/* the view's keys, and the keys known from before that left it */
+	WITH keys AS MATERIALIZED (
+		SELECT k FROM erpcrm._view_keys_all(m.source, m.owner) AS k
+	)
+	SELECT ARRAY(SELECT keys.k FROM keys),
+		   ARRAY(SELECT s.erp_id FROM erpcrm.sync_state s
+				  WHERE s.mapping_id = p_mapping_id AND s.state <> 'archived'
+					AND NOT EXISTS (SELECT FROM keys WHERE erpcrm._key_ref(keys.k) = s.erp_id))
+	  INTO in_view, gone;
+	n := erpcrm._dirty(p_mapping_id, in_view || gone);
+
+	SELECT count(*) INTO long_keys FROM unnest(in_view) AS k(k) WHERE octet_length(k.k) > 2048;
+	IF long_keys > 0 THEN
+		RAISE WARNING '% keys of mapping "%" are longer than 2048 bytes and cannot be sent',
+			long_keys, m.name
+			USING HINT = 'They are listed in erpcrm.failures with category ERP_KEY_TOO_LONG. Shorten the erp_id in the view.';
+	END IF;
+	IF array_position(in_view, NULL) IS NOT NULL THEN
+		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id, state, error_category,
+											error_message, error_at)
+		VALUES (p_mapping_id, '', 'failed', 'ERP_NULL_ID',
+				format('rows of %s have a NULL erp_id: they cannot be sent to HubSpot', m.source), now())
+		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
+			change_seq = s.change_seq + 1,
+			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'failed' END,
+			attempts = 0, next_attempt_at = now(),
+			dirty_since = COALESCE(s.dirty_since, now()),
+			http_status = NULL, correlation_id = NULL,
+			error_category = excluded.error_category,
+			error_message = excluded.error_message,
+			error_at = now();
+		n := n + 1;
+		RAISE WARNING 'rows of % have a NULL erp_id and cannot be sent to HubSpot', m.source
+			USING DETAIL = format('Mapping "%s" records them as the failed key '''' with category ERP_NULL_ID.', m.name),
+				  HINT = 'Give every row of the view an erp_id, or filter such rows out in the view.';
+	END IF;
+	RETURN n;
+END
+$$;
+
+/* the fold, as of 1.3: through _dirty(), one mapping at a time */
+CREATE OR REPLACE FUNCTION erpcrm._fold()
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint := 0;
+	whole integer[] := '{}';
+	mid integer;
+	r record;
+BEGIN
+	/* the committed outbox, per mapping: its keys, and whether all of them */
+	FOR r IN
+		WITH d AS (
+			DELETE FROM erpcrm.outbox RETURNING mapping_id, erp_id, erp_ids
+		)
+		SELECT d.mapping_id,
+			   array_agg(k.erp_id) FILTER (WHERE k.erp_id IS NOT NULL) AS erp_ids,
+			   bool_or(d.erp_id IS NULL AND d.erp_ids IS NULL) AS whole
+		  FROM d CROSS JOIN LATERAL unnest(COALESCE(d.erp_ids, ARRAY[d.erp_id])) AS k(erp_id)
+		 WHERE EXISTS (SELECT FROM erpcrm.mapping m WHERE m.mapping_id = d.mapping_id)
+		 GROUP BY d.mapping_id
+	LOOP
+		IF r.erp_ids IS NOT NULL THEN
+			n := n + erpcrm._dirty(r.mapping_id, r.erp_ids);
+		END IF;
+		IF r.whole THEN
+			whole := whole || r.mapping_id;
+		END IF;
+	END LOOP;
+
+	/*
+	 * A TRUNCATE marks every key of its mappings.  A view that cannot list
+	 * its keys (an erp_id that raises for one row) must not stop the fold
+	 * of the others: its marker goes back to the outbox, to be tried again
+	 * at the next fold, and the server log says why.
+	 */
+	FOREACH mid IN ARRAY whole LOOP
+		BEGIN
+			n := n + erpcrm._dirty_all(mid);
+		EXCEPTION WHEN OTHERS THEN
+			INSERT INTO erpcrm.outbox (mapping_id, erp_id) VALUES (mid, NULL);
+			RAISE WARNING 'the keys of mapping "%" could not be listed after a TRUNCATE: % (SQLSTATE %)',
+				(SELECT m.name FROM erpcrm.mapping m WHERE m.mapping_id = mid), SQLERRM, SQLSTATE
+				USING DETAIL = 'Every key of the mapping is marked at the next fold that can read its view; the other mappings go on.',
+					  HINT = 'Fix the rows or the view whose erp_id raises the error.';
+		END;
+	END LOOP;
+	RETURN n;
+END
+$$;
+
 -- ===================================================================
 -- Part 2: flat cost at scale (fewer row versions per key)
 -- ===================================================================
@@ -356,13 +498,7 @@ BEGIN
 	IF pg_catalog.cardinality(changed) = 0 THEN
 		RETURN;
 	END IF;
-	UPDATE erpcrm.sync_state s
-	   SET change_seq = s.change_seq + 1, state = 'pending', attempts = 0,
-		   next_attempt_at = pg_catalog.now(),
-		   dirty_since = COALESCE(s.dirty_since, pg_catalog.now())
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (changed)
-	   AND s.state IN ('synced', 'archived');
-	GET DIAGNOSTICS dirtied = ROW_COUNT;
+	dirtied := erpcrm._dirty(p_mapping_id, changed);
 END
 $$;
 REVOKE ALL ON FUNCTION erpcrm._refresh_step(integer, text, integer) FROM PUBLIC;
@@ -1023,6 +1159,7 @@ DECLARE
 	q integer := 0;
 	same text[];
 	fix text[];
+	resend text[];
 BEGIN
 	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
 	IF NOT FOUND OR r.state <> 'running' THEN
@@ -1059,16 +1196,18 @@ BEGIN
 			  JOIN erpcrm.mapping m ON m.mapping_id = r.mapping_id
 			 WHERE f.erp_id = ANY (same)
 			   AND NOT (f.kind = 'edited' AND f.property = m.id_property));
-		UPDATE erpcrm.sync_state s
-		   SET state = 'pending', attempts = 0, next_attempt_at = pg_catalog.now(),
-			   change_seq = s.change_seq + 1, dirty_since = COALESCE(s.dirty_since, pg_catalog.now()),
-			   fingerprint = NULL,	/* fp: HubSpot no longer holds what it accepted */
-			   assoc_state = CASE WHEN s.erp_id = ANY (
-									ARRAY(SELECT f.erp_id FROM unnest(p_kinds, p_keys) AS f(kind, erp_id)
-										   WHERE f.kind = 'association_removed'))
-								  THEN NULL ELSE s.assoc_state END
-		 WHERE s.mapping_id = r.mapping_id AND s.state = 'synced' AND s.erp_id = ANY (fix);
-		GET DIAGNOSTICS q = ROW_COUNT;
+		/* HubSpot no longer holds what it accepted: forget it, then resend */
+		WITH u AS (
+			UPDATE erpcrm.sync_state s
+			   SET fingerprint = NULL,
+				   assoc_state = CASE WHEN s.erp_id = ANY (
+										ARRAY(SELECT f.erp_id FROM unnest(p_kinds, p_keys) AS f(kind, erp_id)
+											   WHERE f.kind = 'association_removed'))
+									  THEN NULL ELSE s.assoc_state END
+			 WHERE s.mapping_id = r.mapping_id AND s.state = 'synced' AND s.erp_id = ANY (fix)
+			RETURNING s.erp_id)
+		SELECT pg_catalog.array_agg(u.erp_id) INTO resend FROM u;
+		q := erpcrm._dirty(r.mapping_id, resend);
 		UPDATE erpcrm.drift_item d SET requeued_at = pg_catalog.now()
 		 WHERE d.run_id = p_run_id AND d.mapping_id = r.mapping_id AND d.erp_id = ANY (fix);
 		PERFORM erpcrm._wake();

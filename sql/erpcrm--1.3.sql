@@ -1349,50 +1349,32 @@ AS $$
 DECLARE
 	m erpcrm.mapping;
 	n bigint;
-	long_keys text[];
-	has_null boolean;
+	in_view text[];
+	gone text[];
+	long_keys integer;
 BEGIN
 	SELECT * INTO m FROM erpcrm.mapping WHERE mapping_id = p_mapping_id;
 	IF NOT FOUND THEN
 		RETURN 0;
 	END IF;
+	/* the view's keys, and the keys known from before that left it */
 	WITH keys AS MATERIALIZED (
 		SELECT k FROM erpcrm._view_keys_all(m.source, m.owner) AS k
-	), ins AS (
-		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id)
-		SELECT p_mapping_id, keys.k FROM keys
-		 WHERE octet_length(keys.k) <= 2048
-		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
-			change_seq = s.change_seq + 1,
-			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'pending' END,
-			attempts = CASE WHEN s.state = 'in_flight' THEN s.attempts ELSE 0 END,
-			next_attempt_at = CASE WHEN s.state = 'in_flight' THEN s.next_attempt_at ELSE now() END,
-			dirty_since = COALESCE(s.dirty_since, now())
-		RETURNING 1
-	), gone AS (
-		/* keys known from before that are no longer in the view */
-		UPDATE erpcrm.sync_state s SET
-			change_seq = s.change_seq + 1,
-			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'pending' END,
-			attempts = CASE WHEN s.state = 'in_flight' THEN s.attempts ELSE 0 END,
-			next_attempt_at = CASE WHEN s.state = 'in_flight' THEN s.next_attempt_at ELSE now() END,
-			dirty_since = COALESCE(s.dirty_since, now())
-		 WHERE s.mapping_id = p_mapping_id AND s.state <> 'archived'
-		   AND NOT EXISTS (SELECT FROM keys WHERE erpcrm._key_ref(keys.k) = s.erp_id)
-		RETURNING 1
 	)
-	SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM gone),
-		   (SELECT array_agg(keys.k) FROM keys WHERE octet_length(keys.k) > 2048),
-		   EXISTS (SELECT FROM keys WHERE keys.k IS NULL)
-	  INTO n, long_keys, has_null;
+	SELECT ARRAY(SELECT keys.k FROM keys),
+		   ARRAY(SELECT s.erp_id FROM erpcrm.sync_state s
+				  WHERE s.mapping_id = p_mapping_id AND s.state <> 'archived'
+					AND NOT EXISTS (SELECT FROM keys WHERE erpcrm._key_ref(keys.k) = s.erp_id))
+	  INTO in_view, gone;
+	n := erpcrm._dirty(p_mapping_id, in_view || gone);
 
-	IF long_keys IS NOT NULL THEN
-		n := n + erpcrm._park_long_keys(p_mapping_id, long_keys);
+	SELECT count(*) INTO long_keys FROM unnest(in_view) AS k(k) WHERE octet_length(k.k) > 2048;
+	IF long_keys > 0 THEN
 		RAISE WARNING '% keys of mapping "%" are longer than 2048 bytes and cannot be sent',
-			cardinality(long_keys), m.name
+			long_keys, m.name
 			USING HINT = 'They are listed in erpcrm.failures with category ERP_KEY_TOO_LONG. Shorten the erp_id in the view.';
 	END IF;
-	IF has_null THEN
+	IF array_position(in_view, NULL) IS NOT NULL THEN
 		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id, state, error_category,
 											error_message, error_at)
 		VALUES (p_mapping_id, '', 'failed', 'ERP_NULL_ID',
@@ -1457,44 +1439,27 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	n bigint := 0;
-	whole integer[];
+	whole integer[] := '{}';
 	mid integer;
-	long_keys record;
+	r record;
 BEGIN
-	FOR long_keys IN
+	/* the committed outbox, per mapping: its keys, and whether all of them */
+	FOR r IN
 		WITH d AS (
 			DELETE FROM erpcrm.outbox RETURNING mapping_id, erp_id, erp_ids
-		), keys AS MATERIALIZED (
-			SELECT DISTINCT d.mapping_id, k.erp_id
-			  FROM d CROSS JOIN LATERAL unnest(COALESCE(d.erp_ids, ARRAY[d.erp_id])) AS k(erp_id)
-			 WHERE k.erp_id IS NOT NULL
-			   AND EXISTS (SELECT FROM erpcrm.mapping m WHERE m.mapping_id = d.mapping_id)
-		), ins AS (
-			INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id)
-			SELECT keys.mapping_id, keys.erp_id FROM keys
-			 WHERE octet_length(keys.erp_id) <= 2048
-			ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
-				change_seq = s.change_seq + 1,
-				state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'pending' END,
-				attempts = CASE WHEN s.state = 'in_flight' THEN s.attempts ELSE 0 END,
-				next_attempt_at = CASE WHEN s.state = 'in_flight' THEN s.next_attempt_at ELSE now() END,
-				dirty_since = COALESCE(s.dirty_since, now())
-			RETURNING 1
 		)
-		SELECT NULL::integer AS mapping_id, NULL::text[] AS erp_ids,
-			   (SELECT count(*) FROM ins) AS n,
-			   (SELECT array_agg(DISTINCT d.mapping_id) FROM d
-				 WHERE d.erp_id IS NULL AND d.erp_ids IS NULL) AS whole
-		UNION ALL
-		SELECT keys.mapping_id, array_agg(keys.erp_id), NULL, NULL FROM keys
-		 WHERE octet_length(keys.erp_id) > 2048
-		 GROUP BY keys.mapping_id
+		SELECT d.mapping_id,
+			   array_agg(k.erp_id) FILTER (WHERE k.erp_id IS NOT NULL) AS erp_ids,
+			   bool_or(d.erp_id IS NULL AND d.erp_ids IS NULL) AS whole
+		  FROM d CROSS JOIN LATERAL unnest(COALESCE(d.erp_ids, ARRAY[d.erp_id])) AS k(erp_id)
+		 WHERE EXISTS (SELECT FROM erpcrm.mapping m WHERE m.mapping_id = d.mapping_id)
+		 GROUP BY d.mapping_id
 	LOOP
-		IF long_keys.mapping_id IS NULL THEN
-			n := n + long_keys.n;
-			whole := long_keys.whole;
-		ELSE
-			n := n + erpcrm._park_long_keys(long_keys.mapping_id, long_keys.erp_ids);
+		IF r.erp_ids IS NOT NULL THEN
+			n := n + erpcrm._dirty(r.mapping_id, r.erp_ids);
+		END IF;
+		IF r.whole THEN
+			whole := whole || r.mapping_id;
 		END IF;
 	END LOOP;
 
@@ -1504,19 +1469,17 @@ BEGIN
 	 * of the others: its marker goes back to the outbox, to be tried again
 	 * at the next fold, and the server log says why.
 	 */
-	IF whole IS NOT NULL THEN
-		FOREACH mid IN ARRAY whole LOOP
-			BEGIN
-				n := n + erpcrm._dirty_all(mid);
-			EXCEPTION WHEN OTHERS THEN
-				INSERT INTO erpcrm.outbox (mapping_id, erp_id) VALUES (mid, NULL);
-				RAISE WARNING 'the keys of mapping "%" could not be listed after a TRUNCATE: % (SQLSTATE %)',
-					(SELECT m.name FROM erpcrm.mapping m WHERE m.mapping_id = mid), SQLERRM, SQLSTATE
-					USING DETAIL = 'Every key of the mapping is marked at the next fold that can read its view; the other mappings go on.',
-						  HINT = 'Fix the rows or the view whose erp_id raises the error.';
-			END;
-		END LOOP;
-	END IF;
+	FOREACH mid IN ARRAY whole LOOP
+		BEGIN
+			n := n + erpcrm._dirty_all(mid);
+		EXCEPTION WHEN OTHERS THEN
+			INSERT INTO erpcrm.outbox (mapping_id, erp_id) VALUES (mid, NULL);
+			RAISE WARNING 'the keys of mapping "%" could not be listed after a TRUNCATE: % (SQLSTATE %)',
+				(SELECT m.name FROM erpcrm.mapping m WHERE m.mapping_id = mid), SQLERRM, SQLSTATE
+				USING DETAIL = 'Every key of the mapping is marked at the next fold that can read its view; the other mappings go on.',
+					  HINT = 'Fix the rows or the view whose erp_id raises the error.';
+		END;
+	END LOOP;
 	RETURN n;
 END
 $$;
@@ -2635,6 +2598,37 @@ GRANT EXECUTE ON FUNCTION erpcrm.capture() TO PUBLIC;
 -- struct: layers (one step helper, one backoff formula)
 -- ===================================================================
 
+/*
+ * Mark keys of a mapping dirty: the one statement that says what "send this
+ * key again" does to sync_state (fold, resync, refresh, reconcile's repair).
+ * A new key is recorded pending.  A known key is pending again now, with no
+ * attempts counted and its dirty_since kept; a key in flight stays in flight
+ * and is sent again when its send completes (its change_seq moves on).  NULL
+ * keys are skipped; keys over 2048 bytes are parked under their stand-in.
+ * Returns how many keys were marked.
+ */
+CREATE FUNCTION erpcrm._dirty(p_mapping_id integer, p_erp_ids text[])
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	WITH ins AS (
+		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id)
+		SELECT DISTINCT p_mapping_id, k.k FROM unnest(p_erp_ids) AS k(k)
+		 WHERE octet_length(k.k) <= 2048
+		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
+			change_seq = s.change_seq + 1,
+			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'pending' END,
+			attempts = CASE WHEN s.state = 'in_flight' THEN s.attempts ELSE 0 END,
+			next_attempt_at = CASE WHEN s.state = 'in_flight' THEN s.next_attempt_at ELSE now() END,
+			dirty_since = COALESCE(s.dirty_since, now())
+		RETURNING 1)
+	SELECT (SELECT count(*) FROM ins)
+		   + CASE WHEN EXISTS (SELECT FROM unnest(p_erp_ids) AS k(k) WHERE octet_length(k.k) > 2048)
+				  THEN erpcrm._park_long_keys(p_mapping_id, p_erp_ids) ELSE 0 END;
+END;
+REVOKE ALL ON FUNCTION erpcrm._dirty(integer, text[]) FROM PUBLIC;
+
 -- ===================================================================
 -- scale: flat cost at scale (fewer row versions per key)
 -- ===================================================================
@@ -2824,13 +2818,7 @@ BEGIN
 	IF pg_catalog.cardinality(changed) = 0 THEN
 		RETURN;
 	END IF;
-	UPDATE erpcrm.sync_state s
-	   SET change_seq = s.change_seq + 1, state = 'pending', attempts = 0,
-		   next_attempt_at = pg_catalog.now(),
-		   dirty_since = COALESCE(s.dirty_since, pg_catalog.now())
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (changed)
-	   AND s.state IN ('synced', 'archived');
-	GET DIAGNOSTICS dirtied = ROW_COUNT;
+	dirtied := erpcrm._dirty(p_mapping_id, changed);
 END
 $$;
 REVOKE ALL ON FUNCTION erpcrm._refresh_step(integer, text, integer) FROM PUBLIC;
@@ -3440,6 +3428,7 @@ DECLARE
 	q integer := 0;
 	same text[];
 	fix text[];
+	resend text[];
 BEGIN
 	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
 	IF NOT FOUND OR r.state <> 'running' THEN
@@ -3476,16 +3465,18 @@ BEGIN
 			  JOIN erpcrm.mapping m ON m.mapping_id = r.mapping_id
 			 WHERE f.erp_id = ANY (same)
 			   AND NOT (f.kind = 'edited' AND f.property = m.id_property));
-		UPDATE erpcrm.sync_state s
-		   SET state = 'pending', attempts = 0, next_attempt_at = pg_catalog.now(),
-			   change_seq = s.change_seq + 1, dirty_since = COALESCE(s.dirty_since, pg_catalog.now()),
-			   fingerprint = NULL,	/* fp: HubSpot no longer holds what it accepted */
-			   assoc_state = CASE WHEN s.erp_id = ANY (
-									ARRAY(SELECT f.erp_id FROM unnest(p_kinds, p_keys) AS f(kind, erp_id)
-										   WHERE f.kind = 'association_removed'))
-								  THEN NULL ELSE s.assoc_state END
-		 WHERE s.mapping_id = r.mapping_id AND s.state = 'synced' AND s.erp_id = ANY (fix);
-		GET DIAGNOSTICS q = ROW_COUNT;
+		/* HubSpot no longer holds what it accepted: forget it, then resend */
+		WITH u AS (
+			UPDATE erpcrm.sync_state s
+			   SET fingerprint = NULL,
+				   assoc_state = CASE WHEN s.erp_id = ANY (
+										ARRAY(SELECT f.erp_id FROM unnest(p_kinds, p_keys) AS f(kind, erp_id)
+											   WHERE f.kind = 'association_removed'))
+									  THEN NULL ELSE s.assoc_state END
+			 WHERE s.mapping_id = r.mapping_id AND s.state = 'synced' AND s.erp_id = ANY (fix)
+			RETURNING s.erp_id)
+		SELECT pg_catalog.array_agg(u.erp_id) INTO resend FROM u;
+		q := erpcrm._dirty(r.mapping_id, resend);
 		UPDATE erpcrm.drift_item d SET requeued_at = pg_catalog.now()
 		 WHERE d.run_id = p_run_id AND d.mapping_id = r.mapping_id AND d.erp_id = ANY (fix);
 		PERFORM erpcrm._wake();

@@ -87,6 +87,9 @@ sub default_mock_config
 		# ERPCRM_MOCK_UPSERT_WHOLE_BATCH=1: one bad input fails a whole
 		# batch upsert (HubSpot may do that instead of a 207)
 		($ENV{ERPCRM_MOCK_UPSERT_WHOLE_BATCH} ? (upsert_whole_batch => JSON::PP::true) : ()),
+		# ERPCRM_MOCK_NULL_PROPERTIES=1: a requested property that is unset
+		# is answered as null (HubSpot's schema allows it) instead of left out
+		($ENV{ERPCRM_MOCK_NULL_PROPERTIES} ? (null_properties => JSON::PP::true) : ()),
 	};
 }
 

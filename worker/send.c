@@ -295,6 +295,48 @@ objects_request(Batch *b, BatchKey **keys, int n, bool by_explicit, char **path)
 }
 
 /*
+ * A 207 whose errors name no input (their context says which property, not
+ * which input): the inputs the answer did not mention are the failed ones.
+ * One such error and one such input: it is that input's.  More: those inputs
+ * are sent again, fewer at a time, until each failure stands alone with
+ * HubSpot's reason (upserts and updates by id may be sent twice).
+ */
+static void
+unnamed_errors(Batch *b, BatchKey **keys, int n, bool by_explicit,
+			   HsBatchResult *result, HsResponse *resp)
+{
+	HsErrorItem *unnamed = NULL;
+	int			nunnamed = 0;
+	BatchKey  **rest;
+	int			nrest = 0;
+
+	for (int e = 0; e < result->nerrors; e++)
+		if (result->errors[e].nids == 0)
+		{
+			unnamed = &result->errors[e];
+			nunnamed++;
+		}
+	if (nunnamed == 0)
+		return;
+	rest = palloc(sizeof(BatchKey *) * n);
+	for (int i = 0; i < n; i++)
+		if (keys[i]->outcome == KO_NONE)
+			rest[nrest++] = keys[i];
+	if (nrest == 1 && nunnamed == 1)
+		set_outcome(rest[0], KO_FAILED, unnamed->status ? unnamed->status : 400,
+					unnamed->category[0] ? unnamed->category : "VALIDATION_ERROR",
+					truncate_message(unnamed->message), resp->correlation_id);
+	else if (nrest > 0 && nrest < n)
+		send_objects(b, rest, nrest, by_explicit);
+	else if (nrest > 1)
+	{
+		send_objects(b, rest, nrest / 2, by_explicit);
+		send_objects(b, rest + nrest / 2, nrest - nrest / 2, by_explicit);
+	}
+	pfree(rest);
+}
+
+/*
  * Upsert (by_explicit false) or update by HubSpot id (true) these keys.  A
  * 4xx that rejects the whole batch without naming inputs is split in halves
  * until the bad input stands alone.
@@ -357,6 +399,7 @@ send_objects(Batch *b, BatchKey **keys, int n, bool by_explicit)
 							truncate_message(item->message), resp.correlation_id);
 			}
 		}
+		unnamed_errors(b, keys, n, by_explicit, &result, &resp);
 		for (int i = 0; i < n; i++)
 			if (keys[i]->outcome == KO_NONE)
 				set_outcome(keys[i], KO_RETRY, (int) resp.status, "BAD_ANSWER",

@@ -165,6 +165,57 @@ class MockTest(unittest.TestCase):
         self.assertEqual([x["properties"]["erp_id"] for x in out["results"]],
                          ["K-1"])
 
+    def test_error_context_without_ids(self):
+        # error_context_ids false: a 207's errors say which property, not
+        # which input (HubSpot does not document that they name the input)
+        self.ctl("POST", "/_mock/config", {"error_context_ids": False})
+        st, out, _ = self.upsert("companies", [
+            ("K-1", {"name": "a"}), ("K-2", {"numberofemployees": "many"})])
+        self.assertEqual(st, 207, out)
+        self.assertEqual(out["errors"][0]["context"],
+                         {"propertyName": ["numberofemployees"]})
+        self.assertEqual(out["errors"][0]["links"], {})
+        st, out, _ = self.upsert("companies", [("K-2", {"foo": "x"})])
+        self.assertEqual(st, 400, out)
+        self.assertEqual(out["context"], {"propertyName": ["foo"]})
+        self.assertNotIn("ids", json.dumps(out))
+
+    def test_null_properties(self):
+        self.upsert("companies", [("K-1", {"name": "a"})])
+        path = "/crm/v3/objects/companies/batch/read"
+        body = {"idProperty": "erp_id", "inputs": [{"id": "K-1"}],
+                "properties": ["name", "domain"], "propertiesWithHistory": []}
+        st, out, _ = self.call("POST", path, body)
+        self.assertEqual(st, 200, out)
+        self.assertNotIn("domain", out["results"][0]["properties"])
+        # as HubSpot's schema allows: a requested unset property is null
+        self.ctl("POST", "/_mock/config", {"null_properties": True})
+        st, out, _ = self.call("POST", path, body)
+        self.assertIsNone(out["results"][0]["properties"]["domain"])
+        self.assertEqual(out["results"][0]["properties"]["name"], "a")
+        st, out, _ = self.call("POST", "/crm/v3/objects/companies/search",
+                               {"properties": ["domain"]})
+        self.assertIsNone(out["results"][0]["properties"]["domain"])
+
+    def test_search_one_sort(self):
+        path = "/crm/v3/objects/companies/search"
+        self.ctl("POST", "/_mock/config", {"search_per_second": 0})
+        self.upsert("companies", [("K-%d" % i, {"name": "n%d" % i})
+                                  for i in range(3)])
+        for sorts, want in ((["name"], 200), (["-name"], 200),
+                            ([{"propertyName": "name",
+                               "direction": "DESCENDING"}], 200),
+                            (["name", "hs_object_id"], 400),
+                            ([{"propertyName": "name",
+                               "direction": "DOWN"}], 400),
+                            ([{"property": "name"}], 400)):
+            st, out, _ = self.call("POST", path, {"sorts": sorts,
+                                                  "properties": ["name"]})
+            self.assertEqual(st, want, (sorts, out))
+            if st == 200 and sorts != ["name"]:
+                self.assertEqual(out["results"][0]["properties"]["name"],
+                                 "n2")
+
     def test_fail_ids(self):
         self.ctl("POST", "/_mock/faults", {"fail_ids": {"ids": ["K-2"]}})
         st, out, _ = self.upsert("companies", [("K-1", {"name": "a"}),

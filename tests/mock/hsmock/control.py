@@ -51,6 +51,14 @@ Control API (JSON in and out; no auth; never rate limited or logged)
                    contacts by hs_lastmodifieddate, filter or sort, sees no
                    value, as integrators report of HubSpot, where contacts
                    keep it in lastmodifieddate; true: both work)
+       error_context_ids (bool, default true: each error of a 207, and a
+                   batch refused whole, names its inputs in context.ids;
+                   false: its context only says what it is about, e.g.
+                   {"propertyName": [...]}, as HubSpot does not document
+                   that it names the input)
+       null_properties (bool, default false: a requested property that
+                   is unset is left out of answers; true: it is answered
+                   as null, as HubSpot's schema allows, "string | null")
   POST /_mock/faults              replace all faults ({} clears); GET shows
        down "refuse"|"503"|"504", slow_ms, error_share, malformed_share,
        truncated_share, reset_share (0..1), huge_body (true = 12 MB, or a

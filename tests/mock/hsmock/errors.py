@@ -51,10 +51,19 @@ class InputError(Exception):
         self.errors = errors or []
         self.sub = sub
 
-    def entry(self):
+    def unnamed_context(self):
+        """The context without the inputs: what the first detail is about
+        (a property), as when HubSpot's error names no input."""
+        for d in self.errors:
+            if isinstance(d, dict) and d.get("context"):
+                return dict(d["context"])
+        return {}
+
+    def entry(self, named=True):
         # every field HubSpot's StandardError schema requires
         e = {"status": "error", "category": self.category,
-             "message": self.message, "context": self.context,
+             "message": self.message,
+             "context": self.context if named else self.unnamed_context(),
              "errors": self.errors, "links": {}}
         if self.sub:
             e["subCategory"] = self.sub
@@ -80,17 +89,20 @@ def check_keys(d, allowed, cls):
             raise unrecognized(k, cls)
 
 
-def batch_failed(errs):
-    """All inputs failed: the first failure's status and body."""
+def batch_failed(errs, named=True):
+    """All inputs failed: the first failure's status and body (named
+    False: its context names no input, see error_context_ids)."""
     e0 = errs[0]
     sub = []
     for e in errs:
-        d = {"message": e.message, "code": e.category, "context": e.context}
+        d = {"message": e.message, "code": e.category,
+             "context": e.context if named else e.unnamed_context()}
         if e.sub:
             d["subCategory"] = e.sub
         sub.append(d)
     return ApiError(e0.status, e0.category, e0.message, errors=sub,
-                    context=e0.context, sub=e0.sub)
+                    context=e0.context if named else e0.unnamed_context(),
+                    sub=e0.sub)
 
 
 def prop_errors_input(ctx, perrs):

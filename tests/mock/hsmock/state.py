@@ -39,7 +39,8 @@ class Config:
               "search_max_total", "unique_reuse_after_archive",
               "required_properties", "deal_pipeline_limit",
               "granular_scopes", "merge_new_id", "merged_ids",
-              "gdpr_blocks_email", "contacts_hs_lastmodifieddate"}
+              "gdpr_blocks_email", "contacts_hs_lastmodifieddate",
+              "error_context_ids", "null_properties"}
 
     def __init__(self, tokens):
         self.tokens = list(tokens)
@@ -63,6 +64,8 @@ class Config:
         self.merged_ids = "follow"
         self.gdpr_blocks_email = False
         self.contacts_hs_lastmodifieddate = False
+        self.error_context_ids = True
+        self.null_properties = False
 
     def public(self):
         return {"tokens": self.tokens, "max_per_window": self.max_per_window,
@@ -84,7 +87,9 @@ class Config:
                 "merged_ids": self.merged_ids,
                 "gdpr_blocks_email": self.gdpr_blocks_email,
                 "contacts_hs_lastmodifieddate":
-                    self.contacts_hs_lastmodifieddate}
+                    self.contacts_hs_lastmodifieddate,
+                "error_context_ids": self.error_context_ids,
+                "null_properties": self.null_properties}
 
 
 FAULT_KEYS = {"down", "slow_ms", "error_share", "malformed_share",
@@ -273,7 +278,8 @@ class State:
         for k in ("log_bodies", "shuffle_results", "search_counts_in_window",
                   "upsert_whole_batch", "unique_reuse_after_archive",
                   "granular_scopes", "merge_new_id", "gdpr_blocks_email",
-                  "contacts_hs_lastmodifieddate"):
+                  "contacts_hs_lastmodifieddate", "error_context_ids",
+                  "null_properties"):
             if k in c:
                 setattr(cfg, k, bool(c[k]))
         if "merged_ids" in c:
@@ -813,9 +819,11 @@ class State:
             props = DEFAULT_READ_PROPS.get(
                 t, ["createdate", "hs_lastmodifieddate", "hs_object_id"])
         if props is not None:
-            # HubSpot's properties are strings: unset ones are left out
+            # HubSpot's properties are strings; a requested one that is
+            # unset is left out, or (null_properties) answered as null, as
+            # HubSpot's schema allows ("string | null")
             pd = {k: v for k, v in ((k, self.getprop(obj, k)) for k in props)
-                  if v is not None}
+                  if v is not None or self.cfg.null_properties}
         else:
             pd = dict(obj["properties"])
             for k in echo:

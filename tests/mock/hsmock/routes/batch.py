@@ -45,13 +45,14 @@ class BatchRoutes:
     def batch_answer(self, results, errs, ok_status):
         st = self.st
         t0 = now_iso()
+        named = st.cfg.error_context_ids
         if errs and not results:
-            raise batch_failed(errs)
+            raise batch_failed(errs, named)
         body = {"status": "COMPLETE", "results": st.order(results),
                 "startedAt": t0, "completedAt": now_iso()}
         if errs:
             body["numErrors"] = len(errs)
-            body["errors"] = [e.entry() for e in errs]
+            body["errors"] = [e.entry(named) for e in errs]
             return 207, body
         return ok_status, body
 

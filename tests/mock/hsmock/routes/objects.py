@@ -227,7 +227,7 @@ class ObjectRoutes(BatchRoutes):
                 prepared.append((inp, norm, links))
             except InputError as e:
                 if not multi:
-                    raise batch_failed([e])
+                    raise batch_failed([e], st.cfg.error_context_ids)
                 errs.append(e)
         results = []
         for inp, norm, links in prepared:

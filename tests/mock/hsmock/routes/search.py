@@ -8,7 +8,7 @@ import functools
 import time
 from decimal import Decimal, InvalidOperation
 
-from ..errors import ApiError, check_keys
+from ..errors import ApiError, bad_json, check_keys
 from ..model import SEARCH_LIMIT_MAX, iso_ms
 
 
@@ -79,6 +79,25 @@ class SearchRoutes:
                                  for g in groups):
                 matches.append(o)
         sorts = body.get("sorts") or []
+        # HubSpot takes one sort rule: a property name ("-name" descending)
+        # or {"propertyName", "direction"}
+        if not isinstance(sorts, list) or len(sorts) > 1:
+            raise ApiError(400, "VALIDATION_ERROR",
+                           "Only one sort is supported; got %d"
+                           % (len(sorts) if isinstance(sorts, list) else 0),
+                           context={"sorts": [str(len(sorts))]
+                                    if isinstance(sorts, list) else []})
+        for s in sorts:
+            if isinstance(s, dict):
+                check_keys(s, {"propertyName", "direction"}, "Sort")
+                if s.get("direction", "ASCENDING") not in ("ASCENDING",
+                                                           "DESCENDING"):
+                    raise ApiError(400, "VALIDATION_ERROR",
+                                   "direction must be ASCENDING or "
+                                   "DESCENDING")
+            elif not isinstance(s, str):
+                raise bad_json("Cannot deserialize sort from %s"
+                               % type(s).__name__)
         for s in reversed(sorts):
             if isinstance(s, str):
                 name, desc = s.lstrip("-"), s.startswith("-")
