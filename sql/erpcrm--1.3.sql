@@ -3072,6 +3072,17 @@ BEGIN
 		DELETE FROM erpcrm.inbox i USING erpcrm.subscription x
 		 WHERE i.subscription_id = x.subscription_id AND x.object_type = m.object_type
 		   AND i.hubspot_id = hs;
+		/* and the object where other changes carry it as an association */
+		UPDATE erpcrm.inbox i
+		   SET associations = i.associations OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(m.object_type,
+				COALESCE((SELECT pg_catalog.jsonb_agg(a.value ORDER BY a.n)
+							FROM pg_catalog.jsonb_array_elements(i.associations -> m.object_type)
+								 WITH ORDINALITY AS a(value, n)
+						   WHERE a.value ->> 'hubspot_id' <> hs), '[]'::jsonb))
+		  FROM erpcrm.subscription x
+		 WHERE i.subscription_id = x.subscription_id AND m.object_type = ANY (x.associations)
+		   AND i.associations -> m.object_type
+			   @> pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('hubspot_id', hs));
 	END IF;
 	PERFORM erpcrm._wake();
 	RETURN id;

@@ -118,7 +118,18 @@ SELECT * FROM subm.orders ORDER BY 1;
 SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
  WHERE attrelid = 'erpcrm.hubspot_change'::regclass AND attnum > 0 ORDER BY attnum;
 
+-- erasing a person also drops it where changes carry it as an association
+CREATE VIEW subm.hs_people AS SELECT 'x'::text AS erp_id, 'x'::text AS email;
+SELECT erpcrm.map('subm_people', 'subm.hs_people', 'contacts') AS people \gset
+INSERT INTO erpcrm.sync_state (mapping_id, erp_id, state, hubspot_id)
+VALUES (:people, 'P-77', 'synced', '77');
+SELECT erpcrm.forget('subm_people', 'P-77') > 0 AS erased;
+SELECT hubspot_id, jsonb_path_query_array(associations, '$.contacts[*].hubspot_id') AS contacts,
+	   jsonb_path_query_array(associations, '$.companies[*].hubspot_id') AS companies
+  FROM erpcrm.inbox ORDER BY change_id;
+
 SELECT erpcrm.unsubscribe('won');
 SELECT erpcrm.unmap('subm_customers');
+SELECT erpcrm.unmap('subm_people');
 DROP SCHEMA subm CASCADE;
 DROP ROLE subm_owner;
