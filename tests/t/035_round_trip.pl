@@ -8,7 +8,6 @@
 # ERP customers by NIP or domain; the ERP's own companies never come back.
 use strict;
 use warnings;
-use File::Basename qw(dirname);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -16,17 +15,8 @@ use JSON::PP;
 use ErpcrmTest;
 
 start_mock(config => { %{ ErpcrmTest::default_mock_config() }, search_index_delay_ms => 300 });
-my $node = erpcrm_node('round_trip', conf => q{
-erpcrm.pull_interval = '200ms'
-erpcrm.pull_settle = '1s'
-});
-my $examples = dirname(__FILE__) . '/../../examples';
-$node->safe_psql('postgres', 'CREATE EXTENSION erpcrm');
-$node->safe_psql('postgres', slurp_file("$examples/erp.sql"));
-$node->safe_psql('postgres', slurp_file("$examples/mappings.sql"));
+my $node = ErpcrmTest::examples_node('round_trip');
 sub sql { return $node->safe_psql('postgres', $_[0]); }
-unlike(sql("SELECT string_agg(result, ',') FROM erpcrm.setup_hubspot()"), qr/error/, 'the portal is set up');
-$node->safe_psql('postgres', slurp_file("$examples/subscriptions.sql"));
 is(sql("SELECT string_agg(subscription, ',' ORDER BY subscription) FROM erpcrm.subscriptions"),
 	'hubspot_companies,hubspot_contacts,won_deals', 'the examples subscribe to won deals, to companies and to contacts');
 

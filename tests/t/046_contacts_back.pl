@@ -8,7 +8,6 @@
 # the association reads count as the subscription's calls.
 use strict;
 use warnings;
-use File::Basename qw(dirname);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -17,17 +16,8 @@ use ErpcrmTest;
 
 start_mock(config => { %{ ErpcrmTest::default_mock_config() }, search_index_delay_ms => 300,
 	contacts_hs_lastmodifieddate => JSON::PP::false });
-my $node = erpcrm_node('contacts_back', conf => q{
-erpcrm.pull_interval = '200ms'
-erpcrm.pull_settle = '1s'
-});
-my $examples = dirname(__FILE__) . '/../../examples';
-$node->safe_psql('postgres', 'CREATE EXTENSION erpcrm');
-$node->safe_psql('postgres', slurp_file("$examples/erp.sql"));
-$node->safe_psql('postgres', slurp_file("$examples/mappings.sql"));
+my $node = ErpcrmTest::examples_node('contacts_back');
 sub sql { return $node->safe_psql('postgres', $_[0]); }
-unlike(sql("SELECT string_agg(result, ',') FROM erpcrm.setup_hubspot()"), qr/error/, 'the portal is set up');
-$node->safe_psql('postgres', slurp_file("$examples/subscriptions.sql"));
 
 # the ERP's customer and its person, in HubSpot
 sql(q{INSERT INTO erp.customers VALUES (1, 'Alfa sp. z o.o.', '526-000-12-46', 'alfa.pl', 'A', 50000, true)});
