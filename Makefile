@@ -20,6 +20,7 @@ OBJS = \
 	extension/owner.o \
 	extension/portal.o \
 	extension/subscribe.o \
+	extension/roles.o \
 	worker/worker.o \
 	worker/launcher.o \
 	worker/limiter.o \

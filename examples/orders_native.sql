@@ -12,9 +12,11 @@
 --                   crm.objects.orders.read/write (and crm.schemas.orders.*
 --                   for erpcrm.setup_hubspot()); check the portal's
 --                   subscription for orders first (erpcrm.check_connection()
---                   names a missing scope).  Order stage ids are the
---                   portal's: read them once (GET /crm/v3/pipelines/orders)
---                   and use them in the view, as below.
+--                   names a missing scope).  erpcrm.setup_hubspot()
+--                   creates the order pipeline "Orders (ERP)" with the
+--                   ERP's statuses as stages (or finds it by its label),
+--                   and the view names pipeline and stages by label
+--                   (erpcrm.pipeline_id(), erpcrm.stage_id()).
 --   deals           work on every portal, of every tier; sales sees the
 --                   order on the deal it came from (sales_orders updates
 --                   that deal) or as a new deal in the sales pipeline
@@ -30,10 +32,14 @@ SELECT 'ZAM-' || o.id::text AS erp_id,
 	   o.total AS hs_total_price,
 	   o.ordered_on AS hs_external_created_date,
 	   o.source AS hs_source_store,
-	   -- the portal's order stage ids (these are the mock's)
-	   CASE o.status WHEN 'fulfilled' THEN 'shipped'
-					 WHEN 'awaiting_payment' THEN 'checkout_completed'
-					 ELSE 'processed' END AS hs_pipeline_stage,
+	   -- the order pipeline and stages setup_hubspot() prepared
+	   erpcrm.pipeline_id('Orders (ERP)') AS hs_pipeline,
+	   erpcrm.stage_id('Orders (ERP)',
+		   CASE o.status WHEN 'in_progress' THEN 'In progress'
+						 WHEN 'partially_fulfilled' THEN 'Partially fulfilled'
+						 WHEN 'fulfilled' THEN 'Fulfilled'
+						 WHEN 'awaiting_payment' THEN 'Awaiting payment'
+						 WHEN 'delayed' THEN 'Delayed' END) AS hs_pipeline_stage,
 	   o.customer_id::text AS company_erp_id,
 	   (SELECT min(p.id)::text FROM erp.persons p WHERE p.customer_id = o.customer_id) AS contact_erp_id,
 	   CASE WHEN o.hubspot_deal_id IS NOT NULL THEN 'ZAM-' || o.id::text END AS deal_erp_id

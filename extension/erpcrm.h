@@ -52,6 +52,8 @@ typedef struct ErpcrmPortalConfig
 	char	   *hubspot_url;	/* the database's, else erpcrm.hubspot_url */
 	char	   *token_file;		/* the database's, else NULL */
 	int			max_calls_per_10s;	/* the database's, else the setting */
+	char	   *api_version;	/* the database's, else erpcrm.api_version */
+	bool		own_api_version;	/* api_version is the database's */
 	bool		own;			/* a row in erpcrm.portal says so */
 } ErpcrmPortalConfig;
 
@@ -192,5 +194,13 @@ extern void erpcrm_limiter_detach(void);
 extern void erpcrm_register_launcher(void);
 extern void erpcrm_install_utility_hook(void);
 extern PGDLLEXPORT void erpcrm_launcher_main(Datum main_arg);
+
+/* ----------------------------------------------------------------
+ * roles.c: DROP ROLE and REASSIGN OWNED for the owners of erpcrm's objects
+ * ----------------------------------------------------------------
+ */
+struct Node;
+extern void erpcrm_roles_before(struct Node *parsetree);
+extern void erpcrm_roles_after(struct Node *parsetree);
 
 #endif							/* ERPCRM_H */

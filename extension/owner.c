@@ -180,6 +180,13 @@ erpcrm_asking_role(void)
 void
 erpcrm_as_owner_begin(Oid owner, ErpcrmSavedUser *saved)
 {
+	/* a dropped owner has no privileges to lend: say so plainly */
+	if (OidIsValid(owner) && !SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u does not exist", owner),
+				 errdetail("The role that defined this erpcrm object was dropped, and its code runs with that role's privileges."),
+				 errhint("Give its objects another owner: SELECT erpcrm.reassign_owned('%u', 'new_owner');", owner)));
 	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
 	SetUserIdAndSecContext(owner, saved->sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |

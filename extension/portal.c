@@ -3,9 +3,9 @@
  * portal.c
  *	  The HubSpot portal of one database: erpcrm.portal, a one-row table
  *	  only superusers can read or write, may name the database's own API
- *	  URL, token file and call budget.  What it leaves NULL comes from the
- *	  cluster's settings (erpcrm.hubspot_url, erpcrm.token_file,
- *	  erpcrm.max_calls_per_10s).
+ *	  URL, token file, call budget and API version.  What it leaves NULL
+ *	  comes from the cluster's settings (erpcrm.hubspot_url,
+ *	  erpcrm.token_file, erpcrm.max_calls_per_10s, erpcrm.api_version).
  *
  *	  The table holds the path of a token file, never a token: a token in a
  *	  table would travel in dumps, base backups, WAL and replicas, and in the
@@ -73,6 +73,8 @@ erpcrm_portal_config(ErpcrmPortalConfig *config)
 	config->hubspot_url = erpcrm_hubspot_url;
 	config->token_file = NULL;
 	config->max_calls_per_10s = erpcrm_max_calls_per_10s;
+	config->api_version = erpcrm_api_version;
+	config->own_api_version = false;
 	config->own = false;
 
 	if (!OidIsValid(MyDatabaseId))
@@ -102,6 +104,7 @@ erpcrm_portal_config(ErpcrmPortalConfig *config)
 		{
 			char	   *url = text_column(rel, tup, "hubspot_url");
 			char	   *file = text_column(rel, tup, "token_file");
+			char	   *version = text_column(rel, tup, "api_version");
 			bool		isnull;
 			Datum		d = column(rel, tup, "max_calls_per_10s", &isnull);
 
@@ -112,6 +115,11 @@ erpcrm_portal_config(ErpcrmPortalConfig *config)
 				config->token_file = MemoryContextStrdup(caller, file);
 			if (!isnull)
 				config->max_calls_per_10s = DatumGetInt32(d);
+			if (version != NULL)
+			{
+				config->api_version = MemoryContextStrdup(caller, version);
+				config->own_api_version = true;
+			}
 		}
 		table_endscan(scan);
 		if (pushed)

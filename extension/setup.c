@@ -11,8 +11,10 @@
  *	  - the unique property each mapping upserts by (hasUniqueValue);
  *	  - every property a mapping view has and HubSpot lacks, typed from the
  *		column's type;
- *	  - the invoice pipeline with its stages, whose ids are recorded in
- *		erpcrm.pipeline_stage for mapping views (erpcrm.stage_id()).
+ *	  - the invoice pipeline with its stages, and the order pipeline when
+ *		native orders are mapped, found by label or created; their stage
+ *		ids are recorded in erpcrm.pipeline_stage for mapping views
+ *		(erpcrm.stage_id()).
  *
  *-------------------------------------------------------------------------
  */
@@ -322,10 +324,18 @@ setup_properties(SetupContext *cxt)
 	}
 }
 
+/*
+ * A pipeline of deals (the invoice pipeline) or of orders (object_type as
+ * the orders mapping spells it: orders or 0-123), found by its label or
+ * created with these stages; its stage ids go into erpcrm.pipeline_stage.
+ */
 static void
-setup_pipeline(SetupContext *cxt, const char *label, ArrayType *stages_a,
-			   ArrayType *won_a, ArrayType *lost_a)
+setup_pipeline(SetupContext *cxt, const char *object_type, const char *label,
+			   ArrayType *stages_a, ArrayType *won_a, ArrayType *lost_a)
 {
+	bool		deals = strcmp(object_type, "deals") == 0;
+	const char *noun = deals ? "deal" : "order";
+	const char *kind = deals ? "deals" : "orders";
 	Datum	   *stages;
 	bool	   *snulls;
 	int			nstages;
@@ -334,13 +344,13 @@ setup_pipeline(SetupContext *cxt, const char *label, ArrayType *stages_a,
 	Datum	   *lost;
 	int			nlost;
 	HsResponse	resp;
-	char	   *path = psprintf("%s/deals", HS_PIPELINES_PREFIX);
+	char	   *path = psprintf("%s/%s", HS_PIPELINES_PREFIX, object_type);
 	char	   *id;
 	int			nfound;
 	char	  **labels;
 	char	  **ids;
 	bool		created = false;
-	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
+	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
 
 	deconstruct_array(stages_a, TEXTOID, -1, false, TYPALIGN_INT, &stages, &snulls, &nstages);
 	deconstruct_array(won_a, TEXTOID, -1, false, TYPALIGN_INT, &won, NULL, &nwon);
@@ -350,37 +360,59 @@ setup_pipeline(SetupContext *cxt, const char *label, ArrayType *stages_a,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the pipeline \"%s\" needs at least one stage", label)));
 
+	/* erpcrm.stage_id() finds a stage by pipeline label: one label, one kind */
+	if (SPI_execute_with_args("SELECT FROM erpcrm.pipeline_stage WHERE pipeline = $1 AND object_type <> $2",
+							  2, types, (Datum[]) {CStringGetTextDatum(label), CStringGetTextDatum(kind)},
+							  NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read erpcrm.pipeline_stage");
+	if (SPI_processed > 0)
+	{
+		report(cxt, kind, "pipeline", label,
+			   psprintf("error: \"%s\" already names a pipeline of %s in erpcrm.pipeline_stage, "
+						"and erpcrm.stage_id() finds stages by pipeline label; give the %s "
+						"pipeline another label", label, deals ? "orders" : "deals", noun));
+		return;
+	}
+
 	hs_http_request("GET", path, NULL, &resp);
-	must_answer(&resp, "read its deal pipelines");
+	must_answer(&resp, psprintf("read its %s pipelines", noun));
 	if (resp.status != 200)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("HubSpot's deal pipelines could not be read (%ld)", resp.status)));
+				 errmsg("HubSpot's %s pipelines could not be read (%ld)", noun, resp.status)));
 	if (!hs_parse_pipeline(resp.body, resp.body_len, label, &id, &nfound, &labels, &ids))
 	{
 		const char **names = palloc(sizeof(char *) * nstages);
-		const char **probs = palloc(sizeof(char *) * nstages);
+		const char **probs = deals ? palloc(sizeof(char *) * nstages) : NULL;
 		long		limit;
 		long		usage;
 
-		/* free portals have one deal pipeline: say so instead of trying */
+		/* free portals have one pipeline per object: say so instead of trying */
 		hs_http_request("GET", HS_PIPELINE_LIMITS_PATH, NULL, &resp);
 		must_answer(&resp, "read its pipeline limits");
 		if (resp.status == 200 &&
-			hs_parse_pipeline_limit(resp.body, resp.body_len, "0-3", &limit, &usage) &&
+			hs_parse_pipeline_limit(resp.body, resp.body_len, deals ? "0-3" : "0-123",
+									&limit, &usage) &&
 			limit >= 0 && usage >= limit)
 		{
-			report(cxt, "deals", "pipeline", label,
+			report(cxt, kind, "pipeline", label,
+				   deals ?
 				   psprintf("error: the portal has %ld of the %ld deal pipelines its subscription allows "
 							"(HubSpot Free allows one), so none was created; upgrade the portal, "
 							"or run setup_hubspot(pipeline => NULL) and give the invoices an "
-							"existing pipeline in the view", usage, limit));
+							"existing pipeline in the view", usage, limit) :
+				   psprintf("error: the portal has %ld of the %ld order pipelines its subscription allows, "
+							"so none was created; upgrade the portal, or name the portal's own order "
+							"pipeline and its stages (setup_hubspot(order_pipeline => 'Order Pipeline', "
+							"order_stages => ...))", usage, limit));
 			return;
 		}
 
 		for (int i = 0; i < nstages; i++)
 		{
 			names[i] = snulls[i] ? "" : TextDatumGetCString(stages[i]);
+			if (!deals)
+				continue;
 			probs[i] = "0.5";
 			for (int w = 0; w < nwon; w++)
 				if (strcmp(names[i], TextDatumGetCString(won[w])) == 0)
@@ -394,12 +426,12 @@ setup_pipeline(SetupContext *cxt, const char *label, ArrayType *stages_a,
 		if ((resp.status != 200 && resp.status != 201) ||
 			!hs_parse_pipeline(resp.body, resp.body_len, label, &id, &nfound, &labels, &ids))
 		{
-			report(cxt, "deals", "pipeline", label, creation_result(&resp));
+			report(cxt, kind, "pipeline", label, creation_result(&resp));
 			return;
 		}
 		created = true;
 	}
-	report(cxt, "deals", "pipeline", label, created ? "created" : "exists");
+	report(cxt, kind, "pipeline", label, created ? "created" : "exists");
 
 	if (SPI_execute_with_args("DELETE FROM erpcrm.pipeline_stage WHERE pipeline = $1",
 							  1, types, (Datum[]) {CStringGetTextDatum(label)}, NULL,
@@ -412,7 +444,7 @@ setup_pipeline(SetupContext *cxt, const char *label, ArrayType *stages_a,
 
 		for (int k = 0; k < nfound; k++)
 		{
-			Datum		args[5];
+			Datum		args[6];
 
 			if (strcmp(labels[k], want) != 0)
 				continue;
@@ -421,15 +453,28 @@ setup_pipeline(SetupContext *cxt, const char *label, ArrayType *stages_a,
 			args[2] = CStringGetTextDatum(id);
 			args[3] = CStringGetTextDatum(ids[k]);
 			args[4] = Int32GetDatum(i);
-			if (SPI_execute_with_args("INSERT INTO erpcrm.pipeline_stage VALUES ($1, $2, $3, $4, $5)",
-									  5, types, args, NULL, false, 0) != SPI_OK_INSERT)
+			args[5] = CStringGetTextDatum(kind);
+			if (SPI_execute_with_args("INSERT INTO erpcrm.pipeline_stage"
+									  " (pipeline, stage, pipeline_id, stage_id, display_order, object_type)"
+									  " VALUES ($1, $2, $3, $4, $5, $6)",
+									  6, types, args, NULL, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "could not record a pipeline stage");
 			found = true;
 			break;
 		}
-		report(cxt, "deals", "pipeline stage", want,
+		report(cxt, kind, "pipeline stage", want,
 			   found ? (created ? "created" : "exists") : "missing in HubSpot: add it to the pipeline by hand");
 	}
+}
+
+/* How the mappings spell native orders (orders or 0-123), or NULL. */
+static char *
+mapped_order_type(void)
+{
+	if (SPI_execute("SELECT min(object_type) FROM erpcrm.mapping WHERE object_type IN ('orders', '0-123')",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the mappings");
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
 PG_FUNCTION_INFO_V1(erpcrm_setup_hubspot_v1);
@@ -438,6 +483,8 @@ erpcrm_setup_hubspot_v1(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	SetupContext cxt;
+	ArrayType  *empty = construct_empty_array(TEXTOID);
+	char	   *order_type;
 
 	InitMaterializedSRF(fcinfo, 0);
 	cxt.store = rsinfo->setResult;
@@ -447,14 +494,14 @@ erpcrm_setup_hubspot_v1(PG_FUNCTION_ARGS)
 	SPI_connect();
 	setup_properties(&cxt);
 	if (!PG_ARGISNULL(0))
-	{
-		ArrayType  *empty = construct_empty_array(TEXTOID);
-
-		setup_pipeline(&cxt, text_to_cstring(PG_GETARG_TEXT_PP(0)),
+		setup_pipeline(&cxt, "deals", text_to_cstring(PG_GETARG_TEXT_PP(0)),
 					   PG_ARGISNULL(1) ? empty : PG_GETARG_ARRAYTYPE_P(1),
 					   PG_ARGISNULL(2) ? empty : PG_GETARG_ARRAYTYPE_P(2),
 					   PG_ARGISNULL(3) ? empty : PG_GETARG_ARRAYTYPE_P(3));
-	}
+	/* the order pipeline, when a mapping sends native orders */
+	if (PG_NARGS() > 4 && !PG_ARGISNULL(4) && (order_type = mapped_order_type()) != NULL)
+		setup_pipeline(&cxt, order_type, text_to_cstring(PG_GETARG_TEXT_PP(4)),
+					   PG_ARGISNULL(5) ? empty : PG_GETARG_ARRAYTYPE_P(5), empty, empty);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -545,6 +592,14 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 	check_row(&cxt, "connection", true, psprintf("%s answers", portal.hubspot_url));
+	/* the API family this database's worker and sessions call */
+	check_row(&cxt, "api version", true,
+			  psprintf("%s (%s)",
+					   strcmp(portal.api_version, "v3") == 0 || portal.api_version[0] == '\0' ?
+					   "v3: /crm/v3, /crm/v4" :
+					   psprintf("%s: /crm/objects/%s, /crm/associations/%s, ...",
+								portal.api_version, portal.api_version, portal.api_version),
+					   portal.own_api_version ? "erpcrm.portal" : "erpcrm.api_version"));
 	hs_parse_error(resp.body, resp.body_len, &err);
 	if (resp.status == 401)
 		check_row(&cxt, "token valid", false,
@@ -594,6 +649,7 @@ erpcrm_check_connection_v1(PG_FUNCTION_ARGS)
 					"         WHEN 'contacts' THEN 'crm.objects.contacts.write'"
 					"         WHEN 'deals' THEN 'crm.objects.deals.write'"
 					"         WHEN 'orders' THEN 'crm.objects.orders.write'"
+					"         WHEN '0-123' THEN 'crm.objects.orders.write'"
 					"         WHEN 'products' THEN 'e-commerce'"
 					"         WHEN 'line_items' THEN 'e-commerce'"
 					"         ELSE 'crm.objects.custom.write' END,"

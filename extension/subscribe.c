@@ -85,6 +85,46 @@ erpcrm_define_pull_settings(void)
 }
 
 /*
+ * erpcrm._check_hand_over(subscription text, owner regrole) returns void
+ *
+ * Only the worker hands changes to a subscription's handler: they come
+ * from HubSpot.  Any other caller of the functions that land changes or
+ * hand them over (erpcrm._receive(), erpcrm._hand_over_pending()), whose
+ * EXECUTE erpcrm_admin holds for the worker's role, could feed crafted
+ * changes to the handler of another role, which would run them as that
+ * role.  So a caller who is not the worker must have the privileges of the
+ * subscription's owner (or be a superuser): such a caller may run the
+ * handler as that role anyway.  Inside a security-restricted operation (a
+ * mapping view or a handler that the worker runs) nobody may.
+ */
+PG_FUNCTION_INFO_V1(erpcrm_check_hand_over_v1);
+Datum
+erpcrm_check_hand_over_v1(PG_FUNCTION_ARGS)
+{
+	char	   *name = PG_ARGISNULL(0) ? "?" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			owner = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
+	Oid			caller;
+	char	   *owner_name;
+
+	/* erpcrm_asking_role() refuses a security-restricted operation */
+	caller = erpcrm_asking_role();
+	if (erpcrm_shared != NULL && erpcrm_shared->worker_pid == MyProcPid)
+		PG_RETURN_VOID();
+	if (OidIsValid(owner) && has_privs_of_role(caller, owner))
+		PG_RETURN_VOID();
+	owner_name = OidIsValid(owner) ? GetUserNameFromId(owner, true) : NULL;
+	if (owner_name == NULL)
+		owner_name = psprintf("%u", owner);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to hand changes to the handler of subscription \"%s\"", name),
+			 errdetail("The handler runs as role \"%s\"; only the erpcrm worker, that role and superusers may hand it changes.",
+					   owner_name),
+			 errhint("Changes reach a handler from HubSpot, through the worker. To hand a parked change over again, use erpcrm.requeue_change().")));
+	PG_RETURN_VOID();
+}
+
+/*
  * erpcrm._run_handler(handler regprocedure, owner regrole,
  *					   change erpcrm.hubspot_change) returns void
  *

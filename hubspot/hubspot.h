@@ -284,6 +284,8 @@ extern TimestampTz hs_rate_note_429(const HsResponse *resp,
 									const char *policy_name, TimestampTz now);
 
 /* Latest header values, for erpcrm.worker; -1 where unknown. */
+/* ms to wait before a search call may start; its place is taken */
+extern long hs_rate_search_slot(TimestampTz now);
 extern long hs_rate_window_remaining(void);
 extern long hs_rate_daily_remaining(void);
 

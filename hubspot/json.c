@@ -1134,7 +1134,10 @@ hs_property_body(const char *name, const char *label, const char *type,
 	return finish_object(root);
 }
 
-/* POST /crm/v3/pipelines/deals: stages with their win probability */
+/*
+ * POST /crm/v3/pipelines/{type}: deal stages with their win probability;
+ * with probabilities NULL (orders), stages with empty metadata.
+ */
 char *
 hs_pipeline_body(const char *label, int nstages, const char *const *stages,
 				 const char *const *probabilities)
@@ -1160,7 +1163,8 @@ hs_pipeline_body(const char *label, int nstages, const char *const *stages,
 			cJSON_AddNumberToObject(stage, "displayOrder", i) == NULL)
 			json_oom();
 		meta = cJSON_AddObjectToObject(stage, "metadata");
-		if (meta == NULL || !add_string(meta, "probability", probabilities[i]))
+		if (meta == NULL ||
+			(probabilities != NULL && !add_string(meta, "probability", probabilities[i])))
 			json_oom();
 	}
 	return finish_object(root);

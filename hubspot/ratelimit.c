@@ -38,6 +38,16 @@
 /* Used when neither the settings nor the headers give a window. */
 #define HS_RATE_DEFAULT_WINDOW_MS	10000
 
+/*
+ * HubSpot's search endpoints take four requests a second per token
+ * (developers.hubspot.com/docs/api/usage-details): search calls start at
+ * least this far apart, with a margin for the time a call takes to arrive.
+ */
+#define HS_SEARCH_SPACING_MS	260
+
+/* More ahead than this is a clock that jumped, not searches queued. */
+#define HS_SEARCH_MAX_QUEUE_MS	10000
+
 /* No single wait is longer than this (clock jumps, absurd Retry-After). */
 #define HS_RATE_MAX_DELAY_MS	(25L * 3600 * 1000)
 
@@ -85,6 +95,9 @@ struct HsRateState
 
 	/* HubSpot's next daily reset, when the caller learned it (0 = unknown) */
 	TimestampTz daily_reset_at;
+
+	/* the earliest start of the next search call (hs_rate_search_slot) */
+	TimestampTz next_search_at;
 };
 
 static HsRateState own_state = {
@@ -458,6 +471,19 @@ rate_daily_remaining(void)
 	return rs->last_daily_remaining;
 }
 
+/* The wait before a search may start; the place after it is taken. */
+static long
+rate_search_slot(TimestampTz now)
+{
+	TimestampTz slot = Max(now, rs->next_search_at);
+
+	/* a clock that jumped back leaves no wait of hours behind */
+	if (slot - now > ms_to_us(HS_SEARCH_MAX_QUEUE_MS))
+		slot = now;
+	rs->next_search_at = slot + ms_to_us(HS_SEARCH_SPACING_MS);
+	return us_to_ms_ceil(slot - now);
+}
+
 /* ----------------------------------------------------------------
  * Public functions: the above, under the lock of the state in use
  * ----------------------------------------------------------------
@@ -552,6 +578,21 @@ hs_rate_note_429(const HsResponse *resp, const char *policy_name,
 	TimestampTz result;
 
 	LOCKED(result = rate_note_429(resp, policy_name, now));
+	return result;
+}
+
+/*
+ * Milliseconds to wait before a search call may start, its place taken at
+ * once: every search of the processes sharing the state (matching,
+ * subscriptions, reconcile, of every database with the same token) waits
+ * its turn, so that together they stay within HubSpot's search limit.
+ */
+long
+hs_rate_search_slot(TimestampTz now)
+{
+	long		result;
+
+	LOCKED(result = rate_search_slot(now));
 	return result;
 }
 

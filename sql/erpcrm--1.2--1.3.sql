@@ -212,6 +212,141 @@ $$;
 -- Part 2: flat cost at scale (fewer row versions per key)
 -- ===================================================================
 
+/* The dependents of a target whose HubSpot id changed or that was archived
+ * are found by the associations they hold (column=hubspot id), not by
+ * reading the dependent mapping whole. */
+CREATE INDEX sync_state_assoc ON erpcrm.sync_state
+	USING gin (pg_catalog.string_to_array(assoc_state, ';'))
+	WHERE assoc_state IS NOT NULL;
+
+/*
+ * Dependents of a target mapping linked to any of these HubSpot ids: sent
+ * again (in flight too when p_in_flight).  One association at a time, found
+ * through sync_state_assoc by the "column=hubspot id" entries of their
+ * assoc_state, never by reading the dependent mapping whole.
+ */
+CREATE FUNCTION erpcrm._redirty_linked(p_target_id integer, p_hubspot_ids text[], p_in_flight boolean)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint := 0;
+	k bigint;
+	dep record;
+	links text[];
+BEGIN
+	FOR dep IN SELECT a.mapping_id, a.column_name FROM erpcrm.association a
+				WHERE a.target_id = p_target_id LOOP
+		links := ARRAY(SELECT dep.column_name || '=' || o.id
+						 FROM pg_catalog.unnest(p_hubspot_ids) AS o(id));
+		UPDATE erpcrm.sync_state r
+		   SET change_seq = r.change_seq + 1,
+			   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+			   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+			   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE pg_catalog.now() END,
+			   dirty_since = COALESCE(r.dirty_since, pg_catalog.now())
+		 WHERE pg_catalog.string_to_array(r.assoc_state, ';') OPERATOR(pg_catalog.&&) links
+		   AND r.assoc_state IS NOT NULL
+		   /* (+ 0: not by the primary key, which reads the mapping whole) */
+		   AND r.mapping_id + 0 = dep.mapping_id
+		   AND (r.state IN ('synced', 'failed', 'pending') OR (p_in_flight AND r.state = 'in_flight'));
+		GET DIAGNOSTICS k = ROW_COUNT;
+		n := n + k;
+	END LOOP;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._redirty_linked(integer, text[], boolean) FROM PUBLIC;
+
+/* The dependents of a key whose HubSpot id changed, and those linked to a
+ * key archived now, are found through sync_state_assoc. */
+CREATE OR REPLACE FUNCTION erpcrm._redirty_dependents(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	old_ids text[];
+	n bigint := 0;
+BEGIN
+	IF NOT EXISTS (SELECT FROM erpcrm.association a WHERE a.target_id = p_mapping_id) THEN
+		RETURN 0;
+	END IF;
+	SELECT pg_catalog.array_agg(s.hubspot_id) INTO old_ids
+	  FROM erpcrm.sync_state s
+	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	   AND s.hubspot_id IS NOT NULL
+	   AND s.hubspot_id <> p_hubspot_ids[pg_catalog.array_position(p_erp_ids, s.erp_id)];
+	IF old_ids IS NULL THEN
+		RETURN 0;
+	END IF;
+	RETURN erpcrm._redirty_linked(p_mapping_id, old_ids, false);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION erpcrm._links_done(p_mapping_id integer, p_synced text[], p_unlinked text[],
+								   p_archived text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint := 0;
+	k bigint;
+	archived_ids text[];
+	dep record;
+BEGIN
+	/* by primary key lookups only (part 4): no join to hash the mapping */
+	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
+		UPDATE erpcrm.sync_state s
+		   SET unlinked = p_unlinked[array_position(p_synced, s.erp_id)]::jsonb, archived_at = NULL
+		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_synced)
+		   AND (s.unlinked IS DISTINCT FROM p_unlinked[array_position(p_synced, s.erp_id)]::jsonb
+				OR s.archived_at IS NOT NULL);
+	END IF;
+	IF p_archived IS NOT NULL AND cardinality(p_archived) > 0 THEN
+		WITH u AS (
+			UPDATE erpcrm.sync_state s
+			   SET archived_at = COALESCE(s.archived_at, now()), unlinked = NULL
+			 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_archived)
+			RETURNING s.hubspot_id)
+		SELECT array_agg(u.hubspot_id) INTO archived_ids FROM u WHERE u.hubspot_id IS NOT NULL;
+	END IF;
+	IF NOT EXISTS (SELECT FROM erpcrm.association a WHERE a.target_id = p_mapping_id) THEN
+		RETURN 0;
+	END IF;
+
+	/* dependents linked to an object that is archived now lose the link */
+	IF archived_ids IS NOT NULL THEN
+		n := n + erpcrm._redirty_linked(p_mapping_id, archived_ids, true);
+	END IF;
+
+	/* dependents sent without a link to a key that is in HubSpot now get it */
+	/* (one association at a time: the dependents' unlinked keys are read
+	 * through sync_state_unlinked, never the dependent mapping whole) */
+	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
+		FOR dep IN SELECT a.mapping_id, a.column_name FROM erpcrm.association a
+					WHERE a.target_id = p_mapping_id LOOP
+			UPDATE erpcrm.sync_state r
+			   SET change_seq = r.change_seq + 1,
+				   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+				   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+				   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
+				   dirty_since = COALESCE(r.dirty_since, now())
+			 WHERE r.mapping_id = dep.mapping_id
+			   AND r.unlinked IS NOT NULL
+			   AND r.unlinked ->> dep.column_name = ANY (p_synced)
+			   AND r.state IN ('synced', 'failed', 'pending', 'in_flight');
+			GET DIAGNOSTICS k = ROW_COUNT;
+			n := n + k;
+		END LOOP;
+	END IF;
+	RETURN n;
+END
+$$;
+
 -- ===================================================================
 -- Part 3: fingerprints, refresh and erasure
 -- ===================================================================
@@ -1512,6 +1647,7 @@ CREATE TABLE erpcrm.inbox (
 );
 CREATE INDEX inbox_pending ON erpcrm.inbox (subscription_id, change_id) WHERE state = 'pending';
 CREATE INDEX inbox_parked ON erpcrm.inbox (subscription_id) WHERE state = 'parked';
+CREATE INDEX inbox_handled ON erpcrm.inbox (handled_at) WHERE state IN ('done', 'discarded');
 COMMENT ON TABLE erpcrm.inbox IS 'HubSpot changes received for a subscription, and what its handler made of them';
 
 /* Calls made for a subscription (its share of the API budget). */
@@ -2029,7 +2165,9 @@ $$;
 /*
  * Hand the pending changes of a subscription to its handler, one
  * subtransaction each: an error parks that change with the SQL error, and
- * the others go on.  Returns how many were handled without error.
+ * the others go on.  Returns how many were handled without error.  Any
+ * error: WHEN OTHERS alone lets a handler's query_canceled or
+ * assert_failure through, which would stop the subscription at that page.
  */
 CREATE FUNCTION erpcrm._hand_over(p_subscription_id integer)
 RETURNS integer
@@ -2047,7 +2185,11 @@ DECLARE
 	e_context text;
 BEGIN
 	SELECT * INTO s FROM erpcrm.subscription WHERE subscription_id = p_subscription_id;
-	IF s IS NULL OR s.paused THEN
+	IF s IS NULL OR NOT erpcrm._role_exists(s.owner) THEN
+		RETURN 0;				/* its owner was dropped: erpcrm.subscriptions says so */
+	END IF;
+	PERFORM erpcrm._check_hand_over(s.name, s.owner);
+	IF s.paused THEN
 		RETURN 0;
 	END IF;
 	FOR i IN SELECT * FROM erpcrm.inbox x
@@ -2063,7 +2205,7 @@ BEGIN
 				   error_hint = NULL, error_context = NULL
 			 WHERE x.change_id = i.change_id;
 			n := n + 1;
-		EXCEPTION WHEN OTHERS THEN
+		EXCEPTION WHEN OTHERS OR query_canceled OR assert_failure THEN
 			GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
 				e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
 				e_context = PG_EXCEPTION_CONTEXT;
@@ -2093,7 +2235,6 @@ $$;
  * was full).
  */
 CREATE FUNCTION erpcrm._receive(p_subscription_id integer, p_request jsonb, p_answer jsonb,
-								p_retention interval DEFAULT '7 days',
 								p_associations jsonb DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -2128,6 +2269,7 @@ BEGIN
 	IF s IS NULL OR c IS NULL THEN
 		RETURN false;			/* unsubscribed meanwhile */
 	END IF;
+	PERFORM erpcrm._check_hand_over(s.name, s.owner);
 	mp := erpcrm._modified_property(s.object_type);
 	tie := p_request -> 'sorts' ->> 0 = 'hs_object_id';
 	SELECT (f ->> 'value')::bigint INTO from_ms
@@ -2202,17 +2344,38 @@ BEGIN
 	 WHERE subscription_id = s.subscription_id;
 
 	PERFORM erpcrm._hand_over(s.subscription_id);
-
-	/* history: handled changes older than the retention, but each object's latest */
-	IF random() < 0.01 THEN
-		DELETE FROM erpcrm.inbox x
-		 WHERE x.subscription_id = s.subscription_id AND x.state IN ('done', 'discarded')
-		   AND x.handled_at < now() - p_retention
-		   AND EXISTS (SELECT FROM erpcrm.inbox y
-						WHERE y.subscription_id = x.subscription_id AND y.hubspot_id = x.hubspot_id
-						  AND y.modified_at > x.modified_at);
-	END IF;
 	RETURN n >= page_size;
+END
+$$;
+
+/*
+ * The inbox's history, pruned by the worker in steps of at most p_limit
+ * rows: changes handled or discarded longer than erpcrm.inbox_retention
+ * ago, but the latest change of each object, which tells the next one what
+ * changed.  Parked and pending changes stay until they are handled,
+ * requeued or discarded.  Returns how many were deleted.
+ */
+CREATE FUNCTION erpcrm._prune_inbox(p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	retention interval := COALESCE(NULLIF(current_setting('erpcrm.inbox_retention', true), ''), '7d')::interval;
+	n integer;
+BEGIN
+	DELETE FROM erpcrm.inbox x
+	 WHERE x.change_id IN (
+		SELECT o.change_id FROM erpcrm.inbox o
+		 WHERE o.state IN ('done', 'discarded') AND o.handled_at < now() - retention
+		   AND EXISTS (SELECT FROM erpcrm.inbox y
+						WHERE y.subscription_id = o.subscription_id AND y.hubspot_id = o.hubspot_id
+						  AND y.modified_at > o.modified_at)
+		 ORDER BY o.handled_at
+		 LIMIT GREATEST(p_limit, 0));
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
 END
 $$;
 
@@ -2239,7 +2402,7 @@ SELECT s.subscription_id, s.name, s.object_type,
 	   c.pulled_at IS NULL OR c.tie_id IS NOT NULL
 	   OR c.pulled_at <= now() - make_interval(secs => p_interval_ms / 1000.0)
   FROM erpcrm.subscription s JOIN erpcrm.subscription_cursor c USING (subscription_id)
- WHERE NOT s.paused
+ WHERE NOT s.paused AND erpcrm._role_exists(s.owner)
  ORDER BY s.subscription_id
 $$;
 
@@ -2276,6 +2439,209 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'erpcrm_run_handler_v1'
 LANGUAGE C;
 
+/*
+ * Refuses a caller that is neither the worker nor has the privileges of the
+ * subscription's owner: only changes from HubSpot reach a handler.
+ */
+CREATE FUNCTION erpcrm._check_hand_over(text, regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'erpcrm_check_hand_over_v1'
+LANGUAGE C STABLE;
+
+/*
+ * Dead owners.  A mapping's view, a watch's key query and a subscription's
+ * handler run as the role that defined them; a role dropped without
+ * handing them on leaves them with no one to run as.  DROP ROLE refuses a
+ * role that owns any of them in the database it runs in (as a shared
+ * dependency would), and REASSIGN OWNED hands them on, as it does tables;
+ * a role dropped from another database is found at run time: its objects
+ * stop (a mapping is read and delivered no more, a subscription pulls and
+ * hands over nothing) and say why in erpcrm.status and
+ * erpcrm.subscriptions, until erpcrm.reassign_owned() gives them an owner.
+ */
+CREATE FUNCTION erpcrm._role_exists(p_role oid)
+RETURNS boolean
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = p_role);
+
+/* What a role owns in erpcrm, in PostgreSQL's words for DROP ROLE's detail. */
+CREATE FUNCTION erpcrm._owned_by(p_role oid)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT d FROM (
+	SELECT 1, m.name, format('owner of erpcrm mapping "%s"', m.name)
+	  FROM erpcrm.mapping m WHERE m.owner::oid = p_role
+	UNION ALL
+	SELECT 2, w.watch_id::text, format('owner of erpcrm watch %s of mapping "%s" on %s',
+									   w.watch_id, m.name, w.source)
+	  FROM erpcrm.watch w JOIN erpcrm.mapping m USING (mapping_id) WHERE w.owner::oid = p_role
+	UNION ALL
+	SELECT 3, s.name, format('owner of erpcrm subscription "%s"', s.name)
+	  FROM erpcrm.subscription s WHERE s.owner::oid = p_role
+	ORDER BY 1, 2) AS o(k, n, d)
+$$;
+
+/* REASSIGN OWNED BY ... TO ...: after PostgreSQL's own, erpcrm's objects. */
+CREATE FUNCTION erpcrm._owned_reassigned(p_roles oid[], p_new oid)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+	k bigint;
+BEGIN
+	UPDATE erpcrm.mapping SET owner = p_new WHERE owner::oid = ANY (p_roles);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	UPDATE erpcrm.watch SET owner = p_new WHERE owner::oid = ANY (p_roles);
+	GET DIAGNOSTICS k = ROW_COUNT;
+	n := n + k;
+	UPDATE erpcrm.subscription SET owner = p_new WHERE owner::oid = ANY (p_roles);
+	GET DIAGNOSTICS k = ROW_COUNT;
+	n := n + k;
+	IF n > 0 THEN
+		PERFORM erpcrm._wake();
+	END IF;
+	RETURN n;
+END
+$$;
+
+/*
+ * Hand every mapping, watch and subscription of old_owner (a role, or the
+ * OID of a dropped one, as '16423') to new_owner, as REASSIGN OWNED does
+ * tables.  The caller needs the privileges of new_owner (and of old_owner
+ * while it exists); new_owner must be able to do what they need: read the
+ * mappings' views, execute the handlers, and belong to erpcrm_admin.
+ */
+CREATE FUNCTION erpcrm.reassign_owned(old_owner regrole, new_owner regrole)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	caller regrole := erpcrm._caller();
+	r record;
+BEGIN
+	IF old_owner IS NULL OR new_owner IS NULL THEN
+		RAISE EXCEPTION 'erpcrm.reassign_owned() needs the old owner and the new one'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT erpcrm._role_exists(new_owner) THEN
+		RAISE EXCEPTION 'role % does not exist', new_owner
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	IF NOT pg_has_role(caller, new_owner, 'USAGE')
+	   OR (erpcrm._role_exists(old_owner) AND NOT pg_has_role(caller, old_owner, 'USAGE')) THEN
+		RAISE EXCEPTION 'permission denied to reassign the erpcrm objects of role % to role %', old_owner, new_owner
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Only roles with privileges of both the old role (while it exists) and the new role can reassign them, as with REASSIGN OWNED.';
+	END IF;
+	IF NOT pg_has_role(new_owner, 'erpcrm_admin', 'USAGE') THEN
+		RAISE EXCEPTION 'role % cannot own erpcrm objects', new_owner
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'The owner of a mapping, watch or subscription needs the privileges of erpcrm_admin.',
+				  HINT = format('GRANT erpcrm_admin TO %s;', new_owner);
+	END IF;
+	FOR r IN SELECT m.name, m.source FROM erpcrm.mapping m
+			  WHERE m.owner::oid = old_owner::oid AND EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
+				AND NOT has_table_privilege(new_owner, m.source, 'SELECT') LOOP
+		RAISE EXCEPTION 'role % cannot read %, the view of mapping "%"', new_owner, r.source::regclass, r.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'A mapping''s view is read with its owner''s privileges.',
+				  HINT = format('GRANT SELECT ON %s TO %s;', r.source::regclass, new_owner);
+	END LOOP;
+	FOR r IN SELECT s.name, s.handler FROM erpcrm.subscription s
+			  WHERE s.owner::oid = old_owner::oid AND EXISTS (SELECT FROM pg_proc p WHERE p.oid = s.handler)
+				AND NOT has_function_privilege(new_owner, s.handler, 'EXECUTE') LOOP
+		RAISE EXCEPTION 'role % cannot execute %, the handler of subscription "%"', new_owner, r.handler, r.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'A subscription''s handler runs with its owner''s privileges.',
+				  HINT = format('GRANT EXECUTE ON FUNCTION %s TO %s;', r.handler, new_owner);
+	END LOOP;
+	RETURN erpcrm._owned_reassigned(ARRAY[old_owner::oid], new_owner::oid);
+END
+$$;
+COMMENT ON FUNCTION erpcrm.reassign_owned(regrole, regrole) IS 'hand the mappings, watches and subscriptions of a role (or of a dropped role, by OID) to another role';
+
+/* A mapping, or a watch of it, whose owner was dropped says so in erpcrm.status. */
+CREATE OR REPLACE FUNCTION erpcrm._mapping_problem(p_mapping_id integer)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '50ms'
+AS $$
+DECLARE
+	m erpcrm.mapping;
+	w record;
+	problems text[] := '{}';
+BEGIN
+	SELECT * INTO m FROM erpcrm.mapping WHERE mapping_id = p_mapping_id;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
+	IF NOT erpcrm._role_exists(m.owner) THEN
+		problems := problems || format('its owner (role %s) was dropped: its view is not read and nothing is delivered until erpcrm.reassign_owned(''%s'', ...) gives it an owner',
+									   m.owner::oid, m.owner::oid);
+	END IF;
+	IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source) THEN
+		SELECT c.relowner::regrole INTO w FROM pg_class c WHERE c.oid = to_regclass(m.source_name)
+		   AND NOT pg_has_role(c.relowner, m.owner, 'USAGE');
+		IF FOUND THEN
+			/* red: a view of that name that is not the owner's is not adopted */
+			problems := problems || format('its source %s is owned by %s, who lacks the privileges of the mapping''s owner %s: it is not read; changes wait until the owner maps it with erpcrm.map()',
+										   m.source_name, w.relowner, m.owner);
+		ELSE
+			problems := problems || format('its source %s does not exist; changes wait until it is created again',
+										   COALESCE(m.source_name, m.source::oid::text));
+		END IF;
+	ELSIF NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = m.source AND a.attname = 'erp_id'
+						 AND a.attnum > 0 AND NOT a.attisdropped) THEN
+		problems := problems || format('its source %s has no column erp_id', m.source::regclass);
+	END IF;
+	FOR w IN SELECT t.name FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id
+			  WHERE a.mapping_id = p_mapping_id AND NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = t.source)
+			  ORDER BY t.name
+	LOOP
+		problems := problems || format('waits for mapping "%s", whose source does not exist', w.name);
+	END LOOP;
+	FOR w IN SELECT x.* FROM erpcrm.watch x WHERE x.mapping_id = p_mapping_id ORDER BY x.watch_id LOOP
+		IF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgenabled = 'D'
+					  AND t.tgname IN (w.trigger_name, w.trigger_name || '_i', w.trigger_name || '_u',
+									   w.trigger_name || '_d', w.trigger_name || '_t')) THEN
+			problems := problems || format('a trigger of watch %s on %s is disabled (ALTER TABLE ... ENABLE TRIGGER)',
+										   w.watch_id, w.source::regclass);
+		ELSIF NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgname = w.trigger_name || '_t')
+		   OR NOT (EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = w.source AND t.tgname = w.trigger_name)
+				   OR (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = w.source
+						AND t.tgname IN (w.trigger_name || '_i', w.trigger_name || '_u', w.trigger_name || '_d')) = 3) THEN
+			problems := problems || format('a trigger of watch %s on %s is missing', w.watch_id, w.source::regclass);
+		END IF;
+		BEGIN
+			PERFORM erpcrm._compile_key(w.source, w.key_expr);
+		EXCEPTION WHEN lock_not_available THEN
+			NULL;
+		WHEN OTHERS THEN
+			problems := problems || format('the key %s of watch %s no longer fits %s: %s', w.key_expr, w.watch_id, w.source::regclass, SQLERRM);
+		END;
+		IF w.problem IS NOT NULL THEN
+			problems := problems || format('watch %s on %s: %s', w.watch_id, w.source::regclass, w.problem);
+		END IF;
+		IF w.key_query IS NOT NULL AND NOT erpcrm._role_exists(w.owner) THEN
+			problems := problems || format('the owner of watch %s on %s (role %s) was dropped: its key query does not run until erpcrm.reassign_owned(''%s'', ...) gives it an owner',
+										   w.watch_id, w.source::regclass, w.owner::oid, w.owner::oid);
+		END IF;
+	END LOOP;
+	RETURN NULLIF(array_to_string(problems, '; '), '');
+END
+$$;
+
 /* ------------------------------------------------------------------
  * Monitoring: subscriptions, and the changes their handlers refused
  * ------------------------------------------------------------------
@@ -2295,7 +2661,11 @@ SELECT s.name AS subscription, s.object_type, s.properties, s.filter, s.associat
 	   round(k.calls::numeric / NULLIF(k.all_calls, 0), 3) AS share_of_calls,
 	   round(k.calls::numeric / (360 * NULLIF(current_setting('erpcrm.max_calls_per_10s', true), '')::numeric), 4)
 		   AS share_of_budget,
-	   c.pull_error AS problem
+	   CASE WHEN NOT erpcrm._role_exists(s.owner)
+			THEN format('its owner (role %s) was dropped: nothing is pulled or handed over until erpcrm.reassign_owned(''%s'', ...) gives it an owner',
+						s.owner::oid, s.owner::oid)
+			ELSE c.pull_error END AS problem,
+	   NOT erpcrm._role_exists(s.owner) AS owner_dropped
   FROM erpcrm.subscription s
   JOIN erpcrm.subscription_cursor c USING (subscription_id)
   CROSS JOIN LATERAL (
@@ -2324,18 +2694,23 @@ REVOKE ALL ON FUNCTION erpcrm._subscription(text), erpcrm._modified_property(tex
 	erpcrm._sent_properties(integer), erpcrm._erp_owned(text, text, jsonb), erpcrm._ms_time(bigint),
 	erpcrm._filter_groups(jsonb, jsonb), erpcrm._page_associations(jsonb),
 	erpcrm._pull_request(integer, integer, integer), erpcrm._hand_over(integer),
-	erpcrm._receive(integer, jsonb, jsonb, interval, jsonb), erpcrm._pull_failed(integer, text),
-	erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(),
+	erpcrm._receive(integer, jsonb, jsonb, jsonb), erpcrm._pull_failed(integer, text),
+	erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(), erpcrm._prune_inbox(integer),
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
-	erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change) FROM PUBLIC;
+	erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change),
+	erpcrm._check_hand_over(text, regrole), erpcrm._role_exists(oid), erpcrm._owned_by(oid),
+	erpcrm._owned_reassigned(oid[], oid), erpcrm.reassign_owned(regrole, regrole) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz, text[]),
 	erpcrm.unsubscribe(text), erpcrm.pause_subscription(text), erpcrm.resume_subscription(text),
 	erpcrm.requeue_change(bigint), erpcrm.requeue_parked(text), erpcrm.discard_change(bigint),
-	erpcrm._pull_request(integer, integer, integer), erpcrm._receive(integer, jsonb, jsonb, interval, jsonb),
+	erpcrm._pull_request(integer, integer, integer), erpcrm._receive(integer, jsonb, jsonb, jsonb),
 	erpcrm._pull_failed(integer, text), erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(),
-	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval)
+	erpcrm._prune_inbox(integer),
+	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
+	erpcrm.reassign_owned(regrole, regrole)
 	TO erpcrm_admin;
+GRANT EXECUTE ON FUNCTION erpcrm._role_exists(oid) TO erpcrm_admin, erpcrm_monitor, pg_monitor;
 
 -- ===================================================================
 -- Part 6: reach (many databases, native objects, API versions)
@@ -2344,9 +2719,10 @@ GRANT EXECUTE ON FUNCTION
 /*
  * The HubSpot portal of this database, when it is not the cluster's: its
  * API URL, the file that holds its token, its call budget.  NULL columns
- * fall back on erpcrm.hubspot_url, erpcrm.token / erpcrm.token_file and
- * erpcrm.max_calls_per_10s.  Superusers only: nobody else can read or
- * change it.  It names a file, never a token (a token in a table would
+ * fall back on erpcrm.hubspot_url, erpcrm.token / erpcrm.token_file,
+ * erpcrm.max_calls_per_10s and erpcrm.api_version (a portal may be on
+ * another API family than the cluster's).  Superusers only: nobody else
+ * can read or change it.  It names a file, never a token (a token in a table would
  * travel in dumps, backups and replicas).  A change wakes the worker.
  */
 CREATE TABLE erpcrm.portal (
@@ -2354,9 +2730,11 @@ CREATE TABLE erpcrm.portal (
 	hubspot_url text
 		CHECK (hubspot_url ~ '^https?://[^/]' AND hubspot_url !~ '/$'),
 	token_file text CHECK (token_file ~ '^/'),
-	max_calls_per_10s integer CHECK (max_calls_per_10s BETWEEN 1 AND 10000)
+	max_calls_per_10s integer CHECK (max_calls_per_10s BETWEEN 1 AND 10000),
+	/* v3 (/crm/v3, /crm/v4) or a date version such as 2026-03 */
+	api_version text CHECK (api_version ~ '^(v3|[0-9]{4}-(0[1-9]|1[0-2]))$')
 );
-COMMENT ON TABLE erpcrm.portal IS 'this database''s HubSpot portal (superusers only): API URL, token file, call budget; NULL means the cluster''s setting';
+COMMENT ON TABLE erpcrm.portal IS 'this database''s HubSpot portal (superusers only): API URL, token file, call budget, API version; NULL means the cluster''s setting';
 REVOKE ALL ON erpcrm.portal FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('erpcrm.portal', '');
 
@@ -2491,6 +2869,36 @@ BEGIN
 END
 $$;
 
+/*
+ * Native orders have pipelines too: setup_hubspot() creates or finds the
+ * order pipeline by label and records its stage ids beside the invoice
+ * pipeline's (object_type says whose), for erpcrm.stage_id() in views.
+ */
+ALTER TABLE erpcrm.pipeline_stage ADD COLUMN object_type text NOT NULL DEFAULT 'deals';
+COMMENT ON FUNCTION erpcrm.stage_id(text, text) IS 'HubSpot id of a deal or order stage prepared by erpcrm.setup_hubspot(), for mapping views';
+COMMENT ON FUNCTION erpcrm.pipeline_id(text) IS 'HubSpot id of a deal or order pipeline prepared by erpcrm.setup_hubspot(), for mapping views';
+
+DROP FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[]);
+CREATE FUNCTION erpcrm.setup_hubspot(
+	pipeline text DEFAULT 'Invoices (ERP)',
+	stages text[] DEFAULT '{Issued,Partially paid,Paid,Overdue,Corrected}',
+	won_stages text[] DEFAULT '{Paid}',
+	lost_stages text[] DEFAULT '{Corrected}',
+	order_pipeline text DEFAULT 'Orders (ERP)',
+	order_stages text[] DEFAULT '{In progress,Partially fulfilled,Fulfilled,Awaiting payment,Delayed}',
+	OUT object_type text,
+	OUT kind text,
+	OUT name text,
+	OUT result text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'erpcrm_setup_hubspot_v1'
+LANGUAGE C
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[], text, text[]) IS 'prepare the HubSpot portal for the mappings: unique id properties, custom properties, property group, the invoice pipeline, the order pipeline when orders are mapped';
+REVOKE ALL ON FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[], text, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[], text, text[]) TO erpcrm_admin;
+
 /* The launcher starts a worker here as soon as this script commits. */
 CREATE FUNCTION erpcrm._launcher_notify()
 RETURNS boolean
@@ -2510,66 +2918,3 @@ SELECT erpcrm._launcher_notify();
  */
 DROP FUNCTION erpcrm._log_call(text, text, integer, double precision, integer, text, text,
 							   integer, interval);
-
-/* ------------------------------------------------------------------
- * red: what the 1.3 review of hostile roles and handlers mended
- * ------------------------------------------------------------------
- */
-
-/*
- * Hand the pending changes of a subscription to its handler, one
- * subtransaction each: an error parks that change with the SQL error, and
- * the others go on.  Returns how many were handled without error.  Any
- * error: WHEN OTHERS alone lets a handler's query_canceled or
- * assert_failure through, which would stop the subscription at that page.
- */
-CREATE OR REPLACE FUNCTION erpcrm._hand_over(p_subscription_id integer)
-RETURNS integer
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	s erpcrm.subscription;
-	i erpcrm.inbox;
-	n integer := 0;
-	e_state text;
-	e_message text;
-	e_detail text;
-	e_hint text;
-	e_context text;
-BEGIN
-	SELECT * INTO s FROM erpcrm.subscription WHERE subscription_id = p_subscription_id;
-	IF s IS NULL OR s.paused THEN
-		RETURN 0;
-	END IF;
-	FOR i IN SELECT * FROM erpcrm.inbox x
-			  WHERE x.subscription_id = p_subscription_id AND x.state = 'pending'
-			  ORDER BY x.change_id FOR UPDATE LOOP
-		BEGIN
-			PERFORM erpcrm._run_handler(s.handler, s.owner,
-				ROW(i.change_id, s.name, s.object_type, i.hubspot_id, i.modified_at,
-					i.properties, i.changed, i.associations)::erpcrm.hubspot_change);
-			UPDATE erpcrm.inbox x
-			   SET state = 'done', attempts = x.attempts + 1, handled_at = clock_timestamp(),
-				   error_sqlstate = NULL, error_message = NULL, error_detail = NULL,
-				   error_hint = NULL, error_context = NULL
-			 WHERE x.change_id = i.change_id;
-			n := n + 1;
-		EXCEPTION WHEN OTHERS OR query_canceled OR assert_failure THEN
-			GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT,
-				e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT,
-				e_context = PG_EXCEPTION_CONTEXT;
-			UPDATE erpcrm.inbox x
-			   SET state = 'parked', attempts = x.attempts + 1, handled_at = clock_timestamp(),
-				   error_sqlstate = e_state, error_message = e_message,
-				   error_detail = NULLIF(e_detail, ''), error_hint = NULLIF(e_hint, ''),
-				   error_context = NULLIF(split_part(e_context,
-						E'\nSQL statement "SELECT erpcrm._run_handler', 1), '')
-			 WHERE x.change_id = i.change_id;
-		END;
-	END LOOP;
-	UPDATE erpcrm.subscription_cursor SET handled = handled + n
-	 WHERE subscription_id = p_subscription_id;
-	RETURN n;
-END
-$$;

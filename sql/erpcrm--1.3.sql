@@ -168,7 +168,9 @@ CREATE TABLE erpcrm.pipeline_stage (
 	pipeline_id		text NOT NULL,
 	stage_id		text NOT NULL,
 	display_order	integer NOT NULL,
-	PRIMARY KEY (pipeline, stage)
+	PRIMARY KEY (pipeline, stage),
+	/* deals (the invoice pipeline) or orders (the order pipeline) */
+	object_type		text NOT NULL DEFAULT 'deals'
 );
 COMMENT ON TABLE erpcrm.pipeline_stage IS 'HubSpot ids of the pipelines and stages erpcrm.setup_hubspot() prepared';
 
@@ -1639,18 +1641,7 @@ BEGIN
 	IF old_ids IS NULL THEN
 		RETURN 0;
 	END IF;
-	UPDATE erpcrm.sync_state r
-	   SET change_seq = r.change_seq + 1,
-		   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
-		   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
-		   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE pg_catalog.now() END,
-		   dirty_since = COALESCE(r.dirty_since, pg_catalog.now())
-	  FROM erpcrm.association a, pg_catalog.unnest(old_ids) AS o(id)
-	 WHERE a.target_id = p_mapping_id AND r.mapping_id = a.mapping_id
-	   AND r.state IN ('synced', 'failed', 'pending')
-	   AND pg_catalog.strpos(';' || r.assoc_state || ';', ';' || a.column_name || '=' || o.id || ';') > 0;
-	GET DIAGNOSTICS n = ROW_COUNT;
-	RETURN n;
+	RETURN erpcrm._redirty_linked(p_mapping_id, old_ids, false);
 END
 $$;
 
@@ -1870,18 +1861,7 @@ BEGIN
 
 	/* dependents linked to an object that is archived now lose the link */
 	IF archived_ids IS NOT NULL THEN
-		UPDATE erpcrm.sync_state r
-		   SET change_seq = r.change_seq + 1,
-			   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
-			   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
-			   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
-			   dirty_since = COALESCE(r.dirty_since, now())
-		  FROM erpcrm.association a, unnest(archived_ids) AS o(id)
-		 WHERE a.target_id = p_mapping_id AND r.mapping_id = a.mapping_id
-		   AND r.state IN ('synced', 'failed', 'pending', 'in_flight')
-		   AND strpos(';' || r.assoc_state || ';', ';' || a.column_name || '=' || o.id || ';') > 0;
-		GET DIAGNOSTICS k = ROW_COUNT;
-		n := n + k;
+		n := n + erpcrm._redirty_linked(p_mapping_id, archived_ids, true);
 	END IF;
 
 	/* dependents sent without a link to a key that is in HubSpot now get it */
@@ -2288,7 +2268,7 @@ AS $$
 	SELECT p.stage_id FROM erpcrm.pipeline_stage p
 	 WHERE p.pipeline = stage_id.pipeline AND p.stage = stage_id.stage;
 $$;
-COMMENT ON FUNCTION erpcrm.stage_id(text, text) IS 'HubSpot id of a deal stage prepared by erpcrm.setup_hubspot(), for mapping views';
+COMMENT ON FUNCTION erpcrm.stage_id(text, text) IS 'HubSpot id of a deal or order stage prepared by erpcrm.setup_hubspot(), for mapping views';
 
 CREATE FUNCTION erpcrm.pipeline_id(pipeline text)
 RETURNS text
@@ -2299,7 +2279,7 @@ AS $$
 	SELECT min(p.pipeline_id) FROM erpcrm.pipeline_stage p
 	 WHERE p.pipeline = pipeline_id.pipeline;
 $$;
-COMMENT ON FUNCTION erpcrm.pipeline_id(text) IS 'HubSpot id of a deal pipeline prepared by erpcrm.setup_hubspot(), for mapping views';
+COMMENT ON FUNCTION erpcrm.pipeline_id(text) IS 'HubSpot id of a deal or order pipeline prepared by erpcrm.setup_hubspot(), for mapping views';
 
 CREATE FUNCTION erpcrm.owner_id(email text)
 RETURNS text
@@ -2321,6 +2301,8 @@ CREATE FUNCTION erpcrm.setup_hubspot(
 	stages text[] DEFAULT '{Issued,Partially paid,Paid,Overdue,Corrected}',
 	won_stages text[] DEFAULT '{Paid}',
 	lost_stages text[] DEFAULT '{Corrected}',
+	order_pipeline text DEFAULT 'Orders (ERP)',
+	order_stages text[] DEFAULT '{In progress,Partially fulfilled,Fulfilled,Awaiting payment,Delayed}',
 	OUT object_type text,
 	OUT kind text,
 	OUT name text,
@@ -2330,7 +2312,7 @@ AS 'MODULE_PATHNAME', 'erpcrm_setup_hubspot_v1'
 LANGUAGE C
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[]) IS 'prepare the HubSpot portal for the mappings: unique id properties, custom properties, property group, the invoice pipeline';
+COMMENT ON FUNCTION erpcrm.setup_hubspot(text, text[], text[], text[], text, text[]) IS 'prepare the HubSpot portal for the mappings: unique id properties, custom properties, property group, the invoice pipeline, the order pipeline when orders are mapped';
 
 /* Is HubSpot reachable, is the token right? */
 CREATE FUNCTION erpcrm.check_connection(OUT "check" text, OUT ok boolean, OUT detail text)
@@ -2366,6 +2348,10 @@ BEGIN
 	SELECT * INTO m FROM erpcrm.mapping WHERE mapping_id = p_mapping_id;
 	IF NOT FOUND THEN
 		RETURN NULL;
+	END IF;
+	IF NOT erpcrm._role_exists(m.owner) THEN
+		problems := problems || format('its owner (role %s) was dropped: its view is not read and nothing is delivered until erpcrm.reassign_owned(''%s'', ...) gives it an owner',
+									   m.owner::oid, m.owner::oid);
 	END IF;
 	IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source) THEN
 		SELECT c.relowner::regrole INTO w FROM pg_class c WHERE c.oid = to_regclass(m.source_name)
@@ -2409,6 +2395,10 @@ BEGIN
 		END;
 		IF w.problem IS NOT NULL THEN
 			problems := problems || format('watch %s on %s: %s', w.watch_id, w.source::regclass, w.problem);
+		END IF;
+		IF w.key_query IS NOT NULL AND NOT erpcrm._role_exists(w.owner) THEN
+			problems := problems || format('the owner of watch %s on %s (role %s) was dropped: its key query does not run until erpcrm.reassign_owned(''%s'', ...) gives it an owner',
+										   w.watch_id, w.source::regclass, w.owner::oid, w.owner::oid);
 		END IF;
 	END LOOP;
 	RETURN NULLIF(array_to_string(problems, '; '), '');
@@ -2551,7 +2541,7 @@ GRANT EXECUTE ON FUNCTION
 	erpcrm.pipeline_id(text),
 	/* like erpcrm.hubspot_id(): for the roles that define mappings */
 	erpcrm.owner_id(text),
-	erpcrm.setup_hubspot(text, text[], text[], text[]),
+	erpcrm.setup_hubspot(text, text[], text[], text[], text, text[]),
 	erpcrm.check_connection(),
 	/* the worker's */
 	erpcrm._before_fold(),
@@ -2632,6 +2622,53 @@ REVOKE ALL ON FUNCTION erpcrm._dirty(integer, text[]) FROM PUBLIC;
 -- ===================================================================
 -- scale: flat cost at scale (fewer row versions per key)
 -- ===================================================================
+
+/* The dependents of a target whose HubSpot id changed or that was archived
+ * are found by the associations they hold (column=hubspot id), not by
+ * reading the dependent mapping whole. */
+CREATE INDEX sync_state_assoc ON erpcrm.sync_state
+	USING gin (pg_catalog.string_to_array(assoc_state, ';'))
+	WHERE assoc_state IS NOT NULL;
+
+/*
+ * Dependents of a target mapping linked to any of these HubSpot ids: sent
+ * again (in flight too when p_in_flight).  One association at a time, found
+ * through sync_state_assoc by the "column=hubspot id" entries of their
+ * assoc_state, never by reading the dependent mapping whole.
+ */
+CREATE FUNCTION erpcrm._redirty_linked(p_target_id integer, p_hubspot_ids text[], p_in_flight boolean)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint := 0;
+	k bigint;
+	dep record;
+	links text[];
+BEGIN
+	FOR dep IN SELECT a.mapping_id, a.column_name FROM erpcrm.association a
+				WHERE a.target_id = p_target_id LOOP
+		links := ARRAY(SELECT dep.column_name || '=' || o.id
+						 FROM pg_catalog.unnest(p_hubspot_ids) AS o(id));
+		UPDATE erpcrm.sync_state r
+		   SET change_seq = r.change_seq + 1,
+			   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
+			   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
+			   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE pg_catalog.now() END,
+			   dirty_since = COALESCE(r.dirty_since, pg_catalog.now())
+		 WHERE pg_catalog.string_to_array(r.assoc_state, ';') OPERATOR(pg_catalog.&&) links
+		   AND r.assoc_state IS NOT NULL
+		   /* (+ 0: not by the primary key, which reads the mapping whole) */
+		   AND r.mapping_id + 0 = dep.mapping_id
+		   AND (r.state IN ('synced', 'failed', 'pending') OR (p_in_flight AND r.state = 'in_flight'));
+		GET DIAGNOSTICS k = ROW_COUNT;
+		n := n + k;
+	END LOOP;
+	RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._redirty_linked(integer, text[], boolean) FROM PUBLIC;
 
 -- ===================================================================
 -- fp: fingerprints, refresh and erasure
@@ -3687,6 +3724,7 @@ CREATE TABLE erpcrm.inbox (
 );
 CREATE INDEX inbox_pending ON erpcrm.inbox (subscription_id, change_id) WHERE state = 'pending';
 CREATE INDEX inbox_parked ON erpcrm.inbox (subscription_id) WHERE state = 'parked';
+CREATE INDEX inbox_handled ON erpcrm.inbox (handled_at) WHERE state IN ('done', 'discarded');
 COMMENT ON TABLE erpcrm.inbox IS 'HubSpot changes received for a subscription, and what its handler made of them';
 
 SELECT pg_catalog.pg_extension_config_dump('erpcrm.subscription', '');
@@ -4221,7 +4259,11 @@ DECLARE
 	e_context text;
 BEGIN
 	SELECT * INTO s FROM erpcrm.subscription WHERE subscription_id = p_subscription_id;
-	IF s IS NULL OR s.paused THEN
+	IF s IS NULL OR NOT erpcrm._role_exists(s.owner) THEN
+		RETURN 0;				/* its owner was dropped: erpcrm.subscriptions says so */
+	END IF;
+	PERFORM erpcrm._check_hand_over(s.name, s.owner);
+	IF s.paused THEN
 		RETURN 0;
 	END IF;
 	FOR i IN SELECT * FROM erpcrm.inbox x
@@ -4267,7 +4309,6 @@ $$;
  * was full).
  */
 CREATE FUNCTION erpcrm._receive(p_subscription_id integer, p_request jsonb, p_answer jsonb,
-								p_retention interval DEFAULT '7 days',
 								p_associations jsonb DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -4302,6 +4343,7 @@ BEGIN
 	IF s IS NULL OR c IS NULL THEN
 		RETURN false;			/* unsubscribed meanwhile */
 	END IF;
+	PERFORM erpcrm._check_hand_over(s.name, s.owner);
 	mp := erpcrm._modified_property(s.object_type);
 	tie := p_request -> 'sorts' ->> 0 = 'hs_object_id';
 	SELECT (f ->> 'value')::bigint INTO from_ms
@@ -4376,17 +4418,38 @@ BEGIN
 	 WHERE subscription_id = s.subscription_id;
 
 	PERFORM erpcrm._hand_over(s.subscription_id);
-
-	/* history: handled changes older than the retention, but each object's latest */
-	IF random() < 0.01 THEN
-		DELETE FROM erpcrm.inbox x
-		 WHERE x.subscription_id = s.subscription_id AND x.state IN ('done', 'discarded')
-		   AND x.handled_at < now() - p_retention
-		   AND EXISTS (SELECT FROM erpcrm.inbox y
-						WHERE y.subscription_id = x.subscription_id AND y.hubspot_id = x.hubspot_id
-						  AND y.modified_at > x.modified_at);
-	END IF;
 	RETURN n >= page_size;
+END
+$$;
+
+/*
+ * The inbox's history, pruned by the worker in steps of at most p_limit
+ * rows: changes handled or discarded longer than erpcrm.inbox_retention
+ * ago, but the latest change of each object, which tells the next one what
+ * changed.  Parked and pending changes stay until they are handled,
+ * requeued or discarded.  Returns how many were deleted.
+ */
+CREATE FUNCTION erpcrm._prune_inbox(p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	retention interval := COALESCE(NULLIF(current_setting('erpcrm.inbox_retention', true), ''), '7d')::interval;
+	n integer;
+BEGIN
+	DELETE FROM erpcrm.inbox x
+	 WHERE x.change_id IN (
+		SELECT o.change_id FROM erpcrm.inbox o
+		 WHERE o.state IN ('done', 'discarded') AND o.handled_at < now() - retention
+		   AND EXISTS (SELECT FROM erpcrm.inbox y
+						WHERE y.subscription_id = o.subscription_id AND y.hubspot_id = o.hubspot_id
+						  AND y.modified_at > o.modified_at)
+		 ORDER BY o.handled_at
+		 LIMIT GREATEST(p_limit, 0));
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
 END
 $$;
 
@@ -4413,7 +4476,7 @@ SELECT s.subscription_id, s.name, s.object_type,
 	   c.pulled_at IS NULL OR c.tie_id IS NOT NULL
 	   OR c.pulled_at <= now() - make_interval(secs => p_interval_ms / 1000.0)
   FROM erpcrm.subscription s JOIN erpcrm.subscription_cursor c USING (subscription_id)
- WHERE NOT s.paused
+ WHERE NOT s.paused AND erpcrm._role_exists(s.owner)
  ORDER BY s.subscription_id
 $$;
 
@@ -4450,6 +4513,136 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'erpcrm_run_handler_v1'
 LANGUAGE C;
 
+/*
+ * Refuses a caller that is neither the worker nor has the privileges of the
+ * subscription's owner: only changes from HubSpot reach a handler.
+ */
+CREATE FUNCTION erpcrm._check_hand_over(text, regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'erpcrm_check_hand_over_v1'
+LANGUAGE C STABLE;
+
+/*
+ * Dead owners.  A mapping's view, a watch's key query and a subscription's
+ * handler run as the role that defined them; a role dropped without
+ * handing them on leaves them with no one to run as.  DROP ROLE refuses a
+ * role that owns any of them in the database it runs in (as a shared
+ * dependency would), and REASSIGN OWNED hands them on, as it does tables;
+ * a role dropped from another database is found at run time: its objects
+ * stop (a mapping is read and delivered no more, a subscription pulls and
+ * hands over nothing) and say why in erpcrm.status and
+ * erpcrm.subscriptions, until erpcrm.reassign_owned() gives them an owner.
+ */
+CREATE FUNCTION erpcrm._role_exists(p_role oid)
+RETURNS boolean
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = p_role);
+
+/* What a role owns in erpcrm, in PostgreSQL's words for DROP ROLE's detail. */
+CREATE FUNCTION erpcrm._owned_by(p_role oid)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT d FROM (
+	SELECT 1, m.name, format('owner of erpcrm mapping "%s"', m.name)
+	  FROM erpcrm.mapping m WHERE m.owner::oid = p_role
+	UNION ALL
+	SELECT 2, w.watch_id::text, format('owner of erpcrm watch %s of mapping "%s" on %s',
+									   w.watch_id, m.name, w.source)
+	  FROM erpcrm.watch w JOIN erpcrm.mapping m USING (mapping_id) WHERE w.owner::oid = p_role
+	UNION ALL
+	SELECT 3, s.name, format('owner of erpcrm subscription "%s"', s.name)
+	  FROM erpcrm.subscription s WHERE s.owner::oid = p_role
+	ORDER BY 1, 2) AS o(k, n, d)
+$$;
+
+/* REASSIGN OWNED BY ... TO ...: after PostgreSQL's own, erpcrm's objects. */
+CREATE FUNCTION erpcrm._owned_reassigned(p_roles oid[], p_new oid)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+	k bigint;
+BEGIN
+	UPDATE erpcrm.mapping SET owner = p_new WHERE owner::oid = ANY (p_roles);
+	GET DIAGNOSTICS n = ROW_COUNT;
+	UPDATE erpcrm.watch SET owner = p_new WHERE owner::oid = ANY (p_roles);
+	GET DIAGNOSTICS k = ROW_COUNT;
+	n := n + k;
+	UPDATE erpcrm.subscription SET owner = p_new WHERE owner::oid = ANY (p_roles);
+	GET DIAGNOSTICS k = ROW_COUNT;
+	n := n + k;
+	IF n > 0 THEN
+		PERFORM erpcrm._wake();
+	END IF;
+	RETURN n;
+END
+$$;
+
+/*
+ * Hand every mapping, watch and subscription of old_owner (a role, or the
+ * OID of a dropped one, as '16423') to new_owner, as REASSIGN OWNED does
+ * tables.  The caller needs the privileges of new_owner (and of old_owner
+ * while it exists); new_owner must be able to do what they need: read the
+ * mappings' views, execute the handlers, and belong to erpcrm_admin.
+ */
+CREATE FUNCTION erpcrm.reassign_owned(old_owner regrole, new_owner regrole)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	caller regrole := erpcrm._caller();
+	r record;
+BEGIN
+	IF old_owner IS NULL OR new_owner IS NULL THEN
+		RAISE EXCEPTION 'erpcrm.reassign_owned() needs the old owner and the new one'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT erpcrm._role_exists(new_owner) THEN
+		RAISE EXCEPTION 'role % does not exist', new_owner
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	IF NOT pg_has_role(caller, new_owner, 'USAGE')
+	   OR (erpcrm._role_exists(old_owner) AND NOT pg_has_role(caller, old_owner, 'USAGE')) THEN
+		RAISE EXCEPTION 'permission denied to reassign the erpcrm objects of role % to role %', old_owner, new_owner
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'Only roles with privileges of both the old role (while it exists) and the new role can reassign them, as with REASSIGN OWNED.';
+	END IF;
+	IF NOT pg_has_role(new_owner, 'erpcrm_admin', 'USAGE') THEN
+		RAISE EXCEPTION 'role % cannot own erpcrm objects', new_owner
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'The owner of a mapping, watch or subscription needs the privileges of erpcrm_admin.',
+				  HINT = format('GRANT erpcrm_admin TO %s;', new_owner);
+	END IF;
+	FOR r IN SELECT m.name, m.source FROM erpcrm.mapping m
+			  WHERE m.owner::oid = old_owner::oid AND EXISTS (SELECT FROM pg_class c WHERE c.oid = m.source)
+				AND NOT has_table_privilege(new_owner, m.source, 'SELECT') LOOP
+		RAISE EXCEPTION 'role % cannot read %, the view of mapping "%"', new_owner, r.source::regclass, r.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'A mapping''s view is read with its owner''s privileges.',
+				  HINT = format('GRANT SELECT ON %s TO %s;', r.source::regclass, new_owner);
+	END LOOP;
+	FOR r IN SELECT s.name, s.handler FROM erpcrm.subscription s
+			  WHERE s.owner::oid = old_owner::oid AND EXISTS (SELECT FROM pg_proc p WHERE p.oid = s.handler)
+				AND NOT has_function_privilege(new_owner, s.handler, 'EXECUTE') LOOP
+		RAISE EXCEPTION 'role % cannot execute %, the handler of subscription "%"', new_owner, r.handler, r.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'A subscription''s handler runs with its owner''s privileges.',
+				  HINT = format('GRANT EXECUTE ON FUNCTION %s TO %s;', r.handler, new_owner);
+	END LOOP;
+	RETURN erpcrm._owned_reassigned(ARRAY[old_owner::oid], new_owner::oid);
+END
+$$;
+COMMENT ON FUNCTION erpcrm.reassign_owned(regrole, regrole) IS 'hand the mappings, watches and subscriptions of a role (or of a dropped role, by OID) to another role';
+
 /* ------------------------------------------------------------------
  * Monitoring: subscriptions, and the changes their handlers refused
  * ------------------------------------------------------------------
@@ -4469,7 +4662,11 @@ SELECT s.name AS subscription, s.object_type, s.properties, s.filter, s.associat
 	   round(k.calls::numeric / NULLIF(k.all_calls, 0), 3) AS share_of_calls,
 	   round(k.calls::numeric / (360 * NULLIF(current_setting('erpcrm.max_calls_per_10s', true), '')::numeric), 4)
 		   AS share_of_budget,
-	   c.pull_error AS problem
+	   CASE WHEN NOT erpcrm._role_exists(s.owner)
+			THEN format('its owner (role %s) was dropped: nothing is pulled or handed over until erpcrm.reassign_owned(''%s'', ...) gives it an owner',
+						s.owner::oid, s.owner::oid)
+			ELSE c.pull_error END AS problem,
+	   NOT erpcrm._role_exists(s.owner) AS owner_dropped
   FROM erpcrm.subscription s
   JOIN erpcrm.subscription_cursor c USING (subscription_id)
   CROSS JOIN LATERAL (
@@ -4498,18 +4695,23 @@ REVOKE ALL ON FUNCTION erpcrm._subscription(text), erpcrm._modified_property(tex
 	erpcrm._sent_properties(integer), erpcrm._erp_owned(text, text, jsonb), erpcrm._ms_time(bigint),
 	erpcrm._filter_groups(jsonb, jsonb), erpcrm._page_associations(jsonb),
 	erpcrm._pull_request(integer, integer, integer), erpcrm._hand_over(integer),
-	erpcrm._receive(integer, jsonb, jsonb, interval, jsonb), erpcrm._pull_failed(integer, text),
-	erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(),
+	erpcrm._receive(integer, jsonb, jsonb, jsonb), erpcrm._pull_failed(integer, text),
+	erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(), erpcrm._prune_inbox(integer),
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
-	erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change) FROM PUBLIC;
+	erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change),
+	erpcrm._check_hand_over(text, regrole), erpcrm._role_exists(oid), erpcrm._owned_by(oid),
+	erpcrm._owned_reassigned(oid[], oid), erpcrm.reassign_owned(regrole, regrole) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz, text[]),
 	erpcrm.unsubscribe(text), erpcrm.pause_subscription(text), erpcrm.resume_subscription(text),
 	erpcrm.requeue_change(bigint), erpcrm.requeue_parked(text), erpcrm.discard_change(bigint),
-	erpcrm._pull_request(integer, integer, integer), erpcrm._receive(integer, jsonb, jsonb, interval, jsonb),
+	erpcrm._pull_request(integer, integer, integer), erpcrm._receive(integer, jsonb, jsonb, jsonb),
 	erpcrm._pull_failed(integer, text), erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(),
-	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval)
+	erpcrm._prune_inbox(integer),
+	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
+	erpcrm.reassign_owned(regrole, regrole)
 	TO erpcrm_admin;
+GRANT EXECUTE ON FUNCTION erpcrm._role_exists(oid) TO erpcrm_admin, erpcrm_monitor, pg_monitor;
 
 
 -- ===================================================================
@@ -4519,9 +4721,10 @@ GRANT EXECUTE ON FUNCTION
 /*
  * The HubSpot portal of this database, when it is not the cluster's: its
  * API URL, the file that holds its token, its call budget.  NULL columns
- * fall back on erpcrm.hubspot_url, erpcrm.token / erpcrm.token_file and
- * erpcrm.max_calls_per_10s.  Superusers only: nobody else can read or
- * change it.  It names a file, never a token (a token in a table would
+ * fall back on erpcrm.hubspot_url, erpcrm.token / erpcrm.token_file,
+ * erpcrm.max_calls_per_10s and erpcrm.api_version (a portal may be on
+ * another API family than the cluster's).  Superusers only: nobody else
+ * can read or change it.  It names a file, never a token (a token in a table would
  * travel in dumps, backups and replicas).  A change wakes the worker.
  */
 CREATE TABLE erpcrm.portal (
@@ -4529,9 +4732,11 @@ CREATE TABLE erpcrm.portal (
 	hubspot_url text
 		CHECK (hubspot_url ~ '^https?://[^/]' AND hubspot_url !~ '/$'),
 	token_file text CHECK (token_file ~ '^/'),
-	max_calls_per_10s integer CHECK (max_calls_per_10s BETWEEN 1 AND 10000)
+	max_calls_per_10s integer CHECK (max_calls_per_10s BETWEEN 1 AND 10000),
+	/* v3 (/crm/v3, /crm/v4) or a date version such as 2026-03 */
+	api_version text CHECK (api_version ~ '^(v3|[0-9]{4}-(0[1-9]|1[0-2]))$')
 );
-COMMENT ON TABLE erpcrm.portal IS 'this database''s HubSpot portal (superusers only): API URL, token file, call budget; NULL means the cluster''s setting';
+COMMENT ON TABLE erpcrm.portal IS 'this database''s HubSpot portal (superusers only): API URL, token file, call budget, API version; NULL means the cluster''s setting';
 REVOKE ALL ON erpcrm.portal FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('erpcrm.portal', '');
 

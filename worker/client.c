@@ -42,8 +42,8 @@ erpcrm_configure_http(const char *token)
 	config.timeout_ms = erpcrm_request_timeout_ms;
 	config.user_agent = ERPCRM_USER_AGENT;
 	hs_http_configure(&config);
-	/* the API paths: /crm/v3 or a date-versioned family */
-	(void) hs_set_api_version(erpcrm_api_version);
+	/* the API paths: /crm/v3 or a date-versioned family, per portal */
+	(void) hs_set_api_version(portal.api_version);
 }
 
 /* The worker made a call: count it for erpcrm.worker. */

@@ -90,6 +90,8 @@ typedef struct DbEntry
 	TimestampTz unwanted_since; /* the settings stopped wanting it, or 0 */
 	bool		refused;		/* no background worker slot was free */
 	bool		refused_logged; /* the log said max_worker_processes */
+	bool		recheck;		/* CREATE EXTENSION committed while its worker
+								 * ran: if it found no erpcrm, look again */
 } DbEntry;
 
 static List *databases = NIL;	/* of DbEntry, in TopMemoryContext */
@@ -472,11 +474,22 @@ take_probe_queue(void)
 		DbEntry    *e = lfirst(lc);
 		bool		again = all;
 
-		if (e->status != DB_NO_EXTENSION)
-			continue;
 		for (int i = 0; i < n; i++)
 			if (queue[i] == e->oid)
 				again = true;
+		if (again && e->running)
+		{
+			/*
+			 * A worker looking for erpcrm may have looked before the
+			 * CREATE EXTENSION committed (a database created just before):
+			 * should it say "no extension", look again at once instead of
+			 * in 10 minutes.
+			 */
+			e->recheck = true;
+			continue;
+		}
+		if (e->status != DB_NO_EXTENSION)
+			continue;
 		if (again)
 		{
 			e->status = DB_UNKNOWN;
@@ -523,12 +536,14 @@ worker_stopped(DbEntry *e, TimestampTz now)
 
 	if (no_ext)
 	{
-		e->status = DB_NO_EXTENSION;
+		e->status = e->recheck ? DB_UNKNOWN : DB_NO_EXTENSION;
 		e->failures = 0;
-		e->start_after = TimestampTzPlusMilliseconds(now, REPROBE_MS);
+		e->start_after = e->recheck ? 0 : TimestampTzPlusMilliseconds(now, REPROBE_MS);
+		e->recheck = false;
 		free_slot(e);
 		return;
 	}
+	e->recheck = false;
 	if (got_going)
 	{
 		e->failures = 0;
@@ -871,12 +886,15 @@ erpcrm_utility_hook(PlannedStmt *pstmt, const char *queryString,
 		}
 	}
 
+	/* owners of erpcrm's objects (extension/roles.c) */
+	erpcrm_roles_before(parsetree);
 	if (prev_utility_hook)
 		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
 						  queryEnv, dest, qc);
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
+	erpcrm_roles_after(parsetree);
 	if (freed)
 		release_database();
 }

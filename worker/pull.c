@@ -8,8 +8,9 @@
  *	  cursor, in one transaction: a crash before its commit leaves the
  *	  cursor where it was, and the same changes are read again.
  *
- *	  HubSpot allows a few search calls a second (they are spaced by 250 ms
- *	  here), 200 results a page and 10,000 a query.  Every request starts at
+ *	  HubSpot allows four search calls a second (each of erpcrm's searches,
+ *	  these and the others, takes its turn: hs_rate_search_slot), 200
+ *	  results a page and 10,000 a query.  Every request starts at
  *	  the cursor (erpcrm._pull_request builds it), so no query pages past its
  *	  first page, and a millisecond holding more changes than a page is read
  *	  by object id.  The calls count in the worker's rate limiter, which
@@ -44,12 +45,11 @@
 #include "hubspot.h"
 #include "subscribe.h"
 
-/* HubSpot allows about 5 searches a second: erpcrm makes at most 4. */
-#define PULL_SEARCH_SPACING_MS	250
 #define PULL_WINDOW_MS			10000
 #define PULL_RING				256
+/* inbox rows past their retention deleted per round, at most */
+#define PRUNE_STEP				1000
 
-static TimestampTz last_search = 0;
 static TimestampTz search_blocked_until = 0;
 
 /* the starts of recent pull calls, for erpcrm.pull_share */
@@ -124,7 +124,8 @@ may_search(bool outbound_busy, int ncalls, long *wait_ms)
 			return false;
 		}
 	}
-	delay = PULL_SEARCH_SPACING_MS - (long) ((now - last_search) / 1000);
+	/* every search of the portal takes its turn (four a second) */
+	delay = hs_rate_search_slot(now);
 	if (delay > 0)
 		erpcrm_worker_sleep(delay, PG_WAIT_EXTENSION);
 	return may_call(wait_ms);
@@ -319,7 +320,6 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 		return false;			/* nothing settled since the cursor */
 
 	path = psprintf("%s/%s/search", HS_OBJECTS_PREFIX, sub->object_type);
-	last_search = GetCurrentTimestamp();
 	pull_call(path, request, &resp, &called_at);
 	calls = lappend(calls, erpcrm_call_log("POST", path, called_at, &resp, 0));
 	problem = pull_problem("search", &resp);
@@ -342,20 +342,17 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 		erpcrm_log_call(lfirst(lc), 0, false, sub->id);
 	if (problem == NULL)
 	{
-		Oid			rtypes[5] = {INT4OID, TEXTOID, TEXTOID, INTERVALOID, TEXTOID};
-		Datum		rargs[5];
-		char		rnulls[5] = "    n";
-		Interval   *retention = palloc0(sizeof(Interval));
+		Oid			rtypes[4] = {INT4OID, TEXTOID, TEXTOID, TEXTOID};
+		Datum		rargs[4];
+		char		rnulls[4] = "   n";
 
-		retention->time = (int64) erpcrm_inbox_retention_min * 60 * USECS_PER_SEC;
 		rargs[0] = Int32GetDatum(sub->id);
 		rargs[1] = CStringGetTextDatum(request);
 		rargs[2] = CStringGetTextDatum(resp.body);
-		rargs[3] = PointerGetDatum(retention);
-		rargs[4] = associations ? CStringGetTextDatum(associations) : (Datum) 0;
-		rnulls[4] = associations ? ' ' : 'n';
-		if (SPI_execute_with_args("SELECT erpcrm._receive($1, $2::jsonb, $3::jsonb, $4, $5::jsonb)",
-								  5, rtypes, rargs, rnulls, false, 1) != SPI_OK_SELECT ||
+		rargs[3] = associations ? CStringGetTextDatum(associations) : (Datum) 0;
+		rnulls[3] = associations ? ' ' : 'n';
+		if (SPI_execute_with_args("SELECT erpcrm._receive($1, $2::jsonb, $3::jsonb, $4::jsonb)",
+								  4, rtypes, rargs, rnulls, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "erpcrm._receive failed");
 		more = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -437,6 +434,10 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 		/* requeued changes first */
 		if (SPI_execute("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._hand_over_pending failed");
+		/* the inbox's history past erpcrm.inbox_retention, a step a round */
+		if (SPI_execute("SELECT erpcrm._prune_inbox(" CppAsString2(PRUNE_STEP) ")",
+						false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._prune_inbox failed");
 		args[0] = Int32GetDatum(erpcrm_pull_interval_ms);
 		if (SPI_execute_with_args("SELECT d.subscription_id, d.name, d.object_type, d.pull,"
 								  " s.associations"

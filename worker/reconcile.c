@@ -50,7 +50,6 @@
 #include "hubspot.h"
 
 /* HubSpot's search allows a few calls a second: space them */
-#define RECONCILE_SEARCH_GAP_MS		300
 #define RECONCILE_SEARCH_PAGE		200
 
 /* The run the worker is working on, as erpcrm._reconcile_next() gave it. */
@@ -79,7 +78,6 @@ typedef struct Findings
 	List	   *details;
 } Findings;
 
-static TimestampTz last_search = 0;
 
 /* A key's row as a batch would send it. */
 typedef struct KeyRow
@@ -828,8 +826,7 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 	erpcrm_end_step();
 
 	/* HubSpot's search has a lower rate limit of its own */
-	gap = RECONCILE_SEARCH_GAP_MS -
-		(long) ((GetCurrentTimestamp() - last_search) / 1000);
+	gap = hs_rate_search_slot(GetCurrentTimestamp());
 	if (gap > 0)
 		erpcrm_worker_sleep(gap, PG_WAIT_EXTENSION);
 	calls = calls_of(m, out);
@@ -838,7 +835,6 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 					  hs_search_having_body(m->id_property, run->search_after,
 											RECONCILE_SEARCH_PAGE),
 					  0, &resp);
-	last_search = GetCurrentTimestamp();
 	ok = answered(&resp) &&
 		hs_parse_property(resp.body, resp.body_len, m->id_property, &nres, &ids, &keys);
 	if (!ok)

@@ -880,7 +880,6 @@ inherit_owners(Batch *b)
 static void
 match_search(Batch *b, BatchKey **cand, int n, int mp)
 {
-	static TimestampTz last_search = 0;
 	MappingDef *m = b->mapping;
 	const char **values = palloc(sizeof(char *) * n);
 	HsResponse	resp;
@@ -894,10 +893,9 @@ match_search(Batch *b, BatchKey **cand, int n, int mp)
 
 	for (int i = 0; i < n; i++)
 		values[i] = cand[i]->values[mp];
-	wait = 250 - (long) ((GetCurrentTimestamp() - last_search) / 1000);
+	wait = hs_rate_search_slot(GetCurrentTimestamp());
 	if (wait > 0)
 		erpcrm_worker_sleep(wait, PG_WAIT_EXTENSION);
-	last_search = GetCurrentTimestamp();
 
 	path = psprintf("%s/%s/search", HS_OBJECTS_PREFIX, m->object_type);
 	call_hubspot(b, "POST", path,

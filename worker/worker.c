@@ -214,10 +214,12 @@ erpcrm_read_mappings(MemoryContext cxt)
 							   "   (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a"
 							   "     WHERE a.attrelid = m.source AND a.attname = 'erp_id' AND NOT a.attisdropped),"
 							   "   m.object_type, m.id_property, m.on_delete = 'archive',"
-							   "   COALESCE(m.batch_size, 0), m.paused, %s"
+							   "   COALESCE(m.batch_size, 0), m.paused%s, %s"
 							   " FROM erpcrm.mapping m JOIN lvl USING (mapping_id)"
 							   " GROUP BY m.mapping_id"
 							   " ORDER BY max(lvl.depth), m.mapping_id",
+							   /* a mapping whose owner was dropped waits, as paused */
+							   v11 ? " OR NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = m.owner)" : "",
 							   v11 ? "m.match_property, m.owner::pg_catalog.oid" :
 							   "NULL, 0::pg_catalog.oid"),
 					  true, 0);

@@ -1195,6 +1195,39 @@ class MockTest(unittest.TestCase):
         self.assertIn(("orders", "deals"), got)
         self.assertIn(("deals", "orders"), got)
 
+    def test_order_pipeline_create_and_spelling(self):
+        st, pl, _ = self.call("POST", "/crm/v3/pipelines/orders", {
+            "label": "Orders (ERP)", "displayOrder": 1,
+            "stages": [{"label": "In progress", "displayOrder": 0},
+                       {"label": "Fulfilled", "displayOrder": 1,
+                        "metadata": {}}]})
+        self.assertEqual(st, 201, pl)
+        self.assertEqual([x["label"] for x in pl["stages"]],
+                         ["In progress", "Fulfilled"])
+        self.assertRegex(pl["stages"][0]["id"], "^[0-9a-f-]{36}$",
+                         "order stages get generated ids")
+        st, out, _ = self.call("GET", "/crm/v3/pipelines/0-123")
+        self.assertIn("Orders (ERP)", [x["label"] for x in out["results"]])
+        st, out, _ = self.call("POST", "/crm/v3/pipelines/orders", {
+            "label": "Orders (ERP)", "displayOrder": 1,
+            "stages": [{"label": "X", "displayOrder": 0}]})
+        self.assertEqual(st, 409, out)
+        self.ctl("POST", "/_mock/config", {"order_pipeline_limit": 2})
+        st, out, _ = self.call("POST", "/crm/v3/pipelines/orders", {
+            "label": "More", "displayOrder": 2,
+            "stages": [{"label": "X", "displayOrder": 0}]})
+        self.assertEqual(st, 400, out)
+        # only one spelling of the order type, when the test says so
+        self.ctl("POST", "/_mock/config", {"order_type_name": "0-123"})
+        st, out, _ = self.call("GET", "/crm/v3/pipelines/orders")
+        self.assertEqual(st, 400, out)
+        self.assertIn("Unable to infer object type from: orders",
+                      out["message"])
+        st, out, _ = self.call("GET", "/crm/objects/2026-03/order")
+        self.assertEqual(st, 400, out)
+        st, out, _ = self.call("GET", "/crm/v3/pipelines/0-123")
+        self.assertEqual(st, 200, out)
+
     def test_date_versioned_paths(self):
         st, out, _ = self.call(
             "POST", "/crm/objects/2026-03/companies/batch/upsert",

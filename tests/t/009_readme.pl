@@ -1,12 +1,21 @@
 # The README is the test: the blocks it marks with
 #   <!-- readme-test: postgresql.conf -->
 #   <!-- readme-test: sql as ROLE -->
-# in its installation, security and worked-example sections are run word
-# for word, in that order, on a fresh cluster whose ERP (tables only) is
-# there before erpcrm: no extra grant, the views in a schema that is not
-# public, the worker's role exactly as written.  It must end with the
-# objects in HubSpot (the mock).  Only two settings are added after the
-# README's own: the mock's URL and the path of the token file.
+# in its installation, security, worked-example and way-back sections are
+# run word for word, in that order, on a fresh cluster whose ERP (tables
+# only) is there before erpcrm: no extra grant, the views in a schema that
+# is not public, the worker's role exactly as written.  It must end with
+# the objects in HubSpot (the mock), and a deal won in HubSpot must become
+# an ERP order through the way back's subscription.  Only two settings are
+# added after the README's own: the mock's URL and the path of the token
+# file.
+#
+# Then the blocks of "Many ERP databases in one cluster" and "Orders as
+# HubSpot's native orders" (marked "sql as ROLE in DATABASE") run in a
+# second ERP database, erp_north: erpcrm and its own portal row (on the
+# 2026-03 API family), its orders as native orders.  The test adds what
+# those sections take as given: erpcrm.database left empty, the portal's
+# token file where the test keeps it, a companies mapping.
 use strict;
 use warnings;
 use File::Basename qw(dirname);
@@ -20,7 +29,10 @@ my $readme = slurp_file(dirname(__FILE__) . '/../../README.md');
 my %section_of = (
 	'## Installation' => 'install',
 	'## Security' => 'security',
-	'### Worked example' => 'example');
+	'### Worked example' => 'example',
+	'### The way back' => 'wayback',
+	'### Many ERP databases in one cluster' => 'databases',
+	'### Orders as HubSpot\'s native orders' => 'orders');
 my (%blocks, $section, $marker);
 my @lines = split /\n/, $readme;
 for (my $i = 0; $i < @lines; $i++)
@@ -36,25 +48,34 @@ for (my $i = 0; $i < @lines; $i++)
 		}
 		next;
 	}
-	if ($line =~ /^<!-- readme-test: (.+?) -->$/)
+	# a block in a list item is indented: the marker, the fence and the
+	# lines lose that indentation
+	if ($line =~ /^( *)<!-- readme-test: (.+?) -->$/)
 	{
-		$marker = $1;
+		my $indent = $1;
+		$marker = $2;
 		die "README.md line " . ($i + 1) . ": a readme-test marker outside the tested sections"
 		  unless defined $section;
 		die "README.md line " . ($i + 2) . ": a readme-test marker must precede a fenced block"
-		  unless ($lines[ $i + 1 ] // '') =~ /^```/;
+		  unless ($lines[ $i + 1 ] // '') =~ /^$indent```/;
 		my @body;
-		for ($i += 2; $i < @lines && $lines[$i] !~ /^```\s*$/; $i++)
+		for ($i += 2; $i < @lines && $lines[$i] !~ /^$indent```\s*$/; $i++)
 		{
-			push @body, $lines[$i];
+			push @body, $lines[$i] =~ s/^$indent//r;
 		}
 		push @{ $blocks{$section} }, { kind => $marker, text => join("\n", @body) . "\n" };
 	}
 }
-my @run = map { @{ $blocks{$_} // [] } } qw(install security example);
+my @run = map { @{ $blocks{$_} // [] } } qw(install security example wayback);
 is(scalar(@{ $blocks{install} // [] }), 2, 'the installation section marks its two blocks');
 ok(scalar(@{ $blocks{security} // [] }) >= 1, 'the security section marks its block');
 is(scalar(@{ $blocks{example} // [] }), 1, 'the worked example marks its block');
+is(scalar(@{ $blocks{wayback} // [] }), 1, 'the way back marks its subscription');
+is(scalar(@{ $blocks{databases} // [] }), 1, 'many databases: the portal block is marked');
+is(scalar(@{ $blocks{orders} // [] }), 1, 'native orders: the orders block is marked');
+my @north = map { @{ $blocks{$_} // [] } } qw(databases orders);
+is(scalar(grep { $_->{kind} =~ /^sql as \S+ in erp_north$/ } @north), scalar(@north),
+	'those run in the second database, erp_north');
 my @conf = grep { $_->{kind} eq 'postgresql.conf' } @run;
 is(scalar(@conf), 1, 'one postgresql.conf block');
 like($conf[0]{text}, qr/^erpcrm\.role\s*=/m, 'which sets erpcrm.role');
@@ -87,6 +108,8 @@ INSERT INTO erp.customers (id, name, nip, domain, price_level, credit_limit) VAL
 INSERT INTO erp.persons VALUES (10, 1, 'anna@alfa.pl', 'Anna', 'Nowak'),
 	(11, 2, 'jan@beta.pl', 'Jan', 'Kowalski');
 INSERT INTO erp.products VALUES ('P-1', 'Śruba M6', 0.35), ('P-2', 'Nakrętka M6', 0.12);
+-- the orders the way back's handler writes
+CREATE TABLE erp.orders (id serial PRIMARY KEY, hubspot_deal_id text UNIQUE, name text, total numeric);
 });
 
 # --- the README, word for word
@@ -145,12 +168,82 @@ ok(!@problems, 'HubSpot holds the companies, contacts and products of the README
   or diag(join("\n", @problems));
 is(scalar(@{ mock_get('/_mock/objects/companies')->{results} }), 2, 'two companies in HubSpot');
 
+# the way back: a deal sales wins in HubSpot becomes an ERP order
+my $deal = ErpcrmTest::mock_post('/_mock/objects/deals',
+	{ properties => { dealname => 'Won in HubSpot', dealstage => 'closedwon', pipeline => 'default',
+					  amount => '1500' } })->{id};
+ok(poll_until('the won deal as an order', sub {
+	$node->safe_psql('erp', "SELECT count(*) FROM erp.orders WHERE hubspot_deal_id = '$deal'") eq '1' }, 120),
+	'the README\'s subscription turns a deal won in HubSpot into an ERP order');
+is($node->safe_psql('erp', "SELECT name || ' ' || total FROM erp.orders WHERE hubspot_deal_id = '$deal'"),
+	'Won in HubSpot 1500', 'with the deal\'s name and amount');
+
 # a change after the set-up flows too
 $node->safe_psql('erp', "UPDATE erp.customers SET name = 'Alfa Polska' WHERE id = 1");
 is($node->safe_psql('erp', "SELECT erpcrm.wait_for_sync('60 seconds')"), 't', 'a later change is delivered');
 my ($alfa) = grep { ($_->{properties}{erp_id} // '') eq '1' }
   @{ mock_get('/_mock/objects/companies')->{results} };
 is($alfa->{properties}{name}, 'Alfa Polska', 'and HubSpot has it');
+
+# --- a second company's ERP database in the same cluster
+# the test's own: every database that has erpcrm (the README: leave
+# erpcrm.database unset for that), and the second ERP's tables
+$node->safe_psql('postgres', "ALTER SYSTEM SET erpcrm.database = ''");
+$node->reload;
+$node->safe_psql('postgres', 'CREATE DATABASE erp_north');
+$node->safe_psql('erp_north', slurp_file(dirname(__FILE__) . '/../../examples/erp.sql'));
+open($fh, '>', "$dir/north.token") or die;
+print $fh "test-token\n";
+close $fh;
+chmod 0600, "$dir/north.token";
+sub run_blocks
+{
+	my ($what) = @_;
+	for my $b (@{ $blocks{$what} })
+	{
+		my ($role, $db) = $b->{kind} =~ /^sql as (\S+) in (\S+)$/;
+		$n++;
+		my ($ret, $out, $err) = $node->psql($db, $b->{text},
+			on_error_stop => 1,
+			extra_params => $role eq 'superuser' ? [] : [ '-U', $role ]);
+		ok($ret == 0, "README block $n runs in $db as " . ($role eq 'superuser' ? 'the superuser' : $role))
+		  or diag("$b->{text}\n$err");
+	}
+}
+run_blocks('databases');
+is($node->safe_psql('erp_north', 'SELECT api_version || \' \' || max_calls_per_10s FROM erpcrm.portal'),
+	'2026-03 80', 'erp_north names its portal\'s API family and budget');
+# the test's own: the portal's token file where the test keeps it, and the
+# companies the orders section takes as mapped
+$node->safe_psql('erp_north', qq{
+UPDATE erpcrm.portal SET token_file = '$dir/north.token';
+CREATE VIEW erp.hs_companies AS SELECT id AS erp_id, name FROM erp.customers WHERE active;
+SELECT erpcrm.map('companies', 'erp.hs_companies', 'companies');
+SELECT erpcrm.watch('companies', 'erp.customers', 'id');
+INSERT INTO erp.customers (id, name) VALUES (301, 'Północ Sp. z o.o.');
+INSERT INTO erp.orders (id, number, customer_id, ordered_on, status, total) VALUES
+	(30, 'ZAM/30/2026', 301, '2026-11-20', 'fulfilled', 500),
+	(31, 'ZAM/31/2026', 301, '2026-11-21', 'awaiting_payment', 120);
+});
+run_blocks('orders');
+is($node->safe_psql('erp_north', "SELECT erpcrm.wait_for_sync('60 seconds')"), 't',
+	'erp_north delivers its companies and orders');
+is($node->safe_psql('erp_north', 'SELECT count(*) FROM erpcrm.failures'), '0', 'nothing failed there');
+is($node->safe_psql('erp', q{SELECT string_agg(database::text, ',' ORDER BY database) FROM erpcrm.workers}),
+	'erp,erp_north', 'a worker for each ERP database');
+is($node->safe_psql('erp_north', q{
+SELECT string_agg(DISTINCT substring(path from '^/crm/[a-z]+/([^/?]+)'), ',')
+  FROM erpcrm.api_log WHERE path LIKE '/crm/%'}), '2026-03',
+	'erp_north calls HubSpot on its portal\'s API family only');
+my %stage = split /[|\n]/, $node->safe_psql('erp_north',
+	q{SELECT stage, stage_id FROM erpcrm.pipeline_stage WHERE pipeline = 'Orders (ERP)'});
+my ($pipeline) = grep { $_->{label} eq 'Orders (ERP)' }
+  @{ ErpcrmTest::hubspot_get('/crm/v3/pipelines/orders')->{results} };
+ok($pipeline, 'set-up made the order pipeline in HubSpot');
+my %orders = map { ($_->{properties}{erp_id} // '') => $_ } @{ mock_get('/_mock/objects/orders')->{results} };
+is(join(',', map { $orders{$_} ? $orders{$_}{properties}{hs_pipeline_stage} // '?' : 'missing' } qw(ZAM-30 ZAM-31)),
+	"$stage{Fulfilled},$stage{'Awaiting payment'}", 'HubSpot has both orders, each in its stage by label');
+is($orders{'ZAM-30'}{properties}{hs_pipeline}, $pipeline->{id}, 'in the order pipeline');
 
 $node->stop;
 done_testing();

@@ -1,9 +1,11 @@
 # Flat at scale: every statement the worker runs per batch and per cycle
-# (claim, read, done, error, association state, fold, the next-due query,
-# recovery) reads a mapping's sync_state through an index, bounded by the
-# batch, whatever ANALYZE last saw.  auto_explain logs the plan of each
-# statement the worker runs, nested ones included; no plan may scan
-# sync_state sequentially, hash or merge-join it, or sort its rows.
+# (claim, read, done, error, association state, links and dependents, fold,
+# the next-due query, recovery) reads a mapping's sync_state through an
+# index, bounded by the batch, whatever ANALYZE last saw.  auto_explain logs
+# the plan of each statement the worker runs, nested ones included; no plan
+# may scan sync_state sequentially, hash or merge-join it, or sort its rows.
+# The checker itself is shown to catch each of these on plans made bad on
+# purpose.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -104,6 +106,8 @@ sub check_plans
 		  : $text =~ /FROM erp\.hs_companies AS v/ ? 'read'
 		  : undef;
 		push @nested, $p;
+		# the dependents of a key whose HubSpot id changed (nested in _done)
+		$seen{dependents}++ if $text =~ /\br\.assoc_state\b/;
 		next unless defined $label;
 		for my $q (@nested)
 		{
@@ -137,7 +141,27 @@ UPDATE erp.customers SET name = name || '.' WHERE id BETWEEN $from AND $to;
 	$node->safe_psql('postgres', 'SELECT erpcrm.pause()');
 }
 
-my @statements = ('_claim', '_done', '_error', '_fold', 'next due', 'read');
+my @statements = ('_claim', '_done', '_error', '_fold', 'next due', 'read', '_links_done');
+
+# The checker catches what it looks for: plans made bad on purpose.
+{
+	my $mid = $node->safe_psql('postgres',
+		"SELECT mapping_id FROM erpcrm.mapping WHERE name = 'companies'");
+	my %bad = (
+		'a sequential scan' => [ 'SET enable_indexscan = off; SET enable_bitmapscan = off;',
+			"SELECT s.hubspot_id FROM erpcrm.sync_state s WHERE s.mapping_id = $mid AND s.erp_id = ANY ('{1,2}')" ],
+		'a hash join' => [ 'SET enable_nestloop = off; SET enable_mergejoin = off;',
+			"SELECT s.hubspot_id FROM erpcrm.sync_state s JOIN unnest('{1,2}'::text[]) k(erp_id) ON s.mapping_id = $mid AND s.erp_id = k.erp_id" ],
+		'a sort of the mapping' => [ 'SET enable_indexscan = off; SET enable_bitmapscan = off;',
+			"SELECT s.erp_id FROM erpcrm.sync_state s WHERE s.mapping_id = $mid ORDER BY s.last_synced_at LIMIT 5" ]);
+	for my $what (sort keys %bad)
+	{
+		my ($set, $q) = @{ $bad{$what} };
+		my $json = $node->safe_psql('postgres', "$set EXPLAIN (FORMAT JSON) $q");
+		my @f = plan_faults(decode_json($json)->[0]{Plan});
+		ok(scalar(@f), "the checker finds $what") or diag($json);
+	}
+}
 
 worker_plans();
 deliver_slice(1);
@@ -156,10 +180,31 @@ UPDATE erpcrm.sync_state SET state = 'synced', next_attempt_at = now();
 deliver_slice(20_001);
 check_plans('analyzed while all pending', \@statements);
 
+# Dependents: contacts linked to companies, many of them; ten companies of
+# the next slice (not the one refused) hold an old HubSpot id, so their
+# contacts are sent again (found by that id, not by reading the contacts
+# whole).
+$node->safe_psql('postgres', qq{
+INSERT INTO erpcrm.sync_state (mapping_id, erp_id, state, hubspot_id, sent_seq, assoc_state)
+SELECT m.mapping_id, 'p' || g, 'synced', (800000000 + g)::text, 1,
+	   'company_erp_id=' || (900000000 + g)
+  FROM erpcrm.mapping m, generate_series(1, $keys) g WHERE m.name = 'contacts';
+UPDATE erpcrm.sync_state s SET hubspot_id = (900000000 + s.erp_id::integer - 30000)::text
+  FROM erpcrm.mapping m
+ WHERE m.name = 'companies' AND s.mapping_id = m.mapping_id
+   AND s.erp_id IN ('30002', '30003', '30004', '30005', '30006', '30007', '30008', '30009', '30010', '30011');
+});
+deliver_slice(30_001);
+check_plans('dependents of new HubSpot ids', [ @statements, 'dependents' ]);
+is($node->safe_psql('postgres', q{
+SELECT count(*) FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id)
+ WHERE m.name = 'contacts' AND s.change_seq > 1}), '10',
+	'the contacts of the ten companies with a new HubSpot id were sent again');
+
 # recovery after a crash looks only at the keys in flight
 $node->safe_psql('postgres', q{
 UPDATE erpcrm.sync_state SET state = 'in_flight', sent_seq = change_seq
- WHERE erp_id IN ('30001', '30002');
+ WHERE erp_id IN ('40001', '40002');
 });
 $node->safe_psql('postgres', 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = \'erpcrm worker\'');
 ok(poll_until('the worker recovers the keys in flight', sub {
@@ -167,6 +212,6 @@ ok(poll_until('the worker recovers the keys in flight', sub {
 	'a restarted worker puts keys left in flight back');
 check_plans('recovery', ['_recover']);
 
-is($node->safe_psql('postgres', "SELECT count(*) FROM erpcrm.sync_state"), $keys,
+is($node->safe_psql('postgres', "SELECT count(*) FROM erpcrm.sync_state"), 2 * $keys,
 	'one row per key');
 done_testing();

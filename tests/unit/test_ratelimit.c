@@ -192,6 +192,19 @@ main(void)
 	hs_rate_note_response(&r, t0 + MS(500));
 	CHECK(hs_rate_delay_ms(t0 + MS(500)) == 0);
 
+	/*
+	 * searches: four a second, whoever makes them; a search waits for the
+	 * place the ones before it took, and a clock that jumped back is no
+	 * reason to wait for hours
+	 */
+	CHECK(hs_rate_search_slot(t0) == 0);
+	CHECK(hs_rate_search_slot(t0) == 260);
+	CHECK(hs_rate_search_slot(t0 + MS(10)) == 510);
+	CHECK(hs_rate_search_slot(t0 + MS(2000)) == 0);
+	CHECK(hs_rate_search_slot(t0 + MS(2100)) == 160);
+	CHECK(hs_rate_search_slot(t0 - MS(60000)) == 0);
+	CHECK(hs_rate_search_slot(t0 - MS(60000)) == 260);
+
 	/* absurd Retry-After is clamped */
 	r = no_headers();
 	r.retry_after_ms = LONG_MAX;

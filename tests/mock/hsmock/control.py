@@ -34,6 +34,13 @@ Control API (JSON in and out; no auth; never rate limited or logged)
        deal_pipeline_limit (deal pipelines the portal may have, served by
                    GET /crm/v3/limits/pipelines and enforced on creation;
                    default 100, HubSpot Free: 1),
+       order_pipeline_limit (order pipelines the portal may have, enforced
+                   on creation only: whether GET /crm/v3/limits/pipelines
+                   lists orders is not documented; default 100),
+       order_type_name null | "orders" | "order" | "0-123" (how API paths
+                   must name native orders; null, the default, takes any;
+                   another spelling answers 400 "Unable to infer object
+                   type"),
        granular_scopes (bool: the token has crm.objects.products.* and
                    crm.objects.line_items.* instead of the legacy e-commerce)
        merge_new_id (bool, default true: a merge makes a new record with a

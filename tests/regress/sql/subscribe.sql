@@ -192,6 +192,33 @@ SELECT count(*) AS orders_t FROM sub.orders WHERE name LIKE 't_';
 SELECT erpcrm._pull_failed(:won, 'HubSpot''s search answered 403 MISSING_SCOPES: crm.objects.deals.read');
 SELECT problem FROM erpcrm.subscriptions;
 
+-- another erpcrm_admin cannot feed crafted changes to sub_owner's handler,
+-- which would run them as sub_owner: only the worker, the owner and
+-- superusers hand changes over
+CREATE ROLE sub_other LOGIN IN ROLE erpcrm_admin;
+UPDATE erpcrm.inbox SET state = 'pending' WHERE hubspot_id = '501';
+SET ROLE sub_other;
+SELECT erpcrm._receive(:won, erpcrm._pull_request(:won, 1000, 3),
+	'{"total": 1, "results": [
+	  {"id": "666", "properties": {"dealname": "Forged order", "amount": "1000000", "dealstage": "closedwon",
+		"hs_lastmodifieddate": "2026-01-01T12:00:04.000Z"}, "updatedAt": "2026-01-01T12:00:04.000Z"}]}') AS more;
+-- nor hand over, in its own session, a change that waits for the worker
+SELECT erpcrm._hand_over_pending();
+RESET ROLE;
+-- not even through a SECURITY DEFINER function a superuser calls
+CREATE FUNCTION sub.feed(integer) RETURNS boolean LANGUAGE sql SECURITY DEFINER
+	AS $$ SELECT erpcrm._receive($1, erpcrm._pull_request($1, 1000, 3), '{"results": []}') $$;
+ALTER FUNCTION sub.feed(integer) OWNER TO sub_other;
+SELECT sub.feed(:won);
+DROP FUNCTION sub.feed(integer);
+SELECT count(*) AS forged FROM sub.orders WHERE hubspot_deal_id = '666';
+SELECT count(*) AS forged_in_inbox FROM erpcrm.inbox WHERE hubspot_id = '666';
+-- the owner may (its handler runs as itself anyway)
+SET ROLE sub_owner;
+SELECT erpcrm._hand_over_pending() AS owner_hands_over;
+RESET ROLE;
+DROP ROLE sub_other;
+
 -- monitoring: the monitor sees the subscriptions and the parked changes,
 -- not the changes' data, and changes nothing
 SET ROLE sub_watch;
@@ -226,10 +253,69 @@ SELECT erpcrm.subscribe('won', 'companies', '{name}', NULL, 'sub.on_won(erpcrm.h
 RESET ROLE;
 SELECT cursor = :'before' AS cursor_kept, properties, filter FROM erpcrm.subscriptions;
 
+-- the inbox's history: changes handled or discarded longer than
+-- erpcrm.inbox_retention ago (7d here) are deleted by the worker, a bounded
+-- step at a time, but each object's latest change (the next one's base)
+-- and parked changes stay
+INSERT INTO erpcrm.inbox (subscription_id, hubspot_id, modified_at, properties, changed, state, handled_at)
+VALUES (:won, '900', '2025-01-01', '{}', '{}', 'done', now() - interval '8 days'),
+	   (:won, '900', '2025-01-02', '{}', '{}', 'done', now() - interval '9 days'),
+	   (:won, '900', '2025-01-03', '{}', '{}', 'done', now() - interval '8 days'),
+	   (:won, '900', '2024-12-01', '{}', '{}', 'parked', now() - interval '30 days'),
+	   (:won, '901', '2025-01-01', '{}', '{}', 'discarded', now() - interval '8 days'),
+	   (:won, '901', '2025-01-02', '{}', '{}', 'done', now() - interval '1 day');
+SELECT erpcrm._prune_inbox(2) AS first_step, erpcrm._prune_inbox(1000) AS second_step,
+	   erpcrm._prune_inbox(1000) AS third_step;
+SELECT hubspot_id, modified_at, state FROM erpcrm.inbox WHERE hubspot_id IN ('900', '901')
+ ORDER BY hubspot_id, modified_at;
+
+-- dead owners.  DROP ROLE refuses the owner of erpcrm objects in this
+-- database, as PostgreSQL refuses the owner of a table; REASSIGN OWNED
+-- hands them on with the role's tables and functions
+CREATE ROLE sub_heir LOGIN IN ROLE erpcrm_admin;
+DROP ROLE sub_owner;
+REASSIGN OWNED BY sub_owner TO sub_heir;
+SELECT subscription, owner, problem, owner_dropped FROM erpcrm.subscriptions;
+SELECT name, owner FROM erpcrm.mapping WHERE name = 'sub_orders';
+-- a role dropped from another database escapes the hook: here the owners
+-- are set to the OID of a dropped role, as they would be found
+CREATE ROLE sub_gone;
+SELECT oid AS gone FROM pg_roles WHERE rolname = 'sub_gone' \gset
+DROP ROLE sub_gone;
+UPDATE erpcrm.subscription SET owner = :gone;
+UPDATE erpcrm.mapping SET owner = :gone WHERE name = 'sub_orders';
+SELECT subscription, owner = :'gone' AS owner_shown_by_oid, owner_dropped,
+	   replace(problem, :'gone', 'N') AS problem
+  FROM erpcrm.subscriptions;
+SELECT replace(problem, :'gone', 'N') AS problem FROM erpcrm.status WHERE mapping = 'sub_orders';
+-- it is stopped: not pulled, and its pending changes wait
+SELECT count(*) AS due FROM erpcrm._subscriptions_due(1000);
+UPDATE erpcrm.inbox SET state = 'pending' WHERE hubspot_id = '501';
+SELECT erpcrm._hand_over_pending() AS handed_over;
+SELECT state FROM erpcrm.inbox WHERE hubspot_id = '501';
+-- erpcrm.reassign_owned() gives it an owner who can run it
+SELECT erpcrm.reassign_owned(:'gone', 'sub_app');
+CREATE ROLE sub_heir2 LOGIN IN ROLE erpcrm_admin;
+SELECT erpcrm.reassign_owned(:'gone', 'sub_heir2');
+SET ROLE sub_heir2;
+SELECT erpcrm.reassign_owned('sub_heir', 'sub_heir2');
+RESET ROLE;
+GRANT USAGE ON SCHEMA sub TO sub_heir;
+GRANT SELECT ON sub.hs_orders TO sub_heir;
+GRANT SELECT, INSERT, UPDATE ON sub.orders TO sub_heir;
+GRANT USAGE ON SEQUENCE sub.orders_id_seq TO sub_heir;
+SELECT erpcrm.reassign_owned(:'gone', 'sub_heir') AS reassigned;
+SELECT subscription, owner, problem, owner_dropped FROM erpcrm.subscriptions;
+SELECT problem FROM erpcrm.status WHERE mapping = 'sub_orders';
+SELECT erpcrm._hand_over_pending() AS handed_over;
+SELECT state FROM erpcrm.inbox WHERE hubspot_id = '501';
+SELECT taken_by FROM sub.orders WHERE hubspot_deal_id = '501';
+DROP ROLE sub_heir2;
+
 -- unsubscribe drops the cursor and the inbox
 SELECT erpcrm.unsubscribe('won'), erpcrm.unsubscribe('won') AS again;
 SELECT count(*) AS inbox FROM erpcrm.inbox;
 SELECT count(*) AS cursors FROM erpcrm.subscription_cursor;
 SELECT erpcrm.unmap('sub_orders');
 DROP SCHEMA sub CASCADE;
-DROP ROLE sub_owner, sub_app, sub_watch;
+DROP ROLE sub_owner, sub_app, sub_watch, sub_heir;

@@ -101,7 +101,6 @@ SELECT erpcrm._receive(:won, erpcrm._pull_request(:won, 1000, 3),
 		"hs_lastmodifieddate": "2026-01-01T12:00:01.000Z"}},
 	  {"id": "602", "properties": {"dealname": "Alone", "amount": "20",
 		"hs_lastmodifieddate": "2026-01-01T12:00:02.000Z"}}]}',
-	'7 days',
 	'{"companies": {"status": "COMPLETE", "results": [
 		{"from": {"id": "601"}, "to": [{"toObjectId": 9001, "associationTypes":
 			[{"category": "HUBSPOT_DEFINED", "typeId": 5, "label": "Primary"}]}]}],

@@ -49,7 +49,21 @@ class Api(ObjectRoutes, SearchRoutes, AssociationRoutes, SchemaRoutes,
             pass
         return [], write, False
 
+    ORDER_SPELLINGS = ("orders", "order", "0-123")
+
+    def check_order_spelling(self, parts):
+        """With order_type_name set, a path that names native orders any
+        other way is refused as HubSpot refuses an unknown type."""
+        want = self.st.cfg.order_type_name
+        if want is None or parts[:1] != ["crm"]:
+            return
+        for x in parts[3:]:
+            if x.lower() in self.ORDER_SPELLINGS and x != want:
+                raise ApiError(400, "VALIDATION_ERROR",
+                               "Unable to infer object type from: %s" % x)
+
     def route(self, method, parts, q, body):
+        self.check_order_spelling(parts)
         p = parts
         n = len(p)
         # the current association label path (schema v4, or date-versioned)

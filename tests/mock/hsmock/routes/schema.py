@@ -1,9 +1,11 @@
 """
 schema.py - /crm/v3/properties/{type} (properties and groups),
-/crm/v3/pipelines/deals and /crm/v3/limits/pipelines.
+/crm/v3/pipelines/deals and /crm/v3/pipelines/orders, and
+/crm/v3/limits/pipelines.
 """
 
 import math
+import uuid
 
 from ..errors import ApiError, bad_json, check_keys
 from ..model import FIELD_TYPES, PROPNAME_RE, now_iso
@@ -52,8 +54,8 @@ class SchemaRoutes:
             else self.st.order_pipelines
         if n == 4 and method == "GET":
             return 200, {"results": list(pipelines.values())}
-        if n == 4 and method == "POST" and t == "deals":
-            return self.pipeline_create(body)
+        if n == 4 and method == "POST":
+            return self.pipeline_create(t, body)
         if n in (5, 6):
             pl = pipelines.get(p[4])
             if pl is None:
@@ -169,8 +171,19 @@ class SchemaRoutes:
         st.groups[t][g["name"]] = g
         return 201, g
 
-    def pipeline_create(self, body):
+    def generated_id(self):
+        """A generated id as HubSpot gives order pipelines and stages."""
+        return str(uuid.UUID(int=self.st.rng.getrandbits(128), version=4))
+
+    def pipeline_create(self, t, body):
+        """A deal pipeline (stages need metadata.probability) or an order
+        pipeline (metadata optional, as for every object but deals; HubSpot
+        gives order pipelines and stages generated ids)."""
         st = self.st
+        deals = t == "deals"
+        pipelines = st.pipelines if deals else st.order_pipelines
+        limit = st.cfg.deal_pipeline_limit if deals \
+            else st.cfg.order_pipeline_limit
         check_keys(body, {"label", "displayOrder", "stages", "pipelineId"},
                    "PipelineInput")
         if not body.get("label") or "displayOrder" not in body or \
@@ -180,26 +193,37 @@ class SchemaRoutes:
                            "Invalid input JSON on line 1, column 2: Some "
                            "required fields were not set: [label, "
                            "displayOrder, stages]")
-        if len(st.pipelines) >= st.cfg.deal_pipeline_limit:
+        if len(pipelines) >= limit:
             raise ApiError(400, "VALIDATION_ERROR",
-                           "This portal has reached its limit of %d deal "
-                           "pipelines" % st.cfg.deal_pipeline_limit,
+                           "This portal has reached its limit of %d %s "
+                           "pipelines" % (limit, "deal" if deals else "order"),
                            sub="PipelineError.PIPELINE_LIMIT_REACHED")
+        if any(p["label"] == body["label"] for p in pipelines.values()):
+            raise ApiError(409, "CONFLICT",
+                           "A pipeline with label %s already exists"
+                           % body["label"])
         stages = []
         labels = set()
         for s in body["stages"]:
             check_keys(s, {"label", "displayOrder", "metadata", "stageId"},
                        "PipelineStageInput")
             if not s.get("label") or "displayOrder" not in s or \
-                    not isinstance(s.get("metadata"), dict):
+                    not isinstance(s.get("metadata", {}), dict) or \
+                    (deals and "metadata" not in s):
                 raise ApiError(400, "VALIDATION_ERROR",
                                "Every stage needs label, displayOrder and "
-                               "metadata")
+                               "metadata" if deals else
+                               "Every stage needs label and displayOrder")
             if s["label"] in labels:
                 raise ApiError(400, "VALIDATION_ERROR",
                                "Duplicate stage label '%s'" % s["label"])
             labels.add(s["label"])
-            md = {str(k): str(v) for k, v in s["metadata"].items()}
+            md = {str(k): str(v) for k, v in s.get("metadata", {}).items()}
+            if not deals:
+                stages.append({"id": self.generated_id(), "label": s["label"],
+                               "displayOrder": s["displayOrder"],
+                               "metadata": md})
+                continue
             try:
                 prob = float(md.get("probability", "x"))
                 if not 0.0 <= prob <= 1.0 or math.isnan(prob):
@@ -215,9 +239,12 @@ class SchemaRoutes:
                            "displayOrder": s["displayOrder"],
                            "metadata": md})
             st.next_stage_id += 1
-        pid = str(st.next_pipe_id)
-        st.next_pipe_id += 1
+        if deals:
+            pid = str(st.next_pipe_id)
+            st.next_pipe_id += 1
+        else:
+            pid = self.generated_id()
         pl = st._pipeline(pid, body["label"], body["displayOrder"], stages,
                           now_iso())
-        st.pipelines[pid] = pl
+        pipelines[pid] = pl
         return 201, pl
