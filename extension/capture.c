@@ -116,7 +116,7 @@ append_outbox(WatchEntry *entry, text *key)
 		last_whole.outbox_id = entry->outbox_id;
 	}
 
-	erpcrm_wake_at_commit();
+	erpcrm_at_commit(ERPCRM_AT_COMMIT_WAKE);
 }
 
 /* Compute the key of a row and append it; returns the key (or NULL). */

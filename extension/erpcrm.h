@@ -144,7 +144,11 @@ extern ErpcrmCluster *erpcrm_cluster;
 extern ErpcrmShared *erpcrm_shared;
 
 extern void erpcrm_request_shmem(void);
-extern void erpcrm_wake_at_commit(void);
+/* What a transaction asks for at its commit (erpcrm_at_commit()). */
+#define ERPCRM_AT_COMMIT_WAKE		0x01	/* wake this database's worker */
+#define ERPCRM_AT_COMMIT_PORTAL		0x02	/* it reads erpcrm.portal again, too */
+#define ERPCRM_AT_COMMIT_LAUNCHER	0x04	/* the launcher looks at this database */
+extern void erpcrm_at_commit(int what);
 extern void erpcrm_set_state(ErpcrmWorkerState state, const char *detail);
 extern void erpcrm_set_slot_state(ErpcrmShared *slot, ErpcrmWorkerState state,
 								  const char *detail);

@@ -149,48 +149,14 @@ erpcrm_token_source(void)
  * A change of erpcrm.portal wakes this database's worker at commit
  * ----------------------------------------------------------------
  */
-static bool portal_change_pending = false;
-
-static void
-portal_xact_callback(XactEvent event, void *arg)
-{
-	if (!portal_change_pending)
-		return;
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-	{
-		ErpcrmShared *slot = erpcrm_slot_for_database(MyDatabaseId, false);
-		Latch	   *latch = NULL;
-
-		if (slot != NULL)
-		{
-			SpinLockAcquire(&slot->mutex);
-			slot->portal_changed = true;
-			latch = slot->worker_latch;
-			SpinLockRelease(&slot->mutex);
-		}
-		if (latch != NULL)
-			SetLatch(latch);
-	}
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		portal_change_pending = false;
-}
-
 PG_FUNCTION_INFO_V1(erpcrm_portal_changed_v1);
 Datum
 erpcrm_portal_changed_v1(PG_FUNCTION_ARGS)
 {
-	static bool registered = false;
-
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("erpcrm._portal_changed() may only be called as a trigger")));
-	if (!registered)
-	{
-		RegisterXactCallback(portal_xact_callback, NULL);
-		registered = true;
-	}
-	portal_change_pending = true;
+	erpcrm_at_commit(ERPCRM_AT_COMMIT_PORTAL);
 	return PointerGetDatum(NULL);
 }

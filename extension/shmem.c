@@ -24,6 +24,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
+#include "utils/typcache.h"
 
 #include "erpcrm.h"
 
@@ -33,8 +34,8 @@ ErpcrmShared *erpcrm_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* This backend's transaction wrote the outbox: wake the worker at commit. */
-static bool wake_pending = false;
+/* What this backend's transaction asks for at commit (ERPCRM_AT_COMMIT_*). */
+static int	at_commit = 0;
 static bool xact_callback_registered = false;
 
 /* One slot per background worker process the server can run. */
@@ -89,37 +90,78 @@ erpcrm_request_shmem(void)
 	shmem_startup_hook = erpcrm_shmem_startup;
 }
 
+/*
+ * Wake this database's worker; with portal_changed, it reads erpcrm.portal
+ * again first.
+ */
 static void
-erpcrm_xact_callback(XactEvent event, void *arg)
+wake_worker(bool portal_changed)
 {
+	ErpcrmShared *slot = erpcrm_slot_for_database(MyDatabaseId, false);
+	Latch	   *latch = NULL;
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	if (slot->database_oid == MyDatabaseId)
+	{
+		if (portal_changed)
+			slot->portal_changed = true;
+		latch = slot->worker_latch;
+	}
+	SpinLockRelease(&slot->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
+ * The one transaction callback: at COMMIT it does what the transaction
+ * asked for; at ABORT it forgets it.
+ */
+static void
+at_commit_callback(XactEvent event, void *arg)
+{
+	int			what = at_commit;
+
+	if (what == 0)
+		return;
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending && erpcrm_cluster != NULL)
-			{
-				ErpcrmShared *slot = erpcrm_slot_for_database(MyDatabaseId, false);
-				Latch	   *latch = NULL;
-
-				if (slot != NULL)
-				{
-					SpinLockAcquire(&slot->mutex);
-					if (slot->database_oid == MyDatabaseId)
-						latch = slot->worker_latch;
-					SpinLockRelease(&slot->mutex);
-				}
-				if (latch != NULL)
-					SetLatch(latch);
-			}
-			wake_pending = false;
+			at_commit = 0;
+			if (erpcrm_cluster == NULL)
+				break;
+			if (what & (ERPCRM_AT_COMMIT_WAKE | ERPCRM_AT_COMMIT_PORTAL))
+				wake_worker((what & ERPCRM_AT_COMMIT_PORTAL) != 0);
+			if (what & ERPCRM_AT_COMMIT_LAUNCHER)
+				erpcrm_notify_launcher(MyDatabaseId);
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			wake_pending = false;
+			at_commit = 0;
 			break;
 		default:
 			break;
 	}
+}
+
+/*
+ * Ask for what (ERPCRM_AT_COMMIT_*) at the commit of the current
+ * transaction: nothing happens if it aborts.  Called on the trigger path:
+ * costs a flag test after the first call.
+ */
+void
+erpcrm_at_commit(int what)
+{
+	if ((at_commit & what) == what)
+		return;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(at_commit_callback, NULL);
+		xact_callback_registered = true;
+	}
+	at_commit |= what;
 }
 
 /*
@@ -156,22 +198,6 @@ erpcrm_slot_for_database(Oid dboid, bool fallback)
 	if (fallback && erpcrm_database != NULL && erpcrm_database[0] != '\0')
 		return other;
 	return NULL;
-}
-
-/*
- * Called on the trigger path: costs a flag test after the first call.
- */
-void
-erpcrm_wake_at_commit(void)
-{
-	if (wake_pending)
-		return;
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(erpcrm_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-	wake_pending = true;
 }
 
 /*
@@ -295,7 +321,7 @@ PG_FUNCTION_INFO_V1(erpcrm_wake_v1);
 Datum
 erpcrm_wake_v1(PG_FUNCTION_ARGS)
 {
-	erpcrm_wake_at_commit();
+	erpcrm_at_commit(ERPCRM_AT_COMMIT_WAKE);
 	PG_RETURN_BOOL(erpcrm_cluster != NULL);
 }
 
@@ -438,16 +464,21 @@ Datum
 erpcrm_workers_v1(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		values[WORKER_COLS + 1];
-	bool		nulls[WORKER_COLS + 1];
+	TupleDesc	workerdesc;
+	Datum		values[WORKER_COLS];
+	bool		nulls[WORKER_COLS];
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (erpcrm_cluster == NULL)
 		return (Datum) 0;
+	/* each row is a row of erpcrm.worker, and the worker's limiter */
+	workerdesc = lookup_rowtype_tupdesc_copy(TupleDescAttr(rsinfo->setDesc, 0)->atttypid, -1);
 	for (int i = 0; i < erpcrm_cluster->nslots; i++)
 	{
 		ErpcrmShared *slot = &erpcrm_cluster->slots[i];
 		ErpcrmShared snap;
+		Datum		row[2];
+		bool		rownulls[2] = {false, false};
 
 		SpinLockAcquire(&slot->mutex);
 		memcpy(&snap, slot, sizeof(snap));
@@ -455,10 +486,11 @@ erpcrm_workers_v1(PG_FUNCTION_ARGS)
 		if (!snap.in_use || snap.probe)
 			continue;
 		worker_row(&snap, values, nulls);
+		row[0] = HeapTupleGetDatum(heap_form_tuple(workerdesc, values, nulls));
 		/* which databases share a rate limiter (one per HubSpot token) */
-		values[WORKER_COLS] = Int32GetDatum(snap.limiter);
-		nulls[WORKER_COLS] = snap.limiter < 0;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		row[1] = Int32GetDatum(snap.limiter);
+		rownulls[1] = snap.limiter < 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, rownulls);
 	}
 	return (Datum) 0;
 }
@@ -468,20 +500,6 @@ erpcrm_workers_v1(PG_FUNCTION_ARGS)
  * that the launcher starts a worker for this database as soon as the
  * CREATE EXTENSION commits (it looks again at the database then).
  */
-static bool notify_pending = false;
-
-static void
-notify_xact_callback(XactEvent event, void *arg)
-{
-	if (!notify_pending)
-		return;
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-		erpcrm_notify_launcher(MyDatabaseId);
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		notify_pending = false;
-}
-
 void
 erpcrm_notify_launcher(Oid dboid)
 {
@@ -504,13 +522,6 @@ PG_FUNCTION_INFO_V1(erpcrm_launcher_notify_v1);
 Datum
 erpcrm_launcher_notify_v1(PG_FUNCTION_ARGS)
 {
-	static bool registered = false;
-
-	if (!registered)
-	{
-		RegisterXactCallback(notify_xact_callback, NULL);
-		registered = true;
-	}
-	notify_pending = true;
+	erpcrm_at_commit(ERPCRM_AT_COMMIT_LAUNCHER);
 	PG_RETURN_BOOL(erpcrm_cluster != NULL);
 }

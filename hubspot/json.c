@@ -930,6 +930,26 @@ hs_parse_batch(const char *body, size_t len, const char *key_property,
 }
 
 /*
+ * The JSON object of an answer, or NULL when the answer is empty, is not
+ * JSON, or is not an object.  The caller frees it with cJSON_Delete().
+ */
+static cJSON *
+parse_object(const char *body, size_t len)
+{
+	cJSON	   *root;
+
+	if (body == NULL || len == 0)
+		return NULL;
+	root = cJSON_ParseWithLength(body, len);
+	if (root != NULL && !cJSON_IsObject(root))
+	{
+		cJSON_Delete(root);
+		root = NULL;
+	}
+	return root;
+}
+
+/*
  * Parse a HubSpot error body; see hubspot.h.  Fields of a wrong type are
  * treated as absent ("").  Returns false only when the body is not a JSON
  * object.
@@ -951,16 +971,9 @@ hs_parse_error(const char *body, size_t len, HsError *out)
 	out->nids = 0;
 	out->ids = NULL;
 
-	if (body == NULL || len == 0)
-		return false;
-	root = cJSON_ParseWithLength(body, len);
+	root = parse_object(body, len);
 	if (root == NULL)
 		return false;
-	if (!cJSON_IsObject(root))
-	{
-		cJSON_Delete(root);
-		return false;
-	}
 
 	(void) opt_string(root, "status", &out->status);
 	(void) opt_string(root, "message", &out->message);
@@ -1019,13 +1032,10 @@ parse_results(const char *body, size_t len, const cJSON **results)
 	cJSON	   *root;
 
 	*results = NULL;
-	if (body == NULL || len == 0)
-		return NULL;
-	root = cJSON_ParseWithLength(body, len);
+	root = parse_object(body, len);
 	if (root == NULL)
 		return NULL;
-	if (cJSON_IsObject(root))
-		*results = cJSON_GetObjectItemCaseSensitive(root, "results");
+	*results = cJSON_GetObjectItemCaseSensitive(root, "results");
 	if (!cJSON_IsArray(*results))
 	{
 		*results = NULL;
@@ -1219,9 +1229,7 @@ hs_parse_pipeline(const char *body, size_t len, const char *label,
 	hs_json_setup();
 	*id = NULL;
 	*nstages = 0;
-	if (body == NULL || len == 0)
-		return false;
-	root = cJSON_ParseWithLength(body, len);
+	root = parse_object(body, len);
 	if (root == NULL)
 		return false;
 	results = cJSON_GetObjectItemCaseSensitive(root, "results");
@@ -1287,16 +1295,9 @@ hs_parse_fields(const char *body, size_t len, int nfields,
 	hs_json_setup();
 	for (int i = 0; i < nfields; i++)
 		values[i] = NULL;
-	if (body == NULL || len == 0)
-		return false;
-	root = cJSON_ParseWithLength(body, len);
+	root = parse_object(body, len);
 	if (root == NULL)
 		return false;
-	if (!cJSON_IsObject(root))
-	{
-		cJSON_Delete(root);
-		return false;
-	}
 	for (int i = 0; i < nfields; i++)
 	{
 		const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, fields[i]);
@@ -1325,12 +1326,10 @@ hs_parse_string_list(const char *body, size_t len, const char *field,
 	hs_json_setup();
 	*n = 0;
 	*values = NULL;
-	if (body == NULL || len == 0)
-		return false;
-	root = cJSON_ParseWithLength(body, len);
+	root = parse_object(body, len);
 	if (root == NULL)
 		return false;
-	array = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, field) : NULL;
+	array = cJSON_GetObjectItemCaseSensitive(root, field);
 	if (!cJSON_IsArray(array))
 	{
 		cJSON_Delete(root);
@@ -1376,13 +1375,10 @@ hs_parse_pipeline_limit(const char *body, size_t len, const char *object_type_id
 
 	hs_json_setup();
 	*limit = *usage = -1;
-	if (body == NULL || len == 0)
-		return false;
-	root = cJSON_ParseWithLength(body, len);
+	root = parse_object(body, len);
 	if (root == NULL)
 		return false;
-	types = cJSON_IsObject(root) ?
-		cJSON_GetObjectItemCaseSensitive(root, "hubspotDefinedObjectTypes") : NULL;
+	types = cJSON_GetObjectItemCaseSensitive(root, "hubspotDefinedObjectTypes");
 	if (cJSON_IsArray(types))
 	{
 		cJSON_ArrayForEach(item, types)

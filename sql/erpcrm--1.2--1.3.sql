@@ -208,6 +208,46 @@ BEGIN
 END
 $$;
 
+/* requeue() and requeue_failed(), as of 1.3: through _dirty() */
+CREATE OR REPLACE FUNCTION erpcrm.requeue(mapping text, erp_id text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(mapping);
+BEGIN
+	INSERT INTO erpcrm.outbox VALUES (m.mapping_id, requeue.erp_id);
+	PERFORM erpcrm._dirty(m.mapping_id, ARRAY[requeue.erp_id]);
+	PERFORM erpcrm._wake();
+	RETURN true;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION erpcrm.requeue_failed(mapping text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	mid integer;
+	n bigint;
+BEGIN
+	IF mapping IS NOT NULL THEN
+		mid := (erpcrm._mapping(mapping)).mapping_id;
+	END IF;
+	/* failed keys are never in flight: _dirty() makes them pending */
+	SELECT COALESCE(sum(erpcrm._dirty(f.mapping_id, f.keys)), 0) INTO n
+	  FROM (SELECT s.mapping_id, array_agg(s.erp_id) AS keys FROM erpcrm.sync_state s
+			 WHERE s.state = 'failed' AND (mid IS NULL OR s.mapping_id = mid)
+			 GROUP BY s.mapping_id) AS f;
+	PERFORM erpcrm._wake();
+	RETURN n;
+END
+$$;
+
 -- ===================================================================
 -- Part 2: flat cost at scale (fewer row versions per key)
 -- ===================================================================
@@ -754,55 +794,7 @@ END;
 REVOKE ALL ON FUNCTION erpcrm._refresh_due() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._refresh_due() TO erpcrm_admin;
 
-/* erpcrm.status gains unchanged and last_refresh (1.2's view, restated with two more columns at the end). */
-CREATE OR REPLACE VIEW erpcrm.status AS
-SELECT m.name AS mapping,
-	   m.object_type,
-	   COALESCE((SELECT format('%I.%I', n.nspname, c.relname)
-				   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-				  WHERE c.oid = m.source), m.source_name) AS source,
-	   m.paused OR c.paused AS paused,
-	   COALESCE(o.n, 0) + COALESCE(f.n, 0) AS unfolded,
-	   COALESCE(s.pending, 0) AS pending,
-	   COALESCE(s.in_flight, 0) AS in_flight,
-	   COALESCE(s.failed, 0) AS failed,
-	   COALESCE(s.synced, 0) AS synced,
-	   COALESCE(s.archived, 0) AS archived,
-	   pg_catalog.now() - s.oldest_dirty AS oldest_pending_age,
-	   s.last_success,
-	   round(COALESCE(s.recent, 0) / 60.0, 1) AS per_second,
-	   CASE WHEN COALESCE(s.pending, 0) + COALESCE(s.in_flight, 0) = 0 THEN interval '0'
-			WHEN COALESCE(s.recent, 0) = 0 THEN NULL
-			ELSE make_interval(secs => (s.pending + s.in_flight) / (s.recent / 60.0))
-	   END AS time_left,
-	   erpcrm._mapping_problem(m.mapping_id) AS problem,
-	   COALESCE(om.unknown_owners, 0) AS unknown_owners,
-	   COALESCE(fs.unchanged, 0) AS unchanged,
-	   fs.refreshed_at AS last_refresh
-  FROM erpcrm.mapping m
- CROSS JOIN erpcrm.control c
-  LEFT JOIN (SELECT mapping_id,
-					count(*) FILTER (WHERE state = 'pending') AS pending,
-					count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
-					count(*) FILTER (WHERE state = 'failed') AS failed,
-					count(*) FILTER (WHERE state = 'synced') AS synced,
-					count(*) FILTER (WHERE state = 'archived') AS archived,
-					min(dirty_since) FILTER (WHERE state IN ('pending', 'in_flight')) AS oldest_dirty,
-					max(last_synced_at) AS last_success,
-					count(*) FILTER (WHERE last_synced_at > pg_catalog.now() - interval '1 minute') AS recent
-			   FROM erpcrm.sync_state GROUP BY mapping_id) s
-	ON s.mapping_id = m.mapping_id
-  LEFT JOIN (SELECT mapping_id, sum(COALESCE(pg_catalog.cardinality(erp_ids), 1)) AS n
-			   FROM erpcrm.outbox GROUP BY mapping_id) o
-	ON o.mapping_id = m.mapping_id
-  LEFT JOIN (SELECT w.mapping_id, sum(COALESCE(pg_catalog.cardinality(x.erp_ids), 1)) AS n
-			   FROM erpcrm.fan_out x JOIN erpcrm.watch w USING (watch_id) GROUP BY w.mapping_id) f
-	ON f.mapping_id = m.mapping_id
-  LEFT JOIN erpcrm.owner_miss om ON om.mapping_id = m.mapping_id
-  LEFT JOIN erpcrm.fingerprint_stat fs ON fs.mapping_id = m.mapping_id
- ORDER BY m.name;
-COMMENT ON COLUMN erpcrm.status.unchanged IS 'dirtied keys recorded as synced without a call, because HubSpot already holds their content (fingerprints)';
-COMMENT ON COLUMN erpcrm.status.last_refresh IS 'when the last erpcrm.refresh() of the mapping ended (by a DBA or the worker)';
+/* erpcrm.status gains unchanged and last_refresh: restated once, in Part 4 (with drift). */
 
 /*
  * Erasure (GDPR / RODO).  erpcrm.forget(mapping, erp_id) records a
@@ -1025,7 +1017,7 @@ GRANT EXECUTE ON FUNCTION erpcrm._drop_forgotten(integer, text[]) TO erpcrm_admi
  */
 ALTER TABLE erpcrm.mapping ADD COLUMN reconcile_every interval
 	CHECK (reconcile_every >= interval '1 minute');
-COMMENT ON COLUMN erpcrm.mapping.reconcile_every IS 'the worker reconciles the mapping with HubSpot this often (NULL: only when erpcrm.reconcile() is called)';
+COMMENT ON COLUMN erpcrm.mapping.reconcile_every IS 'the worker reconciles the mapping with HubSpot this often (NULL: only when erpcrm.reconcile() is called); set with erpcrm.set_reconcile()';
 
 CREATE TABLE erpcrm.reconcile_run (
 	run_id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -1099,6 +1091,64 @@ SELECT m.name AS mapping,
   LEFT JOIN erpcrm.sync_state s ON s.mapping_id = d.mapping_id AND s.erp_id = d.erp_id
 								 AND d.kind <> 'unknown_erp_id';
 COMMENT ON VIEW erpcrm.drift IS 'where HubSpot differs from what erpcrm sent, as erpcrm.reconcile() found it';
+
+/*
+ * erpcrm.status, restated once for all of 1.3: 1.2's view with three more
+ * columns at the end, unchanged and last_refresh (Part 3) and drift.
+ */
+CREATE OR REPLACE VIEW erpcrm.status AS
+SELECT m.name AS mapping,
+	   m.object_type,
+	   COALESCE((SELECT format('%I.%I', n.nspname, c.relname)
+				   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+				  WHERE c.oid = m.source), m.source_name) AS source,
+	   m.paused OR c.paused AS paused,
+	   COALESCE(o.n, 0) + COALESCE(f.n, 0) AS unfolded,
+	   COALESCE(s.pending, 0) AS pending,
+	   COALESCE(s.in_flight, 0) AS in_flight,
+	   COALESCE(s.failed, 0) AS failed,
+	   COALESCE(s.synced, 0) AS synced,
+	   COALESCE(s.archived, 0) AS archived,
+	   pg_catalog.now() - s.oldest_dirty AS oldest_pending_age,
+	   s.last_success,
+	   round(COALESCE(s.recent, 0) / 60.0, 1) AS per_second,
+	   CASE WHEN COALESCE(s.pending, 0) + COALESCE(s.in_flight, 0) = 0 THEN interval '0'
+			WHEN COALESCE(s.recent, 0) = 0 THEN NULL
+			ELSE make_interval(secs => (s.pending + s.in_flight) / (s.recent / 60.0))
+	   END AS time_left,
+	   erpcrm._mapping_problem(m.mapping_id) AS problem,
+	   COALESCE(om.unknown_owners, 0) AS unknown_owners,
+	   COALESCE(fs.unchanged, 0) AS unchanged,
+	   fs.refreshed_at AS last_refresh,
+	   COALESCE(dr.n, 0) AS drift
+  FROM erpcrm.mapping m
+ CROSS JOIN erpcrm.control c
+  LEFT JOIN (SELECT mapping_id,
+					count(*) FILTER (WHERE state = 'pending') AS pending,
+					count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+					count(*) FILTER (WHERE state = 'failed') AS failed,
+					count(*) FILTER (WHERE state = 'synced') AS synced,
+					count(*) FILTER (WHERE state = 'archived') AS archived,
+					min(dirty_since) FILTER (WHERE state IN ('pending', 'in_flight')) AS oldest_dirty,
+					max(last_synced_at) AS last_success,
+					count(*) FILTER (WHERE last_synced_at > pg_catalog.now() - interval '1 minute') AS recent
+			   FROM erpcrm.sync_state GROUP BY mapping_id) s
+	ON s.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT mapping_id, sum(COALESCE(pg_catalog.cardinality(erp_ids), 1)) AS n
+			   FROM erpcrm.outbox GROUP BY mapping_id) o
+	ON o.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT w.mapping_id, sum(COALESCE(pg_catalog.cardinality(x.erp_ids), 1)) AS n
+			   FROM erpcrm.fan_out x JOIN erpcrm.watch w USING (watch_id) GROUP BY w.mapping_id) f
+	ON f.mapping_id = m.mapping_id
+  LEFT JOIN erpcrm.owner_miss om ON om.mapping_id = m.mapping_id
+  LEFT JOIN erpcrm.fingerprint_stat fs ON fs.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT d.mapping, count(*) AS n FROM erpcrm.drift d
+			  WHERE d.status <> 'repaired' GROUP BY d.mapping) dr
+	ON dr.mapping = m.name
+ ORDER BY m.name;
+COMMENT ON COLUMN erpcrm.status.unchanged IS 'dirtied keys recorded as synced without a call, because HubSpot already holds their content (fingerprints)';
+COMMENT ON COLUMN erpcrm.status.last_refresh IS 'when the last erpcrm.refresh() of the mapping ended (by a DBA or the worker)';
+COMMENT ON COLUMN erpcrm.status.drift IS 'findings of the latest erpcrm.reconcile() of the mapping not repaired yet (rows of erpcrm.drift whose status is not repaired)';
 
 /* The runs, with their progress. */
 CREATE VIEW erpcrm.reconcile_runs AS
@@ -1463,99 +1513,34 @@ REVOKE ALL ON erpcrm.reconcile_run, erpcrm.reconcile_run_run_id_seq, erpcrm.drif
 GRANT SELECT ON erpcrm.drift, erpcrm.reconcile_runs, erpcrm.reconcile_run, erpcrm.drift_item
 	TO erpcrm_monitor, pg_monitor;
 
-/* map() learns reconcile_every */
-DROP FUNCTION erpcrm.map(text, regclass, text, text, text, integer);
-CREATE FUNCTION erpcrm.map(
-	name text,
-	source regclass,
-	object_type text,
-	id_property text DEFAULT 'erp_id',
-	on_delete text DEFAULT 'archive',
-	batch_size integer DEFAULT NULL,
-	reconcile_every interval DEFAULT NULL)
-RETURNS integer
+/*
+ * reconcile_every is set like the other per-mapping settings (set_match,
+ * set_refresh): map() keeps the arguments of 1.2 (it is restated in Part 6)
+ * and leaves it alone when a mapping is redefined.
+ */
+CREATE FUNCTION erpcrm.set_reconcile(mapping text, reconcile_every interval)
+RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	old erpcrm.mapping;
-	id integer;
+	m erpcrm.mapping := erpcrm._mapping(set_reconcile.mapping);
 BEGIN
-	IF name IS NULL OR length(name) NOT BETWEEN 1 AND 63 THEN
-		RAISE EXCEPTION 'invalid mapping name'
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'A mapping name is between 1 and 63 characters long.';
-	END IF;
-	IF source IS NULL THEN
-		RAISE EXCEPTION 'the source of mapping "%" must not be null', name
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF object_type IS NULL OR NOT (object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items')
-			OR object_type ~ '^[0-9]+-[0-9]+$'
-			OR object_type ~ '^p[0-9]+_[a-z][a-z0-9_]*$') THEN
-		RAISE EXCEPTION 'unknown HubSpot object type "%"', object_type
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use companies, contacts, products, deals, line_items, or a custom object type id such as 2-1234567.';
-	END IF;
-	IF id_property IS NULL OR NOT erpcrm._valid_property_name(id_property) THEN
-		RAISE EXCEPTION 'invalid id property "%"', id_property
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'The id property is a HubSpot property with unique values, such as erp_id.';
-	END IF;
-	IF on_delete IS NULL OR on_delete NOT IN ('archive', 'keep') THEN
-		RAISE EXCEPTION 'invalid on_delete action "%"', on_delete
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use archive (archive the HubSpot object when its key leaves the view) or keep.';
-	END IF;
-	IF batch_size IS NOT NULL AND batch_size NOT BETWEEN 1 AND 100 THEN
-		RAISE EXCEPTION 'batch size % is out of range', batch_size
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'HubSpot accepts at most 100 inputs per batch call.';
-	END IF;
 	IF reconcile_every IS NOT NULL AND reconcile_every < interval '1 minute' THEN
-		RAISE EXCEPTION 'reconcile_every % is too short', reconcile_every
+		RAISE EXCEPTION 'reconcile_every of mapping "%" is too short', m.name
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Reconcile at most once a minute; once a day is usual.';
+				  DETAIL = format('It is %s; the shortest is 1 minute.', reconcile_every),
+				  HINT = 'Reconcile at most once a minute; once a day is usual. NULL stops it.';
 	END IF;
-	IF NOT has_table_privilege(erpcrm._caller(), source, 'SELECT') THEN
-		RAISE EXCEPTION 'permission denied for relation %', source
-			USING ERRCODE = 'insufficient_privilege',
-				  DETAIL = 'Whoever defines a mapping must be able to read its source.';
-	END IF;
-
-	PERFORM erpcrm._check_source(source, id_property);
-
-	SELECT * INTO old FROM erpcrm.mapping m WHERE m.name = map.name FOR UPDATE;
-	IF FOUND THEN
-		IF old.object_type <> map.object_type
-			AND EXISTS (SELECT FROM erpcrm.sync_state s
-						 WHERE s.mapping_id = old.mapping_id AND s.hubspot_id IS NOT NULL) THEN
-			RAISE EXCEPTION 'cannot change the object type of mapping "%" from % to %', name, old.object_type, object_type
-				USING ERRCODE = 'object_in_use',
-					  DETAIL = 'Objects of this mapping already exist in HubSpot.',
-					  HINT = 'Drop the mapping with erpcrm.unmap() and define a new one.';
-		END IF;
-		UPDATE erpcrm.mapping m
-		   SET source = map.source, object_type = map.object_type,
-			   id_property = map.id_property, on_delete = map.on_delete,
-			   batch_size = map.batch_size, owner = erpcrm._caller(),
-			   reconcile_every = map.reconcile_every
-		 WHERE m.mapping_id = old.mapping_id;
-		id := old.mapping_id;
-	ELSE
-		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner,
-									reconcile_every)
-		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller(),
-				reconcile_every)
-		RETURNING mapping_id INTO id;
-	END IF;
-	RETURN id;
+	UPDATE erpcrm.mapping x SET reconcile_every = set_reconcile.reconcile_every
+	 WHERE x.mapping_id = m.mapping_id;
+	PERFORM erpcrm._wake();
 END
 $$;
-COMMENT ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer, interval) IS 'define (or redefine) a mapping: a view whose rows become HubSpot objects';
-REVOKE ALL ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer, interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer, interval) TO erpcrm_admin;
+COMMENT ON FUNCTION erpcrm.set_reconcile(text, interval) IS 'let the worker reconcile the mapping with HubSpot this often (NULL: never), reporting only, with reconcile()''s default budget';
+REVOKE ALL ON FUNCTION erpcrm.set_reconcile(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.set_reconcile(text, interval) TO erpcrm_admin;
 
 -- ===================================================================
 -- Part 5: the way back (subscriptions and inbox)
@@ -2749,36 +2734,24 @@ CREATE TRIGGER portal_changed
 	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON erpcrm.portal
 	FOR EACH STATEMENT EXECUTE FUNCTION erpcrm._portal_changed();
 
-/* Every worker of the cluster, from the launcher's shared memory. */
-CREATE FUNCTION erpcrm._workers(
-	OUT pid integer,
-	OUT database name,
-	OUT state text,
-	OUT detail text,
-	OUT started_at timestamptz,
-	OUT last_wake timestamptz,
-	OUT last_call timestamptz,
-	OUT backoff_until timestamptz,
-	OUT window_remaining bigint,
-	OUT daily_remaining bigint,
-	OUT calls bigint,
-	OUT rate_limited bigint,
-	OUT objects_sent bigint,
-	OUT limiter integer)
+/*
+ * Every worker of the cluster, from the launcher's shared memory: its row
+ * as erpcrm.worker shows it, and the rate limiter it shares.
+ */
+CREATE FUNCTION erpcrm._workers(OUT worker erpcrm.worker, OUT limiter integer)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'erpcrm_workers_v1'
 LANGUAGE C;
 REVOKE ALL ON FUNCTION erpcrm._workers() FROM PUBLIC;
 
 CREATE VIEW erpcrm.workers AS
-SELECT * FROM erpcrm._workers();
+SELECT (w.worker).*, w.limiter FROM erpcrm._workers() AS w;
 COMMENT ON VIEW erpcrm.workers IS 'every erpcrm worker of the cluster, one per database served (superusers only: it names every database)';
 REVOKE ALL ON erpcrm.workers FROM PUBLIC;
 
 /*
- * HubSpot's native orders (0-123) are a mapping target by name: map()
- * accepts 'orders' (restated after Part 4's, with reconcile_every: both
- * changes).
+ * map(), restated once for all of 1.3: it accepts HubSpot's native orders
+ * (0-123) by name.  Its arguments are those of 1.2.
  */
 CREATE OR REPLACE FUNCTION erpcrm.map(
 	name text,
@@ -2786,8 +2759,7 @@ CREATE OR REPLACE FUNCTION erpcrm.map(
 	object_type text,
 	id_property text DEFAULT 'erp_id',
 	on_delete text DEFAULT 'archive',
-	batch_size integer DEFAULT NULL,
-	reconcile_every interval DEFAULT NULL)
+	batch_size integer DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -2828,11 +2800,6 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'HubSpot accepts at most 100 inputs per batch call.';
 	END IF;
-	IF reconcile_every IS NOT NULL AND reconcile_every < interval '1 minute' THEN
-		RAISE EXCEPTION 'reconcile_every % is too short', reconcile_every
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Reconcile at most once a minute; once a day is usual.';
-	END IF;
 	IF NOT has_table_privilege(erpcrm._caller(), source, 'SELECT') THEN
 		RAISE EXCEPTION 'permission denied for relation %', source
 			USING ERRCODE = 'insufficient_privilege',
@@ -2854,15 +2821,12 @@ BEGIN
 		UPDATE erpcrm.mapping m
 		   SET source = map.source, object_type = map.object_type,
 			   id_property = map.id_property, on_delete = map.on_delete,
-			   batch_size = map.batch_size, owner = erpcrm._caller(),
-			   reconcile_every = map.reconcile_every
+			   batch_size = map.batch_size, owner = erpcrm._caller()
 		 WHERE m.mapping_id = old.mapping_id;
 		id := old.mapping_id;
 	ELSE
-		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner,
-									reconcile_every)
-		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller(),
-				reconcile_every)
+		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner)
+		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller())
 		RETURNING mapping_id INTO id;
 	END IF;
 	RETURN id;

@@ -99,7 +99,7 @@ COMMENT ON COLUMN erpcrm.mapping.owner IS 'the role that defined the mapping; it
 COMMENT ON COLUMN erpcrm.mapping.source_name IS 'the source''s qualified name: a source dropped and created again under this name is found again';
 COMMENT ON COLUMN erpcrm.mapping.fingerprint_epoch IS 'part of every fingerprint of the mapping; erpcrm.resync(force => true) changes it so that every key is sent';
 COMMENT ON COLUMN erpcrm.mapping.refresh_every IS 'the worker runs erpcrm.refresh() of the mapping this often (NULL: never); set with erpcrm.set_refresh()';
-COMMENT ON COLUMN erpcrm.mapping.reconcile_every IS 'the worker reconciles the mapping with HubSpot this often (NULL: only when erpcrm.reconcile() is called)';
+COMMENT ON COLUMN erpcrm.mapping.reconcile_every IS 'the worker reconciles the mapping with HubSpot this often (NULL: only when erpcrm.reconcile() is called); set with erpcrm.set_reconcile()';
 
 /*
  * An association is a view column holding the erp_id of another mapping's
@@ -309,6 +309,53 @@ CREATE TABLE erpcrm.fingerprint_stat (
 	refreshed_at	timestamptz,
 	refresh_dirtied	bigint NOT NULL DEFAULT 0
 );
+
+/* Drift: reconciles of a mapping with HubSpot, and what they found. */
+CREATE TABLE erpcrm.reconcile_run (
+	run_id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
+	repair			boolean NOT NULL DEFAULT false,
+	budget			integer NOT NULL CHECK (budget > 0),
+	requested_by	text NOT NULL,
+	requested_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	started_at		timestamptz,
+	finished_at		timestamptz,
+	state			text NOT NULL DEFAULT 'queued'
+					CHECK (state IN ('queued', 'running', 'done', 'budget_spent', 'cancelled', 'failed')),
+	phase			text NOT NULL DEFAULT 'objects'
+					CHECK (phase IN ('objects', 'unknown')),
+	start_after		text NOT NULL DEFAULT '',
+	cursor			text NOT NULL DEFAULT '',
+	search_after	text NOT NULL DEFAULT '0',
+	keys_total		bigint,
+	keys_checked	bigint NOT NULL DEFAULT 0,
+	records_scanned bigint NOT NULL DEFAULT 0,
+	calls			integer NOT NULL DEFAULT 0,
+	found			integer NOT NULL DEFAULT 0,
+	requeued		integer NOT NULL DEFAULT 0,
+	detail			text
+);
+CREATE INDEX reconcile_run_mapping ON erpcrm.reconcile_run (mapping_id, run_id);
+CREATE UNIQUE INDEX reconcile_run_active ON erpcrm.reconcile_run (mapping_id)
+	WHERE state IN ('queued', 'running');
+COMMENT ON TABLE erpcrm.reconcile_run IS 'reconciles of a mapping with HubSpot, asked for by erpcrm.reconcile() or reconcile_every, run by the worker';
+
+CREATE TABLE erpcrm.drift_item (
+	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
+	run_id			bigint NOT NULL REFERENCES erpcrm.reconcile_run ON DELETE CASCADE,
+	erp_id			text NOT NULL,
+	hubspot_id		text,
+	kind			text NOT NULL
+					CHECK (kind IN ('missing', 'edited', 'association_removed', 'unknown_erp_id')),
+	property		text,
+	erp_value		text,
+	hubspot_value	text,
+	detail			text,
+	found_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	requeued_at		timestamptz
+);
+CREATE INDEX drift_item_key ON erpcrm.drift_item (mapping_id, erp_id);
+COMMENT ON TABLE erpcrm.drift_item IS 'what the latest reconcile of each key found different in HubSpot';
 
 /* pg_dump keeps the definitions and the state, and the identity sequences
  * go along; the control row is made by the install script, so the dump
@@ -545,8 +592,7 @@ CREATE FUNCTION erpcrm.map(
 	object_type text,
 	id_property text DEFAULT 'erp_id',
 	on_delete text DEFAULT 'archive',
-	batch_size integer DEFAULT NULL,
-	reconcile_every interval DEFAULT NULL)
+	batch_size integer DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -587,11 +633,6 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'HubSpot accepts at most 100 inputs per batch call.';
 	END IF;
-	IF reconcile_every IS NOT NULL AND reconcile_every < interval '1 minute' THEN
-		RAISE EXCEPTION 'reconcile_every % is too short', reconcile_every
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Reconcile at most once a minute; once a day is usual.';
-	END IF;
 	IF NOT has_table_privilege(erpcrm._caller(), source, 'SELECT') THEN
 		RAISE EXCEPTION 'permission denied for relation %', source
 			USING ERRCODE = 'insufficient_privilege',
@@ -613,21 +654,18 @@ BEGIN
 		UPDATE erpcrm.mapping m
 		   SET source = map.source, object_type = map.object_type,
 			   id_property = map.id_property, on_delete = map.on_delete,
-			   batch_size = map.batch_size, owner = erpcrm._caller(),
-			   reconcile_every = map.reconcile_every
+			   batch_size = map.batch_size, owner = erpcrm._caller()
 		 WHERE m.mapping_id = old.mapping_id;
 		id := old.mapping_id;
 	ELSE
-		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner,
-									reconcile_every)
-		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller(),
-				reconcile_every)
+		INSERT INTO erpcrm.mapping (name, source, object_type, id_property, on_delete, batch_size, owner)
+		VALUES (name, source, object_type, id_property, on_delete, batch_size, erpcrm._caller())
 		RETURNING mapping_id INTO id;
 	END IF;
 	RETURN id;
 END
 $$;
-COMMENT ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer, interval) IS 'define (or redefine) a mapping: a view whose rows become HubSpot objects';
+COMMENT ON FUNCTION erpcrm.map(text, regclass, text, text, text, integer) IS 'define (or redefine) a mapping: a view whose rows become HubSpot objects';
 
 /* The source's name follows the source. */
 CREATE FUNCTION erpcrm._mapping_source_name()
@@ -1970,11 +2008,7 @@ DECLARE
 	m erpcrm.mapping := erpcrm._mapping(mapping);
 BEGIN
 	INSERT INTO erpcrm.outbox VALUES (m.mapping_id, requeue.erp_id);
-	UPDATE erpcrm.sync_state s
-	   SET state = 'pending', attempts = 0, next_attempt_at = now(),
-		   change_seq = s.change_seq + 1, dirty_since = COALESCE(s.dirty_since, now())
-	 WHERE s.mapping_id = m.mapping_id AND s.erp_id = requeue.erp_id
-	   AND s.state <> 'in_flight';
+	PERFORM erpcrm._dirty(m.mapping_id, ARRAY[requeue.erp_id]);
 	PERFORM erpcrm._wake();
 	RETURN true;
 END
@@ -1994,11 +2028,11 @@ BEGIN
 	IF mapping IS NOT NULL THEN
 		mid := (erpcrm._mapping(mapping)).mapping_id;
 	END IF;
-	UPDATE erpcrm.sync_state s
-	   SET state = 'pending', attempts = 0, next_attempt_at = now(),
-		   change_seq = s.change_seq + 1, dirty_since = COALESCE(s.dirty_since, now())
-	 WHERE s.state = 'failed' AND (mid IS NULL OR s.mapping_id = mid);
-	GET DIAGNOSTICS n = ROW_COUNT;
+	/* failed keys are never in flight: _dirty() makes them pending */
+	SELECT COALESCE(sum(erpcrm._dirty(f.mapping_id, f.keys)), 0) INTO n
+	  FROM (SELECT s.mapping_id, array_agg(s.erp_id) AS keys FROM erpcrm.sync_state s
+			 WHERE s.state = 'failed' AND (mid IS NULL OR s.mapping_id = mid)
+			 GROUP BY s.mapping_id) AS f;
 	PERFORM erpcrm._wake();
 	RETURN n;
 END
@@ -2407,6 +2441,33 @@ $$;
 COMMENT ON FUNCTION erpcrm._mapping_problem(integer) IS 'what keeps a mapping from capturing or delivering, in plain words, or NULL';
 
 /*
+ * Where HubSpot differs from the ERP, as the latest check of each key (and
+ * each HubSpot record) found it.  status: found; requeued (repair sent the
+ * key again, not delivered yet); repaired (delivered since); reported (an
+ * unknown ERP id: never changed by erpcrm).
+ */
+CREATE VIEW erpcrm.drift AS
+SELECT m.name AS mapping,
+	   d.erp_id,
+	   d.hubspot_id,
+	   d.kind,
+	   d.property,
+	   d.erp_value,
+	   d.hubspot_value,
+	   d.detail,
+	   d.found_at,
+	   CASE WHEN d.kind = 'unknown_erp_id' THEN 'reported'
+			WHEN d.requeued_at IS NULL THEN 'found'
+			WHEN s.state = 'synced' AND s.last_synced_at >= d.requeued_at THEN 'repaired'
+			ELSE 'requeued' END AS status,
+	   d.run_id
+  FROM erpcrm.drift_item d
+  JOIN erpcrm.mapping m ON m.mapping_id = d.mapping_id
+  LEFT JOIN erpcrm.sync_state s ON s.mapping_id = d.mapping_id AND s.erp_id = d.erp_id
+								 AND d.kind <> 'unknown_erp_id';
+COMMENT ON VIEW erpcrm.drift IS 'where HubSpot differs from what erpcrm sent, as erpcrm.reconcile() found it';
+
+/*
  * One row per mapping, in a stable order (by name): where its keys stand,
  * the rate and time left of a backfill, what is wrong with it, and rows
  * whose owner's e-mail matched no HubSpot owner.  The source is named even
@@ -2435,7 +2496,8 @@ SELECT m.name AS mapping,
 	   erpcrm._mapping_problem(m.mapping_id) AS problem,
 	   COALESCE(om.unknown_owners, 0) AS unknown_owners,
 	   COALESCE(fs.unchanged, 0) AS unchanged,
-	   fs.refreshed_at AS last_refresh
+	   fs.refreshed_at AS last_refresh,
+	   COALESCE(dr.n, 0) AS drift
   FROM erpcrm.mapping m
  CROSS JOIN erpcrm.control c
   LEFT JOIN (SELECT mapping_id,
@@ -2457,10 +2519,14 @@ SELECT m.name AS mapping,
 	ON f.mapping_id = m.mapping_id
   LEFT JOIN erpcrm.owner_miss om ON om.mapping_id = m.mapping_id
   LEFT JOIN erpcrm.fingerprint_stat fs ON fs.mapping_id = m.mapping_id
+  LEFT JOIN (SELECT d.mapping, count(*) AS n FROM erpcrm.drift d
+			  WHERE d.status <> 'repaired' GROUP BY d.mapping) dr
+	ON dr.mapping = m.name
  ORDER BY m.name;
 COMMENT ON VIEW erpcrm.status IS 'per mapping: how many keys are pending, in flight, failed, synced, archived, and what is wrong with it';
 COMMENT ON COLUMN erpcrm.status.unchanged IS 'dirtied keys recorded as synced without a call, because HubSpot already holds their content (fingerprints)';
 COMMENT ON COLUMN erpcrm.status.last_refresh IS 'when the last erpcrm.refresh() of the mapping ended (by a DBA or the worker)';
+COMMENT ON COLUMN erpcrm.status.drift IS 'findings of the latest erpcrm.reconcile() of the mapping not repaired yet (rows of erpcrm.drift whose status is not repaired)';
 COMMENT ON COLUMN erpcrm.status.unknown_owners IS 'rows read since the last refresh of HubSpot''s owners whose e-mail (erpcrm.owner_id) matched no active owner';
 
 CREATE VIEW erpcrm.failures AS
@@ -2520,7 +2586,7 @@ GRANT EXECUTE ON FUNCTION erpcrm._worker_state(), erpcrm.key_status(text, text),
 	TO erpcrm_monitor, pg_monitor;
 
 GRANT EXECUTE ON FUNCTION
-	erpcrm.map(text, regclass, text, text, text, integer, interval),
+	erpcrm.map(text, regclass, text, text, text, integer),
 	erpcrm.unmap(text),
 	erpcrm.set_match(text, text),
 	erpcrm.associate(text, text, text, integer, text, text, boolean),
@@ -3198,78 +3264,11 @@ GRANT EXECUTE ON FUNCTION erpcrm._drop_forgotten(integer, text[]) TO erpcrm_admi
  * unknown ERP ids are only reported.
  */
 
-CREATE TABLE erpcrm.reconcile_run (
-	run_id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
-	repair			boolean NOT NULL DEFAULT false,
-	budget			integer NOT NULL CHECK (budget > 0),
-	requested_by	text NOT NULL,
-	requested_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	started_at		timestamptz,
-	finished_at		timestamptz,
-	state			text NOT NULL DEFAULT 'queued'
-					CHECK (state IN ('queued', 'running', 'done', 'budget_spent', 'cancelled', 'failed')),
-	phase			text NOT NULL DEFAULT 'objects'
-					CHECK (phase IN ('objects', 'unknown')),
-	start_after		text NOT NULL DEFAULT '',
-	cursor			text NOT NULL DEFAULT '',
-	search_after	text NOT NULL DEFAULT '0',
-	keys_total		bigint,
-	keys_checked	bigint NOT NULL DEFAULT 0,
-	records_scanned bigint NOT NULL DEFAULT 0,
-	calls			integer NOT NULL DEFAULT 0,
-	found			integer NOT NULL DEFAULT 0,
-	requeued		integer NOT NULL DEFAULT 0,
-	detail			text
-);
-CREATE INDEX reconcile_run_mapping ON erpcrm.reconcile_run (mapping_id, run_id);
-CREATE UNIQUE INDEX reconcile_run_active ON erpcrm.reconcile_run (mapping_id)
-	WHERE state IN ('queued', 'running');
-COMMENT ON TABLE erpcrm.reconcile_run IS 'reconciles of a mapping with HubSpot, asked for by erpcrm.reconcile() or reconcile_every, run by the worker';
-
-CREATE TABLE erpcrm.drift_item (
-	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
-	run_id			bigint NOT NULL REFERENCES erpcrm.reconcile_run ON DELETE CASCADE,
-	erp_id			text NOT NULL,
-	hubspot_id		text,
-	kind			text NOT NULL
-					CHECK (kind IN ('missing', 'edited', 'association_removed', 'unknown_erp_id')),
-	property		text,
-	erp_value		text,
-	hubspot_value	text,
-	detail			text,
-	found_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	requeued_at		timestamptz
-);
-CREATE INDEX drift_item_key ON erpcrm.drift_item (mapping_id, erp_id);
-COMMENT ON TABLE erpcrm.drift_item IS 'what the latest reconcile of each key found different in HubSpot';
-
 /*
- * Where HubSpot differs from the ERP, as the latest check of each key (and
- * each HubSpot record) found it.  status: found; requeued (repair sent the
- * key again, not delivered yet); repaired (delivered since); reported (an
- * unknown ERP id: never changed by erpcrm).
+ * erpcrm.reconcile_run and erpcrm.drift_item are created with the other
+ * tables of state, and erpcrm.drift with the monitoring views, above:
+ * erpcrm.status counts drift.
  */
-CREATE VIEW erpcrm.drift AS
-SELECT m.name AS mapping,
-	   d.erp_id,
-	   d.hubspot_id,
-	   d.kind,
-	   d.property,
-	   d.erp_value,
-	   d.hubspot_value,
-	   d.detail,
-	   d.found_at,
-	   CASE WHEN d.kind = 'unknown_erp_id' THEN 'reported'
-			WHEN d.requeued_at IS NULL THEN 'found'
-			WHEN s.state = 'synced' AND s.last_synced_at >= d.requeued_at THEN 'repaired'
-			ELSE 'requeued' END AS status,
-	   d.run_id
-  FROM erpcrm.drift_item d
-  JOIN erpcrm.mapping m ON m.mapping_id = d.mapping_id
-  LEFT JOIN erpcrm.sync_state s ON s.mapping_id = d.mapping_id AND s.erp_id = d.erp_id
-								 AND d.kind <> 'unknown_erp_id';
-COMMENT ON VIEW erpcrm.drift IS 'where HubSpot differs from what erpcrm sent, as erpcrm.reconcile() found it';
 
 /* The runs, with their progress. */
 CREATE VIEW erpcrm.reconcile_runs AS
@@ -3294,6 +3293,34 @@ SELECT r.run_id,
   FROM erpcrm.reconcile_run r
   JOIN erpcrm.mapping m ON m.mapping_id = r.mapping_id;
 COMMENT ON VIEW erpcrm.reconcile_runs IS 'each reconcile of a mapping with HubSpot: state, progress, calls spent, drift found';
+
+/*
+ * reconcile_every is set like the other per-mapping settings (set_match,
+ * set_refresh): map() leaves it alone when a mapping is redefined.
+ */
+CREATE FUNCTION erpcrm.set_reconcile(mapping text, reconcile_every interval)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m erpcrm.mapping := erpcrm._mapping(set_reconcile.mapping);
+BEGIN
+	IF reconcile_every IS NOT NULL AND reconcile_every < interval '1 minute' THEN
+		RAISE EXCEPTION 'reconcile_every of mapping "%" is too short', m.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('It is %s; the shortest is 1 minute.', reconcile_every),
+				  HINT = 'Reconcile at most once a minute; once a day is usual. NULL stops it.';
+	END IF;
+	UPDATE erpcrm.mapping x SET reconcile_every = set_reconcile.reconcile_every
+	 WHERE x.mapping_id = m.mapping_id;
+	PERFORM erpcrm._wake();
+END
+$$;
+COMMENT ON FUNCTION erpcrm.set_reconcile(text, interval) IS 'let the worker reconcile the mapping with HubSpot this often (NULL: never), reporting only, with reconcile()''s default budget';
+REVOKE ALL ON FUNCTION erpcrm.set_reconcile(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION erpcrm.set_reconcile(text, interval) TO erpcrm_admin;
 
 /*
  * A run that stopped on its budget is continued by the next run of the
@@ -4751,29 +4778,18 @@ CREATE TRIGGER portal_changed
 	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON erpcrm.portal
 	FOR EACH STATEMENT EXECUTE FUNCTION erpcrm._portal_changed();
 
-/* Every worker of the cluster, from the launcher's shared memory. */
-CREATE FUNCTION erpcrm._workers(
-	OUT pid integer,
-	OUT database name,
-	OUT state text,
-	OUT detail text,
-	OUT started_at timestamptz,
-	OUT last_wake timestamptz,
-	OUT last_call timestamptz,
-	OUT backoff_until timestamptz,
-	OUT window_remaining bigint,
-	OUT daily_remaining bigint,
-	OUT calls bigint,
-	OUT rate_limited bigint,
-	OUT objects_sent bigint,
-	OUT limiter integer)
+/*
+ * Every worker of the cluster, from the launcher's shared memory: its row
+ * as erpcrm.worker shows it, and the rate limiter it shares.
+ */
+CREATE FUNCTION erpcrm._workers(OUT worker erpcrm.worker, OUT limiter integer)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'erpcrm_workers_v1'
 LANGUAGE C;
 REVOKE ALL ON FUNCTION erpcrm._workers() FROM PUBLIC;
 
 CREATE VIEW erpcrm.workers AS
-SELECT * FROM erpcrm._workers();
+SELECT (w.worker).*, w.limiter FROM erpcrm._workers() AS w;
 COMMENT ON VIEW erpcrm.workers IS 'every erpcrm worker of the cluster, one per database served (superusers only: it names every database)';
 REVOKE ALL ON erpcrm.workers FROM PUBLIC;
 

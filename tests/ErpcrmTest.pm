@@ -22,7 +22,8 @@ use Test::More;
 use Time::HiRes qw(usleep time);
 
 our @EXPORT = qw(start_mock mock_get mock_post erpcrm_node load_erp
-  compare_state state_ok wait_synced worker_pid poll_until);
+  compare_state state_ok wait_synced worker_pid poll_until
+  hs_objects hs_object hs_associated);
 
 my $here = File::Spec->rel2abs(dirname(__FILE__));
 my $json = JSON::PP->new->canonical->allow_nonref;
@@ -172,6 +173,35 @@ sub mock_patch
 		});
 	die "mock PATCH $path: $r->{status} $r->{content}" unless $r->{success};
 	return $json->decode($r->{content});
+}
+
+# What the mock holds, as a test reads it: the unarchived objects of a type;
+# the one with an erp_id (in list context every one, to count duplicates);
+# whether one object is associated to another (of a given type id).
+sub hs_objects
+{
+	my ($type) = @_;
+	return [ grep { !$_->{archived} } @{ mock_get("/_mock/objects/$type")->{results} } ];
+}
+
+sub hs_object
+{
+	my ($type, $key) = @_;
+	my @o = grep { ($_->{properties}{erp_id} // '') eq $key } @{ hs_objects($type) };
+	return wantarray ? @o : $o[0];
+}
+
+sub hs_associated
+{
+	my ($from_type, $from, $to_type, $to, $type_id) = @_;
+	return 0 unless defined $from && defined $to;
+	for my $a (@{ mock_get('/_mock/associations')->{results} })
+	{
+		return 1 if $a->{fromType} eq $from_type && $a->{toType} eq $to_type
+		  && $a->{fromId} eq $from && $a->{toId} eq $to
+		  && (!defined $type_id || $a->{typeId} == $type_id);
+	}
+	return 0;
 }
 
 # A node with erpcrm preloaded, its worker serving database "postgres".

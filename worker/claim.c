@@ -651,6 +651,24 @@ attach_rows(Batch *b, ViewRows *rows, ViewColumns *cols)
 }
 
 /*
+ * A batch of n keys of mapping m (their erp_ids for the caller to fill in),
+ * in cxt, whose outcome goes to *out, cleared: for work other than a
+ * delivery that reads rows or calls HubSpot (preview, fingerprints,
+ * reconcile, owners, erasures).
+ */
+void
+init_batch(Batch *b, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt, int n)
+{
+	memset(b, 0, sizeof(*b));
+	memset(out, 0, sizeof(*out));
+	b->mapping = m;
+	b->outcome = out;
+	b->cxt = cxt;
+	b->nkeys = n;
+	b->keys = n > 0 ? MemoryContextAllocZero(cxt, sizeof(BatchKey) * n) : NULL;
+}
+
+/*
  * Read the current rows of the batch's keys from the mapping view, as its
  * owner, and fill in each key (values, associations, explicit id).  SPI is
  * connected and a snapshot is active; what the keys keep goes into b->cxt.

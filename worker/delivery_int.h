@@ -103,6 +103,8 @@ extern char *truncate_message(const char *s);
 /* claim.c: 1. claim and read */
 extern bool claim_and_read(Batch *b, int limit);
 extern void read_rows(Batch *b);
+extern void init_batch(Batch *b, MappingDef *m, DeliveryOutcome *out,
+					   MemoryContext cxt, int n);
 
 /* send.c: 2. send */
 extern void classify_keys(Batch *b, BatchKey **upserts, int *nup,

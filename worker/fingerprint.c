@@ -139,13 +139,7 @@ read_fingerprints(MappingDef *m, int32 epoch, int n, char **erp_ids,
 	Batch		b;
 	DeliveryOutcome outcome;
 
-	memset(&b, 0, sizeof(b));
-	memset(&outcome, 0, sizeof(outcome));
-	b.mapping = m;
-	b.outcome = &outcome;
-	b.cxt = CurrentMemoryContext;
-	b.nkeys = n;
-	b.keys = palloc0(sizeof(BatchKey) * n);
+	init_batch(&b, m, &outcome, CurrentMemoryContext, n);
 	for (int i = 0; i < n; i++)
 		b.keys[i].erp_id = erp_ids[i];
 	read_rows(&b);

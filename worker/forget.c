@@ -148,11 +148,7 @@ erpcrm_erase_some(void)
 	/* the calls are the worker's, of no mapping */
 	memset(&none, 0, sizeof(none));
 	none.v11 = none.v12 = true;
-	memset(&outcome, 0, sizeof(outcome));
-	memset(&b, 0, sizeof(b));
-	b.mapping = &none;
-	b.outcome = &outcome;
-	b.cxt = cxt;
+	init_batch(&b, &none, &outcome, cxt, 0);
 	foreach(lc, todo)
 	{
 		Erasure    *e = lfirst(lc);

@@ -105,14 +105,10 @@ erpcrm_refresh_owners(void)
 			   *archived = NIL;
 	bool		ok = true;
 
-	memset(&b, 0, sizeof(b));
-	memset(&outcome, 0, sizeof(outcome));
 	memset(&none, 0, sizeof(none));
 	none.name = "owners";
 	none.v11 = none.v12 = true;
-	b.mapping = &none;
-	b.outcome = &outcome;
-	b.cxt = cxt;
+	init_batch(&b, &none, &outcome, cxt, 0);
 
 	for (int pass = 0; pass < 2 && ok; pass++)
 	{

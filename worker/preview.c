@@ -122,13 +122,7 @@ erpcrm_preview_key(MappingDef *m, const char *erp_id, const char *known_hubspot_
 	char	   *json;
 	bool		by_explicit;
 
-	memset(&b, 0, sizeof(b));
-	memset(&outcome, 0, sizeof(outcome));
-	b.mapping = m;
-	b.outcome = &outcome;
-	b.cxt = CurrentMemoryContext;
-	b.nkeys = 1;
-	b.keys = palloc0(sizeof(BatchKey));
+	init_batch(&b, m, &outcome, CurrentMemoryContext, 1);
 	key = &b.keys[0];
 	key->erp_id = pstrdup(erp_id);
 	key->known_hubspot_id = known_hubspot_id ? pstrdup(known_hubspot_id) : NULL;

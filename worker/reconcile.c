@@ -104,13 +104,7 @@ read_key_rows(MappingDef *m, int n, KeyRow *rows, int *nprops, char ***names)
 	Batch		b;
 	DeliveryOutcome outcome;
 
-	memset(&b, 0, sizeof(b));
-	memset(&outcome, 0, sizeof(outcome));
-	b.mapping = m;
-	b.outcome = &outcome;
-	b.cxt = CurrentMemoryContext;
-	b.nkeys = n;
-	b.keys = palloc0(sizeof(BatchKey) * Max(n, 1));
+	init_batch(&b, m, &outcome, CurrentMemoryContext, n);
 	for (int i = 0; i < n; i++)
 	{
 		b.keys[i].erp_id = rows[i].erp_id;
@@ -140,12 +134,9 @@ read_key_rows(MappingDef *m, int n, KeyRow *rows, int *nprops, char ***names)
 static Batch *
 calls_of(MappingDef *m, DeliveryOutcome *out)
 {
-	Batch	   *b = palloc0(sizeof(Batch));
+	Batch	   *b = palloc(sizeof(Batch));
 
-	memset(out, 0, sizeof(*out));
-	b->mapping = m;
-	b->outcome = out;
-	b->cxt = CurrentMemoryContext;
+	init_batch(b, m, out, CurrentMemoryContext, 0);
 	return b;
 }
 
@@ -361,6 +352,46 @@ stop_run(Run *run, int calls, const char *state, const char *detail)
 	if (SPI_execute_with_args("SELECT erpcrm._reconcile_stop($1, $2, $3, $4)",
 							  4, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._reconcile_stop failed");
+}
+
+/*
+ * The run the worker works on, while it runs.  erpcrm.unmap() drops a
+ * mapping's runs with it, so a run gone when the worker comes back to it
+ * ended with its mapping: only the server log can say so.
+ */
+static int64 current_run_id = 0;
+static char current_mapping[NAMEDATALEN];
+
+/*
+ * In a step's transaction: where the current run stands.  A run gone is
+ * reported; one that ended (done, cancelled, ...) is forgotten.
+ */
+static void
+follow_run(void)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		args[1];
+
+	if (current_run_id == 0)
+		return;
+	args[0] = Int64GetDatum(current_run_id);
+	if (SPI_execute_with_args("SELECT state FROM erpcrm.reconcile_run WHERE run_id = $1",
+							  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading erpcrm.reconcile_run failed");
+	if (SPI_processed == 0)
+		ereport(LOG,
+				(errmsg("erpcrm worker: the reconcile of mapping \"%s\" stopped: the mapping was dropped",
+						current_mapping),
+				 errdetail("Run %lld was dropped with its mapping; what it found is not kept.",
+						   (long long) current_run_id)));
+	else
+	{
+		char	   *state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (strcmp(state, "running") == 0 || strcmp(state, "queued") == 0)
+			return;
+	}
+	current_run_id = 0;
 }
 
 /* HubSpot answered with 2xx (a 207 too). */
@@ -769,6 +800,7 @@ objects_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 	}
 	if (fatal != NULL)
 		stop_run(run, 0, "failed", fatal);
+	follow_run();
 	erpcrm_end_step();
 }
 
@@ -903,6 +935,7 @@ unknown_step(Run *run, MappingDef *m, DeliveryOutcome *out, MemoryContext cxt)
 	}
 	if (fatal != NULL)
 		stop_run(run, 0, "failed", fatal);
+	follow_run();
 	erpcrm_end_step();
 }
 
@@ -959,13 +992,21 @@ erpcrm_reconcile_work(List *mappings, DeliveryOutcome *out)
 		foreach(lc, mappings)
 			if (((MappingDef *) lfirst(lc))->id == run.mapping_id)
 				m = lfirst(lc);
-		if (m == NULL || m->erp_id_type == NULL)
-		{
-			stop_run(&run, 0, "failed",
-					 "the view of the mapping cannot be read (see erpcrm.status.problem)");
-			have = false;
-			stopped = true;
-		}
+	}
+	/* the run of the last step is not the next one: has it ended? */
+	if (current_run_id != 0 && (!have || run.run_id != current_run_id))
+		follow_run();
+	if (have && (m == NULL || m->erp_id_type == NULL))
+	{
+		stop_run(&run, 0, "failed",
+				 "the view of the mapping cannot be read (see erpcrm.status.problem)");
+		have = false;
+		stopped = true;
+	}
+	else if (have)
+	{
+		current_run_id = run.run_id;
+		strlcpy(current_mapping, m->name, sizeof(current_mapping));
 	}
 	erpcrm_end_step();
 	if (!have)

@@ -43,6 +43,27 @@ const UNMODELLED = [
  */
 const ERROR_EXTRA = new Set(['status', 'errorType', 'policyName', 'requestId']);
 
+/*
+ * A 429 is not the client's Error model: HubSpot answers it with a body of
+ * its own, which has no category (as integrators quote it; the mock answers
+ * the same): these fields, the first five always.
+ */
+const RATE_LIMIT_REQUIRED = ['status', 'message', 'errorType', 'correlationId', 'policyName'];
+const RATE_LIMIT_OPTIONAL = new Set(['groupName', 'requestId', 'category']);
+
+function checkRateLimitBody(v, errs)
+{
+	if (kind(v) !== 'object')
+		return errs.push(`answer 429: expected an object, got ${kind(v)}`);
+	for (const k of RATE_LIMIT_REQUIRED)
+		if (typeof v[k] !== 'string')
+			errs.push(`answer 429: ${k} missing or not a string`);
+	for (const k of Object.keys(v))
+		if (!RATE_LIMIT_REQUIRED.includes(k) && !RATE_LIMIT_OPTIONAL.has(k))
+			errs.push(`answer 429: unknown field ${k}`);
+	return errs;
+}
+
 function clientRoot()
 {
 	const pkg = require.resolve('@hubspot/api-client/package.json', { paths: [__dirname] });
@@ -368,6 +389,8 @@ function checkExchange(e, x)
 	if (x.status === 0 || x.fault)
 		return errs;			/* no answer, or one garbled on purpose */
 	const code = String(x.status);
+	if (x.status === 429 && x.answer !== undefined)
+		return checkRateLimitBody(x.answer, errs);
 	let t = e.statuses[code];
 	const isError = x.status >= 300;
 	if (t === undefined)

@@ -1047,6 +1047,7 @@ class MockTest(unittest.TestCase):
         self.assertEqual(st, 429)
         self.assertEqual(out["policyName"], "TEN_SECONDLY_ROLLING")
         self.assertEqual(out["errorType"], "RATE_LIMIT")
+        self.assertNotIn("category", out)
         self.assertEqual(out["message"],
                          "You have reached your ten_secondly_rolling limit.")
         self.assertEqual(r.getheader("X-HubSpot-RateLimit-Max"), "3")

@@ -20,28 +20,6 @@ $node->safe_psql('postgres', slurp_file("$examples/erp.sql"));
 $node->safe_psql('postgres', slurp_file("$examples/mappings.sql"));
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
-sub objects
-{
-	my ($type) = @_;
-	return [ grep { !$_->{archived} } @{ ErpcrmTest::mock_get("/_mock/objects/$type")->{results} } ];
-}
-sub by_erp_id
-{
-	my ($type, $key) = @_;
-	my @o = grep { ($_->{properties}{erp_id} // '') eq $key } @{ objects($type) };
-	return wantarray ? @o : $o[0];
-}
-sub associated
-{
-	my ($from_type, $from, $to_type, $to, $type_id) = @_;
-	for my $a (@{ ErpcrmTest::mock_get('/_mock/associations')->{results} })
-	{
-		return 1 if $a->{fromType} eq $from_type && $a->{toType} eq $to_type
-		  && $a->{fromId} eq $from && $a->{toId} eq $to
-		  && (!defined $type_id || $a->{typeId} == $type_id);
-	}
-	return 0;
-}
 
 # --- the connection check, in plain words
 my $check = sql("SELECT \"check\" || '|' || ok || '|' || detail FROM erpcrm.check_connection()");
@@ -124,64 +102,64 @@ ok(wait_synced($node), 'the ERP is synced');
 is(sql('SELECT count(*) FROM erpcrm.failures'), '0', 'nothing failed');
 
 # companies and contacts: the hand-made ones adopted, not duplicated
-my @gamma = by_erp_id('companies', '3');
+my @gamma = hs_object('companies', '3');
 is(scalar(@gamma), 1, 'one Gamma company');
 is($gamma[0]{id}, $gamma_hs, 'the company sales made by hand is adopted by domain');
 is($gamma[0]{properties}{name}, 'Gamma sp.j.', 'and takes the ERP\'s values');
 is($gamma[0]{properties}{nip}, '7770000001', 'NIP without dashes');
-is(scalar(@{ objects('companies') }), 3, 'three companies in all');
-my $ola = by_erp_id('contacts', '2');
+is(scalar(@{ hs_objects('companies') }), 3, 'three companies in all');
+my $ola = hs_object('contacts', '2');
 is($ola->{id}, $ola_hs, 'the contact sales made by hand is adopted by e-mail');
-is(scalar(@{ objects('contacts') }), 2, 'two contacts in all');
+is(scalar(@{ hs_objects('contacts') }), 2, 'two contacts in all');
 
 # products with price levels
-my $p1 = by_erp_id('products', 'P-1');
+my $p1 = hs_object('products', 'P-1');
 is(join(',', map { $p1->{properties}{$_} } qw(price price_level_a price_level_b price_level_c hs_cost_of_goods_sold)),
 	'1200.00,1100.00,1150.00,1190.00,800.00', 'product with standard price, price levels and cost');
 
 # invoices: deals in the invoice pipeline
 my $pipeline = sql("SELECT erpcrm.pipeline_id('Invoices (ERP)')");
 my %stage = map { split /\|/ } split /\n/, sql("SELECT stage, stage_id FROM erpcrm.pipeline_stage");
-my $fv100 = by_erp_id('deals', 'FV-100');
-my $alfa = by_erp_id('companies', '1');
+my $fv100 = hs_object('deals', 'FV-100');
+my $alfa = hs_object('companies', '1');
 is($fv100->{properties}{pipeline}, $pipeline, 'invoice deal in the invoice pipeline');
 is($fv100->{properties}{dealstage}, $stage{Paid}, 'a paid invoice is in stage Paid');
 is($fv100->{properties}{amount}, '1845.00', 'gross amount');
 is($fv100->{properties}{net_amount}, '1500.00', 'net amount');
 is($fv100->{properties}{invoice_number}, 'FV/100/2026', 'invoice number');
 is($fv100->{properties}{hubspot_owner_id}, '75000001', 'the ERP\'s salesperson is the owner');
-ok(associated('deals', $fv100->{id}, 'companies', $alfa->{id}, 5), 'invoice deal associated to its company (primary)');
-my $fv101 = by_erp_id('deals', 'FV-101');
+ok(hs_associated('deals', $fv100->{id}, 'companies', $alfa->{id}, 5), 'invoice deal associated to its company (primary)');
+my $fv101 = hs_object('deals', 'FV-101');
 is($fv101->{properties}{dealstage}, $stage{'Partially paid'}, 'a partly paid invoice is Partially paid');
 is($fv101->{properties}{hubspot_owner_id}, '75000002', 'no owner in the ERP: the company\'s owner');
 
 # line items
-my @lines100 = grep { $_->{properties}{erp_id} =~ m{^FV-100/} } @{ objects('line_items') };
+my @lines100 = grep { $_->{properties}{erp_id} =~ m{^FV-100/} } @{ hs_objects('line_items') };
 is(scalar(@lines100), 2, 'two line items on FV-100');
 my ($l1) = grep { $_->{properties}{erp_id} eq 'FV-100/1' } @lines100;
 is($l1->{properties}{hs_product_id}, $p1->{id}, 'line item carries hs_product_id of the synced product');
 is($l1->{properties}{quantity}, '1.000', 'quantity');
-ok(associated('line_items', $l1->{id}, 'deals', $fv100->{id}, 20), 'line item associated to its deal');
+ok(hs_associated('line_items', $l1->{id}, 'deals', $fv100->{id}, 20), 'line item associated to its deal');
 
 # orders: on the sales deal; B2B as a new deal; invoices linked to orders
-my @deals = @{ objects('deals') };
+my @deals = @{ hs_objects('deals') };
 my ($sales_deal) = grep { $_->{id} eq $deal_hs } @deals;
 is($sales_deal->{properties}{order_number}, 'ZAM/10/2026', 'the order updates the deal it came from');
 is($sales_deal->{properties}{order_status}, 'in_progress', 'with the order status');
 is($sales_deal->{properties}{dealstage}, 'qualifiedtobuy', 'and leaves the sales team\'s stage alone');
 is(scalar(grep { ($_->{properties}{order_number} // '') eq 'ZAM/10/2026' } @deals), 1,
 	'no second deal for an order on an existing deal');
-ok(associated('deals', by_erp_id('deals', 'FV-101')->{id}, 'deals', $deal_hs)
-	  && associated('deals', by_erp_id('deals', 'FV-102')->{id}, 'deals', $deal_hs),
+ok(hs_associated('deals', hs_object('deals', 'FV-101')->{id}, 'deals', $deal_hs)
+	  && hs_associated('deals', hs_object('deals', 'FV-102')->{id}, 'deals', $deal_hs),
 	'two invoices of one order are linked to the order\'s deal');
-my $b2b = by_erp_id('deals', 'ZAM-11');
+my $b2b = hs_object('deals', 'ZAM-11');
 ok($b2b && $b2b->{properties}{pipeline} eq 'default', 'a B2B order becomes a new deal in the sales pipeline');
-ok(associated('deals', by_erp_id('deals', 'FV-103')->{id}, 'deals', $b2b->{id}), 'its invoice is linked to it');
+ok(hs_associated('deals', hs_object('deals', 'FV-103')->{id}, 'deals', $b2b->{id}), 'its invoice is linked to it');
 
 # offers
-my $offer = by_erp_id('deals', 'OF-200');
+my $offer = hs_object('deals', 'OF-200');
 is($offer->{properties}{amount}, '9100.00', 'ERP offer as a deal with its value');
-is(scalar(grep { $_->{properties}{erp_id} =~ m{^OF-200/} } @{ objects('line_items') }), 2,
+is(scalar(grep { $_->{properties}{erp_id} =~ m{^OF-200/} } @{ hs_objects('line_items') }), 2,
 	'with its line items');
 
 # --- an invoice whose lines change, are removed and are added; a correction
@@ -193,7 +171,7 @@ INSERT INTO erp.invoice_lines VALUES (100, 3, 'P-3', 'Wózek paletowy', 1, 2500,
 UPDATE erp.invoices SET net = 6000, gross = 7380 WHERE id = 100;
 });
 ok(wait_synced($node), 'line changes are synced');
-@lines100 = grep { $_->{properties}{erp_id} =~ m{^FV-100/} } @{ objects('line_items') };
+@lines100 = grep { $_->{properties}{erp_id} =~ m{^FV-100/} } @{ hs_objects('line_items') };
 is(join(',', sort map { $_->{properties}{erp_id} } @lines100), 'FV-100/1,FV-100/3',
 	'removed line archived, new line added');
 ($l1) = grep { $_->{properties}{erp_id} eq 'FV-100/1' } @lines100;
@@ -208,7 +186,7 @@ sub lines_of
 		$_->{fromType} eq 'line_items' && $_->{toType} eq 'deals' && $_->{toId} eq $deal->{id}
 	} @{ ErpcrmTest::mock_get('/_mock/associations')->{results} };
 	return sort { $a->{properties}{erp_id} cmp $b->{properties}{erp_id} }
-	  grep { $on_deal{ $_->{id} } } @{ objects('line_items') };
+	  grep { $on_deal{ $_->{id} } } @{ hs_objects('line_items') };
 }
 sub line_sum
 {
@@ -222,12 +200,12 @@ INSERT INTO erp.invoice_lines VALUES (105, 1, 'P-1', 'Regał magazynowy', 2, 120
 	(105, 3, 'P-3', 'Wózek paletowy', 1, 2400, 100, 100);
 });
 ok(wait_synced($node), 'the correction is synced');
-$fv100 = by_erp_id('deals', 'FV-100');
+$fv100 = hs_object('deals', 'FV-100');
 is($fv100->{properties}{amount}, '5781.00', 'a correction invoice corrects the invoice deal\'s amount');
 is($fv100->{properties}{net_amount}, '4700.00', 'and its net amount');
-is(scalar(grep { $_->{properties}{erp_id} =~ /^FV-105/ } @{ objects('deals') }), 0,
+is(scalar(grep { $_->{properties}{erp_id} =~ /^FV-105/ } @{ hs_objects('deals') }), 0,
 	'a correction is not a deal of its own');
-is(scalar(grep { $_->{properties}{erp_id} =~ /^FV-105/ } @{ objects('line_items') }), 0,
+is(scalar(grep { $_->{properties}{erp_id} =~ /^FV-105/ } @{ hs_objects('line_items') }), 0,
 	'and has no line items of its own');
 my @corrected = lines_of($fv100);
 is(join(' ', map { "$_->{properties}{erp_id}:$_->{properties}{quantity}x$_->{properties}{price}" } @corrected),
@@ -241,12 +219,12 @@ INSERT INTO erp.invoices VALUES (107, 'KOR/2/2026', 1, NULL, 100, '2026-11-22', 
 INSERT INTO erp.invoice_lines VALUES (107, 3, 'P-3', 'Wózek paletowy', 0, 2400, 100, 100);
 });
 ok(wait_synced($node), 'the second correction is synced');
-$fv100 = by_erp_id('deals', 'FV-100');
+$fv100 = hs_object('deals', 'FV-100');
 @corrected = lines_of($fv100);
 is(join(' ', map { $_->{properties}{erp_id} } @corrected), 'FV-100/1', 'a cancelled line is archived');
 is(line_sum(@corrected), $fv100->{properties}{net_amount}, 'the line items still add up to the net amount');
 is($fv100->{properties}{amount}, '2952.00', 'and the deal shows the amount after both corrections');
-is(scalar(grep { $_->{properties}{price} < 0 || $_->{properties}{quantity} < 0 } @{ objects('line_items') }), 0,
+is(scalar(grep { $_->{properties}{price} < 0 || $_->{properties}{quantity} < 0 } @{ hs_objects('line_items') }), 0,
 	'HubSpot holds no negative price or quantity');
 is(scalar(grep { !$_->{archived} } @{ ErpcrmTest::mock_get('/_mock/objects/line_items')->{results} }),
 	scalar(() = sql("SELECT erp_id FROM erp.hs_invoice_lines UNION ALL SELECT erp_id FROM erp.hs_offer_lines") =~ /^/mg),
@@ -265,17 +243,17 @@ ok(poll_until('waiting', sub {
 	sql("SELECT error_category FROM erpcrm.key_status('invoices', 'FV-106')") eq 'WAITING_FOR_DEPENDENCY' }),
 	'an invoice of a company not in HubSpot waits');
 is(sql("SELECT state FROM erpcrm.key_status('invoices', 'FV-106')"), 'pending', 'pending, not failed');
-is(by_erp_id('deals', 'FV-106'), undef, 'and is not sent without its company');
+is(hs_object('deals', 'FV-106'), undef, 'and is not sent without its company');
 sql("SELECT erpcrm.resume('companies')");
 ok(wait_synced($node), 'once the company exists the invoice follows');
-ok(associated('deals', by_erp_id('deals', 'FV-106')->{id}, 'companies', by_erp_id('companies', '4')->{id}, 5),
+ok(hs_associated('deals', hs_object('deals', 'FV-106')->{id}, 'companies', hs_object('companies', '4')->{id}, 5),
 	'with its association');
 is(sql('SELECT count(*) FROM erpcrm.failures'), '0', 'ordering made nothing fail');
 
 # --- an inactive product is archived
 sql("UPDATE erp.products SET active = false WHERE sku = 'P-2'");
 ok(wait_synced($node), 'deactivation synced');
-is(by_erp_id('products', 'P-2'), undef, 'an inactive product is archived');
+is(hs_object('products', 'P-2'), undef, 'an inactive product is archived');
 
 # --- a backfill of two thousand invoices at the rate limit, progress in SQL
 ErpcrmTest::mock_post('/_mock/config', { max_per_window => 100, window_ms => 10000 });
@@ -298,7 +276,7 @@ ok(wait_synced($node, 300), 'the backfill completes');
 is(sql('SELECT count(*) FROM erpcrm.failures'), '0', 'the backfill failed nothing');
 my $stats = ErpcrmTest::mock_get('/_mock/stats');
 is($stats->{rateLimited}, 0, 'the backfill got no 429');
-is(scalar(grep { $_->{properties}{erp_id} =~ /^FV-(\d+)$/ && $1 > 1000 } @{ objects('deals') }), 2000,
+is(scalar(grep { $_->{properties}{erp_id} =~ /^FV-(\d+)$/ && $1 > 1000 } @{ hs_objects('deals') }), 2000,
 	'every backfilled invoice is a deal');
 
 $node->stop;

@@ -16,6 +16,9 @@
 # 2026-03 API family), its orders as native orders.  The test adds what
 # those sections take as given: erpcrm.database left empty, the portal's
 # token file where the test keeps it, a companies mapping.
+#
+# Between the two, the blocks of the operations runbook (erasure, drift,
+# refresh) run against the first set-up, and do what the runbook says.
 use strict;
 use warnings;
 use File::Basename qw(dirname);
@@ -30,6 +33,7 @@ my %section_of = (
 	'## Installation' => 'install',
 	'## Security' => 'security',
 	'### Worked example' => 'example',
+	'## Operations runbook' => 'runbook',
 	'### The way back' => 'wayback',
 	'### Many ERP databases in one cluster' => 'databases',
 	'### Orders as HubSpot\'s native orders' => 'orders');
@@ -70,6 +74,7 @@ my @run = map { @{ $blocks{$_} // [] } } qw(install security example wayback);
 is(scalar(@{ $blocks{install} // [] }), 2, 'the installation section marks its two blocks');
 ok(scalar(@{ $blocks{security} // [] }) >= 1, 'the security section marks its block');
 is(scalar(@{ $blocks{example} // [] }), 1, 'the worked example marks its block');
+is(scalar(@{ $blocks{runbook} // [] }), 4, 'the runbook marks its erasure, drift and refresh blocks');
 is(scalar(@{ $blocks{wayback} // [] }), 1, 'the way back marks its subscription');
 is(scalar(@{ $blocks{databases} // [] }), 1, 'many databases: the portal block is marked');
 is(scalar(@{ $blocks{orders} // [] }), 1, 'native orders: the orders block is marked');
@@ -190,6 +195,37 @@ is($node->safe_psql('erp', "SELECT erpcrm.wait_for_sync('60 seconds')"), 't', 'a
 my ($alfa) = grep { ($_->{properties}{erp_id} // '') eq '1' }
   @{ mock_get('/_mock/objects/companies')->{results} };
 is($alfa->{properties}{name}, 'Alfa Polska', 'and HubSpot has it');
+
+# --- the runbook's blocks, word for word, on the README's set-up
+for my $b (@{ $blocks{runbook} })
+{
+	my ($role) = $b->{kind} =~ /^sql as (\S+)$/ or die "runbook block: $b->{kind}";
+	$n++;
+	my ($ret, $out, $err) = $node->psql('erp', $b->{text},
+		on_error_stop => 1,
+		extra_params => $role eq 'superuser' ? [] : [ '-U', $role ]);
+	ok($ret == 0, "README block $n (runbook) runs as $role")
+	  or diag("$b->{text}\n$err");
+}
+# a customer asked to be forgotten
+ok(poll_until('the erasure', sub {
+	$node->safe_psql('erp', 'SELECT outcome FROM erpcrm.erasures') eq 'erased' }, 60),
+	'the erasure of contact 10 ends as erased');
+ok(!(grep { ($_->{properties}{erp_id} // '') eq '10' } @{ mock_get('/_mock/objects/contacts')->{results} }),
+	'and the contact is gone from HubSpot');
+# HubSpot was edited by hand (here: it was not)
+ok(poll_until('the reconcile', sub {
+	$node->safe_psql('erp', "SELECT state FROM erpcrm.reconcile_runs WHERE mapping = 'companies'") eq 'done' }, 60),
+	'the reconcile of the companies ends');
+is($node->safe_psql('erp', q{
+SELECT (SELECT count(*) FROM erpcrm.drift) || ' ' || drift || ' ' || m.reconcile_every
+  FROM erpcrm.status s JOIN erpcrm.mapping m ON m.name = s.mapping WHERE s.mapping = 'companies'}),
+	'0 0 1 day', 'no drift found, none counted in erpcrm.status, and a reconcile every day');
+# a view changed
+is($node->safe_psql('erp', q{
+SELECT m.refresh_every || ' ' || f.refresh_dirtied
+  FROM erpcrm.mapping m JOIN erpcrm.fingerprint_stat f USING (mapping_id) WHERE m.name = 'companies'}),
+	'01:00:00 0', 'the refresh of the companies marked no key, and they are refreshed every hour');
 
 # --- a second company's ERP database in the same cluster
 # the test's own: every database that has erpcrm (the README: leave

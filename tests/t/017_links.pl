@@ -28,13 +28,6 @@ INSERT INTO erp.products VALUES ('P-1', 'Śruba M8', 0.35, true), ('P-9', 'Stary
 });
 ok(wait_synced($node), 'products synced');
 
-sub hs_object
-{
-	my ($type, $key) = @_;
-	my ($o) = grep { !$_->{archived} && ($_->{properties}{erp_id} // '') eq $key }
-	  @{ ErpcrmTest::mock_get("/_mock/objects/$type")->{results} };
-	return $o;
-}
 sub archive_calls
 {
 	return scalar grep { $_->{path} eq '/crm/v3/objects/products/batch/archive' }

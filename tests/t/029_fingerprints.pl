@@ -19,8 +19,7 @@ sub last_seq { return ErpcrmTest::mock_last_seq(); }
 sub company_name
 {
 	my ($key) = @_;
-	my ($o) = grep { !$_->{archived} && ($_->{properties}{erp_id} // '') eq $key }
-	  @{ ErpcrmTest::mock_get('/_mock/objects/companies')->{results} };
+	my $o = hs_object('companies', $key);
 	return $o ? $o->{properties}{name} : undef;
 }
 

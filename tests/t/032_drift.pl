@@ -83,6 +83,8 @@ is(sql("SELECT detail FROM erpcrm.drift WHERE erp_id = '108'"), "merged into Hub
 is(sql("SELECT detail FROM erpcrm.drift WHERE erp_id = '107'"),
 	'deleted in HubSpot (or merged into a record that does not carry this ERP id)', 'the missing one says why');
 is(sql("SELECT status FROM erpcrm.drift WHERE erp_id = '9999'"), 'reported', 'an unknown ERP id is only reported');
+is(sql("SELECT drift FROM erpcrm.status WHERE mapping = 'companies'"), '6',
+	'erpcrm.status counts the six findings of the companies');
 
 $run = sql("SELECT erpcrm.reconcile('contacts')");
 is(run_ends($run), 'done', 'the contacts are reconciled');
@@ -98,6 +100,8 @@ is(run_ends($run), 'done', 'a repairing run of contacts ends');
 ok(wait_synced($node), 'the repairs are delivered');
 ok(poll_until('repaired', sub { sql("SELECT count(*) FROM erpcrm.drift WHERE status NOT IN ('repaired', 'reported')") eq '0' }),
 	'every finding erpcrm owns shows as repaired');
+is(sql("SELECT string_agg(mapping || ' ' || drift, ',' ORDER BY mapping) FROM erpcrm.status WHERE mapping IN ('companies', 'contacts')"),
+	'companies 1,contacts 0', 'erpcrm.status counts only what is not repaired: the stranger, reported');
 my ($stranger) = grep { ($_->{properties}{erp_id} // '') eq '9999' && !$_->{archived} }
   @{ ErpcrmTest::mock_get('/_mock/objects/companies')->{results} };
 ok($stranger, 'the record with an unknown ERP id was left alone');
@@ -138,10 +142,21 @@ like($err, qr/permission denied/, 'erpcrm_monitor cannot start a reconcile');
 ($rc, $out, $err) = $node->psql('postgres', 'SELECT * FROM erpcrm.drift', extra_params => [ '-U', 'drift_nobody' ]);
 like($err, qr/permission denied/, 'another role cannot read erpcrm.drift');
 
-# 6. reconcile_every: the worker runs it by itself
-sql("SELECT erpcrm.map('products', 'erp.hs_products', 'products', reconcile_every => '1 hour')");
+# 6. set_reconcile(): the worker reconciles by itself
+($rc, $out, $err) = $node->psql('postgres', "SELECT erpcrm.set_reconcile('products', '30 seconds')");
+like($err, qr/reconcile_every of mapping "products" is too short/, 'reconcile_every under a minute is refused');
+($rc, $out, $err) = $node->psql('postgres', "SELECT erpcrm.set_reconcile('nosuch', '1 hour')");
+like($err, qr/mapping "nosuch" does not exist/, 'set_reconcile() names an unknown mapping');
+sql("SELECT erpcrm.set_reconcile('products', '1 hour')");
+# a mapping redefined with the arguments of 1.2 keeps its schedule
+sql("SELECT erpcrm.map('products', 'erp.hs_products', 'products', 'erp_id', 'archive', NULL)");
+is(sql("SELECT reconcile_every FROM erpcrm.mapping WHERE name = 'products'"), '01:00:00',
+	'map() with the arguments of 1.2 redefines the mapping and keeps reconcile_every');
 ok(poll_until('a scheduled run', sub { sql("SELECT count(*) FROM erpcrm.reconcile_runs WHERE mapping = 'products' AND requested_by = 'reconcile_every' AND state = 'done'") eq '1' }),
 	'a mapping given reconcile_every is reconciled by the worker');
+sql("SELECT erpcrm.set_reconcile('products', NULL)");
+is(sql("SELECT reconcile_every IS NULL FROM erpcrm.mapping WHERE name = 'products'"), 't',
+	'set_reconcile(mapping, NULL) stops it');
 
 ErpcrmTest::contract_log();
 done_testing();

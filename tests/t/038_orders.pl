@@ -27,28 +27,6 @@ $node->safe_psql('postgres', slurp_file("$examples/mappings.sql"));
 $node->safe_psql('postgres', slurp_file("$examples/orders_native.sql"));
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
-sub objects
-{
-	my ($type) = @_;
-	return [ grep { !$_->{archived} } @{ ErpcrmTest::mock_get("/_mock/objects/$type")->{results} } ];
-}
-sub by_erp_id
-{
-	my ($type, $key) = @_;
-	my ($o) = grep { ($_->{properties}{erp_id} // '') eq $key } @{ objects($type) };
-	return $o;
-}
-sub associated
-{
-	my ($from_type, $from, $to_type, $to) = @_;
-	return 0 unless defined $from && defined $to;
-	for my $a (@{ ErpcrmTest::mock_get('/_mock/associations')->{results} })
-	{
-		return 1 if $a->{fromType} eq $from_type && $a->{toType} eq $to_type
-		  && $a->{fromId} eq $from && $a->{toId} eq $to;
-	}
-	return 0;
-}
 
 like(sql("SELECT \"check\" || '|' || ok || '|' || detail FROM erpcrm.check_connection()"),
 	qr/^scope crm.objects.orders.write\|true\|granted; mappings orders need it/m,
@@ -98,27 +76,27 @@ INSERT INTO erp.order_lines VALUES
 ok(wait_synced($node), 'orders, their lines and everything they link to are delivered');
 is(sql('SELECT count(*) FROM erpcrm.failures'), '0', 'nothing failed');
 
-my $o10 = by_erp_id('orders', 'ZAM-10');
-my $o11 = by_erp_id('orders', 'ZAM-11');
+my $o10 = hs_object('orders', 'ZAM-10');
+my $o11 = hs_object('orders', 'ZAM-11');
 ok($o10 && $o11, 'both orders are native HubSpot orders');
 is(join('|', map { $o10->{properties}{$_} // '' } qw(hs_order_name hs_currency_code hs_total_price hs_pipeline_stage)),
 	"ZAM/10/2026|PLN|3000.00|$stage_of{'In progress'}", 'with their properties and order stage');
 is($o10->{properties}{hs_pipeline}, $hs_pipeline->{id}, 'in the order pipeline of set-up');
 is($o11->{properties}{hs_pipeline_stage}, $stage_of{'Awaiting payment'}, 'an order awaiting payment has its own stage');
-ok(associated('orders', $o10->{id}, 'companies', by_erp_id('companies', '3')->{id}),
+ok(hs_associated('orders', $o10->{id}, 'companies', hs_object('companies', '3')->{id}),
 	'the order is associated to its company');
-ok(associated('orders', $o10->{id}, 'contacts', by_erp_id('contacts', '2')->{id}),
+ok(hs_associated('orders', $o10->{id}, 'contacts', hs_object('contacts', '2')->{id}),
 	'and to the buyer');
-ok(associated('orders', $o10->{id}, 'deals', $deal_hs),
+ok(hs_associated('orders', $o10->{id}, 'deals', $deal_hs),
 	'and to the sales deal it came from');
-is(by_erp_id('deals', 'ZAM-10')->{id}, $deal_hs,
+is(hs_object('deals', 'ZAM-10')->{id}, $deal_hs,
 	'the sales deal is updated, never created again under the order\'s key');
-my $l1 = by_erp_id('line_items', 'ZAM-10/1');
-ok($l1 && associated('line_items', $l1->{id}, 'orders', $o10->{id}),
+my $l1 = hs_object('line_items', 'ZAM-10/1');
+ok($l1 && hs_associated('line_items', $l1->{id}, 'orders', $o10->{id}),
 	'an order line is a line item of the order');
-is($l1->{properties}{hs_product_id}, by_erp_id('products', 'P-1')->{id},
+is($l1->{properties}{hs_product_id}, hs_object('products', 'P-1')->{id},
 	'pointing at its product');
-ok(by_erp_id('deals', 'ZAM-11'), 'the B2B order is also a deal (the deal variant runs beside)');
+ok(hs_object('deals', 'ZAM-11'), 'the B2B order is also a deal (the deal variant runs beside)');
 
 my @paths = map { $_->{path} } @{ ErpcrmTest::mock_get('/_mock/requests')->{results} };
 ok((grep { m{^/crm/v3/objects/orders/batch/upsert} } @paths),
@@ -151,12 +129,12 @@ ok((grep { m{^/crm/associations/2026-03/line_items/orders/batch/} } @new),
 	'associations go to /crm/associations/2026-03');
 is(join(', ', grep { m{^/crm/v[34]/} } @new), '',
 	'and nothing goes to /crm/v3 or /crm/v4 any more');
-is(by_erp_id('orders', 'ZAM-10')->{properties}{hs_pipeline_stage}, $stage_of{Fulfilled},
+is(hs_object('orders', 'ZAM-10')->{properties}{hs_pipeline_stage}, $stage_of{Fulfilled},
 	'the order moved to its new stage');
-my $l3 = by_erp_id('line_items', 'ZAM-10/3');
-ok($l3 && associated('line_items', $l3->{id}, 'orders', $o10->{id}),
+my $l3 = hs_object('line_items', 'ZAM-10/3');
+ok($l3 && hs_associated('line_items', $l3->{id}, 'orders', $o10->{id}),
 	'the new line is a line item of the same order');
-is(scalar(grep { ($_->{properties}{erp_id} // '') =~ /^ZAM-/ } @{ objects('orders') }), 2,
+is(scalar(grep { ($_->{properties}{erp_id} // '') =~ /^ZAM-/ } @{ hs_objects('orders') }), 2,
 	'no order was created twice');
 sql('ALTER SYSTEM RESET erpcrm.api_version');
 sql('SELECT pg_reload_conf()');
@@ -188,12 +166,12 @@ INSERT INTO erp.order_lines VALUES (20, 1, 'P-1', 2, 1200);
 });
 ok(wait_synced($by_id), 'orders mapped as 0-123 are delivered');
 is(sql2('SELECT count(*) FROM erpcrm.failures'), '0', 'nothing failed (no call spelled orders otherwise)');
-my $o20 = by_erp_id('orders', 'ZAM-20');
+my $o20 = hs_object('orders', 'ZAM-20');
 is($o20 && $o20->{properties}{hs_pipeline_stage},
 	sql2("SELECT erpcrm.stage_id('Orders (ERP)', 'Delayed')"), 'the order is in its stage');
-my $l20 = by_erp_id('line_items', 'ZAM-20/1');
-ok($l20 && associated('line_items', $l20->{id}, 'orders', $o20->{id}), 'with its line item');
-ok(associated('orders', $o20->{id}, 'companies', by_erp_id('companies', '3')->{id}),
+my $l20 = hs_object('line_items', 'ZAM-20/1');
+ok($l20 && hs_associated('line_items', $l20->{id}, 'orders', $o20->{id}), 'with its line item');
+ok(hs_associated('orders', $o20->{id}, 'companies', hs_object('companies', '3')->{id}),
 	'and its company');
 @paths = map { $_->{path} } @{ ErpcrmTest::mock_get('/_mock/requests')->{results} };
 ok((grep { m{^/crm/v3/objects/0-123/batch/upsert} } @paths), 'through /crm/v3/objects/0-123');

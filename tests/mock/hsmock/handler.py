@@ -338,7 +338,9 @@ class Handler(ControlApi, BaseHTTPRequestHandler):
         cfg = st.cfg
         word = {"DAILY": "daily", "SECONDLY": "secondly",
                 "TEN_SECONDLY_ROLLING": "ten_secondly_rolling"}[policy]
-        e = ApiError(429, "RATE_LIMITS",
+        # HubSpot's 429 body as integrators quote it: errorType and
+        # policyName, no category (developers.hubspot.com documents none)
+        e = ApiError(429, None,
                      "You have reached your %s limit." % word,
                      extra={"errorType": "RATE_LIMIT", "policyName": policy})
         ra = cfg.retry_after
