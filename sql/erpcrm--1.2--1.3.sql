@@ -299,12 +299,46 @@ END
 $$;
 REVOKE ALL ON FUNCTION erpcrm._redirty_linked(integer, text[], boolean) FROM PUBLIC;
 
+/* Claimed keys are updated by their primary keys, whatever the statistics. */
+CREATE OR REPLACE FUNCTION erpcrm._claim(p_mapping_id integer, n integer)
+RETURNS TABLE (erp_id text, hubspot_id text, change_seq bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	keys text[];
+BEGIN
+	keys := ARRAY(
+		SELECT c.erp_id FROM erpcrm.sync_state c
+		 WHERE c.mapping_id = p_mapping_id AND c.state = 'pending'
+		   AND c.next_attempt_at <= pg_catalog.now()
+		 ORDER BY c.next_attempt_at, c.erp_id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED);
+	IF pg_catalog.cardinality(keys) = 0 THEN
+		RETURN;
+	END IF;
+	RETURN QUERY
+	UPDATE erpcrm.sync_state s
+	   SET state = 'in_flight', sent_seq = s.change_seq
+	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(keys)]), keys) AS k(mapping_id, erp_id)
+	 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	RETURNING s.erp_id, s.hubspot_id, s.change_seq;
+END
+$$;
+
 /* The dependents of a key whose HubSpot id changed, and those linked to a
  * key archived now, are found through sync_state_assoc. */
 CREATE OR REPLACE FUNCTION erpcrm._redirty_dependents(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[])
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
 	old_ids text[];
@@ -313,10 +347,11 @@ BEGIN
 	IF NOT EXISTS (SELECT FROM erpcrm.association a WHERE a.target_id = p_mapping_id) THEN
 		RETURN 0;
 	END IF;
+	/* by primary key lookups only, as in _claim() */
 	SELECT pg_catalog.array_agg(s.hubspot_id) INTO old_ids
-	  FROM erpcrm.sync_state s
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-	   AND s.hubspot_id IS NOT NULL
+	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	 WHERE s.hubspot_id IS NOT NULL
 	   AND s.hubspot_id <> p_hubspot_ids[pg_catalog.array_position(p_erp_ids, s.erp_id)];
 	IF old_ids IS NULL THEN
 		RETURN 0;
@@ -331,6 +366,8 @@ RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
 	n bigint := 0;
@@ -338,11 +375,12 @@ DECLARE
 	archived_ids text[];
 	dep record;
 BEGIN
-	/* by primary key lookups only (part 4): no join to hash the mapping */
+	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
 		UPDATE erpcrm.sync_state s
 		   SET unlinked = p_unlinked[array_position(p_synced, s.erp_id)]::jsonb, archived_at = NULL
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_synced)
+		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_synced)]), p_synced) AS k(mapping_id, erp_id)
+		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 		   AND (s.unlinked IS DISTINCT FROM p_unlinked[array_position(p_synced, s.erp_id)]::jsonb
 				OR s.archived_at IS NOT NULL);
 	END IF;
@@ -350,7 +388,8 @@ BEGIN
 		WITH u AS (
 			UPDATE erpcrm.sync_state s
 			   SET archived_at = COALESCE(s.archived_at, now()), unlinked = NULL
-			 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_archived)
+			  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_archived)]), p_archived) AS k(mapping_id, erp_id)
+			 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 			RETURNING s.hubspot_id)
 		SELECT array_agg(u.hubspot_id) INTO archived_ids FROM u WHERE u.hubspot_id IS NOT NULL;
 	END IF;

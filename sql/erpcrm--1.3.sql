@@ -1619,11 +1619,21 @@ END;
  * its HubSpot id (if known) and the change it is sending.
  *
  * Every statement of a batch touches only the batch's keys, through an
- * index, whatever the statistics say: keys are looked up with
- * "erp_id = ANY (array)" on the primary key (no join the planner could turn
- * into a hash of the mapping's rows), and a key's new HubSpot id is found by
- * its position in the array.  Claiming is planned with the batch size known
- * (a custom plan each time), so its LIMIT walks the due index.
+ * index, whatever the statistics say.  Claiming is planned with the batch
+ * size known (a custom plan each time), so its LIMIT walks the due index.
+ *
+ * The claimed keys are then updated by a join to their full primary keys,
+ * (mapping_id, erp_id) pairs from unnest(), not by "mapping_id = $1 AND
+ * erp_id = ANY (keys)": while sync_state has never been analyzed (a fresh
+ * install, a restore, an upgrade) the planner takes "mapping_id = $1" for
+ * 0.5 % of the table and would rather read the mapping's whole primary key
+ * range and filter on erp_id than descend the index once per key.  With
+ * the mapping_id coming from the join, no qual selects the mapping alone:
+ * the only plan that does not read the whole table is one primary key
+ * lookup per key, and with hash and merge joins off (for this function)
+ * the planner cannot trade the lookups for a hash of the table either.
+ * (unnest() with two arrays, zipped, exists only in FROM and unqualified;
+ * search_path is pg_catalog.)
  */
 CREATE FUNCTION erpcrm._claim(p_mapping_id integer, n integer)
 RETURNS TABLE (erp_id text, hubspot_id text, change_seq bigint)
@@ -1631,6 +1641,8 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
 	keys text[];
@@ -1648,7 +1660,8 @@ BEGIN
 	RETURN QUERY
 	UPDATE erpcrm.sync_state s
 	   SET state = 'in_flight', sent_seq = s.change_seq
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (keys)
+	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(keys)]), keys) AS k(mapping_id, erp_id)
+	 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	RETURNING s.erp_id, s.hubspot_id, s.change_seq;
 END
 $$;
@@ -1663,6 +1676,8 @@ CREATE FUNCTION erpcrm._redirty_dependents(p_mapping_id integer, p_erp_ids text[
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
 	old_ids text[];
@@ -1671,10 +1686,11 @@ BEGIN
 	IF NOT EXISTS (SELECT FROM erpcrm.association a WHERE a.target_id = p_mapping_id) THEN
 		RETURN 0;
 	END IF;
+	/* by primary key lookups only, as in _claim() */
 	SELECT pg_catalog.array_agg(s.hubspot_id) INTO old_ids
-	  FROM erpcrm.sync_state s
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-	   AND s.hubspot_id IS NOT NULL
+	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	 WHERE s.hubspot_id IS NOT NULL
 	   AND s.hubspot_id <> p_hubspot_ids[pg_catalog.array_position(p_erp_ids, s.erp_id)];
 	IF old_ids IS NULL THEN
 		RETURN 0;
@@ -1870,6 +1886,8 @@ RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
 	n bigint := 0;
@@ -1877,11 +1895,12 @@ DECLARE
 	archived_ids text[];
 	dep record;
 BEGIN
-	/* by primary key lookups only (part 4): no join to hash the mapping */
+	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
 		UPDATE erpcrm.sync_state s
 		   SET unlinked = p_unlinked[array_position(p_synced, s.erp_id)]::jsonb, archived_at = NULL
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_synced)
+		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_synced)]), p_synced) AS k(mapping_id, erp_id)
+		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 		   AND (s.unlinked IS DISTINCT FROM p_unlinked[array_position(p_synced, s.erp_id)]::jsonb
 				OR s.archived_at IS NOT NULL);
 	END IF;
@@ -1889,7 +1908,8 @@ BEGIN
 		WITH u AS (
 			UPDATE erpcrm.sync_state s
 			   SET archived_at = COALESCE(s.archived_at, now()), unlinked = NULL
-			 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_archived)
+			  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_archived)]), p_archived) AS k(mapping_id, erp_id)
+			 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 			RETURNING s.hubspot_id)
 		SELECT array_agg(u.hubspot_id) INTO archived_ids FROM u WHERE u.hubspot_id IS NOT NULL;
 	END IF;

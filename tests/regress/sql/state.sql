@@ -26,7 +26,7 @@ SELECT erpcrm._fold();
 SELECT erp_id, state, change_seq, sent_seq FROM st WHERE mapping = 'companies';
 SELECT erpcrm._done(:companies, '{1}', '{9001}');
 SELECT erp_id, state, hubspot_id, dirty FROM st WHERE mapping = 'companies';
-SELECT * FROM erpcrm._claim(:companies, 10);
+SELECT * FROM erpcrm._claim(:companies, 10) ORDER BY erp_id;
 SELECT erpcrm._done(:companies, '{1,2}', '{9001,9002}');
 SELECT erp_id, state, hubspot_id, attempts, dirty FROM st WHERE mapping = 'companies';
 
