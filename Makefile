@@ -68,6 +68,8 @@ REGRESS += preview
 REGRESS += backoff
 # 1.3, the way back: subscriptions and the inbox
 REGRESS += subscribe
+# 1.3, the way back: filters with OR, associations
+REGRESS += subscribe_more
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 	--temp-instance=tests/regress/tmp_check \
 	--temp-config=tests/regress/erpcrm.conf

@@ -3209,6 +3209,17 @@ BEGIN
 		DELETE FROM erpcrm.inbox i USING erpcrm.subscription x
 		 WHERE i.subscription_id = x.subscription_id AND x.object_type = m.object_type
 		   AND i.hubspot_id = hs;
+		/* and the object where other changes carry it as an association */
+		UPDATE erpcrm.inbox i
+		   SET associations = i.associations OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object(m.object_type,
+				COALESCE((SELECT pg_catalog.jsonb_agg(a.value ORDER BY a.n)
+							FROM pg_catalog.jsonb_array_elements(i.associations -> m.object_type)
+								 WITH ORDINALITY AS a(value, n)
+						   WHERE a.value ->> 'hubspot_id' <> hs), '[]'::jsonb))
+		  FROM erpcrm.subscription x
+		 WHERE i.subscription_id = x.subscription_id AND m.object_type = ANY (x.associations)
+		   AND i.associations -> m.object_type
+			   @> pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('hubspot_id', hs));
 	END IF;
 	PERFORM erpcrm._wake();
 	RETURN id;
@@ -3711,7 +3722,8 @@ CREATE TYPE erpcrm.hubspot_change AS (
 	hubspot_id		text,
 	modified_at		timestamptz,
 	properties		jsonb,
-	changed			text[]
+	changed			text[],
+	associations	jsonb
 );
 COMMENT ON TYPE erpcrm.hubspot_change IS 'one HubSpot change, as a subscription''s handler receives it';
 
@@ -3722,12 +3734,15 @@ CREATE TABLE erpcrm.subscription (
 	object_type		text NOT NULL,
 	properties		text[] NOT NULL,
 	filter			jsonb NOT NULL DEFAULT '[]',
+	associations	text[] NOT NULL DEFAULT '{}',
 	handler			regprocedure NOT NULL,
 	owner			regrole NOT NULL,
 	paused			boolean NOT NULL DEFAULT false,
 	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE erpcrm.subscription IS 'HubSpot changes an ERP function wants: object type, properties, filter, handler';
+COMMENT ON COLUMN erpcrm.subscription.filter IS 'HubSpot search filterGroups (any group may hold, all filters of a group must); [] for every object';
+COMMENT ON COLUMN erpcrm.subscription.associations IS 'object types whose associated records each change carries';
 COMMENT ON COLUMN erpcrm.subscription.owner IS 'the role that subscribed; its handler runs with this role''s privileges';
 
 /*
@@ -3754,6 +3769,7 @@ CREATE TABLE erpcrm.inbox (
 	modified_at		timestamptz NOT NULL,
 	properties		jsonb NOT NULL,
 	changed			text[] NOT NULL,
+	associations	jsonb NOT NULL DEFAULT '{}',
 	state			text NOT NULL DEFAULT 'pending'
 					CHECK (state IN ('pending', 'done', 'parked', 'discarded')),
 	attempts		integer NOT NULL DEFAULT 0,
@@ -3807,13 +3823,23 @@ RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN CASE WHEN p_object_type = 'contacts' THEN 'lastmodifieddate' ELSE 'hs_lastmodifieddate' END;
 
+/* An object type a subscription may name: a standard one, or a custom object type. */
+CREATE FUNCTION erpcrm._valid_object_type(p_object_type text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_object_type IS NOT NULL
+	AND (p_object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items')
+		 OR p_object_type ~ '^[0-9]+-[0-9]+$'
+		 OR p_object_type ~ '^p[0-9]+_[a-z][a-z0-9_]*$');
+
 CREATE FUNCTION erpcrm.subscribe(
 	name text,
 	object_type text,
 	properties text[],
 	filter jsonb DEFAULT NULL,
 	handler regprocedure DEFAULT NULL,
-	since timestamptz DEFAULT pg_catalog.now())
+	since timestamptz DEFAULT pg_catalog.now(),
+	associations text[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -3823,6 +3849,10 @@ DECLARE
 	old erpcrm.subscription;
 	p record;
 	f jsonb;
+	g jsonb;
+	groups jsonb;
+	ngroups integer;
+	nfilters integer;
 	id integer;
 	nargs integer;
 	argtype oid;
@@ -3834,9 +3864,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'A subscription name is between 1 and 63 characters long.';
 	END IF;
-	IF object_type IS NULL OR NOT (object_type IN ('companies', 'contacts', 'products', 'deals', 'line_items')
-			OR object_type ~ '^[0-9]+-[0-9]+$'
-			OR object_type ~ '^p[0-9]+_[a-z][a-z0-9_]*$') THEN
+	IF NOT erpcrm._valid_object_type(object_type) THEN
 		RAISE EXCEPTION 'unknown HubSpot object type "%"', object_type
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use companies, contacts, products, deals, line_items, or a custom object type id such as 2-1234567.';
@@ -3854,30 +3882,103 @@ BEGIN
 		END IF;
 	END LOOP;
 
-	/* the filter: HubSpot search filters, all of which must hold */
+	/* the associations each change carries: object types, one read a page each */
+	associations := COALESCE(associations, '{}');
+	FOR p IN SELECT u.t FROM unnest(associations) AS u(t) LOOP
+		IF NOT erpcrm._valid_object_type(p.t) THEN
+			RAISE EXCEPTION 'unknown HubSpot object type "%" in associations', p.t
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Name the object types whose associated records the handler needs, for example ''{companies,contacts}''.';
+		END IF;
+	END LOOP;
+	IF cardinality(associations) > 5
+		OR cardinality(associations) <> (SELECT count(DISTINCT u) FROM unnest(associations) u) THEN
+		RAISE EXCEPTION 'a subscription reads at most 5 association types, each once'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('%s were given.', array_to_string(associations, ', ')),
+				  HINT = 'Each association type costs one HubSpot call per page of changes.';
+	END IF;
+
+	/*
+	 * The filter: HubSpot's filterGroups, an OR of groups whose filters must
+	 * all hold.  Also taken: one filter object, or an array of filters (one
+	 * group).  erpcrm adds its 2 filters on the last-modified date to every
+	 * group, and HubSpot's limits count them.
+	 */
 	filter := COALESCE(filter, '[]');
-	IF jsonb_typeof(filter) = 'object' THEN
+	IF jsonb_typeof(filter) = 'object' AND filter ? 'filterGroups' THEN
+		IF EXISTS (SELECT FROM jsonb_object_keys(filter) k WHERE k <> 'filterGroups') THEN
+			RAISE EXCEPTION 'the filter of a subscription takes filterGroups only'
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('It has %s.', (SELECT string_agg(k, ', ' ORDER BY k)
+													FROM jsonb_object_keys(filter) k WHERE k <> 'filterGroups')),
+					  HINT = 'Properties, sorts and paging are erpcrm''s: give them as properties => and since =>.';
+		END IF;
+		filter := filter -> 'filterGroups';
+	ELSIF jsonb_typeof(filter) = 'object' THEN
 		filter := jsonb_build_array(filter);
 	END IF;
 	IF jsonb_typeof(filter) <> 'array' THEN
-		RAISE EXCEPTION 'the filter of a subscription must be a JSON array of HubSpot search filters'
+		RAISE EXCEPTION 'the filter of a subscription must be a JSON array of HubSpot search filters, or {"filterGroups": [...]}'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'For example: ''[{"propertyName": "dealstage", "operator": "EQ", "value": "closedwon"}]''.';
 	END IF;
-	IF jsonb_array_length(filter) > 4 THEN
-		RAISE EXCEPTION 'a subscription takes at most 4 filters'
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'HubSpot allows 6 filters in a group, and erpcrm adds 2 that select the changes.';
+	IF jsonb_array_length(filter) = 0 THEN
+		groups := '[]';
+	ELSIF jsonb_typeof(filter -> 0) = 'object' AND filter -> 0 ? 'filters' THEN
+		groups := filter;
+	ELSE
+		groups := jsonb_build_array(jsonb_build_object('filters', filter));
 	END IF;
+	ngroups := jsonb_array_length(groups);
+	IF ngroups > 5 THEN
+		RAISE EXCEPTION 'a subscription''s filter takes at most 5 filterGroups'
+			USING ERRCODE = 'program_limit_exceeded',
+				  DETAIL = format('It has %s; HubSpot''s search allows 5.', ngroups),
+				  HINT = 'Merge groups that differ in one property into one filter with the IN operator.';
+	END IF;
+	nfilters := 0;
+	FOR g IN SELECT jsonb_array_elements(groups) LOOP
+		IF jsonb_typeof(g) <> 'object' OR jsonb_typeof(g -> 'filters') IS DISTINCT FROM 'array'
+			OR EXISTS (SELECT FROM jsonb_object_keys(g) k WHERE k <> 'filters') THEN
+			RAISE EXCEPTION 'invalid HubSpot filter group: %', g
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'A filter group is {"filters": [...]}: filters that must all hold.';
+		END IF;
+		IF jsonb_array_length(g -> 'filters') = 0 THEN
+			RAISE EXCEPTION 'a filter group of a subscription is empty'
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = 'A group without filters matches every object, which leaves the other groups nothing to choose.',
+					  HINT = 'Drop the group, or give no filter to receive every object.';
+		END IF;
+		IF jsonb_array_length(g -> 'filters') > 4 THEN
+			RAISE EXCEPTION 'a filter group of a subscription takes at most 4 filters'
+				USING ERRCODE = 'program_limit_exceeded',
+					  DETAIL = format('A group has %s; HubSpot allows 6 filters in a group, and erpcrm adds 2 on the last-modified date to each group.',
+									  jsonb_array_length(g -> 'filters')),
+					  HINT = 'Use IN for several values of one property, or split the group.';
+		END IF;
+		nfilters := nfilters + jsonb_array_length(g -> 'filters') + 2;
+	END LOOP;
+	IF nfilters > 18 THEN
+		RAISE EXCEPTION 'a subscription''s filter has too many filters'
+			USING ERRCODE = 'program_limit_exceeded',
+				  DETAIL = format('Its %s groups have %s filters with the 2 erpcrm adds to each group; HubSpot allows 18 in a search.',
+								  ngroups, nfilters),
+				  HINT = 'Use fewer groups, or IN for several values of one property.';
+	END IF;
+
 	/* HubSpot's filter values are strings */
-	SELECT COALESCE(jsonb_agg(CASE WHEN jsonb_typeof(x) <> 'object' THEN x ELSE x
+	SELECT COALESCE(jsonb_agg(jsonb_build_object('filters', (
+		SELECT COALESCE(jsonb_agg(CASE WHEN jsonb_typeof(x) <> 'object' THEN x ELSE x
 			|| COALESCE((SELECT jsonb_object_agg(k, CASE WHEN jsonb_typeof(v) = 'array'
 						THEN (SELECT jsonb_agg(CASE WHEN jsonb_typeof(e) = 'string' THEN e ELSE to_jsonb(e #>> '{}') END)
 								FROM jsonb_array_elements(v) e)
 						WHEN jsonb_typeof(v) IN ('number', 'boolean') THEN to_jsonb(v #>> '{}') ELSE v END)
 					FROM jsonb_each(x) AS kv(k, v) WHERE k IN ('value', 'values', 'highValue')), '{}') END), '[]')
-	  INTO filter FROM jsonb_array_elements(filter) x;
-	FOR f IN SELECT jsonb_array_elements(filter) LOOP
+		  FROM jsonb_array_elements(gr -> 'filters') x)) ORDER BY n), '[]')
+	  INTO filter FROM jsonb_array_elements(groups) WITH ORDINALITY AS y(gr, n);
+	FOR f IN SELECT jsonb_array_elements(gr -> 'filters') FROM jsonb_array_elements(filter) gr LOOP
 		IF jsonb_typeof(f) <> 'object'
 			OR NOT erpcrm._valid_property_name(f ->> 'propertyName')
 			OR (f ->> 'operator') IS NULL
@@ -3930,12 +4031,13 @@ BEGIN
 		END IF;
 		UPDATE erpcrm.subscription s
 		   SET properties = subscribe.properties, filter = subscribe.filter,
+			   associations = subscribe.associations,
 			   handler = subscribe.handler, owner = erpcrm._caller()
 		 WHERE s.subscription_id = old.subscription_id;
 		id := old.subscription_id;
 	ELSE
-		INSERT INTO erpcrm.subscription (name, object_type, properties, filter, handler, owner)
-		VALUES (name, object_type, properties, filter, handler, erpcrm._caller())
+		INSERT INTO erpcrm.subscription (name, object_type, properties, filter, associations, handler, owner)
+		VALUES (name, object_type, properties, filter, associations, handler, erpcrm._caller())
 		RETURNING subscription_id INTO id;
 		INSERT INTO erpcrm.subscription_cursor (subscription_id, modified_at)
 		VALUES (id, COALESCE(since, 'epoch'::timestamptz));
@@ -3944,7 +4046,7 @@ BEGIN
 	RETURN id;
 END
 $$;
-COMMENT ON FUNCTION erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz) IS 'hand HubSpot changes of an object type to an ERP function';
+COMMENT ON FUNCTION erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz, text[]) IS 'hand HubSpot changes of an object type to an ERP function';
 
 CREATE FUNCTION erpcrm.unsubscribe(name text)
 RETURNS boolean
@@ -4090,6 +4192,55 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN pg_catalog.to_timestamp(p_ms / 1000) + (p_ms % 1000) * interval '1 millisecond';
 
 /*
+ * A subscription's filterGroups with erpcrm's own filters (the window on the
+ * last-modified date) ANDed into every group: one group of them alone when
+ * the subscription has no filter.
+ */
+CREATE FUNCTION erpcrm._filter_groups(p_groups jsonb, p_cursor_filters jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN CASE WHEN pg_catalog.jsonb_array_length(p_groups) = 0
+	THEN pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('filters', p_cursor_filters))
+	ELSE (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('filters',
+						(g.grp -> 'filters') OPERATOR(pg_catalog.||) p_cursor_filters) ORDER BY g.n)
+			FROM pg_catalog.jsonb_array_elements(p_groups) WITH ORDINALITY AS g(grp, n)) END;
+
+/*
+ * The associations of a page of changes, from the answers of HubSpot's v4
+ * batch/read ({"companies": answer, ...}): per object id, per target type,
+ * each associated record's HubSpot id, its ERP id and mapping where a
+ * mapping to that object type synced it (the oldest mapping, when several
+ * did), and HubSpot's association types.
+ */
+CREATE FUNCTION erpcrm._page_associations(p_answers jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH pair AS (
+	SELECT t.target, r -> 'from' ->> 'id' AS from_id, x ->> 'toObjectId' AS to_id,
+		   COALESCE(x -> 'associationTypes', '[]') AS types
+	  FROM jsonb_each(COALESCE(p_answers, '{}')) AS t(target, answer),
+		   jsonb_array_elements(COALESCE(t.answer -> 'results', '[]')) AS r,
+		   jsonb_array_elements(COALESCE(r -> 'to', '[]')) AS x),
+known AS (
+	SELECT DISTINCT ON (m.object_type, s.hubspot_id) m.object_type, s.hubspot_id, s.erp_id,
+		   m.name AS mapping
+	  FROM erpcrm.mapping m JOIN erpcrm.sync_state s ON s.mapping_id = m.mapping_id
+	 WHERE (m.object_type, s.hubspot_id) IN (SELECT p.target, p.to_id FROM pair p)
+	 ORDER BY m.object_type, s.hubspot_id, m.mapping_id)
+SELECT COALESCE(jsonb_object_agg(b.from_id, b.per_target), '{}') FROM (
+	SELECT a.from_id, jsonb_object_agg(a.target, a.records) AS per_target FROM (
+		SELECT p.from_id, p.target,
+			   jsonb_agg(jsonb_build_object('hubspot_id', p.to_id, 'erp_id', k.erp_id,
+											'mapping', k.mapping, 'types', p.types)
+						 ORDER BY length(p.to_id), p.to_id) AS records
+		  FROM pair p LEFT JOIN known k ON k.object_type = p.target AND k.hubspot_id = p.to_id
+		 GROUP BY p.from_id, p.target) AS a
+	 GROUP BY a.from_id) AS b
+$$;
+
+/*
  * The next search request of a subscription, from its cursor: changes
  * modified from the cursor to settle_ms ago (HubSpot indexes a change for
  * search a little after it is made), oldest first, page_size of them.  A
@@ -4126,20 +4277,20 @@ BEGIN
 		SELECT unnest(s.properties) UNION SELECT mp
 		UNION SELECT m.id_property FROM erpcrm.mapping m WHERE m.object_type = s.object_type) AS x(p);
 	IF c.tie_id IS NULL THEN
-		filters := s.filter
-			|| jsonb_build_object('propertyName', mp, 'operator', 'GTE', 'value', from_ms::text)
-			|| jsonb_build_object('propertyName', mp, 'operator', 'LT', 'value', to_ms::text);
+		filters := jsonb_build_array(
+			jsonb_build_object('propertyName', mp, 'operator', 'GTE', 'value', from_ms::text),
+			jsonb_build_object('propertyName', mp, 'operator', 'LT', 'value', to_ms::text));
 		RETURN jsonb_build_object(
-			'filterGroups', jsonb_build_array(jsonb_build_object('filters', filters)),
+			'filterGroups', erpcrm._filter_groups(s.filter, filters),
 			'sorts', jsonb_build_array(mp),
 			'properties', to_jsonb(props),
 			'limit', p_page_size);
 	END IF;
-	filters := s.filter
-		|| jsonb_build_object('propertyName', mp, 'operator', 'EQ', 'value', from_ms::text)
-		|| jsonb_build_object('propertyName', 'hs_object_id', 'operator', 'GT', 'value', c.tie_id::text);
+	filters := jsonb_build_array(
+		jsonb_build_object('propertyName', mp, 'operator', 'EQ', 'value', from_ms::text),
+		jsonb_build_object('propertyName', 'hs_object_id', 'operator', 'GT', 'value', c.tie_id::text));
 	RETURN jsonb_build_object(
-		'filterGroups', jsonb_build_array(jsonb_build_object('filters', filters)),
+		'filterGroups', erpcrm._filter_groups(s.filter, filters),
 		'sorts', jsonb_build_array('hs_object_id'),
 		'properties', to_jsonb(props),
 		'limit', p_page_size);
@@ -4182,7 +4333,7 @@ BEGIN
 		BEGIN
 			PERFORM erpcrm._run_handler(s.handler, s.owner,
 				ROW(i.change_id, s.name, s.object_type, i.hubspot_id, i.modified_at,
-					i.properties, i.changed)::erpcrm.hubspot_change);
+					i.properties, i.changed, i.associations)::erpcrm.hubspot_change);
 			UPDATE erpcrm.inbox x
 			   SET state = 'done', attempts = x.attempts + 1, handled_at = clock_timestamp(),
 				   error_sqlstate = NULL, error_message = NULL, error_detail = NULL,
@@ -4213,10 +4364,13 @@ $$;
  * the inbox and to the handler, and the cursor moves past them, all in the
  * caller's transaction.  A change already received, or in which no
  * subscribed property that HubSpot owns changed (an echo of what erpcrm
- * wrote, or of a property the ERP owns), is not handed over.  Returns
- * whether more changes wait (the page was full).
+ * wrote, or of a property the ERP owns), is not handed over.  The
+ * associations the subscription reads come as the v4 batch/read answers of
+ * the page, per target type.  Returns whether more changes wait (the page
+ * was full).
  */
-CREATE FUNCTION erpcrm._receive(p_subscription_id integer, p_request jsonb, p_answer jsonb)
+CREATE FUNCTION erpcrm._receive(p_subscription_id integer, p_request jsonb, p_answer jsonb,
+								p_associations jsonb DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -4242,6 +4396,8 @@ DECLARE
 	tie boolean;
 	from_ms bigint;
 	to_ms bigint;
+	page_assoc jsonb;
+	assoc jsonb;
 BEGIN
 	SELECT * INTO s FROM erpcrm.subscription WHERE subscription_id = p_subscription_id;
 	SELECT * INTO c FROM erpcrm.subscription_cursor WHERE subscription_id = p_subscription_id FOR UPDATE;
@@ -4261,6 +4417,7 @@ BEGIN
 		RETURN false;			/* the cursor moved meanwhile: ask again */
 	END IF;
 
+	page_assoc := erpcrm._page_associations(p_associations);
 	FOR r IN SELECT jsonb_array_elements(COALESCE(p_answer -> 'results', '[]')) LOOP
 		n := n + 1;
 		hid := r ->> 'id';
@@ -4285,8 +4442,10 @@ BEGIN
 			n_echoes := n_echoes + 1;
 			CONTINUE;
 		END IF;
-		INSERT INTO erpcrm.inbox (subscription_id, hubspot_id, modified_at, properties, changed)
-		VALUES (s.subscription_id, hid, modified, props, changed);
+		SELECT COALESCE(jsonb_object_agg(t, COALESCE(page_assoc -> hid -> t, '[]')), '{}') INTO assoc
+		  FROM unnest(s.associations) AS t;
+		INSERT INTO erpcrm.inbox (subscription_id, hubspot_id, modified_at, properties, changed, associations)
+		VALUES (s.subscription_id, hid, modified, props, changed, assoc);
 	END LOOP;
 
 	/*
@@ -4550,7 +4709,7 @@ COMMENT ON FUNCTION erpcrm.reassign_owned(regrole, regrole) IS 'hand the mapping
  * ------------------------------------------------------------------
  */
 CREATE VIEW erpcrm.subscriptions AS
-SELECT s.name AS subscription, s.object_type, s.properties, s.filter,
+SELECT s.name AS subscription, s.object_type, s.properties, s.filter, s.associations,
 	   s.handler::text AS handler, s.owner::text AS owner, s.paused,
 	   c.modified_at AS cursor,
 	   c.caught_up_to,
@@ -4590,22 +4749,24 @@ REVOKE ALL ON erpcrm.subscriptions, erpcrm.parked_changes FROM PUBLIC;
 GRANT SELECT ON erpcrm.subscriptions, erpcrm.parked_changes TO erpcrm_monitor, pg_monitor;
 
 REVOKE ALL ON FUNCTION erpcrm._subscription(text), erpcrm._modified_property(text),
-	erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz),
+	erpcrm._valid_object_type(text),
+	erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz, text[]),
 	erpcrm.unsubscribe(text), erpcrm.pause_subscription(text), erpcrm.resume_subscription(text),
 	erpcrm.requeue_change(bigint), erpcrm.requeue_parked(text), erpcrm.discard_change(bigint),
 	erpcrm._sent_properties(integer), erpcrm._erp_owned(text, text, jsonb), erpcrm._ms_time(bigint),
+	erpcrm._filter_groups(jsonb, jsonb), erpcrm._page_associations(jsonb),
 	erpcrm._pull_request(integer, integer, integer), erpcrm._hand_over(integer),
-	erpcrm._receive(integer, jsonb, jsonb), erpcrm._pull_failed(integer, text),
+	erpcrm._receive(integer, jsonb, jsonb, jsonb), erpcrm._pull_failed(integer, text),
 	erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(), erpcrm._prune_inbox(integer),
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
 	erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change),
 	erpcrm._check_hand_over(text, regrole), erpcrm._role_exists(oid), erpcrm._owned_by(oid),
 	erpcrm._owned_reassigned(oid[], oid), erpcrm.reassign_owned(regrole, regrole) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-	erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz),
+	erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz, text[]),
 	erpcrm.unsubscribe(text), erpcrm.pause_subscription(text), erpcrm.resume_subscription(text),
 	erpcrm.requeue_change(bigint), erpcrm.requeue_parked(text), erpcrm.discard_change(bigint),
-	erpcrm._pull_request(integer, integer, integer), erpcrm._receive(integer, jsonb, jsonb),
+	erpcrm._pull_request(integer, integer, integer), erpcrm._receive(integer, jsonb, jsonb, jsonb),
 	erpcrm._pull_failed(integer, text), erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(),
 	erpcrm._prune_inbox(integer),
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),

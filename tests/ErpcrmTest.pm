@@ -227,6 +227,25 @@ log_min_messages = 'log'
 	return $node;
 }
 
+# The way back's node: erpcrm pulling every 200 ms (1 s settle), with the
+# examples' ERP, mappings, portal set-up and subscriptions
+# (examples/*.sql), as the mapping guide has them.
+sub examples_node
+{
+	my ($name) = @_;
+	my $node = erpcrm_node($name, conf => q{
+erpcrm.pull_interval = '200ms'
+erpcrm.pull_settle = '1s'
+});
+	my $examples = "$here/../examples";
+	$node->safe_psql('postgres', 'CREATE EXTENSION erpcrm');
+	$node->safe_psql('postgres', slurp_file("$examples/$_.sql")) for qw(erp mappings);
+	my $setup = $node->safe_psql('postgres', "SELECT string_agg(result, ',') FROM erpcrm.setup_hubspot()");
+	die "the portal set-up failed: $setup" if $setup =~ /error/;
+	$node->safe_psql('postgres', slurp_file("$examples/subscriptions.sql"));
+	return $node;
+}
+
 # The tables of the sample ERP (tests/erp.sql): customers, persons, products.
 sub erp_tables
 {

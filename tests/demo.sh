@@ -369,17 +369,21 @@ made_by_hand() {
 json_id() { python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'; }
 
 # The way back (examples/subscriptions.sql): a deal sales moves to won by
-# hand becomes an ERP order carrying the deal's id; the order's number and
-# status go back onto that deal, and its invoice becomes an invoice deal
-# associated to it.
+# hand becomes an ERP order carrying the deal's id, for the customer of the
+# deal's company (read with the deal, its ERP id from erpcrm); the order's
+# number and status go back onto that deal, and its invoice becomes an
+# invoice deal associated to it.
 way_back() {
-	local d order t0 inv
+	local d order t0 inv company
 	say "The way back: the ERP subscribes to won deals (examples/subscriptions.sql)"
 	psql_q -f "$src/examples/subscriptions.sql" >/dev/null
-	d=$(mock POST /_mock/objects/deals '{"properties": {"dealname": "Gamma-Stal: regały (wygrana)",
-		"pipeline": "default", "dealstage": "contractsent", "amount": "48000"}}' | json_id)
+	company=$(psql_v "SELECT s.hubspot_id FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id)
+		WHERE m.name = 'companies' AND s.erp_id = '1'")
+	d=$(mock POST /_mock/objects/deals "{\"properties\": {\"dealname\": \"Gamma-Stal: regały (wygrana)\",
+		\"pipeline\": \"default\", \"dealstage\": \"contractsent\", \"amount\": \"48000\"},
+		\"associations\": [{\"toType\": \"companies\", \"toId\": \"$company\"}]}" | json_id)
 	mock PATCH "/_mock/objects/deals/$d" '{"properties": {"dealstage": "closedwon"}}' >/dev/null
-	echo "    sales moves deal #$d \"Gamma-Stal: regały (wygrana)\" to closedwon, by hand"
+	echo "    sales moves deal #$d \"Gamma-Stal: regały (wygrana)\" of company #$company to closedwon, by hand"
 	t0=$SECONDS
 	until [ "$(psql_v "SELECT count(*) FROM erp.orders WHERE hubspot_deal_id = '$d'")" = 1 ]; do
 		[ $((SECONDS - t0)) -lt 60 ] || die "the won deal did not become an order"
@@ -388,6 +392,10 @@ way_back() {
 	order=$(psql_v "SELECT id FROM erp.orders WHERE hubspot_deal_id = '$d'")
 	echo "    erp.deal_won made order $(psql_v "SELECT number || ' (' || status || ', ' || total || ' PLN)'
 		FROM erp.orders WHERE id = $order") with hubspot_deal_id $d, after $((SECONDS - t0)) s"
+	[ "$(psql_v "SELECT customer_id FROM erp.orders WHERE id = $order")" = 1 ] ||
+		die "the order did not get its customer from the deal's company"
+	echo "    for customer $(psql_v "SELECT k.id || ' ' || k.name FROM erp.orders o JOIN erp.customers k ON k.id = o.customer_id
+		WHERE o.id = $order"), the deal's company in HubSpot"
 	inv=$(psql_v "SELECT max(id) + 1 FROM erp.invoices")
 	psql_q -c "INSERT INTO erp.invoices (id, number, customer_id, order_id, issued_on, due_on, net, gross)
 		VALUES ($inv, 'FV/HS/$inv', 1, $order, current_date, current_date + 14, 39024.39, 48000)"

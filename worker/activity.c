@@ -77,3 +77,24 @@ erpcrm_end_step(void)
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
+
+/*
+ * In the PG_CATCH of a step (or of a cycle): take the error into cxt, roll
+ * the transaction back, and report the error at LOG as it was raised
+ * (SQLSTATE, detail, hint, context).  The worker goes on; the caller says
+ * where it failed, from the error returned.
+ */
+ErrorData *
+erpcrm_step_failed(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(cxt);
+	edata->elevel = LOG;
+	ThrowErrorData(edata);
+	return edata;
+}

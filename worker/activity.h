@@ -17,5 +17,6 @@ extern const char *erpcrm_worker_current_step(void);
 extern void erpcrm_worker_sleep(long ms, uint32 wait_event_info);
 extern void erpcrm_begin_step(const char *activity);
 extern void erpcrm_end_step(void);
+extern ErrorData *erpcrm_step_failed(MemoryContext cxt);
 
 #endif							/* ERPCRM_ACTIVITY_H */

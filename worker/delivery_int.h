@@ -68,18 +68,6 @@ typedef struct BatchKey
 	long		wait_ms;
 } BatchKey;
 
-typedef struct CallLog
-{
-	TimestampTz called_at;
-	const char *method;
-	char	   *path;
-	long		status;
-	double		latency_ms;
-	int			inputs;
-	char	   *category;
-	char	   *correlation_id;
-} CallLog;
-
 typedef struct Batch
 {
 	MappingDef *mapping;

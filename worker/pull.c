@@ -17,6 +17,11 @@
  *	  delivery shares; while deliveries wait, pulls use at most
  *	  erpcrm.pull_share of it.
  *
+ *	  A subscription that reads associations reads them for the objects of
+ *	  each answer with HubSpot's v4 batch/read, one call per target type,
+ *	  before the answer is handed over: those calls count in the same
+ *	  budget and share, and a page starts only when all its calls fit.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -24,9 +29,11 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -55,7 +62,11 @@ typedef struct DueSubscription
 	char	   *name;
 	char	   *object_type;
 	bool		pull;
+	int			nassoc;			/* association types each change carries */
+	char	  **assoc;
 } DueSubscription;
+
+static bool may_call(long *wait_ms);
 
 /*
  * Calls of pulls started in the last 10 s, and a little more: HubSpot
@@ -86,7 +97,7 @@ recent_pull_calls(TimestampTz now, TimestampTz *oldest)
  * asked for a pause, the budget is spent for a while).
  */
 static bool
-may_search(bool outbound_busy, long *wait_ms)
+may_search(bool outbound_busy, int ncalls, long *wait_ms)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	long		delay;
@@ -106,7 +117,8 @@ may_search(bool outbound_busy, long *wait_ms)
 			*wait_ms = erpcrm_pull_interval_ms;
 			return false;		/* no share: pulls wait for deliveries */
 		}
-		if (recent_pull_calls(now, &oldest) >= allowed)
+		/* a page's calls fit in the share (a share smaller than a page: one at a time) */
+		if (recent_pull_calls(now, &oldest) + Min(ncalls, allowed) > allowed)
 		{
 			*wait_ms = (long) ((oldest + (PULL_WINDOW_MS + PULL_WINDOW_MARGIN_MS) * (int64) 1000 - now) / 1000) + 1;
 			return false;
@@ -116,6 +128,18 @@ may_search(bool outbound_busy, long *wait_ms)
 	delay = hs_rate_search_slot(now);
 	if (delay > 0)
 		erpcrm_worker_sleep(delay, PG_WAIT_EXTENSION);
+	return may_call(wait_ms);
+}
+
+/*
+ * May any pull call start now, as the rate limiter sees it?  Waits a short
+ * delay out; false with *wait_ms set when the window is spent for longer.
+ */
+static bool
+may_call(long *wait_ms)
+{
+	TimestampTz now;
+	long		delay;
 
 	erpcrm_worker_absorb_session_calls();
 	now = GetCurrentTimestamp();
@@ -133,9 +157,12 @@ may_search(bool outbound_busy, long *wait_ms)
 	return true;
 }
 
-/* One search call, counted in the limiter and in erpcrm.worker. */
+/*
+ * One call of a pull (a search, or a read of associations), counted in the
+ * limiter, in the pulls' share and in erpcrm.worker.
+ */
 static void
-search(const char *path, const char *body, HsResponse *resp, TimestampTz *called_at)
+pull_call(const char *path, const char *body, HsResponse *resp, TimestampTz *called_at)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -167,57 +194,24 @@ search(const char *path, const char *body, HsResponse *resp, TimestampTz *called
 	}
 }
 
-/* What went wrong with a search answer, in words (NULL: it is usable). */
+/*
+ * What went wrong with the answer of a pull call (what: "search"), in
+ * words; NULL: it is usable (a batch/read answers 207 when some objects
+ * have no association).
+ */
 static char *
-search_problem(const HsResponse *resp)
+pull_problem(const char *what, const HsResponse *resp)
 {
 	HsError		err;
 
 	if (resp->transport_error != 0)
-		return psprintf("HubSpot's search did not answer: %s", resp->transport_message);
-	if (resp->status == 200)
+		return psprintf("HubSpot's %s did not answer: %s", what, resp->transport_message);
+	if (resp->status == 200 || (resp->status == 207 && strcmp(what, "search") != 0))
 		return NULL;
 	hs_parse_error(resp->body, resp->body_len, &err);
-	return psprintf("HubSpot's search answered %ld%s%s%s%s", resp->status,
+	return psprintf("HubSpot's %s answered %ld%s%s%s%s", what, resp->status,
 					err.category[0] ? " " : "", err.category,
 					err.message[0] ? ": " : "", err.message);
-}
-
-static void
-log_call(int32 sub_id, TimestampTz called_at, const char *path, const HsResponse *resp)
-{
-	Oid			types[9] = {INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, INT4OID,
-	FLOAT8OID, TEXTOID, TEXTOID, INTERVALOID};
-	Datum		args[9];
-	char		nulls[9] = "         ";
-	Interval   *retention = palloc0(sizeof(Interval));
-	HsError		err;
-	const char *category = NULL;
-
-	retention->time = (int64) erpcrm_api_log_retention_min * 60 * USECS_PER_SEC;
-	if (resp->transport_error != 0)
-		category = "NETWORK";
-	else if (resp->status >= 400)
-	{
-		hs_parse_error(resp->body, resp->body_len, &err);
-		if (err.category[0])
-			category = err.category;
-	}
-	args[0] = Int32GetDatum(sub_id);
-	args[1] = TimestampTzGetDatum(called_at);
-	args[2] = CStringGetTextDatum("POST");
-	args[3] = CStringGetTextDatum(path);
-	args[4] = Int32GetDatum((int32) resp->status);
-	nulls[4] = resp->transport_error ? 'n' : ' ';
-	args[5] = Float8GetDatum(resp->elapsed_ms);
-	args[6] = category ? CStringGetTextDatum(category) : (Datum) 0;
-	nulls[6] = category ? ' ' : 'n';
-	args[7] = resp->correlation_id[0] ? CStringGetTextDatum(resp->correlation_id) : (Datum) 0;
-	nulls[7] = resp->correlation_id[0] ? ' ' : 'n';
-	args[8] = PointerGetDatum(retention);
-	if (SPI_execute_with_args("SELECT erpcrm._log_pull_call($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-							  9, types, args, nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "erpcrm._log_pull_call failed");
 }
 
 static void
@@ -234,9 +228,57 @@ pull_failed(int32 sub_id, const char *why)
 }
 
 /*
- * One page of one subscription: ask for the request, call HubSpot, hand
- * the answer over.  Returns whether more changes wait; *stop says that
- * pulls must pause now (*wait_ms from now).
+ * The associations of the objects of a search answer, as
+ * {"companies": <v4 batch/read answer>, ...}: one call per target type.
+ * NULL when a read got no usable answer (*problem says why) or when the
+ * rate limit says wait (*stop, *wait_ms).  Each call goes to *calls.
+ */
+static char *
+read_associations(DueSubscription *sub, const HsResponse *found, List **calls,
+				  char **problem, bool *stop, long *wait_ms)
+{
+	int			n;
+	char	  **ids;
+	char	  **values;
+	StringInfoData out;
+
+	/* an answer that is not one is _receive's to refuse */
+	if (!hs_parse_property(found->body, found->body_len, "hs_object_id", &n, &ids, &values))
+		n = 0;
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	for (int a = 0; a < sub->nassoc && n > 0; a++)
+	{
+		HsJsonBody *body = hs_body_new();
+		HsResponse	resp;
+		TimestampTz called_at;
+		char	   *path;
+
+		if (!may_call(wait_ms))
+		{
+			*stop = true;
+			return NULL;
+		}
+		for (int i = 0; i < n; i++)
+			hs_body_add_read(body, ids[i]);
+		path = psprintf("%s/%s/%s/batch/read", HS_ASSOCIATIONS_PREFIX,
+						sub->object_type, sub->assoc[a]);
+		pull_call(path, hs_body_finish(body), &resp, &called_at);
+		*calls = lappend(*calls, erpcrm_call_log("POST", path, called_at, &resp, n));
+		*problem = pull_problem("association read", &resp);
+		if (*problem != NULL)
+			return NULL;
+		appendStringInfo(&out, "%s\"%s\": %s", a > 0 ? ", " : "", sub->assoc[a], resp.body);
+	}
+	appendStringInfoChar(&out, '}');
+	return out.data;
+}
+
+/*
+ * One page of one subscription: ask for the request, call HubSpot (the
+ * search, then the associations), hand the answer over.  Returns whether
+ * more changes wait; *stop says that pulls must pause now (*wait_ms from
+ * now).
  */
 static bool
 pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
@@ -247,12 +289,15 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 	char	   *request = NULL;
 	char	   *path;
 	char	   *problem;
+	char	   *associations = NULL;
 	HsResponse	resp;
 	TimestampTz called_at;
+	List	   *calls = NIL;
+	ListCell   *lc;
 	bool		more = false;
 	MemoryContext cxt = CurrentMemoryContext;
 
-	if (!may_search(outbound_busy, wait_ms))
+	if (!may_search(outbound_busy, 1 + sub->nassoc, wait_ms))
 	{
 		*stop = true;
 		return true;
@@ -275,21 +320,39 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 		return false;			/* nothing settled since the cursor */
 
 	path = psprintf("%s/%s/search", HS_OBJECTS_PREFIX, sub->object_type);
-	search(path, request, &resp, &called_at);
-	problem = search_problem(&resp);
+	pull_call(path, request, &resp, &called_at);
+	calls = lappend(calls, erpcrm_call_log("POST", path, called_at, &resp, 0));
+	problem = pull_problem("search", &resp);
+	if (problem == NULL && sub->nassoc > 0)
+	{
+		associations = read_associations(sub, &resp, &calls, &problem, stop, wait_ms);
+		if (associations == NULL && problem == NULL)
+		{
+			/* the budget is spent: the page is asked for again later */
+			erpcrm_begin_step("erpcrm: recording a subscription's calls");
+			foreach(lc, calls)
+				erpcrm_log_call(lfirst(lc), 0, false, sub->id);
+			erpcrm_end_step();
+			return true;
+		}
+	}
 
 	erpcrm_begin_step("erpcrm: handing HubSpot's changes to a subscription's handler");
-	log_call(sub->id, called_at, path, &resp);
+	foreach(lc, calls)
+		erpcrm_log_call(lfirst(lc), 0, false, sub->id);
 	if (problem == NULL)
 	{
-		Oid			rtypes[3] = {INT4OID, TEXTOID, TEXTOID};
-		Datum		rargs[3];
+		Oid			rtypes[4] = {INT4OID, TEXTOID, TEXTOID, TEXTOID};
+		Datum		rargs[4];
+		char		rnulls[4] = "   n";
 
 		rargs[0] = Int32GetDatum(sub->id);
 		rargs[1] = CStringGetTextDatum(request);
 		rargs[2] = CStringGetTextDatum(resp.body);
-		if (SPI_execute_with_args("SELECT erpcrm._receive($1, $2::jsonb, $3::jsonb)",
-								  3, rtypes, rargs, NULL, false, 1) != SPI_OK_SELECT ||
+		rargs[3] = associations ? CStringGetTextDatum(associations) : (Datum) 0;
+		rnulls[3] = associations ? ' ' : 'n';
+		if (SPI_execute_with_args("SELECT erpcrm._receive($1, $2::jsonb, $3::jsonb, $4::jsonb)",
+								  4, rtypes, rargs, rnulls, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "erpcrm._receive failed");
 		more = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -327,16 +390,9 @@ pull_page_guarded(DueSubscription *sub, bool outbound_busy, bool *stop, long *wa
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = erpcrm_step_failed(cxt);
 		char	   *why;
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(cxt);
-		edata->elevel = LOG;
-		ThrowErrorData(edata);
 		why = psprintf("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode));
 		erpcrm_begin_step("erpcrm: recording a failed pull");
 		pull_failed(sub->id, why);
@@ -383,8 +439,10 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 						false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._prune_inbox failed");
 		args[0] = Int32GetDatum(erpcrm_pull_interval_ms);
-		if (SPI_execute_with_args("SELECT subscription_id, name, object_type, pull"
-								  " FROM erpcrm._subscriptions_due($1)",
+		if (SPI_execute_with_args("SELECT d.subscription_id, d.name, d.object_type, d.pull,"
+								  " s.associations"
+								  " FROM erpcrm._subscriptions_due($1) AS d"
+								  " JOIN erpcrm.subscription s USING (subscription_id)",
 								  1, types, args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._subscriptions_due failed");
 		for (uint64 i = 0; i < SPI_processed; i++)
@@ -398,6 +456,18 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 			s->name = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 2));
 			s->object_type = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 3));
 			s->pull = DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
+			{
+				Datum		a = SPI_getbinval(t, d, 5, &isnull);
+				Datum	   *elems;
+				int			nelems;
+
+				deconstruct_array(DatumGetArrayTypeP(a), TEXTOID, -1, false,
+								  TYPALIGN_INT, &elems, NULL, &nelems);
+				s->nassoc = nelems;
+				s->assoc = MemoryContextAllocZero(cxt, sizeof(char *) * Max(nelems, 1));
+				for (int k = 0; k < nelems; k++)
+					s->assoc[k] = MemoryContextStrdup(cxt, TextDatumGetCString(elems[k]));
+			}
 			/* the list outlives SPI's memory */
 			{
 				MemoryContext spi_cxt = MemoryContextSwitchTo(cxt);

@@ -18,6 +18,7 @@
 #include "utils/timestamp.h"
 
 #include "activity.h"
+#include "client.h"
 #include "delivery_int.h"
 #include "erpcrm.h"
 
@@ -293,39 +294,10 @@ same_error(BatchKey *a, BatchKey *b)
 void
 record_calls(Batch *b)
 {
-	MappingDef *m = b->mapping;
 	ListCell   *lc;
-	Oid			log_types[10] = {TEXTOID, TEXTOID, INT4OID, FLOAT8OID, INT4OID,
-	TEXTOID, TEXTOID, INT4OID, INTERVALOID, TIMESTAMPTZOID};
-	Interval   *retention = palloc0(sizeof(Interval));
 
-	retention->time = (int64) erpcrm_api_log_retention_min * 60 * USECS_PER_SEC;
 	foreach(lc, b->calls)
-	{
-		CallLog    *c = lfirst(lc);
-		Datum		args[10];
-		char		nulls[10] = "          ";
-
-		args[0] = CStringGetTextDatum(c->method);
-		args[1] = CStringGetTextDatum(c->path);
-		args[2] = Int32GetDatum((int32) c->status);
-		nulls[2] = c->status == 0 ? 'n' : ' ';
-		args[3] = Float8GetDatum(c->latency_ms);
-		args[4] = Int32GetDatum(c->inputs);
-		args[5] = c->category ? CStringGetTextDatum(c->category) : (Datum) 0;
-		nulls[5] = c->category ? ' ' : 'n';
-		args[6] = c->correlation_id ? CStringGetTextDatum(c->correlation_id) : (Datum) 0;
-		nulls[6] = c->correlation_id ? ' ' : 'n';
-		args[7] = Int32GetDatum(m->id);
-		nulls[7] = m->id == 0 ? 'n' : ' ';
-		args[8] = PointerGetDatum(retention);
-		args[9] = TimestampTzGetDatum(c->called_at);
-		if (SPI_execute_with_args(m->v11 ?
-								  "SELECT erpcrm._log_call($10, $1, $2, $3, $4, $5, $6, $7, $8, $9)" :
-								  "SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-								  m->v11 ? 10 : 9, log_types, args, nulls, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "erpcrm._log_call failed");
-	}
+		erpcrm_log_call(lfirst(lc), b->mapping->id, b->mapping->v11, 0);
 }
 
 void

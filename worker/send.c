@@ -84,7 +84,6 @@ note_daily_reset(Batch *b, const HsResponse *resp, TimestampTz now, bool spent)
 		HsResponse	tz_resp;
 		const char *fields[1] = {"timeZone"};
 		char	   *v[1] = {NULL};
-		CallLog    *log = palloc0(sizeof(CallLog));
 
 		if (portal_time_zone_tried != 0 && now - portal_time_zone_tried < USECS_PER_HOUR)
 			return;
@@ -93,13 +92,8 @@ note_daily_reset(Batch *b, const HsResponse *resp, TimestampTz now, bool spent)
 		hs_http_request("GET", "/account-info/v3/details", NULL, &tz_resp);
 		if (tz_resp.aborted)
 			CHECK_FOR_INTERRUPTS();
-		log->called_at = now;
-		log->method = "GET";
-		log->path = pstrdup("/account-info/v3/details");
-		log->status = tz_resp.transport_error ? 0 : tz_resp.status;
-		log->latency_ms = tz_resp.elapsed_ms;
-		log->correlation_id = tz_resp.correlation_id[0] ? pstrdup(tz_resp.correlation_id) : NULL;
-		b->calls = lappend(b->calls, log);
+		b->calls = lappend(b->calls, erpcrm_call_log("GET", "/account-info/v3/details",
+													 now, &tz_resp, 0));
 		erpcrm_worker_note_call(&tz_resp, tz_resp.transport_error == 0 && tz_resp.status == 429);
 		if (tz_resp.transport_error == 0 && tz_resp.status == 200 &&
 			hs_parse_fields(tz_resp.body, tz_resp.body_len, 1, fields, v) &&
@@ -130,8 +124,8 @@ call_hubspot(Batch *b, const char *method, const char *path,
 	for (;;)
 	{
 		TimestampTz now;
+		TimestampTz called_at;
 		long		delay;
-		CallLog    *log;
 
 		/* calls sessions made count in the same budget */
 		erpcrm_worker_absorb_session_calls();
@@ -161,18 +155,10 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		hs_http_request(method, path, body, resp);
 		if (resp->aborted)
 			CHECK_FOR_INTERRUPTS();
-		log = palloc0(sizeof(CallLog));
-		log->called_at = now;
+		called_at = now;
 		now = GetCurrentTimestamp();
 		hs_rate_note_response(resp, now);
-
-		log->method = method;
-		log->path = pstrdup(path);
-		log->status = resp->transport_error ? 0 : resp->status;
-		log->latency_ms = resp->elapsed_ms;
-		log->inputs = ninputs;
-		log->correlation_id = resp->correlation_id[0] ? pstrdup(resp->correlation_id) : NULL;
-		b->calls = lappend(b->calls, log);
+		b->calls = lappend(b->calls, erpcrm_call_log(method, path, called_at, resp, ninputs));
 		note_daily_reset(b, resp, now, false);
 
 		if (resp->transport_error == 0 && resp->status == 429)
@@ -181,7 +167,6 @@ call_hubspot(Batch *b, const char *method, const char *path,
 			TimestampTz until;
 
 			hs_parse_error(resp->body, resp->body_len, &err);
-			log->category = pstrdup(err.category[0] ? err.category : "RATE_LIMIT");
 			until = hs_rate_note_429(resp, err.policy_name, now);
 			if (err.policy_name != NULL && strcmp(err.policy_name, "DAILY") == 0)
 			{
@@ -198,16 +183,6 @@ call_hubspot(Batch *b, const char *method, const char *path,
 		erpcrm_worker_note_call(resp, false);
 		if (resp->transport_error == 0 && resp->status >= 200 && resp->status < 300)
 			b->ok_calls++;
-		if (resp->transport_error == 0 && resp->status >= 400)
-		{
-			HsError		err;
-
-			hs_parse_error(resp->body, resp->body_len, &err);
-			if (err.category[0])
-				log->category = pstrdup(err.category);
-		}
-		else if (resp->transport_error != 0)
-			log->category = pstrdup("NETWORK");
 		return;
 	}
 }

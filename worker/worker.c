@@ -812,19 +812,13 @@ erpcrm_worker_main(Datum main_arg)
 
 				/* a broken mapping view must not stop the others for long */
 				error_context_stack = errcallback.previous;
-				MemoryContextSwitchTo(loop_cxt);
-				edata = CopyErrorData();
-				FlushErrorState();
-				AbortCurrentTransaction();
-				MemoryContextSwitchTo(loop_cxt);
 
 				/*
 				 * Report it as it was raised (SQLSTATE, detail, hint, and the
 				 * context naming the mapping and the step), at LOG: the
 				 * worker goes on.
 				 */
-				edata->elevel = LOG;
-				ThrowErrorData(edata);
+				edata = erpcrm_step_failed(loop_cxt);
 
 				if (cur_mapping != NULL)
 					detail = psprintf("mapping \"%s\", %s: %s (SQLSTATE %s)",

@@ -454,6 +454,56 @@ class MockTest(unittest.TestCase):
         self.assertEqual(out["results"][0]["updatedAt"],
                          "2025-12-02T08:00:00.000Z")
 
+    def test_search_filter_groups_or_and_limits(self):
+        """filterGroups: any group may hold, every filter of a group must;
+        HubSpot's limits (5 groups, 6 filters a group, 18 in all) refuse
+        with 400 as HubSpot does."""
+        for name, stage in (("a", "closedwon"), ("b", "closedlost"),
+                            ("c", "appointmentscheduled")):
+            self.ctl("POST", "/_mock/objects/deals", {
+                "properties": {"dealname": name, "dealstage": stage}})
+
+        def f(prop, value):
+            return {"propertyName": prop, "operator": "EQ", "value": value}
+        st, out, _ = self.call("POST", "/crm/v3/objects/deals/search", {
+            "filterGroups": [{"filters": [f("dealstage", "closedwon")]},
+                             {"filters": [f("dealstage", "closedlost"),
+                                          f("dealname", "b")]}],
+            "sorts": ["dealname"], "properties": ["dealname"]})
+        self.assertEqual(st, 200, out)
+        self.assertEqual([r["properties"]["dealname"] for r in out["results"]],
+                         ["a", "b"])
+        for groups in ([{"filters": [f("dealname", "a")]}] * 6,
+                       [{"filters": [f("dealname", "a")] * 7}],
+                       [{"filters": [f("dealname", "a")] * 6}] * 3 +
+                       [{"filters": [f("dealname", "a")]}]):
+            st, out, _ = self.call("POST", "/crm/v3/objects/deals/search",
+                                   {"filterGroups": groups})
+            self.assertEqual(st, 400, groups)
+            self.assertEqual(out["category"], "VALIDATION_ERROR")
+        st, out, _ = self.call("POST", "/crm/v3/objects/deals/search", {
+            "filterGroups": [{"filters": [f("dealname", "a")] * 6}] * 3})
+        self.assertEqual(st, 200, out)
+
+    def test_search_contacts_by_lastmodifieddate(self):
+        """Contacts are searched by lastmodifieddate, a date: compared as
+        one with epoch milliseconds, as HubSpot does."""
+        c = self.ctl("POST", "/_mock/objects/contacts", {
+            "properties": {"email": "ola@example.com"},
+            "timestamp": 1764662400000})
+        st, out, _ = self.call("POST", "/crm/v3/objects/contacts/search", {
+            "filterGroups": [{"filters": [
+                {"propertyName": "lastmodifieddate", "operator": "GTE",
+                 "value": "1764662400000"},
+                {"propertyName": "lastmodifieddate", "operator": "LT",
+                 "value": "1764662400001"}]}],
+            "sorts": ["lastmodifieddate"],
+            "properties": ["email", "lastmodifieddate"]})
+        self.assertEqual(st, 200, out)
+        self.assertEqual([r["id"] for r in out["results"]], [c["id"]])
+        self.assertEqual(out["results"][0]["properties"]["lastmodifieddate"],
+                         "2025-12-02T08:00:00.000Z")
+
     def test_hand_delete_permanent_and_unlink(self):
         _, out, _ = self.upsert("companies", [("K-1", {"name": "a"}),
                                               ("K-2", {"name": "b"})])

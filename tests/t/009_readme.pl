@@ -114,7 +114,8 @@ INSERT INTO erp.persons VALUES (10, 1, 'anna@alfa.pl', 'Anna', 'Nowak'),
 	(11, 2, 'jan@beta.pl', 'Jan', 'Kowalski');
 INSERT INTO erp.products VALUES ('P-1', 'Śruba M6', 0.35), ('P-2', 'Nakrętka M6', 0.12);
 -- the orders the way back's handler writes
-CREATE TABLE erp.orders (id serial PRIMARY KEY, hubspot_deal_id text UNIQUE, name text, total numeric);
+CREATE TABLE erp.orders (id serial PRIMARY KEY, hubspot_deal_id text UNIQUE, name text, total numeric,
+	customer_id integer);
 });
 
 # --- the README, word for word
@@ -173,15 +174,20 @@ ok(!@problems, 'HubSpot holds the companies, contacts and products of the README
   or diag(join("\n", @problems));
 is(scalar(@{ mock_get('/_mock/objects/companies')->{results} }), 2, 'two companies in HubSpot');
 
-# the way back: a deal sales wins in HubSpot becomes an ERP order
+# the way back: a deal sales wins in HubSpot, for Alfa, becomes an ERP order
+my ($alfa_company) = grep { ($_->{properties}{erp_id} // '') eq '1' }
+  @{ mock_get('/_mock/objects/companies')->{results} };
 my $deal = ErpcrmTest::mock_post('/_mock/objects/deals',
 	{ properties => { dealname => 'Won in HubSpot', dealstage => 'closedwon', pipeline => 'default',
-					  amount => '1500' } })->{id};
+					  amount => '1500' },
+	  associations => [ { toType => 'companies', toId => $alfa_company->{id} } ] })->{id};
 ok(poll_until('the won deal as an order', sub {
 	$node->safe_psql('erp', "SELECT count(*) FROM erp.orders WHERE hubspot_deal_id = '$deal'") eq '1' }, 120),
 	'the README\'s subscription turns a deal won in HubSpot into an ERP order');
 is($node->safe_psql('erp', "SELECT name || ' ' || total FROM erp.orders WHERE hubspot_deal_id = '$deal'"),
 	'Won in HubSpot 1500', 'with the deal\'s name and amount');
+is($node->safe_psql('erp', "SELECT customer_id FROM erp.orders WHERE hubspot_deal_id = '$deal'"), '1',
+	'for the customer of the deal\'s company (its association, with the ERP id erpcrm knows)');
 
 # a change after the set-up flows too
 $node->safe_psql('erp', "UPDATE erp.customers SET name = 'Alfa Polska' WHERE id = 1");

@@ -8,7 +8,6 @@
 # ERP customers by NIP or domain; the ERP's own companies never come back.
 use strict;
 use warnings;
-use File::Basename qw(dirname);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -16,19 +15,10 @@ use JSON::PP;
 use ErpcrmTest;
 
 start_mock(config => { %{ ErpcrmTest::default_mock_config() }, search_index_delay_ms => 300 });
-my $node = erpcrm_node('round_trip', conf => q{
-erpcrm.pull_interval = '200ms'
-erpcrm.pull_settle = '1s'
-});
-my $examples = dirname(__FILE__) . '/../../examples';
-$node->safe_psql('postgres', 'CREATE EXTENSION erpcrm');
-$node->safe_psql('postgres', slurp_file("$examples/erp.sql"));
-$node->safe_psql('postgres', slurp_file("$examples/mappings.sql"));
+my $node = ErpcrmTest::examples_node('round_trip');
 sub sql { return $node->safe_psql('postgres', $_[0]); }
-unlike(sql("SELECT string_agg(result, ',') FROM erpcrm.setup_hubspot()"), qr/error/, 'the portal is set up');
-$node->safe_psql('postgres', slurp_file("$examples/subscriptions.sql"));
 is(sql("SELECT string_agg(subscription, ',' ORDER BY subscription) FROM erpcrm.subscriptions"),
-	'hubspot_companies,won_deals', 'the examples subscribe to won deals and to companies');
+	'hubspot_companies,hubspot_contacts,won_deals', 'the examples subscribe to won deals, to companies and to contacts');
 
 sub deal
 {
@@ -41,9 +31,14 @@ sql(q{INSERT INTO erp.customers VALUES
 	(1, 'Alfa sp. z o.o.', '526-000-12-46', 'alfa.pl', 'A', 50000, true)});
 ok(wait_synced($node), 'the ERP\'s customer is in HubSpot');
 
-# --- 1. sales moves its deal to won, by hand
+my $alfa = sql("SELECT s.hubspot_id FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id)
+	WHERE m.name = 'companies' AND s.erp_id = '1'");
+like($alfa, qr/^\d+$/, 'the customer\'s company has its HubSpot id');
+
+# --- 1. sales moves its deal, made for Alfa's company, to won, by hand
 my $deal = ErpcrmTest::mock_post('/_mock/objects/deals', { properties => {
-	dealname => 'Alfa: regały', pipeline => 'default', dealstage => 'qualifiedtobuy', amount => '10000' } })->{id};
+	dealname => 'Alfa: regały', pipeline => 'default', dealstage => 'qualifiedtobuy', amount => '10000' },
+	associations => [ { toType => 'companies', toId => $alfa } ] })->{id};
 ErpcrmTest::mock_patch("/_mock/objects/deals/$deal", { properties => { dealstage => 'closedwon' } });
 
 # --- 2. the handler makes an ERP order carrying the deal's id
@@ -52,6 +47,13 @@ ok(poll_until('the order', sub { sql("SELECT count(*) FROM erp.orders WHERE hubs
 my $order = sql("SELECT id FROM erp.orders WHERE hubspot_deal_id = '$deal'");
 is(sql("SELECT number || ' ' || status || ' ' || total FROM erp.orders WHERE id = $order"),
 	"HS/$deal in_progress 10000.00", 'with the deal\'s amount, in progress');
+is(sql("SELECT customer_id FROM erp.orders WHERE id = $order"), '1',
+	'for the ERP customer of the deal\'s company (its association, with the ERP id erpcrm knows)');
+is(sql("SELECT associations -> 'companies' -> 0 ->> 'hubspot_id' FROM erpcrm.inbox WHERE hubspot_id = '$deal' ORDER BY change_id LIMIT 1"),
+	$alfa, 'the change carried the company\'s HubSpot id');
+ok((grep { $_->{path} eq '/crm/v4/associations/deals/companies/batch/read' }
+	@{ ErpcrmTest::mock_get('/_mock/requests')->{results} }) > 0,
+	'read with HubSpot\'s v4 batch read');
 
 # --- 3. the order's status goes back onto that same deal
 ok(poll_until('the order on the deal', sub { (deal($deal)->{order_status} // '') eq 'in_progress' }),

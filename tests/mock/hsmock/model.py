@@ -68,6 +68,9 @@ STANDARD_PROPS = {
         "phone": "string", "mobilephone": "string", "jobtitle": "string",
         "company": "string", "hubspot_owner_id": "enumeration",
         "lifecyclestage": "enumeration",
+        # contacts keep their last change here (a date, as search compares
+        # it), not in hs_lastmodifieddate
+        "lastmodifieddate": "datetime",
     },
     "deals": {
         "dealname": "string", "amount": "number", "closedate": "datetime",
@@ -113,7 +116,8 @@ STANDARD_OPTIONS = {
 SYSTEM_PROPS = {"hs_object_id": "number", "createdate": "datetime",
                 "hs_lastmodifieddate": "datetime",
                 "hs_merged_object_ids": "enumeration"}
-READ_ONLY = {"hs_object_id", "hs_lastmodifieddate", "hs_merged_object_ids"}
+READ_ONLY = {"hs_object_id", "hs_lastmodifieddate", "lastmodifieddate",
+             "hs_merged_object_ids"}
 
 # Who wrote a value, as propertiesWithHistory names it: (sourceType,
 # sourceId, updatedByUserId).  API calls come from the private app (its id

@@ -72,7 +72,7 @@ SELECT subscription, object_type, properties, handler, owner, paused, cursor, pe
 	   handled, echoes, problem
   FROM erpcrm.subscriptions;
 -- filter values are sent as strings, as HubSpot's schema has them
-SELECT filter -> 2 AS number_as_string FROM erpcrm.subscriptions;
+SELECT filter -> 0 -> 'filters' -> 2 AS number_as_string FROM erpcrm.subscriptions;
 
 -- the request the worker sends: the filter, the window from the cursor, oldest first
 SELECT r -> 'filterGroups' -> 0 -> 'filters' -> 0 AS first_filter,
