@@ -356,6 +356,69 @@ BEGIN
 END
 $$;
 
+/* The other per-batch lookups of keys, by primary key in the same way. */
+CREATE OR REPLACE FUNCTION erpcrm._failing_alone(p_mapping_id integer, p_erp_ids text[], p_prefix text)
+RETURNS TABLE (erp_id text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+BEGIN ATOMIC
+	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	 WHERE starts_with(s.error_message, p_prefix);
+END;
+
+CREATE OR REPLACE FUNCTION erpcrm._set_assoc_state(p_mapping_id integer, p_erp_ids text[], p_states text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	/* (an unchanged state writes no new row version) */
+	UPDATE erpcrm.sync_state s
+	   SET assoc_state = p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)]
+	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	   AND s.assoc_state IS DISTINCT FROM p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)];
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION erpcrm._archived_keys(p_mapping_id integer, p_erp_ids text[])
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+BEGIN ATOMIC
+	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	 WHERE s.archived_at IS NOT NULL AND s.hubspot_id IS NOT NULL;
+END;
+
+CREATE OR REPLACE FUNCTION erpcrm._searched_keys(p_mapping_id integer, p_erp_ids text[], p_settle_ms integer)
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+BEGIN ATOMIC
+	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	 WHERE s.error_category = 'WAITING_FOR_SEARCH'
+	   AND s.error_at <= now() - make_interval(secs => p_settle_ms / 1000.0);
+END;
+
 /* The dependents of a key whose HubSpot id changed, and those linked to a
  * key archived now, are found through sync_state_assoc. */
 CREATE OR REPLACE FUNCTION erpcrm._redirty_dependents(p_mapping_id integer, p_erp_ids text[], p_hubspot_ids text[])
@@ -532,11 +595,14 @@ RETURNS TABLE (erp_id text, fingerprint bigint, epoch integer)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 BEGIN ATOMIC
 	SELECT s.erp_id, s.fingerprint, m.fingerprint_epoch
-	  FROM erpcrm.mapping m JOIN erpcrm.sync_state s ON s.mapping_id = m.mapping_id
-	 WHERE m.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-	   AND s.fingerprint IS NOT NULL AND s.hubspot_id IS NOT NULL
+	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	  JOIN erpcrm.mapping m ON m.mapping_id = p_mapping_id
+	 WHERE s.fingerprint IS NOT NULL AND s.hubspot_id IS NOT NULL
 	   AND s.error_category IS NULL;
 END;
 REVOKE ALL ON FUNCTION erpcrm._stored_fingerprints(integer, text[]) FROM PUBLIC;

@@ -1825,16 +1825,20 @@ BEGIN ATOMIC
 	SELECT count(*) FROM u;
 END;
 
-/* Of these keys, those HubSpot last failed on alone (their error says so). */
+/* Of these keys, those HubSpot last failed on alone (their error says so).
+ * (This and the other lookups of a batch's keys below join their primary
+ * keys, as _claim() does, whatever the statistics.) */
 CREATE FUNCTION erpcrm._failing_alone(p_mapping_id integer, p_erp_ids text[], p_prefix text)
 RETURNS TABLE (erp_id text)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 BEGIN ATOMIC
-	SELECT s.erp_id FROM erpcrm.sync_state s
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-	   AND starts_with(s.error_message, p_prefix);
+	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	 WHERE starts_with(s.error_message, p_prefix);
 END;
 
 /*
@@ -1846,6 +1850,8 @@ RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
 	n bigint;
@@ -1853,7 +1859,8 @@ BEGIN
 	/* (an unchanged state writes no new row version) */
 	UPDATE erpcrm.sync_state s
 	   SET assoc_state = p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)]
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	   AND s.assoc_state IS DISTINCT FROM p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)];
 	GET DIAGNOSTICS n = ROW_COUNT;
 	RETURN n;
@@ -1866,10 +1873,12 @@ RETURNS SETOF text
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 BEGIN ATOMIC
-	SELECT s.erp_id FROM erpcrm.sync_state s
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-	   AND s.archived_at IS NOT NULL AND s.hubspot_id IS NOT NULL;
+	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	 WHERE s.archived_at IS NOT NULL AND s.hubspot_id IS NOT NULL;
 END;
 
 /*
@@ -1955,10 +1964,12 @@ RETURNS SETOF text
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 BEGIN ATOMIC
-	SELECT s.erp_id FROM erpcrm.sync_state s
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-	   AND s.error_category = 'WAITING_FOR_SEARCH'
+	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	 WHERE s.error_category = 'WAITING_FOR_SEARCH'
 	   AND s.error_at <= now() - make_interval(secs => p_settle_ms / 1000.0);
 END;
 
@@ -2849,11 +2860,14 @@ RETURNS TABLE (erp_id text, fingerprint bigint, epoch integer)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 BEGIN ATOMIC
 	SELECT s.erp_id, s.fingerprint, m.fingerprint_epoch
-	  FROM erpcrm.mapping m JOIN erpcrm.sync_state s ON s.mapping_id = m.mapping_id
-	 WHERE m.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-	   AND s.fingerprint IS NOT NULL AND s.hubspot_id IS NOT NULL
+	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	  JOIN erpcrm.mapping m ON m.mapping_id = p_mapping_id
+	 WHERE s.fingerprint IS NOT NULL AND s.hubspot_id IS NOT NULL
 	   AND s.error_category IS NULL;
 END;
 REVOKE ALL ON FUNCTION erpcrm._stored_fingerprints(integer, text[]) FROM PUBLIC;
