@@ -379,11 +379,11 @@ way_back() {
 	psql_q -f "$src/examples/subscriptions.sql" >/dev/null
 	company=$(psql_v "SELECT s.hubspot_id FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id)
 		WHERE m.name = 'companies' AND s.erp_id = '1'")
-	d=$(mock POST /_mock/objects/deals "{\"properties\": {\"dealname\": \"Gamma-Stal: regały (wygrana)\",
+	d=$(mock POST /_mock/objects/deals "{\"properties\": {\"dealname\": \"Alfa-Bud: regały (wygrana)\",
 		\"pipeline\": \"default\", \"dealstage\": \"contractsent\", \"amount\": \"48000\"},
 		\"associations\": [{\"toType\": \"companies\", \"toId\": \"$company\"}]}" | json_id)
 	mock PATCH "/_mock/objects/deals/$d" '{"properties": {"dealstage": "closedwon"}}' >/dev/null
-	echo "    sales moves deal #$d \"Gamma-Stal: regały (wygrana)\" of company #$company to closedwon, by hand"
+	echo "    sales moves deal #$d \"Alfa-Bud: regały (wygrana)\" of company #$company to closedwon, by hand"
 	t0=$SECONDS
 	until [ "$(psql_v "SELECT count(*) FROM erp.orders WHERE hubspot_deal_id = '$d'")" = 1 ]; do
 		[ $((SECONDS - t0)) -lt 60 ] || die "the won deal did not become an order"
