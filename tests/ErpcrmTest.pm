@@ -23,7 +23,7 @@ use Time::HiRes qw(usleep time);
 
 our @EXPORT = qw(start_mock mock_get mock_post erpcrm_node load_erp
   compare_state state_ok wait_synced worker_pid poll_until
-  hs_objects hs_object hs_associated);
+  hs_objects hs_object hs_associated hs_new_deal);
 
 my $here = File::Spec->rel2abs(dirname(__FILE__));
 my $json = JSON::PP->new->canonical->allow_nonref;
@@ -202,6 +202,16 @@ sub hs_associated
 		  && (!defined $type_id || $a->{typeId} == $type_id);
 	}
 	return 0;
+}
+
+# A deal made in HubSpot "by hand" (the mock's control API), as a
+# salesperson would: its id.  Stage closedwon and amount 1 unless given.
+sub hs_new_deal
+{
+	my ($name, $stage, $amount) = @_;
+	return mock_post('/_mock/objects/deals',
+		{ properties => { dealname => $name, dealstage => $stage // 'closedwon',
+						  pipeline => 'default', amount => $amount // '1' } })->{id};
 }
 
 # A node with erpcrm preloaded, its worker serving database "postgres".

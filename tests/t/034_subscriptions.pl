@@ -24,13 +24,6 @@ load_erp($node);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 # A salesperson's edits in HubSpot's screens (the mock's control API)
-sub new_deal
-{
-	my ($name, $stage, $amount) = @_;
-	return ErpcrmTest::mock_post('/_mock/objects/deals',
-		{ properties => { dealname => $name, dealstage => $stage, pipeline => 'default',
-						  amount => $amount } })->{id};
-}
 sub move_deal
 {
 	my ($id, %props) = @_;
@@ -78,8 +71,8 @@ SELECT erpcrm.subscribe('won_deals', 'deals', '{dealname,amount,dealstage}',
 sub orders { return sql("SELECT string_agg(name || ':' || amount, ',' ORDER BY name) FROM erp.orders"); }
 
 # --- a deal moved to won by hand becomes an order; one still open does not
-my $d1 = new_deal('Printers for Acme', 'appointmentscheduled', '1200');
-my $d2 = new_deal('Paper for Globex', 'qualifiedtobuy', '80');
+my $d1 = hs_new_deal('Printers for Acme', 'appointmentscheduled', '1200');
+my $d2 = hs_new_deal('Paper for Globex', 'qualifiedtobuy', '80');
 move_deal($d1, dealstage => 'closedwon');
 ok(poll_until('the won deal as an order', sub { orders() eq 'Printers for Acme:1200' }),
 	'the deal moved to won became an ERP order');
@@ -88,8 +81,8 @@ is(sql("SELECT hubspot_deal_id || ' ' || taken_by FROM erp.orders"), "$d1 erp_in
 is(sql("SELECT count(*) FROM erpcrm.inbox WHERE hubspot_id = '$d2'"), '0', 'the open deal was not handed over');
 
 # --- a handler error parks that change; the others go on
-my $d3 = new_deal('Broken deal', 'closedwon', '10');
-my $d4 = new_deal('Toner for Initech', 'closedwon', '300');
+my $d3 = hs_new_deal('Broken deal', 'closedwon', '10');
+my $d4 = hs_new_deal('Toner for Initech', 'closedwon', '300');
 ok(poll_until('the good deal after the broken one', sub { orders() =~ /Toner for Initech:300/ }),
 	'a change after the one the handler refused is handed over');
 is(sql("SELECT hubspot_id || ' ' || error_sqlstate || ' ' || error_message || ' / ' || error_hint FROM erpcrm.parked_changes"),
@@ -103,8 +96,8 @@ is(sql("SELECT count(*) FROM erpcrm.parked_changes"), '0', 'nothing is parked an
 
 # --- a crash while the handler runs: the change is read again, handed over once
 sql("UPDATE erp.gate SET open = false");
-my $d5 = new_deal('Slow', 'closedwon', '55');
-my $d6 = new_deal('After the slow one', 'closedwon', '66');
+my $d5 = hs_new_deal('Slow', 'closedwon', '55');
+my $d6 = hs_new_deal('After the slow one', 'closedwon', '66');
 ok(poll_until('the handler waiting in the slow change',
 	sub { sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'erpcrm worker' AND wait_event = 'PgSleep'") eq '1' }),
 	'the worker is inside the handler');
@@ -121,7 +114,7 @@ is(sql("SELECT count(*) FROM erp.orders"), '5', 'five orders, no duplicate');
 # --- pause and resume: changes made meanwhile arrive after resume
 sql("SELECT erpcrm.pause_subscription('won_deals')");
 is(sql("SELECT paused FROM erpcrm.subscriptions"), 't', 'erpcrm.subscriptions shows the pause');
-my $d7 = new_deal('Won while paused', 'closedwon', '7');
+my $d7 = hs_new_deal('Won while paused', 'closedwon', '7');
 sql("SELECT erpcrm.resume_subscription('won_deals')");
 ok(poll_until('the change made while paused', sub { orders() =~ /Won while paused:7/ }),
 	'a change made while paused is handed over after resume');

@@ -21,13 +21,6 @@ erpcrm.handler_timeout = '2s'
 load_erp($node);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-sub new_deal
-{
-	my ($name) = @_;
-	return ErpcrmTest::mock_post('/_mock/objects/deals',
-		{ properties => { dealname => $name, dealstage => 'closedwon', pipeline => 'default',
-						  amount => '1' } })->{id};
-}
 
 sql(q{
 CREATE ROLE erp_hostile LOGIN IN ROLE erpcrm_admin;
@@ -63,10 +56,10 @@ SELECT erpcrm.subscribe('polite', 'deals', '{dealname}', NULL, 'erp.polite(erpcr
 
 sub seen { return sql("SELECT string_agg(sub || ':' || name, ',' ORDER BY sub, name) FROM erp.seen"); }
 
-my $cancel = new_deal('Cancel me');
-my $assert = new_deal('Assert me');
-my $loop = new_deal('Loop me');
-my $after = new_deal('After them');
+my $cancel = hs_new_deal('Cancel me');
+my $assert = hs_new_deal('Assert me');
+my $loop = hs_new_deal('Loop me');
+my $after = hs_new_deal('After them');
 ok(poll_until('the deal after the odd errors', sub { seen() =~ /odd:After them/ }),
 	'a change after ones whose handler raised query_canceled and assert_failure, or looped, is handed over');
 ok(poll_until('the polite subscription', sub { seen() =~ /polite:After them/ }),
@@ -85,7 +78,7 @@ is(sql("SELECT string_agg(DISTINCT who, ',') FROM erp.seen"), 'erp_hostile',
 # requeued, they are parked again: the worker's hand-over of requeued
 # changes (outside any one pull) is not stopped by them either
 sql("SELECT erpcrm.requeue_parked('odd')");
-my $later = new_deal('Later');
+my $later = hs_new_deal('Later');
 ok(poll_until('a deal after the requeue', sub { seen() =~ /odd:Later/ && seen() =~ /polite:Later/ }),
 	'changes made after the requeue are handed over');
 ok(poll_until('requeued changes parked again',

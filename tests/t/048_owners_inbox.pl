@@ -24,13 +24,6 @@ erpcrm.inbox_retention = '1min'
 load_erp($node);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-sub new_deal
-{
-	my ($name) = @_;
-	return ErpcrmTest::mock_post('/_mock/objects/deals',
-		{ properties => { dealname => $name, dealstage => 'closedwon', pipeline => 'default',
-						  amount => '1' } })->{id};
-}
 
 # Two integration roles; erp_leaver owns nothing PostgreSQL knows of, and
 # holds no grant (so that another database can drop it), only a
@@ -83,7 +76,7 @@ is(sql("SELECT count(*) FROM pg_roles WHERE rolname = 'erp_leaver'"), '0',
 	'another database drops the role');
 my $log_offset = -s $node->logfile;
 
-my $deal = new_deal('Won while the owner is gone');
+my $deal = hs_new_deal('Won while the owner is gone');
 sql(q{INSERT INTO erp.gadgets VALUES ('G-1', 'Gadget')});
 sql(q{UPDATE erp.customers SET name = name || ' (renamed)' WHERE id = (SELECT min(id) FROM erp.customers)});
 ok(poll_until('the keeper\'s subscription to hand the deal over', sub {

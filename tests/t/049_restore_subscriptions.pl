@@ -19,13 +19,6 @@ erpcrm.pull_settle = '500ms'
 my $old = erpcrm_node('subs_before_dump', conf => $pull_conf);
 load_erp($old);
 
-sub new_deal
-{
-	my ($name) = @_;
-	return ErpcrmTest::mock_post('/_mock/objects/deals',
-		{ properties => { dealname => $name, dealstage => 'closedwon', pipeline => 'default',
-						  amount => '1' } })->{id};
-}
 
 $old->safe_psql('postgres', q{
 CREATE ROLE erp_integration LOGIN IN ROLE erpcrm_admin;
@@ -52,7 +45,7 @@ SELECT erpcrm.subscribe('won_deals', 'deals', '{dealname}',
 	'erp.deal_won(erpcrm.hubspot_change)');
 });
 
-my @before = (new_deal('Printers'), new_deal('Broken deal'), new_deal('Toner'));
+my @before = (hs_new_deal('Printers'), hs_new_deal('Broken deal'), hs_new_deal('Toner'));
 ok(poll_until('two orders and a parked change', sub {
 	$old->safe_psql('postgres', q{SELECT (SELECT count(*) FROM erp.orders) || ' '
 		|| (SELECT count(*) FROM erpcrm.parked_changes)}) eq '2 1' }),
@@ -94,7 +87,7 @@ is(sql("SELECT paused FROM erpcrm.subscriptions"), 't', 'paused, as it was');
 sql("SELECT erpcrm.resume_subscription('won_deals')");
 
 # the restored worker goes on from the cursor
-my $after = new_deal('Paper');
+my $after = hs_new_deal('Paper');
 ok(poll_until('the change made after the restore', sub {
 	sql("SELECT count(*) FROM erp.orders WHERE hubspot_deal_id = '$after'") eq '1' }),
 	'a change made after the restore is handed over');
