@@ -261,7 +261,11 @@ may_claim_ahead(MappingDef *m, MappingDef *next)
 static bool
 has_keys_due(MappingDef *m)
 {
-	static SPIPlanPtr plan = NULL;
+	/* one plan for the due queue (1.3), one for older SQL's sync_state */
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	SPIPlanPtr	plan;
+	const char *rel;
+	int			which;
 	Oid			types[1] = {INT4OID};
 	Datum		args[1];
 	bool		isnull;
@@ -271,16 +275,22 @@ has_keys_due(MappingDef *m)
 	erpcrm_worker_mapping(m->name);
 	erpcrm_begin_step("erpcrm: looking for keys due");
 	erpcrm_worker_step("looking for keys due");
-	if (plan == NULL)
+	rel = erpcrm_due_relation();
+	which = strcmp(rel, "erpcrm.sync_queue") == 0 ? 0 : 1;
+	if (plans[which] == NULL)
 	{
-		plan = SPI_prepare("SELECT EXISTS (SELECT FROM erpcrm.sync_state s"
-						   " WHERE s.mapping_id = $1 AND s.state = 'pending'"
-						   " AND s.next_attempt_at <= pg_catalog.now())",
-						   1, types);
-		if (plan == NULL)
+		char	   *query = psprintf("SELECT EXISTS (SELECT FROM %s s"
+									 " WHERE s.mapping_id = $1 AND s.state = 'pending'"
+									 " AND s.next_attempt_at <= pg_catalog.now())",
+									 rel);
+
+		plans[which] = SPI_prepare(query, 1, types);
+		if (plans[which] == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
+		SPI_keepplan(plans[which]);
+		pfree(query);
 	}
+	plan = plans[which];
 	args[0] = Int32GetDatum(m->id);
 	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not look for keys due of mapping \"%s\"", m->name);
