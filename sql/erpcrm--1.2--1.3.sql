@@ -62,6 +62,7 @@ COMMENT ON TABLE erpcrm.sync_queue IS 'keys to send, in flight, failed or discar
 
 SELECT pg_catalog.pg_extension_config_dump('erpcrm.sync_queue', '');
 REVOKE ALL ON erpcrm.sync_queue FROM PUBLIC;
+GRANT SELECT ON erpcrm.sync_queue TO erpcrm_monitor, pg_monitor;
 
 INSERT INTO erpcrm.sync_queue (mapping_id, erp_id, state, change_seq, sent_seq, attempts,
 							   next_attempt_at, dirty_since, http_status, error_category,
@@ -83,7 +84,6 @@ ALTER TABLE erpcrm.sync_key ADD CONSTRAINT sync_key_state_check CHECK (state IN 
 ALTER TABLE erpcrm.sync_key ALTER COLUMN state SET DEFAULT 'synced';
 ALTER TABLE erpcrm.sync_key ALTER COLUMN sent_seq SET DEFAULT 0;
 ALTER TABLE erpcrm.sync_key ALTER COLUMN sent_seq SET NOT NULL;
-REVOKE ALL ON erpcrm.sync_key FROM erpcrm_monitor, pg_monitor;
 COMMENT ON TABLE erpcrm.sync_key IS 'one row per (mapping, ERP key) that reached HubSpot: what HubSpot holds of it (read erpcrm.sync_state)';
 COMMENT ON COLUMN erpcrm.sync_key.fingerprint IS 'hash of the properties and association targets HubSpot last accepted for this key (NULL: unknown, the next send records it)';
 

@@ -2805,7 +2805,8 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA erpcrm FROM PUBLIC;
 
 GRANT SELECT ON erpcrm.status, erpcrm.failures, erpcrm.api_log, erpcrm.worker,
 	erpcrm.unlinked, erpcrm.mapping, erpcrm.association, erpcrm.watch,
-	erpcrm.sync_state, erpcrm.control, erpcrm.pipeline_stage, erpcrm.fan_out
+	erpcrm.sync_state, erpcrm.sync_key, erpcrm.sync_queue,
+	erpcrm.control, erpcrm.pipeline_stage, erpcrm.fan_out
 	TO erpcrm_monitor, pg_monitor;
 GRANT SELECT ON erpcrm.hubspot_owner TO erpcrm_admin, erpcrm_monitor;
 GRANT EXECUTE ON FUNCTION erpcrm._worker_state(), erpcrm.key_status(text, text),
