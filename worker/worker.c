@@ -671,16 +671,6 @@ run_cycle(void)
 		}
 	}
 
-	/* 1.3: refreshes of mappings that have refresh_every, a few steps a cycle */
-	erpcrm_worker_step("refreshing a mapping");
-	erpcrm_refresh_some();
-	erpcrm_worker_step(NULL);
-
-	/* 1.3: erasures asked with erpcrm.forget() */
-	erpcrm_worker_step("erasing in HubSpot");
-	erpcrm_erase_some();
-	erpcrm_worker_step(NULL);
-
 	order = deliverable_order(mappings);
 	do
 	{
@@ -733,6 +723,20 @@ run_cycle(void)
 		if (any && wakes_so_far(false) != wakes_folded)
 			fold();
 	} while (any);
+
+	/*
+	 * After the deliveries, so that a commit's keys go out first (what a
+	 * refresh marks wakes the worker again).  1.3: refreshes of mappings
+	 * that have refresh_every, a few steps a cycle.
+	 */
+	erpcrm_worker_step("refreshing a mapping");
+	erpcrm_refresh_some();
+	erpcrm_worker_step(NULL);
+
+	/* 1.3: erasures asked with erpcrm.forget() */
+	erpcrm_worker_step("erasing in HubSpot");
+	erpcrm_erase_some();
+	erpcrm_worker_step(NULL);
 
 	/*
 	 * Nothing is due: one step of a reconcile (1.3), if one was asked for.
