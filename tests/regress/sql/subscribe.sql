@@ -324,6 +324,17 @@ SELECT erpcrm._hand_over_pending() AS handed_over;
 SELECT state FROM erpcrm.inbox WHERE hubspot_id = '501';
 SELECT taken_by FROM sub.orders WHERE hubspot_deal_id = '501';
 DROP ROLE sub_heir2;
+-- the hint quotes a role name that needs it, as an identifier and in
+-- reassign_owned()'s literal, so that both can be run as they are
+CREATE ROLE "O'Brien ""Sales"" Team" IN ROLE erpcrm_admin;
+REASSIGN OWNED BY sub_heir TO "O'Brien ""Sales"" Team";
+DROP ROLE "O'Brien ""Sales"" Team";
+SELECT '"O''Brien ""Sales"" Team"'::regrole::oid = r.oid AS literal_names_it
+  FROM pg_roles r WHERE r.rolname = 'O''Brien "Sales" Team';
+REASSIGN OWNED BY "O'Brien ""Sales"" Team" TO sub_heir;
+DROP ROLE "O'Brien ""Sales"" Team";
+SELECT subscription, owner FROM erpcrm.subscriptions;
+
 -- unsubscribe drops the cursor and the inbox
 SELECT erpcrm.unsubscribe('won'), erpcrm.unsubscribe('won') AS again;
 SELECT count(*) AS inbox FROM erpcrm.inbox;
