@@ -148,7 +148,7 @@ erpcrm_check_hand_over_v1(PG_FUNCTION_ARGS)
  *
  * The functions through which the worker records what HubSpot answered it
  * (a failed pull, the API calls it made, an erasure carried out, HubSpot's
- * owners, the findings of a reconcile run, a refresh that ended) are
+ * owners, the findings of a reconcile run) are
  * executable by erpcrm_admin because the worker's role is one; called by
  * another erpcrm_admin they would fake a problem, an API share, an erasure
  * that never happened or the owners deals are given.  So only the worker
@@ -168,16 +168,12 @@ erpcrm_check_worker_v1(PG_FUNCTION_ARGS)
 
 	if (may_act_as_worker(owner, &caller))
 		PG_RETURN_VOID();
-	if (OidIsValid(owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to %s", what),
-				 errdetail("Only the erpcrm worker records what HubSpot answered it; besides the worker, only role \"%s\", the owner, and superusers may.",
-						   owner_name_for_message(owner)),
-				 errhint("This function is the worker's own. erpcrm's views show what it recorded; erpcrm's documented functions change it.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("permission denied to %s", what),
+			 OidIsValid(owner) ?
+			 errdetail("Only the erpcrm worker records what HubSpot answered it; besides the worker, only role \"%s\", the owner, and superusers may.",
+					   owner_name_for_message(owner)) :
 			 errdetail("Only the erpcrm worker records what HubSpot answered it; besides the worker, only superusers may."),
 			 errhint("This function is the worker's own. erpcrm's views show what it recorded; erpcrm's documented functions change it.")));
 	PG_RETURN_VOID();
