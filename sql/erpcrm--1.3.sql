@@ -1824,14 +1824,20 @@ RETURNS bigint
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 BEGIN ATOMIC
+	/* by primary key lookups only, whatever the statistics (see _claim());
+	 * (|| '': not through the due index, whose next_attempt_at comes
+	 * before erp_id, which reads the mapping's whole backlog) */
 	WITH u AS (
 		UPDATE erpcrm.sync_state s
 		   SET state = 'failed',
 			   next_attempt_at = now(),
 			   error_message = s.error_message || ' (given up after ' || s.attempts || ' attempts)'
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-		   AND s.state = 'pending' AND s.change_seq = s.sent_seq
+		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+		   AND s.state || '' = 'pending' AND s.change_seq = s.sent_seq
 		   AND s.attempts >= p_max_attempts
 		RETURNING 1)
 	SELECT count(*) FROM u;
@@ -2745,11 +2751,15 @@ RETURNS bigint
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 BEGIN ATOMIC
+	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	WITH u AS (
 		UPDATE erpcrm.sync_state s
 		   SET state = 'pending'
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 		   AND s.state = 'in_flight'
 		RETURNING 1)
 	SELECT count(*) FROM u;
