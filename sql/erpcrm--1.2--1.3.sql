@@ -26,6 +26,39 @@ LANGUAGE C STRICT;
 REVOKE ALL ON FUNCTION erpcrm._backoff(interval, interval, integer) FROM PUBLIC;
 
 /*
+ * Refuses a caller that is neither the worker nor has the privileges of
+ * owner (with no owner: a superuser), inside a security-restricted operation
+ * anyone: the functions through which the worker records what HubSpot
+ * answered it call it first.  what says what was refused.
+ */
+CREATE FUNCTION erpcrm._check_worker(what text, owner regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'erpcrm_check_worker_v1'
+LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION erpcrm._check_worker(text, regrole) FROM PUBLIC;
+
+/* 1.3: only the worker records them (erpcrm._check_worker). */
+/* The worker: the owners it read (all of them, archived as 'true' or 'false'), replacing the copy. */
+CREATE OR REPLACE FUNCTION erpcrm._owners_refreshed(p_ids text[], p_emails text[], p_archived text[])
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT erpcrm._check_worker('record HubSpot''s owners', NULL);
+	DELETE FROM erpcrm.hubspot_owner o WHERE o.owner_id <> ALL (p_ids);
+	INSERT INTO erpcrm.hubspot_owner AS o (owner_id, email, archived, refreshed_at)
+	SELECT DISTINCT ON (x.id) x.id, x.email, x.archived::boolean, pg_catalog.now()
+	  FROM ROWS FROM (pg_catalog.unnest(p_ids), pg_catalog.unnest(p_emails),
+				   pg_catalog.unnest(p_archived)) AS x(id, email, archived)
+	 ORDER BY x.id, x.archived
+	ON CONFLICT (owner_id) DO UPDATE
+	   SET email = excluded.email, archived = excluded.archived, refreshed_at = excluded.refreshed_at;
+	/* the counts are about the copy that was used */
+	UPDATE erpcrm.owner_miss SET unknown_owners = 0;
+$$;
+
+/*
  * Keys that HubSpot refused or that could not be sent.
  *   retry_base NULL: the keys are failed, parked until requeued or changed
  *                    in the ERP again;
@@ -264,11 +297,15 @@ RETURNS bigint
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 BEGIN ATOMIC
+	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	WITH u AS (
 		UPDATE erpcrm.sync_state s
 		   SET state = 'pending'
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 		   AND s.state = 'in_flight'
 		RETURNING 1)
 	SELECT count(*) FROM u;
@@ -417,6 +454,30 @@ BEGIN ATOMIC
 	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	 WHERE s.error_category = 'WAITING_FOR_SEARCH'
 	   AND s.error_at <= now() - make_interval(secs => p_settle_ms / 1000.0);
+END;
+
+CREATE OR REPLACE FUNCTION erpcrm._give_up(p_mapping_id integer, p_erp_ids text[], p_max_attempts integer)
+RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+BEGIN ATOMIC
+	/* by primary key lookups only, whatever the statistics (see _claim());
+	 * (|| '': not through the due index, whose next_attempt_at comes
+	 * before erp_id, which reads the mapping's whole backlog) */
+	WITH u AS (
+		UPDATE erpcrm.sync_state s
+		   SET state = 'failed',
+			   next_attempt_at = now(),
+			   error_message = s.error_message || ' (given up after ' || s.attempts || ' attempts)'
+		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+		   AND s.state || '' = 'pending' AND s.change_seq = s.sent_seq
+		   AND s.attempts >= p_max_attempts
+		RETURNING 1)
+	SELECT count(*) FROM u;
 END;
 
 /* The dependents of a key whose HubSpot id changed, and those linked to a
@@ -1100,6 +1161,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('record what HubSpot answered erasure %s', p_erasure_id), NULL);
 	UPDATE erpcrm.erasure e
 	   SET http_status = p_status, outcome = p_outcome,
 		   done_at = CASE WHEN p_done THEN pg_catalog.now() END,
@@ -1463,6 +1525,27 @@ REVOKE ALL ON FUNCTION erpcrm._reconcile_keys(bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._reconcile_keys(bigint, integer) TO erpcrm_admin;
 
 /*
+ * The worker alone records what a reconcile run found (or a role with the
+ * privileges of its mapping's owner): the findings, their repair and the
+ * run's end would otherwise be anyone's to make up.
+ */
+CREATE FUNCTION erpcrm._reconcile_check_worker(p_run_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._check_worker(format('record what reconcile run %s of mapping "%s" found', r.run_id, m.name), m.owner)
+	   FROM erpcrm.reconcile_run r JOIN erpcrm.mapping m USING (mapping_id)
+	  WHERE r.run_id = p_run_id;
+	IF NOT FOUND THEN
+		PERFORM erpcrm._check_worker(format('record what reconcile run %s found', p_run_id), NULL);
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._reconcile_check_worker(bigint) FROM PUBLIC;
+
+/*
  * One batch of a run checked: its keys' earlier findings are replaced by
  * these, of the keys that did not change meanwhile (a key dirtied while
  * HubSpot was read will be sent anyway).  With repair, the keys with drift
@@ -1487,6 +1570,7 @@ DECLARE
 	fix text[];
 	resend text[];
 BEGIN
+	PERFORM erpcrm._reconcile_check_worker(p_run_id);
 	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
 	IF NOT FOUND OR r.state <> 'running' THEN
 		RETURN 0;				/* cancelled meanwhile */
@@ -1591,6 +1675,7 @@ DECLARE
 	r erpcrm.reconcile_run;
 	n integer;
 BEGIN
+	PERFORM erpcrm._reconcile_check_worker(p_run_id);
 	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
 	IF NOT FOUND OR r.state <> 'running' THEN
 		RETURN 0;
@@ -1630,6 +1715,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+	SELECT erpcrm._reconcile_check_worker(p_run_id);
 	UPDATE erpcrm.reconcile_run x
 	   SET calls = x.calls + p_calls, state = p_state, detail = p_detail,
 		   finished_at = pg_catalog.now()
@@ -2501,6 +2587,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+	SELECT erpcrm._check_worker(format('record a pull of subscription "%s"', s.name), s.owner)
+	  FROM erpcrm.subscription s WHERE s.subscription_id = p_subscription_id;
 	UPDATE erpcrm.subscription_cursor SET pull_error = p_error, pulled_at = now()
 	 WHERE subscription_id = p_subscription_id;
 END;
@@ -2538,6 +2626,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM erpcrm._check_worker(format('record an API call of subscription "%s"', s.name), s.owner)
+	   FROM erpcrm.subscription s WHERE s.subscription_id = p_subscription_id;
+	IF NOT FOUND THEN
+		PERFORM erpcrm._check_worker('record an API call of a subscription that does not exist', NULL);
+	END IF;
 	INSERT INTO erpcrm.api_call (called_at, method, path, http_status, latency_ms, inputs,
 								 error_category, correlation_id, mapping_id, subscription_id)
 	VALUES (p_called_at, p_method, p_path, p_status, p_latency_ms, 0,

@@ -1762,6 +1762,18 @@ AS 'MODULE_PATHNAME', 'erpcrm_backoff_v1'
 LANGUAGE C STRICT;
 
 /*
+ * Refuses a caller that is neither the worker nor has the privileges of
+ * owner (with no owner: a superuser), inside a security-restricted operation
+ * anyone: the functions through which the worker records what HubSpot
+ * answered it call it first.  what says what was refused.
+ */
+CREATE FUNCTION erpcrm._check_worker(what text, owner regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'erpcrm_check_worker_v1'
+LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION erpcrm._check_worker(text, regrole) FROM PUBLIC;
+
+/*
  * Keys that HubSpot refused or that could not be sent.
  *   retry_base NULL: the keys are failed, parked until requeued or changed
  *                    in the ERP again;
@@ -1812,14 +1824,20 @@ RETURNS bigint
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 BEGIN ATOMIC
+	/* by primary key lookups only, whatever the statistics (see _claim());
+	 * (|| '': not through the due index, whose next_attempt_at comes
+	 * before erp_id, which reads the mapping's whole backlog) */
 	WITH u AS (
 		UPDATE erpcrm.sync_state s
 		   SET state = 'failed',
 			   next_attempt_at = now(),
 			   error_message = s.error_message || ' (given up after ' || s.attempts || ' attempts)'
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-		   AND s.state = 'pending' AND s.change_seq = s.sent_seq
+		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+		   AND s.state || '' = 'pending' AND s.change_seq = s.sent_seq
 		   AND s.attempts >= p_max_attempts
 		RETURNING 1)
 	SELECT count(*) FROM u;
@@ -1999,6 +2017,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker('record HubSpot''s owners', NULL);
 	DELETE FROM erpcrm.hubspot_owner o WHERE o.owner_id <> ALL (p_ids);
 	INSERT INTO erpcrm.hubspot_owner AS o (owner_id, email, archived, refreshed_at)
 	SELECT DISTINCT ON (x.id) x.id, x.email, x.archived::boolean, pg_catalog.now()
@@ -2732,11 +2751,15 @@ RETURNS bigint
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 BEGIN ATOMIC
+	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	WITH u AS (
 		UPDATE erpcrm.sync_state s
 		   SET state = 'pending'
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 		   AND s.state = 'in_flight'
 		RETURNING 1)
 	SELECT count(*) FROM u;
@@ -3277,6 +3300,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('record what HubSpot answered erasure %s', p_erasure_id), NULL);
 	UPDATE erpcrm.erasure e
 	   SET http_status = p_status, outcome = p_outcome,
 		   done_at = CASE WHEN p_done THEN pg_catalog.now() END,
@@ -3540,6 +3564,27 @@ REVOKE ALL ON FUNCTION erpcrm._reconcile_keys(bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._reconcile_keys(bigint, integer) TO erpcrm_admin;
 
 /*
+ * The worker alone records what a reconcile run found (or a role with the
+ * privileges of its mapping's owner): the findings, their repair and the
+ * run's end would otherwise be anyone's to make up.
+ */
+CREATE FUNCTION erpcrm._reconcile_check_worker(p_run_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._check_worker(format('record what reconcile run %s of mapping "%s" found', r.run_id, m.name), m.owner)
+	   FROM erpcrm.reconcile_run r JOIN erpcrm.mapping m USING (mapping_id)
+	  WHERE r.run_id = p_run_id;
+	IF NOT FOUND THEN
+		PERFORM erpcrm._check_worker(format('record what reconcile run %s found', p_run_id), NULL);
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._reconcile_check_worker(bigint) FROM PUBLIC;
+
+/*
  * One batch of a run checked: its keys' earlier findings are replaced by
  * these, of the keys that did not change meanwhile (a key dirtied while
  * HubSpot was read will be sent anyway).  With repair, the keys with drift
@@ -3564,6 +3609,7 @@ DECLARE
 	fix text[];
 	resend text[];
 BEGIN
+	PERFORM erpcrm._reconcile_check_worker(p_run_id);
 	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
 	IF NOT FOUND OR r.state <> 'running' THEN
 		RETURN 0;				/* cancelled meanwhile */
@@ -3668,6 +3714,7 @@ DECLARE
 	r erpcrm.reconcile_run;
 	n integer;
 BEGIN
+	PERFORM erpcrm._reconcile_check_worker(p_run_id);
 	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
 	IF NOT FOUND OR r.state <> 'running' THEN
 		RETURN 0;
@@ -3707,6 +3754,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+	SELECT erpcrm._reconcile_check_worker(p_run_id);
 	UPDATE erpcrm.reconcile_run x
 	   SET calls = x.calls + p_calls, state = p_state, detail = p_detail,
 		   finished_at = pg_catalog.now()
@@ -4546,6 +4594,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+	SELECT erpcrm._check_worker(format('record a pull of subscription "%s"', s.name), s.owner)
+	  FROM erpcrm.subscription s WHERE s.subscription_id = p_subscription_id;
 	UPDATE erpcrm.subscription_cursor SET pull_error = p_error, pulled_at = now()
 	 WHERE subscription_id = p_subscription_id;
 END;
@@ -4583,6 +4633,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM erpcrm._check_worker(format('record an API call of subscription "%s"', s.name), s.owner)
+	   FROM erpcrm.subscription s WHERE s.subscription_id = p_subscription_id;
+	IF NOT FOUND THEN
+		PERFORM erpcrm._check_worker('record an API call of a subscription that does not exist', NULL);
+	END IF;
 	INSERT INTO erpcrm.api_call (called_at, method, path, http_status, latency_ms, inputs,
 								 error_category, correlation_id, mapping_id, subscription_id)
 	VALUES (p_called_at, p_method, p_path, p_status, p_latency_ms, 0,
