@@ -455,23 +455,16 @@ claim_keys(Batch *b, int limit)
 bool
 keys_due(MappingDef *m)
 {
-	static SPIPlanPtr plan = NULL;
 	Oid			types[1] = {INT4OID};
 	Datum		args[1];
 	bool		isnull;
 
-	if (plan == NULL)
-	{
-		plan = SPI_prepare("SELECT EXISTS (SELECT FROM erpcrm.sync_state s"
-						   " WHERE s.mapping_id = $1 AND s.state = 'pending'"
-						   " AND s.next_attempt_at <= pg_catalog.now())",
-						   1, types);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-	}
 	args[0] = Int32GetDatum(m->id);
-	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (erpcrm_execute_kept("SELECT EXISTS (SELECT FROM erpcrm.sync_state s"
+							" WHERE s.mapping_id = $1 AND s.state = 'pending'"
+							" AND s.next_attempt_at <= pg_catalog.now())",
+							1, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
 		elog(ERROR, "could not look for keys due of mapping \"%s\"", m->name);
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
