@@ -843,7 +843,8 @@ def per_batch(a, b, batches):
     funcs = []
     for name, (calls, ms) in b[1].items():
         c0, m0 = a[1].get(name, (0, 0.0))
-        if calls > c0:
+        # the worker's: at least one call per ten batches (not the resync's)
+        if calls - c0 >= batches / 10.0:
             funcs.append((name, (calls - c0) / batches, (ms - m0) / batches))
     funcs.sort(key=lambda f: -f[2])
     return {"xacts": (b[0] - a[0]) / batches, "funcs": funcs}
