@@ -109,6 +109,8 @@ typedef struct ErpcrmShared
 	bool		retry_now;		/* erpcrm.retry_now(): end any back-off */
 	bool		portal_changed; /* erpcrm.portal changed: read it again */
 	bool		restart_at_once;	/* left for a new setting: start again now */
+	uint64		wakes;			/* commits that woke the worker, so far */
+	uint64		asks;			/* of those, by an erpcrm function (_wake()) */
 	int			limiter;		/* index of the portal limiter used, -1 none */
 	int			max_calls;		/* this database's budget per 10 s */
 	/* start times of HubSpot calls made by sessions, for the worker's limiter */
@@ -154,6 +156,7 @@ extern void erpcrm_request_shmem(void);
 #define ERPCRM_AT_COMMIT_WAKE		0x01	/* wake this database's worker */
 #define ERPCRM_AT_COMMIT_PORTAL		0x02	/* it reads erpcrm.portal again, too */
 #define ERPCRM_AT_COMMIT_LAUNCHER	0x04	/* the launcher looks at this database */
+#define ERPCRM_AT_COMMIT_ASKED		0x08	/* an erpcrm function woke it (_wake()) */
 extern void erpcrm_at_commit(int what);
 extern void erpcrm_set_state(ErpcrmWorkerState state, const char *detail);
 extern void erpcrm_set_slot_state(ErpcrmShared *slot, ErpcrmWorkerState state,

@@ -95,7 +95,7 @@ erpcrm_request_shmem(void)
  * again first.
  */
 static void
-wake_worker(bool portal_changed)
+wake_worker(bool portal_changed, bool asked)
 {
 	ErpcrmShared *slot = erpcrm_slot_for_database(MyDatabaseId, false);
 	Latch	   *latch = NULL;
@@ -107,6 +107,14 @@ wake_worker(bool portal_changed)
 	{
 		if (portal_changed)
 			slot->portal_changed = true;
+		/*
+		 * The worker folds again only when wakes moved, and looks at the
+		 * pulls (subscriptions, inbox) again only when asks did: the ERP's
+		 * own commits (capture.c) have nothing for them.
+		 */
+		slot->wakes++;
+		if (asked)
+			slot->asks++;
 		latch = slot->worker_latch;
 	}
 	SpinLockRelease(&slot->mutex);
@@ -133,7 +141,8 @@ at_commit_callback(XactEvent event, void *arg)
 			if (erpcrm_cluster == NULL)
 				break;
 			if (what & (ERPCRM_AT_COMMIT_WAKE | ERPCRM_AT_COMMIT_PORTAL))
-				wake_worker((what & ERPCRM_AT_COMMIT_PORTAL) != 0);
+				wake_worker((what & ERPCRM_AT_COMMIT_PORTAL) != 0,
+							(what & (ERPCRM_AT_COMMIT_ASKED | ERPCRM_AT_COMMIT_PORTAL)) != 0);
 			if (what & ERPCRM_AT_COMMIT_LAUNCHER)
 				erpcrm_notify_launcher(MyDatabaseId);
 			break;
@@ -321,7 +330,7 @@ PG_FUNCTION_INFO_V1(erpcrm_wake_v1);
 Datum
 erpcrm_wake_v1(PG_FUNCTION_ARGS)
 {
-	erpcrm_at_commit(ERPCRM_AT_COMMIT_WAKE);
+	erpcrm_at_commit(ERPCRM_AT_COMMIT_WAKE | ERPCRM_AT_COMMIT_ASKED);
 	PG_RETURN_BOOL(erpcrm_cluster != NULL);
 }
 

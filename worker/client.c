@@ -21,6 +21,7 @@
 #include "utils/timestamp.h"
 
 #include "client.h"
+#include "kept.h"
 #include "erpcrm.h"
 
 /* The User-Agent of every call. */
@@ -146,6 +147,6 @@ erpcrm_log_call(const CallLog *c, int32 mapping_id, bool v11, int32 subscription
 		sql = "SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 		nargs = 9;
 	}
-	if (SPI_execute_with_args(sql, nargs, types, args, nulls, false, 0) != SPI_OK_SELECT)
+	if (erpcrm_execute_kept(sql, nargs, types, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "logging a HubSpot call failed");
 }

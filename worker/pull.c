@@ -44,6 +44,7 @@
 #include "utils/timestamp.h"
 
 #include "activity.h"
+#include "kept.h"
 #include "client.h"
 #include "erpcrm.h"
 #include "hubspot.h"
@@ -229,7 +230,7 @@ pull_failed(int32 sub_id, const char *why)
 
 	args[0] = Int32GetDatum(sub_id);
 	args[1] = CStringGetTextDatum(why);
-	if (SPI_execute_with_args("SELECT erpcrm._pull_failed($1, $2)",
+	if (erpcrm_execute_kept("SELECT erpcrm._pull_failed($1, $2)",
 							  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._pull_failed failed");
 }
@@ -314,7 +315,7 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 	args[0] = Int32GetDatum(sub->id);
 	args[1] = Int32GetDatum(erpcrm_pull_settle_ms);
 	args[2] = Int32GetDatum(erpcrm_pull_page_size);
-	if (SPI_execute_with_args("SELECT erpcrm._pull_request($1, $2, $3)::text",
+	if (erpcrm_execute_kept("SELECT erpcrm._pull_request($1, $2, $3)::text",
 							  3, types, args, NULL, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "erpcrm._pull_request failed");
@@ -358,7 +359,7 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 		rargs[2] = CStringGetTextDatum(resp.body);
 		rargs[3] = associations ? CStringGetTextDatum(associations) : (Datum) 0;
 		rnulls[3] = associations ? ' ' : 'n';
-		if (SPI_execute_with_args("SELECT erpcrm._receive($1, $2::jsonb, $3::jsonb, $4::jsonb)",
+		if (erpcrm_execute_kept("SELECT erpcrm._receive($1, $2::jsonb, $3::jsonb, $4::jsonb)",
 								  4, rtypes, rargs, rnulls, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "erpcrm._receive failed");
@@ -476,7 +477,7 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 	erpcrm_worker_step("handing over changes");
 	erpcrm_begin_step("erpcrm: looking for subscriptions");
 	/* SQL older than 1.3 has no subscriptions */
-	installed = SPI_execute("SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
+	installed = erpcrm_run_kept("SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
 							" ON n.oid = p.pronamespace"
 							" WHERE n.nspname = 'erpcrm' AND p.proname = '_subscriptions_due'",
 							true, 1) == SPI_OK_SELECT && SPI_processed == 1;
@@ -487,14 +488,14 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 
 		park_stuck();
 		/* requeued changes first */
-		if (SPI_execute("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
+		if (erpcrm_run_kept("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._hand_over_pending failed");
 		/* the inbox's history past erpcrm.inbox_retention, a step a round */
-		if (SPI_execute("SELECT erpcrm._prune_inbox(" CppAsString2(PRUNE_STEP) ")",
+		if (erpcrm_run_kept("SELECT erpcrm._prune_inbox(" CppAsString2(PRUNE_STEP) ")",
 						false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._prune_inbox failed");
 		args[0] = Int32GetDatum(erpcrm_pull_interval_ms);
-		if (SPI_execute_with_args("SELECT d.subscription_id, d.name, d.object_type, d.pull,"
+		if (erpcrm_execute_kept("SELECT d.subscription_id, d.name, d.object_type, d.pull,"
 								  " s.associations"
 								  " FROM erpcrm._subscriptions_due($1) AS d"
 								  " JOIN erpcrm.subscription s USING (subscription_id)",
