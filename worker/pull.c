@@ -378,7 +378,7 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 	if (problem == NULL)
 	{
 		erpcrm_begin_step("erpcrm: handing HubSpot's changes to a subscription's handler");
-		if (SPI_execute("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
+		if (erpcrm_run_kept("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._hand_over_pending failed");
 		erpcrm_end_step();
 	}
