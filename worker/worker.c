@@ -44,6 +44,7 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 
@@ -376,6 +377,52 @@ wakes_so_far(bool asked)
 	return n;
 }
 
+/*
+ * erpcrm._before_fold() finds sources again by name (a view dropped and
+ * created again, renamed, or given an owner that may map it) and fans out
+ * the keys that watches with a key query captured.  Neither can have work
+ * unless a relation or a role membership changed, or erpcrm.fan_out holds
+ * keys: the worker runs it then, and once a poll interval whatever
+ * happened.  Invalidation messages say what changed; they are taken in at
+ * the start of a transaction.
+ */
+static bool catalog_changed = true;
+static TimestampTz before_fold_at = 0;
+
+static void
+catalog_changed_callback(Datum arg, Oid relid)
+{
+	catalog_changed = true;
+}
+
+static void
+roles_changed_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	catalog_changed = true;
+}
+
+static bool
+before_fold_needed(void)
+{
+	static bool registered = false;
+	bool		isnull;
+
+	if (!registered)
+	{
+		CacheRegisterRelcacheCallback(catalog_changed_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMMEMROLE, roles_changed_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, roles_changed_callback, (Datum) 0);
+		registered = true;
+	}
+	if (catalog_changed ||
+		GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(before_fold_at, erpcrm_poll_interval_ms))
+		return true;
+	if (erpcrm_run_kept("SELECT EXISTS (SELECT FROM erpcrm.fan_out)", true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not look at erpcrm.fan_out");
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 static void
 fold(void)
 {
@@ -383,9 +430,14 @@ fold(void)
 	wakes_folded = wakes_so_far(false);
 	erpcrm_begin_step("erpcrm: folding the outbox");
 	/* 1.2: sources found again by name, key queries of watches resolved */
-	if (has_function("erpcrm._before_fold()") &&
-		erpcrm_run_kept("SELECT erpcrm._before_fold()", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "erpcrm._before_fold() failed");
+	if (has_function("erpcrm._before_fold()") && before_fold_needed())
+	{
+		/* what changes after this transaction began is seen next time */
+		catalog_changed = false;
+		before_fold_at = GetCurrentTimestamp();
+		if (erpcrm_run_kept("SELECT erpcrm._before_fold()", false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._before_fold() failed");
+	}
 	if (erpcrm_run_kept("SELECT erpcrm._fold()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._fold() failed");
 	erpcrm_end_step();
@@ -987,6 +1039,8 @@ erpcrm_worker_main(Datum main_arg)
 				FreeErrorData(edata);
 				/* batches in flight are dropped: recover() below resends them */
 				erpcrm_delivery_forget();
+				/* a failed _before_fold() is tried again at the next fold */
+				catalog_changed = true;
 				consecutive_failures++;
 				sleep_ms = (long) erpcrm_backoff_ms(erpcrm_retry_base_ms, erpcrm_retry_max_ms,
 													consecutive_failures);
