@@ -122,6 +122,9 @@ typedef struct ErpcrmShared
 	/* the change whose handler the launcher stopped the worker in */
 	int64		stuck_change;	/* 0: none; the next worker parks it */
 	int			stuck_timeout_ms;	/* erpcrm.handler_timeout then */
+	/* the API family the worker calls, and whether erpcrm.portal chose it */
+	char		api_version[16];
+	bool		own_api_version;
 } ErpcrmShared;
 
 /* Databases whose CREATE EXTENSION committed, for the launcher to look at. */

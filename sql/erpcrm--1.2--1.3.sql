@@ -3008,16 +3008,20 @@ CREATE TRIGGER portal_changed
 
 /*
  * Every worker of the cluster, from the launcher's shared memory: its row
- * as erpcrm.worker shows it, and the rate limiter it shares.
+ * as erpcrm.worker shows it, the rate limiter it shares, and the API family
+ * it calls (v3 or a date version) with what chose it (erpcrm.portal or
+ * erpcrm.api_version), as check_connection() says; NULL until it has
+ * read its portal.
  */
-CREATE FUNCTION erpcrm._workers(OUT worker erpcrm.worker, OUT limiter integer)
+CREATE FUNCTION erpcrm._workers(OUT worker erpcrm.worker, OUT limiter integer,
+								OUT api_version text, OUT api_version_from text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'erpcrm_workers_v1'
 LANGUAGE C;
 REVOKE ALL ON FUNCTION erpcrm._workers() FROM PUBLIC;
 
 CREATE VIEW erpcrm.workers AS
-SELECT (w.worker).*, w.limiter FROM erpcrm._workers() AS w;
+SELECT (w.worker).*, w.limiter, w.api_version, w.api_version_from FROM erpcrm._workers() AS w;
 COMMENT ON VIEW erpcrm.workers IS 'every erpcrm worker of the cluster, one per database served (superusers only: it names every database)';
 REVOKE ALL ON erpcrm.workers FROM PUBLIC;
 
