@@ -116,6 +116,15 @@ typedef struct ErpcrmShared
 	/* start times of HubSpot calls made by sessions, for the worker's limiter */
 	uint64		session_seq;	/* how many so far */
 	TimestampTz session_calls[ERPCRM_SESSION_CALLS];
+	/* the change whose handler the worker runs now (erpcrm._run_handler) */
+	int64		handler_change; /* erpcrm.inbox.change_id, 0: none */
+	TimestampTz handler_since;	/* when that handler began */
+	/* the change whose handler the launcher stopped the worker in */
+	int64		stuck_change;	/* 0: none; the next worker parks it */
+	int			stuck_timeout_ms;	/* erpcrm.handler_timeout then */
+	/* the API family the worker calls, and whether erpcrm.portal chose it */
+	char		api_version[16];
+	bool		own_api_version;
 } ErpcrmShared;
 
 /* Databases whose CREATE EXTENSION committed, for the launcher to look at. */

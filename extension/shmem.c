@@ -486,8 +486,8 @@ erpcrm_workers_v1(PG_FUNCTION_ARGS)
 	{
 		ErpcrmShared *slot = &erpcrm_cluster->slots[i];
 		ErpcrmShared snap;
-		Datum		row[2];
-		bool		rownulls[2] = {false, false};
+		Datum		row[4];
+		bool		rownulls[4] = {false, false, false, false};
 
 		SpinLockAcquire(&slot->mutex);
 		memcpy(&snap, slot, sizeof(snap));
@@ -499,6 +499,13 @@ erpcrm_workers_v1(PG_FUNCTION_ARGS)
 		/* which databases share a rate limiter (one per HubSpot token) */
 		row[1] = Int32GetDatum(snap.limiter);
 		rownulls[1] = snap.limiter < 0;
+		/* the API family it calls, as check_connection() says, until it has one */
+		if (snap.api_version[0] != '\0')
+		{
+			row[2] = CStringGetTextDatum(snap.api_version);
+			row[3] = CStringGetTextDatum(snap.own_api_version ? "erpcrm.portal" : "erpcrm.api_version");
+		}
+		rownulls[2] = rownulls[3] = snap.api_version[0] == '\0';
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, rownulls);
 	}
 	return (Datum) 0;

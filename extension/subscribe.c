@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_proc.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -21,6 +22,7 @@
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 #include "utils/timeout.h"
+#include "utils/timestamp.h"
 
 #include "erpcrm.h"
 #include "subscribe.h"
@@ -144,6 +146,19 @@ erpcrm_check_hand_over_v1(PG_FUNCTION_ARGS)
 }
 
 /*
+ * erpcrm._is_worker() returns boolean
+ *
+ * Whether the erpcrm worker calls: erpcrm._receive() leaves the changes it
+ * lands to the worker's own hand-over, in a transaction of its own.
+ */
+PG_FUNCTION_INFO_V1(erpcrm_is_worker_v1);
+Datum
+erpcrm_is_worker_v1(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(erpcrm_shared != NULL && erpcrm_shared->worker_pid == MyProcPid);
+}
+
+/*
  * erpcrm._check_worker(what text, owner regrole) returns void
  *
  * The functions through which the worker records what HubSpot answered it
@@ -177,6 +192,34 @@ erpcrm_check_worker_v1(PG_FUNCTION_ARGS)
 			 errdetail("Only the erpcrm worker records what HubSpot answered it; besides the worker, only superusers may."),
 			 errhint("This function is the worker's own. erpcrm's views show what it recorded; erpcrm's documented functions change it.")));
 	PG_RETURN_VOID();
+}
+
+/*
+ * The worker says in its slot which change's handler it runs, and since
+ * when (change NULL: none now).  A handler that catches the cancel of
+ * erpcrm.handler_timeout and goes on would hold the worker for ever: the
+ * launcher stops a worker whose handler runs past the timeout and a grace,
+ * and names the change, which the next worker parks (erpcrm._park_stuck()).
+ */
+static void
+handler_running(HeapTupleHeader change)
+{
+	int64		change_id = 0;
+
+	if (erpcrm_shared == NULL || erpcrm_shared->worker_pid != MyProcPid)
+		return;
+	if (change != NULL)
+	{
+		bool		isnull;
+		Datum		id = GetAttributeByNum(change, 1, &isnull);
+
+		if (!isnull)
+			change_id = DatumGetInt64(id);
+	}
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->handler_change = change_id;
+	erpcrm_shared->handler_since = change_id != 0 ? GetCurrentTimestamp() : 0;
+	SpinLockRelease(&erpcrm_shared->mutex);
 }
 
 /*
@@ -244,6 +287,7 @@ erpcrm_run_handler_v1(PG_FUNCTION_ARGS)
 	timed = erpcrm_handler_timeout_ms > 0 && !get_timeout_active(STATEMENT_TIMEOUT);
 	if (timed)
 		enable_timeout_after(STATEMENT_TIMEOUT, erpcrm_handler_timeout_ms);
+	handler_running(PG_GETARG_HEAPTUPLEHEADER(2));
 	PG_TRY();
 	{
 		SPI_connect();
@@ -253,6 +297,7 @@ erpcrm_run_handler_v1(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
+		handler_running(NULL);
 		if (timed)
 			disable_timeout(STATEMENT_TIMEOUT, false);
 	}

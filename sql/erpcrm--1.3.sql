@@ -4440,7 +4440,8 @@ $$;
  * wrote, or of a property the ERP owns), is not handed over.  The
  * associations the subscription reads come as the v4 batch/read answers of
  * the page, per target type.  Returns whether more changes wait (the page
- * was full).
+ * was full).  Called by the worker, it leaves the changes pending: the
+ * worker hands them over after this transaction commits.
  */
 CREATE FUNCTION erpcrm._receive(p_subscription_id integer, p_request jsonb, p_answer jsonb,
 								p_associations jsonb DEFAULT NULL)
@@ -4551,7 +4552,15 @@ BEGIN
 	   SET pulled_at = now(), pull_error = NULL, echoes = subscription_cursor.echoes + n_echoes
 	 WHERE subscription_id = s.subscription_id;
 
-	PERFORM erpcrm._hand_over(s.subscription_id);
+	/*
+	 * The worker hands the changes over in a transaction of its own, once
+	 * this one has committed them: a change whose handler holds the worker
+	 * past erpcrm.handler_timeout is still there to be parked after the
+	 * launcher stopped it.
+	 */
+	IF NOT erpcrm._is_worker() THEN
+		PERFORM erpcrm._hand_over(s.subscription_id);
+	END IF;
 	RETURN n >= page_size;
 END
 $$;
@@ -4647,6 +4656,45 @@ BEGIN
 	END IF;
 END
 $$;
+
+/*
+ * The worker, first thing in a round: the change whose handler the launcher
+ * stopped the previous worker in, because it ran past
+ * erpcrm.handler_timeout and did not stop when cancelled, is parked rather
+ * than handed over again (it would hold the worker again).  Returns whether
+ * it was parked (it may have been handled, requeued or discarded meanwhile).
+ */
+CREATE FUNCTION erpcrm._park_stuck(p_change_id bigint, p_timeout_ms integer)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._check_worker(format('park change %s of subscription "%s"', p_change_id, s.name), s.owner)
+	   FROM erpcrm.inbox i JOIN erpcrm.subscription s USING (subscription_id)
+	  WHERE i.change_id = p_change_id;
+	IF NOT FOUND THEN
+		PERFORM erpcrm._check_worker(format('park change %s', p_change_id), NULL);
+	END IF;
+	UPDATE erpcrm.inbox x
+	   SET state = 'parked', attempts = x.attempts + 1, handled_at = clock_timestamp(),
+		   error_sqlstate = '57014',
+		   error_message = format('the handler ran past erpcrm.handler_timeout (%s ms) and did not stop when cancelled: '
+								  'the worker was stopped and started again, and the change parked instead of handed over again',
+								  p_timeout_ms),
+		   error_detail = NULL,
+		   error_hint = 'A handler must not catch query_canceled and go on. Fix it, then hand the change over again with erpcrm.requeue_change().',
+		   error_context = NULL
+	 WHERE x.change_id = p_change_id AND x.state = 'pending';
+	RETURN FOUND;
+END
+$$;
+/* Whether the erpcrm worker calls (it hands over what _receive lands). */
+CREATE FUNCTION erpcrm._is_worker()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'erpcrm_is_worker_v1'
+LANGUAGE C STABLE;
 
 /* Runs a handler as the subscription's owner, in a security-restricted operation. */
 CREATE FUNCTION erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change)
@@ -4841,6 +4889,7 @@ REVOKE ALL ON FUNCTION erpcrm._subscription(text), erpcrm._modified_property(tex
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
 	erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change),
 	erpcrm._check_hand_over(text, regrole), erpcrm._role_exists(oid), erpcrm._owned_by(oid),
+	erpcrm._park_stuck(bigint, integer), erpcrm._is_worker(),
 	erpcrm._owned_reassigned(oid[], oid), erpcrm.reassign_owned(regrole, regrole) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz, text[]),
@@ -4848,7 +4897,7 @@ GRANT EXECUTE ON FUNCTION
 	erpcrm.requeue_change(bigint), erpcrm.requeue_parked(text), erpcrm.discard_change(bigint),
 	erpcrm._pull_request(integer, integer, integer), erpcrm._receive(integer, jsonb, jsonb, jsonb),
 	erpcrm._pull_failed(integer, text), erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(),
-	erpcrm._prune_inbox(integer),
+	erpcrm._prune_inbox(integer), erpcrm._park_stuck(bigint, integer),
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
 	erpcrm.reassign_owned(regrole, regrole)
 	TO erpcrm_admin;
@@ -4894,16 +4943,20 @@ CREATE TRIGGER portal_changed
 
 /*
  * Every worker of the cluster, from the launcher's shared memory: its row
- * as erpcrm.worker shows it, and the rate limiter it shares.
+ * as erpcrm.worker shows it, the rate limiter it shares, and the API family
+ * it calls (v3 or a date version) with what chose it (erpcrm.portal or
+ * erpcrm.api_version), as check_connection() says; NULL until it has
+ * read its portal.
  */
-CREATE FUNCTION erpcrm._workers(OUT worker erpcrm.worker, OUT limiter integer)
+CREATE FUNCTION erpcrm._workers(OUT worker erpcrm.worker, OUT limiter integer,
+								OUT api_version text, OUT api_version_from text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'erpcrm_workers_v1'
 LANGUAGE C;
 REVOKE ALL ON FUNCTION erpcrm._workers() FROM PUBLIC;
 
 CREATE VIEW erpcrm.workers AS
-SELECT (w.worker).*, w.limiter FROM erpcrm._workers() AS w;
+SELECT (w.worker).*, w.limiter, w.api_version, w.api_version_from FROM erpcrm._workers() AS w;
 COMMENT ON VIEW erpcrm.workers IS 'every erpcrm worker of the cluster, one per database served (superusers only: it names every database)';
 REVOKE ALL ON erpcrm.workers FROM PUBLIC;
 

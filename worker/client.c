@@ -17,6 +17,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -45,6 +46,16 @@ erpcrm_configure_http(const char *token)
 	hs_http_configure(&config);
 	/* the API paths: /crm/v3 or a date-versioned family, per portal */
 	(void) hs_set_api_version(portal.api_version);
+	/* the worker's family, for erpcrm.workers */
+	if (erpcrm_shared != NULL && erpcrm_shared->worker_pid == MyProcPid)
+	{
+		SpinLockAcquire(&erpcrm_shared->mutex);
+		strlcpy(erpcrm_shared->api_version,
+				portal.api_version[0] != '\0' ? portal.api_version : "v3",
+				sizeof(erpcrm_shared->api_version));
+		erpcrm_shared->own_api_version = portal.own_api_version;
+		SpinLockRelease(&erpcrm_shared->mutex);
+	}
 }
 
 /* The worker made a call: count it for erpcrm.worker. */

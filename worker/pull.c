@@ -4,9 +4,13 @@
  *	  The way back: the worker pulls the changes of each subscription from
  *	  HubSpot's search API, oldest first from the subscription's cursor, and
  *	  gives each answer to erpcrm._receive(), which lands the changes in
- *	  erpcrm.inbox, hands them to the subscription's handler and moves the
- *	  cursor, in one transaction: a crash before its commit leaves the
- *	  cursor where it was, and the same changes are read again.
+ *	  erpcrm.inbox and moves the cursor, in one transaction: a crash before
+ *	  its commit leaves the cursor where it was, and the same changes are
+ *	  read again.  The changes landed are then handed to the subscription's
+ *	  handler in a transaction of their own (erpcrm._hand_over_pending()),
+ *	  so that a handler the launcher has to stop (it ran past
+ *	  erpcrm.handler_timeout and caught the cancel) leaves its change in the
+ *	  inbox, where the next worker parks it (park_stuck()).
  *
  *	  HubSpot allows four search calls a second (each of erpcrm's searches,
  *	  these and the others, takes its turn: hs_rate_search_slot), 200
@@ -52,6 +56,9 @@
 #define PRUNE_STEP				1000
 
 static TimestampTz search_blocked_until = 0;
+
+/* park_stuck() parked the stuck change in the step now running */
+static bool stuck_parked = false;
 
 /* the starts of recent pull calls, for erpcrm.pull_share */
 static TimestampTz pull_calls[PULL_RING];
@@ -338,7 +345,7 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 		}
 	}
 
-	erpcrm_begin_step("erpcrm: handing HubSpot's changes to a subscription's handler");
+	erpcrm_begin_step("erpcrm: landing HubSpot's changes in the inbox");
 	foreach(lc, calls)
 		erpcrm_log_call(lfirst(lc), 0, false, sub->id);
 	if (problem == NULL)
@@ -361,6 +368,20 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 	else
 		pull_failed(sub->id, problem);
 	erpcrm_end_step();
+
+	/*
+	 * The changes landed are handed over in a transaction of their own: if
+	 * a handler holds the worker past erpcrm.handler_timeout, the launcher
+	 * stops it, this transaction alone rolls back, and the change is there
+	 * for the next worker to park (park_stuck()).
+	 */
+	if (problem == NULL)
+	{
+		erpcrm_begin_step("erpcrm: handing HubSpot's changes to a subscription's handler");
+		if (erpcrm_run_kept("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._hand_over_pending failed");
+		erpcrm_end_step();
+	}
 
 	if (problem != NULL)
 	{
@@ -404,6 +425,39 @@ pull_page_guarded(DueSubscription *sub, bool outbound_busy, bool *stop, long *wa
 	return more;
 }
 
+/*
+ * The change whose handler the launcher stopped the previous worker in (it
+ * ran past erpcrm.handler_timeout and did not stop when cancelled) is
+ * parked, before anything is handed over: handed over again, it would hold
+ * this worker too.
+ */
+static void
+park_stuck(void)
+{
+	int64		change;
+	int			timeout_ms;
+	Oid			types[2] = {INT8OID, INT4OID};
+	Datum		args[2];
+
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	change = erpcrm_shared->stuck_change;
+	timeout_ms = erpcrm_shared->stuck_timeout_ms;
+	SpinLockRelease(&erpcrm_shared->mutex);
+	if (change == 0)
+		return;
+	args[0] = Int64GetDatum(change);
+	args[1] = Int32GetDatum(timeout_ms);
+	if (SPI_execute_with_args("SELECT erpcrm._park_stuck($1, $2)", 2, types, args, NULL,
+							  false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._park_stuck failed");
+	ereport(LOG,
+			(errmsg("erpcrm worker: change " INT64_FORMAT " is parked: its handler ran past erpcrm.handler_timeout and did not stop when cancelled",
+					change),
+			 errdetail("erpcrm.parked_changes shows it; erpcrm.requeue_change() hands it over again.")));
+	/* said once the step commits; a failed step tries again next round */
+	stuck_parked = true;
+}
+
 /* Pull every due subscription, one after the other. */
 void
 erpcrm_pull(bool outbound_busy, PullOutcome *out)
@@ -432,6 +486,7 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 		Oid			types[1] = {INT4OID};
 		Datum		args[1];
 
+		park_stuck();
 		/* requeued changes first */
 		if (erpcrm_run_kept("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._hand_over_pending failed");
@@ -479,6 +534,13 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 		}
 	}
 	erpcrm_end_step();
+	if (stuck_parked)
+	{
+		SpinLockAcquire(&erpcrm_shared->mutex);
+		erpcrm_shared->stuck_change = 0;
+		SpinLockRelease(&erpcrm_shared->mutex);
+		stuck_parked = false;
+	}
 
 	foreach(lc, due)
 	{
