@@ -774,12 +774,16 @@ VALUES ('warm-up', 'latency.example', clock_timestamp());
     seq0 = mock.requests()["lastSeq"]
     log("latency: %d commits at %d/s" % (commits, rate))
     script = os.path.join(HERE, "latency.sql")
+    # the worker's CPU per commit: steadier than the latency on a busy machine
+    wpid = worker_pid(pg)
+    c0 = proc_cpu(wpid)
     cmd = ["pgbench", "-n", "-M", "prepared", "-c", "1", "-j", "1",
            "-t", str(commits), "-R", str(rate)] + pg.conn() + \
         ["-f", script, "postgres"]
     bench_out = run(cmd)
     if pg.sql("postgres", "SELECT erpcrm.wait_for_sync('120 s', 'latency')") != "t":
         raise RuntimeError("the latency rows were not all delivered")
+    cpu_ms = 1000.0 * (proc_cpu(wpid) - c0) / commits
     arrival = {}
     for e in mock.requests(seq0)["results"]:
         body = e.get("body")
@@ -802,6 +806,7 @@ VALUES ('warm-up', 'latency.example', clock_timestamp());
         "p50": percentile(lat, 50), "p95": percentile(lat, 95),
         "p99": percentile(lat, 99), "max": max(lat) if lat else float("nan"),
         "commit_ms": float(m.group(1)) if m else float("nan"),
+        "cpu_ms": cpu_ms,
     }
 
 
@@ -1111,6 +1116,7 @@ def table(res):
              "p50<=20, p99<=100",
              "yes" if l["p50"] <= 20 and l["p99"] <= 100 else "NO")
         line("max [ms]", "%.1f" % l["max"])
+        line("worker CPU per commit [ms]", "%.2f" % l.get("cpu_ms", float("nan")))
         line("commit itself, pgbench average [ms]", "%.2f" % l["commit_ms"])
     if res.get("rss_after"):
         s, a, m, e = (res["rss_start"], res["rss_after"], res["rss_mid"],
@@ -1195,6 +1201,7 @@ def table(res):
                     "NO (p50 %.1fx, p95 %.1fx the goal)" % (l["p50"] / 20.0, l["p95"] / 100.0)
             line("commit -> request p50 / p95 / max [ms]",
                  "%.1f/%.1f/%.1f" % (l["p50"], l["p95"], l["max"]), goal_lat, met_lat)
+            line("   worker CPU per commit [ms]", "%.2f" % l.get("cpu_ms", float("nan")))
             # why a goal is missed, from this run's own figures
             why = []
             if goal_n and r["rate"] < goal_n:
