@@ -36,6 +36,7 @@ extern int	erpcrm_retry_max_ms;
 extern int	erpcrm_max_attempts;
 extern int	erpcrm_auth_retry_ms;
 extern int	erpcrm_poll_interval_ms;
+extern int	erpcrm_test_probe_pause_ms;
 extern int	erpcrm_api_log_retention_min;
 extern char *erpcrm_api_version;
 
