@@ -109,11 +109,22 @@ typedef struct ErpcrmShared
 	bool		retry_now;		/* erpcrm.retry_now(): end any back-off */
 	bool		portal_changed; /* erpcrm.portal changed: read it again */
 	bool		restart_at_once;	/* left for a new setting: start again now */
+	uint64		wakes;			/* commits that woke the worker, so far */
+	uint64		asks;			/* of those, by an erpcrm function (_wake()) */
 	int			limiter;		/* index of the portal limiter used, -1 none */
 	int			max_calls;		/* this database's budget per 10 s */
 	/* start times of HubSpot calls made by sessions, for the worker's limiter */
 	uint64		session_seq;	/* how many so far */
 	TimestampTz session_calls[ERPCRM_SESSION_CALLS];
+	/* the change whose handler the worker runs now (erpcrm._run_handler) */
+	int64		handler_change; /* erpcrm.inbox.change_id, 0: none */
+	TimestampTz handler_since;	/* when that handler began */
+	/* the change whose handler the launcher stopped the worker in */
+	int64		stuck_change;	/* 0: none; the next worker parks it */
+	int			stuck_timeout_ms;	/* erpcrm.handler_timeout then */
+	/* the API family the worker calls, and whether erpcrm.portal chose it */
+	char		api_version[16];
+	bool		own_api_version;
 } ErpcrmShared;
 
 /* Databases whose CREATE EXTENSION committed, for the launcher to look at. */
@@ -148,6 +159,7 @@ extern void erpcrm_request_shmem(void);
 #define ERPCRM_AT_COMMIT_WAKE		0x01	/* wake this database's worker */
 #define ERPCRM_AT_COMMIT_PORTAL		0x02	/* it reads erpcrm.portal again, too */
 #define ERPCRM_AT_COMMIT_LAUNCHER	0x04	/* the launcher looks at this database */
+#define ERPCRM_AT_COMMIT_ASKED		0x08	/* an erpcrm function woke it (_wake()) */
 extern void erpcrm_at_commit(int what);
 extern void erpcrm_set_state(ErpcrmWorkerState state, const char *detail);
 extern void erpcrm_set_slot_state(ErpcrmShared *slot, ErpcrmWorkerState state,

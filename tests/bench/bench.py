@@ -839,6 +839,35 @@ def relation_bytes(pg):
     return t, i
 
 
+def batch_work(pg):
+    """
+    What the database has done so far: transactions committed, and calls and
+    time of erpcrm's functions (track_functions = pl during the scaling runs).
+    """
+    xacts = int(pg.sql("postgres", "SELECT xact_commit FROM pg_stat_database"
+                       " WHERE datname = current_database()"))
+    funcs = {}
+    out = pg.sql("postgres", "SELECT funcname, calls, self_time FROM pg_stat_user_functions"
+                 " WHERE schemaname = 'erpcrm'")
+    for line in out.splitlines():
+        name, calls, ms = line.split("|")
+        funcs[name] = (int(calls), float(ms))
+    return xacts, funcs
+
+
+def per_batch(a, b, batches):
+    """Transactions, and calls and ms of erpcrm's functions, per batch sent."""
+    batches = max(batches, 1)
+    funcs = []
+    for name, (calls, ms) in b[1].items():
+        c0, m0 = a[1].get(name, (0, 0.0))
+        # the worker's: at least one call per ten batches (not the resync's)
+        if calls - c0 >= batches / 10.0:
+            funcs.append((name, (calls - c0) / batches, (ms - m0) / batches))
+    funcs.sort(key=lambda f: -f[2])
+    return {"xacts": (b[0] - a[0]) / batches, "funcs": funcs}
+
+
 def scale(pg, mock, res):
     """
     The backfill at growing sizes: for each size, a mapping of that many
@@ -857,6 +886,7 @@ def scale(pg, mock, res):
 SELECT erpcrm.resume();
 ALTER SYSTEM SET autovacuum = on;
 ALTER SYSTEM SET autovacuum_naptime = '5s';
+ALTER SYSTEM SET track_functions = 'pl';
 SELECT pg_reload_conf();
 CREATE TABLE bench.scale_customers (
 	id				integer PRIMARY KEY,
@@ -891,6 +921,7 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
         upd0, hot0, av0, aa0 = (int(x) for x in pg.sql(
             "postgres", "SELECT n_tup_upd, n_tup_hot_upd, autovacuum_count, autoanalyze_count"
             " FROM pg_stat_user_tables WHERE relid = 'erpcrm.sync_state'::regclass").split("|"))
+        work0 = batch_work(pg)
         t0 = time.time()
         rounds = []
         trace = [(0, c0)]   # (objects sent, worker CPU s), every poll
@@ -917,6 +948,7 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
                                          len(rounds) >= setting("BENCH_SCALE_CHURN_ROUNDS")):
                 break
         c1 = proc_cpu(pid)
+        work1 = batch_work(pg)
         reqs = [e for e in mock.requests(seq0)["results"]
                 if e["path"].endswith("/companies/batch/upsert") and e["status"] < 300]
         starts = sorted(e["time"] - e["durationMs"] / 1000.0 for e in reqs)
@@ -959,6 +991,7 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
             "bytes_backfill": sizes_after, "bytes_churn": churn,
             "upd": upd, "hot": hot, "autovacuum": av, "autoanalyze": aa, "dead": dead,
             "load": (load0, os.getloadavg()[0]),
+            "per_batch": per_batch(work0, work1, len(reqs)),
         }
         log("scale: %d keys: %.0f objects/s; ms/batch %.1f -> %.1f; %.0f cpu us/object;"
             " %.0f + %.0f bytes/key after the backfill, %.0f + %.0f after %d rounds;"
@@ -972,7 +1005,8 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
         # the next size starts from an empty sync_state
         pg.sql("postgres", "SELECT erpcrm.unmap('%s'); DROP VIEW bench.hs_%s;"
                " VACUUM FULL erpcrm.sync_state;" % (name, name))
-    pg.sql("postgres", "ALTER SYSTEM RESET autovacuum_naptime; SELECT pg_reload_conf();")
+    pg.sql("postgres", "ALTER SYSTEM RESET autovacuum_naptime; ALTER SYSTEM RESET track_functions;"
+           " SELECT pg_reload_conf();")
 
 
 # ---------------------------------------------------------------------------
@@ -1153,6 +1187,15 @@ def table(res):
                  "%.0f/%.0f/%.0f (x%.2f)" % (r["cpu_us"], r["cpu_first"], r["cpu_last"], cflat),
                  "last <= 1.2x first", verdict(cflat, 1.2, higher=False))
             line("worker CPU share [cpu s/wall s]", "%.2f" % r["cpu_share"])
+            pb = r.get("per_batch")
+            if pb:
+                # where a batch's database time goes (self time of each function)
+                line("transactions per batch (the worker's, and the polls')",
+                     "%.2f" % pb["xacts"])
+                top = pb["funcs"][:8]
+                w("     per batch, erpcrm's functions, calls x ms (self): " +
+                  ", ".join("%s %.2f x %.3f" % (f[0], f[1], f[2] / f[1] if f[1] else 0.0)
+                            for f in top))
             sent = n * r["rounds"]
             line("sync_state row versions per object sent, HOT",
                  "%.2f, %.0f %%" % (r["upd"] / sent, 100.0 * r["hot"] / max(r["upd"], 1)))

@@ -1,9 +1,11 @@
 # Flat at scale: every statement the worker runs per batch and per cycle
 # (claim, read, done, error, association state, links and dependents, fold,
-# the next-due query, recovery) reads a mapping's sync_state through an
-# index, bounded by the batch, whatever ANALYZE last saw.  auto_explain logs
-# the plan of each statement the worker runs, nested ones included; no plan
-# may scan sync_state sequentially, hash or merge-join it, or sort its rows.
+# the next-due query, recovery, keys given up or given back) reads a
+# mapping's sync_state through an index, bounded by the batch, whatever
+# ANALYZE last saw.  auto_explain logs the plan of each statement the worker
+# runs, nested ones included; no plan may scan sync_state sequentially, hash
+# or merge-join it, sort its rows, or find a batch's keys by erp_id as a later
+# column of an index whose earlier columns only the mapping bounds.
 # The checker itself is shown to catch each of these on plans made bad on
 # purpose.
 use strict;
@@ -41,15 +43,35 @@ SELECT pg_reload_conf();
 
 my $logpos = 0;
 
-# Plans logged by the worker since the last look: [query text, plan tree].
+# The columns of each index of sync_state, in order.
+my %index_columns;
+for my $row (split /\n/, $node->safe_psql('postgres', q{
+SELECT c.relname, string_agg(a.attname, ',' ORDER BY k.n)
+  FROM pg_index i
+  JOIN pg_class c ON c.oid = i.indexrelid
+  CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+ WHERE i.indrelid = 'erpcrm.sync_state'::regclass
+ GROUP BY c.relname}))
+{
+	my ($name, $cols) = split /\|/, $row;
+	$index_columns{$name} = [ split /,/, $cols ];
+}
+is_deeply($index_columns{sync_state_pkey}, [ 'mapping_id', 'erp_id' ],
+	'the columns of the indexes of sync_state are known');
+
+# Plans logged since the last look by the worker (or another backend type):
+# [query text, plan tree].
 sub worker_plans
 {
+	my ($backend) = @_;
+	$backend //= 'erpcrm worker';
 	my $log = slurp_file($node->logfile, $logpos);
 	$logpos += length($log);
 	my @plans;
 	for my $entry (split /\n(?=\d{4}-\d\d-\d\d )/, $log)
 	{
-		next unless $entry =~ /<erpcrm worker> LOG:  duration: [0-9.]+ ms  plan:\n(.*)\z/s;
+		next unless $entry =~ /<\Q$backend\E> LOG:  duration: [0-9.]+ ms  plan:\n(.*)\z/s;
 		my $doc = eval { decode_json($1) };
 		next unless $doc;
 		push @plans, [ $doc->{'Query Text'}, $doc->{Plan} ];
@@ -79,6 +101,15 @@ sub plan_faults
 	  && !in_flight_only($node_)
 	  && ($node_->{Filter} // '') =~ /\berp_id\b/
 	  && $cond !~ /\berp_id\b/;
+	# the same, with erp_id in the index condition but as a later column of
+	# an index whose earlier columns are not all bound by equality (the due
+	# index: mapping_id, next_attempt_at, erp_id): the scan reads the
+	# mapping's whole part of the index and filters the keys inside it
+	my $unbound = $rel eq 'sync_state' && $cond =~ /\berp_id\b/
+	  ? unbound_before_erp_id($node_->{'Index Name'}, $cond) : undef;
+	push @faults, "$type on sync_state by $node_->{'Index Name'} with erp_id a later column"
+	  . " of its index condition ($unbound before it is not bound)"
+	  if defined $unbound && !in_flight_only($node_);
 	for my $child (@{ $node_->{Plans} // [] })
 	{
 		push @faults, plan_faults($child);
@@ -89,6 +120,20 @@ sub plan_faults
 		push @faults, "$type over sync_state";
 	}
 	return @faults;
+}
+
+# The first column before erp_id in an index that an index condition does
+# not bind by equality (undef: none, or erp_id is not a column of the index).
+sub unbound_before_erp_id
+{
+	my ($index, $cond) = @_;
+	my $cols = $index_columns{ $index // '' } or return undef;
+	for my $col (@$cols)
+	{
+		return undef if $col eq 'erp_id';
+		return $col unless $cond =~ /(?:^|[\s(.])\Q$col\E = /;
+	}
+	return undef;
 }
 
 # Whether a scan of sync_state reads only the index of keys in flight.
@@ -104,6 +149,13 @@ sub in_flight_only
 		return 0 unless in_flight_only($child);
 	}
 	return 1;
+}
+
+sub updates_sync_state
+{
+	my ($n) = @_;
+	return 1 if $n->{'Node Type'} eq 'ModifyTable' && ($n->{'Relation Name'} // '') eq 'sync_state';
+	return scalar grep { updates_sync_state($_) } @{ $n->{Plans} // [] };
 }
 
 sub reads_sync_state
@@ -191,6 +243,30 @@ my @statements = ('_claim', '_done', '_error', '_fold', 'next due', 'read', '_li
 		my @f = plan_faults(decode_json($json)->[0]{Plan});
 		ok(scalar(@f), "the checker finds $what") or diag($json);
 	}
+
+	# the pending keys of a batch found by the due index, erp_id a later
+	# column of its condition (the primary key dropped for the plan only)
+	my $json = $node->safe_psql('postgres', qq{
+BEGIN;
+ALTER TABLE erpcrm.sync_state DROP CONSTRAINT sync_state_pkey;
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off;
+EXPLAIN (FORMAT JSON) SELECT s.hubspot_id FROM erpcrm.sync_state s
+ WHERE s.mapping_id = $mid AND s.state = 'pending' AND s.erp_id = '1';
+ROLLBACK;
+});
+	my @f = plan_faults(decode_json($json)->[0]{Plan});
+	ok((grep { /later column/ } @f),
+		'the checker finds erp_id as a later column of an index condition')
+	  or diag($json);
+	my $pkey = $node->safe_psql('postgres', qq{
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+EXPLAIN (FORMAT JSON) SELECT s.hubspot_id FROM erpcrm.sync_state s
+ WHERE s.mapping_id = $mid AND s.erp_id = ANY ('{1,2}');
+});
+	is_deeply([ plan_faults(decode_json($pkey)->[0]{Plan}) ], [],
+		'and takes a lookup by the primary key for a good plan') or diag($pkey);
 }
 
 worker_plans();
@@ -244,8 +320,51 @@ SELECT pg_stat_reset_single_table_counters('erpcrm.sync_state'::regclass);
 is($node->safe_psql('postgres', q{
 SELECT count(*) FROM pg_statistic WHERE starelid = 'erpcrm.sync_state'::regclass}), '0',
 	'sync_state has no statistics');
+# and ten companies of the slice hold an old HubSpot id: their dependents too
+$node->safe_psql('postgres', q{
+UPDATE erpcrm.sync_state s SET hubspot_id = (900000000 + s.erp_id::integer - 30000)::text
+  FROM erpcrm.mapping m
+ WHERE m.name = 'companies' AND s.mapping_id = m.mapping_id
+   AND s.erp_id IN ('45002', '45003', '45004', '45005', '45006', '45007', '45008', '45009', '45010', '45011');
+});
 deliver_slice(45_001);
-check_plans('statistics gone, 120,000 keys', \@statements);
+check_plans('statistics gone, 120,000 keys', [ @statements, 'dependents' ]);
+is($node->safe_psql('postgres', q{
+SELECT count(*) FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id)
+ WHERE m.name = 'contacts' AND s.change_seq > 1}), '20',
+	'the contacts of ten more companies with a new HubSpot id were sent again');
+
+# keys given up (erpcrm.max_attempts used up) and keys claimed ahead given
+# back (the worker backs off): called as the worker calls them
+worker_plans();
+$node->safe_psql('postgres', q{
+SELECT erpcrm._give_up(m.mapping_id, ARRAY['45001', '45002', '45003'], 1)
+  FROM erpcrm.mapping m WHERE m.name = 'companies';
+SELECT erpcrm._unclaim(m.mapping_id, ARRAY['45001', '45002', '45003'])
+  FROM erpcrm.mapping m WHERE m.name = 'companies';
+});
+{
+	my (@bad, %seen, @nested);
+	# (a function's statements are logged before the call)
+	for my $p (worker_plans('client backend'))
+	{
+		my ($text, $plan) = @$p;
+		push @nested, $plan;
+		next unless $text =~ /erpcrm\.(_give_up|_unclaim)\(/;
+		my $f = $1;
+		for my $q (@nested)
+		{
+			$seen{$f}++ if updates_sync_state($q);
+			my @faults = plan_faults($q);
+			push @bad, "$f: " . join(', ', @faults) if @faults;
+		}
+		@nested = ();
+	}
+	ok(!@bad, 'statistics gone: keys are given up and given back by primary key')
+	  or diag(join("\n---\n", @bad));
+	is(join(',', sort keys %seen), '_give_up,_unclaim',
+		'the plans of _give_up and _unclaim were checked');
+}
 is($node->safe_psql('postgres', q{
 SELECT count(*) FROM pg_statistic WHERE starelid = 'erpcrm.sync_state'::regclass}), '0',
 	'sync_state was not analyzed meanwhile');
@@ -259,7 +378,7 @@ $node->safe_psql('postgres', 'SELECT pg_terminate_backend(pid) FROM pg_stat_acti
 ok(poll_until('the worker recovers the keys in flight', sub {
 	$node->safe_psql('postgres', "SELECT count(*) FROM erpcrm.sync_state WHERE state = 'in_flight'") eq '0' }, 60),
 	'a restarted worker puts keys left in flight back');
-check_plans('recovery', ['_recover']);
+check_plans('recovery, statistics gone', ['_recover']);
 
 is($node->safe_psql('postgres', "SELECT count(*) FROM erpcrm.sync_state"), 2 * $keys,
 	'one row per key');
