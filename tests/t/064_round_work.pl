@@ -59,6 +59,37 @@ sub reset_stats
 	$node->safe_psql('postgres', 'SELECT pg_stat_statements_reset()');
 }
 
+# --- the look at a mapping's due index plans well whatever the mapping:
+# generic (it is kept), with most keys pending (as in a backfill) and
+# sync_state analyzed, it is one descent of the due index, never a read of
+# the whole table (which a look for "any key due" planned as a sequential
+# scan that for a mapping with nothing due reads every row)
+$node->safe_psql('postgres', q{
+SELECT erpcrm.pause();
+INSERT INTO public.busy SELECT g, 'Firma ' || g FROM generate_series(100001, 104000) g;
+});
+ok(poll_until('the keys pending', sub {
+	$node->safe_psql('postgres', "SELECT pending FROM erpcrm.status WHERE mapping = 'busy'") eq '4000' }, 60),
+	'4,000 keys of busy pending');
+my $plan = $node->safe_psql('postgres', q{
+ANALYZE erpcrm.sync_state;
+SET plan_cache_mode = force_generic_plan;
+PREPARE due(integer) AS
+SELECT COALESCE((SELECT s.next_attempt_at <= pg_catalog.now()
+  FROM erpcrm.sync_state s WHERE s.mapping_id = $1 AND s.state = 'pending'
+ ORDER BY s.next_attempt_at LIMIT 1), false);
+SELECT mapping_id AS quiet FROM erpcrm.mapping WHERE name = 'quiet' \gset
+EXPLAIN (COSTS OFF) EXECUTE due(:quiet);
+});
+like($plan, qr/Index (Only )?Scan using sync_state_due/, 'the look for keys due reads the due index');
+unlike($plan, qr/Seq Scan|Sort/, 'and neither reads sync_state whole nor sorts it');
+# gone before they reached HubSpot: they leave no trace
+$node->safe_psql('postgres', q{
+DELETE FROM public.busy WHERE id > 100000;
+SELECT erpcrm.resume();
+});
+ok(wait_synced($node, 120), 'resumed, the worker has nothing left to do');
+
 # --- a backfill of 3,000 keys: 30 batches
 reset_stats();
 $node->safe_psql('postgres',
