@@ -188,6 +188,9 @@ extern void erpcrm_refuse_if_restricted(Oid fn_oid);
 extern void erpcrm_install_guard(void);
 extern Oid	erpcrm_asking_role(void);
 
+/* subscribe.c: a session logs a HubSpot call of its own (setup.c) */
+extern bool erpcrm_logging_own_call;
+
 /* ----------------------------------------------------------------
  * worker/worker.c
  * ----------------------------------------------------------------
