@@ -58,6 +58,42 @@ AS $$
 	UPDATE erpcrm.owner_miss SET unknown_owners = 0;
 $$;
 
+/* The worker records each HubSpot call, when it was made; old rows are trimmed. */
+CREATE OR REPLACE FUNCTION erpcrm._log_call(p_called_at timestamptz, p_method text, p_path text,
+								 p_status integer, p_latency_ms double precision,
+								 p_inputs integer, p_category text, p_correlation_id text,
+								 p_mapping_id integer, p_retention interval)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._check_worker('record a HubSpot call in erpcrm.api_log',
+		(SELECT m.owner FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id));
+	INSERT INTO erpcrm.api_call VALUES (p_called_at, p_method, p_path, p_status,
+		p_latency_ms, p_inputs, p_category, p_correlation_id, p_mapping_id);
+	IF random() < 0.01 THEN
+		DELETE FROM erpcrm.api_call WHERE called_at < now() - p_retention;
+	END IF;
+END
+$$;
+
+/* The worker: rows of one batch whose e-mail matched no active owner. */
+CREATE OR REPLACE FUNCTION erpcrm._owner_misses(p_mapping_id integer, p_n bigint)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('count the owners mapping "%s" named that HubSpot does not know', m.name), m.owner)
+	  FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id;
+	INSERT INTO erpcrm.owner_miss AS o (mapping_id, unknown_owners, last_at)
+	VALUES (p_mapping_id, p_n, pg_catalog.now())
+	ON CONFLICT (mapping_id) DO UPDATE
+	   SET unknown_owners = o.unknown_owners + excluded.unknown_owners, last_at = excluded.last_at;
+$$;
+
 /*
  * Keys that HubSpot refused or that could not be sent.
  *   retry_base NULL: the keys are failed, parked until requeued or changed
@@ -687,6 +723,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('count the keys of mapping "%s" found unchanged', m.name), m.owner)
+	  FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id;
 	INSERT INTO erpcrm.fingerprint_stat AS f (mapping_id, unchanged)
 	VALUES (p_mapping_id, p_n)
 	ON CONFLICT (mapping_id) DO UPDATE SET unchanged = f.unchanged + excluded.unchanged;

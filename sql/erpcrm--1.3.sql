@@ -2002,6 +2002,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM erpcrm._check_worker('record a HubSpot call in erpcrm.api_log',
+		(SELECT m.owner FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id));
 	INSERT INTO erpcrm.api_call VALUES (p_called_at, p_method, p_path, p_status,
 		p_latency_ms, p_inputs, p_category, p_correlation_id, p_mapping_id);
 	IF random() < 0.01 THEN
@@ -2037,6 +2039,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('count the owners mapping "%s" named that HubSpot does not know', m.name), m.owner)
+	  FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id;
 	INSERT INTO erpcrm.owner_miss AS o (mapping_id, unknown_owners, last_at)
 	VALUES (p_mapping_id, p_n, pg_catalog.now())
 	ON CONFLICT (mapping_id) DO UPDATE
@@ -2914,6 +2918,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('count the keys of mapping "%s" found unchanged', m.name), m.owner)
+	  FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id;
 	INSERT INTO erpcrm.fingerprint_stat AS f (mapping_id, unchanged)
 	VALUES (p_mapping_id, p_n)
 	ON CONFLICT (mapping_id) DO UPDATE SET unchanged = f.unchanged + excluded.unchanged;

@@ -864,6 +864,20 @@ leave_if_no_extension(void)
 {
 	if (erpcrm_database[0] != '\0')
 		return false;
+	/* tests only: where a CREATE EXTENSION committing now races the launcher */
+	if (erpcrm_test_probe_pause_ms > 0)
+	{
+		TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														erpcrm_test_probe_pause_ms);
+
+		pgstat_report_activity(STATE_RUNNING,
+							   "erpcrm: no erpcrm here; pausing before leaving (erpcrm.test_probe_pause)");
+		while (GetCurrentTimestamp() < until)
+		{
+			CHECK_FOR_INTERRUPTS();
+			pg_usleep(50000L);
+		}
+	}
 	SpinLockAcquire(&erpcrm_shared->mutex);
 	erpcrm_shared->no_extension = true;
 	SpinLockRelease(&erpcrm_shared->mutex);
