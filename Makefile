@@ -40,6 +40,7 @@ OBJS = \
 	worker/values.o \
 	worker/client.o \
 	worker/activity.o \
+	worker/kept.o \
 	worker/backoff.o \
 	hubspot/http.o \
 	hubspot/json.o \

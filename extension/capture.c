@@ -213,18 +213,30 @@ capture_update(WatchEntry *entry, TupleTableSlot *oldslot, TupleTableSlot *newsl
 	ResetExprContext(entry->econtext);
 }
 
-/* Same values, byte for byte, in every column? */
+/*
+ * Same values, byte for byte, in every column?  The two rows of a
+ * transition table are compared as they are stored, without taking them
+ * apart into columns: a value stored another way (compressed in one row
+ * only) counts as a change, which costs a key the worker finds unchanged.
+ */
 static bool
 slots_identical(TupleTableSlot *a, TupleTableSlot *b)
 {
-	TupleDesc	desc = a->tts_tupleDescriptor;
+	bool		free_a;
+	bool		free_b;
+	MinimalTuple ta = ExecFetchSlotMinimalTuple(a, &free_a);
+	MinimalTuple tb = ExecFetchSlotMinimalTuple(b, &free_b);
+	bool		same;
 
-	slot_getallattrs(a);
-	slot_getallattrs(b);
-	for (int i = 1; i <= desc->natts; i++)
-		if (!column_same(a, b, i))
-			return false;
-	return true;
+	Assert(!free_a && !free_b);
+	same = ta->t_len == tb->t_len &&
+		(ta->t_infomask2 & HEAP_NATTS_MASK) == (tb->t_infomask2 & HEAP_NATTS_MASK) &&
+		(ta->t_infomask & ~HEAP_XACT_MASK) == (tb->t_infomask & ~HEAP_XACT_MASK) &&
+		ta->t_hoff == tb->t_hoff &&
+		memcmp((char *) ta + offsetof(MinimalTupleData, t_bits),
+			   (char *) tb + offsetof(MinimalTupleData, t_bits),
+			   ta->t_len - offsetof(MinimalTupleData, t_bits)) == 0;
+	return same;
 }
 
 /* Start reading a transition table from its first row, on a pointer of ours. */

@@ -36,6 +36,7 @@ extern int	erpcrm_retry_max_ms;
 extern int	erpcrm_max_attempts;
 extern int	erpcrm_auth_retry_ms;
 extern int	erpcrm_poll_interval_ms;
+extern int	erpcrm_test_probe_pause_ms;
 extern int	erpcrm_api_log_retention_min;
 extern char *erpcrm_api_version;
 
@@ -109,11 +110,22 @@ typedef struct ErpcrmShared
 	bool		retry_now;		/* erpcrm.retry_now(): end any back-off */
 	bool		portal_changed; /* erpcrm.portal changed: read it again */
 	bool		restart_at_once;	/* left for a new setting: start again now */
+	uint64		wakes;			/* commits that woke the worker, so far */
+	uint64		asks;			/* of those, by an erpcrm function (_wake()) */
 	int			limiter;		/* index of the portal limiter used, -1 none */
 	int			max_calls;		/* this database's budget per 10 s */
 	/* start times of HubSpot calls made by sessions, for the worker's limiter */
 	uint64		session_seq;	/* how many so far */
 	TimestampTz session_calls[ERPCRM_SESSION_CALLS];
+	/* the change whose handler the worker runs now (erpcrm._run_handler) */
+	int64		handler_change; /* erpcrm.inbox.change_id, 0: none */
+	TimestampTz handler_since;	/* when that handler began */
+	/* the change whose handler the launcher stopped the worker in */
+	int64		stuck_change;	/* 0: none; the next worker parks it */
+	int			stuck_timeout_ms;	/* erpcrm.handler_timeout then */
+	/* the API family the worker calls, and whether erpcrm.portal chose it */
+	char		api_version[16];
+	bool		own_api_version;
 } ErpcrmShared;
 
 /* Databases whose CREATE EXTENSION committed, for the launcher to look at. */
@@ -148,6 +160,7 @@ extern void erpcrm_request_shmem(void);
 #define ERPCRM_AT_COMMIT_WAKE		0x01	/* wake this database's worker */
 #define ERPCRM_AT_COMMIT_PORTAL		0x02	/* it reads erpcrm.portal again, too */
 #define ERPCRM_AT_COMMIT_LAUNCHER	0x04	/* the launcher looks at this database */
+#define ERPCRM_AT_COMMIT_ASKED		0x08	/* an erpcrm function woke it (_wake()) */
 extern void erpcrm_at_commit(int what);
 extern void erpcrm_set_state(ErpcrmWorkerState state, const char *detail);
 extern void erpcrm_set_slot_state(ErpcrmShared *slot, ErpcrmWorkerState state,
@@ -174,6 +187,9 @@ extern void erpcrm_as_owner_end(ErpcrmSavedUser *saved);
 extern void erpcrm_refuse_if_restricted(Oid fn_oid);
 extern void erpcrm_install_guard(void);
 extern Oid	erpcrm_asking_role(void);
+
+/* subscribe.c: a session logs a HubSpot call of its own (setup.c) */
+extern bool erpcrm_logging_own_call;
 
 /* ----------------------------------------------------------------
  * worker/worker.c

@@ -116,9 +116,10 @@ refuse_drop_role(DropRoleStmt *stmt)
 					 errmsg("role \"%s\" cannot be dropped because some objects depend on it",
 							get_rolespec_name(spec)),
 					 errdetail_internal("%s", detail.data),
-					 errhint("Hand them to another role first, in every database with erpcrm: REASSIGN OWNED BY %s TO ... (or SELECT erpcrm.reassign_owned('%s', ...)), or drop them with erpcrm.unmap(), erpcrm.unwatch() or erpcrm.unsubscribe().",
+					 errhint("Hand them to another role first, in every database with erpcrm: REASSIGN OWNED BY %s TO ... (or SELECT erpcrm.reassign_owned(%s, ...)), or drop them with erpcrm.unmap(), erpcrm.unwatch() or erpcrm.unsubscribe().",
 							 quote_identifier(get_rolespec_name(spec)),
-							 get_rolespec_name(spec))));
+							 /* a regrole literal: the name as an identifier, quoted as a string */
+							 quote_literal_cstr(quote_identifier(get_rolespec_name(spec))))));
 		}
 	}
 	as_bootstrap_end(&saved);

@@ -95,7 +95,7 @@ erpcrm_request_shmem(void)
  * again first.
  */
 static void
-wake_worker(bool portal_changed)
+wake_worker(bool portal_changed, bool asked)
 {
 	ErpcrmShared *slot = erpcrm_slot_for_database(MyDatabaseId, false);
 	Latch	   *latch = NULL;
@@ -107,6 +107,14 @@ wake_worker(bool portal_changed)
 	{
 		if (portal_changed)
 			slot->portal_changed = true;
+		/*
+		 * The worker folds again only when wakes moved, and looks at the
+		 * pulls (subscriptions, inbox) again only when asks did: the ERP's
+		 * own commits (capture.c) have nothing for them.
+		 */
+		slot->wakes++;
+		if (asked)
+			slot->asks++;
 		latch = slot->worker_latch;
 	}
 	SpinLockRelease(&slot->mutex);
@@ -133,7 +141,8 @@ at_commit_callback(XactEvent event, void *arg)
 			if (erpcrm_cluster == NULL)
 				break;
 			if (what & (ERPCRM_AT_COMMIT_WAKE | ERPCRM_AT_COMMIT_PORTAL))
-				wake_worker((what & ERPCRM_AT_COMMIT_PORTAL) != 0);
+				wake_worker((what & ERPCRM_AT_COMMIT_PORTAL) != 0,
+							(what & (ERPCRM_AT_COMMIT_ASKED | ERPCRM_AT_COMMIT_PORTAL)) != 0);
 			if (what & ERPCRM_AT_COMMIT_LAUNCHER)
 				erpcrm_notify_launcher(MyDatabaseId);
 			break;
@@ -321,7 +330,7 @@ PG_FUNCTION_INFO_V1(erpcrm_wake_v1);
 Datum
 erpcrm_wake_v1(PG_FUNCTION_ARGS)
 {
-	erpcrm_at_commit(ERPCRM_AT_COMMIT_WAKE);
+	erpcrm_at_commit(ERPCRM_AT_COMMIT_WAKE | ERPCRM_AT_COMMIT_ASKED);
 	PG_RETURN_BOOL(erpcrm_cluster != NULL);
 }
 
@@ -477,8 +486,8 @@ erpcrm_workers_v1(PG_FUNCTION_ARGS)
 	{
 		ErpcrmShared *slot = &erpcrm_cluster->slots[i];
 		ErpcrmShared snap;
-		Datum		row[2];
-		bool		rownulls[2] = {false, false};
+		Datum		row[4];
+		bool		rownulls[4] = {false, false, false, false};
 
 		SpinLockAcquire(&slot->mutex);
 		memcpy(&snap, slot, sizeof(snap));
@@ -490,6 +499,13 @@ erpcrm_workers_v1(PG_FUNCTION_ARGS)
 		/* which databases share a rate limiter (one per HubSpot token) */
 		row[1] = Int32GetDatum(snap.limiter);
 		rownulls[1] = snap.limiter < 0;
+		/* the API family it calls, as check_connection() says, until it has one */
+		if (snap.api_version[0] != '\0')
+		{
+			row[2] = CStringGetTextDatum(snap.api_version);
+			row[3] = CStringGetTextDatum(snap.own_api_version ? "erpcrm.portal" : "erpcrm.api_version");
+		}
+		rownulls[2] = rownulls[3] = snap.api_version[0] == '\0';
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, rownulls);
 	}
 	return (Datum) 0;

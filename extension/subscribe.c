@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_proc.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -21,6 +22,7 @@
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 #include "utils/timeout.h"
+#include "utils/timestamp.h"
 
 #include "erpcrm.h"
 #include "subscribe.h"
@@ -85,6 +87,40 @@ erpcrm_define_pull_settings(void)
 }
 
 /*
+ * Whether the role asking (erpcrm_asking_role(), which refuses inside a
+ * security-restricted operation) may do what the worker does for the
+ * objects of owner: the worker may, and so may a role with the privileges
+ * of owner (a superuser has them; with no owner, only a superuser).  A
+ * session's C code that logs a HubSpot call it made itself sets
+ * erpcrm_logging_own_call around that one statement.  The role asking goes
+ * into *caller.
+ */
+bool		erpcrm_logging_own_call = false;
+
+static bool
+may_act_as_worker(Oid owner, Oid *caller)
+{
+	*caller = erpcrm_asking_role();
+	if (erpcrm_shared != NULL && erpcrm_shared->worker_pid == MyProcPid)
+		return true;
+	/* check_connection() and setup_hubspot() log the calls they make */
+	if (erpcrm_logging_own_call)
+		return true;
+	if (OidIsValid(owner))
+		return has_privs_of_role(*caller, owner);
+	return superuser_arg(*caller);
+}
+
+/* The name of owner for a message, its OID when it was dropped. */
+static char *
+owner_name_for_message(Oid owner)
+{
+	char	   *name = OidIsValid(owner) ? GetUserNameFromId(owner, true) : NULL;
+
+	return name != NULL ? name : psprintf("%u", owner);
+}
+
+/*
  * erpcrm._check_hand_over(subscription text, owner regrole) returns void
  *
  * Only the worker hands changes to a subscription's handler: they come
@@ -94,8 +130,8 @@ erpcrm_define_pull_settings(void)
  * changes to the handler of another role, which would run them as that
  * role.  So a caller who is not the worker must have the privileges of the
  * subscription's owner (or be a superuser): such a caller may run the
- * handler as that role anyway.  Inside a security-restricted operation (a
- * mapping view or a handler that the worker runs) nobody may.
+ * handler as that role anyway.  Inside a security-restricted operation nobody
+ * may.
  */
 PG_FUNCTION_INFO_V1(erpcrm_check_hand_over_v1);
 Datum
@@ -104,24 +140,93 @@ erpcrm_check_hand_over_v1(PG_FUNCTION_ARGS)
 	char	   *name = PG_ARGISNULL(0) ? "?" : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Oid			owner = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
 	Oid			caller;
-	char	   *owner_name;
 
-	/* erpcrm_asking_role() refuses a security-restricted operation */
-	caller = erpcrm_asking_role();
-	if (erpcrm_shared != NULL && erpcrm_shared->worker_pid == MyProcPid)
+	if (may_act_as_worker(owner, &caller))
 		PG_RETURN_VOID();
-	if (OidIsValid(owner) && has_privs_of_role(caller, owner))
-		PG_RETURN_VOID();
-	owner_name = OidIsValid(owner) ? GetUserNameFromId(owner, true) : NULL;
-	if (owner_name == NULL)
-		owner_name = psprintf("%u", owner);
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("permission denied to hand changes to the handler of subscription \"%s\"", name),
 			 errdetail("The handler runs as role \"%s\"; only the erpcrm worker, that role and superusers may hand it changes.",
-					   owner_name),
+					   owner_name_for_message(owner)),
 			 errhint("Changes reach a handler from HubSpot, through the worker. To hand a parked change over again, use erpcrm.requeue_change().")));
 	PG_RETURN_VOID();
+}
+
+/*
+ * erpcrm._is_worker() returns boolean
+ *
+ * Whether the erpcrm worker calls: erpcrm._receive() leaves the changes it
+ * lands to the worker's own hand-over, in a transaction of its own.
+ */
+PG_FUNCTION_INFO_V1(erpcrm_is_worker_v1);
+Datum
+erpcrm_is_worker_v1(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(erpcrm_shared != NULL && erpcrm_shared->worker_pid == MyProcPid);
+}
+
+/*
+ * erpcrm._check_worker(what text, owner regrole) returns void
+ *
+ * The functions through which the worker records what HubSpot answered it
+ * (a failed pull, the API calls it made, an erasure carried out, HubSpot's
+ * owners, the findings of a reconcile run) are
+ * executable by erpcrm_admin because the worker's role is one; called by
+ * another erpcrm_admin they would fake a problem, an API share, an erasure
+ * that never happened or the owners deals are given.  So only the worker
+ * may call them, or a role with the privileges of the owner of the object
+ * they write about (the subscription's, the mapping's; a superuser has
+ * them; with no owner, only a superuser).  Inside a security-restricted
+ * operation nobody may.  what says what was refused, as "record a pull of
+ * subscription "won_deals"".
+ */
+PG_FUNCTION_INFO_V1(erpcrm_check_worker_v1);
+Datum
+erpcrm_check_worker_v1(PG_FUNCTION_ARGS)
+{
+	char	   *what = PG_ARGISNULL(0) ? "do this" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			owner = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
+	Oid			caller;
+
+	if (may_act_as_worker(owner, &caller))
+		PG_RETURN_VOID();
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to %s", what),
+			 OidIsValid(owner) ?
+			 errdetail("Only the erpcrm worker records what HubSpot answered it; besides the worker, only role \"%s\", the owner, and superusers may.",
+					   owner_name_for_message(owner)) :
+			 errdetail("Only the erpcrm worker records what HubSpot answered it; besides the worker, only superusers may."),
+			 errhint("This function is the worker's own. erpcrm's views show what it recorded; erpcrm's documented functions change it.")));
+	PG_RETURN_VOID();
+}
+
+/*
+ * The worker says in its slot which change's handler it runs, and since
+ * when (change NULL: none now).  A handler that catches the cancel of
+ * erpcrm.handler_timeout and goes on would hold the worker for ever: the
+ * launcher stops a worker whose handler runs past the timeout and a grace,
+ * and names the change, which the next worker parks (erpcrm._park_stuck()).
+ */
+static void
+handler_running(HeapTupleHeader change)
+{
+	int64		change_id = 0;
+
+	if (erpcrm_shared == NULL || erpcrm_shared->worker_pid != MyProcPid)
+		return;
+	if (change != NULL)
+	{
+		bool		isnull;
+		Datum		id = GetAttributeByNum(change, 1, &isnull);
+
+		if (!isnull)
+			change_id = DatumGetInt64(id);
+	}
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	erpcrm_shared->handler_change = change_id;
+	erpcrm_shared->handler_since = change_id != 0 ? GetCurrentTimestamp() : 0;
+	SpinLockRelease(&erpcrm_shared->mutex);
 }
 
 /*
@@ -189,6 +294,7 @@ erpcrm_run_handler_v1(PG_FUNCTION_ARGS)
 	timed = erpcrm_handler_timeout_ms > 0 && !get_timeout_active(STATEMENT_TIMEOUT);
 	if (timed)
 		enable_timeout_after(STATEMENT_TIMEOUT, erpcrm_handler_timeout_ms);
+	handler_running(PG_GETARG_HEAPTUPLEHEADER(2));
 	PG_TRY();
 	{
 		SPI_connect();
@@ -198,6 +304,7 @@ erpcrm_run_handler_v1(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
+		handler_running(NULL);
 		if (timed)
 			disable_timeout(STATEMENT_TIMEOUT, false);
 	}

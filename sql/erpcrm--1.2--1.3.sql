@@ -226,6 +226,75 @@ LANGUAGE C STRICT;
 REVOKE ALL ON FUNCTION erpcrm._backoff(interval, interval, integer) FROM PUBLIC;
 
 /*
+ * Refuses a caller that is neither the worker nor has the privileges of
+ * owner (with no owner: a superuser), inside a security-restricted operation
+ * anyone: the functions through which the worker records what HubSpot
+ * answered it call it first.  what says what was refused.
+ */
+CREATE FUNCTION erpcrm._check_worker(what text, owner regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'erpcrm_check_worker_v1'
+LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION erpcrm._check_worker(text, regrole) FROM PUBLIC;
+
+/* 1.3: only the worker records them (erpcrm._check_worker). */
+/* The worker: the owners it read (all of them, archived as 'true' or 'false'), replacing the copy. */
+CREATE OR REPLACE FUNCTION erpcrm._owners_refreshed(p_ids text[], p_emails text[], p_archived text[])
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT erpcrm._check_worker('record HubSpot''s owners', NULL);
+	DELETE FROM erpcrm.hubspot_owner o WHERE o.owner_id <> ALL (p_ids);
+	INSERT INTO erpcrm.hubspot_owner AS o (owner_id, email, archived, refreshed_at)
+	SELECT DISTINCT ON (x.id) x.id, x.email, x.archived::boolean, pg_catalog.now()
+	  FROM ROWS FROM (pg_catalog.unnest(p_ids), pg_catalog.unnest(p_emails),
+				   pg_catalog.unnest(p_archived)) AS x(id, email, archived)
+	 ORDER BY x.id, x.archived
+	ON CONFLICT (owner_id) DO UPDATE
+	   SET email = excluded.email, archived = excluded.archived, refreshed_at = excluded.refreshed_at;
+	/* the counts are about the copy that was used */
+	UPDATE erpcrm.owner_miss SET unknown_owners = 0;
+$$;
+
+/* The worker records each HubSpot call, when it was made; old rows are trimmed. */
+CREATE OR REPLACE FUNCTION erpcrm._log_call(p_called_at timestamptz, p_method text, p_path text,
+								 p_status integer, p_latency_ms double precision,
+								 p_inputs integer, p_category text, p_correlation_id text,
+								 p_mapping_id integer, p_retention interval)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._check_worker('record a HubSpot call in erpcrm.api_log',
+		(SELECT m.owner FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id));
+	INSERT INTO erpcrm.api_call VALUES (p_called_at, p_method, p_path, p_status,
+		p_latency_ms, p_inputs, p_category, p_correlation_id, p_mapping_id);
+	IF random() < 0.01 THEN
+		DELETE FROM erpcrm.api_call WHERE called_at < now() - p_retention;
+	END IF;
+END
+$$;
+
+/* The worker: rows of one batch whose e-mail matched no active owner. */
+CREATE OR REPLACE FUNCTION erpcrm._owner_misses(p_mapping_id integer, p_n bigint)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('count the owners mapping "%s" named that HubSpot does not know', m.name), m.owner)
+	  FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id;
+	INSERT INTO erpcrm.owner_miss AS o (mapping_id, unknown_owners, last_at)
+	VALUES (p_mapping_id, p_n, pg_catalog.now())
+	ON CONFLICT (mapping_id) DO UPDATE
+	   SET unknown_owners = o.unknown_owners + excluded.unknown_owners, last_at = excluded.last_at;
+$$;
+
+/*
  * Keys that HubSpot refused or that could not be sent.
  *   retry_base NULL: the keys are failed, parked until requeued or changed
  *                    in the ERP again;
@@ -950,6 +1019,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('count the keys of mapping "%s" found unchanged', m.name), m.owner)
+	  FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id;
 	INSERT INTO erpcrm.fingerprint_stat AS f (mapping_id, unchanged)
 	VALUES (p_mapping_id, p_n)
 	ON CONFLICT (mapping_id) DO UPDATE SET unchanged = f.unchanged + excluded.unchanged;
@@ -1461,6 +1532,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('record what HubSpot answered erasure %s', p_erasure_id), NULL);
 	UPDATE erpcrm.erasure e
 	   SET http_status = p_status, outcome = p_outcome,
 		   done_at = CASE WHEN p_done THEN pg_catalog.now() END,
@@ -1833,6 +1905,27 @@ REVOKE ALL ON FUNCTION erpcrm._reconcile_keys(bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._reconcile_keys(bigint, integer) TO erpcrm_admin;
 
 /*
+ * The worker alone records what a reconcile run found (or a role with the
+ * privileges of its mapping's owner): the findings, their repair and the
+ * run's end would otherwise be anyone's to make up.
+ */
+CREATE FUNCTION erpcrm._reconcile_check_worker(p_run_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._check_worker(format('record what reconcile run %s of mapping "%s" found', r.run_id, m.name), m.owner)
+	   FROM erpcrm.reconcile_run r JOIN erpcrm.mapping m USING (mapping_id)
+	  WHERE r.run_id = p_run_id;
+	IF NOT FOUND THEN
+		PERFORM erpcrm._check_worker(format('record what reconcile run %s found', p_run_id), NULL);
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._reconcile_check_worker(bigint) FROM PUBLIC;
+
+/*
  * One batch of a run checked: its keys' earlier findings are replaced by
  * these, of the keys that did not change meanwhile (a key dirtied while
  * HubSpot was read will be sent anyway).  With repair, the keys with drift
@@ -1857,6 +1950,7 @@ DECLARE
 	fix text[];
 	resend text[];
 BEGIN
+	PERFORM erpcrm._reconcile_check_worker(p_run_id);
 	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
 	IF NOT FOUND OR r.state <> 'running' THEN
 		RETURN 0;				/* cancelled meanwhile */
@@ -1961,6 +2055,7 @@ DECLARE
 	r erpcrm.reconcile_run;
 	n integer;
 BEGIN
+	PERFORM erpcrm._reconcile_check_worker(p_run_id);
 	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
 	IF NOT FOUND OR r.state <> 'running' THEN
 		RETURN 0;
@@ -2000,6 +2095,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+	SELECT erpcrm._reconcile_check_worker(p_run_id);
 	UPDATE erpcrm.reconcile_run x
 	   SET calls = x.calls + p_calls, state = p_state, detail = p_detail,
 		   finished_at = pg_catalog.now()
@@ -2717,7 +2813,8 @@ $$;
  * wrote, or of a property the ERP owns), is not handed over.  The
  * associations the subscription reads come as the v4 batch/read answers of
  * the page, per target type.  Returns whether more changes wait (the page
- * was full).
+ * was full).  Called by the worker, it leaves the changes pending: the
+ * worker hands them over after this transaction commits.
  */
 CREATE FUNCTION erpcrm._receive(p_subscription_id integer, p_request jsonb, p_answer jsonb,
 								p_associations jsonb DEFAULT NULL)
@@ -2828,7 +2925,15 @@ BEGIN
 	   SET pulled_at = now(), pull_error = NULL, echoes = subscription_cursor.echoes + n_echoes
 	 WHERE subscription_id = s.subscription_id;
 
-	PERFORM erpcrm._hand_over(s.subscription_id);
+	/*
+	 * The worker hands the changes over in a transaction of its own, once
+	 * this one has committed them: a change whose handler holds the worker
+	 * past erpcrm.handler_timeout is still there to be parked after the
+	 * launcher stopped it.
+	 */
+	IF NOT erpcrm._is_worker() THEN
+		PERFORM erpcrm._hand_over(s.subscription_id);
+	END IF;
 	RETURN n >= page_size;
 END
 $$;
@@ -2871,6 +2976,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+	SELECT erpcrm._check_worker(format('record a pull of subscription "%s"', s.name), s.owner)
+	  FROM erpcrm.subscription s WHERE s.subscription_id = p_subscription_id;
 	UPDATE erpcrm.subscription_cursor SET pull_error = p_error, pulled_at = now()
 	 WHERE subscription_id = p_subscription_id;
 END;
@@ -2908,6 +3015,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM erpcrm._check_worker(format('record an API call of subscription "%s"', s.name), s.owner)
+	   FROM erpcrm.subscription s WHERE s.subscription_id = p_subscription_id;
+	IF NOT FOUND THEN
+		PERFORM erpcrm._check_worker('record an API call of a subscription that does not exist', NULL);
+	END IF;
 	INSERT INTO erpcrm.api_call (called_at, method, path, http_status, latency_ms, inputs,
 								 error_category, correlation_id, mapping_id, subscription_id)
 	VALUES (p_called_at, p_method, p_path, p_status, p_latency_ms, 0,
@@ -2917,6 +3029,45 @@ BEGIN
 	END IF;
 END
 $$;
+
+/*
+ * The worker, first thing in a round: the change whose handler the launcher
+ * stopped the previous worker in, because it ran past
+ * erpcrm.handler_timeout and did not stop when cancelled, is parked rather
+ * than handed over again (it would hold the worker again).  Returns whether
+ * it was parked (it may have been handled, requeued or discarded meanwhile).
+ */
+CREATE FUNCTION erpcrm._park_stuck(p_change_id bigint, p_timeout_ms integer)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._check_worker(format('park change %s of subscription "%s"', p_change_id, s.name), s.owner)
+	   FROM erpcrm.inbox i JOIN erpcrm.subscription s USING (subscription_id)
+	  WHERE i.change_id = p_change_id;
+	IF NOT FOUND THEN
+		PERFORM erpcrm._check_worker(format('park change %s', p_change_id), NULL);
+	END IF;
+	UPDATE erpcrm.inbox x
+	   SET state = 'parked', attempts = x.attempts + 1, handled_at = clock_timestamp(),
+		   error_sqlstate = '57014',
+		   error_message = format('the handler ran past erpcrm.handler_timeout (%s ms) and did not stop when cancelled: '
+								  'the worker was stopped and started again, and the change parked instead of handed over again',
+								  p_timeout_ms),
+		   error_detail = NULL,
+		   error_hint = 'A handler must not catch query_canceled and go on. Fix it, then hand the change over again with erpcrm.requeue_change().',
+		   error_context = NULL
+	 WHERE x.change_id = p_change_id AND x.state = 'pending';
+	RETURN FOUND;
+END
+$$;
+/* Whether the erpcrm worker calls (it hands over what _receive lands). */
+CREATE FUNCTION erpcrm._is_worker()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'erpcrm_is_worker_v1'
+LANGUAGE C STABLE;
 
 /* Runs a handler as the subscription's owner, in a security-restricted operation. */
 CREATE FUNCTION erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change)
@@ -3184,6 +3335,7 @@ REVOKE ALL ON FUNCTION erpcrm._subscription(text), erpcrm._modified_property(tex
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
 	erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change),
 	erpcrm._check_hand_over(text, regrole), erpcrm._role_exists(oid), erpcrm._owned_by(oid),
+	erpcrm._park_stuck(bigint, integer), erpcrm._is_worker(),
 	erpcrm._owned_reassigned(oid[], oid), erpcrm.reassign_owned(regrole, regrole) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz, text[]),
@@ -3191,7 +3343,7 @@ GRANT EXECUTE ON FUNCTION
 	erpcrm.requeue_change(bigint), erpcrm.requeue_parked(text), erpcrm.discard_change(bigint),
 	erpcrm._pull_request(integer, integer, integer), erpcrm._receive(integer, jsonb, jsonb, jsonb),
 	erpcrm._pull_failed(integer, text), erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(),
-	erpcrm._prune_inbox(integer),
+	erpcrm._prune_inbox(integer), erpcrm._park_stuck(bigint, integer),
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
 	erpcrm.reassign_owned(regrole, regrole)
 	TO erpcrm_admin;
@@ -3236,16 +3388,20 @@ CREATE TRIGGER portal_changed
 
 /*
  * Every worker of the cluster, from the launcher's shared memory: its row
- * as erpcrm.worker shows it, and the rate limiter it shares.
+ * as erpcrm.worker shows it, the rate limiter it shares, and the API family
+ * it calls (v3 or a date version) with what chose it (erpcrm.portal or
+ * erpcrm.api_version), as check_connection() says; NULL until it has
+ * read its portal.
  */
-CREATE FUNCTION erpcrm._workers(OUT worker erpcrm.worker, OUT limiter integer)
+CREATE FUNCTION erpcrm._workers(OUT worker erpcrm.worker, OUT limiter integer,
+								OUT api_version text, OUT api_version_from text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'erpcrm_workers_v1'
 LANGUAGE C;
 REVOKE ALL ON FUNCTION erpcrm._workers() FROM PUBLIC;
 
 CREATE VIEW erpcrm.workers AS
-SELECT (w.worker).*, w.limiter FROM erpcrm._workers() AS w;
+SELECT (w.worker).*, w.limiter, w.api_version, w.api_version_from FROM erpcrm._workers() AS w;
 COMMENT ON VIEW erpcrm.workers IS 'every erpcrm worker of the cluster, one per database served (superusers only: it names every database)';
 REVOKE ALL ON erpcrm.workers FROM PUBLIC;
 

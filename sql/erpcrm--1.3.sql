@@ -1949,6 +1949,18 @@ AS 'MODULE_PATHNAME', 'erpcrm_backoff_v1'
 LANGUAGE C STRICT;
 
 /*
+ * Refuses a caller that is neither the worker nor has the privileges of
+ * owner (with no owner: a superuser), inside a security-restricted operation
+ * anyone: the functions through which the worker records what HubSpot
+ * answered it call it first.  what says what was refused.
+ */
+CREATE FUNCTION erpcrm._check_worker(what text, owner regrole)
+RETURNS void
+AS 'MODULE_PATHNAME', 'erpcrm_check_worker_v1'
+LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION erpcrm._check_worker(text, regrole) FROM PUBLIC;
+
+/*
  * Keys that HubSpot refused or that could not be sent.
  *   retry_base NULL: the keys are failed, parked until requeued or changed
  *                    in the ERP again;
@@ -2178,6 +2190,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM erpcrm._check_worker('record a HubSpot call in erpcrm.api_log',
+		(SELECT m.owner FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id));
 	INSERT INTO erpcrm.api_call VALUES (p_called_at, p_method, p_path, p_status,
 		p_latency_ms, p_inputs, p_category, p_correlation_id, p_mapping_id);
 	IF random() < 0.01 THEN
@@ -2193,6 +2207,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker('record HubSpot''s owners', NULL);
 	DELETE FROM erpcrm.hubspot_owner o WHERE o.owner_id <> ALL (p_ids);
 	INSERT INTO erpcrm.hubspot_owner AS o (owner_id, email, archived, refreshed_at)
 	SELECT DISTINCT ON (x.id) x.id, x.email, x.archived::boolean, pg_catalog.now()
@@ -2212,6 +2227,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('count the owners mapping "%s" named that HubSpot does not know', m.name), m.owner)
+	  FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id;
 	INSERT INTO erpcrm.owner_miss AS o (mapping_id, unknown_owners, last_at)
 	VALUES (p_mapping_id, p_n, pg_catalog.now())
 	ON CONFLICT (mapping_id) DO UPDATE
@@ -3097,6 +3114,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('count the keys of mapping "%s" found unchanged', m.name), m.owner)
+	  FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id;
 	INSERT INTO erpcrm.fingerprint_stat AS f (mapping_id, unchanged)
 	VALUES (p_mapping_id, p_n)
 	ON CONFLICT (mapping_id) DO UPDATE SET unchanged = f.unchanged + excluded.unchanged;
@@ -3491,6 +3510,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('record what HubSpot answered erasure %s', p_erasure_id), NULL);
 	UPDATE erpcrm.erasure e
 	   SET http_status = p_status, outcome = p_outcome,
 		   done_at = CASE WHEN p_done THEN pg_catalog.now() END,
@@ -3763,6 +3783,27 @@ REVOKE ALL ON FUNCTION erpcrm._reconcile_keys(bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._reconcile_keys(bigint, integer) TO erpcrm_admin;
 
 /*
+ * The worker alone records what a reconcile run found (or a role with the
+ * privileges of its mapping's owner): the findings, their repair and the
+ * run's end would otherwise be anyone's to make up.
+ */
+CREATE FUNCTION erpcrm._reconcile_check_worker(p_run_id bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._check_worker(format('record what reconcile run %s of mapping "%s" found', r.run_id, m.name), m.owner)
+	   FROM erpcrm.reconcile_run r JOIN erpcrm.mapping m USING (mapping_id)
+	  WHERE r.run_id = p_run_id;
+	IF NOT FOUND THEN
+		PERFORM erpcrm._check_worker(format('record what reconcile run %s found', p_run_id), NULL);
+	END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION erpcrm._reconcile_check_worker(bigint) FROM PUBLIC;
+
+/*
  * One batch of a run checked: its keys' earlier findings are replaced by
  * these, of the keys that did not change meanwhile (a key dirtied while
  * HubSpot was read will be sent anyway).  With repair, the keys with drift
@@ -3787,6 +3828,7 @@ DECLARE
 	fix text[];
 	resend text[];
 BEGIN
+	PERFORM erpcrm._reconcile_check_worker(p_run_id);
 	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
 	IF NOT FOUND OR r.state <> 'running' THEN
 		RETURN 0;				/* cancelled meanwhile */
@@ -3891,6 +3933,7 @@ DECLARE
 	r erpcrm.reconcile_run;
 	n integer;
 BEGIN
+	PERFORM erpcrm._reconcile_check_worker(p_run_id);
 	SELECT * INTO r FROM erpcrm.reconcile_run x WHERE x.run_id = p_run_id FOR UPDATE;
 	IF NOT FOUND OR r.state <> 'running' THEN
 		RETURN 0;
@@ -3930,6 +3973,7 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+	SELECT erpcrm._reconcile_check_worker(p_run_id);
 	UPDATE erpcrm.reconcile_run x
 	   SET calls = x.calls + p_calls, state = p_state, detail = p_detail,
 		   finished_at = pg_catalog.now()
@@ -4615,7 +4659,8 @@ $$;
  * wrote, or of a property the ERP owns), is not handed over.  The
  * associations the subscription reads come as the v4 batch/read answers of
  * the page, per target type.  Returns whether more changes wait (the page
- * was full).
+ * was full).  Called by the worker, it leaves the changes pending: the
+ * worker hands them over after this transaction commits.
  */
 CREATE FUNCTION erpcrm._receive(p_subscription_id integer, p_request jsonb, p_answer jsonb,
 								p_associations jsonb DEFAULT NULL)
@@ -4726,7 +4771,15 @@ BEGIN
 	   SET pulled_at = now(), pull_error = NULL, echoes = subscription_cursor.echoes + n_echoes
 	 WHERE subscription_id = s.subscription_id;
 
-	PERFORM erpcrm._hand_over(s.subscription_id);
+	/*
+	 * The worker hands the changes over in a transaction of its own, once
+	 * this one has committed them: a change whose handler holds the worker
+	 * past erpcrm.handler_timeout is still there to be parked after the
+	 * launcher stopped it.
+	 */
+	IF NOT erpcrm._is_worker() THEN
+		PERFORM erpcrm._hand_over(s.subscription_id);
+	END IF;
 	RETURN n >= page_size;
 END
 $$;
@@ -4769,6 +4822,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+	SELECT erpcrm._check_worker(format('record a pull of subscription "%s"', s.name), s.owner)
+	  FROM erpcrm.subscription s WHERE s.subscription_id = p_subscription_id;
 	UPDATE erpcrm.subscription_cursor SET pull_error = p_error, pulled_at = now()
 	 WHERE subscription_id = p_subscription_id;
 END;
@@ -4806,6 +4861,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM erpcrm._check_worker(format('record an API call of subscription "%s"', s.name), s.owner)
+	   FROM erpcrm.subscription s WHERE s.subscription_id = p_subscription_id;
+	IF NOT FOUND THEN
+		PERFORM erpcrm._check_worker('record an API call of a subscription that does not exist', NULL);
+	END IF;
 	INSERT INTO erpcrm.api_call (called_at, method, path, http_status, latency_ms, inputs,
 								 error_category, correlation_id, mapping_id, subscription_id)
 	VALUES (p_called_at, p_method, p_path, p_status, p_latency_ms, 0,
@@ -4815,6 +4875,45 @@ BEGIN
 	END IF;
 END
 $$;
+
+/*
+ * The worker, first thing in a round: the change whose handler the launcher
+ * stopped the previous worker in, because it ran past
+ * erpcrm.handler_timeout and did not stop when cancelled, is parked rather
+ * than handed over again (it would hold the worker again).  Returns whether
+ * it was parked (it may have been handled, requeued or discarded meanwhile).
+ */
+CREATE FUNCTION erpcrm._park_stuck(p_change_id bigint, p_timeout_ms integer)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._check_worker(format('park change %s of subscription "%s"', p_change_id, s.name), s.owner)
+	   FROM erpcrm.inbox i JOIN erpcrm.subscription s USING (subscription_id)
+	  WHERE i.change_id = p_change_id;
+	IF NOT FOUND THEN
+		PERFORM erpcrm._check_worker(format('park change %s', p_change_id), NULL);
+	END IF;
+	UPDATE erpcrm.inbox x
+	   SET state = 'parked', attempts = x.attempts + 1, handled_at = clock_timestamp(),
+		   error_sqlstate = '57014',
+		   error_message = format('the handler ran past erpcrm.handler_timeout (%s ms) and did not stop when cancelled: '
+								  'the worker was stopped and started again, and the change parked instead of handed over again',
+								  p_timeout_ms),
+		   error_detail = NULL,
+		   error_hint = 'A handler must not catch query_canceled and go on. Fix it, then hand the change over again with erpcrm.requeue_change().',
+		   error_context = NULL
+	 WHERE x.change_id = p_change_id AND x.state = 'pending';
+	RETURN FOUND;
+END
+$$;
+/* Whether the erpcrm worker calls (it hands over what _receive lands). */
+CREATE FUNCTION erpcrm._is_worker()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'erpcrm_is_worker_v1'
+LANGUAGE C STABLE;
 
 /* Runs a handler as the subscription's owner, in a security-restricted operation. */
 CREATE FUNCTION erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change)
@@ -5009,6 +5108,7 @@ REVOKE ALL ON FUNCTION erpcrm._subscription(text), erpcrm._modified_property(tex
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
 	erpcrm._run_handler(regprocedure, regrole, erpcrm.hubspot_change),
 	erpcrm._check_hand_over(text, regrole), erpcrm._role_exists(oid), erpcrm._owned_by(oid),
+	erpcrm._park_stuck(bigint, integer), erpcrm._is_worker(),
 	erpcrm._owned_reassigned(oid[], oid), erpcrm.reassign_owned(regrole, regrole) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	erpcrm.subscribe(text, text, text[], jsonb, regprocedure, timestamptz, text[]),
@@ -5016,7 +5116,7 @@ GRANT EXECUTE ON FUNCTION
 	erpcrm.requeue_change(bigint), erpcrm.requeue_parked(text), erpcrm.discard_change(bigint),
 	erpcrm._pull_request(integer, integer, integer), erpcrm._receive(integer, jsonb, jsonb, jsonb),
 	erpcrm._pull_failed(integer, text), erpcrm._subscriptions_due(integer), erpcrm._hand_over_pending(),
-	erpcrm._prune_inbox(integer),
+	erpcrm._prune_inbox(integer), erpcrm._park_stuck(bigint, integer),
 	erpcrm._log_pull_call(integer, timestamptz, text, text, integer, double precision, text, text, interval),
 	erpcrm.reassign_owned(regrole, regrole)
 	TO erpcrm_admin;
@@ -5062,16 +5162,20 @@ CREATE TRIGGER portal_changed
 
 /*
  * Every worker of the cluster, from the launcher's shared memory: its row
- * as erpcrm.worker shows it, and the rate limiter it shares.
+ * as erpcrm.worker shows it, the rate limiter it shares, and the API family
+ * it calls (v3 or a date version) with what chose it (erpcrm.portal or
+ * erpcrm.api_version), as check_connection() says; NULL until it has
+ * read its portal.
  */
-CREATE FUNCTION erpcrm._workers(OUT worker erpcrm.worker, OUT limiter integer)
+CREATE FUNCTION erpcrm._workers(OUT worker erpcrm.worker, OUT limiter integer,
+								OUT api_version text, OUT api_version_from text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'erpcrm_workers_v1'
 LANGUAGE C;
 REVOKE ALL ON FUNCTION erpcrm._workers() FROM PUBLIC;
 
 CREATE VIEW erpcrm.workers AS
-SELECT (w.worker).*, w.limiter FROM erpcrm._workers() AS w;
+SELECT (w.worker).*, w.limiter, w.api_version, w.api_version_from FROM erpcrm._workers() AS w;
 COMMENT ON VIEW erpcrm.workers IS 'every erpcrm worker of the cluster, one per database served (superusers only: it names every database)';
 REVOKE ALL ON erpcrm.workers FROM PUBLIC;
 

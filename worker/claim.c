@@ -28,6 +28,7 @@
 #include "utils/syscache.h"
 
 #include "activity.h"
+#include "kept.h"
 #include "delivery_int.h"
 #include "fingerprint.h"
 #include "forget.h"
@@ -310,7 +311,7 @@ lock_watched_tables(MappingDef *m)
 	ListCell   *lc;
 
 	args[0] = Int32GetDatum(m->id);
-	if (SPI_execute_with_args("SELECT DISTINCT w.source::pg_catalog.oid FROM erpcrm.watch w"
+	if (erpcrm_execute_kept("SELECT DISTINCT w.source::pg_catalog.oid FROM erpcrm.watch w"
 							  " WHERE w.mapping_id = $1 ORDER BY 1",
 							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not list the tables mapping \"%s\" watches", m->name);
@@ -448,19 +449,63 @@ claim_keys(Batch *b, int limit)
 }
 
 /*
+ * Has mapping m keys due?  The first entry of its due index, as the
+ * worker's next-due query reads it (worker.c).  SPI is connected.
+ *
+ * The plan is kept, and generic: it must not depend on the mapping.  Asked
+ * as "is any key due" (EXISTS), the planner may take a sequential scan of
+ * sync_state while most keys are pending (a backfill): it expects the first
+ * row soon, and for a mapping with nothing due it reads the whole table.
+ * Asked for the first key in due order, only the due index gives that
+ * order without a sort (tests/t/064_round_work.pl checks the plan).
+ */
+bool
+keys_due(MappingDef *m)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+	bool		isnull;
+	char	   *query;
+	bool		due;
+
+	/* the due queue (1.3), or older SQL's sync_state (worker.c) */
+	query = psprintf("SELECT COALESCE((SELECT s.next_attempt_at <= pg_catalog.now()"
+					 " FROM %s s"
+					 " WHERE s.mapping_id = $1 AND s.state = 'pending'"
+					 " ORDER BY s.next_attempt_at LIMIT 1), false)",
+					 erpcrm_due_relation());
+	args[0] = Int32GetDatum(m->id);
+	if (erpcrm_execute_kept(query, 1, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not look for keys due of mapping \"%s\"", m->name);
+	due = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	pfree(query);
+	return due;
+}
+
+/*
  * Step 1: claim due keys and read their rows, in one transaction.  Returns
  * false when no key was due.
+ *
+ * Unless its last claim in this cycle took a full batch, the due index of
+ * the mapping is looked at first: an index probe costs a small part of a
+ * claim that finds nothing, and most mappings have nothing due most of the
+ * time (a commit wakes the worker for one key of one mapping).
  */
 bool
 claim_and_read(Batch *b, int limit)
 {
+	MappingDef *m = b->mapping;
+
 	erpcrm_begin_step("erpcrm: claiming keys");
 	erpcrm_worker_step("claiming keys");
-	if (claim_keys(b, limit) == 0)
+	if ((!m->claimed_full && !keys_due(m)) || claim_keys(b, limit) == 0)
 	{
+		m->claimed_full = false;
 		erpcrm_end_step();
 		return false;
 	}
+	m->claimed_full = (b->nkeys >= limit);
 
 	/* 1.3 SQL gives keys claimed ahead back (pipeline.c) */
 	{
@@ -758,7 +803,7 @@ read_rows(Batch *b)
 			sargs[0] = Int32GetDatum(m->id);
 			sargs[1] = text_array(all);
 			sargs[2] = Int32GetDatum(ERPCRM_SEARCH_SETTLE_MS);
-			ret = SPI_execute_with_args("SELECT erpcrm._searched_keys($1, $2, $3)",
+			ret = erpcrm_execute_kept("SELECT erpcrm._searched_keys($1, $2, $3)",
 										3, types, sargs, NULL, true, 0);
 			if (ret != SPI_OK_SELECT)
 				elog(ERROR, "erpcrm._searched_keys failed: %s", SPI_result_code_string(ret));
@@ -788,7 +833,7 @@ read_rows(Batch *b)
 
 			gargs[0] = Int32GetDatum(m->id);
 			gargs[1] = text_array(gone);
-			ret = SPI_execute_with_args("SELECT erpcrm._archived_keys($1, $2)",
+			ret = erpcrm_execute_kept("SELECT erpcrm._archived_keys($1, $2)",
 										2, types, gargs, NULL, true, 0);
 			if (ret != SPI_OK_SELECT)
 				elog(ERROR, "erpcrm._archived_keys failed: %s", SPI_result_code_string(ret));

@@ -17,10 +17,12 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "client.h"
+#include "kept.h"
 #include "erpcrm.h"
 
 /* The User-Agent of every call. */
@@ -44,6 +46,16 @@ erpcrm_configure_http(const char *token)
 	hs_http_configure(&config);
 	/* the API paths: /crm/v3 or a date-versioned family, per portal */
 	(void) hs_set_api_version(portal.api_version);
+	/* the worker's family, for erpcrm.workers */
+	if (erpcrm_shared != NULL && erpcrm_shared->worker_pid == MyProcPid)
+	{
+		SpinLockAcquire(&erpcrm_shared->mutex);
+		strlcpy(erpcrm_shared->api_version,
+				portal.api_version[0] != '\0' ? portal.api_version : "v3",
+				sizeof(erpcrm_shared->api_version));
+		erpcrm_shared->own_api_version = portal.own_api_version;
+		SpinLockRelease(&erpcrm_shared->mutex);
+	}
 }
 
 /* The worker made a call: count it for erpcrm.worker. */
@@ -146,6 +158,6 @@ erpcrm_log_call(const CallLog *c, int32 mapping_id, bool v11, int32 subscription
 		sql = "SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 		nargs = 9;
 	}
-	if (SPI_execute_with_args(sql, nargs, types, args, nulls, false, 0) != SPI_OK_SELECT)
+	if (erpcrm_execute_kept(sql, nargs, types, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "logging a HubSpot call failed");
 }

@@ -44,6 +44,8 @@ typedef struct MappingDef
 	Oid			owner;			/* read the view as this role (1.1) */
 	int			nassoc;
 	AssocDef   *assoc;
+	/* the worker's last claim of it in this cycle took a full batch */
+	bool		claimed_full;
 } MappingDef;
 
 /* What one batch taught the worker about HubSpot as a whole. */

@@ -106,6 +106,7 @@ extern void set_outcome(BatchKey *key, KeyOutcome outcome, int status,
 extern char *truncate_message(const char *s);
 
 /* claim.c: 1. claim and read */
+extern bool keys_due(MappingDef *m);
 extern bool claim_and_read(Batch *b, int limit);
 extern void read_rows(Batch *b);
 extern void init_batch(Batch *b, MappingDef *m, DeliveryOutcome *out,

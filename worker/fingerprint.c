@@ -22,6 +22,7 @@
 #include "utils/memutils.h"
 
 #include "delivery_int.h"
+#include "kept.h"
 #include "erpcrm.h"
 #include "fingerprint.h"
 #include "fphash.h"
@@ -77,10 +78,15 @@ erpcrm_fingerprint_keys(Batch *b)
 		return;
 	args[0] = Int32GetDatum(m->id);
 	args[1] = text_array(ids);
-	if (SPI_execute_with_args("SELECT erpcrm._fingerprint_epoch($1), f.erp_id, f.fingerprint"
-							  " FROM (SELECT) AS x"
-							  " LEFT JOIN erpcrm._stored_fingerprints($1, $2) AS f ON true",
-							  2, types, args, NULL, true, 0) != SPI_OK_SELECT ||
+	/*
+	 * The epoch once, in FROM (in the select list it would be called, with
+	 * its settings switched in and out, once per stored fingerprint), and a
+	 * row even when no key has a fingerprint stored.
+	 */
+	if (erpcrm_execute_kept("SELECT e.epoch, f.erp_id, f.fingerprint"
+							" FROM erpcrm._fingerprint_epoch($1) AS e(epoch)"
+							" LEFT JOIN erpcrm._stored_fingerprints($1, $2) AS f ON true",
+							2, types, args, NULL, true, 0) != SPI_OK_SELECT ||
 		SPI_processed < 1)
 		elog(ERROR, "erpcrm._stored_fingerprints failed");
 	epoch = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -240,7 +246,7 @@ erpcrm_fingerprints_v1(PG_FUNCTION_ARGS)
 		Datum		args[1] = {Int32GetDatum(mapping_id)};
 		bool		isnull;
 
-		if (SPI_execute_with_args("SELECT erpcrm._fingerprint_epoch($1)", 1, types, args,
+		if (erpcrm_execute_kept("SELECT erpcrm._fingerprint_epoch($1)", 1, types, args,
 								  NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "erpcrm._fingerprint_epoch failed");
 		epoch = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -26,6 +26,7 @@
 #include "utils/memutils.h"
 
 #include "activity.h"
+#include "kept.h"
 #include "erpcrm.h"
 #include "forget.h"
 
@@ -42,11 +43,22 @@ erpcrm_drop_forgotten(Batch *b)
 											  makeString("_drop_forgotten")),
 								   2, types, true)))
 		return;					/* SQL older than 1.3 */
+	/* most mappings have no tombstone at all: a look at the index first */
+	args[0] = Int32GetDatum(b->mapping->id);
+	if (erpcrm_execute_kept("SELECT EXISTS (SELECT FROM erpcrm.forgotten f WHERE f.mapping_id = $1)",
+							1, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not look for tombstones of mapping \"%s\"", b->mapping->name);
+	{
+		bool		isnull;
+
+		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+			return;
+	}
 	for (int k = 0; k < b->nkeys; k++)
 		ids = lappend(ids, b->keys[k].erp_id);
-	args[0] = Int32GetDatum(b->mapping->id);
 	args[1] = text_array(ids);
-	if (SPI_execute_with_args("SELECT erpcrm._drop_forgotten($1, $2)",
+	if (erpcrm_execute_kept("SELECT erpcrm._drop_forgotten($1, $2)",
 							  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._drop_forgotten failed");
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -110,14 +122,14 @@ erpcrm_erase_some(void)
 	Batch		b;
 
 	erpcrm_begin_step("erpcrm: looking for erasures");
-	if (SPI_execute("SELECT pg_catalog.to_regprocedure('erpcrm._erasures_due(integer)') IS NOT NULL",
+	if (erpcrm_run_kept("SELECT pg_catalog.to_regprocedure('erpcrm._erasures_due(integer)') IS NOT NULL",
 					true, 1) == SPI_OK_SELECT &&
 		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0)
 	{
 		Oid			types[1] = {INT4OID};
 		Datum		args[1] = {Int32GetDatum(ERPCRM_ERASURES_PER_CYCLE)};
 
-		if (SPI_execute_with_args("SELECT * FROM erpcrm._erasures_due($1)", 1, types, args,
+		if (erpcrm_execute_kept("SELECT * FROM erpcrm._erasures_due($1)", 1, types, args,
 								  NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._erasures_due failed");
 		for (uint64 r = 0; r < SPI_processed; r++)
@@ -181,7 +193,7 @@ erpcrm_erase_some(void)
 			args[1] = Int32GetDatum((int32) resp.status);
 			args[2] = CStringGetTextDatum(result);
 			args[3] = BoolGetDatum(done);
-			if (SPI_execute_with_args("SELECT erpcrm._erased($1, $2, $3, $4)", 4, types, args,
+			if (erpcrm_execute_kept("SELECT erpcrm._erased($1, $2, $3, $4)", 4, types, args,
 									  nulls, false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "erpcrm._erased failed");
 		}

@@ -59,11 +59,14 @@
 #include "utils/timestamp.h"
 
 #include "erpcrm.h"
+#include "subscribe.h"
 
 #define LAUNCHER_NAP_MS			1000
 #define RESTART_DELAY_MS		5000
 #define MAX_RESTART_DELAY_MS	(5 * 60 * 1000)
 #define HOLD_MS					10000
+/* a handler past erpcrm.handler_timeout has this long to stop when cancelled */
+#define HANDLER_GRACE_MS		10000
 #define UNWANTED_GRACE_MS		10000
 /* a database without erpcrm is looked at again this often, in case its
  * CREATE EXTENSION ran an older script that does not tell the launcher */
@@ -323,6 +326,44 @@ stop_unwanted(DbEntry *e, TimestampTz now)
 		e->unwanted_since = now;
 	else if (now - e->unwanted_since > (int64) UNWANTED_GRACE_MS * 1000)
 		stop_worker(e);
+}
+
+/*
+ * A worker whose subscription handler runs past erpcrm.handler_timeout and
+ * a grace: the handler caught the cancel and went on (a loop with EXCEPTION
+ * WHEN query_canceled or WHEN OTHERS), or runs code that never looks at
+ * it.  It would hold its database's worker for ever: the worker is stopped
+ * and started again at once, and the change, named in the slot, is parked by
+ * the next worker instead of handed over again.
+ */
+static void
+stop_stuck_handler(DbEntry *e, ErpcrmShared *slot, TimestampTz now)
+{
+	int			timeout_ms = erpcrm_handler_timeout_ms;
+	int64		change;
+	TimestampTz since;
+
+	if (timeout_ms <= 0)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	change = slot->handler_change;
+	since = slot->handler_since;
+	if (change == 0 || since == 0 || slot->stuck_change == change ||
+		now - since <= ((int64) timeout_ms + HANDLER_GRACE_MS) * 1000)
+	{
+		SpinLockRelease(&slot->mutex);
+		return;
+	}
+	slot->stuck_change = change;
+	slot->stuck_timeout_ms = timeout_ms;
+	slot->restart_at_once = true;
+	SpinLockRelease(&slot->mutex);
+	ereport(LOG,
+			(errmsg("erpcrm launcher: stopping the worker of database \"%s\": the handler of change " INT64_FORMAT " ran past erpcrm.handler_timeout (%d ms) and did not stop when cancelled",
+					e->name, change, timeout_ms),
+			 errdetail("The worker starts again at once and parks change " INT64_FORMAT " instead of handing it over again.", change),
+			 errhint("A handler must not catch query_canceled and go on; fix it, then hand the change over again with erpcrm.requeue_change(" INT64_FORMAT ").", change)));
+	stop_worker(e);
 }
 
 /* Is the worker of this entry still there? */
@@ -675,6 +716,7 @@ launcher_round(void)
 				stop_unwanted(e, now);
 			else
 				e->unwanted_since = 0;
+			stop_stuck_handler(e, slot, now);
 			continue;
 		}
 		if (now >= e->start_after)

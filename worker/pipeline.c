@@ -67,6 +67,7 @@
 #include "utils/memutils.h"
 
 #include "activity.h"
+#include "kept.h"
 #include "delivery_int.h"
 #include "hubspot.h"
 
@@ -205,7 +206,7 @@ give_back(Slot *s)
 		ids = lappend(ids, s->b.keys[i].erp_id);
 	args[0] = Int32GetDatum(s->b.mapping->id);
 	args[1] = text_array(ids);
-	if (SPI_execute_with_args("SELECT erpcrm._unclaim($1, $2)",
+	if (erpcrm_execute_kept("SELECT erpcrm._unclaim($1, $2)",
 							  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._unclaim failed");
 	erpcrm_end_step();
@@ -254,47 +255,17 @@ may_claim_ahead(MappingDef *m, MappingDef *next)
 	return true;
 }
 
-/*
- * Has mapping m keys due?  The first entry of its due index, as the
- * worker's next-due query reads it (worker.c).
- */
+/* Has mapping m keys due?  (claim.c) */
 static bool
 has_keys_due(MappingDef *m)
 {
-	/* one plan for the due queue (1.3), one for older SQL's sync_state */
-	static SPIPlanPtr plans[2] = {NULL, NULL};
-	SPIPlanPtr	plan;
-	const char *rel;
-	int			which;
-	Oid			types[1] = {INT4OID};
-	Datum		args[1];
-	bool		isnull;
 	bool		due;
 	const char *mapping = erpcrm_worker_current_mapping();
 
 	erpcrm_worker_mapping(m->name);
 	erpcrm_begin_step("erpcrm: looking for keys due");
 	erpcrm_worker_step("looking for keys due");
-	rel = erpcrm_due_relation();
-	which = strcmp(rel, "erpcrm.sync_queue") == 0 ? 0 : 1;
-	if (plans[which] == NULL)
-	{
-		char	   *query = psprintf("SELECT EXISTS (SELECT FROM %s s"
-									 " WHERE s.mapping_id = $1 AND s.state = 'pending'"
-									 " AND s.next_attempt_at <= pg_catalog.now())",
-									 rel);
-
-		plans[which] = SPI_prepare(query, 1, types);
-		if (plans[which] == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plans[which]);
-		pfree(query);
-	}
-	plan = plans[which];
-	args[0] = Int32GetDatum(m->id);
-	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not look for keys due of mapping \"%s\"", m->name);
-	due = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	due = keys_due(m);
 	erpcrm_end_step();
 	erpcrm_worker_mapping(mapping);
 	return due;

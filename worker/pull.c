@@ -4,9 +4,13 @@
  *	  The way back: the worker pulls the changes of each subscription from
  *	  HubSpot's search API, oldest first from the subscription's cursor, and
  *	  gives each answer to erpcrm._receive(), which lands the changes in
- *	  erpcrm.inbox, hands them to the subscription's handler and moves the
- *	  cursor, in one transaction: a crash before its commit leaves the
- *	  cursor where it was, and the same changes are read again.
+ *	  erpcrm.inbox and moves the cursor, in one transaction: a crash before
+ *	  its commit leaves the cursor where it was, and the same changes are
+ *	  read again.  The changes landed are then handed to the subscription's
+ *	  handler in a transaction of their own (erpcrm._hand_over_pending()),
+ *	  so that a handler the launcher has to stop (it ran past
+ *	  erpcrm.handler_timeout and caught the cancel) leaves its change in the
+ *	  inbox, where the next worker parks it (park_stuck()).
  *
  *	  HubSpot allows four search calls a second (each of erpcrm's searches,
  *	  these and the others, takes its turn: hs_rate_search_slot), 200
@@ -40,6 +44,7 @@
 #include "utils/timestamp.h"
 
 #include "activity.h"
+#include "kept.h"
 #include "client.h"
 #include "erpcrm.h"
 #include "hubspot.h"
@@ -51,6 +56,9 @@
 #define PRUNE_STEP				1000
 
 static TimestampTz search_blocked_until = 0;
+
+/* park_stuck() parked the stuck change in the step now running */
+static bool stuck_parked = false;
 
 /* the starts of recent pull calls, for erpcrm.pull_share */
 static TimestampTz pull_calls[PULL_RING];
@@ -222,7 +230,7 @@ pull_failed(int32 sub_id, const char *why)
 
 	args[0] = Int32GetDatum(sub_id);
 	args[1] = CStringGetTextDatum(why);
-	if (SPI_execute_with_args("SELECT erpcrm._pull_failed($1, $2)",
+	if (erpcrm_execute_kept("SELECT erpcrm._pull_failed($1, $2)",
 							  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._pull_failed failed");
 }
@@ -307,7 +315,7 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 	args[0] = Int32GetDatum(sub->id);
 	args[1] = Int32GetDatum(erpcrm_pull_settle_ms);
 	args[2] = Int32GetDatum(erpcrm_pull_page_size);
-	if (SPI_execute_with_args("SELECT erpcrm._pull_request($1, $2, $3)::text",
+	if (erpcrm_execute_kept("SELECT erpcrm._pull_request($1, $2, $3)::text",
 							  3, types, args, NULL, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "erpcrm._pull_request failed");
@@ -337,7 +345,7 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 		}
 	}
 
-	erpcrm_begin_step("erpcrm: handing HubSpot's changes to a subscription's handler");
+	erpcrm_begin_step("erpcrm: landing HubSpot's changes in the inbox");
 	foreach(lc, calls)
 		erpcrm_log_call(lfirst(lc), 0, false, sub->id);
 	if (problem == NULL)
@@ -351,7 +359,7 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 		rargs[2] = CStringGetTextDatum(resp.body);
 		rargs[3] = associations ? CStringGetTextDatum(associations) : (Datum) 0;
 		rnulls[3] = associations ? ' ' : 'n';
-		if (SPI_execute_with_args("SELECT erpcrm._receive($1, $2::jsonb, $3::jsonb, $4::jsonb)",
+		if (erpcrm_execute_kept("SELECT erpcrm._receive($1, $2::jsonb, $3::jsonb, $4::jsonb)",
 								  4, rtypes, rargs, rnulls, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "erpcrm._receive failed");
@@ -360,6 +368,20 @@ pull_page(DueSubscription *sub, bool outbound_busy, bool *stop, long *wait_ms)
 	else
 		pull_failed(sub->id, problem);
 	erpcrm_end_step();
+
+	/*
+	 * The changes landed are handed over in a transaction of their own: if
+	 * a handler holds the worker past erpcrm.handler_timeout, the launcher
+	 * stops it, this transaction alone rolls back, and the change is there
+	 * for the next worker to park (park_stuck()).
+	 */
+	if (problem == NULL)
+	{
+		erpcrm_begin_step("erpcrm: handing HubSpot's changes to a subscription's handler");
+		if (erpcrm_run_kept("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._hand_over_pending failed");
+		erpcrm_end_step();
+	}
 
 	if (problem != NULL)
 	{
@@ -403,6 +425,39 @@ pull_page_guarded(DueSubscription *sub, bool outbound_busy, bool *stop, long *wa
 	return more;
 }
 
+/*
+ * The change whose handler the launcher stopped the previous worker in (it
+ * ran past erpcrm.handler_timeout and did not stop when cancelled) is
+ * parked, before anything is handed over: handed over again, it would hold
+ * this worker too.
+ */
+static void
+park_stuck(void)
+{
+	int64		change;
+	int			timeout_ms;
+	Oid			types[2] = {INT8OID, INT4OID};
+	Datum		args[2];
+
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	change = erpcrm_shared->stuck_change;
+	timeout_ms = erpcrm_shared->stuck_timeout_ms;
+	SpinLockRelease(&erpcrm_shared->mutex);
+	if (change == 0)
+		return;
+	args[0] = Int64GetDatum(change);
+	args[1] = Int32GetDatum(timeout_ms);
+	if (SPI_execute_with_args("SELECT erpcrm._park_stuck($1, $2)", 2, types, args, NULL,
+							  false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "erpcrm._park_stuck failed");
+	ereport(LOG,
+			(errmsg("erpcrm worker: change " INT64_FORMAT " is parked: its handler ran past erpcrm.handler_timeout and did not stop when cancelled",
+					change),
+			 errdetail("erpcrm.parked_changes shows it; erpcrm.requeue_change() hands it over again.")));
+	/* said once the step commits; a failed step tries again next round */
+	stuck_parked = true;
+}
+
 /* Pull every due subscription, one after the other. */
 void
 erpcrm_pull(bool outbound_busy, PullOutcome *out)
@@ -422,7 +477,7 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 	erpcrm_worker_step("handing over changes");
 	erpcrm_begin_step("erpcrm: looking for subscriptions");
 	/* SQL older than 1.3 has no subscriptions */
-	installed = SPI_execute("SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
+	installed = erpcrm_run_kept("SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
 							" ON n.oid = p.pronamespace"
 							" WHERE n.nspname = 'erpcrm' AND p.proname = '_subscriptions_due'",
 							true, 1) == SPI_OK_SELECT && SPI_processed == 1;
@@ -431,15 +486,16 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 		Oid			types[1] = {INT4OID};
 		Datum		args[1];
 
+		park_stuck();
 		/* requeued changes first */
-		if (SPI_execute("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
+		if (erpcrm_run_kept("SELECT erpcrm._hand_over_pending()", false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._hand_over_pending failed");
 		/* the inbox's history past erpcrm.inbox_retention, a step a round */
-		if (SPI_execute("SELECT erpcrm._prune_inbox(" CppAsString2(PRUNE_STEP) ")",
+		if (erpcrm_run_kept("SELECT erpcrm._prune_inbox(" CppAsString2(PRUNE_STEP) ")",
 						false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._prune_inbox failed");
 		args[0] = Int32GetDatum(erpcrm_pull_interval_ms);
-		if (SPI_execute_with_args("SELECT d.subscription_id, d.name, d.object_type, d.pull,"
+		if (erpcrm_execute_kept("SELECT d.subscription_id, d.name, d.object_type, d.pull,"
 								  " s.associations"
 								  " FROM erpcrm._subscriptions_due($1) AS d"
 								  " JOIN erpcrm.subscription s USING (subscription_id)",
@@ -478,6 +534,13 @@ erpcrm_pull(bool outbound_busy, PullOutcome *out)
 		}
 	}
 	erpcrm_end_step();
+	if (stuck_parked)
+	{
+		SpinLockAcquire(&erpcrm_shared->mutex);
+		erpcrm_shared->stuck_change = 0;
+		SpinLockRelease(&erpcrm_shared->mutex);
+		stuck_parked = false;
+	}
 
 	foreach(lc, due)
 	{

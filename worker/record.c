@@ -18,6 +18,7 @@
 #include "utils/timestamp.h"
 
 #include "activity.h"
+#include "kept.h"
 #include "client.h"
 #include "delivery_int.h"
 #include "erpcrm.h"
@@ -95,12 +96,12 @@ record_done(Batch *b, List *ids, List *hs_ids, List *fingerprints,
 		args[5] = PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, INT8OID,
 													 sizeof(int64), FLOAT8PASSBYVAL,
 													 TYPALIGN_DOUBLE));
-		if (SPI_execute_with_args("SELECT erpcrm._done($1, $2, $3, $4, $5, $6)",
+		if (erpcrm_execute_kept("SELECT erpcrm._done($1, $2, $3, $4, $5, $6)",
 								  6, types, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._done failed");
 		return;
 	}
-	if (SPI_execute_with_args("SELECT erpcrm._done($1, $2, $3, $4, $5)",
+	if (erpcrm_execute_kept("SELECT erpcrm._done($1, $2, $3, $4, $5)",
 							  5, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._done failed");
 }
@@ -145,7 +146,7 @@ record_error(MappingDef *m, BatchKey *key, List *ids)
 	}
 	args[6] = PointerGetDatum(base);
 	args[7] = PointerGetDatum(max);
-	if (SPI_execute_with_args("SELECT erpcrm._error($1, $2, $3, $4, $5, $6, $7, $8)",
+	if (erpcrm_execute_kept("SELECT erpcrm._error($1, $2, $3, $4, $5, $6, $7, $8)",
 							  8, types, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._error failed");
 }
@@ -171,7 +172,7 @@ find_failing_inputs(Batch *b)
 	args[0] = Int32GetDatum(b->mapping->id);
 	args[1] = text_array(ids);
 	args[2] = CStringGetTextDatum(INPUT_FAILING);
-	if (SPI_execute_with_args("SELECT erp_id FROM erpcrm._failing_alone($1, $2, $3)",
+	if (erpcrm_execute_kept("SELECT erp_id FROM erpcrm._failing_alone($1, $2, $3)",
 							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._failing_alone failed");
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -219,7 +220,7 @@ record_give_up(MappingDef *m, List *ids)
 	args[0] = Int32GetDatum(m->id);
 	args[1] = text_array(ids);
 	args[2] = Int32GetDatum(erpcrm_max_attempts);
-	if (SPI_execute_with_args("SELECT erpcrm._give_up($1, $2, $3)",
+	if (erpcrm_execute_kept("SELECT erpcrm._give_up($1, $2, $3)",
 							  3, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._give_up failed");
 }
@@ -274,7 +275,7 @@ record_links(Batch *b)
 	args[1] = text_array(synced);
 	args[2] = text_array(unlinked);
 	args[3] = text_array(archived);
-	if (SPI_execute_with_args("SELECT erpcrm._links_done($1, $2, $3, $4)",
+	if (erpcrm_execute_kept("SELECT erpcrm._links_done($1, $2, $3, $4)",
 							  4, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._links_done failed");
 }
@@ -374,7 +375,7 @@ record_batch(Batch *b)
 			args[0] = Int32GetDatum(m->id);
 			args[1] = text_array(ids);
 			args[2] = text_array(states);
-			if (SPI_execute_with_args("SELECT erpcrm._set_assoc_state($1, $2, $3)",
+			if (erpcrm_execute_kept("SELECT erpcrm._set_assoc_state($1, $2, $3)",
 									  3, types, args, NULL, false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "erpcrm._set_assoc_state failed");
 		}
@@ -411,7 +412,7 @@ record_batch(Batch *b)
 
 		args[0] = Int32GetDatum(m->id);
 		args[1] = Int64GetDatum((int64) b->owner_misses);
-		if (SPI_execute_with_args("SELECT erpcrm._owner_misses($1, $2)",
+		if (erpcrm_execute_kept("SELECT erpcrm._owner_misses($1, $2)",
 								  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._owner_misses failed");
 	}
@@ -422,7 +423,7 @@ record_batch(Batch *b)
 
 		args[0] = Int32GetDatum(m->id);
 		args[1] = Int64GetDatum((int64) b->unchanged);
-		if (SPI_execute_with_args("SELECT erpcrm._unchanged($1, $2)",
+		if (erpcrm_execute_kept("SELECT erpcrm._unchanged($1, $2)",
 								  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._unchanged failed");
 	}

@@ -19,6 +19,7 @@
 #include "utils/memutils.h"
 
 #include "activity.h"
+#include "kept.h"
 #include "erpcrm.h"
 #include "refresh.h"
 
@@ -50,7 +51,7 @@ record_refreshed(void)
 
 	args[0] = Int32GetDatum(refresh_mapping);
 	args[1] = Int64GetDatum(refresh_dirtied);
-	if (SPI_execute_with_args("SELECT erpcrm._refreshed($1, $2)", 2, types, args,
+	if (erpcrm_execute_kept("SELECT erpcrm._refreshed($1, $2)", 2, types, args,
 							  NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._refreshed failed");
 	forget_refresh();
@@ -59,7 +60,7 @@ record_refreshed(void)
 static void
 wake_if(int64 dirtied)
 {
-	if (dirtied > 0 && SPI_execute("SELECT erpcrm._wake()", false, 0) != SPI_OK_SELECT)
+	if (dirtied > 0 && erpcrm_run_kept("SELECT erpcrm._wake()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._wake() failed");
 }
 
@@ -80,11 +81,11 @@ refresh_step(void)
 	{
 		Datum		d;
 
-		if (SPI_execute("SELECT pg_catalog.to_regprocedure('erpcrm._refresh_due()') IS NOT NULL",
+		if (erpcrm_run_kept("SELECT pg_catalog.to_regprocedure('erpcrm._refresh_due()') IS NOT NULL",
 						true, 1) != SPI_OK_SELECT ||
 			!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 			more = false;		/* SQL older than 1.3 */
-		else if (SPI_execute("SELECT erpcrm._refresh_due()", true, 1) != SPI_OK_SELECT)
+		else if (erpcrm_run_kept("SELECT erpcrm._refresh_due()", true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "erpcrm._refresh_due() failed");
 		else
 		{
@@ -98,7 +99,7 @@ refresh_step(void)
 
 				refresh_mapping = DatumGetInt32(d);
 				args[0] = d;
-				if (SPI_execute_with_args("SELECT erpcrm._refresh_joined($1)", 1, types, args,
+				if (erpcrm_execute_kept("SELECT erpcrm._refresh_joined($1)", 1, types, args,
 										  NULL, false, 1) != SPI_OK_SELECT)
 					elog(ERROR, "erpcrm._refresh_joined failed");
 				refresh_dirtied = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -118,7 +119,7 @@ refresh_step(void)
 		args[0] = Int32GetDatum(refresh_mapping);
 		args[1] = refresh_after ? CStringGetTextDatum(refresh_after) : (Datum) 0;
 		args[2] = Int32GetDatum(ERPCRM_REFRESH_STEP);
-		if (SPI_execute_with_args("SELECT last_key, dirtied FROM erpcrm._refresh_step($1, $2, $3)",
+		if (erpcrm_execute_kept("SELECT last_key, dirtied FROM erpcrm._refresh_step($1, $2, $3)",
 								  3, types, args, nulls, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "erpcrm._refresh_step failed");

@@ -46,10 +46,12 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 
 #include "activity.h"
+#include "kept.h"
 #include "backoff.h"
 #include "client.h"
 #include "delivery.h"
@@ -69,6 +71,20 @@ static int	consecutive_failures = 0;
 static bool token_missing = false;
 
 static MemoryContext cycle_cxt = NULL;
+
+/*
+ * Work that only a commit can make necessary is not done again in the
+ * rounds of a cycle until one came: the count of commits that woke the
+ * worker (shmem.c) when the outbox was last folded and when the pulls were
+ * last looked at, and when those are due again by the clock.
+ */
+static uint64 wakes_folded = 0;
+static uint64 asks_pulled = 0;
+static TimestampTz pull_due_at = 0;
+
+/* when the problems of the mappings were last looked for, and if any */
+static TimestampTz problems_at = 0;
+static bool problems_shown = false;
 
 static bool leave_if_no_extension(void);
 
@@ -168,9 +184,12 @@ erpcrm_due_relation(void)
 	return "erpcrm.sync_state";
 }
 
-/* Load the mappings in dependency order (targets before their users). */
-static List *
-load_mappings(bool *paused, TimestampTz *next_due)
+/*
+ * Whether erpcrm.pause() holds, and when the next key is due (0: none).
+ * SPI is connected.
+ */
+static void
+read_next_due(bool *paused, TimestampTz *next_due)
 {
 	int			ret;
 	char	   *query;
@@ -186,7 +205,7 @@ load_mappings(bool *paused, TimestampTz *next_due)
 					 "  FROM erpcrm.mapping m)"
 					 " FROM erpcrm.control c",
 					 erpcrm_due_relation());
-	ret = SPI_execute(query, true, 1);
+	ret = erpcrm_run_kept(query, true, 1);
 	pfree(query);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read erpcrm.control");
@@ -198,7 +217,13 @@ load_mappings(bool *paused, TimestampTz *next_due)
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 		*next_due = isnull ? 0 : DatumGetTimestampTz(d);
 	}
+}
 
+/* Load the mappings in dependency order (targets before their users). */
+static List *
+load_mappings(bool *paused, TimestampTz *next_due)
+{
+	read_next_due(paused, next_due);
 	return erpcrm_read_mappings(cycle_cxt);
 }
 
@@ -216,7 +241,7 @@ erpcrm_read_mappings(MemoryContext cxt)
 	bool		v12;
 	MemoryContext spi_cxt;
 
-	ret = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'erpcrm'",
+	ret = erpcrm_run_kept("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'erpcrm'",
 					  true, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the version of extension erpcrm");
@@ -225,7 +250,7 @@ erpcrm_read_mappings(MemoryContext cxt)
 	v12 = v11 && strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "1.1") != 0;
 
 	/* 1.0 has no match property and no owner: those columns are NULL */
-	ret = SPI_execute(psprintf("WITH RECURSIVE lvl(mapping_id, depth) AS ("
+	ret = erpcrm_run_kept(psprintf("WITH RECURSIVE lvl(mapping_id, depth) AS ("
 							   "  SELECT mapping_id, 0 FROM erpcrm.mapping"
 							   "  UNION ALL"
 							   "  SELECT a.mapping_id, l.depth + 1 FROM erpcrm.association a"
@@ -271,7 +296,7 @@ erpcrm_read_mappings(MemoryContext cxt)
 	}
 	MemoryContextSwitchTo(spi_cxt);
 
-	ret = SPI_execute(psprintf("SELECT a.mapping_id, a.column_name, a.target_id, t.name, t.object_type,"
+	ret = erpcrm_run_kept(psprintf("SELECT a.mapping_id, a.column_name, a.target_id, t.name, t.object_type,"
 							   "  COALESCE(a.type_id, 0), a.category, %s,"
 							   "  t.source::pg_catalog.regclass::pg_catalog.text"
 							   " FROM erpcrm.association a JOIN erpcrm.mapping t ON t.mapping_id = a.target_id"
@@ -336,7 +361,7 @@ static void
 run_step(const char *activity, const char *sql)
 {
 	erpcrm_begin_step(activity);
-	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
+	if (erpcrm_run_kept(sql, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "%s failed", sql);
 	erpcrm_end_step();
 }
@@ -350,22 +375,90 @@ has_function(const char *signature)
 	bool		isnull;
 
 	args[0] = CStringGetTextDatum(signature);
-	if (SPI_execute_with_args("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+	if (erpcrm_execute_kept("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not look up %s", signature);
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/*
+ * How many commits have woken the worker so far; with asked, only those of
+ * erpcrm's functions (erpcrm._wake()), not the ERP's captured changes.
+ */
+static uint64
+wakes_so_far(bool asked)
+{
+	uint64		n;
+
+	SpinLockAcquire(&erpcrm_shared->mutex);
+	n = asked ? erpcrm_shared->asks : erpcrm_shared->wakes;
+	SpinLockRelease(&erpcrm_shared->mutex);
+	return n;
+}
+
+/*
+ * erpcrm._before_fold() finds sources again by name (a view dropped and
+ * created again, renamed, or given an owner that may map it) and fans out
+ * the keys that watches with a key query captured.  Neither can have work
+ * unless a relation or a role membership changed, or erpcrm.fan_out holds
+ * keys: the worker runs it then, and once a poll interval whatever
+ * happened.  Invalidation messages say what changed; they are taken in at
+ * the start of a transaction.
+ */
+static bool catalog_changed = true;
+static TimestampTz before_fold_at = 0;
+
+static void
+catalog_changed_callback(Datum arg, Oid relid)
+{
+	catalog_changed = true;
+}
+
+static void
+roles_changed_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	catalog_changed = true;
+}
+
+static bool
+before_fold_needed(void)
+{
+	static bool registered = false;
+	bool		isnull;
+
+	if (!registered)
+	{
+		CacheRegisterRelcacheCallback(catalog_changed_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMMEMROLE, roles_changed_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, roles_changed_callback, (Datum) 0);
+		registered = true;
+	}
+	if (catalog_changed ||
+		GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(before_fold_at, erpcrm_poll_interval_ms))
+		return true;
+	if (erpcrm_run_kept("SELECT EXISTS (SELECT FROM erpcrm.fan_out)", true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not look at erpcrm.fan_out");
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 static void
 fold(void)
 {
+	/* read before the fold's snapshot: a commit after it wakes us again */
+	wakes_folded = wakes_so_far(false);
 	erpcrm_begin_step("erpcrm: folding the outbox");
 	/* 1.2: sources found again by name, key queries of watches resolved */
-	if (has_function("erpcrm._before_fold()") &&
-		SPI_execute("SELECT erpcrm._before_fold()", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "erpcrm._before_fold() failed");
-	if (SPI_execute("SELECT erpcrm._fold()", false, 0) != SPI_OK_SELECT)
+	if (has_function("erpcrm._before_fold()") && before_fold_needed())
+	{
+		/* what changes after this transaction began is seen next time */
+		catalog_changed = false;
+		before_fold_at = GetCurrentTimestamp();
+		if (erpcrm_run_kept("SELECT erpcrm._before_fold()", false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._before_fold() failed");
+	}
+	if (erpcrm_run_kept("SELECT erpcrm._fold()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "erpcrm._fold() failed");
 	erpcrm_end_step();
 }
@@ -385,7 +478,7 @@ mapping_problems(void)
 	initStringInfo(&buf);
 	if (has_function("erpcrm._mapping_problem(integer)"))
 	{
-		if (SPI_execute("SELECT pg_catalog.format('mapping \"%s\": %s', m.name, p)"
+		if (erpcrm_run_kept("SELECT pg_catalog.format('mapping \"%s\": %s', m.name, p)"
 						" FROM erpcrm.mapping m, erpcrm._mapping_problem(m.mapping_id) AS p"
 						" WHERE p IS NOT NULL ORDER BY m.name", true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the problems of the mappings");
@@ -450,7 +543,7 @@ owners_table_exists(void)
 	bool		exists;
 
 	erpcrm_begin_step("erpcrm: looking for the owners cache");
-	exists = SPI_execute("SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+	exists = erpcrm_run_kept("SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
 					" ON n.oid = c.relnamespace WHERE n.nspname = 'erpcrm' AND c.relname = 'hubspot_owner'",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1;
 	erpcrm_end_step();
@@ -557,6 +650,33 @@ flush_deliveries(void)
 }
 
 /*
+ * The way back (pull.c), when it can have work: a pull is due by the clock
+ * (erpcrm.pull_interval after the last look, or at once when changes were
+ * left to read), or an erpcrm function woke the worker since (a
+ * subscription made or changed, changes requeued); the ERP's commits do
+ * not count.  Otherwise the rounds of a backfill would
+ * look for due subscriptions, hand over and prune the inbox after every
+ * batch.
+ */
+static void
+pull_if_due(bool outbound_busy, PullOutcome *pulled)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		asks = wakes_so_far(true);
+
+	if (asks == asks_pulled && now < pull_due_at)
+	{
+		pulled->more = false;
+		pulled->next_ms = ms_until(pull_due_at, now);
+		return;
+	}
+	asks_pulled = asks;
+	erpcrm_pull(outbound_busy, pulled);
+	pull_due_at = (pulled->more && pulled->next_ms == 0) ? 0 :
+		TimestampTzPlusMilliseconds(now, pulled->next_ms);
+}
+
+/*
  * One cycle: fold, then batches for every mapping in dependency order,
  * round after round while keys are due.  Returns how long to sleep.
  */
@@ -623,16 +743,6 @@ run_cycle(void)
 		}
 	}
 
-	/* 1.3: refreshes of mappings that have refresh_every, a few steps a cycle */
-	erpcrm_worker_step("refreshing a mapping");
-	erpcrm_refresh_some();
-	erpcrm_worker_step(NULL);
-
-	/* 1.3: erasures asked with erpcrm.forget() */
-	erpcrm_worker_step("erasing in HubSpot");
-	erpcrm_erase_some();
-	erpcrm_worker_step(NULL);
-
 	order = deliverable_order(mappings);
 	do
 	{
@@ -670,15 +780,35 @@ run_cycle(void)
 		 * within their share of the budget while deliveries wait.
 		 */
 		erpcrm_worker_step(NULL);
-		erpcrm_pull(any, &pulled);
+		pull_if_due(any, &pulled);
 		if (pulled.more && pulled.next_ms == 0)
 			any = true;
 		/* the last batch recorded: keys changed in flight are due again */
 		if (!any && flush_deliveries())
 			any = true;
-		if (any)
+
+		/*
+		 * Only a commit that wrote the outbox (or called an erpcrm function
+		 * that wakes the worker) gives the fold something to do; the cycle
+		 * began with one.
+		 */
+		if (any && wakes_so_far(false) != wakes_folded)
 			fold();
 	} while (any);
+
+	/*
+	 * After the deliveries, so that a commit's keys go out first (what a
+	 * refresh marks wakes the worker again).  1.3: refreshes of mappings
+	 * that have refresh_every, a few steps a cycle.
+	 */
+	erpcrm_worker_step("refreshing a mapping");
+	erpcrm_refresh_some();
+	erpcrm_worker_step(NULL);
+
+	/* 1.3: erasures asked with erpcrm.forget() */
+	erpcrm_worker_step("erasing in HubSpot");
+	erpcrm_erase_some();
+	erpcrm_worker_step(NULL);
 
 	/*
 	 * Nothing is due: one step of a reconcile (1.3), if one was asked for.
@@ -699,12 +829,26 @@ run_cycle(void)
 
 	/* nothing due now: sleep until the next retry or the poll */
 	erpcrm_begin_step("erpcrm: planning");
-	MemoryContextReset(cycle_cxt);
-	mappings = load_mappings(&paused, &next_due);
+	read_next_due(&paused, &next_due);
 	erpcrm_end_step();
-	/* idle, but what stops a mapping stays in sight */
-	erpcrm_set_state(ERPCRM_WORKER_IDLE, mapping_problems());
+
+	/*
+	 * Idle, but what stops a mapping stays in sight.  Looked for again when
+	 * a mapping cannot be delivered or had a problem, and otherwise once a
+	 * poll interval, not at every commit.
+	 */
 	now = GetCurrentTimestamp();
+	if (list_length(order) != list_length(mappings) || problems_shown ||
+		now >= TimestampTzPlusMilliseconds(problems_at, erpcrm_poll_interval_ms))
+	{
+		char	   *problems = mapping_problems();
+
+		problems_shown = (problems[0] != '\0');
+		problems_at = now;
+		erpcrm_set_state(ERPCRM_WORKER_IDLE, problems);
+	}
+	else
+		erpcrm_set_state(ERPCRM_WORKER_IDLE, "");
 	if (next_due != 0)
 		return Max(10, Min(Min(ms_until(next_due, now), (long) erpcrm_poll_interval_ms),
 						   Max(10, pulled.next_ms)));
@@ -740,6 +884,20 @@ leave_if_no_extension(void)
 {
 	if (erpcrm_database[0] != '\0')
 		return false;
+	/* tests only: where a CREATE EXTENSION committing now races the launcher */
+	if (erpcrm_test_probe_pause_ms > 0)
+	{
+		TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														erpcrm_test_probe_pause_ms);
+
+		pgstat_report_activity(STATE_RUNNING,
+							   "erpcrm: no erpcrm here; pausing before leaving (erpcrm.test_probe_pause)");
+		while (GetCurrentTimestamp() < until)
+		{
+			CHECK_FOR_INTERRUPTS();
+			pg_usleep(50000L);
+		}
+	}
 	SpinLockAcquire(&erpcrm_shared->mutex);
 	erpcrm_shared->no_extension = true;
 	SpinLockRelease(&erpcrm_shared->mutex);
@@ -834,6 +992,8 @@ erpcrm_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			leave_if_settings_changed();
 			configure_client();
+			/* erpcrm.pull_interval may have changed */
+			pull_due_at = 0;
 			/* a reload is the DBA saying "try again now" */
 			auth_blocked_until = 0;
 			backoff_until = 0;
@@ -913,6 +1073,8 @@ erpcrm_worker_main(Datum main_arg)
 				FreeErrorData(edata);
 				/* batches in flight are dropped: recover() below resends them */
 				erpcrm_delivery_forget();
+				/* a failed _before_fold() is tried again at the next fold */
+				catalog_changed = true;
 				consecutive_failures++;
 				sleep_ms = (long) erpcrm_backoff_ms(erpcrm_retry_base_ms, erpcrm_retry_max_ms,
 													consecutive_failures);

@@ -180,6 +180,26 @@ erpcrm.request_timeout = '30s'
             raise RuntimeError("no timing for %s: %s" % (statement, out))
         return float(times[-1]) / 1000.0
 
+    def timed_cpu(self, db, statement):
+        """
+        Wall time of one statement as psql's \\timing sees it (s), and the
+        CPU time its backend spent on it and its commit (s), read from the
+        backend's /proc/<pid>/schedstat (nanoseconds) just before and just
+        after: no connection start-up in it, and no rounding to the 10 ms
+        clock ticks the reaped backends' times come in.
+        """
+        out = self.sql(db, "SELECT pg_backend_pid() AS pid \\gset\n"
+                       "\\setenv ERPCRM_BENCH_PID :pid\n"
+                       "\\! echo schedstat $(cat /proc/$ERPCRM_BENCH_PID/schedstat)\n"
+                       "\\timing on\n%s\n\\timing off\n"
+                       "\\! echo schedstat $(cat /proc/$ERPCRM_BENCH_PID/schedstat)\n"
+                       % statement)
+        times = re.findall(r"Time: ([0-9.]+) ms", out)
+        ns = [int(x) for x in re.findall(r"schedstat (\d+) ", out)]
+        if not times or len(ns) != 2:
+            raise RuntimeError("no timing for %s: %s" % (statement, out))
+        return float(times[-1]) / 1000.0, (ns[1] - ns[0]) / 1e9
+
     def pgbench(self, db, script, seconds, clients, defines=None, extra=None):
         cmd = ["pgbench", "-n", "-M", "prepared", "-c", str(clients),
                "-j", str(clients), "-T", str(seconds)] + self.conn()
@@ -506,9 +526,7 @@ COPY (SELECT i, 1 + (i - 1) / %d, 1 + (i - 1) %% %d, 'SKU-' || i %% 1000,
                 pg.sql(db, "TRUNCATE bench.lines_copy;")
                 set_variant(pg, db, v)
                 settle(pg, db, True)
-                c0 = pg.backends_cpu()
-                t = pg.timed(db, (stmt.replace("%d", str(run_no))) + ";")
-                cpu = pg.backends_cpu() - c0
+                t, cpu = pg.timed_cpu(db, (stmt.replace("%d", str(run_no))) + ";")
                 samples.setdefault((key, v), []).append(nrows / t)
                 cpus.setdefault((key, v), []).append(1e6 * cpu / nrows)
                 outbox[(key, v)] = outbox_rows(pg, db, v) / nrows
@@ -774,12 +792,16 @@ VALUES ('warm-up', 'latency.example', clock_timestamp());
     seq0 = mock.requests()["lastSeq"]
     log("latency: %d commits at %d/s" % (commits, rate))
     script = os.path.join(HERE, "latency.sql")
+    # the worker's CPU per commit: steadier than the latency on a busy machine
+    wpid = worker_pid(pg)
+    c0 = proc_cpu(wpid)
     cmd = ["pgbench", "-n", "-M", "prepared", "-c", "1", "-j", "1",
            "-t", str(commits), "-R", str(rate)] + pg.conn() + \
         ["-f", script, "postgres"]
     bench_out = run(cmd)
     if pg.sql("postgres", "SELECT erpcrm.wait_for_sync('120 s', 'latency')") != "t":
         raise RuntimeError("the latency rows were not all delivered")
+    cpu_ms = 1000.0 * (proc_cpu(wpid) - c0) / commits
     arrival = {}
     for e in mock.requests(seq0)["results"]:
         body = e.get("body")
@@ -802,6 +824,7 @@ VALUES ('warm-up', 'latency.example', clock_timestamp());
         "p50": percentile(lat, 50), "p95": percentile(lat, 95),
         "p99": percentile(lat, 99), "max": max(lat) if lat else float("nan"),
         "commit_ms": float(m.group(1)) if m else float("nan"),
+        "cpu_ms": cpu_ms,
     }
 
 
@@ -846,6 +869,35 @@ def table_counters(pg):
     return counters
 
 
+def batch_work(pg):
+    """
+    What the database has done so far: transactions committed, and calls and
+    time of erpcrm's functions (track_functions = pl during the scaling runs).
+    """
+    xacts = int(pg.sql("postgres", "SELECT xact_commit FROM pg_stat_database"
+                       " WHERE datname = current_database()"))
+    funcs = {}
+    out = pg.sql("postgres", "SELECT funcname, calls, self_time FROM pg_stat_user_functions"
+                 " WHERE schemaname = 'erpcrm'")
+    for line in out.splitlines():
+        name, calls, ms = line.split("|")
+        funcs[name] = (int(calls), float(ms))
+    return xacts, funcs
+
+
+def per_batch(a, b, batches):
+    """Transactions, and calls and ms of erpcrm's functions, per batch sent."""
+    batches = max(batches, 1)
+    funcs = []
+    for name, (calls, ms) in b[1].items():
+        c0, m0 = a[1].get(name, (0, 0.0))
+        # the worker's: at least one call per ten batches (not the resync's)
+        if calls - c0 >= batches / 10.0:
+            funcs.append((name, (calls - c0) / batches, (ms - m0) / batches))
+    funcs.sort(key=lambda f: -f[2])
+    return {"xacts": (b[0] - a[0]) / batches, "funcs": funcs}
+
+
 def scale(pg, mock, res):
     """
     The backfill at growing sizes: for each size, a mapping of that many
@@ -864,6 +916,7 @@ def scale(pg, mock, res):
 SELECT erpcrm.resume();
 ALTER SYSTEM SET autovacuum = on;
 ALTER SYSTEM SET autovacuum_naptime = '5s';
+ALTER SYSTEM SET track_functions = 'pl';
 SELECT pg_reload_conf();
 CREATE TABLE bench.scale_customers (
 	id				integer PRIMARY KEY,
@@ -896,6 +949,7 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
         sent0 = int(pg.sql("postgres", "SELECT objects_sent FROM erpcrm.worker"))
         # the state tables' counters before this size (they add up over the sizes)
         counters0 = table_counters(pg)
+        work0 = batch_work(pg)
         t0 = time.time()
         rounds = []
         trace = [(0, c0)]   # (objects sent, worker CPU s), every poll
@@ -922,6 +976,7 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
                                          len(rounds) >= setting("BENCH_SCALE_CHURN_ROUNDS")):
                 break
         c1 = proc_cpu(pid)
+        work1 = batch_work(pg)
         reqs = [e for e in mock.requests(seq0)["results"]
                 if e["path"].endswith("/companies/batch/upsert") and e["status"] < 300]
         starts = sorted(e["time"] - e["durationMs"] / 1000.0 for e in reqs)
@@ -970,6 +1025,7 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
             "upd": upd, "hot": hot, "autovacuum": av, "autoanalyze": aa,
             "versions": versions, "main": main,
             "load": (load0, os.getloadavg()[0]),
+            "per_batch": per_batch(work0, work1, len(reqs)),
         }
         log("scale: %d keys: %.0f objects/s; ms/batch %.1f -> %.1f; %.0f cpu us/object;"
             " %s: %.0f + %.0f bytes/key after the backfill, %.0f + %.0f after %d rounds;"
@@ -984,7 +1040,8 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
         # the next size starts from empty state tables
         pg.sql("postgres", "SELECT erpcrm.unmap('%s'); DROP VIEW bench.hs_%s; %s"
                % (name, name, " ".join("VACUUM FULL erpcrm.%s;" % t for t in state_tables(pg))))
-    pg.sql("postgres", "ALTER SYSTEM RESET autovacuum_naptime; SELECT pg_reload_conf();")
+    pg.sql("postgres", "ALTER SYSTEM RESET autovacuum_naptime; ALTER SYSTEM RESET track_functions;"
+           " SELECT pg_reload_conf();")
 
 
 # ---------------------------------------------------------------------------
@@ -1043,7 +1100,8 @@ def table(res):
         w("1. capture cost: %s" % res["capture_cmd"])
         w("   rates: best slice or round; erp/none: median of the erpcrm/no trigger ratios of "
           "interleaved slices or rounds (range); keys/row: outbox entries per changed row, erpcrm/hand-made")
-        w("   CPU us/row (the headline): the backends' CPU time per changed row (median), no "
+        w("   CPU us/row (the headline): the backends' CPU time per changed row (median; COPY and UPDATE "
+          "statements: the statement's backend, from /proc/<pid>/schedstat, in ns), no "
           "trigger, the extra with erpcrm / hand-made; then no trigger/erpcrm,")
         w("   the median of the ratios of the same slice or round (range); steadier than the "
           "rates on a shared machine, so the goal is judged on it:")
@@ -1107,6 +1165,7 @@ def table(res):
              "p50<=20, p99<=100",
              "yes" if l["p50"] <= 20 and l["p99"] <= 100 else "NO")
         line("max [ms]", "%.1f" % l["max"])
+        line("worker CPU per commit [ms]", "%.2f" % l.get("cpu_ms", float("nan")))
         line("commit itself, pgbench average [ms]", "%.2f" % l["commit_ms"])
     if res.get("rss_after"):
         s, a, m, e = (res["rss_start"], res["rss_after"], res["rss_mid"],
@@ -1169,6 +1228,15 @@ def table(res):
                  "%.0f/%.0f/%.0f (x%.2f)" % (r["cpu_us"], r["cpu_first"], r["cpu_last"], cflat),
                  "last <= 1.2x first", verdict(cflat, 1.2, higher=False))
             line("worker CPU share [cpu s/wall s]", "%.2f" % r["cpu_share"])
+            pb = r.get("per_batch")
+            if pb:
+                # where a batch's database time goes (self time of each function)
+                line("transactions per batch (the worker's, and the polls')",
+                     "%.2f" % pb["xacts"])
+                top = pb["funcs"][:8]
+                w("     per batch, erpcrm's functions, calls x ms (self): " +
+                  ", ".join("%s %.2f x %.3f" % (f[0], f[1], f[2] / f[1] if f[1] else 0.0)
+                            for f in top))
             sent = n * r["rounds"]
             for t, (v, u, h) in sorted(r["versions"].items(), key=lambda x: x[0] != main):
                 line("%s row versions per object sent, HOT" % t,
@@ -1196,6 +1264,7 @@ def table(res):
                     "NO (p50 %.1fx, p95 %.1fx the goal)" % (l["p50"] / 20.0, l["p95"] / 100.0)
             line("commit -> request p50 / p95 / max [ms]",
                  "%.1f/%.1f/%.1f" % (l["p50"], l["p95"], l["max"]), goal_lat, met_lat)
+            line("   worker CPU per commit [ms]", "%.2f" % l.get("cpu_ms", float("nan")))
             # why a goal is missed, from this run's own figures
             why = []
             if goal_n and r["rate"] < goal_n:

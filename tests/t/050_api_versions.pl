@@ -70,6 +70,11 @@ like($node->safe_psql('old', q{SELECT detail FROM erpcrm.check_connection() WHER
 	qr{^v3: /crm/v3, /crm/v4 \(erpcrm\.api_version\)$}, 'old: check_connection() names the cluster\'s family');
 like($node->safe_psql('new', q{SELECT detail FROM erpcrm.check_connection() WHERE "check" = 'api version'}),
 	qr{^2026-03: /crm/objects/2026-03, .* \(erpcrm\.portal\)$}, 'new: and its portal\'s');
+is($node->safe_psql('old', q{
+SELECT string_agg(database || ' ' || api_version || ' ' || api_version_from, ',' ORDER BY database)
+  FROM erpcrm.workers WHERE database IN ('old', 'new')}),
+	'new 2026-03 erpcrm.portal,old v3 erpcrm.api_version',
+	'erpcrm.workers shows the family each database\'s worker calls, and what chose it');
 is($node->safe_psql('old', 'SELECT count(*) FROM erpcrm.failures') . '/'
 	. $node->safe_psql('new', 'SELECT count(*) FROM erpcrm.failures'), '0/0', 'nothing failed');
 
@@ -108,6 +113,8 @@ $node->safe_psql('new', 'UPDATE erpcrm.portal SET api_version = NULL');
 $node->safe_psql('new', "UPDATE erp.customers SET name = 'new renamed' WHERE id = 101");
 ok(synced('new'), 'new delivers after its portal changed');
 is(families('new', $since), 'v3', 'now on the cluster\'s family (v3), without a restart');
+is($node->safe_psql('new', q{SELECT api_version || ' ' || api_version_from FROM erpcrm.workers WHERE database = 'new'}),
+	'v3 erpcrm.api_version', 'and erpcrm.workers says so');
 $since = $node->safe_psql('old', 'SELECT clock_timestamp()');
 $node->safe_psql('old', "UPDATE erp.customers SET name = 'old renamed' WHERE id = 1");
 ok(synced('old'), 'old delivers');

@@ -162,3 +162,96 @@ INSERT INTO erp.products VALUES ('P-10', 'Ten', 10);
 DROP INDEX erpcrm.outbox_bad;
 INSERT INTO erp.products VALUES ('P-10', 'Ten', 10);
 SELECT * FROM drain();
+
+-- UPDATEs: every key an UPDATE changed, once, as the rows were written,
+-- whatever other triggers of the table did to them; nothing for a row that
+-- did not change or was not written
+CREATE TABLE erp.prices (sku text PRIMARY KEY, level char(1), price numeric);
+SELECT erpcrm.watch('products', 'erp.prices', 'sku') AS w_prices \gset
+INSERT INTO erp.prices VALUES ('R-1', 'A', 10), ('R-2', 'A', 20), ('R-3', 'B', 30);
+SELECT * FROM drain();
+UPDATE erp.prices SET price = price + 1 WHERE sku = 'R-1';
+UPDATE erp.prices SET sku = 'R-4' WHERE sku = 'R-3';
+UPDATE erp.prices SET price = price;
+SELECT * FROM drain();
+-- a trigger that fires before erpcrm's changes the row
+CREATE FUNCTION erp.round_price() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	NEW.price := round(NEW.price);
+	RETURN NEW;
+END $$;
+CREATE TRIGGER a_round BEFORE UPDATE ON erp.prices FOR EACH ROW EXECUTE FUNCTION erp.round_price();
+UPDATE erp.prices SET price = price + 0.1 WHERE sku = 'R-1';
+UPDATE erp.prices SET price = price + 1.1 WHERE sku = 'R-2';
+SELECT * FROM drain();
+DROP TRIGGER a_round ON erp.prices;
+-- BEFORE triggers that change the key, in name order before and after
+-- erpcrm's trigger names: the key as written, and the old one
+CREATE FUNCTION erp.suffix_sku() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.level = 'X' THEN
+		NEW.sku := NEW.sku || '-X';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER zz_suffix BEFORE UPDATE ON erp.prices FOR EACH ROW EXECUTE FUNCTION erp.suffix_sku();
+UPDATE erp.prices SET level = 'X' WHERE sku = 'R-1';
+SELECT * FROM drain();
+ALTER TRIGGER zz_suffix ON erp.prices RENAME TO a_suffix;
+UPDATE erp.prices SET level = 'X' WHERE sku = 'R-2';
+SELECT * FROM drain();
+DROP TRIGGER a_suffix ON erp.prices;
+-- a trigger that skips rows: nothing is recorded for a skipped row
+CREATE FUNCTION erp.skip_b() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN CASE WHEN NEW.level = 'B' THEN NULL ELSE NEW END;
+END $$;
+CREATE TRIGGER zz_skip BEFORE UPDATE ON erp.prices FOR EACH ROW EXECUTE FUNCTION erp.skip_b();
+UPDATE erp.prices SET level = CASE WHEN sku = 'R-4' THEN 'C' ELSE 'B' END;
+SELECT * FROM drain();
+DROP TRIGGER zz_skip ON erp.prices;
+-- several watches of one table
+SELECT erpcrm.watch('products', 'erp.prices', 'sku || ''/'' || level') AS w_prices2 \gset
+UPDATE erp.prices SET level = 'D' WHERE sku = 'R-4';
+SELECT * FROM drain();
+SELECT erpcrm.unwatch('products', 'erp.prices', 'sku || ''/'' || level');
+-- INSERT ... ON CONFLICT DO UPDATE, and MERGE
+INSERT INTO erp.prices VALUES ('R-1-X', 'A', 5), ('R-5', 'A', 5)
+	ON CONFLICT (sku) DO UPDATE SET price = excluded.price;
+SELECT * FROM drain();
+MERGE INTO erp.prices p
+USING (VALUES ('R-1-X', 7), ('R-2-X', NULL), ('R-6', 6), ('R-5', 5)) AS v(sku, price)
+   ON p.sku = v.sku
+ WHEN MATCHED AND v.price IS NULL THEN DELETE
+ WHEN MATCHED AND v.price <> p.price THEN UPDATE SET price = v.price, sku = p.sku || 'M'
+ WHEN NOT MATCHED THEN INSERT VALUES (v.sku, 'A', v.price);
+SELECT * FROM drain();
+-- savepoints: an UPDATE rolled back leaves nothing, also beyond the buffer
+INSERT INTO erp.prices SELECT 'S-' || g, 'A', g FROM generate_series(1, 6000) g;
+SELECT count(*) FROM drain();
+BEGIN;
+UPDATE erp.prices SET price = price + 1 WHERE sku = 'R-5';
+SAVEPOINT s;
+UPDATE erp.prices SET price = price + 1 WHERE sku LIKE 'S-%';
+ROLLBACK TO SAVEPOINT s;
+UPDATE erp.prices SET price = price + 1 WHERE sku IN ('S-1', 'S-2');
+SAVEPOINT t;
+UPDATE erp.prices SET price = price + 1 WHERE sku LIKE 'S-%' AND price > 3000;
+RELEASE SAVEPOINT t;
+COMMIT;
+SELECT left(erp_id, 2) AS prefix, count(*) FROM drain() GROUP BY 1 ORDER BY 1;
+-- a column set to NULL again is no change
+UPDATE erp.prices SET level = NULL WHERE sku = 'R-5';
+UPDATE erp.prices SET level = NULL WHERE sku = 'R-5';
+SELECT * FROM drain();
+-- a key from a stored generated column: its value as written
+CREATE TABLE erp.coded (id integer PRIMARY KEY, code text GENERATED ALWAYS AS ('G-' || id) STORED, name text);
+SELECT erpcrm.watch('products', 'erp.coded', 'code') AS w_coded \gset
+INSERT INTO erp.coded (id, name) VALUES (1, 'one');
+UPDATE erp.coded SET id = 2;
+SELECT * FROM drain();
+DROP TABLE erp.coded;
+DELETE FROM erp.prices;
+SELECT count(*) FROM drain();
+DROP TABLE erp.prices;
+DROP FUNCTION erp.round_price(), erp.suffix_sku(), erp.skip_b();

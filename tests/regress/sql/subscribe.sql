@@ -204,7 +204,27 @@ SELECT erpcrm._receive(:won, erpcrm._pull_request(:won, 1000, 3),
 		"hs_lastmodifieddate": "2026-01-01T12:00:04.000Z"}, "updatedAt": "2026-01-01T12:00:04.000Z"}]}') AS more;
 -- nor hand over, in its own session, a change that waits for the worker
 SELECT erpcrm._hand_over_pending();
+-- nor record a failed pull or an API call of sub_owner's subscription (a
+-- made-up problem or share of the API), nor anything else the worker
+-- records of HubSpot's answers: an erasure, HubSpot's owners, what a
+-- reconcile run found
+SELECT erpcrm._pull_failed(:won, 'made up');
+SELECT erpcrm._log_pull_call(:won, now(), 'POST', '/crm/v3/objects/deals/search', 200, 1, NULL, NULL, '1 day');
+SELECT erpcrm._log_pull_call(-1, now(), 'POST', '/crm/v3/objects/deals/search', 200, 1, NULL, NULL, '1 day');
+SELECT erpcrm._erased(1, 200, 'deleted', true);
+SELECT erpcrm._owners_refreshed('{1}', '{boss@example.com}', '{false}');
+SELECT erpcrm._reconcile_checked(1, 0, '{}', '{}', NULL, '{}', '{}', '{}', '{}', '{}', '{}', '{}');
+SELECT erpcrm._reconcile_scanned(1, 0, 0, NULL, '{}', '{}');
+SELECT erpcrm._reconcile_stop(1, 0, 'done', 'made up');
+-- nor log a mapping's HubSpot call, or count what a batch of it found
+SELECT mapping_id AS orders_map FROM erpcrm.mapping WHERE name = 'sub_orders' \gset
+SELECT erpcrm._log_call(now(), 'POST', '/crm/v3/objects/deals/batch/upsert', 200, 1, 100, NULL, NULL, :orders_map, '1 day');
+SELECT erpcrm._log_call(now(), 'GET', '/account-info/v3/details', 200, 1, 0, NULL, NULL, NULL, '1 day');
+SELECT erpcrm._owner_misses(:orders_map, 1000);
+SELECT erpcrm._unchanged(:orders_map, 1000);
 RESET ROLE;
+SELECT count(*) AS calls_logged FROM erpcrm.api_log WHERE path LIKE '/crm/v3/objects/deals/batch/upsert%';
+SELECT problem, calls_last_hour FROM erpcrm.subscriptions;
 -- not even through a SECURITY DEFINER function a superuser calls
 CREATE FUNCTION sub.feed(integer) RETURNS boolean LANGUAGE sql SECURITY DEFINER
 	AS $$ SELECT erpcrm._receive($1, erpcrm._pull_request($1, 1000, 3), '{"results": []}') $$;
@@ -311,6 +331,16 @@ SELECT erpcrm._hand_over_pending() AS handed_over;
 SELECT state FROM erpcrm.inbox WHERE hubspot_id = '501';
 SELECT taken_by FROM sub.orders WHERE hubspot_deal_id = '501';
 DROP ROLE sub_heir2;
+-- the hint quotes a role name that needs it, as an identifier and in
+-- reassign_owned()'s literal, so that both can be run as they are
+CREATE ROLE "O'Brien ""Sales"" Team" IN ROLE erpcrm_admin;
+REASSIGN OWNED BY sub_heir TO "O'Brien ""Sales"" Team";
+DROP ROLE "O'Brien ""Sales"" Team";
+SELECT '"O''Brien ""Sales"" Team"'::regrole::oid = r.oid AS literal_names_it
+  FROM pg_roles r WHERE r.rolname = 'O''Brien "Sales" Team';
+REASSIGN OWNED BY "O'Brien ""Sales"" Team" TO sub_heir;
+DROP ROLE "O'Brien ""Sales"" Team";
+SELECT subscription, owner FROM erpcrm.subscriptions;
 
 -- unsubscribe drops the cursor and the inbox
 SELECT erpcrm.unsubscribe('won'), erpcrm.unsubscribe('won') AS again;
