@@ -94,14 +94,11 @@ sub plan_faults
 	# an index scan of the whole mapping that picks the batch's keys out
 	# with a filter: what the planner chooses while the tables have no
 	# statistics, unless the key is in the index condition
-	# (sync_queue_in_flight holds only the keys in flight, the batches on
-	# their way, so reading a mapping's part of it is bounded by them)
 	my $cond = $node_->{'Index Cond'} // $node_->{'Recheck Cond'} // '';
 	push @faults, "$type on $rel by " . ($node_->{'Index Name'} // 'bitmap')
 	  . " with erp_id in its filter, not its index condition"
 	  if $rel =~ $state_rel
 	  && $type =~ /Index Scan|Index Only Scan|Bitmap Heap Scan/
-	  && !in_flight_only($node_)
 	  && ($node_->{Filter} // '') =~ /\berp_id\b/
 	  && $cond !~ /\berp_id\b/;
 	# the same, with erp_id in the index condition but as a later column of
@@ -112,7 +109,7 @@ sub plan_faults
 	  ? unbound_before_erp_id($node_->{'Index Name'}, $cond) : undef;
 	push @faults, "$type on $rel by $node_->{'Index Name'} with erp_id a later column"
 	  . " of its index condition ($unbound before it is not bound)"
-	  if defined $unbound && !in_flight_only($node_);
+	  if defined $unbound;
 	for my $child (@{ $node_->{Plans} // [] })
 	{
 		push @faults, plan_faults($child);
@@ -137,21 +134,6 @@ sub unbound_before_erp_id
 		return $col unless $cond =~ /(?:^|[\s(.])\Q$col\E = /;
 	}
 	return undef;
-}
-
-# Whether a scan of the state reads only the index of keys in flight.
-sub in_flight_only
-{
-	my ($n) = @_;
-	return ($n->{'Index Name'} // '') eq 'sync_queue_in_flight'
-	  if $n->{'Node Type'} =~ /Index/;
-	my @kids = @{ $n->{Plans} // [] };
-	return 0 unless @kids;
-	for my $child (@kids)
-	{
-		return 0 unless in_flight_only($child);
-	}
-	return 1;
 }
 
 sub updates_sync_state
