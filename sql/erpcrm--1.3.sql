@@ -1803,6 +1803,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 SET enable_hashjoin = off
 SET enable_mergejoin = off
+SET enable_sort = off
 AS $$
 DECLARE
 	keys text[];

@@ -475,7 +475,7 @@ keys_due(MappingDef *m)
 					 " ORDER BY s.next_attempt_at LIMIT 1), false)",
 					 erpcrm_due_relation());
 	args[0] = Int32GetDatum(m->id);
-	if (erpcrm_execute_kept(query, 1, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+	if (erpcrm_execute_kept_unsorted(query, 1, types, args, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not look for keys due of mapping \"%s\"", m->name);
 	due = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
 #include "kept.h"
@@ -68,6 +69,26 @@ erpcrm_execute_kept(const char *sql, int nargs, Oid *argtypes, Datum *values,
 		nkept++;
 	}
 	return SPI_execute_plan(plan, values, nulls, read_only, count);
+}
+
+/*
+ * The same with enable_sort off while it is planned and run: the reads of
+ * the due queue (mapping_id, next_attempt_at order), whose index does not
+ * mention state (see sync_queue_due), are index scans whatever the
+ * statistics say, never a sort of the mapping's keys.
+ */
+int
+erpcrm_execute_kept_unsorted(const char *sql, int nargs, Oid *argtypes,
+							 Datum *values, bool read_only, long count)
+{
+	int			nestlevel = NewGUCNestLevel();
+	int			ret;
+
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	ret = erpcrm_execute_kept(sql, nargs, argtypes, values, NULL, read_only, count);
+	AtEOXact_GUC(true, nestlevel);
+	return ret;
 }
 
 /* The same for a statement without arguments, as SPI_execute() runs it. */

@@ -205,7 +205,7 @@ read_next_due(bool *paused, TimestampTz *next_due)
 					 "  FROM erpcrm.mapping m)"
 					 " FROM erpcrm.control c",
 					 erpcrm_due_relation());
-	ret = erpcrm_run_kept(query, true, 1);
+	ret = erpcrm_execute_kept_unsorted(query, 0, NULL, NULL, true, 1);
 	pfree(query);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read erpcrm.control");
