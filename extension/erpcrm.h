@@ -36,6 +36,7 @@ extern int	erpcrm_retry_max_ms;
 extern int	erpcrm_max_attempts;
 extern int	erpcrm_auth_retry_ms;
 extern int	erpcrm_poll_interval_ms;
+extern int	erpcrm_test_probe_pause_ms;
 extern int	erpcrm_api_log_retention_min;
 extern char *erpcrm_api_version;
 
@@ -186,6 +187,9 @@ extern void erpcrm_as_owner_end(ErpcrmSavedUser *saved);
 extern void erpcrm_refuse_if_restricted(Oid fn_oid);
 extern void erpcrm_install_guard(void);
 extern Oid	erpcrm_asking_role(void);
+
+/* subscribe.c: a session logs a HubSpot call of its own (setup.c) */
+extern bool erpcrm_logging_own_call;
 
 /* ----------------------------------------------------------------
  * worker/worker.c

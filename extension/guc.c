@@ -34,6 +34,7 @@ int			erpcrm_retry_max_ms = 300000;
 int			erpcrm_max_attempts = 10;
 int			erpcrm_auth_retry_ms = 300000;
 int			erpcrm_poll_interval_ms = 10000;
+int			erpcrm_test_probe_pause_ms = 0;
 int			erpcrm_api_log_retention_min = 1440;
 char	   *erpcrm_api_version = NULL;
 
@@ -304,6 +305,14 @@ erpcrm_define_settings(void)
 							&erpcrm_poll_interval_ms,
 							10000, 10, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("erpcrm.test_probe_pause",
+							"For tests only: how long a worker that found no erpcrm in its database waits before it leaves.",
+							"It makes the launcher's race with a CREATE EXTENSION that commits at that moment happen on demand (tests/t/067_probe_race.pl).",
+							&erpcrm_test_probe_pause_ms,
+							0, 0, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("erpcrm.api_log_retention",

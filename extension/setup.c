@@ -120,9 +120,19 @@ session_call_hook(const char *method, const char *path, const HsResponse *resp)
 	args[9] = IntervalPGetDatum(retention);
 
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-							  10, types, args, nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "erpcrm._log_call failed");
+	/* this session's own call: erpcrm._check_worker() lets it be logged */
+	erpcrm_logging_own_call = true;
+	PG_TRY();
+	{
+		if (SPI_execute_with_args("SELECT erpcrm._log_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+								  10, types, args, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "erpcrm._log_call failed");
+	}
+	PG_FINALLY();
+	{
+		erpcrm_logging_own_call = false;
+	}
+	PG_END_TRY();
 	SPI_finish();
 }
 

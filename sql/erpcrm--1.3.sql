@@ -221,49 +221,198 @@ COMMENT ON TABLE erpcrm.fan_out IS 'keys captured by watches with a key query, n
  * a key that is dirtied again while still out of its view is not archived a
  * second time.
  */
-CREATE TABLE erpcrm.sync_state (
-	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
+/*
+ * Where each key stands is kept in two tables, read together through the
+ * view erpcrm.sync_state (below):
+ *
+ * sync_key: what HubSpot holds of a key, one row per key that reached
+ *   HubSpot (synced or archived), written when a send completes.  A key
+ *   that was never sent has no row here.  It grows with the ERP's history,
+ *   so it is kept narrow: nothing of the delivery in progress is in it, and
+ *   a send writes it once.
+ * sync_queue: the keys that still have to be sent or that failed: pending,
+ *   in flight, failed, discarded, with their attempts, next attempt and
+ *   last error.  Its size follows the backlog and the failures, not the
+ *   history: a delivered key leaves it.
+ *
+ * sent_seq is the change last sent (sync_key) or being sent (sync_queue);
+ * change_seq counts the changes captured, and starts from the key's
+ * sent_seq when it is dirtied again.
+ */
+CREATE TABLE erpcrm.sync_key (
+	mapping_id		integer NOT NULL,
 	erp_id			text NOT NULL,
-	state			text NOT NULL DEFAULT 'pending',
+	state			text NOT NULL DEFAULT 'synced',
 	hubspot_id		text,
-	change_seq		bigint NOT NULL DEFAULT 1,
-	sent_seq		bigint,
-	attempts		integer NOT NULL DEFAULT 0,
-	next_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	dirty_since		timestamptz DEFAULT pg_catalog.now(),
+	sent_seq		bigint NOT NULL DEFAULT 0,
 	last_synced_at	timestamptz,
 	in_erp			boolean,
-	http_status		integer,
-	error_category	text,
-	error_message	text,
-	correlation_id	text,
-	error_at		timestamptz,
 	assoc_state		text,
 	unlinked		jsonb,
 	archived_at		timestamptz,
 	/* what HubSpot last accepted: see "Fingerprints" below */
 	fingerprint		bigint,
-	PRIMARY KEY (mapping_id, erp_id),
-	CONSTRAINT sync_state_state_check
-		CHECK (state IN ('pending', 'in_flight', 'synced', 'failed', 'archived', 'discarded'))
+	CONSTRAINT sync_key_pkey PRIMARY KEY (mapping_id, erp_id),
+	CONSTRAINT sync_key_mapping_id_fkey FOREIGN KEY (mapping_id)
+		REFERENCES erpcrm.mapping ON DELETE CASCADE,
+	CONSTRAINT sync_key_state_check CHECK (state IN ('synced', 'archived'))
 );
+CREATE INDEX sync_key_unlinked ON erpcrm.sync_key (mapping_id) WHERE unlinked IS NOT NULL;
+COMMENT ON TABLE erpcrm.sync_key IS 'one row per (mapping, ERP key) that reached HubSpot: what HubSpot holds of it (read erpcrm.sync_state)';
+COMMENT ON COLUMN erpcrm.sync_key.assoc_state IS 'associations made for this key: column=hubspot id, separated by ;';
+COMMENT ON COLUMN erpcrm.sync_key.unlinked IS 'links not made because the target is not a live HubSpot object: {association column: target erp_id}';
+COMMENT ON COLUMN erpcrm.sync_key.archived_at IS 'when erpcrm archived this key''s HubSpot object (NULL: not archived)';
+COMMENT ON COLUMN erpcrm.sync_key.fingerprint IS 'hash of the properties and association targets HubSpot last accepted for this key (NULL: unknown, the next send records it)';
 
+CREATE TABLE erpcrm.sync_queue (
+	mapping_id		integer NOT NULL REFERENCES erpcrm.mapping ON DELETE CASCADE,
+	erp_id			text NOT NULL,
+	state			text NOT NULL DEFAULT 'pending',
+	change_seq		bigint NOT NULL DEFAULT 1,
+	sent_seq		bigint,
+	attempts		integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	dirty_since		timestamptz DEFAULT pg_catalog.now(),
+	http_status		integer,
+	error_category	text,
+	error_message	text,
+	correlation_id	text,
+	error_at		timestamptz,
+	PRIMARY KEY (mapping_id, erp_id),
+	CONSTRAINT sync_queue_state_check
+		CHECK (state IN ('pending', 'in_flight', 'failed', 'discarded'))
+);
 /* Claiming takes due keys in (next_attempt_at, erp_id) order straight from
  * the index, without sorting a large backlog on every batch. */
-CREATE INDEX sync_state_due ON erpcrm.sync_state (mapping_id, next_attempt_at, erp_id)
+CREATE INDEX sync_queue_due ON erpcrm.sync_queue (mapping_id, next_attempt_at, erp_id)
 	WHERE state = 'pending';
-CREATE INDEX sync_state_failed ON erpcrm.sync_state (mapping_id)
+CREATE INDEX sync_queue_failed ON erpcrm.sync_queue (mapping_id)
 	WHERE state = 'failed';
 /* Keys in flight, for recovery after a crash: as many as the batches on
- * their way, looked up without reading the mapping's history. */
-CREATE INDEX sync_state_in_flight ON erpcrm.sync_state (mapping_id)
+ * their way. */
+CREATE INDEX sync_queue_in_flight ON erpcrm.sync_queue (mapping_id)
 	WHERE state = 'in_flight';
-CREATE INDEX sync_state_unlinked ON erpcrm.sync_state (mapping_id) WHERE unlinked IS NOT NULL;
-COMMENT ON TABLE erpcrm.sync_state IS 'one row per (mapping, ERP key): where that object stands with HubSpot';
+COMMENT ON TABLE erpcrm.sync_queue IS 'keys to send, in flight, failed or discarded: the delivery in progress (read erpcrm.sync_state)';
+
+/*
+ * One row per (mapping, ERP key): where that object stands with HubSpot.
+ * A key in the queue shows the queue's state, with what HubSpot holds of it
+ * if anything; a settled key shows its sync_key row.  (The settled keys
+ * are one branch per state, so that a condition on the state leaves out
+ * the branches that cannot match without reading them.)
+ */
+CREATE VIEW erpcrm.sync_state AS
+SELECT q.mapping_id, q.erp_id, q.state, k.hubspot_id, q.change_seq, q.sent_seq,
+	   q.attempts, q.next_attempt_at, q.dirty_since, k.last_synced_at, k.in_erp,
+	   q.http_status, q.error_category, q.error_message, q.correlation_id, q.error_at,
+	   k.assoc_state, k.unlinked, k.archived_at, k.fingerprint
+  FROM erpcrm.sync_queue q
+  LEFT JOIN erpcrm.sync_key k ON k.mapping_id = q.mapping_id AND k.erp_id = q.erp_id
+UNION ALL
+SELECT k.mapping_id, k.erp_id, 'synced'::text, k.hubspot_id, k.sent_seq, k.sent_seq,
+	   0, k.last_synced_at, NULL::timestamptz, k.last_synced_at, k.in_erp,
+	   NULL::integer, NULL::text, NULL::text, NULL::text, NULL::timestamptz,
+	   k.assoc_state, k.unlinked, k.archived_at, k.fingerprint
+  FROM erpcrm.sync_key k
+ WHERE k.state = 'synced'
+   AND NOT EXISTS (SELECT FROM erpcrm.sync_queue q
+					WHERE q.mapping_id = k.mapping_id AND q.erp_id = k.erp_id)
+UNION ALL
+SELECT k.mapping_id, k.erp_id, 'archived'::text, k.hubspot_id, k.sent_seq, k.sent_seq,
+	   0, k.last_synced_at, NULL::timestamptz, k.last_synced_at, k.in_erp,
+	   NULL::integer, NULL::text, NULL::text, NULL::text, NULL::timestamptz,
+	   k.assoc_state, k.unlinked, k.archived_at, k.fingerprint
+  FROM erpcrm.sync_key k
+ WHERE k.state = 'archived'
+   AND NOT EXISTS (SELECT FROM erpcrm.sync_queue q
+					WHERE q.mapping_id = k.mapping_id AND q.erp_id = k.erp_id);
+ALTER VIEW erpcrm.sync_state ALTER COLUMN state SET DEFAULT 'pending';
+ALTER VIEW erpcrm.sync_state ALTER COLUMN change_seq SET DEFAULT 1;
+ALTER VIEW erpcrm.sync_state ALTER COLUMN attempts SET DEFAULT 0;
+ALTER VIEW erpcrm.sync_state ALTER COLUMN next_attempt_at SET DEFAULT pg_catalog.now();
+ALTER VIEW erpcrm.sync_state ALTER COLUMN dirty_since SET DEFAULT pg_catalog.now();
+COMMENT ON VIEW erpcrm.sync_state IS 'one row per (mapping, ERP key): where that object stands with HubSpot (erpcrm.sync_key and erpcrm.sync_queue together)';
 COMMENT ON COLUMN erpcrm.sync_state.assoc_state IS 'associations made for this key: column=hubspot id, separated by ;';
 COMMENT ON COLUMN erpcrm.sync_state.unlinked IS 'links not made because the target is not a live HubSpot object: {association column: target erp_id}';
 COMMENT ON COLUMN erpcrm.sync_state.archived_at IS 'when erpcrm archived this key''s HubSpot object (NULL: not archived)';
 COMMENT ON COLUMN erpcrm.sync_state.fingerprint IS 'hash of the properties and association targets HubSpot last accepted for this key (NULL: unknown, the next send records it)';
+
+/*
+ * A write to erpcrm.sync_state (a DBA's repair, a test) goes to the two
+ * tables: the queue holds a key whose state is pending, in flight, failed
+ * or discarded; sync_key holds a key that is synced or archived, and a
+ * queued key of which HubSpot holds something (an id, links, a
+ * fingerprint).
+ */
+CREATE FUNCTION erpcrm._sync_state_write()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	settled boolean;
+BEGIN
+	IF TG_OP <> 'INSERT' THEN
+		IF TG_OP = 'DELETE' OR NEW.mapping_id IS DISTINCT FROM OLD.mapping_id
+		   OR NEW.erp_id IS DISTINCT FROM OLD.erp_id THEN
+			DELETE FROM erpcrm.sync_queue q WHERE q.mapping_id = OLD.mapping_id AND q.erp_id = OLD.erp_id;
+			DELETE FROM erpcrm.sync_key k WHERE k.mapping_id = OLD.mapping_id AND k.erp_id = OLD.erp_id;
+		END IF;
+		IF TG_OP = 'DELETE' THEN
+			RETURN OLD;
+		END IF;
+	END IF;
+	settled := NEW.state IN ('synced', 'archived');
+	IF settled OR NEW.hubspot_id IS NOT NULL OR NEW.last_synced_at IS NOT NULL
+	   OR NEW.in_erp IS NOT NULL OR NEW.assoc_state IS NOT NULL OR NEW.unlinked IS NOT NULL
+	   OR NEW.archived_at IS NOT NULL OR NEW.fingerprint IS NOT NULL THEN
+		INSERT INTO erpcrm.sync_key AS k (mapping_id, erp_id, state, hubspot_id, sent_seq,
+										  last_synced_at, in_erp, assoc_state, unlinked,
+										  archived_at, fingerprint)
+		VALUES (NEW.mapping_id, NEW.erp_id, CASE WHEN settled THEN NEW.state ELSE 'synced' END,
+				NEW.hubspot_id,
+				CASE WHEN settled THEN COALESCE(NEW.change_seq, 0) ELSE COALESCE(NEW.sent_seq, 0) END,
+				NEW.last_synced_at, NEW.in_erp, NEW.assoc_state, NEW.unlinked,
+				NEW.archived_at, NEW.fingerprint)
+		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
+			state = CASE WHEN settled THEN excluded.state ELSE k.state END,
+			hubspot_id = excluded.hubspot_id,
+			sent_seq = CASE WHEN settled THEN excluded.sent_seq ELSE k.sent_seq END,
+			last_synced_at = excluded.last_synced_at,
+			in_erp = excluded.in_erp,
+			assoc_state = excluded.assoc_state,
+			unlinked = excluded.unlinked,
+			archived_at = excluded.archived_at,
+			fingerprint = excluded.fingerprint;
+	ELSE
+		DELETE FROM erpcrm.sync_key k WHERE k.mapping_id = NEW.mapping_id AND k.erp_id = NEW.erp_id;
+	END IF;
+	IF settled THEN
+		DELETE FROM erpcrm.sync_queue q WHERE q.mapping_id = NEW.mapping_id AND q.erp_id = NEW.erp_id;
+	ELSE
+		INSERT INTO erpcrm.sync_queue AS q (mapping_id, erp_id, state, change_seq, sent_seq,
+											attempts, next_attempt_at, dirty_since,
+											http_status, error_category, error_message,
+											correlation_id, error_at)
+		VALUES (NEW.mapping_id, NEW.erp_id, NEW.state, COALESCE(NEW.change_seq, 1), NEW.sent_seq,
+				COALESCE(NEW.attempts, 0), COALESCE(NEW.next_attempt_at, pg_catalog.now()),
+				NEW.dirty_since, NEW.http_status, NEW.error_category, NEW.error_message,
+				NEW.correlation_id, NEW.error_at)
+		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
+			state = excluded.state, change_seq = excluded.change_seq,
+			sent_seq = excluded.sent_seq, attempts = excluded.attempts,
+			next_attempt_at = excluded.next_attempt_at, dirty_since = excluded.dirty_since,
+			http_status = excluded.http_status, error_category = excluded.error_category,
+			error_message = excluded.error_message, correlation_id = excluded.correlation_id,
+			error_at = excluded.error_at;
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION erpcrm._sync_state_write() IS 'a write to the view erpcrm.sync_state, made to erpcrm.sync_key and erpcrm.sync_queue';
+CREATE TRIGGER sync_state_write INSTEAD OF INSERT OR UPDATE OR DELETE ON erpcrm.sync_state
+	FOR EACH ROW EXECUTE FUNCTION erpcrm._sync_state_write();
 
 /* HubSpot calls made by the worker, kept for erpcrm.api_log_retention. */
 CREATE TABLE erpcrm.api_call (
@@ -369,7 +518,8 @@ SELECT pg_catalog.pg_extension_config_dump('erpcrm.control', 'WHERE false');
 SELECT pg_catalog.pg_extension_config_dump('erpcrm.pipeline_stage', '');
 SELECT pg_catalog.pg_extension_config_dump('erpcrm.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('erpcrm.fan_out', '');
-SELECT pg_catalog.pg_extension_config_dump('erpcrm.sync_state', '');
+SELECT pg_catalog.pg_extension_config_dump('erpcrm.sync_key', '');
+SELECT pg_catalog.pg_extension_config_dump('erpcrm.sync_queue', '');
 
 /* ------------------------------------------------------------------
  * C functions
@@ -1415,10 +1565,12 @@ BEGIN
 			USING HINT = 'They are listed in erpcrm.failures with category ERP_KEY_TOO_LONG. Shorten the erp_id in the view.';
 	END IF;
 	IF array_position(in_view, NULL) IS NOT NULL THEN
-		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id, state, error_category,
-											error_message, error_at)
+		INSERT INTO erpcrm.sync_queue AS s (mapping_id, erp_id, state, error_category,
+											error_message, error_at, change_seq)
 		VALUES (p_mapping_id, '', 'failed', 'ERP_NULL_ID',
-				format('rows of %s have a NULL erp_id: they cannot be sent to HubSpot', m.source), now())
+				format('rows of %s have a NULL erp_id: they cannot be sent to HubSpot', m.source), now(),
+				COALESCE((SELECT k.sent_seq FROM erpcrm.sync_key k
+						   WHERE k.mapping_id = p_mapping_id AND k.erp_id = ''), 0) + 1)
 		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
 			change_seq = s.change_seq + 1,
 			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'failed' END,
@@ -1444,11 +1596,13 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
 	WITH ins AS (
-		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id, state, error_category,
-											error_message, error_at)
+		INSERT INTO erpcrm.sync_queue AS s (mapping_id, erp_id, state, error_category,
+											error_message, error_at, change_seq)
 		SELECT p_mapping_id, erpcrm._key_ref(k.k), 'failed', 'ERP_KEY_TOO_LONG',
 			   'the key is ' || octet_length(k.k) || ' bytes long, and erpcrm keys are at most 2048 bytes; it begins with: '
-			   || "left"(k.k, 64), now()
+			   || "left"(k.k, 64), now(),
+			   COALESCE((SELECT x.sent_seq FROM erpcrm.sync_key x
+						  WHERE x.mapping_id = p_mapping_id AND x.erp_id = erpcrm._key_ref(k.k)), 0) + 1
 		  FROM (SELECT DISTINCT u.k FROM unnest(p_keys) AS u(k)
 				 WHERE octet_length(u.k) > 2048) AS k
 		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
@@ -1608,7 +1762,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
 	WITH r AS (
-		UPDATE erpcrm.sync_state SET state = 'pending', next_attempt_at = now()
+		UPDATE erpcrm.sync_queue SET state = 'pending', next_attempt_at = now()
 		 WHERE state = 'in_flight'
 		RETURNING 1)
 	SELECT count(*) FROM r;
@@ -1648,7 +1802,7 @@ DECLARE
 	keys text[];
 BEGIN
 	keys := ARRAY(
-		SELECT c.erp_id FROM erpcrm.sync_state c
+		SELECT c.erp_id FROM erpcrm.sync_queue c
 		 WHERE c.mapping_id = p_mapping_id AND c.state = 'pending'
 		   AND c.next_attempt_at <= pg_catalog.now()
 		 ORDER BY c.next_attempt_at, c.erp_id
@@ -1657,12 +1811,16 @@ BEGIN
 	IF pg_catalog.cardinality(keys) = 0 THEN
 		RETURN;
 	END IF;
+	/* (the claim writes the queue only; the HubSpot id is read) */
 	RETURN QUERY
-	UPDATE erpcrm.sync_state s
+	UPDATE erpcrm.sync_queue s
 	   SET state = 'in_flight', sent_seq = s.change_seq
 	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(keys)]), keys) AS k(mapping_id, erp_id)
 	 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
-	RETURNING s.erp_id, s.hubspot_id, s.change_seq;
+	RETURNING s.erp_id,
+			  (SELECT x.hubspot_id FROM erpcrm.sync_key x
+				WHERE x.mapping_id = s.mapping_id AND x.erp_id = s.erp_id),
+			  s.change_seq;
 END
 $$;
 
@@ -1689,7 +1847,7 @@ BEGIN
 	/* by primary key lookups only, as in _claim() */
 	SELECT pg_catalog.array_agg(s.hubspot_id) INTO old_ids
 	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
-	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	  JOIN erpcrm.sync_key s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	 WHERE s.hubspot_id IS NOT NULL
 	   AND s.hubspot_id <> p_hubspot_ids[pg_catalog.array_position(p_erp_ids, s.erp_id)];
 	IF old_ids IS NULL THEN
@@ -1712,6 +1870,8 @@ RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
 	gone bigint := 0;
@@ -1722,29 +1882,56 @@ BEGIN
 	END IF;
 	/* keys that left the view before ever reaching HubSpot leave no trace */
 	IF NOT p_in_erp THEN
-		DELETE FROM erpcrm.sync_state s
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-		   AND s.state = 'in_flight'
-		   AND s.hubspot_id IS NULL AND s.change_seq = s.sent_seq;
-		GET DIAGNOSTICS gone = ROW_COUNT;
+		WITH g AS (
+			DELETE FROM erpcrm.sync_queue q
+			 USING unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+			 WHERE q.mapping_id = k.mapping_id AND q.erp_id = k.erp_id
+			   AND q.state = 'in_flight' AND q.change_seq = q.sent_seq
+			   AND NOT EXISTS (SELECT FROM erpcrm.sync_key x
+								WHERE x.mapping_id = q.mapping_id AND x.erp_id = q.erp_id
+								  AND x.hubspot_id IS NOT NULL)
+			RETURNING q.mapping_id, q.erp_id),
+		d AS (
+			DELETE FROM erpcrm.sync_key x USING g
+			 WHERE x.mapping_id = g.mapping_id AND x.erp_id = g.erp_id)
+		SELECT pg_catalog.count(*) INTO gone FROM g;
 	END IF;
-	UPDATE erpcrm.sync_state s
-	   SET state = CASE WHEN s.change_seq <> s.sent_seq THEN 'pending'
-						WHEN p_archived THEN 'archived' ELSE 'synced' END,
-		   hubspot_id = CASE WHEN p_archived THEN s.hubspot_id
-							 ELSE COALESCE(p_hubspot_ids[pg_catalog.array_position(p_erp_ids, s.erp_id)],
-										   s.hubspot_id) END,
-		   attempts = 0,
-		   next_attempt_at = pg_catalog.now(),
-		   last_synced_at = pg_catalog.now(),
-		   in_erp = p_in_erp,
-		   dirty_since = CASE WHEN s.change_seq <> s.sent_seq THEN s.dirty_since END,
-		   http_status = NULL, error_category = NULL, error_message = NULL,
-		   correlation_id = NULL, error_at = NULL,
-		   fingerprint = CASE WHEN p_archived OR NOT p_in_erp THEN NULL
-							  ELSE p_fingerprints[pg_catalog.array_position(p_erp_ids, s.erp_id)] END
-	 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
-	   AND s.state = 'in_flight';
+	/*
+	 * The send is recorded once, in the key's sync_key row (made now for a
+	 * key sent for the first time).  Its queue entry goes, or is pending
+	 * again at once when the key changed while in flight.
+	 */
+	WITH sent AS (
+		DELETE FROM erpcrm.sync_queue q
+		 USING unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+		 WHERE q.mapping_id = k.mapping_id AND q.erp_id = k.erp_id
+		   AND q.state = 'in_flight' AND q.change_seq = q.sent_seq
+		RETURNING q.erp_id, q.sent_seq),
+	changed AS (
+		UPDATE erpcrm.sync_queue q
+		   SET state = 'pending', attempts = 0, next_attempt_at = pg_catalog.now(),
+			   http_status = NULL, error_category = NULL, error_message = NULL,
+			   correlation_id = NULL, error_at = NULL
+		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+		 WHERE q.mapping_id = k.mapping_id AND q.erp_id = k.erp_id
+		   AND q.state = 'in_flight' AND q.change_seq <> q.sent_seq
+		RETURNING q.erp_id, q.sent_seq)
+	INSERT INTO erpcrm.sync_key AS s (mapping_id, erp_id, state, hubspot_id, sent_seq,
+									  last_synced_at, in_erp, fingerprint)
+	SELECT p_mapping_id, x.erp_id, CASE WHEN p_archived THEN 'archived' ELSE 'synced' END,
+		   CASE WHEN NOT p_archived THEN p_hubspot_ids[pg_catalog.array_position(p_erp_ids, x.erp_id)] END,
+		   x.sent_seq, pg_catalog.now(), p_in_erp,
+		   CASE WHEN NOT p_archived AND p_in_erp
+				THEN p_fingerprints[pg_catalog.array_position(p_erp_ids, x.erp_id)] END
+	  FROM (SELECT * FROM sent UNION ALL SELECT * FROM changed) AS x
+	ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
+		state = excluded.state,
+		hubspot_id = CASE WHEN p_archived THEN s.hubspot_id
+						  ELSE COALESCE(excluded.hubspot_id, s.hubspot_id) END,
+		sent_seq = excluded.sent_seq,
+		last_synced_at = excluded.last_synced_at,
+		in_erp = excluded.in_erp,
+		fingerprint = excluded.fingerprint;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	RETURN gone + n;
 END
@@ -1792,9 +1979,12 @@ RETURNS bigint
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 BEGIN ATOMIC
+	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	WITH u AS (
-		UPDATE erpcrm.sync_state s
+		UPDATE erpcrm.sync_queue s
 		   SET state = CASE WHEN s.change_seq <> s.sent_seq THEN 'pending'
 							WHEN p_retry_base IS NULL THEN 'failed' ELSE 'pending' END,
 			   attempts = s.attempts + CASE WHEN p_retry_base IS NOT NULL AND p_retry_max IS NULL
@@ -1808,7 +1998,8 @@ BEGIN ATOMIC
 			   error_message = p_message,
 			   correlation_id = p_correlation_id,
 			   error_at = now()
-		 WHERE s.mapping_id = p_mapping_id AND s.erp_id = ANY (p_erp_ids)
+		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 		   AND s.state = 'in_flight'
 		RETURNING 1)
 	SELECT count(*) FROM u;
@@ -1831,7 +2022,7 @@ BEGIN ATOMIC
 	 * (|| '': not through the due index, whose next_attempt_at comes
 	 * before erp_id, which reads the mapping's whole backlog) */
 	WITH u AS (
-		UPDATE erpcrm.sync_state s
+		UPDATE erpcrm.sync_queue s
 		   SET state = 'failed',
 			   next_attempt_at = now(),
 			   error_message = s.error_message || ' (given up after ' || s.attempts || ' attempts)'
@@ -1855,7 +2046,7 @@ SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
 	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
-	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	  JOIN erpcrm.sync_queue s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	 WHERE starts_with(s.error_message, p_prefix);
 END;
 
@@ -1875,7 +2066,7 @@ DECLARE
 	n bigint;
 BEGIN
 	/* (an unchanged state writes no new row version) */
-	UPDATE erpcrm.sync_state s
+	UPDATE erpcrm.sync_key s
 	   SET assoc_state = p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)]
 	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
 	 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
@@ -1895,7 +2086,7 @@ SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
 	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
-	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	  JOIN erpcrm.sync_key s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	 WHERE s.archived_at IS NOT NULL AND s.hubspot_id IS NOT NULL;
 END;
 
@@ -1924,7 +2115,7 @@ DECLARE
 BEGIN
 	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
-		UPDATE erpcrm.sync_state s
+		UPDATE erpcrm.sync_key s
 		   SET unlinked = p_unlinked[array_position(p_synced, s.erp_id)]::jsonb, archived_at = NULL
 		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_synced)]), p_synced) AS k(mapping_id, erp_id)
 		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
@@ -1933,7 +2124,7 @@ BEGIN
 	END IF;
 	IF p_archived IS NOT NULL AND cardinality(p_archived) > 0 THEN
 		WITH u AS (
-			UPDATE erpcrm.sync_state s
+			UPDATE erpcrm.sync_key s
 			   SET archived_at = COALESCE(s.archived_at, now()), unlinked = NULL
 			  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_archived)]), p_archived) AS k(mapping_id, erp_id)
 			 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
@@ -1951,22 +2142,19 @@ BEGIN
 
 	/* dependents sent without a link to a key that is in HubSpot now get it */
 	/* (one association at a time: the dependents' unlinked keys are read
-	 * through sync_state_unlinked, never the dependent mapping whole) */
+	 * through sync_key_unlinked, never the dependent mapping whole) */
 	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
 		FOR dep IN SELECT a.mapping_id, a.column_name FROM erpcrm.association a
 					WHERE a.target_id = p_mapping_id LOOP
-			UPDATE erpcrm.sync_state r
-			   SET change_seq = r.change_seq + 1,
-				   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
-				   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
-				   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE now() END,
-				   dirty_since = COALESCE(r.dirty_since, now())
-			 WHERE r.mapping_id = dep.mapping_id
-			   AND r.unlinked IS NOT NULL
-			   AND r.unlinked ->> dep.column_name = ANY (p_synced)
-			   AND r.state IN ('synced', 'failed', 'pending', 'in_flight');
-			GET DIAGNOSTICS k = ROW_COUNT;
-			n := n + k;
+			n := n + erpcrm._dirty(dep.mapping_id, ARRAY(
+				SELECT r.erp_id FROM erpcrm.sync_key r
+				 WHERE r.mapping_id = dep.mapping_id
+				   AND r.unlinked IS NOT NULL
+				   AND r.unlinked ->> dep.column_name = ANY (p_synced)
+				   /* not discarded */
+				   AND COALESCE((SELECT q.state FROM erpcrm.sync_queue q
+								  WHERE q.mapping_id = r.mapping_id AND q.erp_id = r.erp_id),
+								r.state) IN ('synced', 'failed', 'pending', 'in_flight')));
 		END LOOP;
 	END IF;
 	RETURN n;
@@ -1986,7 +2174,7 @@ SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
 	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
-	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	  JOIN erpcrm.sync_queue s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	 WHERE s.error_category = 'WAITING_FOR_SEARCH'
 	   AND s.error_at <= now() - make_interval(secs => p_settle_ms / 1000.0);
 END;
@@ -2002,6 +2190,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM erpcrm._check_worker('record a HubSpot call in erpcrm.api_log',
+		(SELECT m.owner FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id));
 	INSERT INTO erpcrm.api_call VALUES (p_called_at, p_method, p_path, p_status,
 		p_latency_ms, p_inputs, p_category, p_correlation_id, p_mapping_id);
 	IF random() < 0.01 THEN
@@ -2037,6 +2227,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('count the owners mapping "%s" named that HubSpot does not know', m.name), m.owner)
+	  FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id;
 	INSERT INTO erpcrm.owner_miss AS o (mapping_id, unknown_owners, last_at)
 	VALUES (p_mapping_id, p_n, pg_catalog.now())
 	ON CONFLICT (mapping_id) DO UPDATE
@@ -2145,8 +2337,10 @@ DECLARE
 	k text := erpcrm._key_ref(discard.erp_id);
 	st text;
 BEGIN
+	PERFORM FROM erpcrm.sync_queue q WHERE q.mapping_id = m.mapping_id AND q.erp_id = k FOR UPDATE;
+	PERFORM FROM erpcrm.sync_key s WHERE s.mapping_id = m.mapping_id AND s.erp_id = k FOR UPDATE;
 	SELECT s.state INTO st FROM erpcrm.sync_state s
-	 WHERE s.mapping_id = m.mapping_id AND s.erp_id = k FOR UPDATE;
+	 WHERE s.mapping_id = m.mapping_id AND s.erp_id = k;
 	IF NOT FOUND THEN
 		RETURN false;
 	END IF;
@@ -2628,7 +2822,8 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA erpcrm FROM PUBLIC;
 
 GRANT SELECT ON erpcrm.status, erpcrm.failures, erpcrm.api_log, erpcrm.worker,
 	erpcrm.unlinked, erpcrm.mapping, erpcrm.association, erpcrm.watch,
-	erpcrm.sync_state, erpcrm.control, erpcrm.pipeline_stage, erpcrm.fan_out
+	erpcrm.sync_state, erpcrm.sync_key, erpcrm.sync_queue,
+	erpcrm.control, erpcrm.pipeline_stage, erpcrm.fan_out
 	TO erpcrm_monitor, pg_monitor;
 GRANT SELECT ON erpcrm.hubspot_owner TO erpcrm_admin, erpcrm_monitor;
 GRANT EXECUTE ON FUNCTION erpcrm._worker_state(), erpcrm.key_status(text, text),
@@ -2718,10 +2913,14 @@ RETURNS bigint
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+	/* (a key sent before counts its changes on from the one it sent) */
 	WITH ins AS (
-		INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id)
-		SELECT DISTINCT p_mapping_id, k.k FROM unnest(p_erp_ids) AS k(k)
-		 WHERE octet_length(k.k) <= 2048
+		INSERT INTO erpcrm.sync_queue AS s (mapping_id, erp_id, change_seq)
+		SELECT p_mapping_id, k.k,
+			   COALESCE((SELECT x.sent_seq FROM erpcrm.sync_key x
+						  WHERE x.mapping_id = p_mapping_id AND x.erp_id = k.k), 0) + 1
+		  FROM (SELECT DISTINCT u.k FROM unnest(p_erp_ids) AS u(k)
+				 WHERE octet_length(u.k) <= 2048) AS k
 		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
 			change_seq = s.change_seq + 1,
 			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'pending' END,
@@ -2756,7 +2955,7 @@ SET enable_mergejoin = off
 BEGIN ATOMIC
 	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	WITH u AS (
-		UPDATE erpcrm.sync_state s
+		UPDATE erpcrm.sync_queue s
 		   SET state = 'pending'
 		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
 		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
@@ -2771,14 +2970,14 @@ GRANT EXECUTE ON FUNCTION erpcrm._unclaim(integer, text[]) TO erpcrm_admin;
 /* The dependents of a target whose HubSpot id changed or that was archived
  * are found by the associations they hold (column=hubspot id), not by
  * reading the dependent mapping whole. */
-CREATE INDEX sync_state_assoc ON erpcrm.sync_state
+CREATE INDEX sync_key_assoc ON erpcrm.sync_key
 	USING gin (pg_catalog.string_to_array(assoc_state, ';'))
 	WHERE assoc_state IS NOT NULL;
 
 /*
  * Dependents of a target mapping linked to any of these HubSpot ids: sent
  * again (in flight too when p_in_flight).  One association at a time, found
- * through sync_state_assoc by the "column=hubspot id" entries of their
+ * through sync_key_assoc by the "column=hubspot id" entries of their
  * assoc_state, never by reading the dependent mapping whole.
  */
 CREATE FUNCTION erpcrm._redirty_linked(p_target_id integer, p_hubspot_ids text[], p_in_flight boolean)
@@ -2796,19 +2995,18 @@ BEGIN
 				WHERE a.target_id = p_target_id LOOP
 		links := ARRAY(SELECT dep.column_name || '=' || o.id
 						 FROM pg_catalog.unnest(p_hubspot_ids) AS o(id));
-		UPDATE erpcrm.sync_state r
-		   SET change_seq = r.change_seq + 1,
-			   state = CASE WHEN r.state = 'in_flight' THEN r.state ELSE 'pending' END,
-			   attempts = CASE WHEN r.state = 'in_flight' THEN r.attempts ELSE 0 END,
-			   next_attempt_at = CASE WHEN r.state = 'in_flight' THEN r.next_attempt_at ELSE pg_catalog.now() END,
-			   dirty_since = COALESCE(r.dirty_since, pg_catalog.now())
-		 WHERE pg_catalog.string_to_array(r.assoc_state, ';') OPERATOR(pg_catalog.&&) links
-		   AND r.assoc_state IS NOT NULL
-		   /* (+ 0: not by the primary key, which reads the mapping whole) */
-		   AND r.mapping_id + 0 = dep.mapping_id
-		   AND (r.state IN ('synced', 'failed', 'pending') OR (p_in_flight AND r.state = 'in_flight'));
-		GET DIAGNOSTICS k = ROW_COUNT;
-		n := n + k;
+		n := n + erpcrm._dirty(dep.mapping_id, ARRAY(
+			SELECT x.erp_id
+			  FROM (SELECT r.erp_id,
+						   COALESCE((SELECT q.state FROM erpcrm.sync_queue q
+									  WHERE q.mapping_id = r.mapping_id AND q.erp_id = r.erp_id),
+									r.state) AS state
+					  FROM erpcrm.sync_key r
+					 WHERE pg_catalog.string_to_array(r.assoc_state, ';') OPERATOR(pg_catalog.&&) links
+					   AND r.assoc_state IS NOT NULL
+					   /* (+ 0: not by the primary key, which reads the mapping whole) */
+					   AND r.mapping_id + 0 = dep.mapping_id) AS x
+			 WHERE x.state IN ('synced', 'failed', 'pending') OR (p_in_flight AND x.state = 'in_flight')));
 	END LOOP;
 	RETURN n;
 END
@@ -2888,10 +3086,12 @@ SET enable_mergejoin = off
 BEGIN ATOMIC
 	SELECT s.erp_id, s.fingerprint, m.fingerprint_epoch
 	  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
-	  JOIN erpcrm.sync_state s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
+	  JOIN erpcrm.sync_key s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	  JOIN erpcrm.mapping m ON m.mapping_id = p_mapping_id
 	 WHERE s.fingerprint IS NOT NULL AND s.hubspot_id IS NOT NULL
-	   AND s.error_category IS NULL;
+	   AND NOT EXISTS (SELECT FROM erpcrm.sync_queue q
+						WHERE q.mapping_id = k.mapping_id AND q.erp_id = k.erp_id
+						  AND q.error_category IS NOT NULL);
 END;
 REVOKE ALL ON FUNCTION erpcrm._stored_fingerprints(integer, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._stored_fingerprints(integer, text[]) TO erpcrm_admin;
@@ -2914,6 +3114,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+	SELECT erpcrm._check_worker(pg_catalog.format('count the keys of mapping "%s" found unchanged', m.name), m.owner)
+	  FROM erpcrm.mapping m WHERE m.mapping_id = p_mapping_id;
 	INSERT INTO erpcrm.fingerprint_stat AS f (mapping_id, unchanged)
 	VALUES (p_mapping_id, p_n)
 	ON CONFLICT (mapping_id) DO UPDATE SET unchanged = f.unchanged + excluded.unchanged;
@@ -2977,11 +3179,15 @@ DECLARE
 	changed text[];
 BEGIN
 	dirtied := 0;
-	/* the step's last key, and its keys whose state refresh looks at */
+	/* the step's last key, and its keys whose state refresh looks at: those
+	 * HubSpot holds (sync_key) that are not in the queue */
 	SELECT pg_catalog.max(x.erp_id),
-		   pg_catalog.array_agg(x.erp_id) FILTER (WHERE x.state IN ('synced', 'archived'))
+		   pg_catalog.array_agg(x.erp_id) FILTER (WHERE NOT x.queued)
 	  INTO last_key, keys
-	  FROM (SELECT s.erp_id, s.state FROM erpcrm.sync_state s
+	  FROM (SELECT s.erp_id,
+				   EXISTS (SELECT FROM erpcrm.sync_queue q
+							WHERE q.mapping_id = s.mapping_id AND q.erp_id = s.erp_id) AS queued
+			  FROM erpcrm.sync_key s
 			 WHERE s.mapping_id = p_mapping_id AND (p_after IS NULL OR s.erp_id > p_after)
 			 ORDER BY s.erp_id
 			 LIMIT p_n) AS x;
@@ -2993,7 +3199,7 @@ BEGIN
 		WITH f AS MATERIALIZED (SELECT * FROM erpcrm._fingerprints(p_mapping_id, keys))
 		SELECT s.erp_id
 		  FROM pg_catalog.unnest(keys) AS k(erp_id)
-		  JOIN erpcrm.sync_state s ON s.mapping_id = p_mapping_id AND s.erp_id = k.erp_id
+		  JOIN erpcrm.sync_key s ON s.mapping_id = p_mapping_id AND s.erp_id = k.erp_id
 		  LEFT JOIN f ON f.erp_id = k.erp_id
 		 WHERE CASE WHEN s.state = 'archived' THEN f.erp_id IS NOT NULL
 					WHEN f.erp_id IS NOT NULL
@@ -3024,11 +3230,13 @@ BEGIN
 	IF NOT FOUND OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = m.source) THEN
 		RETURN 0;
 	END IF;
-	INSERT INTO erpcrm.sync_state AS s (mapping_id, erp_id)
+	INSERT INTO erpcrm.sync_queue AS s (mapping_id, erp_id)
 	SELECT p_mapping_id, k.k
 	  FROM erpcrm._view_keys_all(m.source, m.owner) AS k(k)
 	 WHERE k.k IS NOT NULL AND pg_catalog.octet_length(k.k) <= 2048
-	   AND NOT EXISTS (SELECT FROM erpcrm.sync_state x
+	   AND NOT EXISTS (SELECT FROM erpcrm.sync_key x
+					    WHERE x.mapping_id = p_mapping_id AND x.erp_id = k.k)
+	   AND NOT EXISTS (SELECT FROM erpcrm.sync_queue x
 					    WHERE x.mapping_id = p_mapping_id AND x.erp_id = k.k)
 	ON CONFLICT (mapping_id, erp_id) DO NOTHING;
 	GET DIAGNOSTICS n = ROW_COUNT;
@@ -3209,8 +3417,10 @@ BEGIN
 	END IF;
 	k := erpcrm._key_ref(forget.erp_id);
 	h := erpcrm._key_hash(forget.erp_id);
+	PERFORM FROM erpcrm.sync_queue q WHERE q.mapping_id = m.mapping_id AND q.erp_id = k FOR UPDATE;
+	PERFORM FROM erpcrm.sync_key s WHERE s.mapping_id = m.mapping_id AND s.erp_id = k FOR UPDATE;
 	SELECT s.state, s.hubspot_id INTO st, hs FROM erpcrm.sync_state s
-	 WHERE s.mapping_id = m.mapping_id AND s.erp_id = k FOR UPDATE;
+	 WHERE s.mapping_id = m.mapping_id AND s.erp_id = k;
 	IF st = 'in_flight' THEN
 		RAISE EXCEPTION 'key of mapping "%" is being sent right now', m.name
 			USING ERRCODE = 'object_in_use',
@@ -3316,16 +3526,25 @@ RETURNS SETOF text
 LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 	/* the keys with a tombstone first, then their rows by the primary key */
-	DELETE FROM erpcrm.sync_state s
-	 WHERE s.mapping_id = p_mapping_id
-	   AND s.erp_id = ANY (ARRAY(
-			SELECT k.k FROM pg_catalog.unnest(p_erp_ids) AS k(k)
-			 WHERE EXISTS (SELECT FROM erpcrm.forgotten f
-							WHERE f.mapping_id = p_mapping_id
-							  AND f.key_hash = erpcrm._key_hash(k.k))))
-	RETURNING s.erp_id;
+	WITH gone AS MATERIALIZED (
+		SELECT p_mapping_id AS mapping_id, k.k AS erp_id
+		  FROM pg_catalog.unnest(p_erp_ids) AS k(k)
+		 WHERE EXISTS (SELECT FROM erpcrm.forgotten f
+						WHERE f.mapping_id = p_mapping_id
+						  AND f.key_hash = erpcrm._key_hash(k.k))),
+	q AS (
+		DELETE FROM erpcrm.sync_queue s USING gone g
+		 WHERE s.mapping_id = g.mapping_id AND s.erp_id = g.erp_id
+		RETURNING s.erp_id),
+	k AS (
+		DELETE FROM erpcrm.sync_key s USING gone g
+		 WHERE s.mapping_id = g.mapping_id AND s.erp_id = g.erp_id
+		RETURNING s.erp_id)
+	SELECT q.erp_id FROM q UNION SELECT k.erp_id FROM k;
 $$;
 REVOKE ALL ON FUNCTION erpcrm._drop_forgotten(integer, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._drop_forgotten(integer, text[]) TO erpcrm_admin;

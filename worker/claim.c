@@ -465,16 +465,22 @@ keys_due(MappingDef *m)
 	Oid			types[1] = {INT4OID};
 	Datum		args[1];
 	bool		isnull;
+	char	   *query;
+	bool		due;
 
+	/* the due queue (1.3), or older SQL's sync_state (worker.c) */
+	query = psprintf("SELECT COALESCE((SELECT s.next_attempt_at <= pg_catalog.now()"
+					 " FROM %s s"
+					 " WHERE s.mapping_id = $1 AND s.state = 'pending'"
+					 " ORDER BY s.next_attempt_at LIMIT 1), false)",
+					 erpcrm_due_relation());
 	args[0] = Int32GetDatum(m->id);
-	if (erpcrm_execute_kept("SELECT COALESCE((SELECT s.next_attempt_at <= pg_catalog.now()"
-							" FROM erpcrm.sync_state s"
-							" WHERE s.mapping_id = $1 AND s.state = 'pending'"
-							" ORDER BY s.next_attempt_at LIMIT 1), false)",
-							1, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+	if (erpcrm_execute_kept(query, 1, types, args, NULL, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not look for keys due of mapping \"%s\"", m->name);
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	due = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	pfree(query);
+	return due;
 }
 
 /*

@@ -72,6 +72,7 @@ typedef struct DeliveryOutcome
 extern void erpcrm_deliver_batch(List *order, int pos, DeliveryOutcome *outcome);
 extern bool erpcrm_delivery_flush(DeliveryOutcome *outcome);
 extern void erpcrm_delivery_forget(void);
+extern const char *erpcrm_due_relation(void);
 
 /* One request erpcrm.preview() shows, or (method NULL) what a key waits for. */
 typedef struct PreviewStep

@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -34,6 +35,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -168,6 +170,21 @@ configure_client(void)
 }
 
 /*
+ * Where the due keys are: the due queue of its own (1.3), or, with older
+ * SQL, sync_state, which held the due index itself.  Looked up each time,
+ * as ALTER EXTENSION UPDATE may run under the worker.
+ */
+const char *
+erpcrm_due_relation(void)
+{
+	Oid			nsp = get_namespace_oid("erpcrm", true);
+
+	if (OidIsValid(nsp) && OidIsValid(get_relname_relid("sync_queue", nsp)))
+		return "erpcrm.sync_queue";
+	return "erpcrm.sync_state";
+}
+
+/*
  * Whether erpcrm.pause() holds, and when the next key is due (0: none).
  * SPI is connected.
  */
@@ -175,18 +192,21 @@ static void
 read_next_due(bool *paused, TimestampTz *next_due)
 {
 	int			ret;
+	char	   *query;
 
 	/*
 	 * The next due key: the first entry of each mapping's due index, so
 	 * that the cost does not grow with the number of keys.
 	 */
-	ret = erpcrm_run_kept("SELECT c.paused,"
-						  " (SELECT min((SELECT s.next_attempt_at FROM erpcrm.sync_state s"
-						  "   WHERE s.mapping_id = m.mapping_id AND s.state = 'pending'"
-						  "   ORDER BY s.next_attempt_at LIMIT 1))"
-						  "  FROM erpcrm.mapping m)"
-						  " FROM erpcrm.control c",
-						  true, 1);
+	query = psprintf("SELECT c.paused,"
+					 " (SELECT min((SELECT s.next_attempt_at FROM %s s"
+					 "   WHERE s.mapping_id = m.mapping_id AND s.state = 'pending'"
+					 "   ORDER BY s.next_attempt_at LIMIT 1))"
+					 "  FROM erpcrm.mapping m)"
+					 " FROM erpcrm.control c",
+					 erpcrm_due_relation());
+	ret = erpcrm_run_kept(query, true, 1);
+	pfree(query);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read erpcrm.control");
 	{
@@ -864,6 +884,20 @@ leave_if_no_extension(void)
 {
 	if (erpcrm_database[0] != '\0')
 		return false;
+	/* tests only: where a CREATE EXTENSION committing now races the launcher */
+	if (erpcrm_test_probe_pause_ms > 0)
+	{
+		TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														erpcrm_test_probe_pause_ms);
+
+		pgstat_report_activity(STATE_RUNNING,
+							   "erpcrm: no erpcrm here; pausing before leaving (erpcrm.test_probe_pause)");
+		while (GetCurrentTimestamp() < until)
+		{
+			CHECK_FOR_INTERRUPTS();
+			pg_usleep(50000L);
+		}
+	}
 	SpinLockAcquire(&erpcrm_shared->mutex);
 	erpcrm_shared->no_extension = true;
 	SpinLockRelease(&erpcrm_shared->mutex);

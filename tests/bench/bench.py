@@ -792,12 +792,16 @@ VALUES ('warm-up', 'latency.example', clock_timestamp());
     seq0 = mock.requests()["lastSeq"]
     log("latency: %d commits at %d/s" % (commits, rate))
     script = os.path.join(HERE, "latency.sql")
+    # the worker's CPU per commit: steadier than the latency on a busy machine
+    wpid = worker_pid(pg)
+    c0 = proc_cpu(wpid)
     cmd = ["pgbench", "-n", "-M", "prepared", "-c", "1", "-j", "1",
            "-t", str(commits), "-R", str(rate)] + pg.conn() + \
         ["-f", script, "postgres"]
     bench_out = run(cmd)
     if pg.sql("postgres", "SELECT erpcrm.wait_for_sync('120 s', 'latency')") != "t":
         raise RuntimeError("the latency rows were not all delivered")
+    cpu_ms = 1000.0 * (proc_cpu(wpid) - c0) / commits
     arrival = {}
     for e in mock.requests(seq0)["results"]:
         body = e.get("body")
@@ -820,6 +824,7 @@ VALUES ('warm-up', 'latency.example', clock_timestamp());
         "p50": percentile(lat, 50), "p95": percentile(lat, 95),
         "p99": percentile(lat, 99), "max": max(lat) if lat else float("nan"),
         "commit_ms": float(m.group(1)) if m else float("nan"),
+        "cpu_ms": cpu_ms,
     }
 
 
@@ -831,12 +836,37 @@ def median(values):
     return s[k] if len(s) % 2 else (s[k - 1] + s[k]) / 2.0
 
 
+def state_tables(pg):
+    """
+    The tables of the keys' state: sync_key (one row per key HubSpot holds,
+    the part that grows with the history) and sync_queue (the backlog and
+    the failures) as of 1.3; sync_state alone before.  The first is the one
+    the size goal is about.
+    """
+    if pg.sql("postgres", "SELECT to_regclass('erpcrm.sync_key') IS NOT NULL") == "t":
+        return ["sync_key", "sync_queue"]
+    return ["sync_state"]
+
+
 def relation_bytes(pg):
-    """sync_state's heap (with TOAST) and its indexes, in bytes."""
-    out = pg.sql("postgres", "SELECT pg_table_size('erpcrm.sync_state'),"
-                 " pg_indexes_size('erpcrm.sync_state')")
-    t, i = (int(x) for x in out.split("|"))
-    return t, i
+    """Each state table's heap (with TOAST) and its indexes, in bytes."""
+    sizes = {}
+    for t in state_tables(pg):
+        out = pg.sql("postgres", "SELECT pg_table_size('erpcrm.%s'),"
+                     " pg_indexes_size('erpcrm.%s')" % (t, t))
+        sizes[t] = tuple(int(x) for x in out.split("|"))
+    return sizes
+
+
+def table_counters(pg):
+    """Each state table's rows inserted, updated, HOT-updated, autovacuums, autoanalyzes."""
+    counters = {}
+    for t in state_tables(pg):
+        counters[t] = tuple(int(x) for x in pg.sql(
+            "postgres", "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd, autovacuum_count,"
+            " autoanalyze_count FROM pg_stat_user_tables"
+            " WHERE relid = 'erpcrm.%s'::regclass" % t).split("|"))
+    return counters
 
 
 def batch_work(pg):
@@ -917,10 +947,8 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
         seq0 = mock.requests()["lastSeq"]
         c0 = proc_cpu(pid)
         sent0 = int(pg.sql("postgres", "SELECT objects_sent FROM erpcrm.worker"))
-        # sync_state's counters before this size (they add up over the sizes)
-        upd0, hot0, av0, aa0 = (int(x) for x in pg.sql(
-            "postgres", "SELECT n_tup_upd, n_tup_hot_upd, autovacuum_count, autoanalyze_count"
-            " FROM pg_stat_user_tables WHERE relid = 'erpcrm.sync_state'::regclass").split("|"))
+        # the state tables' counters before this size (they add up over the sizes)
+        counters0 = table_counters(pg)
         work0 = batch_work(pg)
         t0 = time.time()
         rounds = []
@@ -972,11 +1000,16 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
         fr = starts[:per_round]
         b_wall = (fr[-1] - fr[0]) if len(fr) > 1 else float("nan")
         http = median([e["durationMs"] for e in reqs])
-        stats = pg.sql("postgres", "SELECT n_tup_upd, n_tup_hot_upd, autovacuum_count,"
-                       " autoanalyze_count, n_dead_tup FROM pg_stat_user_tables"
-                       " WHERE relid = 'erpcrm.sync_state'::regclass")
-        upd, hot, av, aa, dead = (int(x) for x in stats.split("|"))
-        upd, hot, av, aa = upd - upd0, hot - hot0, av - av0, aa - aa0
+        counters1 = table_counters(pg)
+        # per table: row versions written (inserted or updated), updates, HOT updates
+        versions = {}
+        for t, c1_ in counters1.items():
+            c0_ = counters0[t]
+            versions[t] = (c1_[0] - c0_[0] + c1_[1] - c0_[1], c1_[1] - c0_[1], c1_[2] - c0_[2])
+        main = state_tables(pg)[0]
+        av = counters1[main][3] - counters0[main][3]
+        aa = counters1[main][4] - counters0[main][4]
+        upd, hot = versions[main][1], versions[main][2]
         churn = relation_bytes(pg)
         total_sent = n * len(rounds)
         r = {
@@ -989,22 +1022,24 @@ SELECT erpcrm.map('%s', 'bench.hs_%s', 'companies');
             "cpu_first": cpu_first, "cpu_last": cpu_last,
             "cpu_share": (c1 - c0) / (time.time() - t0),
             "bytes_backfill": sizes_after, "bytes_churn": churn,
-            "upd": upd, "hot": hot, "autovacuum": av, "autoanalyze": aa, "dead": dead,
+            "upd": upd, "hot": hot, "autovacuum": av, "autoanalyze": aa,
+            "versions": versions, "main": main,
             "load": (load0, os.getloadavg()[0]),
             "per_batch": per_batch(work0, work1, len(reqs)),
         }
         log("scale: %d keys: %.0f objects/s; ms/batch %.1f -> %.1f; %.0f cpu us/object;"
-            " %.0f + %.0f bytes/key after the backfill, %.0f + %.0f after %d rounds;"
+            " %s: %.0f + %.0f bytes/key after the backfill, %.0f + %.0f after %d rounds;"
             " autovacuum %d, autoanalyze %d"
-            % (n, r["rate"], first, last, r["cpu_us"], sizes_after[0] / n,
-               sizes_after[1] / n, churn[0] / n, churn[1] / n, len(rounds), av, aa))
+            % (n, r["rate"], first, last, r["cpu_us"], main, sizes_after[main][0] / n,
+               sizes_after[main][1] / n, churn[main][0] / n, churn[main][1] / n,
+               len(rounds), av, aa))
         r["latency"] = latency_probe(pg, mock, setting("BENCH_SCALE_LAT_COMMITS"))
         log("scale: %d keys: latency p50 %.1f ms, p95 %.1f ms"
             % (n, r["latency"]["p50"], r["latency"]["p95"]))
         res["scale"].append(r)
-        # the next size starts from an empty sync_state
-        pg.sql("postgres", "SELECT erpcrm.unmap('%s'); DROP VIEW bench.hs_%s;"
-               " VACUUM FULL erpcrm.sync_state;" % (name, name))
+        # the next size starts from empty state tables
+        pg.sql("postgres", "SELECT erpcrm.unmap('%s'); DROP VIEW bench.hs_%s; %s"
+               % (name, name, " ".join("VACUUM FULL erpcrm.%s;" % t for t in state_tables(pg))))
     pg.sql("postgres", "ALTER SYSTEM RESET autovacuum_naptime; ALTER SYSTEM RESET track_functions;"
            " SELECT pg_reload_conf();")
 
@@ -1130,6 +1165,7 @@ def table(res):
              "p50<=20, p99<=100",
              "yes" if l["p50"] <= 20 and l["p99"] <= 100 else "NO")
         line("max [ms]", "%.1f" % l["max"])
+        line("worker CPU per commit [ms]", "%.2f" % l.get("cpu_ms", float("nan")))
         line("commit itself, pgbench average [ms]", "%.2f" % l["commit_ms"])
     if res.get("rss_after"):
         s, a, m, e = (res["rss_start"], res["rss_after"], res["rss_mid"],
@@ -1165,13 +1201,18 @@ def table(res):
         w("   of all rounds (wall time: moves with the machine's other load); CPU us/object: "
           "the worker process (its SQL included) per object sent, all rounds and")
         w("   first / last 10 % of the objects (the steadier flatness measure); "
-          "bytes/key: sync_state heap + indexes")
+          "bytes/key: heap + indexes per key of the mapping,")
+        w("   of sync_key (one row per key HubSpot holds, the part that grows with the history; "
+          "the goal) and of sync_queue (the backlog, apart)")
+        w("   (before 1.3's split: sync_state); row versions: rows inserted or updated per "
+          "object sent, and the share of the updates that were HOT")
         for r in res["scale"]:
             n = r["n"]
+            main = r["main"]
             w("   %s keys (%d round%s, resync itself %.1f s; autovacuum ran %d, "
-              "autoanalyze %d times; %d of its %d updates of sync_state HOT; load %.1f -> %.1f)"
+              "autoanalyze %d times on %s; %d of its %d updates HOT; load %.1f -> %.1f)"
               % ("{:,}".format(n), r["rounds"], "" if r["rounds"] == 1 else "s",
-                 r["resync"], r["autovacuum"], r["autoanalyze"], r["hot"], r["upd"],
+                 r["resync"], r["autovacuum"], r["autoanalyze"], main, r["hot"], r["upd"],
                  r["load"][0], r["load"][1]))
             goal_n = {1000000: 5000, 100000: 20000}.get(n)
             goal_rate = ">= {:,}".format(goal_n) if goal_n else ""
@@ -1197,15 +1238,24 @@ def table(res):
                   ", ".join("%s %.2f x %.3f" % (f[0], f[1], f[2] / f[1] if f[1] else 0.0)
                             for f in top))
             sent = n * r["rounds"]
-            line("sync_state row versions per object sent, HOT",
-                 "%.2f, %.0f %%" % (r["upd"] / sent, 100.0 * r["hot"] / max(r["upd"], 1)))
-            tb, ib = r["bytes_backfill"]
-            tc, ic = r["bytes_churn"]
-            line("sync_state after the backfill [bytes/key]",
+            for t, (v, u, h) in sorted(r["versions"].items(), key=lambda x: x[0] != main):
+                line("%s row versions per object sent, HOT" % t,
+                     "%.2f, %.0f %%" % (v / sent, 100.0 * h / max(u, 1)))
+            tb, ib = r["bytes_backfill"][main]
+            tc, ic = r["bytes_churn"][main]
+            line("%s after the backfill [bytes/key]" % main,
                  "%.0f (%.0f+%.0f)" % ((tb + ib) / n, tb / n, ib / n), "< 150",
                  verdict((tb + ib) / n, 150, higher=False) if (tb + ib) / n >= 150 else "yes")
-            line("sync_state after %d rounds [bytes/key]" % r["rounds"],
+            line("%s after %d rounds [bytes/key]" % (main, r["rounds"]),
                  "%.0f (%.0f+%.0f)" % ((tc + ic) / n, tc / n, ic / n))
+            for t in r["bytes_churn"]:
+                if t == main:
+                    continue
+                qb, qib = r["bytes_backfill"][t]
+                qc, qic = r["bytes_churn"][t]
+                line("%s after the backfill / %d rounds [bytes/key]" % (t, r["rounds"]),
+                     "%.0f (%.0f+%.0f) / %.0f (%.0f+%.0f)"
+                     % ((qb + qib) / n, qb / n, qib / n, (qc + qic) / n, qc / n, qic / n))
             l = r["latency"]
             goal_lat = "p50<=20, p95<=100" if n == 1000000 else ""
             met_lat = "info"
@@ -1214,6 +1264,7 @@ def table(res):
                     "NO (p50 %.1fx, p95 %.1fx the goal)" % (l["p50"] / 20.0, l["p95"] / 100.0)
             line("commit -> request p50 / p95 / max [ms]",
                  "%.1f/%.1f/%.1f" % (l["p50"], l["p95"], l["max"]), goal_lat, met_lat)
+            line("   worker CPU per commit [ms]", "%.2f" % l.get("cpu_ms", float("nan")))
             # why a goal is missed, from this run's own figures
             why = []
             if goal_n and r["rate"] < goal_n:
@@ -1224,9 +1275,10 @@ def table(res):
                            % (r["cpu_share"], r["cpu_us"], one_core, r["http_ms"]))
             if (tb + ib) / n >= 150:
                 why.append("size: heap %.0f + indexes %.0f bytes/key; every object sent wrote"
-                           " %.2f versions of its row, %.0f %% of them HOT (an indexed column"
-                           " changed or its page had no room)"
-                           % (tb / n, ib / n, r["upd"] / sent, 100.0 * r["hot"] / max(r["upd"], 1)))
+                           " %.2f versions of its row, %.0f %% of the updates HOT (an indexed"
+                           " column changed or its page had no room)"
+                           % (tb / n, ib / n, r["versions"][main][0] / sent,
+                              100.0 * r["hot"] / max(r["upd"], 1)))
             if n == 1000000 and not (l["p50"] <= 20 and l["p95"] <= 100):
                 why.append("latency: the machine's load average was %.1f to %.1f on %d cores;"
                            " the worker waits for a core"

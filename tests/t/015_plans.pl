@@ -1,9 +1,10 @@
 # Flat at scale: every statement the worker runs per batch and per cycle
 # (claim, read, done, error, association state, links and dependents, fold,
 # the next-due query, recovery, keys given up or given back) reads a
-# mapping's sync_state through an index, bounded by the batch, whatever
-# ANALYZE last saw.  auto_explain logs the plan of each statement the worker
-# runs, nested ones included; no plan may scan sync_state sequentially, hash
+# mapping's state (the view erpcrm.sync_state over the tables sync_key and
+# sync_queue) through an index, bounded by the batch, whatever ANALYZE last
+# saw.  auto_explain logs the plan of each statement the worker runs, nested
+# ones included; no plan may scan those tables sequentially, hash
 # or merge-join it, sort its rows, or find a batch's keys by erp_id as a later
 # column of an index whose earlier columns only the mapping bounds.
 # The checker itself is shown to catch each of these on plans made bad on
@@ -43,7 +44,8 @@ SELECT pg_reload_conf();
 
 my $logpos = 0;
 
-# The columns of each index of sync_state, in order.
+# The tables behind erpcrm.sync_state, and the columns of their indexes.
+my $state_rel = qr/^sync_(?:key|queue)$/;
 my %index_columns;
 for my $row (split /\n/, $node->safe_psql('postgres', q{
 SELECT c.relname, string_agg(a.attname, ',' ORDER BY k.n)
@@ -51,14 +53,15 @@ SELECT c.relname, string_agg(a.attname, ',' ORDER BY k.n)
   JOIN pg_class c ON c.oid = i.indexrelid
   CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
- WHERE i.indrelid = 'erpcrm.sync_state'::regclass
+ WHERE i.indrelid IN ('erpcrm.sync_key'::regclass, 'erpcrm.sync_queue'::regclass)
  GROUP BY c.relname}))
 {
 	my ($name, $cols) = split /\|/, $row;
 	$index_columns{$name} = [ split /,/, $cols ];
 }
-is_deeply($index_columns{sync_state_pkey}, [ 'mapping_id', 'erp_id' ],
-	'the columns of the indexes of sync_state are known');
+is_deeply([ @index_columns{qw(sync_key_pkey sync_queue_pkey sync_queue_due)} ],
+	[ [ 'mapping_id', 'erp_id' ], [ 'mapping_id', 'erp_id' ], [ 'mapping_id', 'next_attempt_at', 'erp_id' ] ],
+	'the columns of the indexes of sync_key and sync_queue are known');
 
 # Plans logged since the last look by the worker (or another backend type):
 # [query text, plan tree].
@@ -79,24 +82,24 @@ sub worker_plans
 	return @plans;
 }
 
-# What is wrong with a plan: sync_state read whole, hashed, merged or sorted.
+# What is wrong with a plan: a mapping's state read whole, hashed, merged or sorted.
 sub plan_faults
 {
 	my ($node_, $under) = @_;
 	my @faults;
 	my $type = $node_->{'Node Type'};
 	my $rel = $node_->{'Relation Name'} // '';
-	push @faults, "$type on sync_state"
-	  if $rel eq 'sync_state' && $type =~ /Seq Scan|Sample Scan|Tid Range/;
+	push @faults, "$type on $rel"
+	  if $rel =~ $state_rel && $type =~ /Seq Scan|Sample Scan|Tid Range/;
 	# an index scan of the whole mapping that picks the batch's keys out
-	# with a filter: what the planner chooses while sync_state has no
+	# with a filter: what the planner chooses while the tables have no
 	# statistics, unless the key is in the index condition
-	# (sync_state_in_flight holds only the keys in flight, the batches on
+	# (sync_queue_in_flight holds only the keys in flight, the batches on
 	# their way, so reading a mapping's part of it is bounded by them)
 	my $cond = $node_->{'Index Cond'} // $node_->{'Recheck Cond'} // '';
-	push @faults, "$type on sync_state by " . ($node_->{'Index Name'} // 'bitmap')
+	push @faults, "$type on $rel by " . ($node_->{'Index Name'} // 'bitmap')
 	  . " with erp_id in its filter, not its index condition"
-	  if $rel eq 'sync_state'
+	  if $rel =~ $state_rel
 	  && $type =~ /Index Scan|Index Only Scan|Bitmap Heap Scan/
 	  && !in_flight_only($node_)
 	  && ($node_->{Filter} // '') =~ /\berp_id\b/
@@ -105,9 +108,9 @@ sub plan_faults
 	# an index whose earlier columns are not all bound by equality (the due
 	# index: mapping_id, next_attempt_at, erp_id): the scan reads the
 	# mapping's whole part of the index and filters the keys inside it
-	my $unbound = $rel eq 'sync_state' && $cond =~ /\berp_id\b/
+	my $unbound = $rel =~ $state_rel && $cond =~ /\berp_id\b/
 	  ? unbound_before_erp_id($node_->{'Index Name'}, $cond) : undef;
-	push @faults, "$type on sync_state by $node_->{'Index Name'} with erp_id a later column"
+	push @faults, "$type on $rel by $node_->{'Index Name'} with erp_id a later column"
 	  . " of its index condition ($unbound before it is not bound)"
 	  if defined $unbound && !in_flight_only($node_);
 	for my $child (@{ $node_->{Plans} // [] })
@@ -117,7 +120,7 @@ sub plan_faults
 	if ($type =~ /^(Hash|Hash Join|Merge Join|Sort|Incremental Sort|Materialize)$/
 		&& reads_sync_state($node_))
 	{
-		push @faults, "$type over sync_state";
+		push @faults, "$type over a mapping's state";
 	}
 	return @faults;
 }
@@ -136,11 +139,11 @@ sub unbound_before_erp_id
 	return undef;
 }
 
-# Whether a scan of sync_state reads only the index of keys in flight.
+# Whether a scan of the state reads only the index of keys in flight.
 sub in_flight_only
 {
 	my ($n) = @_;
-	return ($n->{'Index Name'} // '') eq 'sync_state_in_flight'
+	return ($n->{'Index Name'} // '') eq 'sync_queue_in_flight'
 	  if $n->{'Node Type'} =~ /Index/;
 	my @kids = @{ $n->{Plans} // [] };
 	return 0 unless @kids;
@@ -154,14 +157,14 @@ sub in_flight_only
 sub updates_sync_state
 {
 	my ($n) = @_;
-	return 1 if $n->{'Node Type'} eq 'ModifyTable' && ($n->{'Relation Name'} // '') eq 'sync_state';
+	return 1 if $n->{'Node Type'} eq 'ModifyTable' && ($n->{'Relation Name'} // '') =~ $state_rel;
 	return scalar grep { updates_sync_state($_) } @{ $n->{Plans} // [] };
 }
 
 sub reads_sync_state
 {
 	my ($n) = @_;
-	return 1 if ($n->{'Relation Name'} // '') eq 'sync_state';
+	return 1 if ($n->{'Relation Name'} // '') =~ $state_rel;
 	for my $child (@{ $n->{Plans} // [] })
 	{
 		# a subplan is a lookup of its own (e.g. an association target)
@@ -197,7 +200,7 @@ sub check_plans
 		}
 		@nested = ();
 	}
-	ok(!@bad, "$phase: no statement reads sync_state whole")
+	ok(!@bad, "$phase: no statement reads a mapping's state whole")
 	  or diag(join("\n---\n", @bad[ 0 .. ($#bad < 4 ? $#bad : 4) ]));
 	for my $w (@$what)
 	{
@@ -248,7 +251,7 @@ my @statements = ('_claim', '_done', '_error', '_fold', 'next due', 'read', '_li
 	# column of its condition (the primary key dropped for the plan only)
 	my $json = $node->safe_psql('postgres', qq{
 BEGIN;
-ALTER TABLE erpcrm.sync_state DROP CONSTRAINT sync_state_pkey;
+ALTER TABLE erpcrm.sync_queue DROP CONSTRAINT sync_queue_pkey;
 SET LOCAL enable_seqscan = off;
 SET LOCAL enable_bitmapscan = off;
 EXPLAIN (FORMAT JSON) SELECT s.hubspot_id FROM erpcrm.sync_state s
@@ -273,14 +276,14 @@ worker_plans();
 deliver_slice(1);
 check_plans('never analyzed', \@statements);
 
-$node->safe_psql('postgres', 'ANALYZE erpcrm.sync_state');
+$node->safe_psql('postgres', 'ANALYZE erpcrm.sync_key, erpcrm.sync_queue');
 deliver_slice(10_001);
 check_plans('analyzed, little pending', \@statements);
 
 # statistics taken while every key was pending, then the keys went back
 $node->safe_psql('postgres', q{
 UPDATE erpcrm.sync_state SET state = 'pending', next_attempt_at = now() + interval '1 year';
-ANALYZE erpcrm.sync_state;
+ANALYZE erpcrm.sync_key, erpcrm.sync_queue;
 UPDATE erpcrm.sync_state SET state = 'synced', next_attempt_at = now();
 });
 deliver_slice(20_001);
@@ -312,14 +315,17 @@ SELECT count(*) FROM erpcrm.sync_state s JOIN erpcrm.mapping m USING (mapping_id
 # the planner knows neither how many rows a mapping has nor how its keys
 # are spread, and still looks the batch's keys up one by one.
 $node->safe_psql('postgres', q{
-ALTER TABLE erpcrm.sync_state SET (autovacuum_enabled = off);
-DELETE FROM pg_statistic WHERE starelid = 'erpcrm.sync_state'::regclass;
-UPDATE pg_class SET reltuples = -1, relpages = 0 WHERE oid = 'erpcrm.sync_state'::regclass;
-SELECT pg_stat_reset_single_table_counters('erpcrm.sync_state'::regclass);
+ALTER TABLE erpcrm.sync_key SET (autovacuum_enabled = off);
+ALTER TABLE erpcrm.sync_queue SET (autovacuum_enabled = off);
+DELETE FROM pg_statistic WHERE starelid IN ('erpcrm.sync_key'::regclass, 'erpcrm.sync_queue'::regclass);
+UPDATE pg_class SET reltuples = -1, relpages = 0
+ WHERE oid IN ('erpcrm.sync_key'::regclass, 'erpcrm.sync_queue'::regclass);
+SELECT pg_stat_reset_single_table_counters('erpcrm.sync_key'::regclass);
+SELECT pg_stat_reset_single_table_counters('erpcrm.sync_queue'::regclass);
 });
 is($node->safe_psql('postgres', q{
-SELECT count(*) FROM pg_statistic WHERE starelid = 'erpcrm.sync_state'::regclass}), '0',
-	'sync_state has no statistics');
+SELECT count(*) FROM pg_statistic WHERE starelid IN ('erpcrm.sync_key'::regclass, 'erpcrm.sync_queue'::regclass)}), '0',
+	'sync_key and sync_queue have no statistics');
 # and ten companies of the slice hold an old HubSpot id: their dependents too
 $node->safe_psql('postgres', q{
 UPDATE erpcrm.sync_state s SET hubspot_id = (900000000 + s.erp_id::integer - 30000)::text
@@ -366,8 +372,8 @@ SELECT erpcrm._unclaim(m.mapping_id, ARRAY['45001', '45002', '45003'])
 		'the plans of _give_up and _unclaim were checked');
 }
 is($node->safe_psql('postgres', q{
-SELECT count(*) FROM pg_statistic WHERE starelid = 'erpcrm.sync_state'::regclass}), '0',
-	'sync_state was not analyzed meanwhile');
+SELECT count(*) FROM pg_statistic WHERE starelid IN ('erpcrm.sync_key'::regclass, 'erpcrm.sync_queue'::regclass)}), '0',
+	'neither was analyzed meanwhile');
 
 # recovery after a crash looks only at the keys in flight
 $node->safe_psql('postgres', q{

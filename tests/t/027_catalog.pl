@@ -221,7 +221,7 @@ ALTER FUNCTION erpcrm._relation_name(oid) SECURITY DEFINER;
 GRANT EXECUTE ON FUNCTION erpcrm._caller() TO PUBLIC;
 REVOKE SELECT ON erpcrm.unlinked FROM pg_monitor;
 ALTER TABLE erpcrm.mapping ALTER COLUMN id_property SET DEFAULT 'id';
-ALTER TABLE erpcrm.sync_state ADD COLUMN extra text;
+ALTER TABLE erpcrm.sync_key ADD COLUMN extra text;
 CREATE INDEX extra_index ON erpcrm.api_call (mapping_id);
 COMMENT ON FUNCTION erpcrm.pause(text) IS 'stop';
 CREATE OR REPLACE VIEW erpcrm.failures AS
@@ -245,7 +245,7 @@ my %expect = (
 	'a grant on a function' => qr/^only in \w+: +privilege on function erpcrm\._caller\(\): PUBLIC EXECUTE/,
 	'a grant on a view' => qr/^only in fresh: +privilege on erpcrm\.unlinked: pg_monitor SELECT/,
 	'a column default' => qr/^only in \w+: +column erpcrm\.mapping\.id_property: #5 text not null default 'id'::text/,
-	'a column' => qr/^only in \w+: +column erpcrm\.sync_state\.extra: #\d+ text/,
+	'a column' => qr/^only in \w+: +column erpcrm\.sync_key\.extra: #\d+ text/,
 	'an index' => qr/^only in \w+: +index erpcrm\.extra_index: /,
 	'a comment' => qr/^only in \w+: +comment on function erpcrm\.pause\(text\): stop$/,
 	'a view' => qr/^only in \w+: +view erpcrm\.failures: .*WHERE \(s\.state = ANY/,

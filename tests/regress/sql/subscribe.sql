@@ -216,7 +216,14 @@ SELECT erpcrm._owners_refreshed('{1}', '{boss@example.com}', '{false}');
 SELECT erpcrm._reconcile_checked(1, 0, '{}', '{}', NULL, '{}', '{}', '{}', '{}', '{}', '{}', '{}');
 SELECT erpcrm._reconcile_scanned(1, 0, 0, NULL, '{}', '{}');
 SELECT erpcrm._reconcile_stop(1, 0, 'done', 'made up');
+-- nor log a mapping's HubSpot call, or count what a batch of it found
+SELECT mapping_id AS orders_map FROM erpcrm.mapping WHERE name = 'sub_orders' \gset
+SELECT erpcrm._log_call(now(), 'POST', '/crm/v3/objects/deals/batch/upsert', 200, 1, 100, NULL, NULL, :orders_map, '1 day');
+SELECT erpcrm._log_call(now(), 'GET', '/account-info/v3/details', 200, 1, 0, NULL, NULL, NULL, '1 day');
+SELECT erpcrm._owner_misses(:orders_map, 1000);
+SELECT erpcrm._unchanged(:orders_map, 1000);
 RESET ROLE;
+SELECT count(*) AS calls_logged FROM erpcrm.api_log WHERE path LIKE '/crm/v3/objects/deals/batch/upsert%';
 SELECT problem, calls_last_hour FROM erpcrm.subscriptions;
 -- not even through a SECURITY DEFINER function a superuser calls
 CREATE FUNCTION sub.feed(integer) RETURNS boolean LANGUAGE sql SECURITY DEFINER
