@@ -72,6 +72,8 @@ REGRESS += backoff
 REGRESS += subscribe
 # 1.3, the way back: filters with OR, associations
 REGRESS += subscribe_more
+# 1.3, security: the delivery path is the worker's
+REGRESS += delivery_guard
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=tests/regress \
 	--temp-instance=tests/regress/tmp_check \
 	--temp-config=tests/regress/erpcrm.conf

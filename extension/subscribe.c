@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -198,6 +199,68 @@ erpcrm_check_worker_v1(PG_FUNCTION_ARGS)
 					   owner_name_for_message(owner)) :
 			 errdetail("Only the erpcrm worker records what HubSpot answered it; besides the worker, only superusers may."),
 			 errhint("This function is the worker's own. erpcrm's views show what it recorded; erpcrm's documented functions change it.")));
+	PG_RETURN_VOID();
+}
+
+/*
+ * erpcrm._check_delivery(what text, mapping integer) returns void
+ *
+ * The functions of the delivery path (fold the outbox, claim a mapping's
+ * keys, record them delivered, failed or given up, their links, the end of
+ * a refresh) are executable by erpcrm_admin because the worker's role is
+ * one; called by another erpcrm_admin they would record a made-up HubSpot
+ * id for a key (whose next update then goes into that other object), park
+ * keys or hold them back.  So only the worker may call them, or a role with
+ * the privileges of the mapping's owner (a superuser has them; with no
+ * mapping, only a superuser).  Inside a security-restricted operation
+ * nobody may.  They run once per batch: the worker passes on a comparison,
+ * and only another caller has the mapping looked up.  what says what was
+ * refused, as "claim the keys" (of mapping "contacts").
+ */
+PG_FUNCTION_INFO_V1(erpcrm_check_delivery_v1);
+Datum
+erpcrm_check_delivery_v1(PG_FUNCTION_ARGS)
+{
+	char	   *what;
+	char	   *name = NULL;
+	Oid			owner = InvalidOid;
+	Oid			caller = erpcrm_asking_role();
+
+	if (erpcrm_shared != NULL && erpcrm_shared->worker_pid == MyProcPid)
+		PG_RETURN_VOID();
+	if (!PG_ARGISNULL(1))
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		args[1] = {PG_GETARG_DATUM(1)};
+
+		SPI_connect();
+		if (SPI_execute_with_args("SELECT owner, name FROM erpcrm.mapping WHERE mapping_id = $1",
+								  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not look up mapping %d", PG_GETARG_INT32(1));
+		if (SPI_processed == 1)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			owner = isnull ? InvalidOid : DatumGetObjectId(d);
+			name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+			name = name != NULL ? MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, name) : NULL;
+		}
+		SPI_finish();
+	}
+	if (OidIsValid(owner) ? has_privs_of_role(caller, owner) : superuser_arg(caller))
+		PG_RETURN_VOID();
+	what = PG_ARGISNULL(0) ? "do this" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 name != NULL ?
+			 errmsg("permission denied to %s of mapping \"%s\"", what, name) :
+			 errmsg("permission denied to %s", what),
+			 OidIsValid(owner) ?
+			 errdetail("Only the erpcrm worker delivers a mapping's keys and records how it went; besides the worker, only role \"%s\", the mapping's owner, and superusers may.",
+					   owner_name_for_message(owner)) :
+			 errdetail("Only the erpcrm worker delivers keys and records how it went; besides the worker, only superusers may."),
+			 errhint("This function is the worker's own. erpcrm.status and erpcrm.failures show the keys; erpcrm.requeue(), erpcrm.resync() and erpcrm.discard() change them.")));
 	PG_RETURN_VOID();
 }
 

@@ -237,6 +237,19 @@ AS 'MODULE_PATHNAME', 'erpcrm_check_worker_v1'
 LANGUAGE C STABLE;
 REVOKE ALL ON FUNCTION erpcrm._check_worker(text, regrole) FROM PUBLIC;
 
+/*
+ * Refuses a caller of the delivery path that is neither the worker nor has
+ * the privileges of the mapping's owner (with no mapping: a superuser),
+ * inside a security-restricted operation anyone: the worker's functions
+ * that fold, claim and record keys call it first, once per batch (the
+ * worker passes on a comparison).  what says what was refused.
+ */
+CREATE FUNCTION erpcrm._check_delivery(what text, mapping integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'erpcrm_check_delivery_v1'
+LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION erpcrm._check_delivery(text, integer) FROM PUBLIC;
+
 /* 1.3: only the worker records them (erpcrm._check_worker). */
 /* The worker: the owners it read (all of them, archived as 'true' or 'false'), replacing the copy. */
 CREATE OR REPLACE FUNCTION erpcrm._owners_refreshed(p_ids text[], p_emails text[], p_archived text[])
@@ -316,6 +329,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('record the failure of the keys', p_mapping_id);
 	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	WITH u AS (
 		UPDATE erpcrm.sync_queue s
@@ -446,6 +460,7 @@ DECLARE
 	mid integer;
 	r record;
 BEGIN
+	PERFORM erpcrm._check_delivery('fold the outbox into the keys to deliver', NULL);
 	/* the committed outbox, per mapping: its keys, and whether all of them */
 	FOR r IN
 		WITH d AS (
@@ -484,6 +499,20 @@ BEGIN
 		END;
 	END LOOP;
 	RETURN n;
+END
+$$;
+
+/* 1.3: the worker's alone (erpcrm._check_delivery), as the fold is */
+CREATE OR REPLACE FUNCTION erpcrm._before_fold()
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM erpcrm._check_delivery('find mapping sources again and fan out watched keys', NULL);
+	PERFORM erpcrm._resolve_sources();
+	RETURN erpcrm._fan_out();
 END
 $$;
 
@@ -546,6 +575,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('give back the claimed keys', p_mapping_id);
 	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	WITH u AS (
 		UPDATE erpcrm.sync_queue s
@@ -620,6 +650,7 @@ AS $$
 DECLARE
 	keys text[];
 BEGIN
+	PERFORM erpcrm._check_delivery('claim the keys', p_mapping_id);
 	keys := ARRAY(
 		SELECT c.erp_id FROM erpcrm.sync_queue c
 		 WHERE c.mapping_id = p_mapping_id AND c.state = 'pending'
@@ -652,6 +683,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('look up the failing keys', p_mapping_id);
 	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
 	  JOIN erpcrm.sync_queue s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	 WHERE starts_with(s.error_message, p_prefix);
@@ -668,6 +700,7 @@ AS $$
 DECLARE
 	n bigint;
 BEGIN
+	PERFORM erpcrm._check_delivery('record the associations of the keys', p_mapping_id);
 	/* (an unchanged state writes no new row version) */
 	UPDATE erpcrm.sync_key s
 	   SET assoc_state = p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)]
@@ -687,6 +720,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('look up the archived keys', p_mapping_id);
 	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
 	  JOIN erpcrm.sync_key s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	 WHERE s.archived_at IS NOT NULL AND s.hubspot_id IS NOT NULL;
@@ -700,6 +734,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('look up the searched keys', p_mapping_id);
 	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
 	  JOIN erpcrm.sync_queue s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	 WHERE s.error_category = 'WAITING_FOR_SEARCH'
@@ -714,6 +749,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('give up the keys', p_mapping_id);
 	/* by primary key lookups only, whatever the statistics (see _claim());
 	 * (|| '': not through the due index, whose next_attempt_at comes
 	 * before erp_id, which reads the mapping's whole backlog) */
@@ -774,6 +810,7 @@ DECLARE
 	archived_ids text[];
 	dep record;
 BEGIN
+	PERFORM erpcrm._check_delivery('record the links of the keys', p_mapping_id);
 	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
 		UPDATE erpcrm.sync_key s
@@ -833,6 +870,7 @@ SET enable_seqscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('put the keys in flight back to pending', NULL);
 	/* each mapping's primary key range in the queue (no index mentions
 	 * state, see sync_queue_due): the backlog, read once at start-up */
 	WITH r AS (
@@ -1055,6 +1093,7 @@ DECLARE
 	gone bigint := 0;
 	n bigint;
 BEGIN
+	PERFORM erpcrm._check_delivery('record the delivery of the keys', p_mapping_id);
 	IF NOT p_archived THEN
 		PERFORM erpcrm._redirty_dependents(p_mapping_id, p_erp_ids, p_hubspot_ids);
 	END IF;
@@ -1275,6 +1314,22 @@ $$;
 REVOKE ALL ON FUNCTION erpcrm._refresh_joined(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._refresh_joined(integer) TO erpcrm_admin;
 
+/*
+ * A refresh of the mapping ended, having dirtied n keys: refresh() says so
+ * (for whoever calls it), the worker through _refreshed().
+ */
+CREATE FUNCTION erpcrm._refresh_ended(p_mapping_id integer, p_n bigint)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO erpcrm.fingerprint_stat AS f (mapping_id, refreshed_at, refresh_dirtied)
+	VALUES (p_mapping_id, pg_catalog.now(), p_n)
+	ON CONFLICT (mapping_id) DO UPDATE
+	   SET refreshed_at = excluded.refreshed_at, refresh_dirtied = excluded.refresh_dirtied;
+$$;
+REVOKE ALL ON FUNCTION erpcrm._refresh_ended(integer, bigint) FROM PUBLIC;
+
 /* The worker: a refresh of the mapping ended, having dirtied n keys. */
 CREATE FUNCTION erpcrm._refreshed(p_mapping_id integer, p_n bigint)
 RETURNS void
@@ -1282,10 +1337,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	INSERT INTO erpcrm.fingerprint_stat AS f (mapping_id, refreshed_at, refresh_dirtied)
-	VALUES (p_mapping_id, pg_catalog.now(), p_n)
-	ON CONFLICT (mapping_id) DO UPDATE
-	   SET refreshed_at = excluded.refreshed_at, refresh_dirtied = excluded.refresh_dirtied;
+	SELECT erpcrm._check_delivery('record the end of a refresh', p_mapping_id);
+	SELECT erpcrm._refresh_ended(p_mapping_id, p_n);
 $$;
 REVOKE ALL ON FUNCTION erpcrm._refreshed(integer, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._refreshed(integer, bigint) TO erpcrm_admin;
@@ -1310,7 +1363,7 @@ BEGIN
 		n := n + step.dirtied;
 		after := step.last_key;
 	END LOOP;
-	PERFORM erpcrm._refreshed(m.mapping_id, n);
+	PERFORM erpcrm._refresh_ended(m.mapping_id, n);
 	IF n > 0 THEN
 		PERFORM erpcrm._wake();
 	END IF;

@@ -1620,6 +1620,19 @@ BEGIN ATOMIC
 END;
 
 /*
+ * Refuses a caller of the delivery path that is neither the worker nor has
+ * the privileges of the mapping's owner (with no mapping: a superuser),
+ * inside a security-restricted operation anyone: the worker's functions
+ * that fold, claim and record keys call it first, once per batch (the
+ * worker passes on a comparison).  what says what was refused.
+ */
+CREATE FUNCTION erpcrm._check_delivery(what text, mapping integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'erpcrm_check_delivery_v1'
+LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION erpcrm._check_delivery(text, integer) FROM PUBLIC;
+
+/*
  * Fold the outbox into sync_state: every committed dirty key becomes one
  * pending row (repeats coalesce).  A key in flight stays in flight and is
  * sent again when its current send completes (change_seq moves on).  A key
@@ -1637,6 +1650,7 @@ DECLARE
 	mid integer;
 	r record;
 BEGIN
+	PERFORM erpcrm._check_delivery('fold the outbox into the keys to deliver', NULL);
 	/* the committed outbox, per mapping: its keys, and whether all of them */
 	FOR r IN
 		WITH d AS (
@@ -1743,6 +1757,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+	PERFORM erpcrm._check_delivery('find mapping sources again and fan out watched keys', NULL);
 	PERFORM erpcrm._resolve_sources();
 	RETURN erpcrm._fan_out();
 END
@@ -1764,6 +1779,7 @@ SET enable_seqscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('put the keys in flight back to pending', NULL);
 	/* each mapping's primary key range in the queue (no index mentions
 	 * state, see sync_queue_due): the backlog, read once at start-up */
 	WITH r AS (
@@ -1808,6 +1824,7 @@ AS $$
 DECLARE
 	keys text[];
 BEGIN
+	PERFORM erpcrm._check_delivery('claim the keys', p_mapping_id);
 	keys := ARRAY(
 		SELECT c.erp_id FROM erpcrm.sync_queue c
 		 WHERE c.mapping_id = p_mapping_id AND c.state = 'pending'
@@ -1884,6 +1901,7 @@ DECLARE
 	gone bigint := 0;
 	n bigint;
 BEGIN
+	PERFORM erpcrm._check_delivery('record the delivery of the keys', p_mapping_id);
 	IF NOT p_archived THEN
 		PERFORM erpcrm._redirty_dependents(p_mapping_id, p_erp_ids, p_hubspot_ids);
 	END IF;
@@ -1989,6 +2007,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('record the failure of the keys', p_mapping_id);
 	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	WITH u AS (
 		UPDATE erpcrm.sync_queue s
@@ -2025,6 +2044,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('give up the keys', p_mapping_id);
 	/* by primary key lookups only, whatever the statistics (see _claim());
 	 * (|| '': not through the due index, whose next_attempt_at comes
 	 * before erp_id, which reads the mapping's whole backlog) */
@@ -2052,6 +2072,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('look up the failing keys', p_mapping_id);
 	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
 	  JOIN erpcrm.sync_queue s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	 WHERE starts_with(s.error_message, p_prefix);
@@ -2072,6 +2093,7 @@ AS $$
 DECLARE
 	n bigint;
 BEGIN
+	PERFORM erpcrm._check_delivery('record the associations of the keys', p_mapping_id);
 	/* (an unchanged state writes no new row version) */
 	UPDATE erpcrm.sync_key s
 	   SET assoc_state = p_states[pg_catalog.array_position(p_erp_ids, s.erp_id)]
@@ -2092,6 +2114,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('look up the archived keys', p_mapping_id);
 	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
 	  JOIN erpcrm.sync_key s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	 WHERE s.archived_at IS NOT NULL AND s.hubspot_id IS NOT NULL;
@@ -2120,6 +2143,7 @@ DECLARE
 	archived_ids text[];
 	dep record;
 BEGIN
+	PERFORM erpcrm._check_delivery('record the links of the keys', p_mapping_id);
 	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	IF p_synced IS NOT NULL AND cardinality(p_synced) > 0 THEN
 		UPDATE erpcrm.sync_key s
@@ -2180,6 +2204,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('look up the searched keys', p_mapping_id);
 	SELECT s.erp_id FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
 	  JOIN erpcrm.sync_queue s ON s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
 	 WHERE s.error_category = 'WAITING_FOR_SEARCH'
@@ -2960,6 +2985,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 BEGIN ATOMIC
+	SELECT erpcrm._check_delivery('give back the claimed keys', p_mapping_id);
 	/* by primary key lookups only, whatever the statistics (see _claim()) */
 	WITH u AS (
 		UPDATE erpcrm.sync_queue s
@@ -3253,6 +3279,22 @@ $$;
 REVOKE ALL ON FUNCTION erpcrm._refresh_joined(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._refresh_joined(integer) TO erpcrm_admin;
 
+/*
+ * A refresh of the mapping ended, having dirtied n keys: refresh() says so
+ * (for whoever calls it), the worker through _refreshed().
+ */
+CREATE FUNCTION erpcrm._refresh_ended(p_mapping_id integer, p_n bigint)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO erpcrm.fingerprint_stat AS f (mapping_id, refreshed_at, refresh_dirtied)
+	VALUES (p_mapping_id, pg_catalog.now(), p_n)
+	ON CONFLICT (mapping_id) DO UPDATE
+	   SET refreshed_at = excluded.refreshed_at, refresh_dirtied = excluded.refresh_dirtied;
+$$;
+REVOKE ALL ON FUNCTION erpcrm._refresh_ended(integer, bigint) FROM PUBLIC;
+
 /* The worker: a refresh of the mapping ended, having dirtied n keys. */
 CREATE FUNCTION erpcrm._refreshed(p_mapping_id integer, p_n bigint)
 RETURNS void
@@ -3260,10 +3302,8 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	INSERT INTO erpcrm.fingerprint_stat AS f (mapping_id, refreshed_at, refresh_dirtied)
-	VALUES (p_mapping_id, pg_catalog.now(), p_n)
-	ON CONFLICT (mapping_id) DO UPDATE
-	   SET refreshed_at = excluded.refreshed_at, refresh_dirtied = excluded.refresh_dirtied;
+	SELECT erpcrm._check_delivery('record the end of a refresh', p_mapping_id);
+	SELECT erpcrm._refresh_ended(p_mapping_id, p_n);
 $$;
 REVOKE ALL ON FUNCTION erpcrm._refreshed(integer, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION erpcrm._refreshed(integer, bigint) TO erpcrm_admin;
@@ -3288,7 +3328,7 @@ BEGIN
 		n := n + step.dirtied;
 		after := step.last_key;
 	END LOOP;
-	PERFORM erpcrm._refreshed(m.mapping_id, n);
+	PERFORM erpcrm._refresh_ended(m.mapping_id, n);
 	IF n > 0 THEN
 		PERFORM erpcrm._wake();
 	END IF;
