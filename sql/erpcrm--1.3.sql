@@ -289,9 +289,13 @@ CREATE TABLE erpcrm.sync_queue (
  * its pages keep room (fillfactor): the claim, which changes only state
  * and sent_seq, is a HOT update that adds no index entry.  The claim skips
  * the few keys in flight (at most the batches on their way); failed and
- * discarded keys are found through the mapping's primary key range.
+ * discarded keys are found through the mapping's primary key range.  (Its
+ * predicate, always true, keeps the planner from looking keys up through
+ * it: only a query that says next_attempt_at IS NOT NULL, or compares it,
+ * reads it.)
  */
-CREATE INDEX sync_queue_due ON erpcrm.sync_queue (mapping_id, next_attempt_at, erp_id);
+CREATE INDEX sync_queue_due ON erpcrm.sync_queue (mapping_id, next_attempt_at, erp_id)
+	WHERE next_attempt_at IS NOT NULL;
 COMMENT ON TABLE erpcrm.sync_queue IS 'keys to send, in flight, failed or discarded: the delivery in progress (read erpcrm.sync_state)';
 
 /*

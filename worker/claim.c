@@ -472,6 +472,7 @@ keys_due(MappingDef *m)
 	query = psprintf("SELECT COALESCE((SELECT s.next_attempt_at <= pg_catalog.now()"
 					 " FROM %s s"
 					 " WHERE s.mapping_id = $1 AND s.state = 'pending'"
+					 " AND s.next_attempt_at IS NOT NULL"
 					 " ORDER BY s.next_attempt_at LIMIT 1), false)",
 					 erpcrm_due_relation());
 	args[0] = Int32GetDatum(m->id);

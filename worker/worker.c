@@ -201,6 +201,7 @@ read_next_due(bool *paused, TimestampTz *next_due)
 	query = psprintf("SELECT c.paused,"
 					 " (SELECT min((SELECT s.next_attempt_at FROM %s s"
 					 "   WHERE s.mapping_id = m.mapping_id AND s.state = 'pending'"
+					 "     AND s.next_attempt_at IS NOT NULL"
 					 "   ORDER BY s.next_attempt_at LIMIT 1))"
 					 "  FROM erpcrm.mapping m)"
 					 " FROM erpcrm.control c",

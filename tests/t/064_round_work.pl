@@ -77,6 +77,7 @@ SET plan_cache_mode = force_generic_plan;
 PREPARE due(integer) AS
 SELECT COALESCE((SELECT s.next_attempt_at <= pg_catalog.now()
   FROM erpcrm.sync_queue s WHERE s.mapping_id = $1 AND s.state = 'pending'
+   AND s.next_attempt_at IS NOT NULL
  ORDER BY s.next_attempt_at LIMIT 1), false);
 SELECT mapping_id AS quiet FROM erpcrm.mapping WHERE name = 'quiet' \gset
 EXPLAIN (COSTS OFF) EXECUTE due(:quiet);
