@@ -230,14 +230,16 @@ my @statements = ('_claim', '_done', '_error', '_fold', 'next due', 'read', '_li
 	}
 
 	# the pending keys of a batch found by the due index, erp_id a later
-	# column of its condition (the primary key dropped for the plan only)
+	# column of its condition (the primary key dropped for the plan only;
+	# the query says the due index's predicate)
 	my $json = $node->safe_psql('postgres', qq{
 BEGIN;
 ALTER TABLE erpcrm.sync_queue DROP CONSTRAINT sync_queue_pkey;
 SET LOCAL enable_seqscan = off;
 SET LOCAL enable_bitmapscan = off;
 EXPLAIN (FORMAT JSON) SELECT s.hubspot_id FROM erpcrm.sync_state s
- WHERE s.mapping_id = $mid AND s.state = 'pending' AND s.erp_id = '1';
+ WHERE s.mapping_id = $mid AND s.state = 'pending' AND s.erp_id = '1'
+   AND s.next_attempt_at IS NOT NULL;
 ROLLBACK;
 });
 	my @f = plan_faults(decode_json($json)->[0]{Plan});
