@@ -232,6 +232,7 @@ erpcrm_check_delivery_v1(PG_FUNCTION_ARGS)
 	{
 		Oid			types[1] = {INT4OID};
 		Datum		args[1] = {PG_GETARG_DATUM(1)};
+		MemoryContext cxt = CurrentMemoryContext;
 
 		SPI_connect();
 		if (SPI_execute_with_args("SELECT owner, name FROM erpcrm.mapping WHERE mapping_id = $1",
@@ -244,7 +245,7 @@ erpcrm_check_delivery_v1(PG_FUNCTION_ARGS)
 
 			owner = isnull ? InvalidOid : DatumGetObjectId(d);
 			name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-			name = name != NULL ? MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, name) : NULL;
+			name = name != NULL ? MemoryContextStrdup(cxt, name) : NULL;
 		}
 		SPI_finish();
 	}
