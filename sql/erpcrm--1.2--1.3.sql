@@ -71,8 +71,9 @@ GRANT SELECT ON erpcrm.sync_queue TO erpcrm_monitor, pg_monitor;
 INSERT INTO erpcrm.sync_queue (mapping_id, erp_id, state, change_seq, sent_seq, attempts,
 							   next_attempt_at, dirty_since, http_status, error_category,
 							   error_message, correlation_id, error_at)
-SELECT mapping_id, erp_id, state, change_seq, sent_seq, attempts, next_attempt_at, dirty_since,
-	   http_status, error_category, error_message, correlation_id, error_at
+SELECT mapping_id, erp_id, state, change_seq, sent_seq, attempts,
+	   CASE WHEN state IN ('failed', 'discarded') THEN 'infinity' ELSE next_attempt_at END,
+	   dirty_since, http_status, error_category, error_message, correlation_id, error_at
   FROM erpcrm.sync_key
  WHERE state NOT IN ('synced', 'archived');
 DELETE FROM erpcrm.sync_key
@@ -193,7 +194,10 @@ BEGIN
 											http_status, error_category, error_message,
 											correlation_id, error_at)
 		VALUES (NEW.mapping_id, NEW.erp_id, NEW.state, COALESCE(NEW.change_seq, 1), NEW.sent_seq,
-				COALESCE(NEW.attempts, 0), COALESCE(NEW.next_attempt_at, pg_catalog.now()),
+				COALESCE(NEW.attempts, 0),
+				CASE WHEN NEW.state IN ('failed', 'discarded') THEN 'infinity'
+					 WHEN NEW.next_attempt_at IS NULL OR NEW.next_attempt_at = 'infinity' THEN pg_catalog.now()
+					 ELSE NEW.next_attempt_at END,
 				NEW.dirty_since, NEW.http_status, NEW.error_category, NEW.error_message,
 				NEW.correlation_id, NEW.error_at)
 		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
@@ -342,7 +346,8 @@ BEGIN ATOMIC
 			   attempts = s.attempts + CASE WHEN p_retry_base IS NOT NULL AND p_retry_max IS NULL
 											THEN 0 ELSE 1 END,
 			   next_attempt_at = CASE
-					WHEN s.change_seq <> s.sent_seq OR p_retry_base IS NULL THEN now()
+					WHEN s.change_seq <> s.sent_seq THEN now()
+					WHEN p_retry_base IS NULL THEN 'infinity'
 					WHEN p_retry_max IS NULL THEN now() + p_retry_base
 					ELSE now() + erpcrm._backoff(p_retry_base, p_retry_max, s.attempts + 1) END,
 			   http_status = p_http_status,
@@ -428,15 +433,16 @@ BEGIN
 	END IF;
 	IF array_position(in_view, NULL) IS NOT NULL THEN
 		INSERT INTO erpcrm.sync_queue AS s (mapping_id, erp_id, state, error_category,
-											error_message, error_at, change_seq)
+											error_message, error_at, change_seq, next_attempt_at)
 		VALUES (p_mapping_id, '', 'failed', 'ERP_NULL_ID',
 				format('rows of %s have a NULL erp_id: they cannot be sent to HubSpot', m.source), now(),
 				COALESCE((SELECT k.sent_seq FROM erpcrm.sync_key k
-						   WHERE k.mapping_id = p_mapping_id AND k.erp_id = ''), 0) + 1)
+						   WHERE k.mapping_id = p_mapping_id AND k.erp_id = ''), 0) + 1,
+				'infinity')
 		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
 			change_seq = s.change_seq + 1,
 			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'failed' END,
-			attempts = 0, next_attempt_at = now(),
+			attempts = 0, next_attempt_at = CASE WHEN s.state = 'in_flight' THEN now() ELSE 'infinity' END,
 			dirty_since = COALESCE(s.dirty_since, now()),
 			http_status = NULL, correlation_id = NULL,
 			error_category = excluded.error_category,
@@ -760,7 +766,7 @@ BEGIN ATOMIC
 	WITH u AS (
 		UPDATE erpcrm.sync_queue s
 		   SET state = 'failed',
-			   next_attempt_at = now(),
+			   next_attempt_at = 'infinity',
 			   error_message = s.error_message || ' (given up after ' || s.attempts || ' attempts)'
 		  FROM unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
 		 WHERE s.mapping_id = k.mapping_id AND s.erp_id = k.erp_id
@@ -892,19 +898,20 @@ SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
 	WITH ins AS (
 		INSERT INTO erpcrm.sync_queue AS s (mapping_id, erp_id, state, error_category,
-											error_message, error_at, change_seq)
+											error_message, error_at, change_seq, next_attempt_at)
 		SELECT p_mapping_id, erpcrm._key_ref(k.k), 'failed', 'ERP_KEY_TOO_LONG',
 			   'the key is ' || octet_length(k.k) || ' bytes long, and erpcrm keys are at most 2048 bytes; it begins with: '
 			   || "left"(k.k, 64), now(),
 			   COALESCE((SELECT x.sent_seq FROM erpcrm.sync_key x
-						  WHERE x.mapping_id = p_mapping_id AND x.erp_id = erpcrm._key_ref(k.k)), 0) + 1
+						  WHERE x.mapping_id = p_mapping_id AND x.erp_id = erpcrm._key_ref(k.k)), 0) + 1,
+			   'infinity'
 		  FROM (SELECT DISTINCT u.k FROM unnest(p_keys) AS u(k)
 				 WHERE octet_length(u.k) > 2048) AS k
 		ON CONFLICT (mapping_id, erp_id) DO UPDATE SET
 			change_seq = s.change_seq + 1,
 			state = CASE WHEN s.state = 'in_flight' THEN s.state ELSE 'failed' END,
 			attempts = 0,
-			next_attempt_at = now(),
+			next_attempt_at = CASE WHEN s.state = 'in_flight' THEN now() ELSE 'infinity' END,
 			dirty_since = COALESCE(s.dirty_since, now()),
 			http_status = NULL, correlation_id = NULL,
 			error_category = excluded.error_category,
@@ -942,7 +949,7 @@ BEGIN
 	UPDATE erpcrm.outbox o SET erp_ids = array_remove(o.erp_ids, discard.erp_id)
 	 WHERE o.mapping_id = m.mapping_id AND discard.erp_id = ANY (o.erp_ids);
 	UPDATE erpcrm.sync_state s
-	   SET state = 'discarded', attempts = 0, next_attempt_at = now(),
+	   SET state = 'discarded', attempts = 0, next_attempt_at = 'infinity',
 		   http_status = NULL, correlation_id = NULL,
 		   error_category = 'DISCARDED',
 		   error_message = format('discarded by %s (it was %s%s)', erpcrm._caller(), st,

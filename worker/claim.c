@@ -473,6 +473,7 @@ keys_due(MappingDef *m)
 					 " FROM %s s"
 					 " WHERE s.mapping_id = $1 AND s.state = 'pending'"
 					 " AND s.next_attempt_at IS NOT NULL"
+					 " AND s.next_attempt_at < 'infinity'"
 					 " ORDER BY s.next_attempt_at LIMIT 1), false)",
 					 erpcrm_due_relation());
 	args[0] = Int32GetDatum(m->id);

@@ -202,6 +202,7 @@ read_next_due(bool *paused, TimestampTz *next_due)
 					 " (SELECT min((SELECT s.next_attempt_at FROM %s s"
 					 "   WHERE s.mapping_id = m.mapping_id AND s.state = 'pending'"
 					 "     AND s.next_attempt_at IS NOT NULL"
+					 "     AND s.next_attempt_at < 'infinity'"
 					 "   ORDER BY s.next_attempt_at LIMIT 1))"
 					 "  FROM erpcrm.mapping m)"
 					 " FROM erpcrm.control c",

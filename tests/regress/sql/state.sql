@@ -92,3 +92,40 @@ INSERT INTO erpcrm.outbox VALUES (99999, 'x');
 SELECT erpcrm._fold();
 SELECT count(*) FROM erpcrm.outbox;
 SELECT count(*) FROM erpcrm.sync_state WHERE mapping_id = 99999;
+
+-- keys given up on or discarded are due never ('infinity'): they wait at the
+-- end of the due index, so the look for keys due and the claim read the
+-- same few pages with 3,000 of them as with none (about 25 here; 750 when
+-- they were due at once, as before)
+CREATE TEMP TABLE gu AS SELECT 'G' || i AS erp_id FROM generate_series(1, 3000) i;
+INSERT INTO erpcrm.sync_queue (mapping_id, erp_id, state, change_seq, sent_seq, attempts, next_attempt_at)
+SELECT :companies, erp_id, 'pending', 1, 1, 5, now() - interval '1 hour' FROM gu;
+SELECT erpcrm._give_up(:companies, ARRAY(SELECT erp_id FROM gu), 5) AS given_up;
+SELECT count(*) AS failed, count(*) FILTER (WHERE next_attempt_at = 'infinity') AS due_never
+  FROM erpcrm.sync_state WHERE mapping_id = :companies AND state = 'failed';
+CREATE FUNCTION pg_temp.blocks(q text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+	p json;
+BEGIN
+	EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ' || q INTO p;
+	RETURN (p -> 0 -> 'Plan' ->> 'Shared Hit Blocks')::bigint
+		 + (p -> 0 -> 'Plan' ->> 'Shared Read Blocks')::bigint;
+END
+$$;
+\set due_look 'SELECT s.next_attempt_at FROM erpcrm.sync_queue s WHERE s.mapping_id = ' :companies ' AND s.state = ''pending'' AND s.next_attempt_at IS NOT NULL AND s.next_attempt_at < ''infinity'' ORDER BY s.next_attempt_at LIMIT 1'
+-- (with sorts off, as the worker reads the due index)
+SET enable_sort = off;
+SELECT pg_temp.blocks(:'due_look') >= 0 AS warmed;
+SELECT pg_temp.blocks(:'due_look') < 100 AS due_look_reads_few_pages;
+RESET enable_sort;
+SELECT pg_temp.blocks(format('SELECT * FROM erpcrm._claim(%s, 10)', :companies)) >= 0 AS warmed;
+SELECT pg_temp.blocks(format('SELECT * FROM erpcrm._claim(%s, 10)', :companies)) < 100 AS claim_reads_few_pages;
+-- a DBA's repair through the view makes a failed key due now, and a
+-- discarded key is due never
+UPDATE erpcrm.sync_state SET state = 'pending' WHERE mapping_id = :companies AND erp_id = 'G1';
+SELECT state, next_attempt_at <= now() AS due_now FROM erpcrm.sync_state
+ WHERE mapping_id = :companies AND erp_id = 'G1';
+SELECT erpcrm.discard('companies', 'G1');
+SELECT state, next_attempt_at = 'infinity' AS due_never FROM erpcrm.sync_state
+ WHERE mapping_id = :companies AND erp_id = 'G1';
+DELETE FROM erpcrm.sync_queue WHERE mapping_id = :companies AND erp_id LIKE 'G%';
