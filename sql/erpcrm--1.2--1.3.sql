@@ -1105,6 +1105,18 @@ DECLARE
 	n bigint;
 BEGIN
 	PERFORM erpcrm._check_delivery('record the delivery of the keys', p_mapping_id);
+	/*
+	 * Lock the batch's queue entries first.  A change committed while the
+	 * batch was on its way (a resync, a fold) is then seen by the
+	 * statements below, which take their snapshot after it: each key is
+	 * either recorded or pending again, never left in flight between the
+	 * two (their conditions are each other's opposite, and a row changed
+	 * after the snapshot would match neither).
+	 */
+	PERFORM FROM erpcrm.sync_queue q,
+			unnest(pg_catalog.array_fill(p_mapping_id, ARRAY[pg_catalog.cardinality(p_erp_ids)]), p_erp_ids) AS k(mapping_id, erp_id)
+	 WHERE q.mapping_id = k.mapping_id AND q.erp_id = k.erp_id AND q.state = 'in_flight'
+	   FOR UPDATE OF q;
 	IF NOT p_archived THEN
 		PERFORM erpcrm._redirty_dependents(p_mapping_id, p_erp_ids, p_hubspot_ids);
 	END IF;
